@@ -1,0 +1,21 @@
+// autograd/engine.h — running the tape backwards.
+//
+// backward(roots, grads) walks the graph from the roots' nodes: it counts, for each node, how many consumers will
+// send it a gradient, then processes nodes in reverse topological order (Kahn's algorithm on the reversed graph,
+// newest node first among the ready ones), summing each node's incoming gradients before calling its closure once.
+// Leaves accumulate into .grad with +=. With retain_graph=false the closures (and their saved tensors) are freed as
+// soon as they ran, so a second backward through the same graph is a loud error, not silent garbage.
+#pragma once
+
+#include "autograd/node.h"
+
+namespace gdn {
+
+// roots: tensors to differentiate; grads: their incoming gradients (undefined = ones, only for 1-element roots).
+void backward(const TensorList& roots, const TensorList& grads = {}, bool retain_graph = false);
+inline void backward(const Tensor& root) { backward(TensorList{root}); }
+
+// Sets .grad of every tensor in the list to undefined (the next backward allocates it afresh).
+void zero_grad(const TensorList& params);
+
+}  // namespace gdn

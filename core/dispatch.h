@@ -1,0 +1,113 @@
+// core/dispatch.h — the one list of device kernels, and the table that picks one per device.
+//
+// An op (ops/*.cpp) never calls a CPU or CUDA function directly: it calls kernels::NAME(device, args...), which
+// looks NAME up in the table of the device's type. The CPU column is filled by ops/cpu/ (register_cpu_kernels), the
+// CUDA column by cuda/ when gdn.cpp is built with CUDA; an empty cell is a loud error naming kernel and device.
+// This is PyTorch's "dispatch stub" idea reduced to one X-macro: GDN_FOR_EACH_KERNEL is the single place where a
+// kernel's name and signature are written down.
+//
+// Conventions for every kernel: outputs first, then inputs, then attributes; outputs are preallocated by the op
+// with the right shape, dtype and device; kernels write (=) their outputs, never accumulate, unless the name says
+// so. Tensors may be strided unless the kernel's comment says "contiguous".
+//
+// GDN_TRACE=1 in the environment prints every kernel call with its device and tensor shapes (tinygrad's DEBUG).
+#pragma once
+
+#include <cstdint>
+#include <type_traits>
+#include <utility>
+
+#include "core/tensor.h"
+
+namespace gdn {
+
+enum class UnaryOp : uint8_t { Neg, Exp, Log, Sqrt, Rsqrt, Sigmoid, Silu, Softplus, LogSigmoid, Tanh, Abs };
+enum class BinaryOp : uint8_t { Add, Sub, Mul, Div };
+enum class ScalarOp : uint8_t { Add, Mul, Pow };  // x + s, x * s, x ^ s
+
+struct AdamWParams {
+  double lr, beta1, beta2, eps, weight_decay;
+  int64_t step;  // 1-based, for bias correction
+};
+
+// X(name, signature). Shapes use the project glossary; N = rows, V = vocabulary (classes).
+#define GDN_FOR_EACH_KERNEL(X)                                                                                  \
+  /* out = value */                                                                                             \
+  X(fill, void(const Tensor& out, double value))                                                                \
+  /* out = in, same shape, any strides, converting dtype */                                                     \
+  X(copy, void(const Tensor& out, const Tensor& in))                                                            \
+  /* out = op(in) */                                                                                            \
+  X(unary, void(UnaryOp op, const Tensor& out, const Tensor& in))                                               \
+  /* dx = dy * op'(x); y = op(x) is passed too (cheaper derivative for exp, sigmoid, tanh, sqrt) */             \
+  X(unary_backward, void(UnaryOp op, const Tensor& dx, const Tensor& dy, const Tensor& x, const Tensor& y))     \
+  /* out = a op b; a and b are already expanded to out's shape (stride 0 where broadcast) */                    \
+  X(binary, void(BinaryOp op, const Tensor& out, const Tensor& a, const Tensor& b))                             \
+  /* out = in op s */                                                                                           \
+  X(scalar, void(ScalarOp op, const Tensor& out, const Tensor& in, double s))                                   \
+  /* out = sum of in over the dimensions where out has size 1 (same rank) */                                    \
+  X(sum_to, void(const Tensor& out, const Tensor& in))                                                          \
+  /* values, indices (int64) = max of in along dim (first index on ties); size 1 at dim; contiguous */         \
+  X(max_dim, void(const Tensor& values, const Tensor& indices, const Tensor& in, int64_t dim))                  \
+  /* dx = 0 except dx[.., indices, ..] = dy along dim (max backward); contiguous */                           \
+  X(scatter_dim, void(const Tensor& dx, const Tensor& dy, const Tensor& indices, int64_t dim))                  \
+  /* out [P,M,N] = alpha * a [P,M,K] @ b [P,K,N] + beta * out; each matrix row- or column-major */              \
+  X(gemm, void(const Tensor& out, const Tensor& a, const Tensor& b, double alpha, double beta))                 \
+  /* out [N,D] = weight [V,D][ids [N]] */                                                                       \
+  X(embedding_forward, void(const Tensor& out, const Tensor& weight, const Tensor& ids))                        \
+  /* dweight [V,D] = scatter-add of dout [N,D] rows at ids [N] (dweight is overwritten, zeros elsewhere) */      \
+  X(embedding_backward, void(const Tensor& dweight, const Tensor& dout, const Tensor& ids))                     \
+  /* loss [1] = mean over rows with target != ignore of logsumexp - logit[target]; lse [N]; count [1] */        \
+  X(cross_entropy_forward, void(const Tensor& loss, const Tensor& lse, const Tensor& count,                    \
+                                const Tensor& logits, const Tensor& targets, int64_t ignore_index))            \
+  /* dlogits [N,V] = dloss * (softmax - onehot) / count on kept rows, 0 on ignored rows */                      \
+  X(cross_entropy_backward, void(const Tensor& dlogits, const Tensor& dloss, const Tensor& logits,             \
+                                 const Tensor& lse, const Tensor& count, const Tensor& targets,                \
+                                 int64_t ignore_index))                                                        \
+  /* y [N,D] = x * rstd * w; rstd [N] = 1/sqrt(mean(x^2) + eps); contiguous */                                  \
+  X(rms_norm_forward, void(const Tensor& y, const Tensor& rstd, const Tensor& x, const Tensor& w, double eps))  \
+  /* dx [N,D], dw [D] (overwritten) from dy [N,D]; contiguous */                                                \
+  X(rms_norm_backward, void(const Tensor& dx, const Tensor& dw, const Tensor& dy, const Tensor& x,              \
+                            const Tensor& w, const Tensor& rstd))                                               \
+  /* param, m, v updated in place by one AdamW step with decoupled weight decay; contiguous */                  \
+  X(adamw_step, void(const Tensor& param, const Tensor& m, const Tensor& v, const Tensor& grad,                 \
+                     const AdamWParams& p))
+
+struct KernelTable {
+#define GDN_KERNEL_FIELD_(NAME, SIG) std::add_pointer_t<SIG> NAME = nullptr;
+  GDN_FOR_EACH_KERNEL(GDN_KERNEL_FIELD_)
+#undef GDN_KERNEL_FIELD_
+};
+
+// The (mutable) table of one device type. Backends fill it once at start-up.
+KernelTable& kernel_table(DeviceType type);
+
+namespace detail {
+bool trace_enabled();
+void trace_begin(const char* name, Device device);
+void trace_arg(const Tensor& t);
+template <typename T> void trace_arg(const T&) {}
+void trace_end();
+
+template <typename Fn, typename... Args>
+void call_kernel(Fn fn, const char* name, Device device, Args&&... args) {
+  GDN_CHECK(fn != nullptr, "kernel '{}' is not implemented for device {}", name, device);
+  if (trace_enabled()) {
+    trace_begin(name, device);
+    (trace_arg(args), ...);
+    trace_end();
+  }
+  fn(std::forward<Args>(args)...);
+}
+}  // namespace detail
+
+// kernels::NAME(device, args...) — the only way ops reach device code.
+namespace kernels {
+#define GDN_KERNEL_CALL_(NAME, SIG)                                                              \
+  template <typename... Args> void NAME(Device device, Args&&... args) {                         \
+    detail::call_kernel(kernel_table(device.type).NAME, #NAME, device, std::forward<Args>(args)...); \
+  }
+GDN_FOR_EACH_KERNEL(GDN_KERNEL_CALL_)
+#undef GDN_KERNEL_CALL_
+}  // namespace kernels
+
+}  // namespace gdn

@@ -1,0 +1,20 @@
+// ops/cpu/cpu_kernels.h — how the CPU column of the kernel table is filled.
+//
+// Each ops/cpu/*_cpu.cpp file defines its kernels in an anonymous namespace and one register_*_kernels function
+// that stores them in the table. register_cpu_kernels() (ops/cpu/register_cpu.cpp) calls them all once.
+#pragma once
+
+#include "core/dispatch.h"
+
+namespace gdn::cpu {
+
+void register_elementwise_kernels(KernelTable& t);
+void register_reduce_kernels(KernelTable& t);
+void register_matmul_kernels(KernelTable& t);
+void register_nn_kernels(KernelTable& t);
+void register_gated_deltanet_kernels(KernelTable& t);  // conv1d, l2norm, gated norm, gate, delta rule
+
+// Fills the CPU column of every kernel table (idempotent). Called by ensure_cpu_kernels().
+void register_cpu_kernels();
+
+}  // namespace gdn::cpu

@@ -1,0 +1,66 @@
+// ops/cpu/cpu_loops.h — the loop helpers every CPU kernel uses.
+//
+// strided_for_each visits every index of a shape and hands the kernel body the element offset of each operand
+// (strides in elements, stride 0 where an operand is broadcast). When every operand is contiguous it degenerates to a
+// flat loop that OpenMP splits across threads; otherwise an odometer walks the index serially (strided inputs are rare
+// on hot paths: ops that care make inputs contiguous first).
+#pragma once
+
+#include <array>
+#include <cstdint>
+
+#include "core/tensor.h"
+
+namespace gdn::cpu {
+
+// Work below this many elements stays on one thread (thread start-up costs more than it saves).
+inline constexpr int64_t kParallelGrain = 1 << 15;
+
+template <size_t N> bool all_contiguous_same_shape(const std::array<const Tensor*, N>& ts) {
+  for (const Tensor* t : ts)
+    if (!t->is_contiguous() || t->shape() != ts[0]->shape()) return false;
+  return true;
+}
+
+// f(std::array<int64_t, N> offsets) for every element; offsets relative to each operand's data<T>().
+template <size_t N, typename F> void strided_for_each(const std::array<const Tensor*, N>& ts, F&& f) {
+  const Shape& shape = ts[0]->shape();
+  const int64_t n = shape_numel(shape);
+  if (n == 0) return;
+  if (all_contiguous_same_shape(ts)) {
+#pragma omp parallel for if (n >= kParallelGrain) schedule(static)
+    for (int64_t i = 0; i < n; ++i) {
+      std::array<int64_t, N> offs;
+      offs.fill(i);
+      f(offs);
+    }
+    return;
+  }
+  const int64_t nd = static_cast<int64_t>(shape.size());
+  std::vector<int64_t> idx(nd, 0);
+  std::array<int64_t, N> offs{};
+  for (int64_t i = 0; i < n; ++i) {
+    f(offs);
+    for (int64_t d = nd - 1; d >= 0; --d) {
+      if (++idx[d] < shape[d]) {
+        for (size_t k = 0; k < N; ++k) offs[k] += ts[k]->strides()[d];
+        break;
+      }
+      for (size_t k = 0; k < N; ++k) offs[k] -= ts[k]->strides()[d] * (shape[d] - 1);
+      idx[d] = 0;
+    }
+  }
+}
+
+// Element conversion between any two storage types (bfloat16 goes through float).
+template <typename To, typename From> inline To convert(From v) {
+  if constexpr (std::is_same_v<From, bfloat16>) {
+    return static_cast<To>(static_cast<float>(v));
+  } else if constexpr (std::is_same_v<To, bfloat16>) {
+    return bfloat16(static_cast<float>(v));
+  } else {
+    return static_cast<To>(v);
+  }
+}
+
+}  // namespace gdn::cpu

@@ -1,0 +1,206 @@
+// ops/cpu/nn_cpu.cpp — CPU kernels of the neural-network ops: embedding, fused cross-entropy, RMSNorm, AdamW.
+//
+// Row-parallel loops (OpenMP) with per-row work in the element type and reductions in double:
+//   cross-entropy: loss_i = logsumexp(x_i) - x_i[t_i] with the max subtracted first (stable); the backward rebuilds
+//   softmax from the saved logsumexp instead of storing the [N,V] probabilities.
+//   RMSNorm: y = x * r * w, r = 1/sqrt(mean(x^2) + eps); with xh = x * r and gh = dy * w,
+//   dx = r * (gh - xh * mean(gh * xh)), dw = sum_rows dy * xh.
+#include <cmath>
+#include <vector>
+
+#include "ops/cpu/cpu_kernels.h"
+#include "ops/cpu/cpu_loops.h"
+
+namespace gdn::cpu {
+
+namespace {
+
+template <typename I> void check_ids(const I* ids, int64_t n, int64_t vocab) {
+  for (int64_t i = 0; i < n; ++i)
+    GDN_CHECK(ids[i] >= 0 && ids[i] < vocab, "embedding: id {} at position {} is outside [0, {})",
+              static_cast<int64_t>(ids[i]), i, vocab);
+}
+
+void embedding_forward(const Tensor& out, const Tensor& weight, const Tensor& ids) {
+  GDN_CHECK(out.is_contiguous() && weight.is_contiguous() && ids.is_contiguous(), "embedding: contiguous only");
+  const int64_t N = ids.numel(), V = weight.size(0), D = weight.size(1);
+  dispatch_index(ids.dtype(), "embedding", [&](auto tag_) {
+    using scalar_t = decltype(tag_);
+    const auto* id = ids.data<scalar_t>();
+    check_ids(id, N, V);
+    dispatch_float(out.dtype(), "embedding", [&](auto tag_) {
+    using scalar_t = decltype(tag_);
+      const auto* w = weight.data<scalar_t>();
+      auto* o = out.data<scalar_t>();
+#pragma omp parallel for if (N * D >= kParallelGrain)
+      for (int64_t i = 0; i < N; ++i) std::copy(w + id[i] * D, w + id[i] * D + D, o + i * D);
+    });
+  });
+}
+
+void embedding_backward(const Tensor& dweight, const Tensor& dout, const Tensor& ids) {
+  GDN_CHECK(dweight.is_contiguous() && dout.is_contiguous() && ids.is_contiguous(), "embedding: contiguous only");
+  const int64_t N = ids.numel(), D = dweight.size(1);
+  dispatch_index(ids.dtype(), "embedding_backward", [&](auto tag_) {
+    using scalar_t = decltype(tag_);
+    const auto* id = ids.data<scalar_t>();
+    dispatch_float(dweight.dtype(), "embedding_backward", [&](auto tag_) {
+    using scalar_t = decltype(tag_);
+      auto* dw = dweight.data<scalar_t>();
+      const auto* g = dout.data<scalar_t>();
+      std::fill(dw, dw + dweight.numel(), scalar_t(0));
+      for (int64_t i = 0; i < N; ++i)  // serial: rows with equal ids collide
+        for (int64_t d = 0; d < D; ++d) dw[id[i] * D + d] += g[i * D + d];
+    });
+  });
+}
+
+void cross_entropy_forward(const Tensor& loss, const Tensor& lse, const Tensor& count, const Tensor& logits,
+                           const Tensor& targets, int64_t ignore_index) {
+  GDN_CHECK(logits.is_contiguous() && targets.is_contiguous(), "cross_entropy: contiguous only");
+  const int64_t N = logits.size(0), V = logits.size(1);
+  const auto* t = targets.data<int64_t>();
+  for (int64_t i = 0; i < N; ++i)
+    GDN_CHECK(t[i] == ignore_index || (t[i] >= 0 && t[i] < V), "cross_entropy: target {} at row {} outside [0, {})",
+              t[i], i, V);
+  dispatch_float(logits.dtype(), "cross_entropy", [&](auto tag_) {
+    using scalar_t = decltype(tag_);
+    const auto* x = logits.data<scalar_t>();
+    auto* l = lse.data<scalar_t>();
+    double total = 0;
+    int64_t kept = 0;
+#pragma omp parallel for reduction(+ : total, kept) if (N * V >= kParallelGrain)
+    for (int64_t i = 0; i < N; ++i) {
+      const scalar_t* row = x + i * V;
+      scalar_t m = row[0];
+      for (int64_t j = 1; j < V; ++j) m = std::max(m, row[j]);
+      double s = 0;
+      for (int64_t j = 0; j < V; ++j) s += std::exp(static_cast<double>(row[j] - m));
+      double lsei = static_cast<double>(m) + std::log(s);
+      l[i] = static_cast<scalar_t>(lsei);
+      if (t[i] != ignore_index) {
+        total += lsei - static_cast<double>(row[t[i]]);
+        kept += 1;
+      }
+    }
+    loss.data<scalar_t>()[0] = static_cast<scalar_t>(kept > 0 ? total / kept : 0.0);
+    count.data<scalar_t>()[0] = static_cast<scalar_t>(kept);
+  });
+}
+
+void cross_entropy_backward(const Tensor& dlogits, const Tensor& dloss, const Tensor& logits, const Tensor& lse,
+                            const Tensor& count, const Tensor& targets, int64_t ignore_index) {
+  const int64_t N = logits.size(0), V = logits.size(1);
+  const auto* t = targets.data<int64_t>();
+  dispatch_float(logits.dtype(), "cross_entropy_backward", [&](auto tag_) {
+    using scalar_t = decltype(tag_);
+    const auto* x = logits.data<scalar_t>();
+    const auto* l = lse.data<scalar_t>();
+    auto* dx = dlogits.data<scalar_t>();
+    const scalar_t c = count.data<scalar_t>()[0];
+    const scalar_t scale = c > 0 ? dloss.data<scalar_t>()[0] / c : scalar_t(0);
+#pragma omp parallel for if (N * V >= kParallelGrain)
+    for (int64_t i = 0; i < N; ++i) {
+      scalar_t* drow = dx + i * V;
+      if (t[i] == ignore_index) {
+        std::fill(drow, drow + V, scalar_t(0));
+        continue;
+      }
+      const scalar_t* row = x + i * V;
+      for (int64_t j = 0; j < V; ++j) drow[j] = scale * std::exp(row[j] - l[i]);
+      drow[t[i]] -= scale;
+    }
+  });
+}
+
+void rms_norm_forward(const Tensor& y, const Tensor& rstd, const Tensor& x, const Tensor& w, double eps) {
+  GDN_CHECK(x.is_contiguous() && y.is_contiguous() && w.is_contiguous(), "rms_norm: contiguous only");
+  const int64_t D = x.size(-1), N = x.numel() / D;
+  dispatch_float(x.dtype(), "rms_norm", [&](auto tag_) {
+    using scalar_t = decltype(tag_);
+    const auto* xp = x.data<scalar_t>();
+    const auto* wp = w.data<scalar_t>();
+    auto* yp = y.data<scalar_t>();
+    auto* rp = rstd.data<scalar_t>();
+#pragma omp parallel for if (N * D >= kParallelGrain)
+    for (int64_t i = 0; i < N; ++i) {
+      const scalar_t* row = xp + i * D;
+      double ss = 0;
+      for (int64_t d = 0; d < D; ++d) ss += static_cast<double>(row[d]) * row[d];
+      const scalar_t r = static_cast<scalar_t>(1.0 / std::sqrt(ss / D + eps));
+      rp[i] = r;
+      for (int64_t d = 0; d < D; ++d) yp[i * D + d] = row[d] * r * wp[d];
+    }
+  });
+}
+
+void rms_norm_backward(const Tensor& dx, const Tensor& dw, const Tensor& dy, const Tensor& x, const Tensor& w,
+                       const Tensor& rstd) {
+  GDN_CHECK(dx.is_contiguous() && dy.is_contiguous() && x.is_contiguous(), "rms_norm_backward: contiguous only");
+  const int64_t D = x.size(-1), N = x.numel() / D;
+  dispatch_float(x.dtype(), "rms_norm_backward", [&](auto tag_) {
+    using scalar_t = decltype(tag_);
+    const auto* xp = x.data<scalar_t>();
+    const auto* wp = w.data<scalar_t>();
+    const auto* gp = dy.data<scalar_t>();
+    const auto* rp = rstd.data<scalar_t>();
+    auto* dxp = dx.data<scalar_t>();
+#pragma omp parallel for if (N * D >= kParallelGrain)
+    for (int64_t i = 0; i < N; ++i) {
+      const scalar_t r = rp[i];
+      double dot = 0;
+      for (int64_t d = 0; d < D; ++d) dot += static_cast<double>(gp[i * D + d]) * wp[d] * xp[i * D + d] * r;
+      const scalar_t mean_dot = static_cast<scalar_t>(dot / D);
+      for (int64_t d = 0; d < D; ++d) {
+        scalar_t xh = xp[i * D + d] * r;
+        dxp[i * D + d] = r * (gp[i * D + d] * wp[d] - xh * mean_dot);
+      }
+    }
+    std::vector<double> acc(D, 0.0);
+    for (int64_t i = 0; i < N; ++i)
+      for (int64_t d = 0; d < D; ++d) acc[d] += static_cast<double>(gp[i * D + d]) * xp[i * D + d] * rp[i];
+    auto* dwp = dw.data<scalar_t>();
+    for (int64_t d = 0; d < D; ++d) dwp[d] = static_cast<scalar_t>(acc[d]);
+  });
+}
+
+void adamw_step(const Tensor& param, const Tensor& m, const Tensor& v, const Tensor& grad, const AdamWParams& p) {
+  GDN_CHECK(param.is_contiguous() && m.is_contiguous() && v.is_contiguous() && grad.is_contiguous(),
+            "adamw_step: contiguous only");
+  const int64_t n = param.numel();
+  const double bc1 = 1.0 - std::pow(p.beta1, static_cast<double>(p.step));
+  const double bc2 = 1.0 - std::pow(p.beta2, static_cast<double>(p.step));
+  dispatch_float(param.dtype(), "adamw_step", [&](auto tag_) {
+    using scalar_t = decltype(tag_);
+    using T = scalar_t;
+    T* w = param.data<T>();
+    T* mp = m.data<T>();
+    T* vp = v.data<T>();
+    const T* g = grad.data<T>();
+    const T b1 = static_cast<T>(p.beta1), b2 = static_cast<T>(p.beta2);
+    const T decay = static_cast<T>(1.0 - p.lr * p.weight_decay);
+    const T step_size = static_cast<T>(p.lr / bc1);
+    const T inv_sqrt_bc2 = static_cast<T>(1.0 / std::sqrt(bc2));
+    const T eps = static_cast<T>(p.eps);
+#pragma omp parallel for if (n >= kParallelGrain)
+    for (int64_t i = 0; i < n; ++i) {
+      mp[i] = b1 * mp[i] + (T(1) - b1) * g[i];
+      vp[i] = b2 * vp[i] + (T(1) - b2) * g[i] * g[i];
+      w[i] = w[i] * decay - step_size * mp[i] / (std::sqrt(vp[i]) * inv_sqrt_bc2 + eps);
+    }
+  });
+}
+
+}  // namespace
+
+void register_nn_kernels(KernelTable& t) {
+  t.embedding_forward = embedding_forward;
+  t.embedding_backward = embedding_backward;
+  t.cross_entropy_forward = cross_entropy_forward;
+  t.cross_entropy_backward = cross_entropy_backward;
+  t.rms_norm_forward = rms_norm_forward;
+  t.rms_norm_backward = rms_norm_backward;
+  t.adamw_step = adamw_step;
+}
+
+}  // namespace gdn::cpu

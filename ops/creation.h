@@ -1,0 +1,22 @@
+// ops/creation.h — making tensors and moving them between layouts, dtypes and devices.
+//
+// zeros/ones/full fill fresh memory through the fill kernel (so they work on any device). contiguous, clone and
+// to_dtype are differentiable copies: their backward passes the gradient through (cast back for to_dtype).
+#pragma once
+
+#include "core/tensor.h"
+
+namespace gdn {
+
+Tensor zeros(const Shape& shape, DType dtype = kFloat32, Device device = kCPU);
+Tensor ones(const Shape& shape, DType dtype = kFloat32, Device device = kCPU);
+Tensor full(const Shape& shape, double value, DType dtype = kFloat32, Device device = kCPU);
+Tensor zeros_like(const Tensor& t);
+Tensor empty_like(const Tensor& t);  // contiguous, same shape/dtype/device
+
+Tensor contiguous(const Tensor& x);         // x itself when already contiguous
+Tensor clone(const Tensor& x);              // always a fresh contiguous copy
+Tensor to_dtype(const Tensor& x, DType dtype);  // x itself when the dtype already matches
+Tensor to_device(const Tensor& x, Device device);  // a contiguous copy on another device
+
+}  // namespace gdn

@@ -1,0 +1,66 @@
+// ops/nn.cpp — see nn.h. Kernels in ops/cpu/nn_cpu.cpp.
+#include "ops/nn.h"
+
+#include "autograd/node.h"
+#include "core/dispatch.h"
+#include "ops/creation.h"
+#include "ops/shape_ops.h"
+
+namespace gdn {
+
+Tensor embedding(const Tensor& weight, const Tensor& ids) {
+  GDN_CHECK(weight.dim() == 2, "embedding: weight must be [V, D], got {}", shape_str(weight.shape()));
+  GDN_CHECK(ids.dtype() == kInt64 || ids.dtype() == kInt32, "embedding: ids must be int64 or int32, got {}",
+            ids.dtype());
+  Tensor w = contiguous(weight), id = contiguous(ids);
+  Shape out_shape = ids.shape();
+  out_shape.push_back(weight.size(1));
+  Tensor out = Tensor::empty(out_shape, weight.dtype(), weight.device());
+  kernels::embedding_forward(weight.device(), out, w, id);
+  record("embedding", {out}, {w}, [id, shape = weight.shape()](const TensorList& g) -> TensorList {
+    Tensor dw = Tensor::empty(shape, g[0].dtype(), g[0].device());
+    kernels::embedding_backward(dw.device(), dw, contiguous(g[0]), id);
+    return {dw};
+  });
+  return out;
+}
+
+Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index) {
+  GDN_CHECK(targets.dtype() == kInt64, "cross_entropy: targets must be int64, got {}", targets.dtype());
+  const int64_t V = logits.size(-1);
+  GDN_CHECK(targets.numel() * V == logits.numel(), "cross_entropy: logits {} vs targets {}",
+            shape_str(logits.shape()), shape_str(targets.shape()));
+  Tensor x = reshape(contiguous(logits), {-1, V});
+  Tensor t = contiguous(targets);
+  const int64_t N = x.size(0);
+  Tensor loss = Tensor::empty({}, x.dtype(), x.device());
+  Tensor lse = Tensor::empty({N}, x.dtype(), x.device());
+  Tensor count = Tensor::empty({1}, x.dtype(), x.device());
+  kernels::cross_entropy_forward(x.device(), loss, lse, count, x, t, ignore_index);
+  record("cross_entropy", {loss}, {x},
+         [x = x.detach(), t, lse, count, ignore_index](const TensorList& g) -> TensorList {
+           Tensor dx = empty_like(x);
+           kernels::cross_entropy_backward(dx.device(), dx, g[0], x, lse, count, t, ignore_index);
+           return {dx};
+         });
+  return loss;
+}
+
+Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps) {
+  const int64_t D = x.size(-1);
+  GDN_CHECK(weight.dim() == 1 && weight.size(0) == D, "rms_norm: weight {} for input {}",
+            shape_str(weight.shape()), shape_str(x.shape()));
+  GDN_CHECK(x.dtype() == weight.dtype(), "rms_norm: dtype {} vs {}", x.dtype(), weight.dtype());
+  Tensor xc = contiguous(x), w = contiguous(weight);
+  Tensor y = empty_like(xc);
+  Tensor rstd = Tensor::empty({x.numel() / D}, x.dtype(), x.device());
+  kernels::rms_norm_forward(x.device(), y, rstd, xc, w, eps);
+  record("rms_norm", {y}, {xc, w}, [xc = xc.detach(), w = w.detach(), rstd](const TensorList& g) -> TensorList {
+    Tensor dx = empty_like(xc), dw = empty_like(w);
+    kernels::rms_norm_backward(xc.device(), dx, dw, contiguous(g[0]), xc, w, rstd);
+    return {dx, dw};
+  });
+  return y;
+}
+
+}  // namespace gdn

@@ -1,0 +1,52 @@
+// tests/test_helpers.h — shared helpers for the op tests: random fp64 inputs, non-contiguous views, and a
+// CHECK_GRADCHECK macro that prints gradcheck's located message on failure.
+#pragma once
+
+#include <doctest/doctest.h>
+
+#include "autograd/gradcheck.h"
+#include "ops/ops.h"
+
+namespace gdn::test {
+
+// A float64 leaf with N(0, 1) entries that requires grad.
+inline Tensor rand_leaf(const Shape& shape, Generator& gen, double scale = 1.0) {
+  Tensor t = randn(shape, gen, kFloat64, kCPU, 0.0, scale);
+  t.set_requires_grad(true);
+  return t;
+}
+
+// A float64 leaf whose *view* is non-contiguous: the transpose of a random [shape[1], shape[0], ...] tensor.
+inline Tensor rand_leaf_transposed(const Shape& shape, Generator& gen) {
+  Shape swapped = shape;
+  std::swap(swapped[0], swapped[1]);
+  Tensor base = randn(swapped, gen, kFloat64);
+  std::vector<int64_t> dims(shape.size());
+  for (size_t i = 0; i < dims.size(); ++i) dims[i] = static_cast<int64_t>(i);
+  std::swap(dims[0], dims[1]);
+  Tensor view = base.as_strided(shape, {base.stride(1), base.stride(0)}, 0);
+  if (shape.size() > 2) {
+    Strides st = base.strides();
+    std::swap(st[0], st[1]);
+    view = base.as_strided(shape, st, 0);
+  }
+  view.set_requires_grad(true);
+  return view;
+}
+
+inline double max_abs_diff(const Tensor& a, const Tensor& b) {
+  std::vector<double> x = a.to_double_vector(), y = b.to_double_vector();
+  REQUIRE(x.size() == y.size());
+  double m = 0;
+  for (size_t i = 0; i < x.size(); ++i) m = std::max(m, std::fabs(x[i] - y[i]));
+  return m;
+}
+
+}  // namespace gdn::test
+
+#define CHECK_GRADCHECK(...)                               \
+  do {                                                     \
+    ::gdn::GradcheckResult r_ = ::gdn::gradcheck(__VA_ARGS__); \
+    CHECK_MESSAGE(r_.ok, r_.message);                      \
+    CHECK(r_.elements_checked > 0);                        \
+  } while (0)
