@@ -10,3 +10,4 @@
 #include "ops/nn.h"
 #include "ops/reduce.h"
 #include "ops/shape_ops.h"
+#include "ops/gated_deltanet.h"

@@ -1,0 +1,217 @@
+// tests/test_ops_gradcheck.cpp — one fp64 finite-difference gradcheck per op of the foundation, on random shapes
+// including broadcast and non-contiguous inputs, plus forward values checked against hand computations.
+#include <cmath>
+
+#include "tests/test_helpers.h"
+
+using namespace gdn;
+using test::rand_leaf;
+using test::rand_leaf_transposed;
+
+namespace {
+// A leaf with entries in [0.5, 2.5): for log, sqrt, rsqrt, pow with fractional exponents.
+Tensor positive_leaf(const Shape& shape, Generator& gen) {
+  Tensor t = rand_uniform(shape, 0.5, 2.5, gen, kFloat64);
+  t.set_requires_grad(true);
+  return t;
+}
+
+void check_unary(Tensor (*op)(const Tensor&), bool positive, double (*ref)(double)) {
+  Generator gen(11);
+  Tensor x = positive ? positive_leaf({3, 4}, gen) : rand_leaf({3, 4}, gen);
+  CHECK_GRADCHECK([op](const TensorList& in) -> TensorList { return {op(in[0])}; }, {x});
+  Tensor xt = rand_leaf_transposed({4, 3}, gen);
+  if (positive) xt = positive_leaf({4, 3}, gen);
+  CHECK_GRADCHECK([op](const TensorList& in) -> TensorList { return {op(in[0])}; }, {xt});
+  std::vector<double> xv = x.to_double_vector(), yv = op(x).to_double_vector();
+  for (size_t i = 0; i < xv.size(); ++i) CHECK(yv[i] == doctest::Approx(ref(xv[i])).epsilon(1e-12));
+}
+
+double sig(double x) { return 1.0 / (1.0 + std::exp(-x)); }
+}  // namespace
+
+TEST_CASE("gradcheck: neg") { check_unary(neg, false, [](double x) { return -x; }); }
+TEST_CASE("gradcheck: exp") { check_unary(gdn::exp, false, [](double x) { return std::exp(x); }); }
+TEST_CASE("gradcheck: log") { check_unary(gdn::log, true, [](double x) { return std::log(x); }); }
+TEST_CASE("gradcheck: sqrt") { check_unary(gdn::sqrt, true, [](double x) { return std::sqrt(x); }); }
+TEST_CASE("gradcheck: rsqrt") { check_unary(rsqrt, true, [](double x) { return 1 / std::sqrt(x); }); }
+TEST_CASE("gradcheck: sigmoid") { check_unary(sigmoid, false, sig); }
+TEST_CASE("gradcheck: silu") { check_unary(silu, false, [](double x) { return x * sig(x); }); }
+TEST_CASE("gradcheck: softplus") { check_unary(softplus, false, [](double x) { return std::log1p(std::exp(x)); }); }
+TEST_CASE("gradcheck: logsigmoid") { check_unary(logsigmoid, false, [](double x) { return std::log(sig(x)); }); }
+TEST_CASE("gradcheck: tanh") { check_unary(gdn::tanh, false, [](double x) { return std::tanh(x); }); }
+
+TEST_CASE("ops: activations are stable at extreme inputs") {
+  Tensor x = Tensor::from_vector({-1000, -50, 0, 50, 1000}, {5}, kFloat32);
+  for (double v : sigmoid(x).to_double_vector()) CHECK(std::isfinite(v));
+  std::vector<double> sp = softplus(x).to_double_vector();
+  CHECK(sp[0] == 0.0);
+  CHECK(sp[4] == 1000.0);
+  std::vector<double> ls = logsigmoid(x).to_double_vector();
+  CHECK(ls[0] == -1000.0);
+  CHECK(ls[4] == 0.0);
+  for (double v : silu(x).to_double_vector()) CHECK(std::isfinite(v));
+}
+
+TEST_CASE("gradcheck: add, sub, mul, div with broadcasting") {
+  Generator gen(3);
+  Tensor a = rand_leaf({2, 3, 4}, gen), b = rand_leaf({3, 1}, gen), c = rand_leaf({4}, gen);
+  Tensor d = positive_leaf({1, 3, 4}, gen);
+  CHECK_GRADCHECK([](const TensorList& in) -> TensorList { return {in[0] + in[1]}; }, {a, b});
+  CHECK_GRADCHECK([](const TensorList& in) -> TensorList { return {in[0] - in[1]}; }, {a, c});
+  CHECK_GRADCHECK([](const TensorList& in) -> TensorList { return {in[0] * in[1]}; }, {b, a});
+  CHECK_GRADCHECK([](const TensorList& in) -> TensorList { return {in[0] / in[1]}; }, {a, d});
+  // Non-contiguous operands.
+  Tensor t = rand_leaf_transposed({4, 3}, gen), u = rand_leaf({4, 3}, gen);
+  CHECK_GRADCHECK([](const TensorList& in) -> TensorList { return {in[0] * in[1] + in[0]}; }, {t, u});
+}
+
+TEST_CASE("gradcheck: scalar ops (add, mul, pow)") {
+  Generator gen(4);
+  Tensor x = positive_leaf({5}, gen);
+  CHECK_GRADCHECK([](const TensorList& in) -> TensorList { return {in[0] + 2.5}; }, {x});
+  CHECK_GRADCHECK([](const TensorList& in) -> TensorList { return {in[0] * -1.5}; }, {x});
+  CHECK_GRADCHECK([](const TensorList& in) -> TensorList { return {pow(in[0], 3.0)}; }, {x});
+  CHECK_GRADCHECK([](const TensorList& in) -> TensorList { return {pow(in[0], -0.5)}; }, {x});
+  CHECK(pow(Tensor::from_vector({2.0}, {1}, kFloat64), 3.0).item() == 8.0);
+}
+
+TEST_CASE("gradcheck: matmul 2-D, batched and transposed") {
+  Generator gen(5);
+  Tensor a = rand_leaf({3, 4}, gen), b = rand_leaf({4, 5}, gen);
+  CHECK_GRADCHECK([](const TensorList& in) -> TensorList { return {matmul(in[0], in[1])}; }, {a, b});
+  Tensor x = rand_leaf({2, 3, 4}, gen), w = rand_leaf({5, 4}, gen);
+  CHECK_GRADCHECK([](const TensorList& in) -> TensorList { return {linear(in[0], in[1])}; }, {x, w});
+  Tensor p = rand_leaf({2, 3, 4}, gen), q = rand_leaf({2, 4, 2}, gen);
+  CHECK_GRADCHECK([](const TensorList& in) -> TensorList { return {matmul(in[0], in[1])}; }, {p, q});
+  Tensor at = rand_leaf_transposed({3, 4}, gen);
+  CHECK_GRADCHECK([](const TensorList& in) -> TensorList { return {matmul(in[0], in[1])}; }, {at, b});
+  // Batched with a transposed (column-major) right operand.
+  CHECK_GRADCHECK([](const TensorList& in) -> TensorList { return {matmul(in[0], transpose(in[1], 1, 2))}; },
+                  {p, rand_leaf({2, 2, 4}, gen)});
+  // Values against a hand computation.
+  Tensor m = Tensor::from_vector({1, 2, 3, 4}, {2, 2}), n = Tensor::from_vector({5, 6, 7, 8}, {2, 2});
+  CHECK(matmul(m, n).to_double_vector() == std::vector<double>{19, 22, 43, 50});
+  CHECK(matmul(transpose(m, 0, 1), n).to_double_vector() == std::vector<double>{26, 30, 38, 44});
+}
+
+TEST_CASE("gradcheck: sum and mean over axes") {
+  Generator gen(6);
+  Tensor x = rand_leaf({2, 3, 4}, gen);
+  CHECK_GRADCHECK([](const TensorList& in) -> TensorList { return {sum(in[0])}; }, {x});
+  CHECK_GRADCHECK([](const TensorList& in) -> TensorList { return {sum(in[0], {1})}; }, {x});
+  CHECK_GRADCHECK([](const TensorList& in) -> TensorList { return {sum(in[0], {0, 2}, true)}; }, {x});
+  CHECK_GRADCHECK([](const TensorList& in) -> TensorList { return {mean(in[0], {-1})}; }, {x});
+  CHECK_GRADCHECK([](const TensorList& in) -> TensorList { return {mean(in[0])}; }, {rand_leaf_transposed({4, 3}, gen)});
+  Tensor v = Tensor::from_vector({1, 2, 3, 4, 5, 6}, {2, 3});
+  CHECK(sum(v, {0}).to_double_vector() == std::vector<double>{5, 7, 9});
+  CHECK(mean(v, {1}).to_double_vector() == std::vector<double>{2, 5});
+}
+
+TEST_CASE("gradcheck: max over an axis, and argmax") {
+  Generator gen(7);
+  Tensor x = rand_leaf({3, 5}, gen);
+  CHECK_GRADCHECK([](const TensorList& in) -> TensorList { return {max(in[0], 1)}; }, {x});
+  CHECK_GRADCHECK([](const TensorList& in) -> TensorList { return {max(in[0], 0, true)}; }, {x});
+  Tensor v = Tensor::from_vector({1, 9, 3, 7, 2, 8}, {2, 3});
+  CHECK(max(v, 1).to_double_vector() == std::vector<double>{9, 8});
+  CHECK(argmax(v, 1).to_int64_vector() == std::vector<int64_t>{1, 2});
+  CHECK(argmax(v, 0).to_int64_vector() == std::vector<int64_t>{1, 0, 1});
+}
+
+TEST_CASE("gradcheck: reshape, permute, transpose") {
+  Generator gen(8);
+  Tensor x = rand_leaf({2, 3, 4}, gen);
+  CHECK_GRADCHECK([](const TensorList& in) -> TensorList { return {reshape(in[0], {4, -1}) * 2.0}; }, {x});
+  CHECK_GRADCHECK([](const TensorList& in) -> TensorList { return {permute(in[0], {2, 0, 1}) * 2.0}; }, {x});
+  CHECK_GRADCHECK([](const TensorList& in) -> TensorList { return {reshape(transpose(in[0], 0, 2), {-1})}; }, {x});
+  CHECK_GRADCHECK([](const TensorList& in) -> TensorList { return {squeeze(unsqueeze(in[0], 1), 1) * 2.0}; }, {x});
+}
+
+TEST_CASE("gradcheck: slice, concat, split, expand") {
+  Generator gen(9);
+  Tensor x = rand_leaf({4, 6}, gen), y = rand_leaf({4, 2}, gen);
+  CHECK_GRADCHECK([](const TensorList& in) -> TensorList { return {slice(in[0], 1, 1, 5, 2) * 3.0}; }, {x});
+  CHECK_GRADCHECK([](const TensorList& in) -> TensorList { return {concat({in[0], in[1], in[0]}, 1)}; }, {x, y});
+  CHECK_GRADCHECK(
+      [](const TensorList& in) -> TensorList {
+        auto parts = split(in[0], {2, 1, 3}, 1);
+        return {parts[0] * 2.0, parts[2] * parts[2]};
+      },
+      {x});
+  Tensor b = rand_leaf({1, 6}, gen);
+  CHECK_GRADCHECK([](const TensorList& in) -> TensorList { return {expand(in[0], {3, 6}) * 1.0}; }, {b});
+  CHECK_GRADCHECK([](const TensorList& in) -> TensorList { return {concat({in[0], in[1]}, 0)}; },
+                  {rand_leaf_transposed({2, 3}, gen), rand_leaf({1, 3}, gen)});
+}
+
+TEST_CASE("gradcheck: contiguous, clone and to_dtype") {
+  Generator gen(10);
+  Tensor x = rand_leaf_transposed({3, 4}, gen);
+  CHECK_GRADCHECK([](const TensorList& in) -> TensorList { return {contiguous(in[0]) * 2.0}; }, {x});
+  CHECK_GRADCHECK([](const TensorList& in) -> TensorList { return {clone(in[0])}; }, {x});
+  // float64 -> float32 -> float64 is lossy at 1e-7, so check with a looser tolerance.
+  GradcheckOptions loose;
+  loose.eps = 1e-3;
+  loose.rtol = 1e-3;
+  loose.atol = 1e-4;
+  CHECK_GRADCHECK([](const TensorList& in) -> TensorList { return {to_dtype(to_dtype(in[0], kFloat32), kFloat64)}; },
+                  {x}, loose);
+}
+
+TEST_CASE("gradcheck: embedding") {
+  Generator gen(12);
+  Tensor w = rand_leaf({7, 3}, gen);
+  Tensor ids = Tensor::from_int64({1, 4, 1, 6, 0, 1}, {2, 3});  // repeated ids accumulate
+  CHECK_GRADCHECK([ids](const TensorList& in) -> TensorList { return {embedding(in[0], ids)}; }, {w});
+  Tensor e = embedding(w, ids);
+  CHECK(e.shape() == Shape{2, 3, 3});
+  CHECK(slice(reshape(e, {6, 3}), 0, 3, 4).to_double_vector() == slice(w, 0, 6, 7).to_double_vector());
+  CHECK_THROWS_AS(embedding(w, Tensor::from_int64({7}, {1})), Error);
+}
+
+TEST_CASE("gradcheck: cross_entropy with ignore index") {
+  Generator gen(13);
+  Tensor logits = rand_leaf({5, 7}, gen, 2.0);
+  Tensor targets = Tensor::from_int64({3, -100, 0, 6, 2}, {5});
+  CHECK_GRADCHECK([targets](const TensorList& in) -> TensorList { return {cross_entropy(in[0], targets)}; },
+                  {logits});
+  // Value against a direct log-softmax computation, skipping the ignored row.
+  std::vector<double> l = logits.to_double_vector();
+  std::vector<int64_t> t = targets.to_int64_vector();
+  double total = 0;
+  int kept = 0;
+  for (int i = 0; i < 5; ++i) {
+    if (t[i] < 0) continue;
+    double m = -1e300, s = 0;
+    for (int j = 0; j < 7; ++j) m = std::max(m, l[i * 7 + j]);
+    for (int j = 0; j < 7; ++j) s += std::exp(l[i * 7 + j] - m);
+    total += m + std::log(s) - l[i * 7 + t[i]];
+    kept++;
+  }
+  CHECK(cross_entropy(logits, targets).item() == doctest::Approx(total / kept).epsilon(1e-12));
+  // Stable for huge logits.
+  Tensor big = Tensor::from_vector({1000, 0, -1000, 1000}, {2, 2});
+  CHECK(std::isfinite(cross_entropy(big, Tensor::from_int64({1, 0}, {2})).item()));
+}
+
+TEST_CASE("gradcheck: rms_norm") {
+  Generator gen(14);
+  Tensor x = rand_leaf({2, 3, 8}, gen), w = rand_leaf({8}, gen);
+  CHECK_GRADCHECK([](const TensorList& in) -> TensorList { return {rms_norm(in[0], in[1])}; }, {x, w});
+  CHECK_GRADCHECK([](const TensorList& in) -> TensorList { return {rms_norm(in[0], in[1])}; },
+                  {rand_leaf_transposed({8, 2}, gen), rand_leaf({2}, gen)});
+  Tensor v = Tensor::from_vector({3, 4}, {1, 2}, kFloat64);
+  std::vector<double> y = rms_norm(v, ones({2}, kFloat64), 0.0).to_double_vector();
+  CHECK(y[0] == doctest::Approx(3 / std::sqrt(12.5)));
+  CHECK(y[1] == doctest::Approx(4 / std::sqrt(12.5)));
+}
+
+TEST_CASE("ops: float32 and float64 agree") {
+  Generator gen(15);
+  Tensor a64 = randn({4, 8}, gen, kFloat64), w64 = randn({6, 8}, gen, kFloat64);
+  Tensor a32 = to_dtype(a64, kFloat32), w32 = to_dtype(w64, kFloat32);
+  Tensor y64 = silu(rms_norm(linear(a64, w64), ones({6}, kFloat64)));
+  Tensor y32 = silu(rms_norm(linear(a32, w32), ones({6}, kFloat32)));
+  CHECK(test::max_abs_diff(y64, y32) < 1e-5);
+}
