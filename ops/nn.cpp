@@ -3,7 +3,10 @@
 
 #include "autograd/node.h"
 #include "core/dispatch.h"
+#include "autograd/grad_mode.h"
 #include "ops/creation.h"
+#include "ops/elementwise.h"
+#include "ops/reduce.h"
 #include "ops/shape_ops.h"
 
 namespace gdn {
@@ -61,6 +64,33 @@ Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps) {
     return {dx, dw};
   });
   return y;
+}
+
+Tensor softmax(const Tensor& x, int64_t dim) {
+  Tensor m;
+  {
+    NoGradGuard no_grad;  // the shift cancels out of the result, so it needs no gradient
+    m = max(x, dim, /*keepdim=*/true);
+  }
+  Tensor e = exp(x - m);
+  return e / sum(e, {dim}, /*keepdim=*/true);
+}
+
+Tensor gather_rows(const Tensor& x, const Tensor& idx) { return embedding(x, idx); }
+
+Tensor scatter_add_rows(const Tensor& src, const Tensor& idx, int64_t num_rows) {
+  GDN_CHECK(src.dim() == 2 && idx.dim() == 1 && idx.size(0) == src.size(0),
+            "scatter_add_rows: src {} with idx {}", shape_str(src.shape()), shape_str(idx.shape()));
+  Tensor s = contiguous(src), id = contiguous(idx);
+  Tensor out = Tensor::empty({num_rows, src.size(1)}, src.dtype(), src.device());
+  kernels::embedding_backward(src.device(), out, s, id);  // out = 0, then out[idx[i]] += src[i]
+  record("scatter_add_rows", {out}, {s}, [id](const TensorList& g) -> TensorList {
+    Tensor gc = contiguous(g[0]);
+    Tensor ds = Tensor::empty({id.numel(), gc.size(1)}, gc.dtype(), gc.device());
+    kernels::embedding_forward(gc.device(), ds, gc, id);
+    return {ds};
+  });
+  return out;
 }
 
 }  // namespace gdn

@@ -4,6 +4,9 @@
 // cross_entropy(logits [..., V], targets [...] int64, ignore_index) -> scalar mean over kept rows; fused
 //   log-softmax + NLL (saves the per-row logsumexp, not the probabilities).
 // rms_norm(x [..., D], w [D], eps) -> x / sqrt(mean(x^2) + eps) * w (saves x and 1/rms per row).
+// softmax(x, dim): exp(x - max) / sum, composed of differentiable ops (used by the MoE router).
+// gather_rows(x [N,D], idx [M]) -> [M,D] and scatter_add_rows(src [M,D], idx [M], N) -> [N,D] are each other's
+//   backward (MoE token dispatch and combine); they run on the embedding kernels, which do exactly this.
 #pragma once
 
 #include "core/tensor.h"
@@ -13,5 +16,8 @@ namespace gdn {
 Tensor embedding(const Tensor& weight, const Tensor& ids);
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index = -100);
 Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps = 1e-6);
+Tensor softmax(const Tensor& x, int64_t dim = -1);
+Tensor gather_rows(const Tensor& x, const Tensor& idx);
+Tensor scatter_add_rows(const Tensor& src, const Tensor& idx, int64_t num_rows);
 
 }  // namespace gdn

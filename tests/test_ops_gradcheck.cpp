@@ -215,3 +215,26 @@ TEST_CASE("ops: float32 and float64 agree") {
   Tensor y32 = silu(rms_norm(linear(a32, w32), ones({6}, kFloat32)));
   CHECK(test::max_abs_diff(y64, y32) < 1e-5);
 }
+
+TEST_CASE("gradcheck: softmax") {
+  Generator gen(16);
+  Tensor x = rand_leaf({3, 5}, gen);
+  CHECK_GRADCHECK([](const TensorList& in) -> TensorList { return {softmax(in[0], -1)}; }, {x});
+  CHECK_GRADCHECK([](const TensorList& in) -> TensorList { return {softmax(in[0], 0)}; }, {x});
+  std::vector<double> row = softmax(Tensor::from_vector({1, 2, 3}, {3}, kFloat64)).to_double_vector();
+  double z = std::exp(1) + std::exp(2) + std::exp(3);
+  CHECK(row[2] == doctest::Approx(std::exp(3) / z));
+}
+
+TEST_CASE("gradcheck: gather_rows and scatter_add_rows") {
+  Generator gen(17);
+  Tensor x = rand_leaf({5, 3}, gen);
+  Tensor idx = Tensor::from_int64({4, 0, 4, 2}, {4});
+  CHECK_GRADCHECK([idx](const TensorList& in) -> TensorList { return {gather_rows(in[0], idx)}; }, {x});
+  Tensor src = rand_leaf({4, 3}, gen);
+  CHECK_GRADCHECK([idx](const TensorList& in) -> TensorList { return {scatter_add_rows(in[0], idx, 6)}; }, {src});
+  std::vector<double> out = scatter_add_rows(src, idx, 6).to_double_vector();
+  std::vector<double> s = src.to_double_vector();
+  CHECK(out[4 * 3 + 1] == doctest::Approx(s[0 * 3 + 1] + s[2 * 3 + 1]));  // rows 0 and 2 both land on row 4
+  CHECK(out[1 * 3 + 0] == 0.0);
+}

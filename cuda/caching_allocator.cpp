@@ -1,0 +1,69 @@
+// cuda/caching_allocator.cpp — see caching_allocator.h.
+#include "cuda/caching_allocator.h"
+
+#include "cuda/cuda_check.h"
+
+namespace gdn::cuda {
+
+size_t CachingAllocator::round_size(size_t nbytes) {
+  constexpr size_t kSmall = 512, kLarge = 2u << 20, kSmallLimit = 1u << 20;
+  size_t unit = nbytes < kSmallLimit ? kSmall : kLarge;
+  return (nbytes + unit - 1) / unit * unit;
+}
+
+void* CachingAllocator::allocate(size_t nbytes) {
+  if (nbytes == 0) return nullptr;
+  const size_t size = round_size(nbytes);
+  std::lock_guard<std::mutex> lock(mu_);
+  void* p = nullptr;
+  auto it = free_blocks_.find(size);
+  if (it != free_blocks_.end() && !it->second.empty()) {
+    p = it->second.back();
+    it->second.pop_back();
+    stats_.cached_bytes -= size;
+  } else {
+    cudaError_t err = cudaMalloc(&p, size);
+    if (err == cudaErrorMemoryAllocation) {  // give the cache back to the driver and try once more
+      (void)cudaGetLastError();
+      for (auto& [sz, blocks] : free_blocks_)
+        for (void* b : blocks) CUDA_CHECK(cudaFree(b));
+      free_blocks_.clear();
+      stats_.cached_bytes = 0;
+      err = cudaMalloc(&p, size);
+    }
+    GDN_CHECK(err == cudaSuccess, "cudaMalloc of {} bytes failed: {}", size, cudaGetErrorString(err));
+  }
+  stats_.current_bytes += size;
+  stats_.peak_bytes = std::max(stats_.peak_bytes, stats_.current_bytes);
+  stats_.num_allocs++;
+  return p;
+}
+
+void CachingAllocator::deallocate(void* ptr, size_t nbytes) {
+  if (ptr == nullptr) return;
+  const size_t size = round_size(nbytes);
+  std::lock_guard<std::mutex> lock(mu_);
+  free_blocks_[size].push_back(ptr);
+  stats_.current_bytes -= size;
+  stats_.cached_bytes += size;
+}
+
+AllocatorStats CachingAllocator::stats() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return stats_;
+}
+
+void CachingAllocator::reset_peak() {
+  std::lock_guard<std::mutex> lock(mu_);
+  stats_.peak_bytes = stats_.current_bytes;
+}
+
+void CachingAllocator::empty_cache() {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto& [size, blocks] : free_blocks_)
+    for (void* b : blocks) CUDA_CHECK(cudaFree(b));
+  free_blocks_.clear();
+  stats_.cached_bytes = 0;
+}
+
+}  // namespace gdn::cuda

@@ -1,0 +1,12 @@
+// cuda/cuda_kernels.h — the CUDA column of the kernel table (one .cu file per op family, like ggml).
+#pragma once
+
+#include "core/dispatch.h"
+
+namespace gdn::cuda {
+
+void register_elementwise_kernels(KernelTable& t);  // cuda/elementwise.cu
+
+inline void register_cuda_kernels(KernelTable& t) { register_elementwise_kernels(t); }
+
+}  // namespace gdn::cuda

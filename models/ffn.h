@@ -1,0 +1,51 @@
+// models/ffn.h — the feed-forward half of a block: SwiGLU, or a mixture of SwiGLU experts.
+//
+// SwiGLU:  y = down(silu(gate(x)) * up(x)), no biases.
+// MoE (Switch/Qwen style): p = softmax(router(x)) [N,E]; each token keeps its top-k experts (weights renormalised
+// to sum 1 when configured); y = sum_k p_k * Expert_k(x). Optional shared expert: y += sigmoid(w_s . x) * Shared(x).
+// Dispatch on the CPU: the top-k ids are read on the host (they are CPU tensors here; the CUDA version will sort
+// (token, slot) pairs by expert with CUB instead), the rows of each expert are gathered with gather_rows, run
+// through the expert, weighted, and scatter-added back in one scatter_add_rows.
+// Load-balancing loss: aux = E * sum_e f_e * P_e, f_e = fraction of (token, slot) pairs routed to e (constant),
+// P_e = mean router probability of e (differentiable).
+#pragma once
+
+#include "models/config.h"
+#include "models/module.h"
+
+namespace gdn {
+
+struct SwiGLU {
+  Tensor gate_proj, up_proj, down_proj;  // [F,D], [F,D], [D,F]
+
+  SwiGLU() = default;
+  SwiGLU(int64_t d_model, int64_t hidden, const InitContext& init);
+  Tensor forward(const Tensor& x) const;  // [..., D] -> [..., D]
+  void parameters(ParameterList& out, const std::string& prefix) const;
+};
+
+struct MoEOutput {
+  Tensor y;                            // [B,T,D]
+  Tensor aux_loss;                     // scalar (before the coefficient)
+  std::vector<int64_t> expert_tokens;  // (token, slot) pairs routed to each expert
+};
+
+struct MoE {
+  Tensor router;            // [E,D]
+  std::vector<SwiGLU> experts;
+  SwiGLU shared;            // when moe_shared_expert
+  Tensor shared_gate;       // [1,D]
+  int64_t top_k = 2;
+  bool renormalize = true;
+  bool has_shared = false;
+
+  MoE() = default;
+  MoE(const ModelConfig& cfg, const InitContext& init);
+  MoEOutput forward(const Tensor& x) const;
+  void parameters(ParameterList& out, const std::string& prefix) const;
+};
+
+// Top-k expert ids per row of probs [N,E] (largest first, lower id on ties). Host-side; probs must be on the CPU.
+std::vector<int64_t> top_k_rows(const Tensor& probs, int64_t k);
+
+}  // namespace gdn

@@ -1,0 +1,110 @@
+// models/language_model.cpp — see language_model.h.
+#include "models/language_model.h"
+
+#include "ops/ops.h"
+
+namespace gdn {
+
+void validate_model_config(const ModelConfig& c) {
+  GDN_USER_CHECK(c.vocab_size > 0 && c.d_model > 0 && c.n_layers > 0, "model sizes must be positive");
+  GDN_USER_CHECK(c.n_k_heads > 0 && c.n_v_heads > 0 && c.n_v_heads % c.n_k_heads == 0,
+                 "n_v_heads ({}) must be a positive multiple of n_k_heads ({})", c.n_v_heads, c.n_k_heads);
+  GDN_USER_CHECK(c.head_k_dim > 0 && c.head_v_dim > 0 && c.conv_size > 0 && c.ffn_dim > 0 && c.chunk_size > 0,
+                 "head dims, conv_size, ffn_dim and chunk_size must be positive");
+  GDN_USER_CHECK(!c.is_moe() || (c.moe_top_k >= 1 && c.moe_top_k <= c.n_experts && c.moe_ffn_dim > 0),
+                 "moe_top_k must be in [1, n_experts] and moe_ffn_dim positive");
+}
+
+GatedDeltaNetLM::GatedDeltaNetLM(const ModelConfig& cfg, uint64_t seed, DType dtype, Device device)
+    : cfg_(cfg), dtype_(dtype), device_(device) {
+  validate_model_config(cfg);
+  Generator gen(seed);
+  InitContext init{gen, dtype, device, cfg.init_std};
+  embed_ = init.normal({cfg.vocab_size, cfg.d_model});
+  for (int64_t l = 0; l < cfg.n_layers; ++l) {
+    Block b;
+    b.attn_norm = init.constant({cfg.d_model}, 1.0);
+    b.attn = GatedDeltaNetLayer(cfg, init);
+    b.ffn_norm = init.constant({cfg.d_model}, 1.0);
+    if (cfg.is_moe())
+      b.moe = MoE(cfg, init);
+    else
+      b.mlp = SwiGLU(cfg.d_model, cfg.ffn_dim, init);
+    blocks_.push_back(std::move(b));
+  }
+  final_norm_ = init.constant({cfg.d_model}, 1.0);
+  lm_head_ = cfg.tie_embeddings ? embed_ : init.normal({cfg.vocab_size, cfg.d_model});
+}
+
+ModelOutput GatedDeltaNetLM::forward(const Tensor& ids, ModelCache* cache) const {
+  GDN_CHECK(ids.dim() == 2, "forward: ids must be [B,T], got {}", shape_str(ids.shape()));
+  if (cache && cache->layers.empty()) cache->layers.resize(blocks_.size());
+  ModelOutput out;
+  Tensor x = embedding(embed_, ids);  // [B,T,D]
+  std::vector<Tensor> aux;
+  for (size_t l = 0; l < blocks_.size(); ++l) {
+    const Block& b = blocks_[l];
+    x = x + b.attn.forward(rms_norm(x, b.attn_norm, cfg_.norm_eps), cache ? &cache->layers[l] : nullptr);
+    Tensor h = rms_norm(x, b.ffn_norm, cfg_.norm_eps);
+    if (cfg_.is_moe()) {
+      MoEOutput m = b.moe.forward(h);
+      x = x + m.y;
+      aux.push_back(m.aux_loss);
+      out.expert_tokens.push_back(std::move(m.expert_tokens));
+    } else {
+      x = x + b.mlp.forward(h);
+    }
+  }
+  out.logits = linear(rms_norm(x, final_norm_, cfg_.norm_eps), lm_head_);
+  if (!aux.empty()) {
+    Tensor total = aux[0];
+    for (size_t i = 1; i < aux.size(); ++i) total = total + aux[i];
+    out.aux_loss = total * (1.0 / static_cast<double>(aux.size()));
+  }
+  return out;
+}
+
+LossOutput GatedDeltaNetLM::loss(const Tensor& ids, const Tensor& targets) const {
+  ModelOutput m = forward(ids);
+  LossOutput out;
+  out.logits = m.logits;
+  out.ce = cross_entropy(m.logits, targets);
+  out.loss = out.ce;
+  if (m.aux_loss.defined()) {
+    out.aux_loss = m.aux_loss;
+    out.loss = out.ce + m.aux_loss * cfg_.moe_aux_loss_coef;
+  }
+  out.expert_tokens = std::move(m.expert_tokens);
+  return out;
+}
+
+ParameterList GatedDeltaNetLM::parameters() const {
+  ParameterList p;
+  add_param(p, "embed.weight", embed_, true);
+  for (size_t l = 0; l < blocks_.size(); ++l) {
+    const Block& b = blocks_[l];
+    std::string prefix = "layers." + std::to_string(l) + ".";
+    add_param(p, prefix + "attn_norm.weight", b.attn_norm, false);
+    b.attn.parameters(p, prefix + "attn.");
+    add_param(p, prefix + "ffn_norm.weight", b.ffn_norm, false);
+    if (cfg_.is_moe())
+      b.moe.parameters(p, prefix + "moe.");
+    else
+      b.mlp.parameters(p, prefix + "mlp.");
+  }
+  add_param(p, "norm.weight", final_norm_, false);
+  if (!cfg_.tie_embeddings) add_param(p, "lm_head.weight", lm_head_, true);
+  return p;
+}
+
+int64_t GatedDeltaNetLM::num_embedding_parameters() const {
+  return embed_.numel() + (cfg_.tie_embeddings ? 0 : lm_head_.numel());
+}
+
+int64_t GatedDeltaNetLM::num_parameters(bool include_embeddings) const {
+  int64_t n = 0;
+  for (const auto& p : parameters()) n += p.value.numel();
+  return include_embeddings ? n : n - num_embedding_parameters();
+}
+
+}  // namespace gdn

@@ -1,0 +1,70 @@
+// models/language_model.h — the Gated DeltaNet language model (Qwen3-Next style, every layer linear attention).
+//
+//   tokens [B,T] -> embed [V,D]
+//   L times:  x = x + GatedDeltaNet(RMSNorm(x));  x = x + FFN(RMSNorm(x))   (FFN = SwiGLU or MoE)
+//   RMSNorm -> lm_head [V,D] (untied by default) -> logits [B,T,V]
+//   loss = mean next-token cross-entropy (+ moe_aux_loss_coef * mean over layers of the load-balancing loss)
+// forward() with a ModelCache runs the recurrent path used by generation (state in, state out).
+#pragma once
+
+#include <vector>
+
+#include "models/config.h"
+#include "models/ffn.h"
+#include "models/gated_deltanet_layer.h"
+
+namespace gdn {
+
+struct Block {
+  Tensor attn_norm, ffn_norm;  // [D]
+  GatedDeltaNetLayer attn;
+  SwiGLU mlp;                  // dense FFN
+  MoE moe;                     // when the config has experts
+};
+
+struct ModelCache {
+  std::vector<LayerCache> layers;
+};
+
+struct ModelOutput {
+  Tensor logits;                                    // [B,T,V]
+  Tensor aux_loss;                                  // scalar, undefined for dense models
+  std::vector<std::vector<int64_t>> expert_tokens;  // [layer][expert], MoE only
+};
+
+struct LossOutput {
+  Tensor loss;     // what backward() is called on: cross-entropy + coef * aux
+  Tensor ce;       // cross-entropy alone
+  Tensor logits;   // [B,T,V]
+  Tensor aux_loss; // undefined for dense models
+  std::vector<std::vector<int64_t>> expert_tokens;
+};
+
+class GatedDeltaNetLM {
+ public:
+  GatedDeltaNetLM(const ModelConfig& cfg, uint64_t seed, DType dtype = kFloat32, Device device = kCPU);
+
+  ModelOutput forward(const Tensor& ids, ModelCache* cache = nullptr) const;  // ids [B,T] int64
+  LossOutput loss(const Tensor& ids, const Tensor& targets) const;             // targets [B,T] int64
+
+  // Every trainable tensor with its checkpoint name (tied embeddings appear once, as embed.weight).
+  ParameterList parameters() const;
+  int64_t num_parameters(bool include_embeddings = true) const;
+  int64_t num_embedding_parameters() const;
+
+  const ModelConfig& config() const { return cfg_; }
+  DType dtype() const { return dtype_; }
+  Device device() const { return device_; }
+
+ private:
+  ModelConfig cfg_;
+  DType dtype_;
+  Device device_;
+  Tensor embed_, final_norm_, lm_head_;
+  std::vector<Block> blocks_;
+};
+
+// Checks a config for consistency before a model is built (throws gdn::UserError).
+void validate_model_config(const ModelConfig& cfg);
+
+}  // namespace gdn
