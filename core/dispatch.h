@@ -70,7 +70,60 @@ struct AdamWParams {
                             const Tensor& w, const Tensor& rstd))                                               \
   /* param, m, v updated in place by one AdamW step with decoupled weight decay; contiguous */                  \
   X(adamw_step, void(const Tensor& param, const Tensor& m, const Tensor& v, const Tensor& grad,                 \
-                     const AdamWParams& p))
+                     const AdamWParams& p))                                                                    \
+  /* ---- Gated DeltaNet (ops/gated_deltanet.h); all contiguous; "opt" = may be undefined (absent) ---- */       \
+  /* y [B,T,C] = act(bias + sum_w weight[c,w] x[t-W+1+w]); x [B,T,C], weight [C,W], bias [C] opt, */              \
+  /* initial_state [B,C,W-1] opt (x before t=0), final_state [B,C,W-1] opt receives the last W-1 inputs */       \
+  X(causal_conv1d_forward, void(const Tensor& y, const Tensor& final_state, const Tensor& x,                    \
+                                const Tensor& weight, const Tensor& bias, const Tensor& initial_state, bool silu)) \
+  /* dx [B,T,C], dweight [C,W], dbias [C] opt, dinitial_state [B,C,W-1] opt, from dy [B,T,C] */                   \
+  X(causal_conv1d_backward, void(const Tensor& dx, const Tensor& dweight, const Tensor& dbias,                  \
+                                 const Tensor& dinitial_state, const Tensor& dy, const Tensor& x,               \
+                                 const Tensor& weight, const Tensor& bias, const Tensor& initial_state,         \
+                                 bool silu))                                                                   \
+  /* y [N,D] = x * rstd; rstd [N] = 1/sqrt(sum(x^2) + eps) */                                                   \
+  X(l2norm_forward, void(const Tensor& y, const Tensor& rstd, const Tensor& x, double eps))                      \
+  /* dx [N,D] = rstd * (dy - (dy . y) y) */                                                                     \
+  X(l2norm_backward, void(const Tensor& dx, const Tensor& dy, const Tensor& y, const Tensor& rstd))             \
+  /* y [N,V] = x * rstd * w * silu(z); rstd [N] = 1/sqrt(mean(x^2) + eps); z [N,V], w [V] */                     \
+  X(rms_norm_gated_forward, void(const Tensor& y, const Tensor& rstd, const Tensor& x, const Tensor& z,         \
+                                 const Tensor& w, double eps))                                                 \
+  /* dx, dz [N,V], dw [V] (overwritten) from dy [N,V] */                                                        \
+  X(rms_norm_gated_backward, void(const Tensor& dx, const Tensor& dz, const Tensor& dw, const Tensor& dy,       \
+                                  const Tensor& x, const Tensor& z, const Tensor& w, const Tensor& rstd))      \
+  /* g [B,T,H] = -exp(A_log) * softplus(a + dt_bias), beta [B,T,H] = sigmoid(b); A_log, dt_bias [H] */         \
+  X(gdn_gate_forward, void(const Tensor& g, const Tensor& beta, const Tensor& a, const Tensor& b,               \
+                           const Tensor& A_log, const Tensor& dt_bias))                                        \
+  /* da, db [B,T,H], dA_log, ddt_bias [H] (sums over B,T) from dg, dbeta [B,T,H] */                              \
+  X(gdn_gate_backward, void(const Tensor& da, const Tensor& db, const Tensor& dA_log, const Tensor& ddt_bias,   \
+                            const Tensor& dg, const Tensor& dbeta, const Tensor& a, const Tensor& b,            \
+                            const Tensor& A_log, const Tensor& dt_bias))                                       \
+  /* Gated delta rule, token by token (reference, inference): o [B,T,Hv,V], final_state [B,Hv,K,V] opt; */       \
+  /* q, k [B,T,Hk,K], v [B,T,Hv,V], g, beta [B,T,Hv], initial_state [B,Hv,K,V] opt */                            \
+  X(gated_delta_rule_recurrent_forward, void(const Tensor& o, const Tensor& final_state, const Tensor& q,       \
+                                             const Tensor& k, const Tensor& v, const Tensor& g,                 \
+                                             const Tensor& beta, const Tensor& initial_state, double scale))    \
+  /* dq, dk [B,T,Hk,K], dv [B,T,Hv,V], dg, dbeta [B,T,Hv], dinitial_state [B,Hv,K,V] opt, from do [B,T,Hv,V] */ \
+  /* and dfinal_state [B,Hv,K,V] opt; recomputes the states from checkpoints */                                  \
+  X(gated_delta_rule_recurrent_backward, void(const Tensor& dq, const Tensor& dk, const Tensor& dv,             \
+                                              const Tensor& dg, const Tensor& dbeta,                            \
+                                              const Tensor& dinitial_state, const Tensor& do_,                  \
+                                              const Tensor& dfinal_state, const Tensor& q, const Tensor& k,     \
+                                              const Tensor& v, const Tensor& g, const Tensor& beta,             \
+                                              const Tensor& initial_state, double scale))                       \
+  /* Gated delta rule, chunked WY form (training), same shapes as the recurrent rows; chunk_states */           \
+  /* [B,Hv,NC,K,V] opt (NC = ceil(T/chunk_size)) receives the state at the start of every chunk */              \
+  X(gated_delta_rule_chunked_forward, void(const Tensor& o, const Tensor& final_state,                          \
+                                           const Tensor& chunk_states, const Tensor& q, const Tensor& k,        \
+                                           const Tensor& v, const Tensor& g, const Tensor& beta,                \
+                                           const Tensor& initial_state, double scale, int64_t chunk_size))      \
+  /* gradients as in the recurrent row, from the forward's chunk_states [B,Hv,NC,K,V] */                         \
+  X(gated_delta_rule_chunked_backward, void(const Tensor& dq, const Tensor& dk, const Tensor& dv,               \
+                                            const Tensor& dg, const Tensor& dbeta,                              \
+                                            const Tensor& dinitial_state, const Tensor& do_,                    \
+                                            const Tensor& dfinal_state, const Tensor& q, const Tensor& k,       \
+                                            const Tensor& v, const Tensor& g, const Tensor& beta,               \
+                                            const Tensor& chunk_states, double scale, int64_t chunk_size))
 
 struct KernelTable {
 #define GDN_KERNEL_FIELD_(NAME, SIG) std::add_pointer_t<SIG> NAME = nullptr;
