@@ -1,0 +1,45 @@
+// train/checkpoint.h — exact, atomic checkpoints.
+//
+// Layout under <out_dir>/checkpoints/:
+//   step-000500/model.safetensors      weights, PyTorch-readable (names as in GatedDeltaNetLM::parameters()),
+//                                      metadata: "format", "config" (the model config JSON), "step"
+//   step-000500/optimizer.safetensors  AdamW moments (exp_avg.<name>, exp_avg_sq.<name>)
+//   step-000500/trainer_state.json     step, data-sampler state, histories, best val loss, full train config
+//   LAST, BEST                         one line each: the directory name of the newest / best checkpoint
+// A checkpoint directory is written under a temporary name and renamed into place when complete; LAST and BEST are
+// replaced atomically (temp file + rename) only after that. A crash or a full disk at any moment therefore leaves
+// the previous checkpoint intact and LAST pointing at a complete directory. Directories that neither LAST nor BEST
+// names are removed after a successful save.
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "models/language_model.h"
+#include "train/optimizer.h"
+
+namespace gdn {
+
+struct CheckpointData {
+  int64_t step = 0;
+  nlohmann::json trainer_state;  // free-form JSON owned by the trainer
+};
+
+// Writes a checkpoint for `step` and points LAST (and BEST when is_best) at it. Returns the directory path.
+std::string save_checkpoint(const std::string& checkpoint_root, const GatedDeltaNetLM& model, const AdamW& optimizer,
+                            const CheckpointData& data, bool is_best);
+
+// "LAST" or "BEST" -> the directory it names, or nullopt when there is none.
+std::optional<std::string> find_checkpoint(const std::string& checkpoint_root, const std::string& which);
+
+// Reads model.safetensors of a checkpoint directory and checks it against the model's config and parameter list
+// (gdn::UserError naming the difference: another config, a missing tensor, a truncated file).
+// Loads weights into `model` (in place) and, when `optimizer` is given, the moments; returns the trainer state.
+CheckpointData load_checkpoint(const std::string& dir, GatedDeltaNetLM& model, AdamW* optimizer);
+
+// The model config stored in a checkpoint (to build the model before loading it, as gdn-generate does).
+ModelConfig read_checkpoint_model_config(const std::string& dir);
+
+}  // namespace gdn
