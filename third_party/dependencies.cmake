@@ -30,3 +30,18 @@ if(GDN_CUDA STREQUAL "ON" OR GDN_CUDA STREQUAL "AUTO")
   endif()
 endif()
 message(STATUS "gdn.cpp: CUDA backend ${GDN_WITH_CUDA}")
+
+# PLplot (Debian: libplplot-dev + plplot-driver-cairo) draws results/training_curves.png. Optional: without it
+# gdn::plplot is not defined, gdn_train compiles train/plot.cpp's fallback, and plotting throws a UserError that
+# names the packages to install.
+find_path(PLPLOT_INCLUDE_DIR plplot/plplot.h)
+find_library(PLPLOT_LIBRARY NAMES plplotd plplot)
+if(PLPLOT_INCLUDE_DIR AND PLPLOT_LIBRARY)
+  add_library(gdn::plplot INTERFACE IMPORTED)
+  set_target_properties(gdn::plplot PROPERTIES
+    INTERFACE_INCLUDE_DIRECTORIES "${PLPLOT_INCLUDE_DIR}"
+    INTERFACE_LINK_LIBRARIES "${PLPLOT_LIBRARY}")
+  message(STATUS "gdn.cpp: PLplot found (${PLPLOT_LIBRARY}): training-curve plots on")
+else()
+  message(STATUS "gdn.cpp: PLplot not found: training-curve plots off (apt-get install libplplot-dev plplot-driver-cairo)")
+endif()
