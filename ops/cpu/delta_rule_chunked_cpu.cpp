@@ -145,7 +145,8 @@ void gated_delta_rule_chunked_forward(const Tensor& o, const Tensor& final_state
           auto O = chunk_rows(op + s.value_row(b, t0, hv), L, V, s.Hv * V);
           tmp.noalias() = Q * H;
           O.noalias() = (sc * c.eg).asDiagonal() * tmp;
-          O.noalias() += sc * (c.P * c.Vn);
+          tmp.noalias() = c.P.template triangularView<Eigen::Lower>() * c.Vn;
+          O.noalias() += sc * tmp;
           // H = e^gam_L H + K^T diag(e^(gam_L - gam)) Vn
           tmp.noalias() = c.r.asDiagonal() * c.Vn;
           H *= c.eg_last;
@@ -205,7 +206,8 @@ void gated_delta_rule_chunked_backward(const Tensor& dq, const Tensor& dk, const
 
           // Through O = scale (diag(e^gam) Q H + P Vn) and H_next = e^gam_L H + K^T diag(r) Vn.
           tmp.noalias() = Kc * dH;
-          dVn.noalias() = sc * (c.P.transpose() * dO);
+          dVn.noalias() = c.P.transpose().template triangularView<Eigen::Upper>() * dO;
+          dVn *= sc;
           dVn.noalias() += c.r.asDiagonal() * tmp;
           dP.noalias() = sc * (dO * c.Vn.transpose());
           dQK = dP.cwiseProduct(c.Gam);
@@ -220,9 +222,9 @@ void gated_delta_rule_chunked_backward(const Tensor& dq, const Tensor& dk, const
           dgam -= kd;
           dgam[L - 1] += c.eg_last * H.cwiseProduct(dH).sum() + kd.sum();
           dQ = dQi;
-          dQ.noalias() += dQK * Kc;
+          dQ.noalias() += dQK.template triangularView<Eigen::Lower>() * Kc;
           dK = dKi;
-          dK.noalias() += dQK.transpose() * Q;
+          dK.noalias() += dQK.transpose().template triangularView<Eigen::Upper>() * Q;
 
           // State gradient at the chunk start: e^gam_L dH + scale Q^T diag(e^gam) dO - W^T dVn.
           tmp.noalias() = (sc * c.eg).asDiagonal() * dO;
@@ -258,10 +260,10 @@ void gated_delta_rule_chunked_backward(const Tensor& dq, const Tensor& dk, const
             }
             dgam[i] += dgi;
           }
-          tmp.noalias() = Pm * Kc;
+          tmp.noalias() = Pm.template triangularView<Eigen::StrictlyLower>() * Kc;
           dK.noalias() += c.beta.asDiagonal() * tmp;
           tmp.noalias() = c.beta.asDiagonal() * Kc;
-          dK.noalias() += Pm.transpose() * tmp;
+          dK.noalias() += Pm.transpose().template triangularView<Eigen::StrictlyUpper>() * tmp;
 
           // dg = reverse cumsum of dgam inside the chunk.
           double acc = 0;
