@@ -76,7 +76,7 @@ std::string save_checkpoint(const std::string& root, const GatedDeltaNetLM& mode
   nlohmann::json state = data.trainer_state;
   state["step"] = data.step;
   state["format"] = kFormat;
-  write_file_atomic((tmp_dir / "trainer_state.json").string(), state.dump(1));
+  write_file_atomic((tmp_dir / "trainer_state.json").string(), state.dump(1, ' ', false, nlohmann::json::error_handler_t::replace));
 
   // Put the complete directory in place. If a directory of the same step exists (a re-save after resume), move it
   // aside first and drop it only once the new one is in place.

@@ -170,7 +170,7 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& opts) {
                        st.at("sampler").at("cursor").get<uint64_t>()});
     train_history = st.at("train_history");
     val_history = st.at("val_history");
-    best_val = st.value("best_val_loss", static_cast<double>(INFINITY));
+    best_val = st.at("best_val_loss").is_number() ? st.at("best_val_loss").get<double>() : INFINITY;
     best_step = st.value("best_step", int64_t{-1});
     tokens_seen = st.value("tokens_seen", int64_t{0});
     elapsed_before = st.value("elapsed_seconds", 0.0);
@@ -254,7 +254,7 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& opts) {
     } else if (step % cfg.checkpoint_every == 0) {
       checkpoint(false);
     }
-    if (g_stop) {
+    if (g_stop || step == opts.stop_after) {
       if (!last_step) checkpoint(false);
       summary.interrupted = true;
       if (bar) bar->message(fmt::format("interrupted at step {}: checkpoint {}; continue with --resume", step,
@@ -315,7 +315,7 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& opts) {
       {"sample", summary.sample},
   };
   summary.results_path = (fs::path(cfg.out_dir) / "training_results.json").string();
-  write_file_atomic(summary.results_path, results.dump(2) + "\n");
+  write_file_atomic(summary.results_path, results.dump(2, ' ', false, json::error_handler_t::replace) + "\n");
 
   TrainingCurves curves;
   curves.title = fmt::format("gdn.cpp {} (D={}, L={})", cfg.preset, cfg.model.d_model, cfg.model.n_layers);

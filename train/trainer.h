@@ -20,6 +20,7 @@ struct TrainOptions {
   bool resume = false;     // continue from <out>/checkpoints/LAST
   bool overwrite = false;  // start over even if <out> holds checkpoints of an earlier run
   bool quiet = false;      // no progress bar, no sample (tests)
+  int64_t stop_after = -1; // behave as if Ctrl-C came right after this step (tests of resume)
 };
 
 struct TrainSummary {
