@@ -9,5 +9,7 @@ start=$(date +%s)
 "$root/scripts/setup.sh" build
 "$root/scripts/fetch_corpus.sh"
 cd "$root"
+# Idle OpenMP threads sleep instead of spinning: on a busy laptop spinning threads steal the cores they wait for.
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 ./build/bin/gdn-train --preset small --data data/sotu --out results --overwrite "$@"
 echo "train_default.sh: done in $(( $(date +%s) - start )) s; see results/training_results.json and results/training_curves.png"

@@ -6,6 +6,9 @@
 // on hot paths: ops that care make inputs contiguous first).
 #pragma once
 
+#include <omp.h>
+
+#include <algorithm>
 #include <array>
 #include <cstdint>
 
@@ -20,6 +23,22 @@ template <size_t N> bool all_contiguous_same_shape(const std::array<const Tensor
   for (const Tensor* t : ts)
     if (!t->is_contiguous() || t->shape() != ts[0]->shape()) return false;
   return true;
+}
+
+// body(begin, end) over [0, n), split into one contiguous range per thread when n >= grain. Inner loops written
+// as `for (i = begin; i < end; ++i)` over raw pointers vectorise, which the per-element callback below does not.
+template <typename F> void parallel_for(int64_t n, int64_t grain, F&& body) {
+  if (n <= 0) return;
+  if (n < grain || omp_get_max_threads() == 1) {
+    body(int64_t{0}, n);
+    return;
+  }
+#pragma omp parallel
+  {
+    const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
+    const int64_t chunk = (n + nt - 1) / nt, begin = t * chunk, end = std::min(n, begin + chunk);
+    if (begin < end) body(begin, end);
+  }
 }
 
 // f(std::array<int64_t, N> offsets) for every element; offsets relative to each operand's data<T>().

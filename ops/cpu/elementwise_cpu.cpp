@@ -4,6 +4,7 @@
 // forms: sigmoid never evaluates exp of a large positive number, softplus(x) = max(x,0) + log1p(exp(-|x|)),
 // logsigmoid(x) = min(x,0) - log1p(exp(-|x|)).
 #include <cmath>
+#include <cstring>
 
 #include "core/dispatch.h"
 #include "ops/cpu/cpu_kernels.h"
@@ -19,81 +20,95 @@ template <typename T> T sigmoid_of(T x) {
   return e / (T(1) + e);
 }
 
-template <typename T> T unary_value(UnaryOp op, T x) {
+// Calls body(f) with f the scalar function of `op`, a distinct lambda type per op: the loops instantiated inside
+// body are specialised (and vectorised) per op instead of switching per element.
+template <typename T, typename Body> void with_unary_op(UnaryOp op, Body&& body) {
   switch (op) {
-    case UnaryOp::Neg: return -x;
-    case UnaryOp::Exp: return std::exp(x);
-    case UnaryOp::Log: return std::log(x);
-    case UnaryOp::Sqrt: return std::sqrt(x);
-    case UnaryOp::Rsqrt: return T(1) / std::sqrt(x);
-    case UnaryOp::Sigmoid: return sigmoid_of(x);
-    case UnaryOp::Silu: return x * sigmoid_of(x);
-    case UnaryOp::Softplus: return std::max(x, T(0)) + std::log1p(std::exp(-std::fabs(x)));
-    case UnaryOp::LogSigmoid: return std::min(x, T(0)) - std::log1p(std::exp(-std::fabs(x)));
-    case UnaryOp::Tanh: return std::tanh(x);
-    case UnaryOp::Abs: return std::fabs(x);
+    case UnaryOp::Neg: return body([](T x) { return -x; });
+    case UnaryOp::Exp: return body([](T x) { return std::exp(x); });
+    case UnaryOp::Log: return body([](T x) { return std::log(x); });
+    case UnaryOp::Sqrt: return body([](T x) { return std::sqrt(x); });
+    case UnaryOp::Rsqrt: return body([](T x) { return T(1) / std::sqrt(x); });
+    case UnaryOp::Sigmoid: return body([](T x) { return sigmoid_of(x); });
+    case UnaryOp::Silu: return body([](T x) { return x * sigmoid_of(x); });
+    case UnaryOp::Softplus: return body([](T x) { return std::max(x, T(0)) + std::log1p(std::exp(-std::fabs(x))); });
+    case UnaryOp::LogSigmoid:
+      return body([](T x) { return std::min(x, T(0)) - std::log1p(std::exp(-std::fabs(x))); });
+    case UnaryOp::Tanh: return body([](T x) { return std::tanh(x); });
+    case UnaryOp::Abs: return body([](T x) { return std::fabs(x); });
   }
-  return x;
 }
 
-// d op(x) / dx, given x and y = op(x).
-template <typename T> T unary_derivative(UnaryOp op, T x, T y) {
+// d op(x) / dx as f(x, y) with y = op(x) (cheaper for exp, sigmoid, tanh, sqrt).
+template <typename T, typename Body> void with_unary_derivative(UnaryOp op, Body&& body) {
   switch (op) {
-    case UnaryOp::Neg: return T(-1);
-    case UnaryOp::Exp: return y;
-    case UnaryOp::Log: return T(1) / x;
-    case UnaryOp::Sqrt: return T(0.5) / y;
-    case UnaryOp::Rsqrt: return T(-0.5) * y * y * y;
-    case UnaryOp::Sigmoid: return y * (T(1) - y);
-    case UnaryOp::Silu: {
-      T s = sigmoid_of(x);
-      return s * (T(1) + x * (T(1) - s));
-    }
-    case UnaryOp::Softplus: return sigmoid_of(x);
-    case UnaryOp::LogSigmoid: return sigmoid_of(-x);
-    case UnaryOp::Tanh: return T(1) - y * y;
-    case UnaryOp::Abs: return x > 0 ? T(1) : (x < 0 ? T(-1) : T(0));
+    case UnaryOp::Neg: return body([](T, T) { return T(-1); });
+    case UnaryOp::Exp: return body([](T, T y) { return y; });
+    case UnaryOp::Log: return body([](T x, T) { return T(1) / x; });
+    case UnaryOp::Sqrt: return body([](T, T y) { return T(0.5) / y; });
+    case UnaryOp::Rsqrt: return body([](T, T y) { return T(-0.5) * y * y * y; });
+    case UnaryOp::Sigmoid: return body([](T, T y) { return y * (T(1) - y); });
+    case UnaryOp::Silu:
+      return body([](T x, T) {
+        T s = sigmoid_of(x);
+        return s * (T(1) + x * (T(1) - s));
+      });
+    case UnaryOp::Softplus: return body([](T x, T) { return sigmoid_of(x); });
+    case UnaryOp::LogSigmoid: return body([](T x, T) { return sigmoid_of(-x); });
+    case UnaryOp::Tanh: return body([](T, T y) { return T(1) - y * y; });
+    case UnaryOp::Abs: return body([](T x, T) { return x > 0 ? T(1) : (x < 0 ? T(-1) : T(0)); });
   }
-  return T(0);
 }
 
-template <typename T> T binary_value(BinaryOp op, T a, T b) {
+template <typename T, typename Body> void with_binary_op(BinaryOp op, Body&& body) {
   switch (op) {
-    case BinaryOp::Add: return a + b;
-    case BinaryOp::Sub: return a - b;
-    case BinaryOp::Mul: return a * b;
-    case BinaryOp::Div: return a / b;
+    case BinaryOp::Add: return body([](T a, T b) { return a + b; });
+    case BinaryOp::Sub: return body([](T a, T b) { return a - b; });
+    case BinaryOp::Mul: return body([](T a, T b) { return a * b; });
+    case BinaryOp::Div: return body([](T a, T b) { return a / b; });
   }
-  return a;
 }
 
-template <typename T> T scalar_value(ScalarOp op, T x, T s) {
+template <typename T, typename Body> void with_scalar_op(ScalarOp op, T s, Body&& body) {
   switch (op) {
-    case ScalarOp::Add: return x + s;
-    case ScalarOp::Mul: return x * s;
-    case ScalarOp::Pow: return std::pow(x, s);
+    case ScalarOp::Add: return body([s](T x) { return x + s; });
+    case ScalarOp::Mul: return body([s](T x) { return x * s; });
+    case ScalarOp::Pow:
+      if (s == T(2)) return body([](T x) { return x * x; });
+      return body([s](T x) { return std::pow(x, s); });
   }
-  return x;
 }
 
 void fill(const Tensor& out, double value) {
   dispatch_all(out.dtype(), [&](auto tag_) {
-    using scalar_t = decltype(tag_);
-    auto* o = out.data<scalar_t>();
-    const scalar_t v = convert<scalar_t>(value);
-    strided_for_each<1>({&out}, [&](const std::array<int64_t, 1>& off) { o[off[0]] = v; });
+    using T = decltype(tag_);
+    T* o = out.data<T>();
+    const T v = convert<T>(value);
+    if (out.is_contiguous()) {
+      parallel_for(out.numel(), kParallelGrain, [&](int64_t b, int64_t e) { std::fill(o + b, o + e, v); });
+    } else {
+      strided_for_each<1>({&out}, [&](const std::array<int64_t, 1>& off) { o[off[0]] = v; });
+    }
   });
 }
 
 void copy(const Tensor& out, const Tensor& in) {
   GDN_CHECK(out.shape() == in.shape(), "copy: {} <- {}", shape_str(out.shape()), shape_str(in.shape()));
-  dispatch_all(out.dtype(), [&](auto tag_) {
-    using scalar_t = decltype(tag_);
-    using out_t = scalar_t;
-    auto* o = out.data<out_t>();
-    dispatch_all(in.dtype(), [&](auto tag_) {
-    using scalar_t = decltype(tag_);
-      const auto* x = in.data<scalar_t>();
+  if (out.dtype() == in.dtype() && out.is_contiguous() && in.is_contiguous()) {
+    const size_t bytes = element_size(out.dtype());
+    auto* o = static_cast<char*>(out.raw_data());
+    const auto* x = static_cast<const char*>(in.raw_data());
+    parallel_for(out.numel(), kParallelGrain, [&](int64_t b, int64_t e) {
+      std::memcpy(o + b * bytes, x + b * bytes, (e - b) * bytes);
+    });
+    return;
+  }
+  dispatch_all(out.dtype(), [&](auto out_tag) {
+    using out_t = decltype(out_tag);
+    out_t* o = out.data<out_t>();
+    dispatch_all(in.dtype(), [&](auto in_tag) {
+      using in_t = decltype(in_tag);
+      const in_t* x = in.data<in_t>();
       strided_for_each<2>({&out, &in}, [&](const std::array<int64_t, 2>& off) {
         o[off[0]] = convert<out_t>(x[off[1]]);
       });
@@ -103,48 +118,79 @@ void copy(const Tensor& out, const Tensor& in) {
 
 void unary(UnaryOp op, const Tensor& out, const Tensor& in) {
   dispatch_float(out.dtype(), "unary", [&](auto tag_) {
-    using scalar_t = decltype(tag_);
-    auto* o = out.data<scalar_t>();
-    const auto* x = in.data<scalar_t>();
-    strided_for_each<2>({&out, &in}, [&](const std::array<int64_t, 2>& off) {
-      o[off[0]] = unary_value(op, x[off[1]]);
+    using T = decltype(tag_);
+    T* o = out.data<T>();
+    const T* x = in.data<T>();
+    with_unary_op<T>(op, [&](auto f) {
+      if (all_contiguous_same_shape<2>({&out, &in})) {
+        parallel_for(out.numel(), kParallelGrain, [&](int64_t b, int64_t e) {
+#pragma omp simd
+          for (int64_t i = b; i < e; ++i) o[i] = f(x[i]);
+        });
+      } else {
+        strided_for_each<2>({&out, &in}, [&](const std::array<int64_t, 2>& off) { o[off[0]] = f(x[off[1]]); });
+      }
     });
   });
 }
 
 void unary_backward(UnaryOp op, const Tensor& dx, const Tensor& dy, const Tensor& x, const Tensor& y) {
   dispatch_float(dx.dtype(), "unary_backward", [&](auto tag_) {
-    using scalar_t = decltype(tag_);
-    auto* o = dx.data<scalar_t>();
-    const auto* g = dy.data<scalar_t>();
-    const auto* xp = x.data<scalar_t>();
-    const auto* yp = y.data<scalar_t>();
-    strided_for_each<4>({&dx, &dy, &x, &y}, [&](const std::array<int64_t, 4>& off) {
-      o[off[0]] = g[off[1]] * unary_derivative(op, xp[off[2]], yp[off[3]]);
+    using T = decltype(tag_);
+    T* o = dx.data<T>();
+    const T* g = dy.data<T>();
+    const T* xp = x.data<T>();
+    const T* yp = y.data<T>();
+    with_unary_derivative<T>(op, [&](auto df) {
+      if (all_contiguous_same_shape<4>({&dx, &dy, &x, &y})) {
+        parallel_for(dx.numel(), kParallelGrain, [&](int64_t b, int64_t e) {
+#pragma omp simd
+          for (int64_t i = b; i < e; ++i) o[i] = g[i] * df(xp[i], yp[i]);
+        });
+      } else {
+        strided_for_each<4>({&dx, &dy, &x, &y}, [&](const std::array<int64_t, 4>& off) {
+          o[off[0]] = g[off[1]] * df(xp[off[2]], yp[off[3]]);
+        });
+      }
     });
   });
 }
 
 void binary(BinaryOp op, const Tensor& out, const Tensor& a, const Tensor& b) {
   dispatch_float(out.dtype(), "binary", [&](auto tag_) {
-    using scalar_t = decltype(tag_);
-    auto* o = out.data<scalar_t>();
-    const auto* ap = a.data<scalar_t>();
-    const auto* bp = b.data<scalar_t>();
-    strided_for_each<3>({&out, &a, &b}, [&](const std::array<int64_t, 3>& off) {
-      o[off[0]] = binary_value(op, ap[off[1]], bp[off[2]]);
+    using T = decltype(tag_);
+    T* o = out.data<T>();
+    const T* ap = a.data<T>();
+    const T* bp = b.data<T>();
+    with_binary_op<T>(op, [&](auto f) {
+      if (all_contiguous_same_shape<3>({&out, &a, &b})) {
+        parallel_for(out.numel(), kParallelGrain, [&](int64_t lo, int64_t hi) {
+#pragma omp simd
+          for (int64_t i = lo; i < hi; ++i) o[i] = f(ap[i], bp[i]);
+        });
+      } else {
+        strided_for_each<3>({&out, &a, &b}, [&](const std::array<int64_t, 3>& off) {
+          o[off[0]] = f(ap[off[1]], bp[off[2]]);
+        });
+      }
     });
   });
 }
 
 void scalar(ScalarOp op, const Tensor& out, const Tensor& in, double s) {
   dispatch_float(out.dtype(), "scalar", [&](auto tag_) {
-    using scalar_t = decltype(tag_);
-    auto* o = out.data<scalar_t>();
-    const auto* x = in.data<scalar_t>();
-    const auto sv = static_cast<scalar_t>(s);
-    strided_for_each<2>({&out, &in}, [&](const std::array<int64_t, 2>& off) {
-      o[off[0]] = scalar_value(op, x[off[1]], sv);
+    using T = decltype(tag_);
+    T* o = out.data<T>();
+    const T* x = in.data<T>();
+    with_scalar_op<T>(op, static_cast<T>(s), [&](auto f) {
+      if (all_contiguous_same_shape<2>({&out, &in})) {
+        parallel_for(out.numel(), kParallelGrain, [&](int64_t b, int64_t e) {
+#pragma omp simd
+          for (int64_t i = b; i < e; ++i) o[i] = f(x[i]);
+        });
+      } else {
+        strided_for_each<2>({&out, &in}, [&](const std::array<int64_t, 2>& off) { o[off[0]] = f(x[off[1]]); });
+      }
     });
   });
 }

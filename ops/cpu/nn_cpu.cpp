@@ -5,6 +5,7 @@
 //   softmax from the saved logsumexp instead of storing the [N,V] probabilities.
 //   RMSNorm: y = x * r * w, r = 1/sqrt(mean(x^2) + eps); with xh = x * r and gh = dy * w,
 //   dx = r * (gh - xh * mean(gh * xh)), dw = sum_rows dy * xh.
+#include <Eigen/Core>
 #include <cmath>
 #include <vector>
 
@@ -64,27 +65,26 @@ void cross_entropy_forward(const Tensor& loss, const Tensor& lse, const Tensor& 
     GDN_CHECK(t[i] == ignore_index || (t[i] >= 0 && t[i] < V), "cross_entropy: target {} at row {} outside [0, {})",
               t[i], i, V);
   dispatch_float(logits.dtype(), "cross_entropy", [&](auto tag_) {
-    using scalar_t = decltype(tag_);
-    const auto* x = logits.data<scalar_t>();
-    auto* l = lse.data<scalar_t>();
+    using T = decltype(tag_);
+    using Row = Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>;
+    const T* x = logits.data<T>();
+    T* l = lse.data<T>();
     double total = 0;
     int64_t kept = 0;
 #pragma omp parallel for reduction(+ : total, kept) if (N * V >= kParallelGrain)
     for (int64_t i = 0; i < N; ++i) {
-      const scalar_t* row = x + i * V;
-      scalar_t m = row[0];
-      for (int64_t j = 1; j < V; ++j) m = std::max(m, row[j]);
-      double s = 0;
-      for (int64_t j = 0; j < V; ++j) s += std::exp(static_cast<double>(row[j] - m));
-      double lsei = static_cast<double>(m) + std::log(s);
-      l[i] = static_cast<scalar_t>(lsei);
+      Row row(x + i * V, V);
+      const T m = row.maxCoeff();
+      const double s = static_cast<double>((row - m).exp().sum());  // Eigen's vectorised exp
+      const double lsei = static_cast<double>(m) + std::log(s);
+      l[i] = static_cast<T>(lsei);
       if (t[i] != ignore_index) {
         total += lsei - static_cast<double>(row[t[i]]);
         kept += 1;
       }
     }
-    loss.data<scalar_t>()[0] = static_cast<scalar_t>(kept > 0 ? total / kept : 0.0);
-    count.data<scalar_t>()[0] = static_cast<scalar_t>(kept);
+    loss.data<T>()[0] = static_cast<T>(kept > 0 ? total / kept : 0.0);
+    count.data<T>()[0] = static_cast<T>(kept);
   });
 }
 
@@ -106,8 +106,8 @@ void cross_entropy_backward(const Tensor& dlogits, const Tensor& dloss, const Te
         std::fill(drow, drow + V, scalar_t(0));
         continue;
       }
-      const scalar_t* row = x + i * V;
-      for (int64_t j = 0; j < V; ++j) drow[j] = scale * std::exp(row[j] - l[i]);
+      using Row = Eigen::Map<const Eigen::Array<scalar_t, Eigen::Dynamic, 1>>;
+      Eigen::Map<Eigen::Array<scalar_t, Eigen::Dynamic, 1>>(drow, V) = scale * (Row(x + i * V, V) - l[i]).exp();
       drow[t[i]] -= scale;
     }
   });

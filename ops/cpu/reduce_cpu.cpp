@@ -21,6 +21,18 @@ void sum_to(const Tensor& out, const Tensor& in) {
               shape_str(in.shape()));
     if (out.size(d) == 1 && in.size(d) != 1) acc_strides[d] = 0;
   }
+  if (out.numel() == 1 && in.is_contiguous()) {  // full reduction (losses, gradient norms): parallel, in double
+    dispatch_float(in.dtype(), "sum_to", [&](auto tag_) {
+      using T = decltype(tag_);
+      const T* x = in.data<T>();
+      const int64_t n = in.numel();
+      double total = 0;
+#pragma omp parallel for simd reduction(+ : total) if (n >= kParallelGrain)
+      for (int64_t i = 0; i < n; ++i) total += static_cast<double>(x[i]);
+      out.data<T>()[0] = static_cast<T>(total);
+    });
+    return;
+  }
   std::vector<double> acc(out.numel(), 0.0);
   dispatch_float(in.dtype(), "sum_to", [&](auto tag_) {
     using scalar_t = decltype(tag_);
