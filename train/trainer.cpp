@@ -126,9 +126,9 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& opts) {
   ensure_directory(cache_dir);
   std::vector<int32_t> train_tokens = encode_cached(tok, corpus.train_docs, cache_dir);
   std::vector<int32_t> val_tokens = encode_cached(tok, corpus.val_docs, cache_dir);
+  WindowSampler sampler(&train_tokens, cfg.seq_len, cfg.seed);  // a corpus shorter than one window stops here
   GDN_USER_CHECK(static_cast<int64_t>(val_tokens.size()) > cfg.seq_len,
                  "validation split too short: {} tokens, need more than seq_len = {}", val_tokens.size(), cfg.seq_len);
-  WindowSampler sampler(&train_tokens, cfg.seq_len, cfg.seed);
   std::vector<int64_t> eval_starts =
       WindowSampler::eval_window_starts(static_cast<int64_t>(val_tokens.size()), cfg.seq_len,
                                         cfg.eval_batches * cfg.batch_size);
