@@ -40,11 +40,12 @@ Tensor GatedDeltaNetLayer::forward(const Tensor& x, LayerCache* cache) const {
   const int64_t Hk = n_k_heads, Hv = n_v_heads, K = head_k_dim, V = head_v_dim;
   const int64_t key = Hk * K, value = Hv * V;
 
-  Tensor qkvz = linear(x, in_proj_qkvz);                        // [B,T,2key+2value]
-  Tensor qkv = slice(qkvz, -1, 0, 2 * key + value);             // conv input: q | k | v
-  Tensor z = reshape(slice(qkvz, -1, 2 * key + value, 2 * key + 2 * value), {B, T, Hv, V});
-  Tensor ba = linear(x, in_proj_ba);                            // [B,T,2Hv]
-  Tensor b = slice(ba, -1, 0, Hv), a = slice(ba, -1, Hv, 2 * Hv);
+  std::vector<Tensor> qkv_z = split(linear(x, in_proj_qkvz), {2 * key + value, value}, -1);  // [B,T,2key+2value]
+  Tensor qkv = qkv_z[0];                                        // conv input: q | k | v
+  Tensor z = reshape(qkv_z[1], {B, T, Hv, V});
+  std::vector<Tensor> b_a = split(linear(x, in_proj_ba), {Hv, Hv}, -1);  // [B,T,2Hv] -> b | a
+  const Tensor& b = b_a[0];
+  const Tensor& a = b_a[1];
 
   Tensor conv_final;
   Tensor mixed = causal_conv1d(qkv, conv_weight, {}, /*silu=*/true, cache ? cache->conv_state : Tensor(),

@@ -153,12 +153,34 @@ std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, in
   dim = normalize_dim(dim, x.dim());
   int64_t total = std::accumulate(sizes.begin(), sizes.end(), int64_t{0});
   GDN_CHECK(total == x.size(dim), "split: sizes add up to {}, dimension {} has {}", total, dim, x.size(dim));
+  // One node for all parts (views of x): its backward writes every part's gradient into one buffer, instead of
+  // one zero-filled buffer per part that the engine would then have to add up.
   std::vector<Tensor> parts;
   int64_t at = 0;
   for (int64_t s : sizes) {
-    parts.push_back(slice(x, dim, at, at + s));
+    Shape shape = x.shape();
+    shape[dim] = s;
+    parts.push_back(x.as_strided(shape, x.strides(), x.offset() + at * x.stride(dim)));
     at += s;
   }
+  record("split", parts, {x}, [sizes, dim, from = x.shape()](const TensorList& g) -> TensorList {
+    const Tensor* any = nullptr;
+    for (const auto& gi : g)
+      if (gi.defined()) any = &gi;
+    Tensor dx = Tensor::empty(from, any->dtype(), any->device());
+    int64_t offset = 0;
+    for (size_t i = 0; i < g.size(); ++i) {
+      Shape shape = from;
+      shape[dim] = sizes[i];
+      Tensor window = dx.as_strided(shape, dx.strides(), offset * dx.stride(dim));
+      if (g[i].defined())
+        kernels::copy(dx.device(), window, g[i]);
+      else
+        kernels::fill(dx.device(), window, 0.0);
+      offset += sizes[i];
+    }
+    return {dx};
+  });
   return parts;
 }
 

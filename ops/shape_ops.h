@@ -3,7 +3,8 @@
 // Views (reshape of a contiguous tensor, permute, transpose, slice, expand, unsqueeze, squeeze) allocate nothing:
 // they are new tensors over the same Storage with other strides. Backward:
 //   reshape -> reshape back; permute -> inverse permutation; slice -> zeros with dy written into the slice;
-//   expand -> sum over the expanded dimensions; concat -> slices of dy; split = slices.
+//   expand -> sum over the expanded dimensions; concat -> slices of dy; split -> one buffer holding every
+//   part's gradient (one node for all parts).
 #pragma once
 
 #include <vector>

@@ -71,6 +71,31 @@ template <size_t N, typename F> void strided_for_each(const std::array<const Ten
   }
 }
 
+// body(offsets, n, inner_strides) once per row along the last dimension, rows split across threads: offsets are
+// each operand's offset of the row's first element, inner_strides their last-dimension strides. For strided
+// copies and broadcasts, where a per-element odometer would dominate.
+template <size_t N, typename F> void strided_rows(const std::array<const Tensor*, N>& ts, F&& body) {
+  const Shape& shape = ts[0]->shape();
+  const int64_t n = shape_numel(shape);
+  if (n == 0) return;
+  const int64_t nd = static_cast<int64_t>(shape.size());
+  const int64_t inner = nd == 0 ? 1 : shape[nd - 1], rows = n / inner;
+  std::array<int64_t, N> inner_strides;
+  for (size_t k = 0; k < N; ++k) inner_strides[k] = nd == 0 ? 0 : ts[k]->strides()[nd - 1];
+  parallel_for(rows, std::max<int64_t>(1, kParallelGrain / inner), [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      std::array<int64_t, N> offs{};
+      int64_t rest = r;
+      for (int64_t d = nd - 2; d >= 0; --d) {
+        const int64_t i = rest % shape[d];
+        rest /= shape[d];
+        for (size_t k = 0; k < N; ++k) offs[k] += i * ts[k]->strides()[d];
+      }
+      body(offs, inner, inner_strides);
+    }
+  });
+}
+
 // Element conversion between any two storage types (bfloat16 goes through float).
 template <typename To, typename From> inline To convert(From v) {
   if constexpr (std::is_same_v<From, bfloat16>) {

@@ -6,6 +6,8 @@
 #include <cmath>
 #include <cstring>
 
+#include <Eigen/Core>
+
 #include "core/dispatch.h"
 #include "ops/cpu/cpu_kernels.h"
 #include "ops/cpu/cpu_loops.h"
@@ -79,6 +81,37 @@ template <typename T, typename Body> void with_scalar_op(ScalarOp op, T s, Body&
   }
 }
 
+// Contiguous ranges of the exp-based ops go through Eigen's vectorised exp/tanh/logistic: glibc's vector math
+// is only used by GCC under -ffast-math, which we do not want. Returns false for ops left to the scalar loop.
+template <typename T> bool unary_vectorised(UnaryOp op, T* o, const T* x, int64_t n) {
+  using Array = Eigen::Array<T, Eigen::Dynamic, 1>;
+  Eigen::Map<const Array> in(x, n);
+  Eigen::Map<Array> out(o, n);
+  switch (op) {
+    case UnaryOp::Exp: out = in.exp(); return true;
+    case UnaryOp::Sigmoid: out = in.logistic(); return true;
+    case UnaryOp::Silu: out = in * in.logistic(); return true;
+    case UnaryOp::Tanh: out = in.tanh(); return true;
+    default: return false;
+  }
+}
+
+template <typename T> bool unary_backward_vectorised(UnaryOp op, T* dx, const T* dy, const T* x, int64_t n) {
+  using Array = Eigen::Array<T, Eigen::Dynamic, 1>;
+  Eigen::Map<const Array> g(dy, n), in(x, n);
+  Eigen::Map<Array> out(dx, n);
+  switch (op) {
+    case UnaryOp::Silu: {
+      Array s = in.logistic();
+      out = g * s * (T(1) + in * (T(1) - s));
+      return true;
+    }
+    case UnaryOp::Softplus: out = g * in.logistic(); return true;
+    case UnaryOp::LogSigmoid: out = g * (-in).logistic(); return true;
+    default: return false;
+  }
+}
+
 void fill(const Tensor& out, double value) {
   dispatch_all(out.dtype(), [&](auto tag_) {
     using T = decltype(tag_);
@@ -109,8 +142,14 @@ void copy(const Tensor& out, const Tensor& in) {
     dispatch_all(in.dtype(), [&](auto in_tag) {
       using in_t = decltype(in_tag);
       const in_t* x = in.data<in_t>();
-      strided_for_each<2>({&out, &in}, [&](const std::array<int64_t, 2>& off) {
-        o[off[0]] = convert<out_t>(x[off[1]]);
+      strided_rows<2>({&out, &in}, [&](const std::array<int64_t, 2>& off, int64_t n, const std::array<int64_t, 2>& st) {
+        out_t* orow = o + off[0];
+        const in_t* xrow = x + off[1];
+        if (st[0] == 1 && st[1] == 1) {
+          for (int64_t j = 0; j < n; ++j) orow[j] = convert<out_t>(xrow[j]);
+        } else {
+          for (int64_t j = 0; j < n; ++j) orow[j * st[0]] = convert<out_t>(xrow[j * st[1]]);
+        }
       });
     });
   });
@@ -124,6 +163,7 @@ void unary(UnaryOp op, const Tensor& out, const Tensor& in) {
     with_unary_op<T>(op, [&](auto f) {
       if (all_contiguous_same_shape<2>({&out, &in})) {
         parallel_for(out.numel(), kParallelGrain, [&](int64_t b, int64_t e) {
+          if (unary_vectorised(op, o + b, x + b, e - b)) return;
 #pragma omp simd
           for (int64_t i = b; i < e; ++i) o[i] = f(x[i]);
         });
@@ -144,6 +184,7 @@ void unary_backward(UnaryOp op, const Tensor& dx, const Tensor& dy, const Tensor
     with_unary_derivative<T>(op, [&](auto df) {
       if (all_contiguous_same_shape<4>({&dx, &dy, &x, &y})) {
         parallel_for(dx.numel(), kParallelGrain, [&](int64_t b, int64_t e) {
+          if (unary_backward_vectorised(op, o + b, g + b, xp + b, e - b)) return;
 #pragma omp simd
           for (int64_t i = b; i < e; ++i) o[i] = g[i] * df(xp[i], yp[i]);
         });
@@ -169,8 +210,9 @@ void binary(BinaryOp op, const Tensor& out, const Tensor& a, const Tensor& b) {
           for (int64_t i = lo; i < hi; ++i) o[i] = f(ap[i], bp[i]);
         });
       } else {
-        strided_for_each<3>({&out, &a, &b}, [&](const std::array<int64_t, 3>& off) {
-          o[off[0]] = f(ap[off[1]], bp[off[2]]);
+        strided_rows<3>({&out, &a, &b}, [&](const std::array<int64_t, 3>& off, int64_t n,
+                                            const std::array<int64_t, 3>& st) {
+          for (int64_t j = 0; j < n; ++j) o[off[0] + j * st[0]] = f(ap[off[1] + j * st[1]], bp[off[2] + j * st[2]]);
         });
       }
     });
