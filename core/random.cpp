@@ -43,7 +43,10 @@ double Generator::normal() {
 
 uint64_t Generator::below(uint64_t n) {
   GDN_CHECK(n > 0, "Generator::below(0)");
-  return static_cast<uint64_t>(uniform() * static_cast<double>(n)) % n;
+  const uint64_t limit = UINT64_MAX - UINT64_MAX % n;  // rejection: no modulo bias
+  uint64_t x = next_u64();
+  while (x >= limit) x = next_u64();
+  return x % n;
 }
 
 Generator& default_generator() {

@@ -10,6 +10,7 @@
 #include <system_error>
 
 #include "core/check.h"
+#include "core/random.h"
 
 namespace gdn {
 
@@ -236,28 +237,6 @@ std::vector<int32_t> encode_cached(const BpeTokenizer& tokenizer, const std::vec
 // ---------------------------------------------------------------------------------------------------------------------
 // Window sampler
 // ---------------------------------------------------------------------------------------------------------------------
-namespace {
-
-// splitmix64: a tiny, well-mixed 64-bit generator; identical output everywhere.
-struct SplitMix64 {
-  uint64_t state;
-  uint64_t next() {
-    uint64_t z = (state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-  }
-  // Uniform in [0, bound), bound > 0, by rejection (no modulo bias).
-  uint64_t next_below(uint64_t bound) {
-    uint64_t limit = UINT64_MAX - UINT64_MAX % bound;
-    uint64_t x = next();
-    while (x >= limit) x = next();
-    return x % bound;
-  }
-};
-
-}  // namespace
-
 WindowSampler::WindowSampler(const std::vector<int32_t>* tokens, int64_t seq_len, uint64_t seed)
     : tokens_(tokens), seq_len_(seq_len) {
   GDN_CHECK(tokens != nullptr, "WindowSampler needs a token stream");
@@ -272,17 +251,16 @@ WindowSampler::WindowSampler(const std::vector<int32_t>* tokens, int64_t seq_len
 void WindowSampler::build_epoch() {
   const int64_t num_tokens = static_cast<int64_t>(tokens_->size());
   // One generator per (seed, epoch), so any epoch can be rebuilt on its own.
-  SplitMix64 rng{state_.seed ^ (0x5851f42d4c957f2dull * (state_.epoch + 1))};
-  rng.next();
+  Generator rng(state_.seed ^ (0x5851f42d4c957f2dull * (state_.epoch + 1)));
   // Offset in [0, seq_len), limited so at least one window fits: start + seq_len + 1 <= num_tokens.
   const int64_t max_offset = std::min(seq_len_ - 1, num_tokens - 1 - seq_len_);
-  const int64_t offset = static_cast<int64_t>(rng.next_below(static_cast<uint64_t>(max_offset) + 1));
+  const int64_t offset = static_cast<int64_t>(rng.below(static_cast<uint64_t>(max_offset) + 1));
   const int64_t count = (num_tokens - 1 - offset) / seq_len_;
   window_starts_.resize(count);
   for (int64_t i = 0; i < count; ++i) window_starts_[i] = offset + i * seq_len_;
   // Fisher–Yates.
   for (int64_t i = count - 1; i > 0; --i) {
-    int64_t j = static_cast<int64_t>(rng.next_below(static_cast<uint64_t>(i) + 1));
+    int64_t j = static_cast<int64_t>(rng.below(static_cast<uint64_t>(i) + 1));
     std::swap(window_starts_[i], window_starts_[j]);
   }
 }

@@ -21,9 +21,9 @@
 //
 // Window sampler: a training example is a window of T+1 consecutive tokens: inputs = the first T, targets = the same
 // window shifted by one. Each epoch uses the non-overlapping window starts {offset + i*T}, with a per-epoch random
-// offset in [0, T) (so the window edges move between epochs), in a per-epoch random order. Randomness comes from our
-// own splitmix64 (Steele et al. 2014) and a Fisher–Yates shuffle with rejection sampling, so the order is identical
-// on every compiler and platform (std::shuffle and std::uniform_int_distribution are not). The state is just
+// offset in [0, T) (so the window edges move between epochs), in a per-epoch random order. Randomness comes from the
+// project's seeded generator (core/random.h, xoshiro256**, unbiased integers by rejection) and a Fisher–Yates
+// shuffle, so the order is identical on every compiler and platform (std::shuffle and std::uniform_int_distribution are not). The state is just
 // (seed, epoch, cursor); a resumed run recomputes the epoch's permutation from (seed, epoch) and continues exactly.
 #pragma once
 
