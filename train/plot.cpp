@@ -159,7 +159,9 @@ void draw_panel(const Panel& panel, int column, int row, Range x) {
   plmtex("t", 1.0, 0.5, 0.5, title.c_str());
   plschr(0, kTextScale);
   plmtex("b", 3.0, 0.5, 0.5, "step");
-  plmtex("l", 4.6, 0.5, 0.5, panel.ylabel.c_str());
+  // Tick numbers of four or more digits are wider: move the axis label out so they do not touch.
+  const double ylabel_offset = (!log_y && std::max(std::fabs(y.lo), std::fabs(y.hi)) >= 1000) ? 5.6 : 4.6;
+  plmtex("l", ylabel_offset, 0.5, 0.5, panel.ylabel.c_str());
 
   if (xs.empty()) {
     plcol0(kMuted);
