@@ -10,22 +10,10 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build_dir=${1:-build}
 [[ "$build_dir" = /* ]] || build_dir="$root/$build_dir"
 
-packages=(cmake g++ ninja-build pkg-config libeigen3-dev libfmt-dev doctest-dev nlohmann-json3-dev libcli11-dev
-          libplplot-dev plplot-driver-cairo)
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  echo "setup: installing ${missing[*]}"
-  if [[ $(id -u) -ne 0 ]]; then
-    echo "setup: missing packages and not root: run as root or: sudo apt-get install -y ${missing[*]}" >&2
-    exit 1
-  fi
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+# shellcheck source=scripts/packages.sh
+source "$root/scripts/packages.sh"
+install_missing setup cmake g++ ninja-build pkg-config libeigen3-dev libfmt-dev doctest-dev nlohmann-json3-dev \
+  libcli11-dev libplplot-dev plplot-driver-cairo
 
 jobs=$(nproc 2>/dev/null || echo 2)
 # shellcheck disable=SC2086

@@ -15,21 +15,9 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build_dir=${1:-build}
 [[ "$build_dir" = /* ]] || build_dir="$root/$build_dir"
 
-packages=(libtorch-dev libopenblas0-pthread)
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  echo "setup_libtorch: installing ${missing[*]} (large, several minutes)"
-  if [[ $(id -u) -ne 0 ]]; then
-    echo "setup_libtorch: not root: run as root or: sudo apt-get install -y ${missing[*]}" >&2
-    exit 1
-  fi
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+# shellcheck source=scripts/packages.sh
+source "$root/scripts/packages.sh"
+install_missing setup_libtorch libtorch-dev libopenblas0-pthread  # large: several minutes on a fresh machine
 
 # Select OpenBLAS for the generic BLAS/LAPACK names that libtorch links against.
 arch=$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || echo x86_64-linux-gnu)
