@@ -15,7 +15,6 @@ constexpr int kBarWidth = 20;
 constexpr double kRedrawSeconds = 0.1;    // TTY: at most 10 redraws a second
 constexpr double kLogFraction = 0.05;     // log: a line every 5% of the run ...
 constexpr double kLogSeconds = 10.0;      // ... or every 10 s, whichever comes first
-constexpr double kEmaWeight = 0.1;        // per step, of the seconds-per-step moving average
 
 double seconds_between(std::chrono::steady_clock::time_point a, std::chrono::steady_clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
@@ -45,11 +44,10 @@ ProgressBar::~ProgressBar() { finish(); }
 
 void ProgressBar::update(int64_t step, double loss, double lr, double tokens_per_s, const std::string& extra) {
   const Clock::time_point now = Clock::now();
-  const int64_t done = step - step_;
-  if (done > 0) {
-    const double per_step = seconds_between(last_update_time_, now) / static_cast<double>(done);
-    const double w = 1.0 - std::pow(1.0 - kEmaWeight, static_cast<double>(done));  // weight of `done` steps
-    seconds_per_step_ = seconds_per_step_ < 0 ? per_step : (1.0 - w) * seconds_per_step_ + w * per_step;
+  // ETA from the average over the whole run so far: periodic evaluations and checkpoints are part of the rate, so a
+  // step that ran an eval neither inflates the estimate nor is forgotten a few steps later.
+  if (step > start_) {
+    seconds_per_step_ = seconds_between(start_time_, now) / static_cast<double>(step - start_);
     last_update_time_ = now;
   }
   const bool first = !have_state_;

@@ -8,9 +8,9 @@
 //   step 450/1000 (45%)  loss 3.4567  lr 3.00e-04  12345 tok/s  elapsed 1m23s  eta 1m41s  <extra>
 // message() prints a line of its own (eval results, checkpoint saved) above the bar without breaking it.
 //
-// ETA = (total - step) * an exponential moving average of seconds per step (weight 0.1 per step), so the slow
-// first steps (allocation, caches) stop mattering after a few dozen steps. Only steps done in this process count:
-// a resumed run passes its first step as start_step.
+// ETA = (total - step) * the average seconds per step since the bar started, evaluations and checkpoints included
+// (they recur at a fixed rate, so they belong in the estimate). Only steps done in this process count: a resumed
+// run passes its first step as start_step.
 #pragma once
 
 #include <chrono>
@@ -52,7 +52,7 @@ class ProgressBar {
   bool have_state_ = false;  // update() called at least once
   Clock::time_point start_time_, last_update_time_, last_output_time_;
   int64_t step_, last_output_step_;
-  double seconds_per_step_ = -1;  // moving average; < 0 until known
+  double seconds_per_step_ = -1;  // average since start; < 0 until known
   double loss_ = 0, lr_ = 0, tokens_per_s_ = 0;
   std::string extra_;
 };
