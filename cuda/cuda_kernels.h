@@ -6,7 +6,11 @@
 namespace gdn::cuda {
 
 void register_elementwise_kernels(KernelTable& t);  // cuda/elementwise.cu
+void register_gemm_kernels(KernelTable& t);         // cuda/gemm_cublas.cpp
 
-inline void register_cuda_kernels(KernelTable& t) { register_elementwise_kernels(t); }
+inline void register_cuda_kernels(KernelTable& t) {
+  register_elementwise_kernels(t);
+  register_gemm_kernels(t);
+}
 
 }  // namespace gdn::cuda

@@ -5,7 +5,7 @@
 # the whole test suite, then uses the machine's many CPU cores to train the small and medium presets side by side
 # (the "medium beats small" comparison). Logs and result files go to $OUT. Header-only dependencies the machine
 # lacks (nlohmann-json, CLI11) are carried in .device/include (git-ignored; copied from this machine's /usr/include).
-# Usage on the device: OUT=/some/dir bash scripts/gpu_check.sh [train-seconds]
+# Usage on the device: OUT=/some/dir bash scripts/gpu_check.sh [train-seconds (default 300; 0 = no training)]
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -29,6 +29,7 @@ fi
 OMP_NUM_THREADS=4 ./build-gpu/tests/gdn_tests > "$OUT/all_tests.log" 2>&1; echo "== all tests rc=$?"
 tail -3 "$OUT/all_tests.log"
 # Small and medium on the CPU, 8 threads each, side by side; SIGINT after train_seconds saves and ends a run.
+[[ "$train_seconds" -gt 0 ]] || exit 0
 export OMP_WAIT_POLICY=PASSIVE
 for preset in small medium; do
   timeout -s INT "$train_seconds" ./build-gpu/bin/gdn-train --preset "$preset" --data data/sotu --out "runs/$preset" \

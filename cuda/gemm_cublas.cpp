@@ -1,0 +1,67 @@
+// cuda/gemm_cublas.cpp — the gemm kernel on CUDA through cuBLAS (strided-batched SGEMM / DGEMM).
+//
+// Our tensors are row-major; cuBLAS is column-major. A row-major M x N matrix C read column-major is C^T, so
+// C = A B is computed as C^T = B^T A^T: cuBLAS gets (B, A) in that order with m = N, n = M. A row-major operand is
+// already "its transpose, column-major" (op N, leading dimension = its row stride); a column-major operand (a
+// transposed view, row stride 1) needs op T with leading dimension = its column stride. So, as on the CPU,
+// transposed views reach the GEMM without a copy. The handle is created once and used on the default stream.
+#include <cublas_v2.h>
+
+#include "cuda/cuda_check.h"
+#include "cuda/cuda_kernels.h"
+
+#define CUBLAS_CHECK(call)                                                                 \
+  do {                                                                                     \
+    cublasStatus_t st_ = (call);                                                           \
+    if (st_ != CUBLAS_STATUS_SUCCESS) GDN_THROW("{} failed: cuBLAS status {}", #call, static_cast<int>(st_)); \
+  } while (0)
+
+namespace gdn::cuda {
+
+namespace {
+
+cublasHandle_t handle() {
+  static cublasHandle_t h = [] {
+    cublasHandle_t created;
+    CUBLAS_CHECK(cublasCreate(&created));
+    return created;
+  }();
+  return h;
+}
+
+struct Operand {
+  cublasOperation_t op;
+  int64_t ld;
+};
+
+// How cuBLAS should read a rows x cols operand with strides (rs, cs) given in elements.
+Operand operand(int64_t rows, int64_t cols, int64_t rs, int64_t cs) {
+  if (cs == 1 || cols == 1) return {CUBLAS_OP_N, std::max(rs, cols)};  // row-major: its transpose, column-major
+  if (rs == 1 || rows == 1) return {CUBLAS_OP_T, std::max(cs, rows)};  // column-major
+  GDN_THROW("CUDA gemm: operand with strides ({}, {}) is neither row- nor column-major", rs, cs);
+}
+
+void gemm(const Tensor& out, const Tensor& a, const Tensor& b, double alpha, double beta) {
+  GDN_CHECK(out.dim() == 3 && a.dim() == 3 && b.dim() == 3 && out.is_contiguous(), "CUDA gemm: 3-D, contiguous out");
+  const int64_t P = a.size(0), M = a.size(1), K = a.size(2), N = b.size(2);
+  GDN_CHECK(b.size(0) == P && b.size(1) == K && out.size(1) == M && out.size(2) == N, "CUDA gemm: {} x {} -> {}",
+            shape_str(a.shape()), shape_str(b.shape()), shape_str(out.shape()));
+  const Operand oa = operand(M, K, a.stride(1), a.stride(2)), ob = operand(K, N, b.stride(1), b.stride(2));
+  const int64_t sa = P > 1 ? a.stride(0) : 0, sb = P > 1 ? b.stride(0) : 0;
+  if (out.dtype() == kFloat32) {
+    const float al = static_cast<float>(alpha), be = static_cast<float>(beta);
+    CUBLAS_CHECK(cublasSgemmStridedBatched(handle(), ob.op, oa.op, N, M, K, &al, b.data<float>(), ob.ld, sb,
+                                           a.data<float>(), oa.ld, sa, &be, out.data<float>(), N, M * N, P));
+  } else if (out.dtype() == kFloat64) {
+    CUBLAS_CHECK(cublasDgemmStridedBatched(handle(), ob.op, oa.op, N, M, K, &alpha, b.data<double>(), ob.ld, sb,
+                                           a.data<double>(), oa.ld, sa, &beta, out.data<double>(), N, M * N, P));
+  } else {
+    GDN_THROW("CUDA gemm: unsupported dtype {}", out.dtype());
+  }
+}
+
+}  // namespace
+
+void register_gemm_kernels(KernelTable& t) { t.gemm = gemm; }
+
+}  // namespace gdn::cuda
