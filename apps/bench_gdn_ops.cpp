@@ -14,6 +14,7 @@
 #include <functional>
 #include <vector>
 
+#include "apps/cli_parse.h"
 #include "autograd/engine.h"
 #include "autograd/grad_mode.h"
 #include "core/random.h"
@@ -56,7 +57,7 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
   app.add_option("--warmup", warmup, "untimed runs before timing")->check(CLI::NonNegativeNumber);
   app.add_option("--chunk-size", chunk_size, "chunk size of the chunked form")->check(CLI::PositiveNumber);
-  CLI11_PARSE(app, argc, argv);
+  if (auto rc = gdn::parse_command_line(app, argc, argv, "bench-gdn-ops")) return *rc;
   omp_set_num_threads(threads);
 
   const std::vector<BenchShape> shapes = {{4, 256, 4, 64, 64}, {1, 2048, 4, 64, 64}};

@@ -9,6 +9,7 @@
 
 #include <omp.h>
 
+#include "apps/cli_parse.h"
 #include "models/language_model.h"
 #include "train/checkpoint.h"
 #include "train/device.h"
@@ -34,7 +35,7 @@ int main(int argc, char** argv) {
   app.add_option("--seed", opts.seed, "sampling seed");
   app.add_option("--threads", threads, "CPU threads (default: all cores)");
   app.add_option("--device", device, "cpu or cuda");
-  CLI11_PARSE(app, argc, argv);
+  if (auto rc = gdn::parse_command_line(app, argc, argv, "gdn-generate")) return *rc;
 
   try {
     GDN_USER_CHECK(opts.max_tokens >= 0, "--max-tokens must be >= 0");

@@ -7,6 +7,7 @@
 #include <csignal>
 #include <cstdio>
 
+#include "apps/cli_parse.h"
 #include "train/config.h"
 #include "train/device.h"
 #include "train/trainer.h"
@@ -40,7 +41,7 @@ int main(int argc, char** argv) {
   app.add_flag("--resume", resume, "continue from OUT/checkpoints/LAST");
   app.add_flag("--overwrite", overwrite, "start over even if OUT holds checkpoints of an earlier run");
   app.add_flag("--help-config", help_config, "list every config key with type, default and meaning");
-  CLI11_PARSE(app, argc, argv);
+  if (auto rc = gdn::parse_command_line(app, argc, argv, "gdn-train")) return *rc;
   seed_given = seed_opt->count() > 0;
 
   try {

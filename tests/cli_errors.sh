@@ -32,6 +32,8 @@ expect "unknown key in a file" "unknown config key 'd_modle'" "$bin/gdn-train" -
 expect "unknown key on the command line" "unknown config key" "$bin/gdn-train" --set nope=1 --out "$tmp/o"
 expect "negative learning rate" "learning rate must be positive" "$bin/gdn-train" --set lr=-0.001 --out "$tmp/o"
 expect "broken config file" "not valid JSON" "$bin/gdn-train" --config "$tmp/broken.json" --out "$tmp/o"
+expect "unknown flag" "not expected: --bogus" "$bin/gdn-train" --bogus
+expect "flag value that is not a number" "Could not convert" "$bin/gdn-train" --steps abc
 expect "unknown preset" "unknown preset" "$bin/gdn-train" --preset huge --out "$tmp/o"
 expect "no checkpoint to resume" "no checkpoint" "$bin/gdn-train" --data "$tmp/ok.txt" --out "$tmp/o" --resume
 expect "generate without a run" "no checkpoint" "$bin/gdn-generate" --out "$tmp/nothing"

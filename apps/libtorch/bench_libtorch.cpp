@@ -41,6 +41,7 @@
 #include <unistd.h>
 #include <vector>
 
+#include "apps/cli_parse.h"
 #include "apps/libtorch/torch_model.h"
 #include "autograd/engine.h"
 #include "autograd/grad_mode.h"
@@ -420,7 +421,7 @@ int main(int argc, char** argv) {
   app.add_option("--out-json", out_json, "write the full report as JSON");
   app.add_option("--out-md", out_md, "write the tables as markdown");
   app.add_flag("--quiet", opt.quiet, "print only the tables");
-  CLI11_PARSE(app, argc, argv);
+  if (auto rc = gdn::parse_command_line(app, argc, argv, "bench-libtorch")) return *rc;
   steps_given = app.count("--warmup") > 0;
   if (opt.parity_only && !steps_given) opt.warmup = 0;
 
