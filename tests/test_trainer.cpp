@@ -144,3 +144,23 @@ TEST_CASE("trainer: bad corpora give one clear error") {
   cfg.data = (root / "short.txt").string();
   CHECK_THROWS_WITH_AS(train(cfg, quiet()), doctest::Contains("too short"), UserError);
 }
+
+TEST_CASE("trainer: the default no_decay list matches the model's own decay flags") {
+  ModelConfig mc;
+  mc.vocab_size = 300;
+  mc.d_model = 16;
+  mc.n_layers = 2;
+  mc.n_experts = 3;
+  mc.moe_shared_expert = true;
+  mc.moe_ffn_dim = 8;
+  GatedDeltaNetLM model(mc, 1);
+  const std::string no_decay = TrainConfig{}.no_decay;
+  int decayed = 0;
+  for (const auto& p : model.parameters()) {
+    CHECK_MESSAGE(decays(p.name, no_decay) == p.decay, p.name);
+    decayed += decays(p.name, no_decay);
+  }
+  CHECK(decayed > 0);
+  CHECK_FALSE(decays("embed.weight", "norm,embed"));
+  CHECK(decays("embed.weight", ""));
+}

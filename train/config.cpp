@@ -170,6 +170,8 @@ std::vector<ConfigField> make_fields() {
   f.push_back(train_field("sample_tokens", &T::sample_tokens, "tokens generated after training (0 = none)",
                           [](C c) { return non_negative(c.sample_tokens); }));
   f.push_back(train_field("sample_prompt", &T::sample_prompt, "prompt of the generated sample", any));
+  f.push_back(train_field("no_decay", &T::no_decay,
+                          "comma-separated name pieces; parameters whose name contains one get no weight decay", any));
   // ---- model ----
   f.push_back(model_field("vocab_size", &M::vocab_size, "BPE vocabulary size (256 bytes + <|endoftext|> + merges)",
                           [](C c) {

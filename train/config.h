@@ -47,6 +47,9 @@ struct TrainConfig {
   std::string dtype = "float32";          // "float32" or "float64"
   int64_t sample_tokens = 120;            // tokens generated at the end of training
   std::string sample_prompt = "The";
+  // Parameters whose name contains any of these comma-separated pieces get no weight decay; all others do.
+  // The default leaves out the norms and the gate parameters (A_log, dt_bias), as the model's own flags do.
+  std::string no_decay = "norm,A_log,dt_bias";
 };
 
 // ---- presets ----

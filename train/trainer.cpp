@@ -96,6 +96,18 @@ json history_point(int64_t step, const EvalMetrics& m) {
 
 void request_stop() { g_stop = true; }
 
+bool decays(const std::string& name, const std::string& no_decay) {
+  size_t start = 0;
+  while (start <= no_decay.size()) {
+    size_t end = no_decay.find(',', start);
+    if (end == std::string::npos) end = no_decay.size();
+    const std::string piece = no_decay.substr(start, end - start);
+    if (!piece.empty() && name.find(piece) != std::string::npos) return false;
+    start = end + 1;
+  }
+  return true;
+}
+
 TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& opts) {
   TrainConfig cfg = cfg_in;
   validate(cfg);
@@ -146,7 +158,7 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& opts) {
   std::vector<NamedParameter> named;
   std::vector<Tensor> params;
   for (const auto& p : model.parameters()) {
-    named.push_back({p.name, p.value, p.decay});
+    named.push_back({p.name, p.value, decays(p.name, cfg.no_decay)});
     params.push_back(p.value);
   }
   AdamW optimizer(named, cfg.beta1, cfg.beta2, cfg.adam_eps, cfg.weight_decay);

@@ -35,6 +35,9 @@ struct TrainSummary {
 
 TrainSummary train(const TrainConfig& cfg, const TrainOptions& opts);
 
+// Whether AdamW decays the parameter `name` under the comma-separated `no_decay` list (TrainConfig::no_decay).
+bool decays(const std::string& name, const std::string& no_decay);
+
 // Set by the SIGINT handler that gdn-train installs; the loop checks it after every step.
 void request_stop();
 
