@@ -2,8 +2,11 @@
 #include "cuda/caching_allocator.h"
 
 #include "cuda/cuda_check.h"
+#include "cuda/stream.h"
 
 namespace gdn::cuda {
+
+Device CachingAllocator::device() const { return Device{DeviceType::CUDA, current_device()}; }
 
 size_t CachingAllocator::round_size(size_t nbytes) {
   constexpr size_t kSmall = 512, kLarge = 2u << 20, kSmallLimit = 1u << 20;

@@ -4,6 +4,9 @@
 // per-size free lists and handed out again for the next request of the same rounded size (sizes round up to 512 B
 // below 1 MiB and to 2 MiB above). After the first training step the steady state allocates nothing from the driver,
 // which is also what a captured CUDA graph needs. empty_cache() returns the cached blocks to the driver.
+// Reuse without waiting is safe because all work runs on the one stream of cuda/stream.h: a block freed by the host
+// after queuing the kernels that read it is only written by kernels queued later on that same stream. The process
+// drives one device (cuda/stream.h), so the cache holds blocks of that device only.
 // Registered for DeviceType::CUDA by register_cuda_backend() (cuda/cuda_backend.cpp).
 #pragma once
 
@@ -19,7 +22,7 @@ class CachingAllocator final : public Allocator {
  public:
   void* allocate(size_t nbytes) override;
   void deallocate(void* ptr, size_t nbytes) override;
-  Device device() const override { return Device{DeviceType::CUDA, 0}; }
+  Device device() const override;
   AllocatorStats stats() const override;
   void reset_peak() override;
   void empty_cache();

@@ -6,22 +6,23 @@
 #include "cuda/caching_allocator.h"
 #include "cuda/cuda_check.h"
 #include "cuda/cuda_kernels.h"
+#include "cuda/stream.h"
 
 namespace gdn::cuda {
 
 namespace {
+// Copies are queued on the one stream, after the kernels that produce their source. Only a copy to the host waits
+// (the caller reads the bytes next); host-to-device and device-to-device copies return at once.
 void copy_bytes_cuda(void* dst, Device dst_device, const void* src, Device src_device, size_t nbytes) {
   cudaMemcpyKind kind = dst_device.is_cpu()   ? cudaMemcpyDeviceToHost
                         : src_device.is_cpu() ? cudaMemcpyHostToDevice
                                               : cudaMemcpyDeviceToDevice;
-  CUDA_CHECK(cudaMemcpy(dst, src, nbytes, kind));
+  CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, kind, current_stream()));
+  if (kind == cudaMemcpyDeviceToHost) synchronize();
 }
 }  // namespace
 
-bool cuda_available() {
-  int n = 0;
-  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
-}
+bool cuda_available() { return device_count() > 0; }
 
 void register_cuda_backend() {
   static std::once_flag once;

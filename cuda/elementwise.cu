@@ -10,14 +10,13 @@
 
 #include <array>
 
-#include "cuda/cuda_check.h"
 #include "cuda/cuda_kernels.h"
+#include "cuda/launch.h"
 
 namespace gdn::cuda {
 
 namespace {
 
-constexpr int kThreads = 256;
 constexpr int kMaxDims = 8;
 
 template <int N> struct Geometry {
@@ -59,8 +58,7 @@ template <int N, typename F> __global__ void strided_kernel(Geometry<N> g, F f) 
 template <int N, typename F> void launch(const std::array<const Tensor*, N>& ts, const F& f) {
   Geometry<N> g = make_geometry<N>(ts);
   if (g.numel == 0) return;
-  const int blocks = static_cast<int>(std::min<int64_t>((g.numel + kThreads - 1) / kThreads, 65535));
-  strided_kernel<N, F><<<blocks, kThreads>>>(g, f);
+  strided_kernel<N, F><<<grid_for(g.numel), kThreads, 0, current_stream()>>>(g, f);
   CUDA_CHECK_LAST();
 }
 

@@ -4,11 +4,13 @@
 // C = A B is computed as C^T = B^T A^T: cuBLAS gets (B, A) in that order with m = N, n = M. A row-major operand is
 // already "its transpose, column-major" (op N, leading dimension = its row stride); a column-major operand (a
 // transposed view, row stride 1) needs op T with leading dimension = its column stride. So, as on the CPU,
-// transposed views reach the GEMM without a copy. The handle is created once and used on the default stream.
+// transposed views reach the GEMM without a copy. The handle is created once and bound to cuda::current_stream().
+// cuBLAS takes int dimensions and leading dimensions: larger ones are refused, never silently narrowed.
 #include <cublas_v2.h>
 
 #include "cuda/cuda_check.h"
 #include "cuda/cuda_kernels.h"
+#include "cuda/stream.h"
 
 #define CUBLAS_CHECK(call)                                                                 \
   do {                                                                                     \
@@ -24,6 +26,7 @@ cublasHandle_t handle() {
   static cublasHandle_t h = [] {
     cublasHandle_t created;
     CUBLAS_CHECK(cublasCreate(&created));
+    CUBLAS_CHECK(cublasSetStream(created, current_stream()));
     return created;
   }();
   return h;
@@ -48,6 +51,10 @@ void gemm(const Tensor& out, const Tensor& a, const Tensor& b, double alpha, dou
             shape_str(a.shape()), shape_str(b.shape()), shape_str(out.shape()));
   const Operand oa = operand(M, K, a.stride(1), a.stride(2)), ob = operand(K, N, b.stride(1), b.stride(2));
   const int64_t sa = P > 1 ? a.stride(0) : 0, sb = P > 1 ? b.stride(0) : 0;
+  constexpr int64_t kIntMax = 2147483647;
+  for (int64_t d : {P, M, N, K, oa.ld, ob.ld})
+    GDN_CHECK(d <= kIntMax, "CUDA gemm: dimension {} of {} x {} does not fit cuBLAS's int", d, shape_str(a.shape()),
+              shape_str(b.shape()));
   if (out.dtype() == kFloat32) {
     const float al = static_cast<float>(alpha), be = static_cast<float>(beta);
     CUBLAS_CHECK(cublasSgemmStridedBatched(handle(), ob.op, oa.op, N, M, K, &al, b.data<float>(), ob.ld, sb,

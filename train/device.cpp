@@ -6,6 +6,7 @@
 #endif
 #if GDN_WITH_CUDA
 #include "cuda/cuda_backend.h"
+#include "cuda/stream.h"
 #endif
 
 namespace gdn {
@@ -17,6 +18,7 @@ Device init_device(const std::string& name) {
   if (d.is_cuda()) {
 #if GDN_WITH_CUDA
     GDN_USER_CHECK(cuda::cuda_available(), "--device {}: no CUDA device is visible on this machine", name);
+    cuda::set_device(d.index);
     cuda::register_cuda_backend();
 #else
     throw UserError(fmt::format("--device {}: this build has no CUDA backend (configure with -DGDN_CUDA=ON)", name));

@@ -1,0 +1,59 @@
+// cuda/launch.h — what every CUDA kernel file shares: launch geometry, the stream, block-wide sums.
+//
+// Kernels are launched on cuda::current_stream() (cuda/stream.h) and checked with CUDA_CHECK_LAST() right after.
+// block_sum() is the reduction of row-wise kernels (norms, cross-entropy, gate sums): warp shuffles, then one value
+// per warp through shared memory. It is deterministic — the same inputs always add up in the same order — which the
+// tests rely on when they compare two runs, and which float atomics would not give.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "cuda/cuda_check.h"
+#include "cuda/stream.h"
+
+namespace gdn::cuda {
+
+constexpr int kThreads = 256;  // threads per block for 1-D elementwise-style kernels
+
+// Blocks for n elements at `threads` per block, capped for grid-stride loops.
+inline unsigned grid_for(int64_t n, int threads = kThreads, int64_t cap = 65535) {
+  return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>((n + threads - 1) / threads, cap)));
+}
+
+template <typename T> __device__ inline T warp_sum(T v) {
+  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  return v;
+}
+
+template <typename T> __device__ inline T warp_max(T v) {
+  for (int offset = 16; offset > 0; offset >>= 1) v = max(v, __shfl_xor_sync(0xffffffffu, v, offset));
+  return v;
+}
+
+// Sum of v over the whole block, returned to every thread. blockDim.x must be a multiple of 32 (at most 1024);
+// every thread of the block must call it. `scratch` is 32 values of shared memory, reusable after the call.
+template <typename T> __device__ inline T block_sum(T v, T* scratch) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v = warp_sum(v);
+  __syncthreads();  // scratch may still be read by a previous call
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  v = lane < warps ? scratch[lane] : T(0);
+  return warp_sum(v);
+}
+
+// Maximum of v over the whole block, returned to every thread; same rules as block_sum.
+template <typename T> __device__ inline T block_max(T v, T* scratch) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v = warp_max(v);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  v = lane < warps ? scratch[lane] : scratch[0];
+  return warp_max(v);
+}
+
+}  // namespace gdn::cuda

@@ -1,0 +1,46 @@
+// cuda/stream.cpp — see stream.h.
+#include "cuda/stream.h"
+
+#include <mutex>
+#include <vector>
+
+#include "cuda/cuda_check.h"
+
+namespace gdn::cuda {
+
+namespace {
+int g_device = 0;
+std::mutex g_mu;
+std::vector<cudaStream_t> g_streams;  // by device index, created on demand
+}  // namespace
+
+int device_count() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    (void)cudaGetLastError();  // no driver / no device: clear the sticky-free error and report none
+    return 0;
+  }
+  return n;
+}
+
+void set_device(int index) {
+  const int n = device_count();
+  GDN_USER_CHECK(index >= 0 && index < n, "device cuda:{} does not exist: {} CUDA device{} visible", index, n,
+                 n == 1 ? " is" : "s are");
+  CUDA_CHECK(cudaSetDevice(index));
+  g_device = index;
+}
+
+int current_device() { return g_device; }
+
+cudaStream_t current_stream() {
+  std::lock_guard<std::mutex> lock(g_mu);
+  if (g_streams.size() <= static_cast<size_t>(g_device)) g_streams.resize(g_device + 1, nullptr);
+  cudaStream_t& s = g_streams[g_device];
+  if (s == nullptr) CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  return s;
+}
+
+void synchronize() { CUDA_CHECK(cudaStreamSynchronize(current_stream())); }
+
+}  // namespace gdn::cuda

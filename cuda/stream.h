@@ -1,0 +1,21 @@
+// cuda/stream.h — the device and the stream that every CUDA call of this process uses.
+//
+// gdn.cpp drives one GPU per process (several GPUs = several processes, like torchrun). set_device(N) picks it once,
+// checked against the visible device count. All work on it is issued to one non-default stream, current_stream():
+// every kernel launch, every cuBLAS call (the handle is bound to it) and every host<->device copy. One stream means
+// the order of the host's calls is the order on the device, so the caching allocator may hand a block freed by the
+// host to the next kernel without waiting (stream-ordered reuse), and the host never waits except where it reads
+// device memory (a D2H copy: item(), to_device(.., kCPU)). A non-default stream is also what CUDA graph capture needs.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+namespace gdn::cuda {
+
+int device_count();                // visible devices (0 when there is no driver)
+void set_device(int index);        // picks the process's device; a UserError when index >= device_count()
+int current_device();              // the index set_device() chose (0 by default)
+cudaStream_t current_stream();     // created on first use for the current device; never the legacy default stream
+void synchronize();                // waits for everything queued on current_stream()
+
+}  // namespace gdn::cuda
