@@ -11,7 +11,10 @@ KernelTable& kernel_table(DeviceType type) {
   return tables[static_cast<int>(type)];
 }
 
+uint64_t kernel_calls() { return detail::kernel_call_count; }
+
 namespace detail {
+uint64_t kernel_call_count = 0;
 bool trace_enabled() {
   static const bool on = [] {
     const char* v = std::getenv("GDN_TRACE");

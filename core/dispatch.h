@@ -11,6 +11,7 @@
 // so. Tensors may be strided unless the kernel's comment says "contiguous".
 //
 // GDN_TRACE=1 in the environment prints every kernel call with its device and tensor shapes (tinygrad's DEBUG).
+// kernel_calls() counts the calls made through the table (bench-train reports it per training step).
 #pragma once
 
 #include <cstdint>
@@ -134,7 +135,11 @@ struct KernelTable {
 // The (mutable) table of one device type. Backends fill it once at start-up.
 KernelTable& kernel_table(DeviceType type);
 
+// Kernel calls made through the table since the program started (ops are called from one host thread).
+uint64_t kernel_calls();
+
 namespace detail {
+extern uint64_t kernel_call_count;
 bool trace_enabled();
 void trace_begin(const char* name, Device device);
 void trace_arg(const Tensor& t);
@@ -144,6 +149,7 @@ void trace_end();
 template <typename Fn, typename... Args>
 void call_kernel(Fn fn, const char* name, Device device, Args&&... args) {
   GDN_CHECK(fn != nullptr, "kernel '{}' is not implemented for device {}", name, device);
+  ++kernel_call_count;
   if (trace_enabled()) {
     trace_begin(name, device);
     (trace_arg(args), ...);

@@ -1,7 +1,10 @@
 // cuda/cuda_backend.cpp — see cuda_backend.h.
 #include "cuda/cuda_backend.h"
 
+#include <algorithm>
+#include <cstring>
 #include <mutex>
+#include <vector>
 
 #include "cuda/caching_allocator.h"
 #include "cuda/cuda_check.h"
@@ -11,15 +14,60 @@
 namespace gdn::cuda {
 
 namespace {
+
+// Host-to-device copies go through a ring of pinned (page-locked) staging buffers. A cudaMemcpyAsync from ordinary
+// pageable memory first waits for the stream to drain, which would stall the host once per training step (the
+// batch's token ids); from pinned memory it is a true asynchronous DMA. The bytes are memcpy'd into the next slot
+// and the copy is queued behind the kernels already on the stream; an event recorded after it tells when the slot
+// may be overwritten, so the host waits only if it has gone a whole ring ahead of the device.
+class PinnedStaging {
+ public:
+  static constexpr int kSlots = 4;
+  static constexpr size_t kMaxStaged = 64u << 20;  // larger copies (weights at load time) go unstaged
+
+  void copy_to_device(void* dst, const void* src, size_t nbytes) {
+    std::lock_guard<std::mutex> lock(mu_);
+    Slot& s = slots_[next_];
+    next_ = (next_ + 1) % kSlots;
+    if (s.event == nullptr) CUDA_CHECK(cudaEventCreateWithFlags(&s.event, cudaEventDisableTiming));
+    else CUDA_CHECK(cudaEventSynchronize(s.event));  // the slot's previous copy has left it
+    if (s.capacity < nbytes) {
+      if (s.data != nullptr) CUDA_CHECK(cudaFreeHost(s.data));
+      s.capacity = std::max<size_t>(nbytes, 1u << 16);
+      CUDA_CHECK(cudaMallocHost(&s.data, s.capacity));
+    }
+    std::memcpy(s.data, src, nbytes);
+    CUDA_CHECK(cudaMemcpyAsync(dst, s.data, nbytes, cudaMemcpyHostToDevice, current_stream()));
+    CUDA_CHECK(cudaEventRecord(s.event, current_stream()));
+  }
+
+ private:
+  struct Slot {
+    void* data = nullptr;
+    size_t capacity = 0;
+    cudaEvent_t event = nullptr;
+  };
+  std::mutex mu_;
+  Slot slots_[kSlots];
+  int next_ = 0;
+};
+
 // Copies are queued on the one stream, after the kernels that produce their source. Only a copy to the host waits
 // (the caller reads the bytes next); host-to-device and device-to-device copies return at once.
 void copy_bytes_cuda(void* dst, Device dst_device, const void* src, Device src_device, size_t nbytes) {
-  cudaMemcpyKind kind = dst_device.is_cpu()   ? cudaMemcpyDeviceToHost
-                        : src_device.is_cpu() ? cudaMemcpyHostToDevice
-                                              : cudaMemcpyDeviceToDevice;
-  CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, kind, current_stream()));
-  if (kind == cudaMemcpyDeviceToHost) synchronize();
+  static PinnedStaging staging;
+  if (nbytes == 0) return;
+  if (dst_device.is_cpu()) {
+    CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDeviceToHost, current_stream()));
+    synchronize();
+  } else if (src_device.is_cpu() && nbytes <= PinnedStaging::kMaxStaged) {
+    staging.copy_to_device(dst, src, nbytes);
+  } else {
+    const cudaMemcpyKind kind = src_device.is_cpu() ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToDevice;
+    CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, kind, current_stream()));
+  }
 }
+
 }  // namespace
 
 bool cuda_available() { return device_count() > 0; }

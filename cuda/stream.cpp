@@ -43,4 +43,24 @@ cudaStream_t current_stream() {
 
 void synchronize() { CUDA_CHECK(cudaStreamSynchronize(current_stream())); }
 
+EventTimer::EventTimer() {
+  CUDA_CHECK(cudaEventCreate(&start_));
+  CUDA_CHECK(cudaEventCreate(&stop_));
+}
+
+EventTimer::~EventTimer() {
+  (void)cudaEventDestroy(start_);
+  (void)cudaEventDestroy(stop_);
+}
+
+void EventTimer::start() { CUDA_CHECK(cudaEventRecord(start_, current_stream())); }
+
+double EventTimer::stop_ms() {
+  CUDA_CHECK(cudaEventRecord(stop_, current_stream()));
+  CUDA_CHECK(cudaEventSynchronize(stop_));
+  float ms = 0;
+  CUDA_CHECK(cudaEventElapsedTime(&ms, start_, stop_));
+  return ms;
+}
+
 }  // namespace gdn::cuda

@@ -18,4 +18,19 @@ int current_device();              // the index set_device() chose (0 by default
 cudaStream_t current_stream();     // created on first use for the current device; never the legacy default stream
 void synchronize();                // waits for everything queued on current_stream()
 
+// Milliseconds of device time between start() and stop_ms() on current_stream(), measured with CUDA events;
+// stop_ms() waits for the work queued in between.
+class EventTimer {
+ public:
+  EventTimer();
+  ~EventTimer();
+  EventTimer(const EventTimer&) = delete;
+  EventTimer& operator=(const EventTimer&) = delete;
+  void start();
+  double stop_ms();
+
+ private:
+  cudaEvent_t start_ = nullptr, stop_ = nullptr;
+};
+
 }  // namespace gdn::cuda

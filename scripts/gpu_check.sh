@@ -1,42 +1,106 @@
 #!/usr/bin/env bash
-# scripts/gpu_check.sh — everything that needs the lent GPU machine, in one call (see ../shared/docs/gpu-workflow.md).
+# scripts/gpu_check.sh — everything that needs a GPU, in one call on a machine with an NVIDIA card (sm_90).
 #
-# Builds with the CUDA backend for sm_90, runs the CUDA-vs-CPU tests (also under compute-sanitizer memcheck) and
-# the whole test suite, then uses the machine's many CPU cores to train the small and medium presets side by side
-# (the "medium beats small" comparison). Logs and result files go to $OUT. Header-only dependencies the machine
-# lacks (nlohmann-json, CLI11) are carried in .device/include (git-ignored; copied from this machine's /usr/include).
-# Usage on the device: OUT=/some/dir bash scripts/gpu_check.sh [train-seconds (default 300; 0 = no training)]
+# Stages (all by default, or the ones named on the command line, in this order):
+#   build     configure + build with the CUDA backend for sm_90 into build-gpu/ (all cores)
+#   harness   the CUDA-vs-CPU kernel harness and the CUDA model tests (gdn_tests -tc='cuda*'); the table of every
+#             kernel's max error goes to $OUT/harness.md
+#   sanitize  the same tests under compute-sanitizer memcheck, then racecheck
+#   suite     the whole ctest suite on this machine (GPU tests run instead of skipping)
+#   train     gdn-train --preset small on the GPU and on the CPU from the same seed: the losses of both runs compared
+#             (first 10 steps, first 100, final val loss); the medium preset trained to the end on the GPU
+#   generate  greedy gdn-generate of both small runs, on the device each was trained on, and of the GPU run on the CPU
+#   bench     bench-train (float32) for small, medium and large on the GPU
+# Logs and results go to $OUT (default /tmp/gdn-gpu); a summary table is printed last. Header-only dependencies the
+# machine may lack (nlohmann-json, CLI11) are carried in .device/include (git-ignored; copy them from /usr/include).
+# The corpus (data/sotu, git-ignored) must be carried too for train/generate.
+# Usage: OUT=/some/dir bash scripts/gpu_check.sh [stage ...]
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 OUT=${OUT:-/tmp/gdn-gpu}
 mkdir -p "$OUT"
-train_seconds=${1:-300}
+stages=${*:-build harness sanitize suite train generate bench}
+want() { [[ " $stages " == *" $1 "* ]]; }
+summary="$OUT/summary.txt"
+: > "$summary"
+note() { echo "$*" | tee -a "$summary"; }
 inc="$root/.device/include"
-export CPATH="$inc${CPATH:+:$CPATH}"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/gpu.txt" 2>&1
-cmake -S . -B build-gpu -G "$(command -v ninja >/dev/null && echo Ninja || echo 'Unix Makefiles')" -DGDN_CUDA=ON \
-  -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_INCLUDE_PATH="$inc" -DGDN_FMT_HEADER_ONLY=ON > "$OUT/build.log" 2>&1 &&
-  cmake --build build-gpu -j "$(nproc)" >> "$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
-echo "== build ok"
-./build-gpu/tests/gdn_tests -tc='cuda:*' -s > "$OUT/cuda_tests.log" 2>&1; echo "== cuda tests rc=$?"
-tail -4 "$OUT/cuda_tests.log"
-if command -v compute-sanitizer >/dev/null || [ -x /usr/local/cuda/bin/compute-sanitizer ]; then
-  PATH=$PATH:/usr/local/cuda/bin compute-sanitizer --tool memcheck ./build-gpu/tests/gdn_tests -tc='cuda:*' \
-    > "$OUT/sanitizer.log" 2>&1
-  echo "== compute-sanitizer rc=$?"; tail -3 "$OUT/sanitizer.log"
+export CPATH="$inc${CPATH:+:$CPATH}" OMP_WAIT_POLICY=PASSIVE PATH="$PATH:/usr/local/cuda/bin"
+bin=build-gpu/bin
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$OUT/gpu.txt" 2>&1
+note "gpu: $(cat "$OUT/gpu.txt")  commit: $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet 2>/dev/null || echo '+dirty')"
+
+if want build; then
+  t0=$(date +%s)
+  cmake -S . -B build-gpu -G "$(command -v ninja >/dev/null && echo Ninja || echo 'Unix Makefiles')" -DGDN_CUDA=ON \
+    -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_INCLUDE_PATH="$inc" -DGDN_FMT_HEADER_ONLY=ON -DGDN_LIBTORCH=OFF \
+    > "$OUT/build.log" 2>&1 && cmake --build build-gpu -j "$(nproc)" >> "$OUT/build.log" 2>&1 ||
+    { tail -40 "$OUT/build.log"; note "build: FAILED"; exit 1; }
+  note "build: ok in $(($(date +%s) - t0)) s"
 fi
-OMP_NUM_THREADS=4 ./build-gpu/tests/gdn_tests > "$OUT/all_tests.log" 2>&1; echo "== all tests rc=$?"
-tail -3 "$OUT/all_tests.log"
-# Small and medium on the CPU, 8 threads each, side by side; SIGINT after train_seconds saves and ends a run.
-[[ "$train_seconds" -gt 0 ]] || exit 0
-export OMP_WAIT_POLICY=PASSIVE
-for preset in small medium; do
-  timeout -s INT "$train_seconds" ./build-gpu/bin/gdn-train --preset "$preset" --data data/sotu --out "runs/$preset" \
-    --overwrite --threads 8 > "$OUT/train_$preset.log" 2>&1 &
-done
-wait
-for preset in small medium; do
-  echo "== $preset"; tail -8 "$OUT/train_$preset.log" | grep -v '^step ' | head -6
-  cp "runs/$preset/training_results.json" "$OUT/results_$preset.json" 2>/dev/null
-done
+
+if want harness; then
+  GDN_HARNESS_REPORT="$OUT/harness.md" ./build-gpu/tests/gdn_tests -tc='cuda*' -s > "$OUT/cuda_tests.log" 2>&1
+  rc=$?
+  note "harness + cuda model tests: rc=$rc  $(grep -E '^\[doctest\] (test cases|assertions)' "$OUT/cuda_tests.log" | tr '\n' ' ')"
+  grep -E "SKIPPED|ERROR|FAILED" "$OUT/cuda_tests.log" | head -20
+  grep -E "^.*MESSAGE: step" "$OUT/cuda_tests.log" | head -12
+fi
+
+if want sanitize; then
+  for tool in memcheck racecheck; do
+    compute-sanitizer --tool "$tool" --error-exitcode 9 ./build-gpu/tests/gdn_tests -tc='cuda harness*' \
+      > "$OUT/sanitizer_$tool.log" 2>&1
+    note "compute-sanitizer $tool: rc=$?  $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer_$tool.log" | tail -1)"
+  done
+fi
+
+if want suite; then
+  (cd build-gpu && OMP_NUM_THREADS=2 ctest -j 8 --timeout 600 > "$OUT/ctest.log" 2>&1)
+  note "ctest: $(grep -E 'tests passed|tests failed' "$OUT/ctest.log")  skipped: $(grep -c 'Skipped' "$OUT/ctest.log")"
+  grep -E "\*\*\*Failed|Not Run" "$OUT/ctest.log" | head -10
+fi
+
+if want train; then
+  t0=$(date +%s)
+  OMP_NUM_THREADS=8 $bin/gdn-train --preset small --data data/sotu --out runs/small-cpu --overwrite \
+    > "$OUT/train_small_cpu.log" 2>&1 &
+  cpu_pid=$!
+  $bin/gdn-train --preset small --data data/sotu --out runs/small-cuda --overwrite --set device=cuda \
+    > "$OUT/train_small_cuda.log" 2>&1
+  note "train small on cuda: rc=$? in $(($(date +%s) - t0)) s"
+  wait $cpu_pid
+  note "train small on cpu: rc=$? in $(($(date +%s) - t0)) s"
+  python3 scripts/compare_runs.py runs/small-cpu/training_results.json runs/small-cuda/training_results.json \
+    | tee -a "$summary"
+  cp runs/small-cuda/training_results.json "$OUT/results_small_cuda.json" 2>/dev/null
+  t0=$(date +%s)
+  timeout -s INT 420 $bin/gdn-train --preset medium --data data/sotu --out runs/medium-cuda --overwrite \
+    --set device=cuda > "$OUT/train_medium_cuda.log" 2>&1
+  note "train medium on cuda: rc=$? in $(($(date +%s) - t0)) s; $(python3 scripts/compare_runs.py --one runs/medium-cuda/training_results.json)"
+fi
+
+if want generate; then
+  for run in small-cpu:cpu small-cuda:cuda small-cuda:cpu; do
+    dir=${run%%:*} dev=${run##*:}
+    $bin/gdn-generate --out "runs/$dir" --device "$dev" --prompt "The" --max-tokens 60 --temperature 0 \
+      > "$OUT/generate_${dir}_on_$dev.txt" 2>&1
+  done
+  for f in "$OUT"/generate_*; do note "$(basename "$f"): $(head -c 160 "$f" | tr '\n' ' ')"; done
+  cmp -s "$OUT/generate_small-cpu_on_cpu.txt" "$OUT/generate_small-cuda_on_cuda.txt" &&
+    note "generate: GPU-trained on GPU == CPU-trained on CPU (same text)" ||
+    note "generate: the texts of the CPU and GPU runs differ"
+  cmp -s "$OUT/generate_small-cuda_on_cuda.txt" "$OUT/generate_small-cuda_on_cpu.txt" &&
+    note "generate: the GPU checkpoint gives the same text on the GPU and on the CPU" ||
+    note "generate: the GPU checkpoint gives different texts on the GPU and on the CPU"
+fi
+
+if want bench; then
+  $bin/bench-train --device cuda --presets small,medium,large --steps 50 --warmup 5 --json "$OUT/bench_train.json" \
+    > "$OUT/bench_train.md" 2>&1
+  note "bench-train rc=$?"
+  cat "$OUT/bench_train.md" | tee -a "$summary"
+fi
+
+echo; echo "==== summary ===="; cat "$summary"

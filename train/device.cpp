@@ -28,3 +28,45 @@ Device init_device(const std::string& name) {
 }
 
 }  // namespace gdn
+
+namespace gdn {
+
+void synchronize(Device device) {
+#if GDN_WITH_CUDA
+  if (device.is_cuda()) cuda::synchronize();
+#else
+  (void)device;
+#endif
+}
+
+#if GDN_WITH_CUDA
+struct DeviceTimer::Events {
+  cuda::EventTimer timer;
+};
+#else
+struct DeviceTimer::Events {};
+#endif
+
+DeviceTimer::DeviceTimer(Device device) : device_(device) {
+#if GDN_WITH_CUDA
+  if (device.is_cuda()) events_ = std::make_unique<Events>();
+#endif
+}
+
+DeviceTimer::~DeviceTimer() = default;
+
+void DeviceTimer::start() {
+#if GDN_WITH_CUDA
+  if (events_) return events_->timer.start();
+#endif
+  t0_ = std::chrono::steady_clock::now();
+}
+
+double DeviceTimer::stop_ms() {
+#if GDN_WITH_CUDA
+  if (events_) return events_->timer.stop_ms();
+#endif
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0_).count();
+}
+
+}  // namespace gdn

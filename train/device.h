@@ -1,10 +1,12 @@
-// train/device.h — turning a --device string into a ready Device.
+// train/device.h — turning a --device string into a ready Device; waiting for it and timing work on it.
 //
 // "cpu" needs nothing. "cuda[:N]" registers the CUDA backend (allocator, copier, kernels) when this build has one,
 // and is a clear user error otherwise. This is the only place above the dispatch layer that knows whether CUDA was
 // compiled in.
 #pragma once
 
+#include <chrono>
+#include <memory>
 #include <string>
 
 #include "core/device.h"
@@ -13,5 +15,26 @@ namespace gdn {
 
 Device init_device(const std::string& name);
 bool cuda_compiled_in();
+
+// Waits until the work queued on `device` has finished (nothing to wait for on the CPU).
+void synchronize(Device device);
+
+// Times work queued on a device: CUDA events on the device's stream, the steady clock on the CPU. stop_ms() returns
+// the milliseconds since start() once the work queued in between has finished.
+class DeviceTimer {
+ public:
+  explicit DeviceTimer(Device device);
+  ~DeviceTimer();
+  DeviceTimer(const DeviceTimer&) = delete;
+  DeviceTimer& operator=(const DeviceTimer&) = delete;
+  void start();
+  double stop_ms();
+
+ private:
+  struct Events;  // CUDA events, only in a CUDA build
+  Device device_;
+  std::unique_ptr<Events> events_;
+  std::chrono::steady_clock::time_point t0_;
+};
 
 }  // namespace gdn

@@ -1,0 +1,157 @@
+// apps/bench_train.cpp — times one whole training step of the model (bin/bench-train).
+//
+// A step is what gdn-train does per batch: forward, loss, backward, gradient clipping and the AdamW step, on random
+// token ids (so any vocabulary can be timed without a corpus, e.g. 49152 to compare with stacks that use that
+// tokenizer). After --warmup untimed steps, each of --steps steps is timed on the device (CUDA events on the device's
+// stream; the steady clock on the CPU) and the median is reported with tokens/s, the kernel calls per step (calls
+// through the dispatch table; a cuBLAS call counts once) and the device allocator's peak memory. One line of the
+// markdown table per preset; --json FILE also writes the numbers as JSON.
+#include <omp.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <vector>
+
+#include "apps/cli_parse.h"
+#include "core/allocator.h"
+#include "core/dispatch.h"
+#include "core/random.h"
+#include "models/language_model.h"
+#include "ops/ops.h"
+#include "train/config.h"
+#include "train/device.h"
+#include "train/optimizer.h"
+
+using namespace gdn;
+using json = nlohmann::json;
+
+namespace {
+
+struct StepResult {
+  double median_ms = 0, min_ms = 0, max_ms = 0, kernel_calls = 0, peak_mib = 0, loss = 0;
+};
+
+Tensor random_ids(int64_t B, int64_t T, int64_t V, Generator& gen, Device device) {
+  std::vector<int64_t> v(B * T);
+  for (auto& x : v) x = static_cast<int64_t>(gen.below(static_cast<uint64_t>(V)));
+  return Tensor::from_int64(v, {B, T}, device);
+}
+
+StepResult time_training_step(const TrainConfig& cfg, Device device, DType dtype, int warmup, int steps) {
+  GatedDeltaNetLM model(cfg.model, cfg.seed, dtype, device);
+  std::vector<NamedParameter> named;
+  std::vector<Tensor> params;
+  for (const auto& p : model.parameters()) {
+    named.push_back({p.name, p.value, true});
+    params.push_back(p.value);
+  }
+  AdamW optimizer(named, cfg.beta1, cfg.beta2, cfg.adam_eps, cfg.weight_decay);
+  Generator gen(cfg.seed);
+  const int64_t B = cfg.batch_size, T = cfg.seq_len, V = cfg.model.vocab_size;
+  auto one_step = [&](double* loss_out) {
+    Tensor ids = random_ids(B, T, V, gen, device), targets = random_ids(B, T, V, gen, device);
+    zero_grad(params);
+    LossOutput out = model.loss(ids, targets);
+    backward(out.loss);
+    clip_grad_norm(params, cfg.grad_clip);
+    optimizer.step(cfg.lr);
+    if (loss_out) *loss_out = out.ce.item();
+  };
+  for (int i = 0; i < warmup; ++i) one_step(nullptr);
+  synchronize(device);
+  get_allocator(device)->reset_peak();
+  DeviceTimer timer(device);
+  std::vector<double> ms;
+  const uint64_t calls_before = kernel_calls();
+  for (int i = 0; i < steps; ++i) {
+    timer.start();
+    one_step(nullptr);
+    ms.push_back(timer.stop_ms());
+  }
+  StepResult r;
+  r.kernel_calls = static_cast<double>(kernel_calls() - calls_before) / steps;
+  one_step(&r.loss);
+  std::sort(ms.begin(), ms.end());
+  r.median_ms = ms[ms.size() / 2];
+  r.min_ms = ms.front();
+  r.max_ms = ms.back();
+  r.peak_mib = static_cast<double>(get_allocator(device)->stats().peak_bytes) / 1048576.0;
+  return r;
+}
+
+std::vector<std::string> split_commas(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  for (std::string piece; std::getline(ss, piece, ',');)
+    if (!piece.empty()) out.push_back(piece);
+  return out;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "bench-train: times the whole training step (forward, backward, clipping, AdamW) of the Gated DeltaNet LM on\n"
+      "random token ids; prints ms/step (median), tokens/s, kernel calls per step and peak device memory"};
+  std::string presets = "small,medium,large", device_name = "cpu", dtype_name_arg = "float32", json_path;
+  int64_t batch = 0, seq_len = 0, vocab = 0;
+  int steps = 50, warmup = 5, threads = 0;
+  app.add_option("--presets", presets, "comma-separated presets to time (small, medium, large)");
+  app.add_option("--device", device_name, "cpu, cuda or cuda:N");
+  app.add_option("--dtype", dtype_name_arg, "float32 or float64")->check(CLI::IsMember({"float32", "float64"}));
+  app.add_option("--batch", batch, "batch size (default: the preset's)")->check(CLI::PositiveNumber);
+  app.add_option("--seq-len", seq_len, "sequence length (default: the preset's)")->check(CLI::PositiveNumber);
+  app.add_option("--vocab", vocab, "vocabulary size (default: the preset's)")->check(CLI::PositiveNumber);
+  app.add_option("--steps", steps, "timed steps (the median is reported)")->check(CLI::PositiveNumber);
+  app.add_option("--warmup", warmup, "untimed steps before timing")->check(CLI::NonNegativeNumber);
+  app.add_option("--threads", threads, "OpenMP threads on the CPU (default: all cores)")->check(CLI::NonNegativeNumber);
+  app.add_option("--json", json_path, "also write the results to this JSON file");
+  if (auto rc = parse_command_line(app, argc, argv, "bench-train")) return *rc;
+  try {
+    if (threads > 0) omp_set_num_threads(threads);
+    const Device device = init_device(device_name);
+    const DType dtype = dtype_name_arg == "float64" ? kFloat64 : kFloat32;
+    std::printf("bench-train: %s, %s, median of %d steps after %d warm-up steps\n\n", device.str().c_str(),
+                dtype_name_arg.c_str(), steps, warmup);
+    std::printf("| preset | B | T | vocab | params (M) | ms/step | min | max | tokens/s | kernel calls/step | peak MiB |\n");
+    std::printf("|--------|---|---|------:|-----------:|--------:|----:|----:|---------:|------------------:|---------:|\n");
+    json rows = json::array();
+    for (const std::string& preset : split_commas(presets)) {
+      TrainConfig cfg = preset_config(preset);
+      if (batch > 0) cfg.batch_size = batch;
+      if (seq_len > 0) cfg.seq_len = seq_len;
+      if (vocab > 0) cfg.model.vocab_size = vocab;
+      cfg.device = device.str();
+      validate(cfg);
+      const StepResult r = time_training_step(cfg, device, dtype, warmup, steps);
+      const double params_m =
+          static_cast<double>(GatedDeltaNetLM(cfg.model, cfg.seed, dtype, kCPU).num_parameters()) / 1e6;
+      const double tokens = static_cast<double>(cfg.batch_size * cfg.seq_len);
+      std::printf("| %s | %lld | %lld | %lld | %.1f | %.2f | %.2f | %.2f | %.0f | %.0f | %.0f |\n", preset.c_str(),
+                  static_cast<long long>(cfg.batch_size), static_cast<long long>(cfg.seq_len),
+                  static_cast<long long>(cfg.model.vocab_size), params_m, r.median_ms, r.min_ms, r.max_ms,
+                  tokens / (r.median_ms / 1000.0), r.kernel_calls, r.peak_mib);
+      std::fflush(stdout);
+      rows.push_back({{"preset", preset}, {"device", device.str()}, {"dtype", dtype_name_arg},
+                      {"batch", cfg.batch_size}, {"seq_len", cfg.seq_len}, {"vocab", cfg.model.vocab_size},
+                      {"parameters_millions", params_m}, {"ms_per_step_median", r.median_ms},
+                      {"ms_per_step_min", r.min_ms}, {"ms_per_step_max", r.max_ms},
+                      {"tokens_per_second", tokens / (r.median_ms / 1000.0)},
+                      {"kernel_calls_per_step", r.kernel_calls}, {"peak_device_mib", r.peak_mib},
+                      {"final_loss", r.loss}, {"steps", steps}, {"warmup", warmup}});
+    }
+    if (!json_path.empty()) {
+      std::ofstream f(json_path);
+      GDN_USER_CHECK(f.good(), "cannot write {}", json_path);
+      f << rows.dump(2) << "\n";
+    }
+  } catch (const UserError& e) {
+    std::fprintf(stderr, "bench-train: error: %s\n", e.what());
+    return 2;
+  }
+  return 0;
+}
