@@ -19,7 +19,8 @@
 //   dgam collects every place gam appears (P, dQ's eg, dK's r, eg_L, W's eg, Lm), dg = reverse cumsum of dgam.
 //
 // Parallel decomposition (256 threads per block everywhere):
-//   prepare_chunk_kernel   grid (NC, Hv, B): gates, Gam, Lm in shared memory; writes W [B,Hv,T,K], U [B,Hv,T,V],
+//   prepare_chunk_kernel   grid (NC, Hv, B): gates, Gam, Lm in shared memory (see below); writes W [B,Hv,T,K], U
+//   [B,Hv,T,V],
 //                          P [B,Hv,NC,C,C], eg, r [B,Hv,T] to scratch. W and U by forward substitution, one column
 //                          per thread (K + V independent columns). Forward and backward both run it.
 //   forward_state_kernel   grid (ceil(V/32), Hv, B): H [K,32] in shared memory, sequential over chunks: stores
@@ -36,12 +37,15 @@
 // Eigen does on the CPU), gate cumsums and decays in double as on the CPU. The summation order inside each dot
 // product is sequential over the inner index, which differs from Eigen's blocked GEMMs only by rounding.
 //
-// Limits: shared memory of prepare is 2 C^2 + small, of chunk_grad 3 C^2 + small elements: C <= 96 in float64 and
-// C <= 128 in float32 (any K, V: the state kernels hold [K,32] + [C,32] elements). Checked, with a clear error.
+// Shared memory (C here is min(chunk_size, T)): prepare 2 C^2 + 3 C, chunk_grad 3 C^2 + 6 C + 32 elements, plus 2 C
+// doubles; C = 64, float64: 66 KB and 100 KB. Where the [C,C] matrices do not fit the device's opt-in limit (C > 97
+// in float64, C > 137 in float32 on an H100) they live in a global scratch [B,Hv,NC,2 or 3,C,C] instead, with the
+// same code. The state kernels hold (K + C) x 32 elements (48 KB for K = 128, C = 64, float64).
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <initializer_list>
+#include <utility>
 
 #include "cuda/cuda_kernels.h"
 #include "cuda/launch.h"
@@ -113,7 +117,7 @@ template <typename Tp>
 __global__ void prepare_chunk_kernel(Dims d, Tp* __restrict__ Wg, Tp* __restrict__ Ug, Tp* __restrict__ Pg,
                                      Tp* __restrict__ EGg, Tp* __restrict__ Rg, const Tp* __restrict__ q,
                                      const Tp* __restrict__ k, const Tp* __restrict__ v, const Tp* __restrict__ g,
-                                     const Tp* __restrict__ beta) {
+                                     const Tp* __restrict__ beta, Tp* __restrict__ cc_scratch) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const int64_t n = blockIdx.x, hv = blockIdx.y, b = blockIdx.z;
   const int C = static_cast<int>(d.C);
@@ -124,7 +128,8 @@ __global__ void prepare_chunk_kernel(Dims d, Tp* __restrict__ Wg, Tp* __restrict
   Tp* eg = reinterpret_cast<Tp*>(decay + C);
   Tp* r = eg + C;
   Tp* bt = r + C;
-  Tp* Gam = bt + C;
+  // Gam, Lm [C,C]: after the vectors in shared memory, or this block's slice of cc_scratch when they do not fit.
+  Tp* Gam = cc_scratch ? cc_scratch + ((b * d.Hv + hv) * d.NC + n) * 2 * d.C * d.C : bt + C;
   Tp* Lm = Gam + C * C;
   chunk_gates(d, g, beta, b, hv, t0, L, gam, decay, eg, r, bt, Gam);
 
@@ -297,7 +302,8 @@ __global__ void chunk_grad_kernel(Dims d, Tp* __restrict__ dqr, Tp* __restrict__
                                   const Tp* __restrict__ g, const Tp* __restrict__ beta,
                                   const Tp* __restrict__ chunk_states, const Tp* __restrict__ dHend,
                                   const Tp* __restrict__ Vng, const Tp* __restrict__ dVng, const Tp* __restrict__ Wg,
-                                  const Tp* __restrict__ Ug, const Tp* __restrict__ Pg, Tp sc) {
+                                  const Tp* __restrict__ Ug, const Tp* __restrict__ Pg, Tp sc,
+                                  Tp* __restrict__ cc_scratch) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const int64_t n = blockIdx.x, hv = blockIdx.y, b = blockIdx.z;
   const int C = static_cast<int>(d.C);
@@ -312,8 +318,9 @@ __global__ void chunk_grad_kernel(Dims d, Tp* __restrict__ dqr, Tp* __restrict__
   Tp* dgam = bt + C;
   Tp* db = dgam + C;
   Tp* kd = db + C;
-  Tp* red = kd + C;    // 32 values for block_sum
-  Tp* Gam = red + 32;  // [C,C]
+  Tp* red = kd + C;  // 32 values for block_sum
+  // Gam, KK, X [C,C]: after the vectors in shared memory, or this block's slice of cc_scratch when they do not fit.
+  Tp* Gam = cc_scratch ? cc_scratch + ((b * d.Hv + hv) * d.NC + n) * 3 * d.C * d.C : red + 32;
   Tp* KK = Gam + C * C;
   Tp* X = KK + C * C;  // work matrix: dP, then dQK, then dL (negated), then Pm
   chunk_gates(d, g, beta, b, hv, t0, L, gam, decay, eg, r, bt, Gam);
@@ -488,21 +495,37 @@ Dims dims_of(const Tensor& q, const Tensor& v, int64_t chunk_size) {
 void check_inputs(const char* name, const Dims& d, int64_t chunk_size, std::initializer_list<const Tensor*> ts) {
   GDN_CHECK(chunk_size >= 1, "{}: chunk_size must be >= 1, got {}", name, chunk_size);
   GDN_CHECK(d.Hk >= 1 && d.Hv % d.Hk == 0, "{}: Hv={} must be a multiple of Hk={}", name, d.Hv, d.Hk);
+  GDN_CHECK(d.C <= 32768, "{}: chunk_size {} is too large (at most 32768)", name, d.C);
   GDN_CHECK(d.B <= 65535 && d.Hv <= 65535, "{}: B={} and Hv={} must be <= 65535 (grid dimensions)", name, d.B, d.Hv);
   for (const Tensor* t : ts)
     if (t->defined()) GDN_CHECK(t->is_contiguous(), "{}: every tensor must be contiguous, got {}", name, t->str());
 }
 
-size_t prepare_smem(const Dims& d, size_t es) { return 2 * d.C * sizeof(double) + (3 * d.C + 2 * d.C * d.C) * es; }
+// Shared memory of the chunk kernels: vectors, then n_cc [C,C] matrices (prepare 2, chunk_grad 3) when they fit.
+size_t prepare_vec_smem(const Dims& d, size_t es) { return 2 * d.C * sizeof(double) + 3 * d.C * es; }
+size_t grad_vec_smem(const Dims& d, size_t es) { return 2 * d.C * sizeof(double) + (6 * d.C + 32) * es; }
 size_t state_smem(const Dims& d, size_t es) { return (d.K + d.C) * kVTile * es; }
-size_t grad_smem(const Dims& d, size_t es) { return 2 * d.C * sizeof(double) + (6 * d.C + 32 + 3 * d.C * d.C) * es; }
+
+size_t smem_limit() {
+  int limit = 0;
+  CUDA_CHECK(cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, current_device()));
+  return static_cast<size_t>(limit);
+}
+
+// Shared-memory bytes of a chunk kernel and, when its n_cc [C,C] matrices do not fit, the global scratch that holds
+// them instead ([B,Hv,NC,n_cc,C,C]; an undefined tensor otherwise).
+template <typename Tp>
+std::pair<size_t, Tensor> chunk_smem(const Dims& d, size_t vec_bytes, int64_t n_cc, const Tensor& like) {
+  const size_t full = vec_bytes + static_cast<size_t>(n_cc * d.C * d.C) * sizeof(Tp);
+  if (full <= smem_limit()) return {full, Tensor()};
+  return {vec_bytes, Tensor::empty({d.B, d.Hv, d.NC, n_cc, d.C, d.C}, like.dtype(), like.device())};
+}
 
 // Raises the kernel's dynamic shared-memory limit when above 48 KB, after checking the device allows it.
 template <typename Kernel>
 void set_smem(Kernel kernel, size_t bytes, const char* name) {
-  int limit = 0;
-  CUDA_CHECK(cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, current_device()));
-  GDN_CHECK(bytes <= static_cast<size_t>(limit),
+  const size_t limit = smem_limit();
+  GDN_CHECK(bytes <= limit,
             "{}: needs {} bytes of shared memory per block, the device allows {} (smaller chunk_size or K)", name,
             bytes, limit);
   if (bytes > 48 * 1024)
@@ -530,12 +553,12 @@ Prepared prepare(const Dims& d, const Tensor& q, const Tensor& k, const Tensor& 
   Prepared p{Tensor::empty({d.B, d.Hv, d.T, d.K}, q.dtype(), dev), Tensor::empty({d.B, d.Hv, d.T, d.V}, q.dtype(), dev),
              Tensor::empty({d.B, d.Hv, d.NC, d.C, d.C}, q.dtype(), dev),
              Tensor::empty({d.B, d.Hv, d.T}, q.dtype(), dev), Tensor::empty({d.B, d.Hv, d.T}, q.dtype(), dev)};
-  const size_t smem = prepare_smem(d, sizeof(Tp));
+  const auto [smem, cc] = chunk_smem<Tp>(d, prepare_vec_smem(d, sizeof(Tp)), 2, q);
   set_smem(prepare_chunk_kernel<Tp>, smem, "gated_delta_rule_chunked (prepare)");
   const dim3 grid(static_cast<unsigned>(d.NC), static_cast<unsigned>(d.Hv), static_cast<unsigned>(d.B));
   prepare_chunk_kernel<Tp><<<grid, kThreads, smem, current_stream()>>>(
       d, p.W.data<Tp>(), p.U.data<Tp>(), p.P.data<Tp>(), p.EG.data<Tp>(), p.R.data<Tp>(), q.data<Tp>(), k.data<Tp>(),
-      v.data<Tp>(), g.data<Tp>(), beta.data<Tp>());
+      v.data<Tp>(), g.data<Tp>(), beta.data<Tp>(), mut_ptr_or_null<Tp>(cc));
   CUDA_CHECK_LAST();
   return p;
 }
@@ -609,14 +632,14 @@ void gated_delta_rule_chunked_backward(const Tensor& dq, const Tensor& dk, const
     Tensor dks = grouped ? Tensor::empty({d.B, d.Hv, d.T, d.K}, q.dtype(), dev) : dk;
     Tensor dWt = Tensor::empty({d.B, d.Hv, d.T, d.K}, q.dtype(), dev);
     Tensor dUt = Tensor::empty({d.B, d.Hv, d.T, d.V}, q.dtype(), dev);
-    const size_t gsmem = grad_smem(d, sizeof(Tp));
+    const auto [gsmem, cc] = chunk_smem<Tp>(d, grad_vec_smem(d, sizeof(Tp)), 3, q);
     set_smem(chunk_grad_kernel<Tp>, gsmem, name);
     const dim3 grid(static_cast<unsigned>(d.NC), static_cast<unsigned>(d.Hv), static_cast<unsigned>(d.B));
     chunk_grad_kernel<Tp><<<grid, kThreads, gsmem, current_stream()>>>(
         d, dqs.data<Tp>(), dks.data<Tp>(), grouped ? d.K : d.Hk * d.K, dv.data<Tp>(), dg.data<Tp>(), dbeta.data<Tp>(),
         dWt.data<Tp>(), dUt.data<Tp>(), do_.data<Tp>(), q.data<Tp>(), k.data<Tp>(), v.data<Tp>(), g.data<Tp>(),
         beta.data<Tp>(), chunk_states.data<Tp>(), dHend.data<Tp>(), Vn.data<Tp>(), dVn.data<Tp>(), p.W.data<Tp>(),
-        p.U.data<Tp>(), p.P.data<Tp>(), sc);
+        p.U.data<Tp>(), p.P.data<Tp>(), sc, mut_ptr_or_null<Tp>(cc));
     CUDA_CHECK_LAST();
     if (grouped) {
       const int64_t total = d.B * d.T * d.Hk * d.K;
