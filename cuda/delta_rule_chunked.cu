@@ -495,6 +495,7 @@ Dims dims_of(const Tensor& q, const Tensor& v, int64_t chunk_size) {
 void check_inputs(const char* name, const Dims& d, int64_t chunk_size, std::initializer_list<const Tensor*> ts) {
   GDN_CHECK(chunk_size >= 1, "{}: chunk_size must be >= 1, got {}", name, chunk_size);
   GDN_CHECK(d.Hk >= 1 && d.Hv % d.Hk == 0, "{}: Hv={} must be a multiple of Hk={}", name, d.Hv, d.Hk);
+  GDN_CHECK(d.K >= 1 && d.V >= 1, "{}: K={} and V={} must be >= 1", name, d.K, d.V);
   GDN_CHECK(d.C <= 32768, "{}: chunk_size {} is too large (at most 32768)", name, d.C);
   GDN_CHECK(d.B <= 65535 && d.Hv <= 65535, "{}: B={} and Hv={} must be <= 65535 (grid dimensions)", name, d.B, d.Hv);
   for (const Tensor* t : ts)
@@ -577,7 +578,7 @@ void gated_delta_rule_chunked_forward(const Tensor& o, const Tensor& final_state
   check_inputs(name, d, chunk_size, {&o, &final_state, &chunk_states, &q, &k, &v, &g, &beta, &initial_state});
   GDN_CHECK(!chunk_states.defined() || chunk_states.size(2) == d.NC, "{}: chunk_states must hold {} chunk states", name,
             d.NC);
-  if (d.B == 0 || d.Hv == 0 || d.K == 0 || d.V == 0) return;
+  if (d.B == 0 || d.Hv == 0) return;  // nothing to compute: every output is empty
   dispatch_float(q.dtype(), name, [&](auto tag) {
     using Tp = decltype(tag);
     Prepared p;
@@ -604,7 +605,7 @@ void gated_delta_rule_chunked_backward(const Tensor& dq, const Tensor& dk, const
       {&dq, &dk, &dv, &dg, &dbeta, &dinitial_state, &do_, &dfinal_state, &q, &k, &v, &g, &beta, &chunk_states});
   GDN_CHECK(chunk_states.defined() && chunk_states.size(2) == d.NC, "{}: chunk_states must hold {} chunk start states",
             name, d.NC);
-  if (d.B == 0 || d.Hv == 0 || d.K == 0 || d.V == 0) return;
+  if (d.B == 0 || d.Hv == 0) return;  // nothing to compute: every output is empty
   dispatch_float(q.dtype(), name, [&](auto tag) {
     using Tp = decltype(tag);
     const Device dev = q.device();
