@@ -19,16 +19,16 @@
 //   dgam collects every place gam appears (P, dQ's eg, dK's r, eg_L, W's eg, Lm), dg = reverse cumsum of dgam.
 //
 // Parallel decomposition (256 threads per block everywhere):
-//   prepare_chunk_kernel   grid (NC, Hv, B): gates, Gam, Lm in shared memory (see below); writes W [B,Hv,T,K], U
-//   [B,Hv,T,V],
-//                          P [B,Hv,NC,C,C], eg, r [B,Hv,T] to scratch. W and U by forward substitution, one column
-//                          per thread (K + V independent columns). Forward and backward both run it.
+//   prepare_chunk_kernel   grid (NC, Hv, B): gates, Gam, Lm in shared memory (see below); writes W [B,Hv,T,K],
+//                          U [B,Hv,T,V], P [B,Hv,NC,C,C], eg, r [B,Hv,T] to scratch. W and U by forward
+//                          substitution, one column per thread (K + V independent columns). Forward and backward
+//                          both run it.
 //   forward_state_kernel   grid (ceil(V/32), Hv, B): H [K,32] in shared memory, sequential over chunks: stores
 //                          chunk_states, Vn = U - W H, O, H_next; final_state at the end.
 //   backward_state_kernel  grid (ceil(V/32), Hv, B): dH [K,32] in shared memory, chunks last to first: stores
 //                          dH_end [B,Hv,NC,K,V], Vn and dVn [B,Hv,T,V], then dH_start; dinitial_state at the end.
 //   chunk_grad_kernel      grid (NC, Hv, B): everything else of the backward for one chunk with full K and V;
-//                          Gam, K K^T and one work matrix (dP, dQK, dL, Pm in turn) in shared memory; dWt, dUt
+//                          Gam, K K^T and one work matrix (dP, dQK, dL, Pm in turn) in shared memory (below); dWt, dUt
 //                          through scratch [B,Hv,T,K] / [B,Hv,T,V] (backward substitution, one column per thread).
 //   key_head_sum_kernel    when Hv > Hk: dq, dk of key head hk = sum over its value heads j = 0..G-1 in order, from
 //                          per-value-head rows [B,Hv,T,K] (the CPU's KeyGradRows); else the rows go straight out.
