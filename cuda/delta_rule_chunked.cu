@@ -1,0 +1,662 @@
+// cuda/delta_rule_chunked.cu — the gated delta rule in chunked WY (UT) form on CUDA: forward and backward.
+//
+// Twin of ops/cpu/delta_rule_chunked_cpu.cpp (the truth). Shapes: q, k [B,T,Hk,K]; v, o, do [B,T,Hv,V];
+// g, beta [B,T,Hv]; states [B,Hv,K,V]; chunk_states [B,Hv,NC,K,V] (NC = ceil(T/C), the state at the start of every
+// chunk). Value head hv reads key head hv / (Hv/Hk). Per (batch, value head) the sequence is cut into chunks of C
+// rows; the tail chunk has L = T - t0 < C rows and every kernel works on its L valid rows only (no padded row exists,
+// so none can change a result). For one chunk with rows Q, K [L,K], V [L,V], gates g, beta [L], start state H [K,V]:
+//   gam = inclusive cumsum of g (double), eg = e^gam, r = e^(gam_L - gam), Gam_ij = prod_{m=j+1..i} e^(g_m) (i >= j,
+//   0 above: built by a running product in double, the upper triangle is never exponentiated, strong decay
+//   underflows to exactly 0), Lm = strictly_lower(diag(beta) (K K^T ⊙ Gam)), A = (I + Lm)^-1 (never formed):
+//   W = A diag(beta eg) K,  U = A diag(beta) V,  P = (Q K^T) ⊙ Gam (lower with diagonal),  Vn = U - W H
+//   O = scale (diag(eg) Q H + P Vn),  H_next = eg_L H + K^T diag(r) Vn
+// Backward, with dH the gradient of the state at the chunk end (dS_T for the last chunk):
+//   dVn = scale P^T dO + diag(r) K dH,   dH_start = eg_L dH + scale Q^T diag(eg) dO - W^T dVn
+//   dQK = (scale dO Vn^T) ⊙ Gam,  dQ = scale diag(eg) dO H^T + dQK K,  dK = diag(r) Vn dH^T + dQK^T Q
+//   dWt = A^T (-dVn H^T), dUt = A^T dVn (backward substitution), dK += diag(beta eg) dWt, dV = diag(beta) dUt,
+//   dbeta = eg ⊙ rowdot(K, dWt) + rowdot(V, dUt), dL = -strictly_lower(dWt W^T + dUt U^T), Pm = dL ⊙ Gam,
+//   dbeta += rowsum(Pm ⊙ K K^T), dK += diag(beta) Pm K + Pm^T diag(beta) K,
+//   dgam collects every place gam appears (P, dQ's eg, dK's r, eg_L, W's eg, Lm), dg = reverse cumsum of dgam.
+//
+// Parallel decomposition (256 threads per block everywhere):
+//   prepare_chunk_kernel   grid (NC, Hv, B): gates, Gam, Lm in shared memory (see below); writes W [B,Hv,T,K],
+//                          U [B,Hv,T,V], P [B,Hv,NC,C,C], eg, r [B,Hv,T] to scratch. W and U by forward
+//                          substitution, one column per thread (K + V independent columns). Forward and backward
+//                          both run it.
+//   forward_state_kernel   grid (ceil(V/32), Hv, B): H [K,32] in shared memory, sequential over chunks: stores
+//                          chunk_states, Vn = U - W H, O, H_next; final_state at the end.
+//   backward_state_kernel  grid (ceil(V/32), Hv, B): dH [K,32] in shared memory, chunks last to first: stores
+//                          dH_end [B,Hv,NC,K,V], Vn and dVn [B,Hv,T,V], then dH_start; dinitial_state at the end.
+//   chunk_grad_kernel      grid (NC, Hv, B): everything else of the backward for one chunk with full K and V;
+//                          Gam, K K^T and one work matrix (dP, dQK, dL, Pm in turn) in shared memory (below); dWt, dUt
+//                          through scratch [B,Hv,T,K] / [B,Hv,T,V] (backward substitution, one column per thread).
+//   key_head_sum_kernel    when Hv > Hk: dq, dk of key head hk = sum over its value heads j = 0..G-1 in order, from
+//                          per-value-head rows [B,Hv,T,K] (the CPU's KeyGradRows); else the rows go straight out.
+// Every output element is written by one thread with a fixed loop order, row sums are sequential per thread or
+// block_sum: no atomics, two runs give identical bits. Matrices are in the input type (fp32 accumulates in fp32 as
+// Eigen does on the CPU), gate cumsums and decays in double as on the CPU. The summation order inside each dot
+// product is sequential over the inner index, which differs from Eigen's blocked GEMMs only by rounding.
+//
+// Shared memory (C here is min(chunk_size, T)): prepare 2 C^2 + 3 C, chunk_grad 3 C^2 + 6 C + 32 elements, plus 2 C
+// doubles; C = 64, float64: 66 KB and 100 KB. Where the [C,C] matrices do not fit the device's opt-in limit (C > 97
+// in float64, C > 137 in float32 on an H100) they live in a global scratch [B,Hv,NC,2 or 3,C,C] instead, with the
+// same code. The state kernels hold (K + C) x 32 elements (48 KB for K = 128, C = 64, float64).
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <initializer_list>
+#include <utility>
+
+#include "cuda/cuda_kernels.h"
+#include "cuda/launch.h"
+
+namespace gdn::cuda {
+
+namespace {
+
+constexpr int kVTile = 32;  // value columns per block in the state passes (one warp wide)
+
+struct Dims {
+  int64_t B, T, Hk, Hv, K, V, C, NC, G;
+  __device__ int64_t key_row(int64_t b, int64_t t, int64_t hv) const { return ((b * T + t) * Hk + hv / G) * K; }
+  __device__ int64_t value_row(int64_t b, int64_t t, int64_t hv) const { return ((b * T + t) * Hv + hv) * V; }
+  __device__ int64_t gate(int64_t b, int64_t t, int64_t hv) const { return (b * T + t) * Hv + hv; }
+  // Rows of one (b, hv) in the per-value-head scratch tensors [B,Hv,T,D].
+  __device__ int64_t head_row(int64_t b, int64_t hv, int64_t t) const { return (b * Hv + hv) * T + t; }
+  // One [K,V] state of chunk n in [B,Hv,NC,K,V].
+  __device__ int64_t chunk_state(int64_t b, int64_t hv, int64_t n) const { return ((b * Hv + hv) * NC + n) * K * V; }
+};
+
+// f(i, j) for every i < M, j < N, spread over the block's threads.
+template <typename F>
+__device__ inline void for_each_elem(int M, int N, F f) {
+  for (int e = threadIdx.x; e < M * N; e += blockDim.x) f(e / N, e % N);
+}
+
+// Gates of one chunk into shared memory: gam (double inclusive cumsum), decay = e^g (double), eg = e^gam,
+// r = e^(gam_L - gam), bt = beta (input type); then Gam [C,C] (row stride C; rows/columns < L written, 0 above the
+// diagonal) by the CPU's running product in double, one column per thread. Ends with a __syncthreads.
+template <typename Tp>
+__device__ void chunk_gates(const Dims& d, const Tp* g, const Tp* beta, int64_t b, int64_t hv, int64_t t0, int L,
+                            double* gam, double* decay, Tp* eg, Tp* r, Tp* bt, Tp* Gam) {
+  const int C = static_cast<int>(d.C);
+  if (threadIdx.x == 0) {
+    double acc = 0;
+    for (int i = 0; i < L; ++i) {
+      const double gi = static_cast<double>(g[d.gate(b, t0 + i, hv)]);
+      acc += gi;
+      gam[i] = acc;
+      decay[i] = exp(gi);
+    }
+  }
+  for (int i = threadIdx.x; i < L; i += blockDim.x) bt[i] = beta[d.gate(b, t0 + i, hv)];
+  __syncthreads();
+  for (int i = threadIdx.x; i < L; i += blockDim.x) {
+    eg[i] = static_cast<Tp>(exp(gam[i]));
+    r[i] = static_cast<Tp>(exp(gam[L - 1] - gam[i]));
+  }
+  for (int j = threadIdx.x; j < L; j += blockDim.x) {
+    double prod = 1.0;
+    for (int i = 0; i < L; ++i) {
+      if (i > j) prod *= decay[i];
+      Gam[i * C + j] = i < j ? Tp(0) : static_cast<Tp>(prod);
+    }
+  }
+  __syncthreads();
+}
+
+template <typename Tp>
+__device__ inline Tp dot(const Tp* a, const Tp* b, int64_t n) {
+  Tp acc = 0;
+  for (int64_t i = 0; i < n; ++i) acc += a[i] * b[i];
+  return acc;
+}
+
+// Step 1: W, U, P, eg, r of chunk blockIdx.x of (b = blockIdx.z, hv = blockIdx.y).
+template <typename Tp>
+__global__ void prepare_chunk_kernel(Dims d, Tp* __restrict__ Wg, Tp* __restrict__ Ug, Tp* __restrict__ Pg,
+                                     Tp* __restrict__ EGg, Tp* __restrict__ Rg, const Tp* __restrict__ q,
+                                     const Tp* __restrict__ k, const Tp* __restrict__ v, const Tp* __restrict__ g,
+                                     const Tp* __restrict__ beta, Tp* __restrict__ cc_scratch) {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  const int64_t n = blockIdx.x, hv = blockIdx.y, b = blockIdx.z;
+  const int C = static_cast<int>(d.C);
+  const int64_t t0 = n * d.C;
+  const int L = static_cast<int>(min(d.C, d.T - t0));
+  double* gam = reinterpret_cast<double*>(smem_raw);
+  double* decay = gam + C;
+  Tp* eg = reinterpret_cast<Tp*>(decay + C);
+  Tp* r = eg + C;
+  Tp* bt = r + C;
+  // Gam, Lm [C,C]: after the vectors in shared memory, or this block's slice of cc_scratch when they do not fit.
+  Tp* Gam = cc_scratch ? cc_scratch + ((b * d.Hv + hv) * d.NC + n) * 2 * d.C * d.C : bt + C;
+  Tp* Lm = Gam + C * C;
+  chunk_gates(d, g, beta, b, hv, t0, L, gam, decay, eg, r, bt, Gam);
+
+  const int64_t ks = d.Hk * d.K, vs = d.Hv * d.V;  // row strides of q/k and v
+  const Tp* Qc = q + d.key_row(b, t0, hv);
+  const Tp* Kc = k + d.key_row(b, t0, hv);
+  const Tp* Vc = v + d.value_row(b, t0, hv);
+  Tp* P = Pg + (((b * d.Hv + hv) * d.NC + n) * d.C) * d.C;
+  for_each_elem(L, L, [&](int i, int j) {
+    Tp lm = 0, p = 0;
+    if (j < i) lm = bt[i] * dot(Kc + i * ks, Kc + j * ks, d.K) * Gam[i * C + j];
+    if (j <= i) p = dot(Qc + i * ks, Kc + j * ks, d.K) * Gam[i * C + j];
+    Lm[i * C + j] = lm;
+    P[i * C + j] = p;
+  });
+  for (int i = threadIdx.x; i < L; i += blockDim.x) {
+    EGg[d.head_row(b, hv, t0 + i)] = eg[i];
+    Rg[d.head_row(b, hv, t0 + i)] = r[i];
+  }
+  __syncthreads();
+  // Forward substitution x_i = rhs_i - sum_{j<i} Lm_ij x_j, one column of W (c < K) or U (c >= K) per thread.
+  for (int64_t c = threadIdx.x; c < d.K + d.V; c += blockDim.x) {
+    const bool is_w = c < d.K;
+    Tp* x = is_w ? Wg + d.head_row(b, hv, t0) * d.K + c : Ug + d.head_row(b, hv, t0) * d.V + (c - d.K);
+    const int64_t xs = is_w ? d.K : d.V;
+    for (int i = 0; i < L; ++i) {
+      Tp acc = is_w ? bt[i] * eg[i] * Kc[i * ks + c] : bt[i] * Vc[i * vs + (c - d.K)];
+      for (int j = 0; j < i; ++j) acc -= Lm[i * C + j] * x[j * xs];
+      x[i * xs] = acc;
+    }
+  }
+}
+
+// Step 2: the sequential state pass over chunks for value columns [32 blockIdx.x, +32) of (b, hv).
+template <typename Tp>
+__global__ void forward_state_kernel(Dims d, Tp* __restrict__ o, Tp* __restrict__ final_state,
+                                     Tp* __restrict__ chunk_states, const Tp* __restrict__ q, const Tp* __restrict__ k,
+                                     const Tp* __restrict__ Wg, const Tp* __restrict__ Ug, const Tp* __restrict__ Pg,
+                                     const Tp* __restrict__ EGg, const Tp* __restrict__ Rg, const Tp* __restrict__ s0,
+                                     Tp sc) {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  const int64_t hv = blockIdx.y, b = blockIdx.z;
+  const int C = static_cast<int>(d.C);
+  const int tx = threadIdx.x % kVTile, ty = threadIdx.x / kVTile, ny = blockDim.x / kVTile;
+  const int64_t c = int64_t(blockIdx.x) * kVTile + tx;
+  const bool valid = c < d.V;
+  Tp* H = reinterpret_cast<Tp*>(smem_raw);  // [K,32]
+  Tp* Vn = H + d.K * kVTile;                // [C,32]
+  const int64_t s_off = (b * d.Hv + hv) * d.K * d.V;
+  for (int64_t kk = ty; kk < d.K; kk += ny) H[kk * kVTile + tx] = valid && s0 ? s0[s_off + kk * d.V + c] : Tp(0);
+  __syncthreads();
+  const int64_t ks = d.Hk * d.K;
+  for (int64_t n = 0; n < d.NC; ++n) {
+    const int64_t t0 = n * d.C;
+    const int L = static_cast<int>(min(d.C, d.T - t0));
+    if (chunk_states && valid)
+      for (int64_t kk = ty; kk < d.K; kk += ny)
+        chunk_states[d.chunk_state(b, hv, n) + kk * d.V + c] = H[kk * kVTile + tx];
+    const Tp* W = Wg + d.head_row(b, hv, t0) * d.K;
+    const Tp* U = Ug + d.head_row(b, hv, t0) * d.V;
+    const Tp* P = Pg + (((b * d.Hv + hv) * d.NC + n) * d.C) * d.C;
+    const Tp* eg = EGg + d.head_row(b, hv, t0);
+    const Tp* r = Rg + d.head_row(b, hv, t0);
+    const Tp* Qc = q + d.key_row(b, t0, hv);
+    const Tp* Kc = k + d.key_row(b, t0, hv);
+    // Vn = U - W H
+    if (valid)
+      for (int i = ty; i < L; i += ny) {
+        Tp acc = 0;
+        for (int64_t kk = 0; kk < d.K; ++kk) acc += W[i * d.K + kk] * H[kk * kVTile + tx];
+        Vn[i * kVTile + tx] = U[i * d.V + c] - acc;
+      }
+    __syncthreads();
+    // O = (scale eg) ⊙ (Q H) + scale (P Vn)
+    if (valid)
+      for (int i = ty; i < L; i += ny) {
+        Tp qh = 0, pv = 0;
+        for (int64_t kk = 0; kk < d.K; ++kk) qh += Qc[i * ks + kk] * H[kk * kVTile + tx];
+        for (int j = 0; j <= i; ++j) pv += P[i * C + j] * Vn[j * kVTile + tx];
+        o[d.value_row(b, t0 + i, hv) + c] = sc * eg[i] * qh + sc * pv;
+      }
+    __syncthreads();
+    // H = eg_L H + K^T (r ⊙ Vn)
+    const Tp eg_last = eg[L - 1];
+    if (valid)
+      for (int64_t kk = ty; kk < d.K; kk += ny) {
+        Tp acc = 0;
+        for (int i = 0; i < L; ++i) acc += Kc[i * ks + kk] * (r[i] * Vn[i * kVTile + tx]);
+        H[kk * kVTile + tx] = eg_last * H[kk * kVTile + tx] + acc;
+      }
+    __syncthreads();
+  }
+  if (final_state && valid)
+    for (int64_t kk = ty; kk < d.K; kk += ny) final_state[s_off + kk * d.V + c] = H[kk * kVTile + tx];
+}
+
+// Step 4: the reverse state pass for value columns [32 blockIdx.x, +32) of (b, hv): stores dH_end per chunk,
+// Vn and dVn; dinitial_state at the end.
+template <typename Tp>
+__global__ void backward_state_kernel(Dims d, Tp* __restrict__ dinitial_state, Tp* __restrict__ dHend,
+                                      Tp* __restrict__ Vng, Tp* __restrict__ dVng, const Tp* __restrict__ do_,
+                                      const Tp* __restrict__ dfinal_state, const Tp* __restrict__ q,
+                                      const Tp* __restrict__ k, const Tp* __restrict__ Wg, const Tp* __restrict__ Ug,
+                                      const Tp* __restrict__ Pg, const Tp* __restrict__ EGg, const Tp* __restrict__ Rg,
+                                      const Tp* __restrict__ chunk_states, Tp sc) {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  const int64_t hv = blockIdx.y, b = blockIdx.z;
+  const int C = static_cast<int>(d.C);
+  const int tx = threadIdx.x % kVTile, ty = threadIdx.x / kVTile, ny = blockDim.x / kVTile;
+  const int64_t c = int64_t(blockIdx.x) * kVTile + tx;
+  const bool valid = c < d.V;
+  Tp* dH = reinterpret_cast<Tp*>(smem_raw);  // [K,32]
+  Tp* dVn = dH + d.K * kVTile;               // [C,32]
+  const int64_t s_off = (b * d.Hv + hv) * d.K * d.V;
+  for (int64_t kk = ty; kk < d.K; kk += ny)
+    dH[kk * kVTile + tx] = valid && dfinal_state ? dfinal_state[s_off + kk * d.V + c] : Tp(0);
+  __syncthreads();
+  const int64_t ks = d.Hk * d.K, vs = d.Hv * d.V;
+  for (int64_t n = d.NC - 1; n >= 0; --n) {
+    const int64_t t0 = n * d.C;
+    const int L = static_cast<int>(min(d.C, d.T - t0));
+    const Tp* H = chunk_states + d.chunk_state(b, hv, n);
+    const Tp* W = Wg + d.head_row(b, hv, t0) * d.K;
+    const Tp* U = Ug + d.head_row(b, hv, t0) * d.V;
+    const Tp* P = Pg + (((b * d.Hv + hv) * d.NC + n) * d.C) * d.C;
+    const Tp* eg = EGg + d.head_row(b, hv, t0);
+    const Tp* r = Rg + d.head_row(b, hv, t0);
+    const Tp* Qc = q + d.key_row(b, t0, hv);
+    const Tp* Kc = k + d.key_row(b, t0, hv);
+    const Tp* dO = do_ + d.value_row(b, t0, hv);
+    if (valid) {
+      for (int64_t kk = ty; kk < d.K; kk += ny) dHend[d.chunk_state(b, hv, n) + kk * d.V + c] = dH[kk * kVTile + tx];
+      for (int i = ty; i < L; i += ny) {
+        // Vn = U - W H (for the chunk-gradient kernel)
+        Tp wh = 0;
+        for (int64_t kk = 0; kk < d.K; ++kk) wh += W[i * d.K + kk] * H[kk * d.V + c];
+        Vng[d.head_row(b, hv, t0 + i) * d.V + c] = U[i * d.V + c] - wh;
+        // dVn = scale (P^T dO) + r ⊙ (K dH)
+        Tp pd = 0, kdh = 0;
+        for (int j = i; j < L; ++j) pd += P[j * C + i] * dO[j * vs + c];
+        for (int64_t kk = 0; kk < d.K; ++kk) kdh += Kc[i * ks + kk] * dH[kk * kVTile + tx];
+        const Tp dvn = sc * pd + r[i] * kdh;
+        dVn[i * kVTile + tx] = dvn;
+        dVng[d.head_row(b, hv, t0 + i) * d.V + c] = dvn;
+      }
+    }
+    __syncthreads();
+    // dH = eg_L dH + Q^T ((scale eg) ⊙ dO) - W^T dVn
+    const Tp eg_last = eg[L - 1];
+    if (valid)
+      for (int64_t kk = ty; kk < d.K; kk += ny) {
+        Tp qd = 0, wd = 0;
+        for (int i = 0; i < L; ++i) qd += Qc[i * ks + kk] * (sc * eg[i] * dO[i * vs + c]);
+        for (int i = 0; i < L; ++i) wd += W[i * d.K + kk] * dVn[i * kVTile + tx];
+        dH[kk * kVTile + tx] = eg_last * dH[kk * kVTile + tx] + qd - wd;
+      }
+    __syncthreads();
+  }
+  if (dinitial_state && valid)
+    for (int64_t kk = ty; kk < d.K; kk += ny) dinitial_state[s_off + kk * d.V + c] = dH[kk * kVTile + tx];
+}
+
+// Step 5: every gradient of chunk blockIdx.x of (b = blockIdx.z, hv = blockIdx.y) from the stored H, dH_end, Vn, dVn,
+// W, U, P. dQ, dK rows go to dqr/dkr (the outputs when Hv == Hk, row stride key_stride; else [B,Hv,T,K] scratch).
+template <typename Tp>
+__global__ void chunk_grad_kernel(Dims d, Tp* __restrict__ dqr, Tp* __restrict__ dkr, int64_t key_stride,
+                                  Tp* __restrict__ dv, Tp* __restrict__ dg, Tp* __restrict__ dbeta,
+                                  Tp* __restrict__ dWtg, Tp* __restrict__ dUtg, const Tp* __restrict__ do_,
+                                  const Tp* __restrict__ q, const Tp* __restrict__ k, const Tp* __restrict__ v,
+                                  const Tp* __restrict__ g, const Tp* __restrict__ beta,
+                                  const Tp* __restrict__ chunk_states, const Tp* __restrict__ dHend,
+                                  const Tp* __restrict__ Vng, const Tp* __restrict__ dVng, const Tp* __restrict__ Wg,
+                                  const Tp* __restrict__ Ug, const Tp* __restrict__ Pg, Tp sc,
+                                  Tp* __restrict__ cc_scratch) {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  const int64_t n = blockIdx.x, hv = blockIdx.y, b = blockIdx.z;
+  const int C = static_cast<int>(d.C);
+  const int64_t t0 = n * d.C;
+  const int L = static_cast<int>(min(d.C, d.T - t0));
+  const int64_t K = d.K, V = d.V;
+  double* gam = reinterpret_cast<double*>(smem_raw);
+  double* decay = gam + C;
+  Tp* eg = reinterpret_cast<Tp*>(decay + C);
+  Tp* r = eg + C;
+  Tp* bt = r + C;
+  Tp* dgam = bt + C;
+  Tp* db = dgam + C;
+  Tp* kd = db + C;
+  Tp* red = kd + C;  // 32 values for block_sum
+  // Gam, KK, X [C,C]: after the vectors in shared memory, or this block's slice of cc_scratch when they do not fit.
+  Tp* Gam = cc_scratch ? cc_scratch + ((b * d.Hv + hv) * d.NC + n) * 3 * d.C * d.C : red + 32;
+  Tp* KK = Gam + C * C;
+  Tp* X = KK + C * C;  // work matrix: dP, then dQK, then dL (negated), then Pm
+  chunk_gates(d, g, beta, b, hv, t0, L, gam, decay, eg, r, bt, Gam);
+
+  const int64_t ks = d.Hk * K, vs = d.Hv * V;
+  const Tp* Qc = q + d.key_row(b, t0, hv);
+  const Tp* Kc = k + d.key_row(b, t0, hv);
+  const Tp* Vc = v + d.value_row(b, t0, hv);
+  const Tp* dO = do_ + d.value_row(b, t0, hv);
+  const Tp* H = chunk_states + d.chunk_state(b, hv, n);
+  const Tp* dH = dHend + d.chunk_state(b, hv, n);
+  const Tp* Vn = Vng + d.head_row(b, hv, t0) * V;
+  const Tp* dVn = dVng + d.head_row(b, hv, t0) * V;
+  const Tp* W = Wg + d.head_row(b, hv, t0) * K;
+  const Tp* U = Ug + d.head_row(b, hv, t0) * V;
+  const Tp* P = Pg + (((b * d.Hv + hv) * d.NC + n) * d.C) * d.C;
+  Tp* dWt = dWtg + d.head_row(b, hv, t0) * K;
+  Tp* dUt = dUtg + d.head_row(b, hv, t0) * V;
+  Tp* dQ = dqr + (d.Hv == d.Hk ? d.key_row(b, t0, hv) : d.head_row(b, hv, t0) * K);
+  Tp* dK = dkr + (d.Hv == d.Hk ? d.key_row(b, t0, hv) : d.head_row(b, hv, t0) * K);
+  const int64_t qs = key_stride;
+
+  // K K^T below the diagonal; dP = scale dO Vn^T on and below it (P and Gam are 0 above).
+  for_each_elem(L, L, [&](int i, int j) {
+    KK[i * C + j] = j < i ? dot(Kc + i * ks, Kc + j * ks, K) : Tp(0);
+    Tp dp = 0;
+    if (j <= i) {
+      Tp acc = 0;
+      for (int64_t cc = 0; cc < V; ++cc) acc += dO[i * vs + cc] * Vn[j * V + cc];
+      dp = sc * acc;
+    }
+    X[i * C + j] = dp;
+  });
+  // dQi = (scale eg) ⊙ (dO H^T), dKi = r ⊙ (Vn dH^T) into dQ, dK; sum(H ⊙ dH).
+  for_each_elem(L, static_cast<int>(K), [&](int i, int kk) {
+    Tp a = 0, e = 0;
+    for (int64_t cc = 0; cc < V; ++cc) a += dO[i * vs + cc] * H[kk * V + cc];
+    for (int64_t cc = 0; cc < V; ++cc) e += Vn[i * V + cc] * dH[kk * V + cc];
+    dQ[i * qs + kk] = sc * eg[i] * a;
+    dK[i * qs + kk] = r[i] * e;
+  });
+  Tp hdh = 0;
+  for (int64_t e = threadIdx.x; e < K * V; e += blockDim.x) hdh += H[e] * dH[e];
+  hdh = block_sum(hdh, red);  // synchronizes the block
+  // dgam = rowsum(dP ⊙ P) - colsum(dP ⊙ P) + rowdot(Q, dQi) - rowdot(K, dKi)
+  for (int i = threadIdx.x; i < L; i += blockDim.x) {
+    Tp rs = 0, cs = 0;
+    for (int j = 0; j < L; ++j) rs += X[i * C + j] * P[i * C + j];
+    for (int j = 0; j < L; ++j) cs += X[j * C + i] * P[j * C + i];
+    Tp gi = rs - cs;
+    gi += dot(Qc + i * ks, dQ + i * qs, K);
+    const Tp kdi = dot(Kc + i * ks, dK + i * qs, K);
+    kd[i] = kdi;
+    dgam[i] = gi - kdi;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    Tp kdsum = 0;
+    for (int i = 0; i < L; ++i) kdsum += kd[i];
+    dgam[L - 1] += eg[L - 1] * hdh + kdsum;
+  }
+  for_each_elem(L, L, [&](int i, int j) { X[i * C + j] *= Gam[i * C + j]; });  // dQK
+  __syncthreads();
+  // dQ += dQK K, dK += dQK^T Q
+  for_each_elem(L, static_cast<int>(K), [&](int i, int kk) {
+    Tp a = 0, e = 0;
+    for (int j = 0; j <= i; ++j) a += X[i * C + j] * Kc[j * ks + kk];
+    for (int j = i; j < L; ++j) e += X[j * C + i] * Qc[j * ks + kk];
+    dQ[i * qs + kk] += a;
+    dK[i * qs + kk] += e;
+  });
+  // dWt = A^T (-dVn H^T), dUt = A^T dVn: backward substitution x_i = rhs_i - sum_{j>i} Lm_ji x_j per column.
+  for (int64_t c = threadIdx.x; c < K + V; c += blockDim.x) {
+    const bool is_w = c < K;
+    Tp* x = is_w ? dWt + c : dUt + (c - K);
+    const int64_t xs = is_w ? K : V;
+    for (int i = L - 1; i >= 0; --i) {
+      Tp acc;
+      if (is_w) {
+        Tp s = 0;
+        for (int64_t cc = 0; cc < V; ++cc) s += dVn[i * V + cc] * H[c * V + cc];
+        acc = -s;
+      } else {
+        acc = dVn[i * V + (c - K)];
+      }
+      for (int j = i + 1; j < L; ++j) acc -= bt[j] * KK[j * C + i] * Gam[j * C + i] * x[j * xs];
+      x[i * xs] = acc;
+    }
+  }
+  __syncthreads();
+  // dK += (beta eg) ⊙ dWt, dV = beta ⊙ dUt; dbeta = eg ⊙ rowdot(K, dWt) + rowdot(V, dUt); dgam += beta eg ⊙ wk
+  for_each_elem(L, static_cast<int>(K), [&](int i, int kk) { dK[i * qs + kk] += bt[i] * eg[i] * dWt[i * K + kk]; });
+  for_each_elem(L, static_cast<int>(V),
+                [&](int i, int cc) { dv[d.value_row(b, t0 + i, hv) + cc] = bt[i] * dUt[i * V + cc]; });
+  for (int i = threadIdx.x; i < L; i += blockDim.x) {
+    const Tp wk = dot(Kc + i * ks, dWt + i * K, K);
+    db[i] = eg[i] * wk + dot(Vc + i * vs, dUt + i * V, V);
+    dgam[i] += bt[i] * eg[i] * wk;
+  }
+  // X = -(dWt W^T + dUt U^T) strictly below the diagonal (dl of the CPU)
+  for_each_elem(L, L, [&](int i, int j) {
+    Tp dl = 0;
+    if (j < i) dl = -(dot(dWt + i * K, W + j * K, K) + dot(dUt + i * V, U + j * V, V));
+    X[i * C + j] = dl;
+  });
+  __syncthreads();
+  // With m_ij = dl_ij Lm_ij: dgam_j += sum_{j'<j} m_jj' then -= m_ij for i > j (the CPU's order);
+  // dbeta_j += (dl_jj' Gam_jj') KK_jj'.
+  for (int j = threadIdx.x; j < L; j += blockDim.x) {
+    Tp dgi = 0, dbj = db[j];
+    for (int jj = 0; jj < j; ++jj) {
+      const Tp dl = X[j * C + jj];
+      dgi += dl * (bt[j] * KK[j * C + jj] * Gam[j * C + jj]);
+      dbj += dl * Gam[j * C + jj] * KK[j * C + jj];
+    }
+    Tp dgj = dgam[j] + dgi;
+    for (int i = j + 1; i < L; ++i) dgj -= X[i * C + j] * (bt[i] * KK[i * C + j] * Gam[i * C + j]);
+    dgam[j] = dgj;
+    db[j] = dbj;
+  }
+  __syncthreads();
+  for_each_elem(L, L, [&](int i, int j) { X[i * C + j] *= Gam[i * C + j]; });  // Pm
+  __syncthreads();
+  // dK += beta ⊙ (Pm K) + Pm^T (beta ⊙ K)
+  for_each_elem(L, static_cast<int>(K), [&](int i, int kk) {
+    Tp a = 0, e = 0;
+    for (int j = 0; j < i; ++j) a += X[i * C + j] * Kc[j * ks + kk];
+    for (int j = i + 1; j < L; ++j) e += X[j * C + i] * (bt[j] * Kc[j * ks + kk]);
+    Tp out = dK[i * qs + kk] + bt[i] * a;
+    dK[i * qs + kk] = out + e;
+  });
+  // dg = reverse cumsum of dgam (double), dbeta
+  if (threadIdx.x == 0) {
+    double acc = 0;
+    for (int i = L - 1; i >= 0; --i) {
+      acc += static_cast<double>(dgam[i]);
+      dg[d.gate(b, t0 + i, hv)] = static_cast<Tp>(acc);
+      dbeta[d.gate(b, t0 + i, hv)] = db[i];
+    }
+  }
+}
+
+// Step 6 (Hv > Hk): out [B,T,Hk,K] = sum over j = 0..G-1 of rows [B,Hv,T,K] of value head hk G + j.
+template <typename Tp>
+__global__ void key_head_sum_kernel(Dims d, Tp* __restrict__ out, const Tp* __restrict__ rows) {
+  const int64_t total = d.B * d.T * d.Hk * d.K;
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total; e += int64_t(blockDim.x) * gridDim.x) {
+    const int64_t kk = e % d.K, hk = (e / d.K) % d.Hk, t = (e / (d.K * d.Hk)) % d.T, b = e / (d.K * d.Hk * d.T);
+    Tp acc = 0;
+    for (int64_t j = 0; j < d.G; ++j) acc += rows[((b * d.Hv + hk * d.G + j) * d.T + t) * d.K + kk];
+    out[e] = acc;
+  }
+}
+
+// ---- host side ----
+
+Dims dims_of(const Tensor& q, const Tensor& v, int64_t chunk_size) {
+  Dims d{};
+  d.B = q.size(0);
+  d.T = q.size(1);
+  d.Hk = q.size(2);
+  d.K = q.size(3);
+  d.Hv = v.size(2);
+  d.V = v.size(3);
+  // A chunk longer than the sequence is the sequence (one chunk, L = T): sizing by min(C, T) changes no result.
+  d.C = std::max<int64_t>(1, std::min(chunk_size, d.T));
+  d.NC = chunk_size >= 1 ? (d.T + chunk_size - 1) / chunk_size : 0;
+  d.G = d.Hv / d.Hk;
+  return d;
+}
+
+void check_inputs(const char* name, const Dims& d, int64_t chunk_size, std::initializer_list<const Tensor*> ts) {
+  GDN_CHECK(chunk_size >= 1, "{}: chunk_size must be >= 1, got {}", name, chunk_size);
+  GDN_CHECK(d.Hk >= 1 && d.Hv % d.Hk == 0, "{}: Hv={} must be a multiple of Hk={}", name, d.Hv, d.Hk);
+  GDN_CHECK(d.K >= 1 && d.V >= 1, "{}: K={} and V={} must be >= 1", name, d.K, d.V);
+  GDN_CHECK(d.C <= 32768, "{}: chunk_size {} is too large (at most 32768)", name, d.C);
+  GDN_CHECK(d.B <= 65535 && d.Hv <= 65535, "{}: B={} and Hv={} must be <= 65535 (grid dimensions)", name, d.B, d.Hv);
+  for (const Tensor* t : ts)
+    if (t->defined()) GDN_CHECK(t->is_contiguous(), "{}: every tensor must be contiguous, got {}", name, t->str());
+}
+
+// Shared memory of the chunk kernels: vectors, then n_cc [C,C] matrices (prepare 2, chunk_grad 3) when they fit.
+size_t prepare_vec_smem(const Dims& d, size_t es) { return 2 * d.C * sizeof(double) + 3 * d.C * es; }
+size_t grad_vec_smem(const Dims& d, size_t es) { return 2 * d.C * sizeof(double) + (6 * d.C + 32) * es; }
+size_t state_smem(const Dims& d, size_t es) { return (d.K + d.C) * kVTile * es; }
+
+size_t smem_limit() {
+  int limit = 0;
+  CUDA_CHECK(cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, current_device()));
+  return static_cast<size_t>(limit);
+}
+
+// Shared-memory bytes of a chunk kernel and, when its n_cc [C,C] matrices do not fit, the global scratch that holds
+// them instead ([B,Hv,NC,n_cc,C,C]; an undefined tensor otherwise).
+template <typename Tp>
+std::pair<size_t, Tensor> chunk_smem(const Dims& d, size_t vec_bytes, int64_t n_cc, const Tensor& like) {
+  const size_t full = vec_bytes + static_cast<size_t>(n_cc * d.C * d.C) * sizeof(Tp);
+  if (full <= smem_limit()) return {full, Tensor()};
+  return {vec_bytes, Tensor::empty({d.B, d.Hv, d.NC, n_cc, d.C, d.C}, like.dtype(), like.device())};
+}
+
+// Raises the kernel's dynamic shared-memory limit when above 48 KB, after checking the device allows it.
+template <typename Kernel>
+void set_smem(Kernel kernel, size_t bytes, const char* name) {
+  const size_t limit = smem_limit();
+  GDN_CHECK(bytes <= limit,
+            "{}: needs {} bytes of shared memory per block, the device allows {} (smaller chunk_size or K)", name,
+            bytes, limit);
+  if (bytes > 48 * 1024)
+    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+}
+
+template <typename Tp>
+const Tp* ptr_or_null(const Tensor& t) {
+  return t.defined() ? t.data<Tp>() : nullptr;
+}
+template <typename Tp>
+Tp* mut_ptr_or_null(const Tensor& t) {
+  return t.defined() ? t.data<Tp>() : nullptr;
+}
+
+// Scratch of step 1: W [B,Hv,T,K], U [B,Hv,T,V], P [B,Hv,NC,C,C], eg, r [B,Hv,T].
+struct Prepared {
+  Tensor W, U, P, EG, R;
+};
+
+template <typename Tp>
+Prepared prepare(const Dims& d, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& g,
+                 const Tensor& beta) {
+  const Device dev = q.device();
+  Prepared p{Tensor::empty({d.B, d.Hv, d.T, d.K}, q.dtype(), dev), Tensor::empty({d.B, d.Hv, d.T, d.V}, q.dtype(), dev),
+             Tensor::empty({d.B, d.Hv, d.NC, d.C, d.C}, q.dtype(), dev),
+             Tensor::empty({d.B, d.Hv, d.T}, q.dtype(), dev), Tensor::empty({d.B, d.Hv, d.T}, q.dtype(), dev)};
+  const auto [smem, cc] = chunk_smem<Tp>(d, prepare_vec_smem(d, sizeof(Tp)), 2, q);
+  set_smem(prepare_chunk_kernel<Tp>, smem, "gated_delta_rule_chunked (prepare)");
+  const dim3 grid(static_cast<unsigned>(d.NC), static_cast<unsigned>(d.Hv), static_cast<unsigned>(d.B));
+  prepare_chunk_kernel<Tp><<<grid, kThreads, smem, current_stream()>>>(
+      d, p.W.data<Tp>(), p.U.data<Tp>(), p.P.data<Tp>(), p.EG.data<Tp>(), p.R.data<Tp>(), q.data<Tp>(), k.data<Tp>(),
+      v.data<Tp>(), g.data<Tp>(), beta.data<Tp>(), mut_ptr_or_null<Tp>(cc));
+  CUDA_CHECK_LAST();
+  return p;
+}
+
+dim3 state_grid(const Dims& d) {
+  return dim3(static_cast<unsigned>((d.V + kVTile - 1) / kVTile), static_cast<unsigned>(d.Hv),
+              static_cast<unsigned>(d.B));
+}
+
+void gated_delta_rule_chunked_forward(const Tensor& o, const Tensor& final_state, const Tensor& chunk_states,
+                                      const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& g,
+                                      const Tensor& beta, const Tensor& initial_state, double scale,
+                                      int64_t chunk_size) {
+  const char* name = "gated_delta_rule_chunked_forward";
+  const Dims d = dims_of(q, v, chunk_size);
+  check_inputs(name, d, chunk_size, {&o, &final_state, &chunk_states, &q, &k, &v, &g, &beta, &initial_state});
+  GDN_CHECK(!chunk_states.defined() || chunk_states.size(2) == d.NC, "{}: chunk_states must hold {} chunk states", name,
+            d.NC);
+  if (d.B == 0 || d.Hv == 0) return;  // nothing to compute: every output is empty
+  dispatch_float(q.dtype(), name, [&](auto tag) {
+    using Tp = decltype(tag);
+    Prepared p;
+    if (d.NC > 0) p = prepare<Tp>(d, q, k, v, g, beta);
+    const size_t smem = state_smem(d, sizeof(Tp));
+    set_smem(forward_state_kernel<Tp>, smem, name);
+    forward_state_kernel<Tp><<<state_grid(d), kThreads, smem, current_stream()>>>(
+        d, o.data<Tp>(), mut_ptr_or_null<Tp>(final_state), mut_ptr_or_null<Tp>(chunk_states), q.data<Tp>(),
+        k.data<Tp>(), ptr_or_null<Tp>(p.W), ptr_or_null<Tp>(p.U), ptr_or_null<Tp>(p.P), ptr_or_null<Tp>(p.EG),
+        ptr_or_null<Tp>(p.R), ptr_or_null<Tp>(initial_state), static_cast<Tp>(scale));
+    CUDA_CHECK_LAST();
+  });
+}
+
+void gated_delta_rule_chunked_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dg,
+                                       const Tensor& dbeta, const Tensor& dinitial_state, const Tensor& do_,
+                                       const Tensor& dfinal_state, const Tensor& q, const Tensor& k, const Tensor& v,
+                                       const Tensor& g, const Tensor& beta, const Tensor& chunk_states, double scale,
+                                       int64_t chunk_size) {
+  const char* name = "gated_delta_rule_chunked_backward";
+  const Dims d = dims_of(q, v, chunk_size);
+  check_inputs(
+      name, d, chunk_size,
+      {&dq, &dk, &dv, &dg, &dbeta, &dinitial_state, &do_, &dfinal_state, &q, &k, &v, &g, &beta, &chunk_states});
+  GDN_CHECK(chunk_states.defined() && chunk_states.size(2) == d.NC, "{}: chunk_states must hold {} chunk start states",
+            name, d.NC);
+  if (d.B == 0 || d.Hv == 0) return;  // nothing to compute: every output is empty
+  dispatch_float(q.dtype(), name, [&](auto tag) {
+    using Tp = decltype(tag);
+    const Device dev = q.device();
+    const Tp sc = static_cast<Tp>(scale);
+    Prepared p;
+    Tensor dHend, Vn, dVn;
+    if (d.NC > 0) {
+      p = prepare<Tp>(d, q, k, v, g, beta);
+      dHend = Tensor::empty({d.B, d.Hv, d.NC, d.K, d.V}, q.dtype(), dev);
+      Vn = Tensor::empty({d.B, d.Hv, d.T, d.V}, q.dtype(), dev);
+      dVn = Tensor::empty({d.B, d.Hv, d.T, d.V}, q.dtype(), dev);
+    }
+    const size_t ssmem = state_smem(d, sizeof(Tp));
+    set_smem(backward_state_kernel<Tp>, ssmem, name);
+    backward_state_kernel<Tp><<<state_grid(d), kThreads, ssmem, current_stream()>>>(
+        d, mut_ptr_or_null<Tp>(dinitial_state), mut_ptr_or_null<Tp>(dHend), mut_ptr_or_null<Tp>(Vn),
+        mut_ptr_or_null<Tp>(dVn), do_.data<Tp>(), ptr_or_null<Tp>(dfinal_state), q.data<Tp>(), k.data<Tp>(),
+        ptr_or_null<Tp>(p.W), ptr_or_null<Tp>(p.U), ptr_or_null<Tp>(p.P), ptr_or_null<Tp>(p.EG), ptr_or_null<Tp>(p.R),
+        chunk_states.data<Tp>(), sc);
+    CUDA_CHECK_LAST();
+    if (d.NC == 0) return;  // T = 0: no rows, only dinitial_state
+
+    const bool grouped = d.G > 1;
+    Tensor dqs = grouped ? Tensor::empty({d.B, d.Hv, d.T, d.K}, q.dtype(), dev) : dq;
+    Tensor dks = grouped ? Tensor::empty({d.B, d.Hv, d.T, d.K}, q.dtype(), dev) : dk;
+    Tensor dWt = Tensor::empty({d.B, d.Hv, d.T, d.K}, q.dtype(), dev);
+    Tensor dUt = Tensor::empty({d.B, d.Hv, d.T, d.V}, q.dtype(), dev);
+    const auto [gsmem, cc] = chunk_smem<Tp>(d, grad_vec_smem(d, sizeof(Tp)), 3, q);
+    set_smem(chunk_grad_kernel<Tp>, gsmem, name);
+    const dim3 grid(static_cast<unsigned>(d.NC), static_cast<unsigned>(d.Hv), static_cast<unsigned>(d.B));
+    chunk_grad_kernel<Tp><<<grid, kThreads, gsmem, current_stream()>>>(
+        d, dqs.data<Tp>(), dks.data<Tp>(), grouped ? d.K : d.Hk * d.K, dv.data<Tp>(), dg.data<Tp>(), dbeta.data<Tp>(),
+        dWt.data<Tp>(), dUt.data<Tp>(), do_.data<Tp>(), q.data<Tp>(), k.data<Tp>(), v.data<Tp>(), g.data<Tp>(),
+        beta.data<Tp>(), chunk_states.data<Tp>(), dHend.data<Tp>(), Vn.data<Tp>(), dVn.data<Tp>(), p.W.data<Tp>(),
+        p.U.data<Tp>(), p.P.data<Tp>(), sc, mut_ptr_or_null<Tp>(cc));
+    CUDA_CHECK_LAST();
+    if (grouped) {
+      const int64_t total = d.B * d.T * d.Hk * d.K;
+      key_head_sum_kernel<Tp><<<grid_for(total), kThreads, 0, current_stream()>>>(d, dq.data<Tp>(), dqs.data<Tp>());
+      CUDA_CHECK_LAST();
+      key_head_sum_kernel<Tp><<<grid_for(total), kThreads, 0, current_stream()>>>(d, dk.data<Tp>(), dks.data<Tp>());
+      CUDA_CHECK_LAST();
+    }
+  });
+}
+
+}  // namespace
+
+void register_delta_rule_chunked_kernels(KernelTable& t) {
+  t.gated_delta_rule_chunked_forward = gated_delta_rule_chunked_forward;
+  t.gated_delta_rule_chunked_backward = gated_delta_rule_chunked_backward;
+}
+
+}  // namespace gdn::cuda
