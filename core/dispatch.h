@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "core/tensor.h"
 
@@ -28,7 +29,8 @@ enum class ScalarOp : uint8_t { Add, Mul, Pow };  // x + s, x * s, x ^ s
 
 struct AdamWParams {
   double lr, beta1, beta2, eps, weight_decay;
-  int64_t step;  // 1-based, for bias correction
+  int64_t step;           // 1-based, for bias correction
+  double max_norm = 0;    // gradient clipping threshold on the global L2 norm (0 = no clipping)
 };
 
 // X(name, signature). Shapes use the project glossary; N = rows, V = vocabulary (classes).
@@ -69,9 +71,14 @@ struct AdamWParams {
   /* dx [N,D], dw [D] (overwritten) from dy [N,D]; contiguous */                                                \
   X(rms_norm_backward, void(const Tensor& dx, const Tensor& dw, const Tensor& dy, const Tensor& x,              \
                             const Tensor& w, const Tensor& rstd))                                               \
-  /* param, m, v updated in place by one AdamW step with decoupled weight decay; contiguous */                  \
-  X(adamw_step, void(const Tensor& param, const Tensor& m, const Tensor& v, const Tensor& grad,                 \
-                     const AdamWParams& p))                                                                    \
+  /* out [1] float64 = sum over every tensor of xs of its squared elements, accumulated in double; contiguous */ \
+  X(sum_squares, void(const Tensor& out, const std::vector<Tensor>& xs))                                        \
+  /* one AdamW step, in place, of every (params[i], ms[i], vs[i]) from grads[i] times the clip factor */         \
+  /* c = max_norm / (sqrt(grad_sq_norm) + 1e-6) if max_norm > 0 and the norm exceeds it, else 1; grad_sq_norm */ \
+  /* [1] float64 opt (undefined: c = 1); a non-finite norm skips the step (nothing changes); contiguous */        \
+  X(adamw_step, void(const std::vector<Tensor>& params, const std::vector<Tensor>& ms,                          \
+                     const std::vector<Tensor>& vs, const std::vector<Tensor>& grads,                           \
+                     const Tensor& grad_sq_norm, const AdamWParams& p))                                         \
   /* ---- Gated DeltaNet (ops/gated_deltanet.h); all contiguous; "opt" = may be undefined (absent) ---- */       \
   /* y [B,T,C] = act(bias + sum_w weight[c,w] x[t-W+1+w]); x [B,T,C], weight [C,W], bias [C] opt, */              \
   /* initial_state [B,C,W-1] opt (x before t=0), final_state [B,C,W-1] opt receives the last W-1 inputs */       \

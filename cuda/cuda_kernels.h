@@ -7,12 +7,14 @@ namespace gdn::cuda {
 
 void register_elementwise_kernels(KernelTable& t);  // cuda/elementwise.cu
 void register_gemm_kernels(KernelTable& t);         // cuda/gemm_cublas.cpp
+void register_optimizer_kernels(KernelTable& t);     // cuda/optimizer.cu
 void register_delta_rule_chunked_kernels(KernelTable& t);  // cuda/delta_rule_chunked.cu
 void register_delta_rule_recurrent_kernels(KernelTable& t);  // cuda/delta_rule_recurrent.cu
 
 inline void register_cuda_kernels(KernelTable& t) {
   register_elementwise_kernels(t);
   register_gemm_kernels(t);
+  register_optimizer_kernels(t);
   register_delta_rule_chunked_kernels(t);
   register_delta_rule_recurrent_kernels(t);
 }

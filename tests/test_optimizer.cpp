@@ -221,3 +221,37 @@ TEST_CASE("progress: not a TTY prints a few plain lines") {
   CHECK(text.find("val 3.10") != std::string::npos);
   CHECK(text.find("eval: val loss 3.50\n") != std::string::npos);
 }
+
+TEST_CASE("optimizer: clipping inside the AdamW step equals clip_grad_norm then a plain step") {
+  Generator gen(5);
+  Tensor a0 = randn({4, 3}, gen, kFloat64), b0 = randn({6}, gen, kFloat64);
+  Tensor a1 = clone(a0).set_requires_grad(true), b1 = clone(b0).set_requires_grad(true);
+  Tensor a2 = clone(a0).set_requires_grad(true), b2 = clone(b0).set_requires_grad(true);
+  AdamW host_clip({{"a", a1, true}, {"b", b1, false}}, 0.9, 0.95, 1e-8, 0.1);
+  AdamW fused({{"a", a2, true}, {"b", b2, false}}, 0.9, 0.95, 1e-8, 0.1);
+  for (int s = 0; s < 3; ++s) {
+    two_param_backward(a1, b1);
+    two_param_backward(a2, b2);
+    const double norm = clip_grad_norm({a1, b1}, 0.5);
+    Tensor sq = grad_norm_squared({a2, b2});
+    REQUIRE(sq.defined());
+    CHECK(std::sqrt(sq.item()) == doctest::Approx(norm).epsilon(1e-14));
+    CHECK(norm > 0.5);  // the clip is active
+    host_clip.step(1e-2);
+    fused.step(1e-2, sq, 0.5);
+    zero_grad({a1, b1, a2, b2});
+  }
+  CHECK(test::max_abs_diff(a1, a2) < 1e-14);
+  CHECK(test::max_abs_diff(b1, b2) < 1e-14);
+}
+
+TEST_CASE("optimizer: a non-finite gradient norm leaves parameters and moments unchanged") {
+  Tensor p = Tensor::from_vector({1.0, 2.0}, {2}, kFloat64).set_requires_grad(true);
+  AdamW opt({{"p", p, true}}, 0.9, 0.95, 1e-8, 0.1);
+  for (double bad : {INFINITY, NAN}) {
+    p.set_grad(Tensor::from_vector({bad, 1.0}, {2}, kFloat64));
+    opt.step(0.1, grad_norm_squared({p}), 1.0);
+    CHECK(p.to_double_vector() == std::vector<double>{1.0, 2.0});
+    for (const auto& [name, t] : opt.state_tensors()) CHECK(t.to_double_vector() == std::vector<double>{0.0, 0.0});
+  }
+}

@@ -1,4 +1,5 @@
-// train/optimizer.cpp — AdamW over the adamw_step kernel, the warmup + decay schedule, global-norm clipping.
+// train/optimizer.cpp — AdamW over the adamw_step kernel (one call per parameter group), the warmup + decay
+// schedule, global-norm clipping.
 // Formulas and conventions: optimizer.h.
 #include "train/optimizer.h"
 
@@ -28,9 +29,13 @@ AdamW::AdamW(std::vector<NamedParameter> params, double beta1, double beta2, dou
   }
 }
 
-void AdamW::step(double lr) {
+void AdamW::step(double lr, const Tensor& grad_sq_norm, double max_norm) {
   NoGradGuard no_grad;
   ++steps_taken_;
+  // Two groups (with and without weight decay), one kernel call each, over every parameter that has a gradient.
+  struct Group {
+    std::vector<Tensor> params, ms, vs, grads;
+  } groups[2];
   for (size_t i = 0; i < params_.size(); ++i) {
     const NamedParameter& p = params_[i];
     Tensor grad = p.value.grad();
@@ -38,8 +43,19 @@ void AdamW::step(double lr) {
     GDN_CHECK(grad.shape() == p.value.shape() && grad.dtype() == p.value.dtype() && grad.device() == p.value.device(),
               "AdamW: gradient {} of '{}' does not match the parameter {}", grad.str(), p.name, p.value.str());
     if (!grad.is_contiguous()) grad = contiguous(grad);
-    AdamWParams hp{lr, beta1_, beta2_, eps_, p.decay ? weight_decay_ : 0.0, steps_taken_};
-    kernels::adamw_step(p.value.device(), p.value, exp_avg_[i], exp_avg_sq_[i], grad, hp);
+    Group& g = groups[p.decay ? 1 : 0];
+    GDN_CHECK(g.params.empty() || (g.params[0].dtype() == p.value.dtype() && g.params[0].device() == p.value.device()),
+              "AdamW: parameter '{}' is {} on {}, unlike the others", p.name, p.value.dtype(), p.value.device());
+    g.params.push_back(p.value);
+    g.ms.push_back(exp_avg_[i]);
+    g.vs.push_back(exp_avg_sq_[i]);
+    g.grads.push_back(grad);
+  }
+  for (int decay = 0; decay < 2; ++decay) {
+    const Group& g = groups[decay];
+    if (g.params.empty()) continue;
+    AdamWParams hp{lr, beta1_, beta2_, eps_, decay ? weight_decay_ : 0.0, steps_taken_, max_norm};
+    kernels::adamw_step(g.params[0].device(), g.params, g.ms, g.vs, g.grads, grad_sq_norm, hp);
   }
 }
 
@@ -102,23 +118,28 @@ double learning_rate_at(int64_t step, int64_t total_steps, int64_t warmup_steps,
   return floor + (lr - floor) * f;
 }
 
-double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
+Tensor grad_norm_squared(const std::vector<Tensor>& params) {
   NoGradGuard no_grad;
-  // Sum of squares on the device, one float64 scalar; only the final total crosses to the host.
-  Tensor total;
   std::vector<Tensor> grads;
   for (const Tensor& p : params) {
     Tensor g = p.grad();
-    if (!g.defined()) continue;
-    grads.push_back(g);
-    Tensor sq = to_dtype(sum(g * g), kFloat64);  // the sum_to kernel accumulates in double
-    total = total.defined() ? total + sq : sq;
+    if (g.defined()) grads.push_back(g.is_contiguous() ? g : contiguous(g));
   }
-  if (!total.defined()) return 0.0;
-  const double norm = std::sqrt(total.item());
+  if (grads.empty()) return Tensor();
+  Tensor out = Tensor::empty({1}, kFloat64, grads[0].device());
+  kernels::sum_squares(out.device(), out, grads);
+  return out;
+}
+
+double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
+  NoGradGuard no_grad;
+  Tensor sq = grad_norm_squared(params);
+  if (!sq.defined()) return 0.0;
+  const double norm = std::sqrt(sq.item());
   if (max_norm > 0 && std::isfinite(norm) && norm > max_norm) {
     const double scale = max_norm / (norm + 1e-6);
-    for (const Tensor& g : grads) mul_(g, scale);
+    for (const Tensor& p : params)
+      if (p.grad().defined()) mul_(p.grad(), scale);
   }
   return norm;
 }

@@ -4,7 +4,9 @@
 //   m = beta1 m + (1 - beta1) g            v = beta2 v + (1 - beta2) g^2
 //   mhat = m / (1 - beta1^t)               vhat = v / (1 - beta2^t)          t = 1, 2, ... (1-based)
 //   p = p (1 - lr wd) - lr mhat / (sqrt(vhat) + eps)
-// The update itself is one device kernel per parameter (kernels::adamw_step, ops/cpu/nn_cpu.cpp). The m ("exp_avg")
+// The update is one kernel call per parameter group (kernels::adamw_step over a list of tensors: one launch on the
+// GPU; ops/cpu/optimizer_cpu.cpp and cuda/optimizer.cu), the groups being "with" and "without" weight decay; it can
+// apply the global-norm clip factor itself, computed on the device from the squared norm. The m ("exp_avg")
 // and v ("exp_avg_sq") buffers are allocated once in the constructor, zeros with the parameter's dtype and device,
 // so a step allocates nothing. Parameters marked decay = false (norm weights, biases, gate parameters, by the
 // caller's choice) get weight_decay 0.
@@ -37,8 +39,10 @@ class AdamW {
   AdamW(std::vector<NamedParameter> params, double beta1, double beta2, double eps, double weight_decay);
 
   // One update of every parameter that has a .grad() (others are left alone), at learning rate lr. Runs under a
-  // NoGradGuard. Does not zero the gradients.
-  void step(double lr);
+  // NoGradGuard. Does not zero the gradients. With grad_sq_norm (grad_norm_squared(), on the parameters' device) and
+  // max_norm > 0 the gradients are clipped to that global norm inside the update, and a non-finite norm makes the
+  // update a no-op (the step counter still moves) — all on the device, without the host reading the norm.
+  void step(double lr, const Tensor& grad_sq_norm = Tensor(), double max_norm = 0);
   int64_t steps_taken() const { return steps_taken_; }
 
   // The moment buffers under PyTorch's names, "exp_avg.<name>" then "exp_avg_sq.<name>" per parameter, in parameter
@@ -74,5 +78,9 @@ double learning_rate_at(int64_t step, int64_t total_steps, int64_t warmup_steps,
 // decides whether to skip the step). Returns the norm before clipping.
 // Host sync: reads ONE number (the squared norm) back to the host per call, on any device.
 double clip_grad_norm(const std::vector<Tensor>& params, double max_norm);
+
+// The squared global L2 norm of the .grad() of params as a float64 [1] tensor on their device (one sum_squares
+// kernel, accumulated in double; nothing is read back). Undefined when no parameter has a gradient.
+Tensor grad_norm_squared(const std::vector<Tensor>& params);
 
 }  // namespace gdn

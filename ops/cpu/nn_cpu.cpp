@@ -1,4 +1,4 @@
-// ops/cpu/nn_cpu.cpp — CPU kernels of the neural-network ops: embedding, fused cross-entropy, RMSNorm, AdamW.
+// ops/cpu/nn_cpu.cpp — CPU kernels of the neural-network ops: embedding, fused cross-entropy, RMSNorm.
 //
 // Row-parallel loops (OpenMP) with per-row work in the element type and reductions in double:
 //   cross-entropy: loss_i = logsumexp(x_i) - x_i[t_i] with the max subtracted first (stable); the backward rebuilds
@@ -164,33 +164,6 @@ void rms_norm_backward(const Tensor& dx, const Tensor& dw, const Tensor& dy, con
   });
 }
 
-void adamw_step(const Tensor& param, const Tensor& m, const Tensor& v, const Tensor& grad, const AdamWParams& p) {
-  GDN_CHECK(param.is_contiguous() && m.is_contiguous() && v.is_contiguous() && grad.is_contiguous(),
-            "adamw_step: contiguous only");
-  const int64_t n = param.numel();
-  const double bc1 = 1.0 - std::pow(p.beta1, static_cast<double>(p.step));
-  const double bc2 = 1.0 - std::pow(p.beta2, static_cast<double>(p.step));
-  dispatch_float(param.dtype(), "adamw_step", [&](auto tag_) {
-    using scalar_t = decltype(tag_);
-    using T = scalar_t;
-    T* w = param.data<T>();
-    T* mp = m.data<T>();
-    T* vp = v.data<T>();
-    const T* g = grad.data<T>();
-    const T b1 = static_cast<T>(p.beta1), b2 = static_cast<T>(p.beta2);
-    const T decay = static_cast<T>(1.0 - p.lr * p.weight_decay);
-    const T step_size = static_cast<T>(p.lr / bc1);
-    const T inv_sqrt_bc2 = static_cast<T>(1.0 / std::sqrt(bc2));
-    const T eps = static_cast<T>(p.eps);
-#pragma omp parallel for if (n >= kParallelGrain)
-    for (int64_t i = 0; i < n; ++i) {
-      mp[i] = b1 * mp[i] + (T(1) - b1) * g[i];
-      vp[i] = b2 * vp[i] + (T(1) - b2) * g[i] * g[i];
-      w[i] = w[i] * decay - step_size * mp[i] / (std::sqrt(vp[i]) * inv_sqrt_bc2 + eps);
-    }
-  });
-}
-
 }  // namespace
 
 void register_nn_kernels(KernelTable& t) {
@@ -200,7 +173,6 @@ void register_nn_kernels(KernelTable& t) {
   t.cross_entropy_backward = cross_entropy_backward;
   t.rms_norm_forward = rms_norm_forward;
   t.rms_norm_backward = rms_norm_backward;
-  t.adamw_step = adamw_step;
 }
 
 }  // namespace gdn::cpu

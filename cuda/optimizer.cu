@@ -1,0 +1,182 @@
+// cuda/optimizer.cu — CUDA twins of ops/cpu/optimizer_cpu.cpp: the squared global gradient norm and the AdamW step,
+// each ONE launch over a whole list of tensors (llm.c and PyTorch's "multi-tensor apply" idea).
+//
+// The list travels to the device as a small table (one row per tensor: its first element's index in the
+// concatenation of all tensors, and its data pointers), copied asynchronously through the pinned staging of the
+// copier, so nothing waits. Threads walk the concatenated index space with a grid-stride loop; each thread finds its
+// tensor by advancing through the table (its indices only grow), so any mix of tiny and huge tensors costs one launch.
+//   sum_squares: pass 1, a fixed number of blocks (a function of the total size only) each add their grid-stride share
+//   of x^2 in double and reduce it with block_sum; pass 2, one block adds the partials in block order. The order of
+//   every addition is fixed, so the result is the same bits every run (it differs from the CPU's order by rounding).
+//   adamw_step: the formula of the CPU twin, element by element in the parameter's type, with the clip factor
+//   c = max_norm / (norm + 1e-6) read from the device-side squared norm (1 when it is undefined or below max_norm);
+//   a non-finite norm makes every thread return at once, so nothing changes.
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "cuda/cuda_kernels.h"
+#include "cuda/launch.h"
+
+namespace gdn::cuda {
+
+namespace {
+
+constexpr int kPartials = 1024;  // at most this many blocks in sum_squares' first pass
+
+// One row of the tensor table (int64 fields so the table is an int64 tensor on the device).
+struct TensorRow {
+  int64_t begin;  // index of the tensor's first element in the concatenation
+  int64_t p, m, v, g;  // device pointers (m, v, g unused by sum_squares)
+};
+static_assert(sizeof(TensorRow) == 5 * sizeof(int64_t), "TensorRow is five int64");
+
+// Uploads the rows (plus a sentinel row whose begin is the total) as an int64 tensor on `device`.
+Tensor upload_table(std::vector<TensorRow>& rows, int64_t total, Device device) {
+  rows.push_back({total, 0, 0, 0, 0});
+  std::vector<int64_t> flat(rows.size() * 5);
+  std::memcpy(flat.data(), rows.data(), flat.size() * sizeof(int64_t));
+  return Tensor::from_int64(flat, {static_cast<int64_t>(flat.size())}, device);
+}
+
+// The row of element i, starting the search at row k (rows are visited in increasing order of i).
+__device__ inline int advance_row(const TensorRow* rows, int k, int64_t i) {
+  while (i >= rows[k + 1].begin) ++k;
+  return k;
+}
+
+template <typename T>
+__global__ void sum_squares_partials_kernel(double* partials, const TensorRow* rows, int64_t total) {
+  __shared__ double scratch[32];
+  double s = 0;
+  int k = 0;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(blockDim.x) * gridDim.x) {
+    k = advance_row(rows, k, i);
+    const double x = static_cast<double>(reinterpret_cast<const T*>(rows[k].p)[i - rows[k].begin]);
+    s += x * x;
+  }
+  s = block_sum(s, scratch);
+  if (threadIdx.x == 0) partials[blockIdx.x] = s;
+}
+
+__global__ void sum_partials_kernel(double* out, const double* partials, int n) {
+  __shared__ double scratch[32];
+  double s = 0;
+  for (int i = threadIdx.x; i < n; i += blockDim.x) s += partials[i];
+  s = block_sum(s, scratch);
+  if (threadIdx.x == 0) out[0] = s;
+}
+
+void sum_squares(const Tensor& out, const std::vector<Tensor>& xs) {
+  GDN_CHECK(out.dtype() == kFloat64 && out.numel() == 1 && out.device().is_cuda(),
+            "CUDA sum_squares: out must be one float64 on the device");
+  if (xs.empty()) {
+    CUDA_CHECK(cudaMemsetAsync(out.data<double>(), 0, sizeof(double), current_stream()));
+    return;
+  }
+  const DType dt = xs[0].dtype();
+  std::vector<TensorRow> rows;
+  int64_t total = 0;
+  for (const Tensor& x : xs) {
+    GDN_CHECK(x.is_contiguous() && x.dtype() == dt && x.device() == out.device(),
+              "CUDA sum_squares: contiguous tensors of one dtype on {}", out.device());
+    if (x.numel() == 0) continue;
+    rows.push_back({total, reinterpret_cast<int64_t>(x.raw_data()), 0, 0, 0});
+    total += x.numel();
+  }
+  Tensor table = upload_table(rows, total, out.device());
+  const unsigned blocks = grid_for(total, kThreads, kPartials);
+  Tensor partials = Tensor::empty({blocks}, kFloat64, out.device());
+  const auto* tr = reinterpret_cast<const TensorRow*>(table.data<int64_t>());
+  dispatch_float(dt, "CUDA sum_squares", [&](auto tag) {
+    using T = decltype(tag);
+    sum_squares_partials_kernel<T><<<blocks, kThreads, 0, current_stream()>>>(partials.data<double>(), tr, total);
+    CUDA_CHECK_LAST();
+  });
+  sum_partials_kernel<<<1, kPartials, 0, current_stream()>>>(out.data<double>(), partials.data<double>(),
+                                                             static_cast<int>(blocks));
+  CUDA_CHECK_LAST();
+}
+
+struct AdamWConstants {
+  double beta1, beta2, step_size, inv_sqrt_bc2, eps, decay, max_norm;
+};
+
+template <typename T>
+__global__ void adamw_kernel(const TensorRow* rows, int64_t total, const double* grad_sq_norm, AdamWConstants c) {
+  double clip = 1.0;
+  if (grad_sq_norm != nullptr) {
+    const double norm = sqrt(grad_sq_norm[0]);
+    if (!isfinite(norm)) return;  // the whole step is skipped
+    if (c.max_norm > 0 && norm > c.max_norm) clip = c.max_norm / (norm + 1e-6);
+  }
+  const T b1 = static_cast<T>(c.beta1), b2 = static_cast<T>(c.beta2), scale = static_cast<T>(clip);
+  const T decay = static_cast<T>(c.decay), step_size = static_cast<T>(c.step_size);
+  const T inv_sqrt_bc2 = static_cast<T>(c.inv_sqrt_bc2), eps = static_cast<T>(c.eps);
+  int k = 0;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(blockDim.x) * gridDim.x) {
+    k = advance_row(rows, k, i);
+    const TensorRow& r = rows[k];
+    const int64_t j = i - r.begin;
+    T* w = reinterpret_cast<T*>(r.p);
+    T* mp = reinterpret_cast<T*>(r.m);
+    T* vp = reinterpret_cast<T*>(r.v);
+    const T gi = reinterpret_cast<const T*>(r.g)[j] * scale;
+    const T m = b1 * mp[j] + (T(1) - b1) * gi;
+    const T v = b2 * vp[j] + (T(1) - b2) * gi * gi;
+    mp[j] = m;
+    vp[j] = v;
+    w[j] = w[j] * decay - step_size * m / (sqrt(v) * inv_sqrt_bc2 + eps);
+  }
+}
+
+void adamw_step(const std::vector<Tensor>& params, const std::vector<Tensor>& ms, const std::vector<Tensor>& vs,
+                const std::vector<Tensor>& grads, const Tensor& grad_sq_norm, const AdamWParams& p) {
+  GDN_CHECK(ms.size() == params.size() && vs.size() == params.size() && grads.size() == params.size(),
+            "CUDA adamw_step: {} params, {} m, {} v, {} grads", params.size(), ms.size(), vs.size(), grads.size());
+  if (params.empty()) return;
+  const DType dt = params[0].dtype();
+  const Device device = params[0].device();
+  std::vector<TensorRow> rows;
+  int64_t total = 0;
+  for (size_t k = 0; k < params.size(); ++k) {
+    for (const Tensor* t : {&params[k], &ms[k], &vs[k], &grads[k]}) {
+      GDN_CHECK(t->is_contiguous() && t->dtype() == dt && t->device() == device && t->numel() == params[k].numel(),
+                "CUDA adamw_step: tensor {} must be contiguous, {} on {} with {} elements", k, dt, device,
+                params[k].numel());
+    }
+    if (params[k].numel() == 0) continue;
+    rows.push_back({total, reinterpret_cast<int64_t>(params[k].raw_data()), reinterpret_cast<int64_t>(ms[k].raw_data()),
+                    reinterpret_cast<int64_t>(vs[k].raw_data()), reinterpret_cast<int64_t>(grads[k].raw_data())});
+    total += params[k].numel();
+  }
+  if (total == 0) return;
+  const double* norm = nullptr;
+  if (grad_sq_norm.defined()) {
+    GDN_CHECK(grad_sq_norm.dtype() == kFloat64 && grad_sq_norm.numel() == 1 && grad_sq_norm.device() == device,
+              "CUDA adamw_step: grad_sq_norm must be one float64 on {}", device);
+    norm = grad_sq_norm.data<double>();
+  }
+  const double bc1 = 1.0 - std::pow(p.beta1, static_cast<double>(p.step));
+  const double bc2 = 1.0 - std::pow(p.beta2, static_cast<double>(p.step));
+  const AdamWConstants c{p.beta1, p.beta2, p.lr / bc1, 1.0 / std::sqrt(bc2), p.eps, 1.0 - p.lr * p.weight_decay,
+                         p.max_norm};
+  Tensor table = upload_table(rows, total, device);
+  const auto* tr = reinterpret_cast<const TensorRow*>(table.data<int64_t>());
+  dispatch_float(dt, "CUDA adamw_step", [&](auto tag) {
+    using T = decltype(tag);
+    adamw_kernel<T><<<grid_for(total), kThreads, 0, current_stream()>>>(tr, total, norm, c);
+    CUDA_CHECK_LAST();
+  });
+}
+
+}  // namespace
+
+void register_optimizer_kernels(KernelTable& t) {
+  t.sum_squares = sum_squares;
+  t.adamw_step = adamw_step;
+}
+
+}  // namespace gdn::cuda
