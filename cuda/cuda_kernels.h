@@ -7,10 +7,14 @@ namespace gdn::cuda {
 
 void register_elementwise_kernels(KernelTable& t);  // cuda/elementwise.cu
 void register_gemm_kernels(KernelTable& t);         // cuda/gemm_cublas.cpp
+void register_reduce_kernels(KernelTable& t);       // cuda/reduce.cu
+void register_nn_kernels(KernelTable& t);           // cuda/nn.cu
 
 inline void register_cuda_kernels(KernelTable& t) {
   register_elementwise_kernels(t);
   register_gemm_kernels(t);
+  register_reduce_kernels(t);
+  register_nn_kernels(t);
 }
 
 }  // namespace gdn::cuda
