@@ -110,6 +110,8 @@ __device__ inline int64_t lower_bound(const uint32_t* keys, int64_t n, uint32_t 
   return lo;
 }
 
+constexpr int kCols = 4;  // columns per thread of embedding_backward_kernel
+
 // Block (tpr, 256 / tpr): threadIdx.y picks a vocabulary row v, threadIdx.x runs along D.
 template <typename T>
 __global__ void embedding_backward_kernel(T* __restrict__ dw, const T* __restrict__ dout,
@@ -118,10 +120,25 @@ __global__ void embedding_backward_kernel(T* __restrict__ dw, const T* __restric
   for (int64_t v = blockIdx.x * int64_t(blockDim.y) + threadIdx.y; v < V; v += int64_t(gridDim.x) * blockDim.y) {
     const int64_t lo = lower_bound(keys, N, static_cast<uint32_t>(v));
     const int64_t hi = lower_bound(keys, N, static_cast<uint32_t>(v + 1));
-    for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
-      T acc = T(0);
-      for (int64_t k = lo; k < hi; ++k) acc += dout[static_cast<int64_t>(pos[k]) * D + d];
-      dw[v * D + d] = acc;
+    // Each thread keeps kCols columns (blockDim.x apart) in registers, so every position k issues kCols independent
+    // loads; each column still adds its rows in position order.
+    for (int64_t d0 = threadIdx.x; d0 < D; d0 += int64_t(kCols) * blockDim.x) {
+      T acc[kCols];
+#pragma unroll
+      for (int u = 0; u < kCols; ++u) acc[u] = T(0);
+      for (int64_t k = lo; k < hi; ++k) {
+        const T* src = dout + static_cast<int64_t>(pos[k]) * D;
+#pragma unroll
+        for (int u = 0; u < kCols; ++u) {
+          const int64_t d = d0 + int64_t(u) * blockDim.x;
+          if (d < D) acc[u] += src[d];
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < kCols; ++u) {
+        const int64_t d = d0 + int64_t(u) * blockDim.x;
+        if (d < D) dw[v * D + d] = acc[u];
+      }
     }
   }
 }
