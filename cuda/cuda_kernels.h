@@ -10,6 +10,8 @@ void register_gemm_kernels(KernelTable& t);         // cuda/gemm_cublas.cpp
 void register_optimizer_kernels(KernelTable& t);     // cuda/optimizer.cu
 void register_delta_rule_chunked_kernels(KernelTable& t);  // cuda/delta_rule_chunked.cu
 void register_delta_rule_recurrent_kernels(KernelTable& t);  // cuda/delta_rule_recurrent.cu
+void register_reduce_kernels(KernelTable& t);       // cuda/reduce.cu
+void register_nn_kernels(KernelTable& t);           // cuda/nn.cu
 
 inline void register_cuda_kernels(KernelTable& t) {
   register_elementwise_kernels(t);
@@ -17,6 +19,8 @@ inline void register_cuda_kernels(KernelTable& t) {
   register_optimizer_kernels(t);
   register_delta_rule_chunked_kernels(t);
   register_delta_rule_recurrent_kernels(t);
+  register_reduce_kernels(t);
+  register_nn_kernels(t);
 }
 
 }  // namespace gdn::cuda
