@@ -495,7 +495,8 @@ void case_gemm(Ctx& c) {
 
 void case_embedding_forward(Ctx& c) {
   for (DType idt : {kInt32, kInt64}) {
-    for (auto [N, V, D] : {std::tuple<int64_t, int64_t, int64_t>{130, 50, 100}, {37, 1000, 37}, {1, 7, 128}}) {
+    const std::tuple<int64_t, int64_t, int64_t> shapes[] = {{130, 50, 100}, {37, 1000, 37}, {1, 7, 128}};
+    for (auto [N, V, D] : shapes) {
       c.run(fmt::format("N{} V{} D{} ids {}", N, V, D, dtype_name(idt)), [&] {
         Tensor w = c.normal({V, D}), ids = c.ids({N}, V, idt);  // N > V: ids repeat
         Tensor o = Ctx::out({N, D}, c.dt), og = c.gpu(o);
@@ -510,8 +511,8 @@ void case_embedding_forward(Ctx& c) {
 void case_embedding_backward(Ctx& c) {
   for (DType idt : {kInt32, kInt64}) {
     // V50 < N: repeated ids (sums); V = N: the MoE-like scatter (rows to rows, some hit twice, some never).
-    for (auto [N, V, D] : {std::tuple<int64_t, int64_t, int64_t>{130, 50, 100}, {260, 260, 64}, {37, 1000, 37},
-                           {1, 7, 128}}) {
+    const std::tuple<int64_t, int64_t, int64_t> shapes[] = {{130, 50, 100}, {260, 260, 64}, {37, 1000, 37}, {1, 7, 128}};
+    for (auto [N, V, D] : shapes) {
       c.run(fmt::format("N{} V{} D{} ids {}", N, V, D, dtype_name(idt)), [&] {
         Tensor dout = c.normal({N, D}), ids = c.ids({N}, V, idt);
         Tensor dw = Ctx::out({V, D}, c.dt), dwg = c.gpu(dw);
