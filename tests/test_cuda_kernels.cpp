@@ -13,7 +13,9 @@
 //   "cuda: every kernel in the list has a CUDA twin" — register_cuda_kernels fills every cell (no GPU; needs a CUDA
 //     build, else SKIPPED).
 //   "cuda harness: <family>" — the cases of one family on the device (SKIPPED without a CUDA build or device).
-// Run alone: gdn_tests -tc='cuda*'; GDN_HARNESS_REPORT=<file> writes every comparison as a markdown table.
+// Run alone: gdn_tests -tc='cuda*'. GDN_HARNESS_REPORT=<file> writes every comparison of this process as a markdown
+// table (rewritten after each family), so one run of the binary gives the table of every family; under ctest each
+// case is its own process and the file holds the last family only.
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
