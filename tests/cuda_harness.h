@@ -49,7 +49,11 @@ inline const KernelTable& cuda_kernels() { return kernel_table(DeviceType::CUDA)
 // Everything a case needs: the device, the dtype of this pass, the generator, and the comparison.
 class Ctx {
  public:
-  Ctx(Device device, DType dtype, uint64_t seed) : dev(device), dt(dtype), gen(seed) {}
+  // device: where the twins live; under_test: the kernel column checked against the CPU (the CUDA column, or the
+  // CPU column itself for the harness self-test, which runs every case on the CPU and must find zero errors).
+  Ctx(Device device, DType dtype, uint64_t seed, const KernelTable& under_test)
+      : dev(device), dt(dtype), gen(seed), table_(&under_test) {}
+  const KernelTable& under_test() const { return *table_; }
 
   Device dev;
   DType dt;
@@ -97,6 +101,7 @@ class Ctx {
   std::string tag;     // set by run()
 
  private:
+  const KernelTable* table_;
   void record(const std::string& output, double error, double tol);
 };
 

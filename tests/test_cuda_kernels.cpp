@@ -12,6 +12,8 @@
 //   "cuda harness: every kernel in the list has a harness case" — the registry against the X-macro list (no GPU).
 //   "cuda: every kernel in the list has a CUDA twin" — register_cuda_kernels fills every cell (no GPU; needs a CUDA
 //     build, else SKIPPED).
+//   "cuda harness: self-test with the CPU column on both sides" — every case with the CPU as "device" (no GPU):
+//     valid inputs, every comparison within tolerance (about 2500 comparisons).
 //   "cuda harness: <family>" — the cases of one family on the device (SKIPPED without a CUDA build or device).
 // Run alone: gdn_tests -tc='cuda*'. GDN_HARNESS_REPORT=<file> writes every comparison of this process as a markdown
 // table (rewritten after each family), so one run of the binary gives the table of every family; under ctest each
@@ -182,21 +184,21 @@ void case_fill(Ctx& c) {
     c.run(fmt::format("[37,100] value {}", value), [&] {
       Tensor o = Ctx::out({37, 100}, c.dt), og = c.gpu(o);
       cpu_kernels().fill(o, value);
-      need_cuda(cuda_kernels().fill, "fill")(og, value);
+      need_cuda(c.under_test().fill, "fill")(og, value);
       c.compare("out", og, o, 0.0);
     });
   }
   c.run("[37,100] strided out", [&] {
     Tensor o = sparse_out_view(c, 37, 100), og = c.gpu(o);
     cpu_kernels().fill(o, -3.25);
-    need_cuda(cuda_kernels().fill, "fill")(og, -3.25);
+    need_cuda(c.under_test().fill, "fill")(og, -3.25);
     c.compare("out", og, o, 0.0);
     c.compare_outside_view("out", og, o);
   });
   c.run("[1]", [&] {
     Tensor o = Ctx::out({1}, c.dt), og = c.gpu(o);
     cpu_kernels().fill(o, 1.5);
-    need_cuda(cuda_kernels().fill, "fill")(og, 1.5);
+    need_cuda(c.under_test().fill, "fill")(og, 1.5);
     c.compare("out", og, o, 0.0);
   });
   if (c.dt == kFloat64) {  // integer outputs: once, in the float64 pass
@@ -204,7 +206,7 @@ void case_fill(Ctx& c) {
       c.run(fmt::format("[37,100] {}", dtype_name(idt)), [&] {
         Tensor o = Ctx::out({37, 100}, idt), og = c.gpu(o);
         cpu_kernels().fill(o, 7.0);
-        need_cuda(cuda_kernels().fill, "fill")(og, 7.0);
+        need_cuda(c.under_test().fill, "fill")(og, 7.0);
         c.compare("out", og, o, 0.0);
       });
     }
@@ -215,7 +217,7 @@ void case_copy(Ctx& c) {
   auto both = [&](const Tensor& o, const Tensor& in) {
     Tensor og = c.gpu(o), ig = c.gpu(in);
     cpu_kernels().copy(o, in);
-    need_cuda(cuda_kernels().copy, "copy")(og, ig);
+    need_cuda(c.under_test().copy, "copy")(og, ig);
     c.compare("out", og, o, 0.0);  // a copy is exact, conversions round the same way
     if (!o.is_contiguous()) c.compare_outside_view("out", og, o);
   };
@@ -286,7 +288,7 @@ void case_unary(Ctx& c) {
         Tensor o = tout ? sparse_out_view(c, 37, 100) : Ctx::out({37, 100}, c.dt);
         Tensor og = c.gpu(o);
         cpu_kernels().unary(u.op, o, x);
-        need_cuda(cuda_kernels().unary, "unary")(u.op, og, c.gpu(x));
+        need_cuda(c.under_test().unary, "unary")(u.op, og, c.gpu(x));
         c.compare("out", og, o, c.simple());
         if (tout) c.compare_outside_view("out", og, o);
       });
@@ -307,7 +309,7 @@ void case_unary_backward(Ctx& c) {
         Tensor dy = strided ? transposed(c.normal({100, 37})) : c.normal({37, 100});
         Tensor dx = Ctx::out({37, 100}, c.dt), dxg = c.gpu(dx);
         cpu_kernels().unary_backward(u.op, dx, dy, x, y);
-        need_cuda(cuda_kernels().unary_backward, "unary_backward")(u.op, dxg, c.gpu(dy), c.gpu(x), c.gpu(y));
+        need_cuda(c.under_test().unary_backward, "unary_backward")(u.op, dxg, c.gpu(dy), c.gpu(x), c.gpu(y));
         c.compare("dx", dxg, dx, c.simple());
       });
     }
@@ -321,7 +323,7 @@ void case_binary(Ctx& c) {
     auto both = [&](const Tensor& o, const Tensor& a, const Tensor& b) {
       Tensor og = c.gpu(o);
       cpu_kernels().binary(op, o, a, b);
-      need_cuda(cuda_kernels().binary, "binary")(op, og, c.gpu(a), c.gpu(b));
+      need_cuda(c.under_test().binary, "binary")(op, og, c.gpu(a), c.gpu(b));
       c.compare("out", og, o, c.simple());
       if (!o.is_contiguous()) c.compare_outside_view("out", og, o);
     };
@@ -361,7 +363,7 @@ void case_scalar(Ctx& c) {
         x = transpose ? transposed(x) : x.as_strided({37, 100}, {100, 1}, 0);
         Tensor o = Ctx::out({37, 100}, c.dt), og = c.gpu(o);
         cpu_kernels().scalar(op, o, x, s);
-        need_cuda(cuda_kernels().scalar, "scalar")(op, og, c.gpu(x), s);
+        need_cuda(c.under_test().scalar, "scalar")(op, og, c.gpu(x), s);
         c.compare("out", og, o, c.simple());
       });
     }
@@ -383,7 +385,7 @@ void case_sum_to(Ctx& c) {
       Tensor x = c.normal(in_shape, 1.0, 0.5);
       Tensor o = Ctx::out(out_shape, c.dt), og = c.gpu(o);
       cpu_kernels().sum_to(o, x);
-      need_cuda(cuda_kernels().sum_to, "sum_to")(og, c.gpu(x));
+      need_cuda(c.under_test().sum_to, "sum_to")(og, c.gpu(x));
       c.compare("out", og, o, c.simple());
     });
   }
@@ -391,14 +393,14 @@ void case_sum_to(Ctx& c) {
     Tensor x = transposed(c.normal({100, 37}, 1.0, 0.5));
     Tensor o = Ctx::out({37, 1}, c.dt), og = c.gpu(o);
     cpu_kernels().sum_to(o, x);
-    need_cuda(cuda_kernels().sum_to, "sum_to")(og, c.gpu(x));
+    need_cuda(c.under_test().sum_to, "sum_to")(og, c.gpu(x));
     c.compare("out", og, o, c.simple());
   });
   c.run("[6,4,5] broadcast from [6,1,5] -> [1,4,1]", [&] {
     Tensor x = broadcast_view(c.normal({6, 1, 5}, 1.0, 0.5), {6, 4, 5});
     Tensor o = Ctx::out({1, 4, 1}, c.dt), og = c.gpu(o);
     cpu_kernels().sum_to(o, x);
-    need_cuda(cuda_kernels().sum_to, "sum_to")(og, c.gpu(x));
+    need_cuda(c.under_test().sum_to, "sum_to")(og, c.gpu(x));
     c.compare("out", og, o, c.simple());
   });
 }
@@ -422,7 +424,7 @@ void case_max_dim(Ctx& c) {
         Tensor values = Ctx::out(rs, c.dt), indices = Ctx::out(rs, kInt64);
         Tensor vg = c.gpu(values), ig = c.gpu(indices);
         cpu_kernels().max_dim(values, indices, x, dim);
-        need_cuda(cuda_kernels().max_dim, "max_dim")(vg, ig, c.gpu(x), dim);
+        need_cuda(c.under_test().max_dim, "max_dim")(vg, ig, c.gpu(x), dim);
         c.compare("values", vg, values, 0.0);  // a maximum is one of the inputs: exact
         c.compare("indices", ig, indices, 0.0);
       });
@@ -439,7 +441,7 @@ void case_scatter_dim(Ctx& c) {
       Tensor dy = c.normal(rs), idx = c.ids(rs, shape[static_cast<size_t>(dim)]);
       Tensor dx = Ctx::out(shape, c.dt), dxg = c.gpu(dx);
       cpu_kernels().scatter_dim(dx, dy, idx, dim);
-      need_cuda(cuda_kernels().scatter_dim, "scatter_dim")(dxg, c.gpu(dy), c.gpu(idx), dim);
+      need_cuda(c.under_test().scatter_dim, "scatter_dim")(dxg, c.gpu(dy), c.gpu(idx), dim);
       c.compare("dx", dxg, dx, 0.0);  // copies and zeros: exact
     });
   }
@@ -486,7 +488,7 @@ void case_gemm(Ctx& c) {
       Tensor o = g.beta != 0 ? c.normal({g.P, g.M, g.N}) : Ctx::out({g.P, g.M, g.N}, c.dt);
       Tensor og = c.gpu(o);
       cpu_kernels().gemm(o, a, b, g.alpha, g.beta);
-      need_cuda(cuda_kernels().gemm, "gemm")(og, c.gpu(a), c.gpu(b), g.alpha, g.beta);
+      need_cuda(c.under_test().gemm, "gemm")(og, c.gpu(a), c.gpu(b), g.alpha, g.beta);
       c.compare("out", og, o, c.simple());
     });
   }
@@ -503,7 +505,7 @@ void case_embedding_forward(Ctx& c) {
         Tensor w = c.normal({V, D}), ids = c.ids({N}, V, idt);  // N > V: ids repeat
         Tensor o = Ctx::out({N, D}, c.dt), og = c.gpu(o);
         cpu_kernels().embedding_forward(o, w, ids);
-        need_cuda(cuda_kernels().embedding_forward, "embedding_forward")(og, c.gpu(w), c.gpu(ids));
+        need_cuda(c.under_test().embedding_forward, "embedding_forward")(og, c.gpu(w), c.gpu(ids));
         c.compare("out", og, o, 0.0);  // a gather: exact
       });
     }
@@ -519,7 +521,7 @@ void case_embedding_backward(Ctx& c) {
         Tensor dout = c.normal({N, D}), ids = c.ids({N}, V, idt);
         Tensor dw = Ctx::out({V, D}, c.dt), dwg = c.gpu(dw);
         cpu_kernels().embedding_backward(dw, dout, ids);
-        need_cuda(cuda_kernels().embedding_backward, "embedding_backward")(dwg, c.gpu(dout), c.gpu(ids));
+        need_cuda(c.under_test().embedding_backward, "embedding_backward")(dwg, c.gpu(dout), c.gpu(ids));
         c.compare("dweight", dwg, dw, c.simple());
       });
     }
@@ -529,7 +531,7 @@ void case_embedding_backward(Ctx& c) {
       Tensor dout = c.normal({64, 100}), ids = Ctx::with_dtype(Tensor::from_int64(perm, {64}), idt);
       Tensor dw = Ctx::out({64, 100}, c.dt), dwg = c.gpu(dw);
       cpu_kernels().embedding_backward(dw, dout, ids);
-      need_cuda(cuda_kernels().embedding_backward, "embedding_backward")(dwg, c.gpu(dout), c.gpu(ids));
+      need_cuda(c.under_test().embedding_backward, "embedding_backward")(dwg, c.gpu(dout), c.gpu(ids));
       c.compare("dweight", dwg, dw, 0.0);  // one row each: exact
     });
   }
@@ -560,7 +562,7 @@ void case_cross_entropy_forward(Ctx& c) {
       Tensor loss = Ctx::out({1}, c.dt), lse = Ctx::out({s.N}, c.dt), count = Ctx::out({1}, c.dt);
       Tensor lg = c.gpu(loss), lseg = c.gpu(lse), cg = c.gpu(count);
       cpu_kernels().cross_entropy_forward(loss, lse, count, logits, t, s.ignore_index);
-      need_cuda(cuda_kernels().cross_entropy_forward, "cross_entropy_forward")(lg, lseg, cg, c.gpu(logits), c.gpu(t),
+      need_cuda(c.under_test().cross_entropy_forward, "cross_entropy_forward")(lg, lseg, cg, c.gpu(logits), c.gpu(t),
                                                                                s.ignore_index);
       c.compare("loss", lg, loss, c.simple());
       c.compare("lse", lseg, lse, c.simple());
@@ -578,7 +580,7 @@ void case_cross_entropy_backward(Ctx& c) {
       Tensor dloss = c.uniform({1}, 0.5, 2.0);
       Tensor dl = Ctx::out({s.N, s.V}, c.dt), dlg = c.gpu(dl);
       cpu_kernels().cross_entropy_backward(dl, dloss, logits, lse, count, t, s.ignore_index);
-      need_cuda(cuda_kernels().cross_entropy_backward, "cross_entropy_backward")(
+      need_cuda(c.under_test().cross_entropy_backward, "cross_entropy_backward")(
           dlg, c.gpu(dloss), c.gpu(logits), c.gpu(lse), c.gpu(count), c.gpu(t), s.ignore_index);
       c.compare("dlogits", dlg, dl, c.simple());
     });
@@ -594,7 +596,7 @@ void case_rms_norm_forward(Ctx& c) {
       Tensor x = c.normal(s, 2.0), w = c.normal({D}, 1.0, 1.0);
       Tensor y = Ctx::out(s, c.dt), r = Ctx::out({N}, c.dt), yg = c.gpu(y), rg = c.gpu(r);
       cpu_kernels().rms_norm_forward(y, r, x, w, 1e-6);
-      need_cuda(cuda_kernels().rms_norm_forward, "rms_norm_forward")(yg, rg, c.gpu(x), c.gpu(w), 1e-6);
+      need_cuda(c.under_test().rms_norm_forward, "rms_norm_forward")(yg, rg, c.gpu(x), c.gpu(w), 1e-6);
       c.compare("y", yg, y, c.simple());
       c.compare("rstd", rg, r, c.simple());
     });
@@ -610,7 +612,7 @@ void case_rms_norm_backward(Ctx& c) {
       cpu_kernels().rms_norm_forward(y, r, x, w, 1e-6);
       Tensor dx = Ctx::out(s, c.dt), dw = Ctx::out({D}, c.dt), dxg = c.gpu(dx), dwg = c.gpu(dw);
       cpu_kernels().rms_norm_backward(dx, dw, dy, x, w, r);
-      need_cuda(cuda_kernels().rms_norm_backward, "rms_norm_backward")(dxg, dwg, c.gpu(dy), c.gpu(x), c.gpu(w),
+      need_cuda(c.under_test().rms_norm_backward, "rms_norm_backward")(dxg, dwg, c.gpu(dy), c.gpu(x), c.gpu(w),
                                                                        c.gpu(r));
       c.compare("dx", dxg, dx, c.simple());
       c.compare("dw", dwg, dw, c.simple());
@@ -627,7 +629,7 @@ void case_adamw_step(Ctx& c) {
         Tensor w = c.normal({n}), m = c.normal({n}, 0.01), v = c.uniform({n}, 1e-6, 1e-3), g = c.normal({n}, 0.1);
         Tensor wg = c.gpu(w), mg = c.gpu(m), vg = c.gpu(v);  // in place: twins of the same start values
         cpu_kernels().adamw_step(w, m, v, g, p);
-        need_cuda(cuda_kernels().adamw_step, "adamw_step")(wg, mg, vg, c.gpu(g), p);
+        need_cuda(c.under_test().adamw_step, "adamw_step")(wg, mg, vg, c.gpu(g), p);
         c.compare("param", wg, w, c.simple());
         c.compare("m", mg, m, c.simple());
         c.compare("v", vg, v, c.simple());
@@ -687,21 +689,27 @@ std::vector<HarnessCase> all_cases() {
   return all;
 }
 
-// Runs every case of one family on the device, float32 then float64, and rewrites the report.
-void run_family(const std::string& family) {
-  std::optional<Device> dev = gdn::test::cuda_device_or_skip();
-  if (!dev) return;
+// Runs every case of one family (all families when empty), float32 then float64, with the twins on `dev` and the
+// kernels of `under_test`; returns the number of cases run.
+int run_cases(const std::string& family, Device dev, const KernelTable& under_test) {
   int ran = 0;
   for (const HarnessCase& h : all_cases()) {
-    if (family != h.family) continue;
+    if (!family.empty() && family != h.family) continue;
     for (DType dt : {kFloat32, kFloat64}) {
-      Ctx c(*dev, dt, 20240601);
+      Ctx c(dev, dt, 20240601, under_test);
       c.kernel = h.kernel;
       h.run(c);
     }
     ++ran;
   }
-  CHECK_MESSAGE(ran > 0, "family '" << family << "' has no cases");
+  return ran;
+}
+
+// The doctest case of one family: on the CUDA device against the CUDA column, then the report is rewritten.
+void run_family(const std::string& family) {
+  std::optional<Device> dev = gdn::test::cuda_device_or_skip();
+  if (!dev) return;
+  CHECK_MESSAGE(run_cases(family, *dev, cuda_kernels()) > 0, "family '" << family << "' has no cases");
   write_report();
 }
 
@@ -724,6 +732,16 @@ TEST_CASE("cuda harness: every kernel in the list has a harness case") {
     CHECK_MESSAGE(std::find(kFamilies.begin(), kFamilies.end(), h.family) != kFamilies.end(),
                   "harness case '" << name << "' names family '" << h.family << "', which no doctest case runs");
   }
+}
+
+// The harness checked against itself, no GPU needed: every case runs with the CPU column on both sides, so every
+// input is valid for the CPU kernels (no GDN_CHECK fires) and every comparison passes. (Not "exactly zero": with
+// several OpenMP threads a few CPU reductions merge per-thread sums in varying order.)
+TEST_CASE("cuda harness: self-test with the CPU column on both sides") {
+  const size_t first = report_rows().size();
+  CHECK(run_cases("", kCPU, cpu_kernels()) == static_cast<int>(kernel_list().size()));
+  CHECK(report_rows().size() - first > 1000);
+  report_rows().resize(first);  // not part of the GPU report
 }
 
 TEST_CASE("cuda: every kernel in the list has a CUDA twin") {

@@ -40,7 +40,7 @@ void case_causal_conv1d_forward(Ctx& c) {
               Tensor y = Ctx::out({s.B, s.T, s.C}, c.dt), yg = c.gpu(y);
               Tensor fin = with_final ? Ctx::out({s.B, s.C, s.W - 1}, c.dt) : Tensor(), fing = c.gpu(fin);
               cpu_kernels().causal_conv1d_forward(y, fin, x, w, bias, init, silu);
-              need_cuda(cuda_kernels().causal_conv1d_forward, "causal_conv1d_forward")(
+              need_cuda(c.under_test().causal_conv1d_forward, "causal_conv1d_forward")(
                   yg, fing, c.gpu(x), c.gpu(w), c.gpu(bias), c.gpu(init), silu);
               c.compare("y", yg, y, c.simple());
               if (with_final) c.compare("final_state", fing, fin, 0.0);  // copies of inputs: exact
@@ -67,7 +67,7 @@ void case_causal_conv1d_backward(Ctx& c) {
                   Tensor dinit = init_mode == 1 ? Ctx::out({s.B, s.C, s.W - 1}, c.dt) : Tensor();
                   Tensor dxg = c.gpu(dx), dwg = c.gpu(dw), dbg = c.gpu(db), dinitg = c.gpu(dinit);
                   cpu_kernels().causal_conv1d_backward(dx, dw, db, dinit, dy, x, w, bias, init, silu);
-                  need_cuda(cuda_kernels().causal_conv1d_backward, "causal_conv1d_backward")(
+                  need_cuda(c.under_test().causal_conv1d_backward, "causal_conv1d_backward")(
                       dxg, dwg, dbg, dinitg, c.gpu(dy), c.gpu(x), c.gpu(w), c.gpu(bias), c.gpu(init), silu);
                   c.compare("dx", dxg, dx, c.simple());
                   c.compare("dweight", dwg, dw, c.simple());
@@ -93,7 +93,7 @@ void case_l2norm_forward(Ctx& c) {
       Tensor x = c.normal(s, 2.0);
       Tensor y = Ctx::out(s, c.dt), r = Ctx::out(without_last(s), c.dt), yg = c.gpu(y), rg = c.gpu(r);
       cpu_kernels().l2norm_forward(y, r, x, 1e-6);
-      need_cuda(cuda_kernels().l2norm_forward, "l2norm_forward")(yg, rg, c.gpu(x), 1e-6);
+      need_cuda(c.under_test().l2norm_forward, "l2norm_forward")(yg, rg, c.gpu(x), 1e-6);
       c.compare("y", yg, y, c.simple());
       c.compare("rstd", rg, r, c.simple());
     });
@@ -108,7 +108,7 @@ void case_l2norm_backward(Ctx& c) {
       cpu_kernels().l2norm_forward(y, r, x, 1e-6);
       Tensor dx = Ctx::out(s, c.dt), dxg = c.gpu(dx);
       cpu_kernels().l2norm_backward(dx, dy, y, r);
-      need_cuda(cuda_kernels().l2norm_backward, "l2norm_backward")(dxg, c.gpu(dy), c.gpu(y), c.gpu(r));
+      need_cuda(c.under_test().l2norm_backward, "l2norm_backward")(dxg, c.gpu(dy), c.gpu(y), c.gpu(r));
       c.compare("dx", dxg, dx, c.simple());
     });
   }
@@ -120,7 +120,7 @@ void case_rms_norm_gated_forward(Ctx& c) {
       Tensor x = c.normal(s, 2.0), z = c.normal(s, 2.0), w = c.normal({s.back()}, 1.0, 1.0);
       Tensor y = Ctx::out(s, c.dt), r = Ctx::out(without_last(s), c.dt), yg = c.gpu(y), rg = c.gpu(r);
       cpu_kernels().rms_norm_gated_forward(y, r, x, z, w, 1e-6);
-      need_cuda(cuda_kernels().rms_norm_gated_forward, "rms_norm_gated_forward")(yg, rg, c.gpu(x), c.gpu(z),
+      need_cuda(c.under_test().rms_norm_gated_forward, "rms_norm_gated_forward")(yg, rg, c.gpu(x), c.gpu(z),
                                                                                  c.gpu(w), 1e-6);
       c.compare("y", yg, y, c.simple());
       c.compare("rstd", rg, r, c.simple());
@@ -137,7 +137,7 @@ void case_rms_norm_gated_backward(Ctx& c) {
       Tensor dx = Ctx::out(s, c.dt), dz = Ctx::out(s, c.dt), dw = Ctx::out({s.back()}, c.dt);
       Tensor dxg = c.gpu(dx), dzg = c.gpu(dz), dwg = c.gpu(dw);
       cpu_kernels().rms_norm_gated_backward(dx, dz, dw, dy, x, z, w, r);
-      need_cuda(cuda_kernels().rms_norm_gated_backward, "rms_norm_gated_backward")(
+      need_cuda(c.under_test().rms_norm_gated_backward, "rms_norm_gated_backward")(
           dxg, dzg, dwg, c.gpu(dy), c.gpu(x), c.gpu(z), c.gpu(w), c.gpu(r));
       c.compare("dx", dxg, dx, c.simple());
       c.compare("dz", dzg, dz, c.simple());
@@ -160,7 +160,7 @@ void case_gdn_gate_forward(Ctx& c) {
         Tensor A_log = c.uniform({H}, -1.0, 2.0), dt_bias = c.normal({H});
         Tensor g = Ctx::out(s, c.dt), beta = Ctx::out(s, c.dt), gg = c.gpu(g), betag = c.gpu(beta);
         cpu_kernels().gdn_gate_forward(g, beta, a, b, A_log, dt_bias);
-        need_cuda(cuda_kernels().gdn_gate_forward, "gdn_gate_forward")(gg, betag, c.gpu(a), c.gpu(b), c.gpu(A_log),
+        need_cuda(c.under_test().gdn_gate_forward, "gdn_gate_forward")(gg, betag, c.gpu(a), c.gpu(b), c.gpu(A_log),
                                                                        c.gpu(dt_bias));
         c.compare("g", gg, g, c.simple());
         c.compare("beta", betag, beta, c.simple());
@@ -180,7 +180,7 @@ void case_gdn_gate_backward(Ctx& c) {
         Tensor da = Ctx::out(s, c.dt), db = Ctx::out(s, c.dt), dA = Ctx::out({H}, c.dt), ddt = Ctx::out({H}, c.dt);
         Tensor dag = c.gpu(da), dbg = c.gpu(db), dAg = c.gpu(dA), ddtg = c.gpu(ddt);
         cpu_kernels().gdn_gate_backward(da, db, dA, ddt, dg, dbeta, a, b, A_log, dt_bias);
-        need_cuda(cuda_kernels().gdn_gate_backward, "gdn_gate_backward")(
+        need_cuda(c.under_test().gdn_gate_backward, "gdn_gate_backward")(
             dag, dbg, dAg, ddtg, c.gpu(dg), c.gpu(dbeta), c.gpu(a), c.gpu(b), c.gpu(A_log), c.gpu(dt_bias));
         c.compare("da", dag, da, c.simple());
         c.compare("db", dbg, db, c.simple());
@@ -253,7 +253,7 @@ void case_recurrent_forward(Ctx& c) {
         Tensor o = Ctx::out({s.B, s.T, s.Hv, s.V}, c.dt), og = c.gpu(o);
         Tensor fs = var.final_or_dfinal ? Ctx::out({s.B, s.Hv, s.K, s.V}, c.dt) : Tensor(), fsg = c.gpu(fs);
         cpu_kernels().gated_delta_rule_recurrent_forward(o, fs, in.q, in.k, in.v, in.g, in.beta, in.s0, in.scale);
-        need_cuda(cuda_kernels().gated_delta_rule_recurrent_forward, "gated_delta_rule_recurrent_forward")(
+        need_cuda(c.under_test().gated_delta_rule_recurrent_forward, "gated_delta_rule_recurrent_forward")(
             og, fsg, c.gpu(in.q), c.gpu(in.k), c.gpu(in.v), c.gpu(in.g), c.gpu(in.beta), c.gpu(in.s0), in.scale);
         c.compare("o", og, o, c.delta(kTolO));
         if (fs.defined()) c.compare("final_state", fsg, fs, c.delta(kTolState));
@@ -297,7 +297,7 @@ void case_recurrent_backward(Ctx& c) {
         DrGrads cpu(s, c.dt, var.chunk_states_or_dinit), gpu(cpu, c);
         cpu_kernels().gated_delta_rule_recurrent_backward(cpu.dq, cpu.dk, cpu.dv, cpu.dg, cpu.dbeta, cpu.ds0, d_o, dfs,
                                                           in.q, in.k, in.v, in.g, in.beta, in.s0, in.scale);
-        need_cuda(cuda_kernels().gated_delta_rule_recurrent_backward, "gated_delta_rule_recurrent_backward")(
+        need_cuda(c.under_test().gated_delta_rule_recurrent_backward, "gated_delta_rule_recurrent_backward")(
             gpu.dq, gpu.dk, gpu.dv, gpu.dg, gpu.dbeta, gpu.ds0, c.gpu(d_o), c.gpu(dfs), c.gpu(in.q), c.gpu(in.k),
             c.gpu(in.v), c.gpu(in.g), c.gpu(in.beta), c.gpu(in.s0), in.scale);
         compare_grads(c, gpu, cpu);
@@ -319,7 +319,7 @@ void case_chunked_forward(Ctx& c) {
         Tensor csg = c.gpu(cs);
         cpu_kernels().gated_delta_rule_chunked_forward(o, fs, cs, in.q, in.k, in.v, in.g, in.beta, in.s0, in.scale,
                                                        s.chunk);
-        need_cuda(cuda_kernels().gated_delta_rule_chunked_forward, "gated_delta_rule_chunked_forward")(
+        need_cuda(c.under_test().gated_delta_rule_chunked_forward, "gated_delta_rule_chunked_forward")(
             og, fsg, csg, c.gpu(in.q), c.gpu(in.k), c.gpu(in.v), c.gpu(in.g), c.gpu(in.beta), c.gpu(in.s0), in.scale,
             s.chunk);
         c.compare("o", og, o, c.delta(kTolO));
@@ -344,7 +344,7 @@ void case_chunked_backward(Ctx& c) {
         DrGrads cpu(s, c.dt, var.chunk_states_or_dinit), gpu(cpu, c);
         cpu_kernels().gated_delta_rule_chunked_backward(cpu.dq, cpu.dk, cpu.dv, cpu.dg, cpu.dbeta, cpu.ds0, d_o, dfs,
                                                         in.q, in.k, in.v, in.g, in.beta, cs, in.scale, s.chunk);
-        need_cuda(cuda_kernels().gated_delta_rule_chunked_backward, "gated_delta_rule_chunked_backward")(
+        need_cuda(c.under_test().gated_delta_rule_chunked_backward, "gated_delta_rule_chunked_backward")(
             gpu.dq, gpu.dk, gpu.dv, gpu.dg, gpu.dbeta, gpu.ds0, c.gpu(d_o), c.gpu(dfs), c.gpu(in.q), c.gpu(in.k),
             c.gpu(in.v), c.gpu(in.g), c.gpu(in.beta), c.gpu(cs), in.scale, s.chunk);
         compare_grads(c, gpu, cpu);
