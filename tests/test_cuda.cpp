@@ -1,23 +1,19 @@
-// tests/test_cuda.cpp — every CUDA kernel against its CPU twin on random data (never zeros), including strided and
-// broadcast operands, dtype conversion, and a backward pass run on the device.
+// tests/test_cuda.cpp — CUDA ops through the op layer against the CPU on random data (never zeros), including strided
+// and broadcast operands, dtype conversion, and a backward pass run on the device. Each kernel on its own, at many
+// shapes, is checked by the harness in tests/test_cuda_kernels.cpp.
 //
 // Runs only where the CUDA backend is compiled in and a device is visible (the lent H100); elsewhere each case
-// reports that it was skipped. The CPU result is the truth; float64 must agree to 1e-12 and float32 to 1e-6.
+// prints one "SKIPPED: " line and ctest reports it as skipped. The CPU result is the truth; float64 must agree to
+// 1e-12 and float32 to 1e-6.
 #include "tests/test_helpers.h"
 #include "train/device.h"
 
 using namespace gdn;
 
 namespace {
-bool have_cuda() {
-  if (!cuda_compiled_in()) return false;
-  try {
-    init_device("cuda");
-    return true;
-  } catch (const std::exception&) {
-    return false;
-  }
-}
+// True where the CUDA backend is compiled in and a device is visible; elsewhere prints the one "SKIPPED: " line by
+// which ctest reports the case as skipped (tests/test_helpers.h).
+bool have_cuda() { return gdn::test::cuda_device_or_skip().has_value(); }
 
 // Elementwise relative error, for elementwise kernels.
 double max_rel_diff(const Tensor& gpu, const Tensor& cpu) {
@@ -41,10 +37,7 @@ double normwise_diff(const Tensor& gpu, const Tensor& cpu) {
 }  // namespace
 
 TEST_CASE("cuda: fill, unary and scalar kernels match the CPU") {
-  if (!have_cuda()) {
-    MESSAGE("skipped: no CUDA backend or no CUDA device here");
-    return;
-  }
+  if (!have_cuda()) return;
   const Device cuda{DeviceType::CUDA, 0};
   Generator gen(42);
   for (DType dt : {kFloat32, kFloat64}) {
@@ -81,10 +74,7 @@ TEST_CASE("cuda: fill, unary and scalar kernels match the CPU") {
 }
 
 TEST_CASE("cuda: gemm (cuBLAS) matches the CPU for plain, transposed and batched operands") {
-  if (!have_cuda()) {
-    MESSAGE("skipped: no CUDA backend or no CUDA device here");
-    return;
-  }
+  if (!have_cuda()) return;
   const Device cuda{DeviceType::CUDA, 0};
   Generator gen(7);
   NoGradGuard no_grad;  // matmul's backward needs kernels the CUDA column does not have yet
@@ -105,10 +95,7 @@ TEST_CASE("cuda: gemm (cuBLAS) matches the CPU for plain, transposed and batched
 }
 
 TEST_CASE("cuda: strided copy, dtype conversion, broadcasting binary ops, and a backward on the device") {
-  if (!have_cuda()) {
-    MESSAGE("skipped: no CUDA backend or no CUDA device here");
-    return;
-  }
+  if (!have_cuda()) return;
   const Device cuda{DeviceType::CUDA, 0};
   Generator gen(11);
   for (DType dt : {kFloat32, kFloat64}) {
@@ -147,10 +134,7 @@ TEST_CASE("cuda: strided copy, dtype conversion, broadcasting binary ops, and a 
 }
 
 TEST_CASE("cuda: a kernel that does not exist yet fails loudly by name") {
-  if (!have_cuda()) {
-    MESSAGE("skipped: no CUDA backend or no CUDA device here");
-    return;
-  }
+  if (!have_cuda()) return;
   Tensor a = to_device(Tensor::from_vector({1, 2, 3, 4}, {2, 2}), Device{DeviceType::CUDA, 0});
   CHECK_THROWS_WITH_AS(sum(a), doctest::Contains("'sum_to' is not implemented for device cuda:0"), Error);
 }

@@ -1,11 +1,23 @@
-// tests/test_helpers.h — shared helpers for the op tests: random fp64 inputs, non-contiguous views, and a
-// CHECK_GRADCHECK macro that prints gradcheck's located message on failure.
+// tests/test_helpers.h — shared helpers for the op tests: random fp64 inputs, non-contiguous views, a
+// CHECK_GRADCHECK macro that prints gradcheck's located message on failure, and the skip of device-only cases.
 #pragma once
 
 #include <doctest/doctest.h>
 
+#include <cstdio>
+#include <optional>
+#include <string>
+
 #include "autograd/gradcheck.h"
 #include "ops/ops.h"
+#include "train/device.h"
+
+#ifndef GDN_WITH_CUDA
+#define GDN_WITH_CUDA 0  // 1 when gdn_cuda is linked (its compile definition reaches the tests through gdn_train)
+#endif
+#if GDN_WITH_CUDA
+#include "cuda/cuda_backend.h"
+#endif
 
 namespace gdn::test {
 
@@ -40,6 +52,29 @@ inline double max_abs_diff(const Tensor& a, const Tensor& b) {
   double m = 0;
   for (size_t i = 0; i < x.size(); ++i) m = std::max(m, std::fabs(x[i] - y[i]));
   return m;
+}
+
+// Prints the one line by which ctest reports a case as skipped: tests/CMakeLists.txt gives every discovered test
+// SKIP_REGULAR_EXPRESSION "SKIPPED: ". No other output of the suite may contain that text.
+inline void report_skipped(const std::string& why) {
+  std::printf("SKIPPED: %s\n", why.c_str());
+  std::fflush(stdout);
+}
+
+// The CUDA device with the backend registered, or nothing after printing the SKIPPED line when this build has no
+// CUDA backend or no device is visible. A device that is visible but fails to start is an error, not a skip.
+inline std::optional<Device> cuda_device_or_skip() {
+  if (!cuda_compiled_in()) {
+    report_skipped("this build has no CUDA backend (configure with -DGDN_CUDA=ON)");
+    return std::nullopt;
+  }
+#if GDN_WITH_CUDA
+  if (!cuda::cuda_available()) {
+    report_skipped("no CUDA device is visible on this machine");
+    return std::nullopt;
+  }
+#endif
+  return init_device("cuda");
 }
 
 }  // namespace gdn::test

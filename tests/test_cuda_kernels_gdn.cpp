@@ -1,0 +1,375 @@
+// tests/test_cuda_kernels_gdn.cpp — the harness cases of the Gated DeltaNet kernels (see tests/test_cuda_kernels.cpp
+// for the machinery and the doctest cases that run them): causal conv1d, l2norm, gated RMSNorm, the gate, and the
+// gated delta rule in recurrent and chunked form, forward and backward.
+//
+// Inputs follow the model's ranges: q, k l2-normalised, beta = sigmoid(N(0, 1)) in (0, 1), gates g = logsigmoid of
+// a normal (about -3..0) or "strong" g uniform in [-30, -0.001] (states decay to nothing within a chunk); every
+// optional tensor (bias, initial/final states, chunk states, their gradients) is run present and absent. Shapes
+// cover T = 1, T below, at, and above the chunk (63, 64, 65, 130 with chunk 64; chunk 16), Hv = Hk and Hv = 2 Hk,
+// K and V in {32, 64, 100, 128} with K != V. Tolerances (normwise): float64 1e-12 for the small operators and 1e-10
+// for the delta rule; float32 1e-5 for the small operators, for the delta rule o 5e-3, dq/dk/dv 8e-3,
+// dg/dbeta 2e-2, states 5e-3.
+#include "tests/cuda_harness.h"
+
+namespace gdn::harness {
+
+namespace {
+
+// ---------------------------------------------------------------------------------------------------------------
+// causal conv1d
+
+struct ConvShape {
+  int64_t B, T, C, W;
+};
+// T = 1 and T = 2 are shorter than the W-1 = 3 inputs the final state keeps (part of it comes from the initial
+// state); W = 2 and 3 are other widths.
+const ConvShape kConvShapes[] = {{2, 130, 100, 4}, {2, 1, 37, 4}, {1, 2, 64, 4}, {2, 65, 128, 2}, {3, 17, 33, 3}};
+
+std::string conv_tag(const ConvShape& s) { return fmt::format("B{} T{} C{} W{}", s.B, s.T, s.C, s.W); }
+
+void case_causal_conv1d_forward(Ctx& c) {
+  for (const ConvShape& s : kConvShapes) {
+    for (int flags = 0; flags < 16; ++flags) {
+      const bool with_bias = flags & 1, with_init = flags & 2, with_final = flags & 4, silu = flags & 8;
+      c.run(fmt::format("{}{}{}{}{}", conv_tag(s), with_bias ? " bias" : "", with_init ? " initial_state" : "",
+                        with_final ? " final_state" : "", silu ? " silu" : ""),
+            [&] {
+              Tensor x = c.normal({s.B, s.T, s.C}), w = c.normal({s.C, s.W}, 0.5);
+              Tensor bias = with_bias ? c.normal({s.C}) : Tensor();
+              Tensor init = with_init ? c.normal({s.B, s.C, s.W - 1}) : Tensor();
+              Tensor y = Ctx::out({s.B, s.T, s.C}, c.dt), yg = c.gpu(y);
+              Tensor fin = with_final ? Ctx::out({s.B, s.C, s.W - 1}, c.dt) : Tensor(), fing = c.gpu(fin);
+              cpu_kernels().causal_conv1d_forward(y, fin, x, w, bias, init, silu);
+              need_cuda(c.under_test().causal_conv1d_forward, "causal_conv1d_forward")(
+                  yg, fing, c.gpu(x), c.gpu(w), c.gpu(bias), c.gpu(init), silu);
+              c.compare("y", yg, y, c.simple());
+              if (with_final) c.compare("final_state", fing, fin, 0.0);  // copies of inputs: exact
+            });
+    }
+  }
+}
+
+void case_causal_conv1d_backward(Ctx& c) {
+  for (const ConvShape& s : kConvShapes) {
+    // bias: 0 absent, 1 present with dbias, 2 present without dbias; init: 0 absent, 1 with dinit, 2 without.
+    for (int bias_mode = 0; bias_mode < 3; ++bias_mode) {
+      for (int init_mode = 0; init_mode < 3; ++init_mode) {
+        for (bool silu : {false, true}) {
+          const char* bias_tags[] = {"", " bias+dbias", " bias (no dbias)"};
+          const char* init_tags[] = {"", " initial_state+dinitial_state", " initial_state (no dinitial_state)"};
+          c.run(fmt::format("{}{}{}{}", conv_tag(s), bias_tags[bias_mode], init_tags[init_mode], silu ? " silu" : ""),
+                [&] {
+                  Tensor x = c.normal({s.B, s.T, s.C}), w = c.normal({s.C, s.W}, 0.5), dy = c.normal({s.B, s.T, s.C});
+                  Tensor bias = bias_mode ? c.normal({s.C}) : Tensor();
+                  Tensor init = init_mode ? c.normal({s.B, s.C, s.W - 1}) : Tensor();
+                  Tensor dx = Ctx::out({s.B, s.T, s.C}, c.dt), dw = Ctx::out({s.C, s.W}, c.dt);
+                  Tensor db = bias_mode == 1 ? Ctx::out({s.C}, c.dt) : Tensor();
+                  Tensor dinit = init_mode == 1 ? Ctx::out({s.B, s.C, s.W - 1}, c.dt) : Tensor();
+                  Tensor dxg = c.gpu(dx), dwg = c.gpu(dw), dbg = c.gpu(db), dinitg = c.gpu(dinit);
+                  cpu_kernels().causal_conv1d_backward(dx, dw, db, dinit, dy, x, w, bias, init, silu);
+                  need_cuda(c.under_test().causal_conv1d_backward, "causal_conv1d_backward")(
+                      dxg, dwg, dbg, dinitg, c.gpu(dy), c.gpu(x), c.gpu(w), c.gpu(bias), c.gpu(init), silu);
+                  c.compare("dx", dxg, dx, c.simple());
+                  c.compare("dweight", dwg, dw, c.simple());
+                  if (db.defined()) c.compare("dbias", dbg, db, c.simple());
+                  if (dinit.defined()) c.compare("dinitial_state", dinitg, dinit, c.simple());
+                });
+        }
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// l2norm, gated RMSNorm, gate
+
+const Shape kRowShapes[] = {{2, 65, 3, 100}, {260, 128}, {37, 32}, {1, 64}, {2, 130, 4, 64}};
+
+Shape without_last(const Shape& s) { return Shape(s.begin(), s.end() - 1); }
+
+void case_l2norm_forward(Ctx& c) {
+  for (const Shape& s : kRowShapes) {
+    c.run(shape_str(s), [&] {
+      Tensor x = c.normal(s, 2.0);
+      Tensor y = Ctx::out(s, c.dt), r = Ctx::out(without_last(s), c.dt), yg = c.gpu(y), rg = c.gpu(r);
+      cpu_kernels().l2norm_forward(y, r, x, 1e-6);
+      need_cuda(c.under_test().l2norm_forward, "l2norm_forward")(yg, rg, c.gpu(x), 1e-6);
+      c.compare("y", yg, y, c.simple());
+      c.compare("rstd", rg, r, c.simple());
+    });
+  }
+}
+
+void case_l2norm_backward(Ctx& c) {
+  for (const Shape& s : kRowShapes) {
+    c.run(shape_str(s), [&] {
+      Tensor x = c.normal(s, 2.0), dy = c.normal(s);
+      Tensor y = Ctx::out(s, c.dt), r = Ctx::out(without_last(s), c.dt);
+      cpu_kernels().l2norm_forward(y, r, x, 1e-6);
+      Tensor dx = Ctx::out(s, c.dt), dxg = c.gpu(dx);
+      cpu_kernels().l2norm_backward(dx, dy, y, r);
+      need_cuda(c.under_test().l2norm_backward, "l2norm_backward")(dxg, c.gpu(dy), c.gpu(y), c.gpu(r));
+      c.compare("dx", dxg, dx, c.simple());
+    });
+  }
+}
+
+void case_rms_norm_gated_forward(Ctx& c) {
+  for (const Shape& s : kRowShapes) {
+    c.run(shape_str(s), [&] {
+      Tensor x = c.normal(s, 2.0), z = c.normal(s, 2.0), w = c.normal({s.back()}, 1.0, 1.0);
+      Tensor y = Ctx::out(s, c.dt), r = Ctx::out(without_last(s), c.dt), yg = c.gpu(y), rg = c.gpu(r);
+      cpu_kernels().rms_norm_gated_forward(y, r, x, z, w, 1e-6);
+      need_cuda(c.under_test().rms_norm_gated_forward, "rms_norm_gated_forward")(yg, rg, c.gpu(x), c.gpu(z),
+                                                                                 c.gpu(w), 1e-6);
+      c.compare("y", yg, y, c.simple());
+      c.compare("rstd", rg, r, c.simple());
+    });
+  }
+}
+
+void case_rms_norm_gated_backward(Ctx& c) {
+  for (const Shape& s : kRowShapes) {
+    c.run(shape_str(s), [&] {
+      Tensor x = c.normal(s, 2.0), z = c.normal(s, 2.0), w = c.normal({s.back()}, 1.0, 1.0), dy = c.normal(s);
+      Tensor y = Ctx::out(s, c.dt), r = Ctx::out(without_last(s), c.dt);
+      cpu_kernels().rms_norm_gated_forward(y, r, x, z, w, 1e-6);
+      Tensor dx = Ctx::out(s, c.dt), dz = Ctx::out(s, c.dt), dw = Ctx::out({s.back()}, c.dt);
+      Tensor dxg = c.gpu(dx), dzg = c.gpu(dz), dwg = c.gpu(dw);
+      cpu_kernels().rms_norm_gated_backward(dx, dz, dw, dy, x, z, w, r);
+      need_cuda(c.under_test().rms_norm_gated_backward, "rms_norm_gated_backward")(
+          dxg, dzg, dwg, c.gpu(dy), c.gpu(x), c.gpu(z), c.gpu(w), c.gpu(r));
+      c.compare("dx", dxg, dx, c.simple());
+      c.compare("dz", dzg, dz, c.simple());
+      c.compare("dw", dwg, dw, c.simple());
+    });
+  }
+}
+
+const Shape kGateShapes[] = {{2, 130, 4}, {2, 65, 3}, {1, 1, 8}, {3, 37, 32}};
+
+// a: N(0, 9), or "large" uniform in [-5, 40] (softplus past its linear threshold 20, g down to about -300).
+Tensor gate_a(Ctx& c, const Shape& s, bool large) { return large ? c.uniform(s, -5.0, 40.0) : c.normal(s, 3.0); }
+
+void case_gdn_gate_forward(Ctx& c) {
+  for (const Shape& s : kGateShapes) {
+    for (bool large : {false, true}) {
+      c.run(fmt::format("{}{}", shape_str(s), large ? " large a" : ""), [&] {
+        const int64_t H = s.back();
+        Tensor a = gate_a(c, s, large), b = c.normal(s, 3.0);
+        Tensor A_log = c.uniform({H}, -1.0, 2.0), dt_bias = c.normal({H});
+        Tensor g = Ctx::out(s, c.dt), beta = Ctx::out(s, c.dt), gg = c.gpu(g), betag = c.gpu(beta);
+        cpu_kernels().gdn_gate_forward(g, beta, a, b, A_log, dt_bias);
+        need_cuda(c.under_test().gdn_gate_forward, "gdn_gate_forward")(gg, betag, c.gpu(a), c.gpu(b), c.gpu(A_log),
+                                                                       c.gpu(dt_bias));
+        c.compare("g", gg, g, c.simple());
+        c.compare("beta", betag, beta, c.simple());
+      });
+    }
+  }
+}
+
+void case_gdn_gate_backward(Ctx& c) {
+  for (const Shape& s : kGateShapes) {
+    for (bool large : {false, true}) {
+      c.run(fmt::format("{}{}", shape_str(s), large ? " large a" : ""), [&] {
+        const int64_t H = s.back();
+        Tensor a = gate_a(c, s, large), b = c.normal(s, 3.0);
+        Tensor A_log = c.uniform({H}, -1.0, 2.0), dt_bias = c.normal({H});
+        Tensor dg = c.normal(s), dbeta = c.normal(s);
+        Tensor da = Ctx::out(s, c.dt), db = Ctx::out(s, c.dt), dA = Ctx::out({H}, c.dt), ddt = Ctx::out({H}, c.dt);
+        Tensor dag = c.gpu(da), dbg = c.gpu(db), dAg = c.gpu(dA), ddtg = c.gpu(ddt);
+        cpu_kernels().gdn_gate_backward(da, db, dA, ddt, dg, dbeta, a, b, A_log, dt_bias);
+        need_cuda(c.under_test().gdn_gate_backward, "gdn_gate_backward")(
+            dag, dbg, dAg, ddtg, c.gpu(dg), c.gpu(dbeta), c.gpu(a), c.gpu(b), c.gpu(A_log), c.gpu(dt_bias));
+        c.compare("da", dag, da, c.simple());
+        c.compare("db", dbg, db, c.simple());
+        c.compare("dA_log", dAg, dA, c.simple());
+        c.compare("ddt_bias", ddtg, ddt, c.simple());
+      });
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// gated delta rule
+
+struct DrShape {
+  int64_t B, T, Hk, Hv, K, V, chunk;  // chunk: chunked kernels only
+};
+
+std::string dr_tag(const DrShape& s, bool chunked) {
+  std::string t = fmt::format("B{} T{} Hk{} Hv{} K{} V{}", s.B, s.T, s.Hk, s.Hv, s.K, s.V);
+  return chunked ? t + fmt::format(" chunk{}", s.chunk) : t;
+}
+
+struct DrInputs {
+  Tensor q, k, v, g, beta, s0;
+  double scale = 1.0;
+};
+
+DrInputs dr_inputs(Ctx& c, const DrShape& s, bool strong_gates, bool with_s0) {
+  DrInputs in;
+  in.q = l2norm(c.normal({s.B, s.T, s.Hk, s.K}));
+  in.k = l2norm(c.normal({s.B, s.T, s.Hk, s.K}));
+  in.v = c.normal({s.B, s.T, s.Hv, s.V});
+  in.beta = sigmoid(c.normal({s.B, s.T, s.Hv}));
+  in.g = strong_gates ? c.uniform({s.B, s.T, s.Hv}, -30.0, -1e-3) : logsigmoid(c.normal({s.B, s.T, s.Hv}));
+  if (with_s0) in.s0 = c.normal({s.B, s.Hv, s.K, s.V}, 0.5);
+  in.scale = 1.0 / std::sqrt(static_cast<double>(s.K));
+  return in;
+}
+
+// The variants of the optional tensors and gates: tag, strong gates, initial state, final state (forward) or
+// dfinal_state (backward), chunk_states (chunked forward) / dinitial_state (backward).
+struct DrVariant {
+  const char* tag;
+  bool strong, s0, final_or_dfinal, chunk_states_or_dinit;
+};
+const DrVariant kDrVariants[] = {
+    {"no optional tensors", false, false, false, false},
+    {"all optional tensors", false, true, true, true},
+    {"strong gates, all optional tensors", true, true, true, true},
+    {"initial state only", false, true, false, false},
+    {"final/dfinal state only", false, false, true, false},
+};
+
+const DrShape kRecurrentShapes[] = {{2, 65, 2, 2, 32, 32, 0},   {2, 63, 2, 4, 64, 64, 0},  {1, 130, 2, 4, 100, 100, 0},
+                                    {2, 1, 2, 2, 128, 128, 0},  {1, 37, 1, 2, 128, 64, 0}, {2, 16, 2, 2, 64, 100, 0}};
+
+const DrShape kChunkedShapes[] = {
+    {2, 130, 2, 2, 64, 64, 64},   {2, 65, 2, 4, 32, 32, 64},  {2, 63, 2, 4, 100, 100, 64}, {1, 1, 2, 2, 128, 128, 64},
+    {1, 64, 2, 2, 32, 100, 64},   {2, 130, 2, 4, 128, 128, 64}, {1, 130, 1, 2, 64, 128, 16}, {2, 37, 2, 2, 100, 64, 16},
+    {1, 16, 2, 4, 128, 32, 16}};
+
+// float32 tolerances of the delta rule (float64: 1e-10 for all).
+constexpr double kTolO = 5e-3, kTolDqkv = 8e-3, kTolDgBeta = 2e-2, kTolState = 5e-3;
+
+void case_recurrent_forward(Ctx& c) {
+  for (const DrShape& s : kRecurrentShapes) {
+    for (const DrVariant& var : kDrVariants) {
+      c.run(fmt::format("{} {}", dr_tag(s, false), var.tag), [&] {
+        DrInputs in = dr_inputs(c, s, var.strong, var.s0);
+        Tensor o = Ctx::out({s.B, s.T, s.Hv, s.V}, c.dt), og = c.gpu(o);
+        Tensor fs = var.final_or_dfinal ? Ctx::out({s.B, s.Hv, s.K, s.V}, c.dt) : Tensor(), fsg = c.gpu(fs);
+        cpu_kernels().gated_delta_rule_recurrent_forward(o, fs, in.q, in.k, in.v, in.g, in.beta, in.s0, in.scale);
+        need_cuda(c.under_test().gated_delta_rule_recurrent_forward, "gated_delta_rule_recurrent_forward")(
+            og, fsg, c.gpu(in.q), c.gpu(in.k), c.gpu(in.v), c.gpu(in.g), c.gpu(in.beta), c.gpu(in.s0), in.scale);
+        c.compare("o", og, o, c.delta(kTolO));
+        if (fs.defined()) c.compare("final_state", fsg, fs, c.delta(kTolState));
+      });
+    }
+  }
+}
+
+// The gradients of one backward call and their comparison.
+struct DrGrads {
+  Tensor dq, dk, dv, dg, dbeta, ds0;
+  DrGrads(const DrShape& s, DType dt, bool with_ds0) {
+    dq = Ctx::out({s.B, s.T, s.Hk, s.K}, dt);
+    dk = Ctx::out({s.B, s.T, s.Hk, s.K}, dt);
+    dv = Ctx::out({s.B, s.T, s.Hv, s.V}, dt);
+    dg = Ctx::out({s.B, s.T, s.Hv}, dt);
+    dbeta = Ctx::out({s.B, s.T, s.Hv}, dt);
+    if (with_ds0) ds0 = Ctx::out({s.B, s.Hv, s.K, s.V}, dt);
+  }
+  DrGrads(const DrGrads& cpu, const Ctx& c)
+      : dq(c.gpu(cpu.dq)), dk(c.gpu(cpu.dk)), dv(c.gpu(cpu.dv)), dg(c.gpu(cpu.dg)), dbeta(c.gpu(cpu.dbeta)),
+        ds0(c.gpu(cpu.ds0)) {}
+};
+
+void compare_grads(Ctx& c, const DrGrads& gpu, const DrGrads& cpu) {
+  c.compare("dq", gpu.dq, cpu.dq, c.delta(kTolDqkv));
+  c.compare("dk", gpu.dk, cpu.dk, c.delta(kTolDqkv));
+  c.compare("dv", gpu.dv, cpu.dv, c.delta(kTolDqkv));
+  c.compare("dg", gpu.dg, cpu.dg, c.delta(kTolDgBeta));
+  c.compare("dbeta", gpu.dbeta, cpu.dbeta, c.delta(kTolDgBeta));
+  if (cpu.ds0.defined()) c.compare("dinitial_state", gpu.ds0, cpu.ds0, c.delta(kTolState));
+}
+
+void case_recurrent_backward(Ctx& c) {
+  for (const DrShape& s : kRecurrentShapes) {
+    for (const DrVariant& var : kDrVariants) {
+      c.run(fmt::format("{} {}", dr_tag(s, false), var.tag), [&] {
+        DrInputs in = dr_inputs(c, s, var.strong, var.s0);
+        Tensor d_o = c.normal({s.B, s.T, s.Hv, s.V});
+        Tensor dfs = var.final_or_dfinal ? c.normal({s.B, s.Hv, s.K, s.V}) : Tensor();
+        DrGrads cpu(s, c.dt, var.chunk_states_or_dinit), gpu(cpu, c);
+        cpu_kernels().gated_delta_rule_recurrent_backward(cpu.dq, cpu.dk, cpu.dv, cpu.dg, cpu.dbeta, cpu.ds0, d_o, dfs,
+                                                          in.q, in.k, in.v, in.g, in.beta, in.s0, in.scale);
+        need_cuda(c.under_test().gated_delta_rule_recurrent_backward, "gated_delta_rule_recurrent_backward")(
+            gpu.dq, gpu.dk, gpu.dv, gpu.dg, gpu.dbeta, gpu.ds0, c.gpu(d_o), c.gpu(dfs), c.gpu(in.q), c.gpu(in.k),
+            c.gpu(in.v), c.gpu(in.g), c.gpu(in.beta), c.gpu(in.s0), in.scale);
+        compare_grads(c, gpu, cpu);
+      });
+    }
+  }
+}
+
+int64_t n_chunks(const DrShape& s) { return (s.T + s.chunk - 1) / s.chunk; }
+
+void case_chunked_forward(Ctx& c) {
+  for (const DrShape& s : kChunkedShapes) {
+    for (const DrVariant& var : kDrVariants) {
+      c.run(fmt::format("{} {}", dr_tag(s, true), var.tag), [&] {
+        DrInputs in = dr_inputs(c, s, var.strong, var.s0);
+        Tensor o = Ctx::out({s.B, s.T, s.Hv, s.V}, c.dt), og = c.gpu(o);
+        Tensor fs = var.final_or_dfinal ? Ctx::out({s.B, s.Hv, s.K, s.V}, c.dt) : Tensor(), fsg = c.gpu(fs);
+        Tensor cs = var.chunk_states_or_dinit ? Ctx::out({s.B, s.Hv, n_chunks(s), s.K, s.V}, c.dt) : Tensor();
+        Tensor csg = c.gpu(cs);
+        cpu_kernels().gated_delta_rule_chunked_forward(o, fs, cs, in.q, in.k, in.v, in.g, in.beta, in.s0, in.scale,
+                                                       s.chunk);
+        need_cuda(c.under_test().gated_delta_rule_chunked_forward, "gated_delta_rule_chunked_forward")(
+            og, fsg, csg, c.gpu(in.q), c.gpu(in.k), c.gpu(in.v), c.gpu(in.g), c.gpu(in.beta), c.gpu(in.s0), in.scale,
+            s.chunk);
+        c.compare("o", og, o, c.delta(kTolO));
+        if (fs.defined()) c.compare("final_state", fsg, fs, c.delta(kTolState));
+        if (cs.defined()) c.compare("chunk_states", csg, cs, c.delta(kTolState));
+      });
+    }
+  }
+}
+
+void case_chunked_backward(Ctx& c) {
+  for (const DrShape& s : kChunkedShapes) {
+    for (const DrVariant& var : kDrVariants) {
+      c.run(fmt::format("{} {}", dr_tag(s, true), var.tag), [&] {
+        DrInputs in = dr_inputs(c, s, var.strong, var.s0);
+        // chunk_states from the CPU forward: both backwards read the same start states.
+        Tensor o = Ctx::out({s.B, s.T, s.Hv, s.V}, c.dt), cs = Ctx::out({s.B, s.Hv, n_chunks(s), s.K, s.V}, c.dt);
+        cpu_kernels().gated_delta_rule_chunked_forward(o, Tensor(), cs, in.q, in.k, in.v, in.g, in.beta, in.s0,
+                                                       in.scale, s.chunk);
+        Tensor d_o = c.normal({s.B, s.T, s.Hv, s.V});
+        Tensor dfs = var.final_or_dfinal ? c.normal({s.B, s.Hv, s.K, s.V}) : Tensor();
+        DrGrads cpu(s, c.dt, var.chunk_states_or_dinit), gpu(cpu, c);
+        cpu_kernels().gated_delta_rule_chunked_backward(cpu.dq, cpu.dk, cpu.dv, cpu.dg, cpu.dbeta, cpu.ds0, d_o, dfs,
+                                                        in.q, in.k, in.v, in.g, in.beta, cs, in.scale, s.chunk);
+        need_cuda(c.under_test().gated_delta_rule_chunked_backward, "gated_delta_rule_chunked_backward")(
+            gpu.dq, gpu.dk, gpu.dv, gpu.dg, gpu.dbeta, gpu.ds0, c.gpu(d_o), c.gpu(dfs), c.gpu(in.q), c.gpu(in.k),
+            c.gpu(in.v), c.gpu(in.g), c.gpu(in.beta), c.gpu(cs), in.scale, s.chunk);
+        compare_grads(c, gpu, cpu);
+      });
+    }
+  }
+}
+
+}  // namespace
+
+std::vector<HarnessCase> gdn_harness_cases() {
+  return {
+      {"causal_conv1d_forward", "gated deltanet ops", case_causal_conv1d_forward},
+      {"causal_conv1d_backward", "gated deltanet ops", case_causal_conv1d_backward},
+      {"l2norm_forward", "gated deltanet ops", case_l2norm_forward},
+      {"l2norm_backward", "gated deltanet ops", case_l2norm_backward},
+      {"rms_norm_gated_forward", "gated deltanet ops", case_rms_norm_gated_forward},
+      {"rms_norm_gated_backward", "gated deltanet ops", case_rms_norm_gated_backward},
+      {"gdn_gate_forward", "gated deltanet ops", case_gdn_gate_forward},
+      {"gdn_gate_backward", "gated deltanet ops", case_gdn_gate_backward},
+      {"gated_delta_rule_recurrent_forward", "delta rule recurrent", case_recurrent_forward},
+      {"gated_delta_rule_recurrent_backward", "delta rule recurrent", case_recurrent_backward},
+      {"gated_delta_rule_chunked_forward", "delta rule chunked", case_chunked_forward},
+      {"gated_delta_rule_chunked_backward", "delta rule chunked", case_chunked_backward},
+  };
+}
+
+}  // namespace gdn::harness
