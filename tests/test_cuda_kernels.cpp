@@ -620,20 +620,54 @@ void case_rms_norm_backward(Ctx& c) {
   }
 }
 
+void case_sum_squares(Ctx& c) {
+  for (const std::vector<int64_t>& sizes : {std::vector<int64_t>{3700, 1, 100003}, std::vector<int64_t>{5},
+                                            std::vector<int64_t>{70000, 0, 33, 1 << 20}}) {
+    c.run(fmt::format("{} tensors, {} elements in the first", sizes.size(), sizes[0]), [&] {
+      std::vector<Tensor> xs, xg;
+      for (int64_t n : sizes) {
+        xs.push_back(c.normal({n}, 3.0));
+        xg.push_back(c.gpu(xs.back()));
+      }
+      Tensor out = Tensor::empty({1}, kFloat64), outg = c.gpu(full({1}, NAN, kFloat64));
+      cpu_kernels().sum_squares(out, xs);
+      need_cuda(c.under_test().sum_squares, "sum_squares")(outg, xg);
+      c.compare("out", outg, out, c.simple());
+    });
+  }
+}
+
+// AdamW over a list of three tensors (one launch on the GPU), without a norm, with a norm above max_norm (the clip
+// factor applies), below it, and infinite (the step is skipped: nothing may change).
 void case_adamw_step(Ctx& c) {
-  const AdamWParams params[] = {{1e-3, 0.9, 0.95, 1e-8, 0.1, 7}, {3e-4, 0.9, 0.999, 1e-8, 0.0, 1},
-                                {1e-2, 0.8, 0.99, 1e-6, 0.01, 1000}};
+  const AdamWParams params[] = {{1e-3, 0.9, 0.95, 1e-8, 0.1, 7, 1.0}, {3e-4, 0.9, 0.999, 1e-8, 0.0, 1, 0.0},
+                                {1e-2, 0.8, 0.99, 1e-6, 0.01, 1000, 0.5}};
   for (const AdamWParams& p : params) {
-    for (int64_t n : {int64_t{3700}, int64_t{1}, int64_t{100003}}) {
-      c.run(fmt::format("n{} lr {} wd {} step {}", n, p.lr, p.weight_decay, p.step), [&] {
-        Tensor w = c.normal({n}), m = c.normal({n}, 0.01), v = c.uniform({n}, 1e-6, 1e-3), g = c.normal({n}, 0.1);
-        Tensor wg = c.gpu(w), mg = c.gpu(m), vg = c.gpu(v);  // in place: twins of the same start values
-        cpu_kernels().adamw_step(w, m, v, g, p);
-        need_cuda(c.under_test().adamw_step, "adamw_step")(wg, mg, vg, c.gpu(g), p);
-        c.compare("param", wg, w, c.simple());
-        c.compare("m", mg, m, c.simple());
-        c.compare("v", vg, v, c.simple());
-      });
+    for (double sq_norm : {-1.0, 9.0, 0.01, double(INFINITY)}) {  // -1: no norm given
+      c.run(fmt::format("lr {} wd {} step {} max_norm {} sq_norm {}", p.lr, p.weight_decay, p.step, p.max_norm,
+                        sq_norm),
+            [&] {
+              std::vector<Tensor> w, m, v, g, wg, mg, vg, gg;
+              for (int64_t n : {int64_t{3700}, int64_t{1}, int64_t{100003}}) {
+                w.push_back(c.normal({n}));
+                m.push_back(c.normal({n}, 0.01));
+                v.push_back(c.uniform({n}, 1e-6, 1e-3));
+                g.push_back(c.normal({n}, 0.1));
+                wg.push_back(c.gpu(w.back()));  // in place: twins of the same start values
+                mg.push_back(c.gpu(m.back()));
+                vg.push_back(c.gpu(v.back()));
+                gg.push_back(c.gpu(g.back()));
+              }
+              Tensor norm = sq_norm < 0 ? Tensor() : full({1}, sq_norm, kFloat64);
+              cpu_kernels().adamw_step(w, m, v, g, norm, p);
+              need_cuda(c.under_test().adamw_step, "adamw_step")(wg, mg, vg, gg,
+                                                                 norm.defined() ? c.gpu(norm) : Tensor(), p);
+              for (size_t k = 0; k < w.size(); ++k) {
+                c.compare(fmt::format("param{}", k), wg[k], w[k], c.simple());
+                c.compare(fmt::format("m{}", k), mg[k], m[k], c.simple());
+                c.compare(fmt::format("v{}", k), vg[k], v[k], c.simple());
+              }
+            });
     }
   }
 }
@@ -658,6 +692,7 @@ std::vector<HarnessCase> basic_harness_cases() {
       {"cross_entropy_backward", "nn", case_cross_entropy_backward},
       {"rms_norm_forward", "nn", case_rms_norm_forward},
       {"rms_norm_backward", "nn", case_rms_norm_backward},
+      {"sum_squares", "nn", case_sum_squares},
       {"adamw_step", "nn", case_adamw_step},
   };
 }

@@ -3,10 +3,9 @@
 // and MoE, float32 and float64; a few AdamW steps stay together. The CPU is the truth.
 //
 // Runs where the CUDA backend is compiled in and a device is visible (the lent GPU machine); elsewhere each case
-// prints one "SKIPPED: " line, which ctest reports as skipped (tests/CMakeLists.txt).
-#include <fmt/core.h>
-
+// prints one "SKIPPED: " line (test::cuda_device_or_skip), which ctest reports as skipped.
 #include <cmath>
+#include <optional>
 
 #include "models/language_model.h"
 #include "tests/test_helpers.h"
@@ -16,16 +15,6 @@
 using namespace gdn;
 
 namespace {
-
-bool have_cuda_device() {
-  if (!cuda_compiled_in()) return false;
-  try {
-    init_device("cuda");
-    return true;
-  } catch (const std::exception&) {
-    return false;
-  }
-}
 
 ModelConfig small_config(bool moe) {
   ModelConfig c;
@@ -70,11 +59,9 @@ double normwise(const Tensor& gpu, const Tensor& cpu) {
 }
 
 void compare_model(bool moe, DType dtype) {
-  if (!have_cuda_device()) {
-    fmt::print("SKIPPED: no CUDA backend or no CUDA device here\n");
-    return;
-  }
-  const Device cuda{DeviceType::CUDA, 0};
+  const std::optional<Device> dev = test::cuda_device_or_skip();
+  if (!dev) return;
+  const Device cuda = *dev;
   const ModelConfig cfg = small_config(moe);
   GatedDeltaNetLM cpu_model(cfg, 7, dtype, kCPU), gpu_model(cfg, 7, dtype, cuda);
   const int64_t B = 2, T = 70;
