@@ -5,6 +5,7 @@
 // Runs only where the CUDA backend is compiled in and a device is visible (the lent H100); elsewhere each case
 // prints one "SKIPPED: " line and ctest reports it as skipped. The CPU result is the truth; float64 must agree to
 // 1e-12 and float32 to 1e-6.
+#include "core/dispatch.h"
 #include "tests/test_helpers.h"
 #include "train/device.h"
 
