@@ -9,6 +9,7 @@
 #include <cuda_runtime.h>
 
 #include <array>
+#include <type_traits>
 
 #include "cuda/cuda_kernels.h"
 #include "cuda/launch.h"
@@ -113,7 +114,7 @@ template <typename T> struct FillFn {
 template <typename To, typename From> struct CopyFn {
   To* o;
   const From* x;
-  __device__ void operator()(const int64_t* off) const { o[off[0]] = static_cast<To>(x[off[1]]); }
+  __device__ void operator()(const int64_t* off) const { o[off[0]] = convert<To, From>(x[off[1]]); }
 };
 
 template <typename T> struct UnaryFn {
@@ -153,9 +154,40 @@ template <typename T> struct ScalarFn {
   }
 };
 
-// Runs f with a value of each storage type the CUDA copy supports (no bfloat16 on the device yet).
+// bfloat16 in device code: the bits of core/dtype.h's bfloat16 and its conversions (round to nearest even, NaN kept
+// quiet), so a copy converts exactly as on the CPU. Other types go through float, as the CPU's conversions do.
+struct DeviceBFloat16 {
+  uint16_t bits;
+  __device__ static DeviceBFloat16 from_float(float f) {
+    uint32_t u = __float_as_uint(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return {static_cast<uint16_t>((u >> 16) | 0x40)};
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return {static_cast<uint16_t>(u >> 16)};
+  }
+  __device__ float to_float() const { return __uint_as_float(static_cast<uint32_t>(bits) << 16); }
+};
+static_assert(sizeof(DeviceBFloat16) == 2, "DeviceBFloat16 is two bytes");
+
+template <typename To, typename From> __device__ inline To convert(From x) { return static_cast<To>(x); }
+template <> __device__ inline DeviceBFloat16 convert<DeviceBFloat16, DeviceBFloat16>(DeviceBFloat16 x) { return x; }
+#define GDN_BF16_CONVERSIONS_(T)                                                                                    \
+  template <> __device__ inline DeviceBFloat16 convert<DeviceBFloat16, T>(T x) {                                    \
+    return DeviceBFloat16::from_float(static_cast<float>(x));                                                       \
+  }                                                                                                                 \
+  template <> __device__ inline T convert<T, DeviceBFloat16>(DeviceBFloat16 x) { return static_cast<T>(x.to_float()); }
+GDN_BF16_CONVERSIONS_(float)
+GDN_BF16_CONVERSIONS_(double)
+GDN_BF16_CONVERSIONS_(int32_t)
+GDN_BF16_CONVERSIONS_(int64_t)
+#undef GDN_BF16_CONVERSIONS_
+
+// The elements of t as T (T = DeviceBFloat16 for bfloat16 storage; dispatch_copy_type chose T from t's dtype).
+template <typename T> T* elements(const Tensor& t) { return static_cast<T*>(t.raw_data()); }
+
+// Runs f with a value of each storage type the CUDA copy supports.
 template <typename F> void dispatch_copy_type(DType t, F&& f) {
   switch (t) {
+    case DType::BFloat16: f(DeviceBFloat16{}); return;
     case DType::Float32: f(float{}); return;
     case DType::Float64: f(double{}); return;
     case DType::Int32: f(int32_t{}); return;
@@ -167,7 +199,11 @@ template <typename F> void dispatch_copy_type(DType t, F&& f) {
 void fill(const Tensor& out, double value) {
   dispatch_copy_type(out.dtype(), [&](auto tag) {
     using T = decltype(tag);
-    launch<1>({&out}, FillFn<T>{out.data<T>(), static_cast<T>(value)});
+    if constexpr (std::is_same_v<T, DeviceBFloat16>) {  // rounded on the host by the CPU's own conversion
+      launch<1>({&out}, FillFn<T>{elements<T>(out), T{bfloat16(static_cast<float>(value)).bits}});
+    } else {
+      launch<1>({&out}, FillFn<T>{out.data<T>(), static_cast<T>(value)});
+    }
   });
 }
 
@@ -176,7 +212,7 @@ void copy(const Tensor& out, const Tensor& in) {
     using To = decltype(out_tag);
     dispatch_copy_type(in.dtype(), [&](auto in_tag) {
       using From = decltype(in_tag);
-      launch<2>({&out, &in}, CopyFn<To, From>{out.data<To>(), in.data<From>()});
+      launch<2>({&out, &in}, CopyFn<To, From>{elements<To>(out), elements<From>(in)});
     });
   });
 }

@@ -4,6 +4,8 @@
 //
 // Runs where the CUDA backend is compiled in and a device is visible (the lent GPU machine); elsewhere each case
 // prints one "SKIPPED: " line (test::cuda_device_or_skip), which ctest reports as skipped.
+#include <fmt/core.h>
+
 #include <cmath>
 #include <optional>
 
@@ -65,8 +67,11 @@ void compare_model(bool moe, DType dtype) {
   const ModelConfig cfg = small_config(moe);
   GatedDeltaNetLM cpu_model(cfg, 7, dtype, kCPU), gpu_model(cfg, 7, dtype, cuda);
   const int64_t B = 2, T = 70;
-  // A loss tolerance for float32 a little above its rounding of sums over B*T*V terms; float64 agrees to ~1e-12.
-  const double loss_tol = dtype == kFloat64 ? 1e-11 : 1e-5, grad_tol = dtype == kFloat64 ? 1e-9 : 1e-4;
+  // float32: the loss to 1e-5 relative at every step; the gradients to 1e-4 (normwise, per parameter) at step 0,
+  // where both devices start from the same weights. Every AdamW step after that divides gradients by sqrt(v), which
+  // turns float32 rounding in near-zero gradients into weight differences of order lr, so later steps allow 2e-3.
+  // float64 agrees to ~1e-12 throughout.
+  const double loss_tol = dtype == kFloat64 ? 1e-11 : 1e-5;
   ParameterList pc = cpu_model.parameters(), pg = gpu_model.parameters();
   REQUIRE(pc.size() == pg.size());
   std::vector<NamedParameter> nc, ng;
@@ -76,6 +81,7 @@ void compare_model(bool moe, DType dtype) {
   }
   AdamW opt_c(nc, 0.9, 0.95, 1e-8, 0.1), opt_g(ng, 0.9, 0.95, 1e-8, 0.1);
   for (int step = 0; step < 3; ++step) {
+    const double grad_tol = dtype == kFloat64 ? 1e-9 : step == 0 ? 1e-4 : 2e-3;
     LossOutput lc = cpu_model.loss(random_ids(B, T, cfg.vocab_size, 100 + step, kCPU),
                                    random_ids(B, T, cfg.vocab_size, 200 + step, kCPU));
     LossOutput lg = gpu_model.loss(random_ids(B, T, cfg.vocab_size, 100 + step, cuda),
@@ -99,8 +105,8 @@ void compare_model(bool moe, DType dtype) {
       CHECK(e <= grad_tol);
       if (e > worst) worst = e, worst_name = pc[i].name;
     }
-    MESSAGE("step " << step << " (" << dtype_name(dtype) << (moe ? ", MoE" : ", dense") << "): loss rel err "
-                    << std::fabs(a - b) / std::fabs(b) << ", worst gradient " << worst_name << " " << worst);
+    MESSAGE(fmt::format("step {} ({}, {}): loss rel err {:.3g}, worst gradient {} {:.3g}", step, dtype_name(dtype),
+                        moe ? "MoE" : "dense", std::fabs(a - b) / std::fabs(b), worst_name, worst));
     opt_c.step(1e-3);
     opt_g.step(1e-3);
   }
