@@ -105,6 +105,33 @@ template <typename T> __device__ T unary_derivative(UnaryOp op, T x, T y) {
   return T(0);
 }
 
+// bfloat16 in device code: the bits of core/dtype.h's bfloat16 and its conversions (round to nearest even, NaN kept
+// quiet), so a copy converts exactly as on the CPU. Other types go through float, as the CPU's conversions do.
+struct DeviceBFloat16 {
+  uint16_t bits;
+  __device__ static DeviceBFloat16 from_float(float f) {
+    uint32_t u = __float_as_uint(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return {static_cast<uint16_t>((u >> 16) | 0x40)};
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return {static_cast<uint16_t>(u >> 16)};
+  }
+  __device__ float to_float() const { return __uint_as_float(static_cast<uint32_t>(bits) << 16); }
+};
+static_assert(sizeof(DeviceBFloat16) == 2, "DeviceBFloat16 is two bytes");
+
+template <typename To, typename From> __device__ inline To convert(From x) { return static_cast<To>(x); }
+template <> __device__ inline DeviceBFloat16 convert<DeviceBFloat16, DeviceBFloat16>(DeviceBFloat16 x) { return x; }
+#define GDN_BF16_CONVERSIONS_(T)                                                                                    \
+  template <> __device__ inline DeviceBFloat16 convert<DeviceBFloat16, T>(T x) {                                    \
+    return DeviceBFloat16::from_float(static_cast<float>(x));                                                       \
+  }                                                                                                                 \
+  template <> __device__ inline T convert<T, DeviceBFloat16>(DeviceBFloat16 x) { return static_cast<T>(x.to_float()); }
+GDN_BF16_CONVERSIONS_(float)
+GDN_BF16_CONVERSIONS_(double)
+GDN_BF16_CONVERSIONS_(int32_t)
+GDN_BF16_CONVERSIONS_(int64_t)
+#undef GDN_BF16_CONVERSIONS_
+
 template <typename T> struct FillFn {
   T* o;
   T v;
@@ -153,33 +180,6 @@ template <typename T> struct ScalarFn {
     o[off[0]] = op == ScalarOp::Add ? v + s : op == ScalarOp::Mul ? v * s : pow(v, s);
   }
 };
-
-// bfloat16 in device code: the bits of core/dtype.h's bfloat16 and its conversions (round to nearest even, NaN kept
-// quiet), so a copy converts exactly as on the CPU. Other types go through float, as the CPU's conversions do.
-struct DeviceBFloat16 {
-  uint16_t bits;
-  __device__ static DeviceBFloat16 from_float(float f) {
-    uint32_t u = __float_as_uint(f);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return {static_cast<uint16_t>((u >> 16) | 0x40)};
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return {static_cast<uint16_t>(u >> 16)};
-  }
-  __device__ float to_float() const { return __uint_as_float(static_cast<uint32_t>(bits) << 16); }
-};
-static_assert(sizeof(DeviceBFloat16) == 2, "DeviceBFloat16 is two bytes");
-
-template <typename To, typename From> __device__ inline To convert(From x) { return static_cast<To>(x); }
-template <> __device__ inline DeviceBFloat16 convert<DeviceBFloat16, DeviceBFloat16>(DeviceBFloat16 x) { return x; }
-#define GDN_BF16_CONVERSIONS_(T)                                                                                    \
-  template <> __device__ inline DeviceBFloat16 convert<DeviceBFloat16, T>(T x) {                                    \
-    return DeviceBFloat16::from_float(static_cast<float>(x));                                                       \
-  }                                                                                                                 \
-  template <> __device__ inline T convert<T, DeviceBFloat16>(DeviceBFloat16 x) { return static_cast<T>(x.to_float()); }
-GDN_BF16_CONVERSIONS_(float)
-GDN_BF16_CONVERSIONS_(double)
-GDN_BF16_CONVERSIONS_(int32_t)
-GDN_BF16_CONVERSIONS_(int64_t)
-#undef GDN_BF16_CONVERSIONS_
 
 // The elements of t as T (T = DeviceBFloat16 for bfloat16 storage; dispatch_copy_type chose T from t's dtype).
 template <typename T> T* elements(const Tensor& t) { return static_cast<T*>(t.raw_data()); }
