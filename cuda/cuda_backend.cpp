@@ -18,9 +18,11 @@ void copy_bytes_cuda(void* dst, Device dst_device, const void* src, Device src_d
 }
 }  // namespace
 
-bool cuda_available() {
+bool cuda_available() { return cuda_device_count() > 0; }
+
+int cuda_device_count() {
   int n = 0;
-  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
+  return cudaGetDeviceCount(&n) == cudaSuccess ? n : 0;
 }
 
 void register_cuda_backend() {

@@ -8,6 +8,7 @@
 namespace gdn::cuda {
 
 void register_cuda_backend();
-bool cuda_available();  // a driver and at least one device are present
+bool cuda_available();    // a driver and at least one device are present
+int cuda_device_count();  // devices visible to this process (0 without a driver)
 
 }  // namespace gdn::cuda

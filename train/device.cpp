@@ -17,6 +17,9 @@ Device init_device(const std::string& name) {
   if (d.is_cuda()) {
 #if GDN_WITH_CUDA
     GDN_USER_CHECK(cuda::cuda_available(), "--device {}: no CUDA device is visible on this machine", name);
+    // The backend runs on the current device (cuda:0) and never switches: another index would silently run there.
+    GDN_USER_CHECK(d.index == 0, "--device {}: this build runs on cuda:0 only ({} device(s) visible; choose one with "
+                   "CUDA_VISIBLE_DEVICES)", name, cuda::cuda_device_count());
     cuda::register_cuda_backend();
 #else
     throw UserError(fmt::format("--device {}: this build has no CUDA backend (configure with -DGDN_CUDA=ON)", name));
