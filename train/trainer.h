@@ -33,8 +33,8 @@
 namespace gdn {
 
 struct TrainOptions {
-  bool resume = false;     // continue from <out>/checkpoints/LAST
-  bool overwrite = false;  // start over even if <out> holds checkpoints of an earlier run
+  bool resume = false;     // continue from <out>/checkpoints/LAST (with the config stored there: resume_config)
+  bool overwrite = false;  // start over even if <out> holds an earlier run (removed once the new input checked out)
   bool quiet = false;      // no progress bar, no sample (tests)
   int64_t stop_after = -1; // behave as if Ctrl-C came right after this step (tests of resume)
 };
