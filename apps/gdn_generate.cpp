@@ -2,7 +2,8 @@
 //
 // Loads OUT/tokenizer.json and the checkpoint OUT/checkpoints/BEST (or LAST, or --checkpoint DIR), runs the prompt
 // once through the model with a state cache, then generates one token per length-1 step (O(1) work per token),
-// printing tokens as they come.
+// printing tokens as they come. The tokenizer must be the one the checkpoint was trained with: its fingerprint
+// (trainer_state.json "tokenizer_fingerprint") is checked; a checkpoint without one is accepted unchecked.
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <filesystem>
@@ -33,7 +34,7 @@ int main(int argc, char** argv) {
   app.add_option("--top-k", opts.top_k, "keep the k most likely tokens (0 = all)");
   app.add_option("--top-p", opts.top_p, "nucleus sampling mass (1 = off)");
   app.add_option("--seed", opts.seed, "sampling seed");
-  app.add_option("--threads", threads, "CPU threads (default: all cores)");
+  app.add_option("--threads", threads, "CPU threads, 0 to 1024 (default 0: all cores)");
   app.add_option("--device", device, "cpu or cuda");
   if (auto rc = gdn::parse_command_line(app, argc, argv, "gdn-generate")) return *rc;
 
@@ -41,6 +42,9 @@ int main(int argc, char** argv) {
     GDN_USER_CHECK(opts.max_tokens >= 0, "--max-tokens must be >= 0");
     GDN_USER_CHECK(opts.temperature >= 0, "--temperature must be >= 0");
     GDN_USER_CHECK(opts.top_p > 0 && opts.top_p <= 1, "--top-p must be in (0, 1]");
+    GDN_USER_CHECK(opts.top_k >= 0, "--top-k must be >= 0 (0 = all tokens), got {}", opts.top_k);
+    GDN_USER_CHECK(threads >= 0 && threads <= 1024, "--threads must be between 0 and 1024 (0 = all cores), got {}",
+                   threads);
     if (threads > 0) omp_set_num_threads(threads);
     gdn::Device dev = gdn::init_device(device);
     namespace fs = std::filesystem;
@@ -51,12 +55,19 @@ int main(int argc, char** argv) {
       GDN_USER_CHECK(dir.has_value(), "no checkpoint in {} (train one with gdn-train first)", root);
       checkpoint = *dir;
     }
-    gdn::BpeTokenizer tok = gdn::BpeTokenizer::load((fs::path(out) / "tokenizer.json").string());
+    const std::string tok_path = (fs::path(out) / "tokenizer.json").string();
+    gdn::BpeTokenizer tok = gdn::BpeTokenizer::load(tok_path);
     gdn::ModelConfig mc = gdn::read_checkpoint_model_config(checkpoint);
     GDN_USER_CHECK(mc.vocab_size == tok.vocab_size(), "tokenizer {} has {} tokens but the checkpoint expects {}",
-                   (fs::path(out) / "tokenizer.json").string(), tok.vocab_size(), mc.vocab_size);
+                   tok_path, tok.vocab_size(), mc.vocab_size);
     gdn::GatedDeltaNetLM model(mc, 0, gdn::kFloat32, dev);
-    gdn::load_checkpoint(checkpoint, model, nullptr);
+    const gdn::CheckpointData data = gdn::load_checkpoint(checkpoint, model, nullptr);
+    // Same size is not enough: other merges give other ids, and the text would come out scrambled.
+    const nlohmann::json& fp = data.trainer_state.contains("tokenizer_fingerprint")
+                                   ? data.trainer_state["tokenizer_fingerprint"] : nlohmann::json();
+    GDN_USER_CHECK(fp.is_null() || fp == tok.fingerprint(),
+                   "tokenizer {} is not the one checkpoint {} was trained with (fingerprints differ)", tok_path,
+                   checkpoint);
 
     std::vector<int32_t> ids32 = tok.encode(prompt);
     std::vector<int64_t> ids(ids32.begin(), ids32.end());

@@ -1,11 +1,18 @@
 // apps/gdn_train.cpp — gdn-train: train a Gated DeltaNet language model (the main job).
 //
 // Configuration, in order of precedence (later wins): --preset, --config FILE (JSON), the direct flags
-// (--data, --out, --steps, ...), then every --set key=value. `gdn-train --help-config` lists all keys.
-// Bad input ends with one line "gdn-train: error: ..." and exit code 2; Ctrl-C saves a checkpoint and exits 130.
+// (--data, --out, --steps, ...), then every --set key=value (never "preset": that is --preset's job, so a preset can
+// never reset keys given on the command line). `gdn-train --help-config` lists all keys. With --resume the run's
+// config comes from its checkpoint: the keys the user gives explicitly (file, flags, --set) may only change the
+// resumable ones (gdn::resumable_keys), anything else is refused naming the key.
+// Bad input ends with one line "gdn-train: error: ..." and exit code 2. SIGINT (Ctrl-C), SIGTERM (schedulers,
+// `timeout`) and SIGHUP save a checkpoint and exit 128 + the signal's number (130, 143, 129); a second one ends the
+// process at once.
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <csignal>
 #include <cstdio>
+#include <optional>
 
 #include "apps/cli_parse.h"
 #include "train/config.h"
@@ -13,9 +20,12 @@
 #include "train/trainer.h"
 
 namespace {
-void on_sigint(int) {
+volatile std::sig_atomic_t g_signal = 0;
+
+void on_stop_signal(int sig) {
+  g_signal = sig;
   gdn::request_stop();
-  std::signal(SIGINT, SIG_DFL);  // a second Ctrl-C ends the process at once
+  std::signal(sig, SIG_DFL);  // a second one ends the process at once
 }
 }  // namespace
 
@@ -27,54 +37,83 @@ int main(int argc, char** argv) {
       "Example: gdn-train --preset small --data data/sotu --out results"};
   std::string preset = "small", config_file, data, out;
   std::vector<std::string> sets;
-  int64_t steps = 0, threads = -1;
+  int64_t steps = 0, threads = 0;
   uint64_t seed = 0;
-  bool resume = false, overwrite = false, help_config = false, seed_given = false;
-  app.add_option("--preset", preset, "small | medium | large (default small)");
+  bool resume = false, overwrite = false, help_config = false;
+  auto* preset_opt = app.add_option("--preset", preset, "small | medium | large (default small)");
   app.add_option("--config", config_file, "JSON file of config keys (see --help-config)");
-  app.add_option("--data", data, "corpus: a UTF-8 text file or a folder of files (default data/sotu)");
-  app.add_option("--out", out, "output folder (default results)");
-  app.add_option("--steps", steps, "number of optimizer steps");
-  app.add_option("--threads", threads, "CPU threads (default: all cores)");
+  auto* data_opt = app.add_option("--data", data, "corpus: a UTF-8 text file or a folder of files (default data/sotu)");
+  auto* out_opt = app.add_option("--out", out, "output folder (default results)");
+  auto* steps_opt = app.add_option("--steps", steps, "number of optimizer steps (with --resume: the new total)");
+  auto* threads_opt = app.add_option("--threads", threads, "CPU threads, 0 to 1024 (default 0: all cores)");
   auto* seed_opt = app.add_option("--seed", seed, "random seed (init and data order)");
   app.add_option("--set", sets, "override a config key: --set key=value (repeatable)");
-  app.add_flag("--resume", resume, "continue from OUT/checkpoints/LAST");
-  app.add_flag("--overwrite", overwrite, "start over even if OUT holds checkpoints of an earlier run");
+  app.add_flag("--resume", resume,
+               "continue from OUT/checkpoints/LAST with its config; only data, out_dir, steps, eval_every, "
+               "checkpoint_every, log_every, threads, device, sample_tokens, sample_prompt may change");
+  app.add_flag("--overwrite", overwrite,
+               "start over even if OUT holds an earlier run (removed once the new input checked out)");
   app.add_flag("--help-config", help_config, "list every config key with type, default and meaning");
   if (auto rc = gdn::parse_command_line(app, argc, argv, "gdn-train")) return *rc;
-  seed_given = seed_opt->count() > 0;
 
   try {
     if (help_config) {
       std::fputs(gdn::config_help().c_str(), stdout);
       return 0;
     }
+    // `given`: every key the user set explicitly, so that --resume can refuse a change it cannot honour.
+    std::vector<std::string> given;
     gdn::TrainConfig cfg = gdn::preset_config(preset);
-    if (!config_file.empty()) gdn::load_config_file(cfg, config_file);
-    if (!data.empty()) cfg.data = data;
-    if (!out.empty()) cfg.out_dir = out;
-    if (steps != 0) gdn::apply_override(cfg, "steps=" + std::to_string(steps));
-    if (threads >= 0) gdn::apply_override(cfg, "threads=" + std::to_string(threads));
-    if (seed_given) cfg.seed = seed;
-    for (const auto& s : sets) gdn::apply_override(cfg, s);
+    if (preset_opt->count() > 0) given.push_back("preset");
+    if (!config_file.empty()) {
+      std::vector<std::string> keys = gdn::load_config_file(cfg, config_file);
+      GDN_USER_CHECK(preset_opt->count() == 0 || std::find(keys.begin(), keys.end(), "preset") == keys.end(),
+                     "both --preset and the \"preset\" key of {} choose a preset: give it once", config_file);
+      given.insert(given.end(), keys.begin(), keys.end());
+    }
+    // Direct flags count when given, whatever their value (--steps 0 and --threads -1 reach the validator).
+    auto flag = [&](CLI::Option* opt, const std::string& key, const std::string& value) {
+      if (opt->count() == 0) return;
+      gdn::apply_override(cfg, key + "=" + value);
+      given.push_back(key);
+    };
+    flag(data_opt, "data", data);
+    flag(out_opt, "out_dir", out);
+    flag(steps_opt, "steps", std::to_string(steps));
+    flag(threads_opt, "threads", std::to_string(threads));
+    flag(seed_opt, "seed", std::to_string(seed));
+    for (const auto& s : sets) {
+      gdn::apply_override(cfg, s);
+      std::string key = s.substr(0, s.find('='));
+      key.erase(0, key.find_first_not_of(" \t"));
+      key.erase(key.find_last_not_of(" \t") + 1);
+      given.push_back(key);
+    }
+    GDN_USER_CHECK(!(resume && overwrite), "--resume and --overwrite contradict each other: --resume continues the "
+                   "run in {}, --overwrite deletes it", cfg.out_dir);
+    // A resume validates the config it will run with (the checkpoint's plus the keys given), not the preset's.
+    if (resume) cfg = gdn::resume_config(cfg, given);
     gdn::validate(cfg);
     gdn::init_device(cfg.device);
 
-    std::signal(SIGINT, on_sigint);
+    for (int sig : {SIGINT, SIGTERM, SIGHUP}) std::signal(sig, on_stop_signal);
     gdn::TrainOptions opts;
     opts.resume = resume;
     opts.overwrite = overwrite;
     gdn::TrainSummary s = gdn::train(cfg, opts);
 
+    auto show = [](const std::optional<double>& v, double scale = 1) {
+      return v ? fmt::format("{:.4f}", *v * scale) : std::string("n/a");
+    };
     fmt::print("\n== gdn-train: {} steps in {:.1f} s ({:.0f} tokens/s) ==\n", s.end_step - s.start_step, s.seconds,
                s.tokens_per_second);
-    fmt::print("final train loss {:.4f} | val loss {:.4f} | val accuracy {:.2f}% | val perplexity {:.2f}\n",
-               s.final_train_loss, s.final_val_loss, 100 * s.final_val_accuracy, s.final_val_perplexity);
-    fmt::print("best val loss {:.4f} | unigram baseline {:.4f}\n", s.best_val_loss, s.unigram_val_loss);
+    fmt::print("final train loss {} | val loss {} | val accuracy {}% | val perplexity {}\n", show(s.final_train_loss),
+               show(s.final_val_loss), show(s.final_val_accuracy, 100), show(s.final_val_perplexity));
+    fmt::print("best val loss {} | unigram baseline {:.4f}\n", show(s.best_val_loss), s.unigram_val_loss);
     fmt::print("results: {}\n", s.results_path);
     if (!s.curves_path.empty()) fmt::print("curves:  {}\n", s.curves_path);
     if (!s.sample.empty()) fmt::print("\n--- sample ---\n{}\n--------------\n", s.sample);
-    return s.interrupted ? 130 : 0;
+    return s.interrupted ? 128 + (g_signal ? static_cast<int>(g_signal) : SIGINT) : 0;
   } catch (const gdn::UserError& e) {
     std::fprintf(stderr, "gdn-train: error: %s\n", e.what());
     return 2;

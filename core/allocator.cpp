@@ -1,6 +1,7 @@
 // core/allocator.cpp — the CPU allocator and the per-device allocator registry.
 #include "core/allocator.h"
 
+#include <charconv>
 #include <cstdlib>
 
 namespace gdn {
@@ -57,7 +58,16 @@ std::string format_allocator_stats(Device device) {
 Device parse_device(const std::string& s) {
   if (s == "cpu") return kCPU;
   if (s == "cuda") return Device{DeviceType::CUDA, 0};
-  if (s.rfind("cuda:", 0) == 0) return Device{DeviceType::CUDA, std::stoi(s.substr(5))};
+  if (s.rfind("cuda:", 0) == 0) {
+    // The index must be plain digits that fit an int: "cuda:99999999999" is a user's mistake, not a crash.
+    int index = -1;
+    const char* first = s.data() + 5;
+    const char* last = s.data() + s.size();
+    auto [end, ec] = std::from_chars(first, last, index);
+    GDN_USER_CHECK(first != last && ec == std::errc() && end == last && index >= 0,
+                   "unknown device '{}': expected cpu, cuda or cuda:N with N a device index", s);
+    return Device{DeviceType::CUDA, index};
+  }
   throw UserError(fmt::format("unknown device '{}': expected cpu, cuda or cuda:N", s));
 }
 

@@ -192,8 +192,44 @@ TEST_CASE("config: --set overrides parse by type") {
   CHECK(user_error_of([&] { apply_override(c, "lr"); }).find("key=value") != std::string::npos);
   CHECK(user_error_of([&] { apply_override(c, "=3"); }).find("key=value") != std::string::npos);
 
-  apply_override(c, "preset=medium");  // a preset resets everything
-  CHECK(to_json(c) == to_json(preset_config("medium")));
+  // A preset would reset every key set before it: --set refuses it, and the config is left as it was.
+  const nlohmann::json before = to_json(c);
+  CHECK(user_error_of([&] { apply_override(c, "preset=medium"); }).find("use --preset") != std::string::npos);
+  CHECK(to_json(c) == before);
+}
+
+TEST_CASE("config: numbers that do not fit what the key feeds are refused, not truncated") {
+  // vocab_size feeds int32 token ids: 2^31 would wrap negative and 2^32 + 300 would silently become 300.
+  for (const char* v : {"2147483648", "4294967596", "9223372036854775807"}) {
+    TrainConfig c;
+    apply_override(c, std::string("vocab_size=") + v);
+    CHECK(user_error_of([&] { validate(c); }).find("'vocab_size': must be between 257") != std::string::npos);
+  }
+  TrainConfig c;
+  apply_override(c, "vocab_size=2147483647");
+  CHECK_NOTHROW(validate(c));
+  CHECK(user_error_of([&] { apply_override(c, "vocab_size=9223372036854775808"); }).find("int64 range") !=
+        std::string::npos);
+  // threads feeds omp_set_num_threads(int): 2^32 + 1 would silently become 1.
+  for (const char* v : {"-1", "4294967297", "1025"}) {
+    TrainConfig t;
+    apply_override(t, std::string("threads=") + v);
+    CHECK(user_error_of([&] { validate(t); }).find("'threads': must be between 0 and 1024") != std::string::npos);
+  }
+}
+
+TEST_CASE("config: a config file that gives a key twice is refused") {
+  TempFile dup("{\"lr\": 0.1, \"steps\": 3, \"lr\": 0.2}", "gdn_test_dup_config.json");
+  TrainConfig c;
+  const nlohmann::json before = to_json(c);
+  std::string msg = user_error_of([&] { load_config_file(c, dup.path); });
+  CHECK(msg.find("gives the key 'lr' twice") != std::string::npos);
+  CHECK(msg.find(dup.path) != std::string::npos);
+  CHECK(to_json(c) == before);
+  // A file of distinct keys loads, and load_config_file reports which keys it set.
+  TempFile distinct("{\"lr\": 0.1, \"steps\": 3}", "gdn_test_distinct_config.json");
+  auto keys = load_config_file(c, distinct.path);
+  CHECK(keys == std::vector<std::string>{"lr", "steps"});
 }
 
 TEST_CASE("config: validate rules") {
@@ -255,7 +291,7 @@ TEST_CASE("config: validate rules") {
   for (const char* ok : {"warmup_steps=0", "warmup_steps=1000", "min_lr_ratio=0", "min_lr_ratio=1", "beta1=0",
                          "weight_decay=0", "grad_clip=0", "threads=0", "device=cuda", "device=cuda:1",
                          "lr_schedule=cosine", "dtype=float64", "vocab_size=257", "n_v_heads=8", "sample_tokens=0",
-                         "preset=large"})
+                         "threads=1024"})
     CHECK_MESSAGE(invalid_after(ok) == "", ok);
 
   // MoE rules apply only when n_experts > 0.

@@ -264,3 +264,42 @@ TEST_CASE("sampler: eval windows are fixed, non-overlapping and evenly spread") 
     CHECK(targets[w * 10 + 9] == some[w] + 10);
   }
 }
+
+TEST_CASE("corpus: a file that is not UTF-8 text is refused, naming it and its first bad byte") {
+  TempDir dir("utf8");
+  const std::string ok = "Fellow citizens, caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80 ok.\n";  // 2-, 3- and 4-byte forms
+  write_file(dir.path / "good.txt", ok);
+  CHECK_NOTHROW(gdn::load_corpus((dir.path / "good.txt").string()));
+  struct Bad { const char* name; std::string bytes; const char* where; };
+  const Bad cases[] = {
+      {"nul.bin", std::string("abc\0def", 7), "byte 0x00 at offset 3"},
+      {"latin1.txt", "caf\xe9 au lait", "byte 0xe9 at offset 3"},
+      {"overlong.txt", "ab\xc0\xaf", "byte 0xc0 at offset 2"},
+      {"surrogate.txt", "x\xed\xa0\x80", "byte 0xed at offset 1"},
+      {"cut.txt", "hello \xe2\x82", "byte 0xe2 at offset 6"},
+      {"stray.txt", "\x80hello", "byte 0x80 at offset 0"},
+  };
+  for (const Bad& b : cases) {
+    write_file(dir.path / b.name, b.bytes);
+    CHECK_THROWS_WITH_AS(gdn::load_corpus((dir.path / b.name).string()),
+                         doctest::Contains(fmt::format("{} ({})", b.name, b.where).c_str()), gdn::UserError);
+  }
+}
+
+TEST_CASE("corpus: a folder holding non-text files names every one of them") {
+  TempDir dir("utf8_dir");
+  write_file(dir.path / "a.txt", "some text here\n");
+  write_file(dir.path / "b.png", std::string("\x89PNG\r\n\x1a\n\0\0", 10));
+  write_file(dir.path / "c.txt", "more text here\n");
+  write_file(dir.path / "sub" / "d.bin", std::string("\xff\xfe", 2));
+  std::string message;
+  try {
+    gdn::load_corpus(dir.path.string());
+  } catch (const gdn::UserError& e) {
+    message = e.what();
+  }
+  CHECK(message.find("2 file(s) that are not UTF-8 text") != std::string::npos);
+  CHECK(message.find("b.png (byte 0x89 at offset 0)") != std::string::npos);
+  CHECK(message.find("sub/d.bin (byte 0xff at offset 0)") != std::string::npos);
+  CHECK(message.find("a.txt") == std::string::npos);
+}

@@ -1,6 +1,8 @@
 // train/checkpoint.cpp — see checkpoint.h.
 #include "train/checkpoint.h"
 
+#include <charconv>
+#include <cmath>
 #include <filesystem>
 #include <set>
 
@@ -32,18 +34,46 @@ void remove_quietly(const fs::path& p) {
   fs::remove_all(p, ec);
 }
 
-// Removes step directories (and leftover temporaries) that neither LAST nor BEST names.
-void prune(const std::string& root) {
-  std::set<std::string> keep;
+// The directory names LAST and BEST point at now (absent pointers give nothing).
+std::set<std::string> pointed_at(const std::string& root) {
+  std::set<std::string> names;
   for (const char* which : {"LAST", "BEST"})
-    if (auto d = find_checkpoint(root, which)) keep.insert(fs::path(*d).filename().string());
+    if (auto d = find_checkpoint(root, which)) names.insert(fs::path(*d).filename().string());
+  return names;
+}
+
+// After LAST/BEST moved: removes the checkpoints they named before (`released`) and name no more, and the
+// temporaries of a save that was killed ("step-N.tmp-PID", "step-N.old-PID"; the output folder's lock guarantees
+// that no other process is writing them). Any other directory, even one called step-N, is not ours to delete.
+void prune(const std::string& root, const std::set<std::string>& released) {
+  const std::set<std::string> keep = pointed_at(root);
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(root, ec)) {
-    std::string name = entry.path().filename().string();
-    if (entry.is_directory() && name.rfind("step-", 0) == 0 && !keep.count(name)) remove_quietly(entry.path());
+    const std::string name = entry.path().filename().string();
+    if (!entry.is_directory() || name.rfind("step-", 0) != 0 || keep.count(name)) continue;
+    const bool temporary = name.find(".tmp-") != std::string::npos || name.find(".old-") != std::string::npos;
+    if (temporary || released.count(name)) remove_quietly(entry.path());
   }
 }
+
+// Parses a whole decimal int64 (metadata values); nullopt for anything else.
+std::optional<int64_t> parse_int64(const std::string& text) {
+  int64_t v = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (text.empty() || ec != std::errc() || end != text.data() + text.size()) return std::nullopt;
+  return v;
+}
 }  // namespace
+
+std::string describe_non_finite(const std::vector<std::pair<std::string, Tensor>>& tensors) {
+  for (const auto& [name, t] : tensors) {
+    if (!t.defined() || !(t.dtype() == kFloat32 || t.dtype() == kFloat64 || t.dtype() == kBFloat16)) continue;
+    const std::vector<double> values = to_device(contiguous(t), kCPU).to_double_vector();
+    for (size_t i = 0; i < values.size(); ++i)
+      if (!std::isfinite(values[i])) return fmt::format("'{}' holds {} at element {}", name, values[i], i);
+  }
+  return "";
+}
 
 std::optional<std::string> find_checkpoint(const std::string& root, const std::string& which) {
   fs::path pointer = fs::path(root) / which;
@@ -60,7 +90,16 @@ std::optional<std::string> find_checkpoint(const std::string& root, const std::s
 
 std::string save_checkpoint(const std::string& root, const GatedDeltaNetLM& model, const AdamW& optimizer,
                             const CheckpointData& data, bool is_best) {
+  // A checkpoint is a state to come back to: one that holds NaN or inf is never written, so LAST and BEST only ever
+  // name finite ones.
+  const std::string bad_weights = describe_non_finite(named_weights(model));
+  GDN_USER_CHECK(bad_weights.empty(), "refusing to write a checkpoint of step {}: parameter {}", data.step, bad_weights);
+  const std::vector<std::pair<std::string, Tensor>> moments = optimizer.state_tensors();
+  const std::string bad_moments = describe_non_finite(moments);
+  GDN_USER_CHECK(bad_moments.empty(), "refusing to write a checkpoint of step {}: optimizer state {}", data.step,
+                 bad_moments);
   ensure_directory(root);
+  const std::set<std::string> pointed_before = pointed_at(root);
   const std::string name = step_dir_name(data.step);
   const fs::path final_dir = fs::path(root) / name;
   const fs::path tmp_dir = fs::path(root) / fmt::format("{}.tmp-{}", name, ::getpid());
@@ -71,7 +110,7 @@ std::string save_checkpoint(const std::string& root, const GatedDeltaNetLM& mode
                                              {"config", model_config_json(model.config()).dump()},
                                              {"step", std::to_string(data.step)}};
   save_safetensors((tmp_dir / "model.safetensors").string(), named_weights(model), meta);
-  save_safetensors((tmp_dir / "optimizer.safetensors").string(), optimizer.state_tensors(),
+  save_safetensors((tmp_dir / "optimizer.safetensors").string(), moments,
                    {{"format", kFormat}, {"steps_taken", std::to_string(optimizer.steps_taken())}});
   nlohmann::json state = data.trainer_state;
   state["step"] = data.step;
@@ -89,7 +128,7 @@ std::string save_checkpoint(const std::string& root, const GatedDeltaNetLM& mode
   write_file_atomic((fs::path(root) / "LAST").string(), name + "\n");
   if (is_best) write_file_atomic((fs::path(root) / "BEST").string(), name + "\n");
   if (!old_dir.empty()) remove_quietly(old_dir);
-  prune(root);
+  prune(root, pointed_before);
   return final_dir.string();
 }
 
@@ -117,13 +156,19 @@ CheckpointData load_checkpoint(const std::string& dir, GatedDeltaNetLM& model, A
       describe_model_mismatch(nlohmann::json::parse(it->second), model_config_json(model.config()));
   GDN_USER_CHECK(mismatch.empty(), "checkpoint {} was trained with another model config ({})", dir, mismatch);
 
-  NoGradGuard no_grad;
+  // Check every tensor (presence, shape, finite values) before changing the model.
   for (const auto& p : model.parameters()) {
     GDN_USER_CHECK(weights.has(p.name), "checkpoint {} lacks tensor '{}'", model_path, p.name);
     const Tensor& src = weights.get(p.name);
     GDN_USER_CHECK(src.shape() == p.value.shape(), "checkpoint tensor '{}' has shape {}, the model expects {}",
                    p.name, shape_str(src.shape()), shape_str(p.value.shape()));
-    Tensor converted = to_device(to_dtype(src, p.value.dtype()), p.value.device());
+  }
+  const std::string bad_weights = describe_non_finite(weights.tensors);
+  GDN_USER_CHECK(bad_weights.empty(), "checkpoint {} is corrupt: tensor {}", model_path, bad_weights);
+
+  NoGradGuard no_grad;
+  for (const auto& p : model.parameters()) {
+    Tensor converted = to_device(to_dtype(weights.get(p.name), p.value.dtype()), p.value.device());
     kernels::copy(p.value.device(), p.value, converted);
   }
 
@@ -135,11 +180,17 @@ CheckpointData load_checkpoint(const std::string& dir, GatedDeltaNetLM& model, A
   } catch (const std::exception& e) {
     throw UserError(fmt::format("checkpoint {} has a corrupt trainer_state.json: {}", dir, e.what()));
   }
+  GDN_USER_CHECK(data.step >= 0, "checkpoint {} has a corrupt trainer_state.json: step {}", dir, data.step);
   if (optimizer) {
-    SafetensorsFile opt = load_safetensors((fs::path(dir) / "optimizer.safetensors").string());
+    const std::string opt_path = (fs::path(dir) / "optimizer.safetensors").string();
+    SafetensorsFile opt = load_safetensors(opt_path);
     auto st = opt.metadata.find("steps_taken");
     GDN_USER_CHECK(st != opt.metadata.end(), "checkpoint {} optimizer state lacks steps_taken", dir);
-    optimizer->load_state(opt.tensors, std::stoll(st->second));
+    const std::optional<int64_t> steps_taken = parse_int64(st->second);
+    GDN_USER_CHECK(steps_taken.has_value(), "checkpoint {} is corrupt: steps_taken is \"{}\"", opt_path, st->second);
+    const std::string bad_moments = describe_non_finite(opt.tensors);
+    GDN_USER_CHECK(bad_moments.empty(), "checkpoint {} is corrupt: tensor {}", opt_path, bad_moments);
+    optimizer->load_state(opt.tensors, *steps_taken);
   }
   return data;
 }

@@ -8,8 +8,12 @@
 //   LAST, BEST                         one line each: the directory name of the newest / best checkpoint
 // A checkpoint directory is written under a temporary name and renamed into place when complete; LAST and BEST are
 // replaced atomically (temp file + rename) only after that. A crash or a full disk at any moment therefore leaves
-// the previous checkpoint intact and LAST pointing at a complete directory. Directories that neither LAST nor BEST
-// names are removed after a successful save.
+// the previous checkpoint intact and LAST pointing at a complete directory. After a successful save, the checkpoints
+// that LAST and BEST named before and name no more are removed, with the temporaries of a killed save; no other
+// directory is ever deleted (the output folder's lock, taken by the trainer, keeps other processes out).
+//
+// No checkpoint holds NaN or inf: saving refuses a model or optimizer state with one (so LAST and BEST only name
+// finite states), and loading refuses a file with one, naming the tensor.
 #pragma once
 
 #include <optional>
@@ -34,8 +38,11 @@ std::string save_checkpoint(const std::string& checkpoint_root, const GatedDelta
 // "LAST" or "BEST" -> the directory it names, or nullopt when there is none.
 std::optional<std::string> find_checkpoint(const std::string& checkpoint_root, const std::string& which);
 
+// "" when every floating-point tensor holds only finite values, else "'NAME' holds nan at element I" for the first.
+std::string describe_non_finite(const std::vector<std::pair<std::string, Tensor>>& tensors);
+
 // Reads model.safetensors of a checkpoint directory and checks it against the model's config and parameter list
-// (gdn::UserError naming the difference: another config, a missing tensor, a truncated file).
+// (gdn::UserError naming the difference: another config, a missing tensor, a truncated file, a NaN or inf value).
 // Loads weights into `model` (in place) and, when `optimizer` is given, the moments; returns the trainer state.
 CheckpointData load_checkpoint(const std::string& dir, GatedDeltaNetLM& model, AdamW* optimizer);
 

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <set>
 #include <sstream>
 
 #include "core/check.h"
@@ -152,11 +153,14 @@ std::vector<ConfigField> make_fields() {
                           [](C c) { return positive(c.eval_batches); }));
   f.push_back(train_field("checkpoint_every", &T::checkpoint_every, "steps between checkpoints",
                           [](C c) { return positive(c.checkpoint_every); }));
-  f.push_back(train_field("log_every", &T::log_every, "steps between logged training losses",
+  f.push_back(train_field("log_every", &T::log_every, "steps per train_history point (their mean loss) in the results",
                           [](C c) { return positive(c.log_every); }));
   // ---- machine ----
   f.push_back(train_field("seed", &T::seed, "seed of initialisation and data order", any));
-  f.push_back(train_field("threads", &T::threads, "CPU threads (0 = all cores)", [](C c) { return non_negative(c.threads); }));
+  f.push_back(train_field("threads", &T::threads, "CPU threads (0 = all cores, at most 1024)", [](C c) {
+    return (c.threads >= 0 && c.threads <= 1024) ? std::string()
+                                                  : fmt::format("must be between 0 and 1024, got {}", c.threads);
+  }));
   f.push_back(train_field("val_fraction", &T::val_fraction, "share of the corpus held out for validation", [](C c) {
     return (c.val_fraction > 0 && c.val_fraction < 1) ? std::string()
                                                       : fmt::format("must be in (0, 1), got {}", c.val_fraction);
@@ -175,10 +179,12 @@ std::vector<ConfigField> make_fields() {
   // ---- model ----
   f.push_back(model_field("vocab_size", &M::vocab_size, "BPE vocabulary size (256 bytes + <|endoftext|> + merges)",
                           [](C c) {
-                            return c.model.vocab_size >= 257
+                            // Token ids are int32, so the vocabulary must fit that type.
+                            const int64_t max = std::numeric_limits<int32_t>::max();
+                            return (c.model.vocab_size >= 257 && c.model.vocab_size <= max)
                                        ? std::string()
-                                       : fmt::format("must be at least 257 (256 bytes + <|endoftext|>), got {}",
-                                                     c.model.vocab_size);
+                                       : fmt::format("must be between 257 (256 bytes + <|endoftext|>) and {} (token "
+                                                     "ids are int32), got {}", max, c.model.vocab_size);
                           }));
   f.push_back(model_field("d_model", &M::d_model, "D, residual stream width", [](C c) { return positive(c.model.d_model); }));
   f.push_back(model_field("n_layers", &M::n_layers, "L, Gated DeltaNet blocks", [](C c) { return positive(c.model.n_layers); }));
@@ -316,7 +322,7 @@ void apply_json(TrainConfig& cfg, const json& j, const std::string& source) {
   cfg = std::move(out);
 }
 
-void load_config_file(TrainConfig& cfg, const std::string& path) {
+std::vector<std::string> load_config_file(TrainConfig& cfg, const std::string& path) {
   std::error_code ec;
   GDN_USER_CHECK(std::filesystem::exists(path, ec), "config file not found: {}", path);
   GDN_USER_CHECK(std::filesystem::is_regular_file(path, ec), "config file is not a regular file: {}", path);
@@ -324,9 +330,18 @@ void load_config_file(TrainConfig& cfg, const std::string& path) {
   GDN_USER_CHECK(in.good(), "cannot read config file: {}", path);
   std::stringstream text;
   text << in.rdbuf();
+  // A key given twice in one object would silently keep only its last value: refuse it instead.
+  std::vector<std::set<std::string>> open_objects;
+  json::parser_callback_t refuse_duplicates = [&](int, json::parse_event_t event, json& parsed) {
+    if (event == json::parse_event_t::object_start) open_objects.emplace_back();
+    else if (event == json::parse_event_t::object_end) open_objects.pop_back();
+    else if (event == json::parse_event_t::key && !open_objects.back().insert(parsed.get<std::string>()).second)
+      throw UserError(fmt::format("config file {} gives the key '{}' twice", path, parsed.get<std::string>()));
+    return true;
+  };
   json j;
   try {
-    j = json::parse(text.str(), nullptr, /*allow_exceptions=*/true, /*ignore_comments=*/true);
+    j = json::parse(text.str(), refuse_duplicates, /*allow_exceptions=*/true, /*ignore_comments=*/true);
   } catch (const json::parse_error& e) {
     std::string what = e.what();
     if (size_t close = what.find("] "); what.rfind("[json.exception", 0) == 0 && close != std::string::npos)
@@ -334,6 +349,9 @@ void load_config_file(TrainConfig& cfg, const std::string& path) {
     throw UserError(fmt::format("config file {} is not valid JSON: {}", path, what));
   }
   apply_json(cfg, j, path);
+  std::vector<std::string> keys;
+  for (const auto& item : j.items()) keys.push_back(item.key());
+  return keys;
 }
 
 void apply_override(TrainConfig& cfg, const std::string& key_eq_value) {
@@ -345,6 +363,9 @@ void apply_override(TrainConfig& cfg, const std::string& key_eq_value) {
   const std::string text = key_eq_value.substr(eq + 1);
   const std::string source = "--set " + key_eq_value;
   const ConfigField& f = find_field(key, "--set");
+  // A preset resets every key, including those given before it on the command line (--data, --out, other --set):
+  // there is exactly one way to choose it, which the apps apply first.
+  GDN_USER_CHECK(key != "preset", "--set preset=... would reset every key given before it; use --preset NAME");
   json value;
   switch (f.type) {
     case ConfigType::String: value = text; break;

@@ -8,9 +8,8 @@
 //
 // Layering of a run's configuration (what gdn-train does):
 //   preset_config(preset)  ->  load_config_file(cfg, file)  ->  apply_override(cfg, "key=value") ...  ->  validate(cfg)
-// A "preset" key (in a file, a JSON object, or --set preset=NAME) resets the WHOLE config to that preset; in a file or
-// JSON object it is applied first, before the other keys of the same object, whatever their order. So a --set
-// preset=... should come before other --set overrides.
+// A "preset" key (in a file or a JSON object) resets the WHOLE config to that preset; it is applied first, before the
+// other keys of the same object, whatever their order. On the command line the preset is --preset, never --set.
 //
 // Types: "int" (int64), "uint" (uint64, the seed), "number" (double; JSON integers accepted), "bool" (JSON true/false;
 // on the command line also 1/0), "string". A JSON number with no fractional part (1e3) is accepted for an int key.
@@ -77,9 +76,11 @@ const std::vector<ConfigField>& config_fields();
 // Applies every key of the JSON object j to cfg (a "preset" key first). `source` names where j came from, for
 // messages ("config.json", "checkpoint ..."). On any error cfg is left unchanged.
 void apply_json(TrainConfig& cfg, const nlohmann::json& j, const std::string& source);
-// Reads a JSON object from `path` (// and /* */ comments allowed) and applies it with apply_json.
-void load_config_file(TrainConfig& cfg, const std::string& path);
-// One command-line override "key=value" (--set); the value is parsed by the key's type.
+// Reads a JSON object from `path` (// and /* */ comments allowed; a key given twice is an error) and applies it with
+// apply_json. Returns the keys the file sets.
+std::vector<std::string> load_config_file(TrainConfig& cfg, const std::string& path);
+// One command-line override "key=value" (--set); the value is parsed by the key's type. "preset" is refused here
+// (it would reset the keys set before it): the apps take the preset from --preset.
 void apply_override(TrainConfig& cfg, const std::string& key_eq_value);
 
 // Every constraint on the values (ranges, choices, cross-field rules). Throws UserError at the first broken one.

@@ -35,6 +35,44 @@ std::string read_file_bytes(const fs::path& path) {
   return bytes;
 }
 
+// Offset of the first byte of `text` that is not part of well-formed UTF-8 text, or npos when it all is. Well-formed
+// means the Unicode standard's table 3-7 (no overlong forms, no surrogates, nothing above U+10FFFF, no truncated
+// sequence at the end); the NUL byte is refused too, because text files do not hold it and binary files do.
+size_t first_non_text_byte(std::string_view text) {
+  const auto* b = reinterpret_cast<const unsigned char*>(text.data());
+  const size_t n = text.size();
+  size_t i = 0;
+  while (i < n) {
+    const unsigned char c = b[i];
+    if (c >= 0x01 && c <= 0x7F) {
+      ++i;
+      continue;
+    }
+    size_t len = 0;
+    unsigned char lo = 0x80, hi = 0xBF;  // allowed range of the second byte
+    if (c >= 0xC2 && c <= 0xDF) len = 2;
+    else if (c == 0xE0) len = 3, lo = 0xA0;
+    else if ((c >= 0xE1 && c <= 0xEC) || c == 0xEE || c == 0xEF) len = 3;
+    else if (c == 0xED) len = 3, hi = 0x9F;
+    else if (c == 0xF0) len = 4, lo = 0x90;
+    else if (c >= 0xF1 && c <= 0xF3) len = 4;
+    else if (c == 0xF4) len = 4, hi = 0x8F;
+    else return i;  // NUL, a continuation byte out of place, C0, C1, F5..FF
+    if (i + len > n || b[i + 1] < lo || b[i + 1] > hi) return i;
+    for (size_t k = 2; k < len; ++k)
+      if (b[i + k] < 0x80 || b[i + k] > 0xBF) return i;
+    i += len;
+  }
+  return std::string_view::npos;
+}
+
+// "FILE (byte 0xNN at offset K)" for a file that is not UTF-8 text, "" for one that is.
+std::string describe_non_text(const std::string& name, std::string_view text) {
+  const size_t at = first_non_text_byte(text);
+  if (at == std::string_view::npos) return "";
+  return fmt::format("{} (byte 0x{:02x} at offset {})", name, static_cast<unsigned char>(text[at]), at);
+}
+
 bool is_blank(std::string_view text) {
   for (char c : text) {
     if (c != ' ' && c != '\t' && c != '\n' && c != '\r' && c != '\v' && c != '\f') return false;
@@ -110,6 +148,8 @@ Corpus load_corpus(const std::string& path, double val_fraction) {
   Corpus corpus;
   if (files.size() == 1) {
     std::string text = read_file_bytes(files[0]);
+    const std::string bad = describe_non_text(files[0].string(), text);
+    GDN_USER_CHECK(bad.empty(), "corpus file is not UTF-8 text: {}", bad);
     corpus.names.push_back(fs::is_directory(path) ? fs::relative(files[0], path).string()
                                                   : files[0].filename().string());
     size_t split = single_file_split_point(text, val_fraction);
@@ -123,11 +163,22 @@ Corpus load_corpus(const std::string& path, double val_fraction) {
     for (int64_t i = 0; i < num_files; ++i) {
       if (stride > 0 && i % stride == stride - 1) any_validation = true;
     }
+    std::vector<std::string> bad;  // every file that is not UTF-8 text, so one run names them all
     for (int64_t i = 0; i < num_files; ++i) {
       bool validation = stride > 0 && (i % stride == stride - 1 || (!any_validation && i == num_files - 1));
       std::string text = read_file_bytes(files[i]);
+      if (std::string b = describe_non_text(fs::relative(files[i], path).string(), text); !b.empty()) {
+        bad.push_back(std::move(b));
+        continue;
+      }
       corpus.names.push_back(fs::relative(files[i], path).string());
       append_documents(text, validation ? &corpus.val_docs : &corpus.train_docs);
+    }
+    if (!bad.empty()) {
+      const size_t shown = std::min<size_t>(bad.size(), 5);
+      throw UserError(fmt::format("corpus {} holds {} file(s) that are not UTF-8 text: {}{}", path, bad.size(),
+                                  fmt::join(bad.begin(), bad.begin() + static_cast<std::ptrdiff_t>(shown), ", "),
+                                  bad.size() > shown ? fmt::format(" and {} more", bad.size() - shown) : ""));
     }
   }
   GDN_USER_CHECK(!corpus.train_docs.empty() || !corpus.val_docs.empty(),

@@ -6,7 +6,8 @@
 // Corpus layout: a path is either one UTF-8 text file or a directory. In a directory every regular file (recursively,
 // sorted by path; names starting with '.' skipped, so marker files and hidden cache folders are not text) is one
 // document; any file is further split into documents at the literal text "<|endoftext|>". Pieces that are empty or
-// only whitespace are dropped.
+// only whitespace are dropped. Every file must be UTF-8 text (well-formed UTF-8 without NUL bytes): a file that is not
+// is refused, naming it with the offset and value of its first bad byte; in a folder, every such file is named.
 //
 // Validation split: for a directory of >= 2 files, whole files go to validation: with stride = round(1/val_fraction)
 // (10 for the default 0.1), file i is validation when i % stride == stride - 1, and if that picks none (fewer files
@@ -42,7 +43,8 @@ struct Corpus {
 };
 
 // Loads a text file or a directory of text files (see the header comment). Errors are gdn::UserError, one line:
-// "corpus not found: PATH", "corpus is empty: PATH", "cannot read corpus file: PATH".
+// "corpus not found: PATH", "corpus is empty: PATH", "cannot read corpus file: PATH", "corpus file is not UTF-8
+// text: PATH (byte 0xNN at offset K)", "corpus DIR holds N file(s) that are not UTF-8 text: NAME (...), ...".
 Corpus load_corpus(const std::string& path, double val_fraction = 0.1);
 
 // All documents encoded and joined, with eot between consecutive documents (none before the first or after the last).

@@ -1,7 +1,8 @@
 // train/device.h — turning a --device string into a ready Device; waiting for it and timing work on it.
 //
 // "cpu" needs nothing. "cuda[:N]" registers the CUDA backend (allocator, copier, kernels) when this build has one,
-// and is a clear user error otherwise. This is the only place above the dispatch layer that knows whether CUDA was
+// and is a clear user error otherwise (no backend, no visible device, an index other than 0: the backend only runs on
+// the current device). A malformed name ("cuda:x", an index that does not fit an int) is a user error too. This is the only place above the dispatch layer that knows whether CUDA was
 // compiled in.
 #pragma once
 

@@ -5,6 +5,7 @@
 #include "train/file_util.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -110,6 +111,45 @@ void ensure_directory(const std::string& path) {
   if (ec) throw UserError("cannot create directory " + path + ": " + ec.message());
   GDN_USER_CHECK(std::filesystem::is_directory(path, ec),
                  "cannot create directory {}: it exists and is not a directory", path);
+}
+
+DirectoryLock::DirectoryLock(const std::string& dir) {
+  const std::string path = (std::filesystem::path(dir) / ".lock").string();
+  fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd_ < 0) {
+    int err = errno;
+    throw UserError("cannot open " + path + ": " + std::strerror(err));
+  }
+  int rc;
+  do rc = ::flock(fd_, LOCK_EX | LOCK_NB);
+  while (rc != 0 && errno == EINTR);
+  if (rc != 0) {
+    int err = errno;
+    std::string holder;
+    char buf[32] = {};
+    ssize_t n = ::pread(fd_, buf, sizeof(buf) - 1, 0);
+    if (n > 0) holder = std::string(buf, static_cast<size_t>(n));
+    while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' ')) holder.pop_back();
+    ::close(fd_);
+    fd_ = -1;
+    if (err == EWOULDBLOCK)
+      throw UserError(fmt::format("{} is in use by another run (pid {}): wait for it to end or choose another --out",
+                                  dir, holder.empty() ? std::string("unknown") : holder));
+    throw UserError("cannot lock " + path + ": " + std::strerror(err));
+  }
+  // Ours now: record who holds it. A failure here only loses the pid in another run's message.
+  const std::string pid = std::to_string(::getpid()) + "\n";
+  if (::ftruncate(fd_, 0) == 0) {
+    [[maybe_unused]] ssize_t written = ::pwrite(fd_, pid.data(), pid.size(), 0);
+  }
+}
+
+DirectoryLock::~DirectoryLock() {
+  if (fd_ < 0) return;
+  // Forget our pid while still holding the lock, then release it by closing. The file stays: removing it would race
+  // with a process that opened it and is about to lock it.
+  [[maybe_unused]] int truncated = ::ftruncate(fd_, 0);
+  ::close(fd_);
 }
 
 }  // namespace gdn

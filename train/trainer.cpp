@@ -3,11 +3,13 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
 #include <csignal>
 #include <filesystem>
+#include <optional>
 
 #include "models/language_model.h"
 #include "ops/ops.h"
@@ -73,26 +75,100 @@ EvalMetrics evaluate(const GatedDeltaNetLM& model, const std::vector<int32_t>& t
   return m;
 }
 
-BpeTokenizer load_or_train_tokenizer(const std::string& path, const Corpus& corpus, int64_t vocab, bool quiet) {
-  if (fs::exists(path)) {
-    BpeTokenizer tok = BpeTokenizer::load(path);
-    if (!quiet) fmt::print(stderr, "tokenizer: reusing {} ({} tokens)\n", path, tok.vocab_size());
-    return tok;
+// Paths under the output folder that belong to an earlier run: the checkpoint pointers, every step-* entry of
+// checkpoints/, the results. A fresh run refuses such a folder unless --overwrite; --overwrite removes exactly these
+// (and the tokenizer) once the new run is about to write.
+std::vector<std::string> earlier_run_files(const fs::path& out) {
+  std::vector<std::string> found;
+  std::error_code ec;
+  const fs::path ckpt = out / "checkpoints";
+  for (const char* pointer : {"LAST", "BEST"})
+    if (fs::exists(ckpt / pointer, ec)) found.push_back((fs::path("checkpoints") / pointer).string());
+  if (fs::is_directory(ckpt, ec)) {
+    std::vector<std::string> steps;
+    for (const auto& entry : fs::directory_iterator(ckpt, ec))
+      if (entry.path().filename().string().rfind("step-", 0) == 0)
+        steps.push_back((fs::path("checkpoints") / entry.path().filename()).string());
+    std::sort(steps.begin(), steps.end());
+    found.insert(found.end(), steps.begin(), steps.end());
   }
-  auto t0 = Clock::now();
-  std::vector<std::string_view> docs(corpus.train_docs.begin(), corpus.train_docs.end());
-  BpeTokenizer tok = BpeTokenizer::train(docs, static_cast<int>(vocab));
-  tok.save(path);
-  if (!quiet)
-    fmt::print(stderr, "tokenizer: trained {} tokens in {:.1f} s -> {}\n", tok.vocab_size(), seconds_since(t0), path);
-  return tok;
+  for (const char* file : {"training_results.json", "training_curves.png"})
+    if (fs::exists(out / file, ec)) found.push_back(file);
+  return found;
+}
+
+// Whether `inner` is `outer` or lies under it (both resolved, so "a/../b" and symlinks compare right).
+bool is_within(const fs::path& inner, const fs::path& outer) {
+  std::error_code ec;
+  const fs::path a = fs::weakly_canonical(inner, ec), b = fs::weakly_canonical(outer, ec);
+  auto ai = a.begin(), bi = b.begin();
+  for (; bi != b.end() && !bi->empty(); ++ai, ++bi)
+    if (ai == a.end() || *ai != *bi) return false;
+  return true;
+}
+
+// FNV-1a 64 of the token streams a run trains and evaluates on: a resume checks it, so a changed corpus is refused
+// instead of silently continuing on other data.
+uint64_t corpus_fingerprint(const std::vector<int32_t>& train_tokens, const std::vector<int32_t>& val_tokens) {
+  uint64_t h = fnv1a_64(train_tokens.data(), train_tokens.size() * sizeof(int32_t));
+  return fnv1a_64(val_tokens.data(), val_tokens.size() * sizeof(int32_t), h);
 }
 
 json history_point(int64_t step, const EvalMetrics& m) {
   return {{"step", step}, {"loss", m.loss}, {"accuracy", m.accuracy}, {"perplexity", m.perplexity}};
 }
 
+std::vector<std::pair<std::string, Tensor>> named_weights(const GatedDeltaNetLM& model) {
+  std::vector<std::pair<std::string, Tensor>> out;
+  for (const auto& p : model.parameters()) out.emplace_back(p.name, p.value);
+  return out;
+}
+
+json or_null(const std::optional<double>& v) { return v ? json(*v) : json(nullptr); }
+
+// The train config stored in the LAST checkpoint under out_dir.
+TrainConfig stored_config(const std::string& out_dir, std::string* checkpoint_dir) {
+  const std::string root = (fs::path(out_dir) / "checkpoints").string();
+  std::optional<std::string> last = find_checkpoint(root, "LAST");
+  GDN_USER_CHECK(last.has_value(), "--resume: no checkpoint in {}", root);
+  const std::string state_path = (fs::path(*last) / "trainer_state.json").string();
+  const std::string text = read_file(state_path);
+  json state = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  GDN_USER_CHECK(!state.is_discarded() && state.is_object() && state.contains("config") && state["config"].is_object(),
+                 "checkpoint {} has a corrupt trainer_state.json: no train config", *last);
+  TrainConfig cfg;
+  apply_json(cfg, state["config"], state_path);
+  if (checkpoint_dir) *checkpoint_dir = *last;
+  return cfg;
+}
+
 }  // namespace
+
+const std::vector<std::string>& resumable_keys() {
+  static const std::vector<std::string> keys = {"data",       "out_dir",  "steps",  "eval_every",    "checkpoint_every",
+                                                "log_every",  "threads",  "device", "sample_tokens", "sample_prompt"};
+  return keys;
+}
+
+TrainConfig resume_config(const TrainConfig& asked, const std::vector<std::string>& given) {
+  std::string dir;
+  TrainConfig cfg = stored_config(asked.out_dir, &dir);
+  const auto& resumable = resumable_keys();
+  for (const ConfigField& f : config_fields()) {
+    if (std::find(given.begin(), given.end(), f.name) == given.end()) continue;  // not given: the checkpoint's
+    if (std::find(resumable.begin(), resumable.end(), f.name) != resumable.end()) {
+      f.set(cfg, f.get(asked));
+    } else if (f.name == "vocab_size" && asked.model.vocab_size >= cfg.model.vocab_size) {
+      // vocab_size is an upper bound that the tokenizer falls short of when no pair occurs twice any more, so the
+      // command line that produced the checkpoint (asking more than it got) resumes; the checkpoint's size stays.
+    } else if (f.get(asked) != f.get(cfg)) {
+      throw UserError(fmt::format("--resume: '{}' cannot change when resuming (checkpoint {}: {}, asked {}); only {} "
+                                  "may", f.name, dir, f.get(cfg).dump(), f.get(asked).dump(),
+                                  fmt::join(resumable, ", ")));
+    }
+  }
+  return cfg;
+}
 
 void request_stop() { g_stop = true; }
 
@@ -109,33 +185,66 @@ bool decays(const std::string& name, const std::string& no_decay) {
 }
 
 TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& opts) {
-  TrainConfig cfg = cfg_in;
+  // Everything is checked before anything in the output folder changes: the config, the folder's state, the corpus,
+  // the tokenizer, the checkpoint to resume. Only then ("commit" below) is an earlier run removed (--overwrite) and
+  // the first file written.
+  GDN_USER_CHECK(!(opts.resume && opts.overwrite),
+                 "--resume and --overwrite contradict each other: --resume continues the run in {}, --overwrite "
+                 "deletes it", cfg_in.out_dir);
+  validate(cfg_in);
+  TrainConfig cfg = opts.resume ? resume_config(cfg_in, resumable_keys()) : cfg_in;
   validate(cfg);
-  g_stop = false;
   if (cfg.threads > 0) omp_set_num_threads(static_cast<int>(cfg.threads));
   const DType dtype = cfg.dtype == "float64" ? kFloat64 : kFloat32;
   const Device device = parse_device(cfg.device);
   const auto t_start = Clock::now();
 
-  // ---- output folder and the refusal to silently clobber an earlier run ----
+  // ---- the output folder: not inside the corpus, locked, and never an earlier run's without --resume/--overwrite ----
+  std::error_code ec;
+  GDN_USER_CHECK(!(fs::is_directory(cfg.data, ec) && is_within(cfg.out_dir, cfg.data)),
+                 "--out {} lies inside the corpus folder --data {}: the next run would train on its own outputs",
+                 cfg.out_dir, cfg.data);
   ensure_directory(cfg.out_dir);
-  const std::string ckpt_root = (fs::path(cfg.out_dir) / "checkpoints").string();
-  std::optional<std::string> last = find_checkpoint(ckpt_root, "LAST");
-  GDN_USER_CHECK(!opts.resume || last, "--resume: no checkpoint in {}", ckpt_root);
-  if (last && !opts.resume) {
-    GDN_USER_CHECK(opts.overwrite, "{} already holds checkpoints of a run: pass --resume to continue it or --overwrite "
-                   "to start over", cfg.out_dir);
-    fs::remove_all(ckpt_root);
-    fs::remove(fs::path(cfg.out_dir) / "tokenizer.json");
-    last.reset();
+  DirectoryLock lock(cfg.out_dir);
+  const fs::path out(cfg.out_dir);
+  const std::string ckpt_root = (out / "checkpoints").string();
+  const std::vector<std::string> earlier = earlier_run_files(out);
+  std::optional<std::string> last;
+  if (opts.resume) {
+    last = find_checkpoint(ckpt_root, "LAST");
+    GDN_USER_CHECK(last.has_value(), "--resume: no checkpoint in {}", ckpt_root);
+  } else if (!earlier.empty()) {
+    GDN_USER_CHECK(opts.overwrite, "{} already holds an earlier run ({}{}): pass --resume to continue it or "
+                   "--overwrite to start over", cfg.out_dir, fmt::join(earlier.begin(), earlier.begin() +
+                   static_cast<std::ptrdiff_t>(std::min<size_t>(earlier.size(), 3)), ", "),
+                   earlier.size() > 3 ? ", ..." : "");
   }
 
   // ---- data ----
   Corpus corpus = load_corpus(cfg.data, cfg.val_fraction);
-  BpeTokenizer tok = load_or_train_tokenizer((fs::path(cfg.out_dir) / "tokenizer.json").string(), corpus,
-                                             cfg.model.vocab_size, opts.quiet);
-  const std::string cache_dir = (fs::path(cfg.out_dir) / "cache").string();
-  ensure_directory(cache_dir);
+  const std::string tok_path = (out / "tokenizer.json").string();
+  // --overwrite trains a new tokenizer (the old file is removed at the commit); otherwise an existing one is reused.
+  const bool reuse_tokenizer = !opts.overwrite && fs::exists(tok_path, ec);
+  GDN_USER_CHECK(!opts.resume || reuse_tokenizer, "--resume: the run's tokenizer {} is missing", tok_path);
+  BpeTokenizer tok;
+  if (reuse_tokenizer) {
+    tok = BpeTokenizer::load(tok_path);
+    GDN_USER_CHECK(opts.resume || tok.vocab_size() == cfg.model.vocab_size,
+                   "{} holds a tokenizer of {} tokens but vocab_size is {}: pass --set vocab_size={} to reuse it, or "
+                   "--overwrite (or remove the file) to train a new one", tok_path, tok.vocab_size(),
+                   cfg.model.vocab_size, tok.vocab_size());
+    if (!opts.quiet) fmt::print(stderr, "tokenizer: reusing {} ({} tokens)\n", tok_path, tok.vocab_size());
+  } else {
+    auto t0 = Clock::now();
+    std::vector<std::string_view> docs(corpus.train_docs.begin(), corpus.train_docs.end());
+    tok = BpeTokenizer::train(docs, static_cast<int>(cfg.model.vocab_size));  // validate() bounds it to int32
+    if (!opts.quiet)
+      fmt::print(stderr, "tokenizer: trained {} tokens in {:.1f} s\n", tok.vocab_size(), seconds_since(t0));
+    if (tok.vocab_size() < cfg.model.vocab_size && !opts.quiet)
+      fmt::print(stderr, "tokenizer: the training split has no pair left that occurs twice after {} tokens; "
+                 "vocab_size set to {} (asked {})\n", tok.vocab_size(), tok.vocab_size(), cfg.model.vocab_size);
+  }
+  const std::string cache_dir = (out / "cache").string();
   std::vector<int32_t> train_tokens = encode_cached(tok, corpus.train_docs, cache_dir);
   std::vector<int32_t> val_tokens = encode_cached(tok, corpus.val_docs, cache_dir);
   WindowSampler sampler(&train_tokens, cfg.seq_len, cfg.seed);  // a corpus shorter than one window stops here
@@ -144,11 +253,9 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& opts) {
   std::vector<int64_t> eval_starts =
       WindowSampler::eval_window_starts(static_cast<int64_t>(val_tokens.size()), cfg.seq_len,
                                         cfg.eval_batches * cfg.batch_size);
-  if (tok.vocab_size() != cfg.model.vocab_size && !opts.quiet)
-    fmt::print(stderr, "tokenizer: the corpus supports {} tokens; model vocab_size set to match (asked {})\n",
-               tok.vocab_size(), cfg.model.vocab_size);
-  cfg.model.vocab_size = tok.vocab_size();
-  const double unigram = unigram_loss(train_tokens, val_tokens, cfg.model.vocab_size);
+  if (!opts.resume) cfg.model.vocab_size = tok.vocab_size();
+  const uint64_t corpus_fp = corpus_fingerprint(train_tokens, val_tokens);
+  const double unigram = unigram_loss(train_tokens, val_tokens, tok.vocab_size());
   if (!opts.quiet)
     fmt::print(stderr, "data: {} train docs ({} tokens), {} val docs ({} tokens); unigram val loss {:.3f}\n",
                corpus.train_docs.size(), train_tokens.size(), corpus.val_docs.size(), val_tokens.size(), unigram);
@@ -172,22 +279,47 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& opts) {
   json train_history = json::array(), val_history = json::array();
   double best_val = INFINITY, elapsed_before = 0;
   int64_t best_step = -1, tokens_seen = 0;
+  double interval_loss_sum = 0;  // training losses since the last train_history point (log_every)
+  int64_t interval_steps = 0;
   if (opts.resume) {
     CheckpointData data = load_checkpoint(*last, model, &optimizer);
     const json& st = data.trainer_state;
-    GDN_USER_CHECK(st.value("tokenizer_fingerprint", uint64_t{0}) == tok.fingerprint(),
-                   "checkpoint {} was trained with another tokenizer than {}/tokenizer.json", *last, cfg.out_dir);
+    // A checkpoint without a fingerprint (none is written without one today) resumes unchecked.
+    GDN_USER_CHECK(!st.contains("tokenizer_fingerprint") || st["tokenizer_fingerprint"] == tok.fingerprint(),
+                   "checkpoint {} was trained with another tokenizer than {}", *last, tok_path);
+    // Checkpoints written before the corpus fingerprint was stored carry none: they resume unchecked.
+    GDN_USER_CHECK(!st.contains("corpus_fingerprint") || st["corpus_fingerprint"] == corpus_fp,
+                   "checkpoint {} was trained on another corpus than {} (its text or split differs)", *last, cfg.data);
     step = data.step;
-    sampler.set_state({st.at("sampler").at("seed").get<uint64_t>(), st.at("sampler").at("epoch").get<uint64_t>(),
-                       st.at("sampler").at("cursor").get<uint64_t>()});
-    train_history = st.at("train_history");
-    val_history = st.at("val_history");
-    best_val = st.at("best_val_loss").is_number() ? st.at("best_val_loss").get<double>() : INFINITY;
-    best_step = st.value("best_step", int64_t{-1});
-    tokens_seen = st.value("tokens_seen", int64_t{0});
-    elapsed_before = st.value("elapsed_seconds", 0.0);
+    GDN_USER_CHECK(step < cfg.steps, "nothing left to do: checkpoint {} is at step {} and steps is {} (raise --steps "
+                   "to train further)", *last, step, cfg.steps);
+    try {
+      SamplerState ss{st.at("sampler").at("seed").get<uint64_t>(), st.at("sampler").at("epoch").get<uint64_t>(),
+                      st.at("sampler").at("cursor").get<uint64_t>()};
+      GDN_USER_CHECK(ss.seed == cfg.seed, "checkpoint {} has a corrupt trainer_state.json: sampler seed", *last);
+      sampler.set_state(ss);
+      train_history = st.at("train_history");
+      val_history = st.at("val_history");
+      best_val = st.at("best_val_loss").is_number() ? st.at("best_val_loss").get<double>() : INFINITY;
+      best_step = st.value("best_step", int64_t{-1});
+      tokens_seen = st.value("tokens_seen", int64_t{0});
+      elapsed_before = st.value("elapsed_seconds", 0.0);
+      interval_loss_sum = st.value("interval_loss_sum", 0.0);
+      interval_steps = st.value("interval_steps", int64_t{0});
+    } catch (const json::exception& e) {
+      throw UserError(fmt::format("checkpoint {} has a corrupt trainer_state.json: {}", *last, e.what()));
+    } catch (const Error& e) {
+      throw UserError(fmt::format("checkpoint {} has a corrupt trainer_state.json: {}", *last, e.what()));
+    }
     if (!opts.quiet) fmt::print(stderr, "resume: step {} from {}\n", step, *last);
   }
+
+  // ---- commit: from here on the output folder changes ----
+  if (opts.overwrite) {
+    for (const std::string& rel : earlier) fs::remove_all(out / rel);
+    fs::remove(tok_path, ec);
+  }
+  if (!reuse_tokenizer) tok.save(tok_path);
 
   auto trainer_state = [&]() {
     SamplerState s = sampler.state();
@@ -197,13 +329,22 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& opts) {
                 {"best_val_loss", std::isfinite(best_val) ? json(best_val) : json(nullptr)},
                 {"best_step", best_step},
                 {"tokens_seen", tokens_seen},
+                {"interval_loss_sum", interval_loss_sum},
+                {"interval_steps", interval_steps},
                 {"elapsed_seconds", elapsed_before + seconds_since(t_start)},
                 {"tokenizer_fingerprint", tok.fingerprint()},
+                {"corpus_fingerprint", corpus_fp},
                 {"config", to_json(cfg)}};
   };
-  std::string last_saved;
+  std::string last_good = last ? *last : std::string();  // the newest checkpoint known to hold a finite state
+  auto stop_non_finite = [&](const std::string& what) {
+    throw UserError(fmt::format("{}: stopping; the last good checkpoint is {}", what,
+                                last_good.empty() ? std::string("(none yet)") : last_good));
+  };
   auto checkpoint = [&](bool is_best) {
-    last_saved = save_checkpoint(ckpt_root, model, optimizer, {step, trainer_state()}, is_best);
+    if (std::string bad = describe_non_finite(named_weights(model)); !bad.empty())
+      stop_non_finite(fmt::format("the weights became non-finite at step {} (parameter {})", step, bad));
+    last_good = save_checkpoint(ckpt_root, model, optimizer, {step, trainer_state()}, is_best);
   };
 
   // ---- the loop ----
@@ -216,23 +357,27 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& opts) {
   if (!opts.quiet) bar = std::make_unique<ProgressBar>(cfg.steps, step);
   double step_seconds_total = 0;
   int64_t steps_this_run = 0;
-  EvalMetrics last_eval;
-  bool have_eval = false;
+  std::optional<EvalMetrics> last_eval;
   while (step < cfg.steps) {
     auto t0 = Clock::now();
     sampler.next_batch(B, in.data(), tg.data());
     Tensor ids = Tensor::from_int64(in, {B, T}, device), targets = Tensor::from_int64(tg, {B, T}, device);
     const double lr = learning_rate_at(step, cfg.steps, cfg.warmup_steps, cfg.lr, cfg.min_lr_ratio, cfg.lr_schedule);
     zero_grad(params);
-    LossOutput out = model.loss(ids, targets);
-    const double loss = out.ce.item();
+    LossOutput out_loss = model.loss(ids, targets);
+    const double loss = out_loss.ce.item();
     if (!std::isfinite(loss)) {
       if (bar) bar->finish();
-      throw UserError(fmt::format("loss became {} at step {}: stopping; the last good checkpoint is {}", loss, step + 1,
-                                  last_saved.empty() ? (last ? *last : std::string("(none yet)")) : last_saved));
+      stop_non_finite(fmt::format("loss became {} at step {}", loss, step + 1));
     }
-    backward(out.loss);
+    backward(out_loss.loss);
     const double grad_norm = clip_grad_norm(params, cfg.grad_clip);
+    // A non-finite gradient would turn the AdamW moments and then the weights into NaN: the step is not taken.
+    if (!std::isfinite(grad_norm)) {
+      if (bar) bar->finish();
+      stop_non_finite(fmt::format("gradient norm became {} at step {} (the optimizer step was not applied)",
+                                  grad_norm, step + 1));
+    }
     optimizer.step(lr);
     step++;
     tokens_seen += B * T;
@@ -240,61 +385,82 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& opts) {
     step_seconds_total += dt;
     steps_this_run++;
     summary.train_losses.push_back(loss);
-    json point = {{"step", step}, {"loss", loss}, {"lr", lr}, {"grad_norm", grad_norm}};
-    if (out.aux_loss.defined()) {
-      point["aux_loss"] = out.aux_loss.item();
-      point["expert_tokens"] = out.expert_tokens;
+    interval_loss_sum += loss;
+    interval_steps++;
+    const bool last_step = step == cfg.steps;
+    if (step % cfg.log_every == 0 || last_step) {
+      json point = {{"step", step}, {"loss", interval_loss_sum / static_cast<double>(interval_steps)},
+                    {"steps", interval_steps}, {"lr", lr}, {"grad_norm", grad_norm}};
+      if (out_loss.aux_loss.defined()) {
+        point["aux_loss"] = out_loss.aux_loss.item();
+        point["expert_tokens"] = out_loss.expert_tokens;
+      }
+      train_history.push_back(point);
+      interval_loss_sum = 0;
+      interval_steps = 0;
     }
-    train_history.push_back(point);
     const double tok_per_s = static_cast<double>(B * T * steps_this_run) / step_seconds_total;
     if (bar) bar->update(step, loss, lr, tok_per_s);
 
-    const bool last_step = step == cfg.steps;
     if (step % cfg.eval_every == 0 || last_step) {
-      last_eval = evaluate(model, val_tokens, eval_starts, B, T);
-      have_eval = true;
-      val_history.push_back(history_point(step, last_eval));
-      const bool is_best = last_eval.loss < best_val;
+      const EvalMetrics m = evaluate(model, val_tokens, eval_starts, B, T);
+      if (!std::isfinite(m.loss)) {
+        if (bar) bar->finish();
+        stop_non_finite(fmt::format("validation loss became {} at step {}", m.loss, step));
+      }
+      last_eval = m;
+      val_history.push_back(history_point(step, m));
+      const bool is_best = m.loss < best_val;
       if (is_best) {
-        best_val = last_eval.loss;
+        best_val = m.loss;
         best_step = step;
       }
       if (bar)
-        bar->message(fmt::format("step {:>5}  val loss {:.4f}  acc {:.2f}%  ppl {:.1f}{}", step, last_eval.loss,
-                                 100 * last_eval.accuracy, last_eval.perplexity, is_best ? "  (best)" : ""));
+        bar->message(fmt::format("step {:>5}  val loss {:.4f}  acc {:.2f}%  ppl {:.1f}{}", step, m.loss,
+                                 100 * m.accuracy, m.perplexity, is_best ? "  (best)" : ""));
       if (is_best || last_step || step % cfg.checkpoint_every == 0) checkpoint(is_best);
     } else if (step % cfg.checkpoint_every == 0) {
       checkpoint(false);
     }
-    if (g_stop || step == opts.stop_after) {
+    if (g_stop.exchange(false) || step == opts.stop_after) {  // a stop request is consumed by the run it stops
       if (!last_step) checkpoint(false);
       summary.interrupted = true;
       if (bar) bar->message(fmt::format("interrupted at step {}: checkpoint {}; continue with --resume", step,
-                                        last_saved));
+                                        last_good));
       break;
     }
   }
   if (bar) bar->finish();
 
-  // ---- results ----
+  // ---- results (a metric that was never measured is absent: null in the JSON, empty in the summary) ----
   summary.end_step = step;
   summary.seconds = seconds_since(t_start);
-  summary.tokens_per_second = step_seconds_total > 0 ? static_cast<double>(B * T * steps_this_run) / step_seconds_total : 0;
-  summary.best_val_loss = best_val;
-  if (!have_eval && !val_history.empty()) {
+  summary.tokens_per_second = static_cast<double>(B * T * steps_this_run) / step_seconds_total;  // >= 1 step ran
+  if (std::isfinite(best_val)) summary.best_val_loss = best_val;
+  if (!last_eval && !val_history.empty()) {
     const json& lv = val_history.back();
-    last_eval = {lv.at("loss").get<double>(), lv.at("accuracy").get<double>(), lv.at("perplexity").get<double>()};
+    last_eval = EvalMetrics{lv.at("loss").get<double>(), lv.at("accuracy").get<double>(),
+                            lv.at("perplexity").get<double>()};
   }
-  summary.final_val_loss = last_eval.loss;
-  summary.final_val_accuracy = last_eval.accuracy;
-  summary.final_val_perplexity = last_eval.perplexity;
+  if (last_eval) {
+    summary.final_val_loss = last_eval->loss;
+    summary.final_val_accuracy = last_eval->accuracy;
+    summary.final_val_perplexity = last_eval->perplexity;
+  }
   {
-    // Final train loss: the mean over the last (up to) 50 steps, which is less noisy than one batch.
+    // Final train loss: the mean over the last (at least 50, or all) steps, from the logged interval means.
     double s = 0;
     int64_t n = 0;
-    for (int64_t i = static_cast<int64_t>(train_history.size()) - 1; i >= 0 && n < 50; --i, ++n)
-      s += train_history[i].at("loss").get<double>();
-    summary.final_train_loss = n ? s / n : 0;
+    for (int64_t i = static_cast<int64_t>(train_history.size()) - 1; i >= 0 && n < 50; --i) {
+      const int64_t k = train_history[i].value("steps", int64_t{1});
+      s += train_history[i].at("loss").get<double>() * static_cast<double>(k);
+      n += k;
+    }
+    if (interval_steps > 0) {  // interrupted inside a logging interval: its steps count too
+      s += interval_loss_sum;
+      n += interval_steps;
+    }
+    if (n > 0) summary.final_train_loss = s / static_cast<double>(n);
   }
 
   if (!opts.quiet && !summary.interrupted) {
@@ -319,14 +485,16 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& opts) {
       {"interrupted", summary.interrupted},
       {"total_time_seconds", elapsed_before + summary.seconds},
       {"tokens_per_second", summary.tokens_per_second},
-      {"best_val_loss", std::isfinite(best_val) ? json(best_val) : json(nullptr)},
+      {"best_val_loss", or_null(summary.best_val_loss)},
       {"best_step", best_step},
-      {"final_train_loss", summary.final_train_loss},
-      {"final_val", {{"loss", last_eval.loss}, {"accuracy", last_eval.accuracy}, {"perplexity", last_eval.perplexity}}},
+      {"final_train_loss", or_null(summary.final_train_loss)},
+      {"final_val", {{"loss", or_null(summary.final_val_loss)},
+                     {"accuracy", or_null(summary.final_val_accuracy)},
+                     {"perplexity", or_null(summary.final_val_perplexity)}}},
       {"unigram_val_loss", unigram},
       {"sample", summary.sample},
   };
-  summary.results_path = (fs::path(cfg.out_dir) / "training_results.json").string();
+  summary.results_path = (out / "training_results.json").string();
   write_file_atomic(summary.results_path, results.dump(2, ' ', false, json::error_handler_t::replace) + "\n");
 
   TrainingCurves curves;
@@ -339,7 +507,7 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& opts) {
     curves.val_perplexity.push_back({s, p.at("perplexity").get<double>()});
   }
   if (plotting_available()) {
-    summary.curves_path = (fs::path(cfg.out_dir) / "training_curves.png").string();
+    summary.curves_path = (out / "training_curves.png").string();
     plot_training_curves(summary.curves_path, curves);
   } else if (!opts.quiet) {
     fmt::print(stderr, "plot: PLplot is not available, no training_curves.png\n");
