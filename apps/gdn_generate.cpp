@@ -35,7 +35,7 @@ int main(int argc, char** argv) {
   app.add_option("--top-p", opts.top_p, "nucleus sampling mass (1 = off)");
   app.add_option("--seed", opts.seed, "sampling seed");
   app.add_option("--threads", threads, "CPU threads, 0 to 1024 (default 0: all cores)");
-  app.add_option("--device", device, "cpu or cuda");
+  app.add_option("--device", device, "cpu, cuda or cuda:N");
   if (auto rc = gdn::parse_command_line(app, argc, argv, "gdn-generate")) return *rc;
 
   try {

@@ -35,7 +35,7 @@ int main(int argc, char** argv) {
       "Reads a UTF-8 corpus (file or folder), trains or reuses a byte-level BPE tokenizer, trains the model, and\n"
       "writes OUT/training_results.json, OUT/training_curves.png, OUT/tokenizer.json and OUT/checkpoints/.\n"
       "Example: gdn-train --preset small --data data/sotu --out results"};
-  std::string preset = "small", config_file, data, out;
+  std::string preset = "small", config_file, data, out, device;
   std::vector<std::string> sets;
   int64_t steps = 0, threads = 0;
   uint64_t seed = 0;
@@ -47,6 +47,7 @@ int main(int argc, char** argv) {
   auto* steps_opt = app.add_option("--steps", steps, "number of optimizer steps (with --resume: the new total)");
   auto* threads_opt = app.add_option("--threads", threads, "CPU threads, 0 to 1024 (default 0: all cores)");
   auto* seed_opt = app.add_option("--seed", seed, "random seed (init and data order)");
+  auto* device_opt = app.add_option("--device", device, "cpu, cuda or cuda:N (the same as --set device=...)");
   app.add_option("--set", sets, "override a config key: --set key=value (repeatable)");
   app.add_flag("--resume", resume,
                "continue from OUT/checkpoints/LAST with its config; only data, out_dir, steps, eval_every, "
@@ -82,6 +83,7 @@ int main(int argc, char** argv) {
     flag(steps_opt, "steps", std::to_string(steps));
     flag(threads_opt, "threads", std::to_string(threads));
     flag(seed_opt, "seed", std::to_string(seed));
+    flag(device_opt, "device", device);
     for (const auto& s : sets) {
       gdn::apply_override(cfg, s);
       std::string key = s.substr(0, s.find('='));

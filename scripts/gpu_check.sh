@@ -64,10 +64,10 @@ fi
 
 if want train; then
   t0=$(date +%s)
-  OMP_NUM_THREADS=8 $bin/gdn-train --preset small --data data/sotu --out runs/small-cpu --overwrite \
+  OMP_NUM_THREADS=8 $bin/gdn-train --preset small --data data/sotu --out runs/small-cpu --overwrite --set log_every=1 \
     > "$OUT/train_small_cpu.log" 2>&1 &
   cpu_pid=$!
-  $bin/gdn-train --preset small --data data/sotu --out runs/small-cuda --overwrite --set device=cuda \
+  $bin/gdn-train --preset small --data data/sotu --out runs/small-cuda --overwrite --set log_every=1 --device cuda \
     > "$OUT/train_small_cuda.log" 2>&1
   note "train small on cuda: rc=$? in $(($(date +%s) - t0)) s"
   wait $cpu_pid
@@ -76,8 +76,8 @@ if want train; then
     | tee -a "$summary"
   cp runs/small-cuda/training_results.json "$OUT/results_small_cuda.json" 2>/dev/null
   t0=$(date +%s)
-  timeout -s INT 420 $bin/gdn-train --preset medium --data data/sotu --out runs/medium-cuda --overwrite \
-    --set device=cuda > "$OUT/train_medium_cuda.log" 2>&1
+  timeout -s INT 240 $bin/gdn-train --preset medium --data data/sotu --out runs/medium-cuda --overwrite \
+    --device cuda > "$OUT/train_medium_cuda.log" 2>&1
   note "train medium on cuda: rc=$? in $(($(date +%s) - t0)) s; $(python3 scripts/compare_runs.py --one runs/medium-cuda/training_results.json)"
 fi
 

@@ -358,6 +358,51 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& opts) {
   double step_seconds_total = 0;
   int64_t steps_this_run = 0;
   std::optional<EvalMetrics> last_eval;
+  // The host does not wait for the device inside a step: the loss and the squared gradient norm stay on the device
+  // (the clip factor is applied, and a non-finite norm skips the update, inside the AdamW kernel) and are read back
+  // in one go at the next logging point, evaluation, checkpoint or stop. Reading is where a non-finite loss or norm
+  // is caught; the weights stayed finite meanwhile, and a checkpoint is only written after the read.
+  struct PendingStep {
+    int64_t step;
+    double lr;
+    Tensor ce, grad_sq_norm, aux_loss;
+    std::vector<std::vector<int64_t>> expert_tokens;
+  };
+  std::vector<PendingStep> pending;
+  double last_loss = NAN;
+  auto read_pending = [&]() {
+    for (const PendingStep& p : pending) {
+      const double loss = p.ce.item();
+      const double grad_norm = p.grad_sq_norm.defined() ? std::sqrt(p.grad_sq_norm.item()) : 0.0;
+      if (!std::isfinite(loss)) {
+        if (bar) bar->finish();
+        stop_non_finite(fmt::format("loss became {} at step {}", loss, p.step));
+      }
+      // A non-finite gradient would have turned the AdamW moments and then the weights into NaN: the kernel skipped
+      // that update.
+      if (!std::isfinite(grad_norm)) {
+        if (bar) bar->finish();
+        stop_non_finite(fmt::format("gradient norm became {} at step {} (the optimizer step was not applied)",
+                                    grad_norm, p.step));
+      }
+      summary.train_losses.push_back(loss);
+      last_loss = loss;
+      interval_loss_sum += loss;
+      interval_steps++;
+      if (p.step % cfg.log_every == 0 || p.step == cfg.steps) {
+        json point = {{"step", p.step}, {"loss", interval_loss_sum / static_cast<double>(interval_steps)},
+                      {"steps", interval_steps}, {"lr", p.lr}, {"grad_norm", grad_norm}};
+        if (p.aux_loss.defined()) {
+          point["aux_loss"] = p.aux_loss.item();
+          point["expert_tokens"] = p.expert_tokens;
+        }
+        train_history.push_back(point);
+        interval_loss_sum = 0;
+        interval_steps = 0;
+      }
+    }
+    pending.clear();
+  };
   while (step < cfg.steps) {
     auto t0 = Clock::now();
     sampler.next_batch(B, in.data(), tg.data());
@@ -365,44 +410,25 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& opts) {
     const double lr = learning_rate_at(step, cfg.steps, cfg.warmup_steps, cfg.lr, cfg.min_lr_ratio, cfg.lr_schedule);
     zero_grad(params);
     LossOutput out_loss = model.loss(ids, targets);
-    const double loss = out_loss.ce.item();
-    if (!std::isfinite(loss)) {
-      if (bar) bar->finish();
-      stop_non_finite(fmt::format("loss became {} at step {}", loss, step + 1));
-    }
     backward(out_loss.loss);
-    const double grad_norm = clip_grad_norm(params, cfg.grad_clip);
-    // A non-finite gradient would turn the AdamW moments and then the weights into NaN: the step is not taken.
-    if (!std::isfinite(grad_norm)) {
-      if (bar) bar->finish();
-      stop_non_finite(fmt::format("gradient norm became {} at step {} (the optimizer step was not applied)",
-                                  grad_norm, step + 1));
-    }
-    optimizer.step(lr);
+    Tensor grad_sq_norm = grad_norm_squared(params);
+    optimizer.step(lr, grad_sq_norm, cfg.grad_clip);
     step++;
     tokens_seen += B * T;
+    pending.push_back({step, lr, out_loss.ce.detach(), grad_sq_norm,
+                       out_loss.aux_loss.defined() ? out_loss.aux_loss.detach() : Tensor(), out_loss.expert_tokens});
+    const bool last_step = step == cfg.steps;
+    const bool evaluate_now = step % cfg.eval_every == 0 || last_step;
+    const bool stopping = g_stop.exchange(false) || step == opts.stop_after;  // a stop request is consumed here
+    if (step % cfg.log_every == 0 || last_step || evaluate_now || step % cfg.checkpoint_every == 0 || stopping)
+      read_pending();
     const double dt = seconds_since(t0);
     step_seconds_total += dt;
     steps_this_run++;
-    summary.train_losses.push_back(loss);
-    interval_loss_sum += loss;
-    interval_steps++;
-    const bool last_step = step == cfg.steps;
-    if (step % cfg.log_every == 0 || last_step) {
-      json point = {{"step", step}, {"loss", interval_loss_sum / static_cast<double>(interval_steps)},
-                    {"steps", interval_steps}, {"lr", lr}, {"grad_norm", grad_norm}};
-      if (out_loss.aux_loss.defined()) {
-        point["aux_loss"] = out_loss.aux_loss.item();
-        point["expert_tokens"] = out_loss.expert_tokens;
-      }
-      train_history.push_back(point);
-      interval_loss_sum = 0;
-      interval_steps = 0;
-    }
     const double tok_per_s = static_cast<double>(B * T * steps_this_run) / step_seconds_total;
-    if (bar) bar->update(step, loss, lr, tok_per_s);
+    if (bar) bar->update(step, last_loss, lr, tok_per_s);
 
-    if (step % cfg.eval_every == 0 || last_step) {
+    if (evaluate_now) {
       const EvalMetrics m = evaluate(model, val_tokens, eval_starts, B, T);
       if (!std::isfinite(m.loss)) {
         if (bar) bar->finish();
@@ -422,7 +448,7 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& opts) {
     } else if (step % cfg.checkpoint_every == 0) {
       checkpoint(false);
     }
-    if (g_stop.exchange(false) || step == opts.stop_after) {  // a stop request is consumed by the run it stops
+    if (stopping) {
       if (!last_step) checkpoint(false);
       summary.interrupted = true;
       if (bar) bar->message(fmt::format("interrupted at step {}: checkpoint {}; continue with --resume", step,
