@@ -107,7 +107,6 @@ TEST_CASE("model: recurrent generation logits equal the parallel forward") {
 TEST_CASE("model: MoE routing counts and load-balancing loss match a hand computation") {
   ModelConfig cfg = tiny_config(true);
   cfg.moe_shared_expert = false;
-  InitContext dummy_init{default_generator(), kFloat64, kCPU, 0.5};
   Generator gen(9);
   InitContext init{gen, kFloat64, kCPU, 0.5};
   MoE moe(cfg, init);

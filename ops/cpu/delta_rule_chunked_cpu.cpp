@@ -24,7 +24,8 @@
 // All products are Eigen GEMMs on Maps of the chunk's rows in the [B,T,H,D] tensors (outer stride H*D, no copies);
 // one task per (batch, value head) on OpenMP threads. The state and every matrix are in the input type (float32 or
 // float64); gate cumsums and the decay factors are computed in double.
-#include <Eigen/Core>
+#include "ops/cpu/eigen.h"  // first: see that header
+
 #include <cmath>
 #include <vector>
 
