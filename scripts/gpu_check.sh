@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# scripts/gpu_check.sh — everything that needs the lent GPU machine, in one call (see ../shared/docs/gpu-workflow.md).
+# scripts/gpu_check.sh — everything that needs a CUDA machine, in one run: meant to be copied with the source tree
+# onto a machine with an NVIDIA GPU and nvcc (H100 / H200, sm_90), run there, and its $OUT folder copied back.
 #
 # Builds with the CUDA backend for sm_90, runs the CUDA-vs-CPU tests (also under compute-sanitizer memcheck) and
 # the whole test suite, then uses the machine's many CPU cores to train the small and medium presets side by side
