@@ -11,6 +11,7 @@
 #include <omp.h>
 
 #include "apps/cli_parse.h"
+#include "core/allocator.h"
 #include "models/language_model.h"
 #include "train/checkpoint.h"
 #include "train/device.h"
@@ -86,6 +87,8 @@ int main(int argc, char** argv) {
       printed = text;
     });
     std::fputc('\n', stdout);
+    std::fflush(stdout);
+    gdn::print_allocator_stats_if_requested(dev);
     return 0;
   } catch (const gdn::UserError& e) {
     std::fprintf(stderr, "gdn-generate: error: %s\n", e.what());

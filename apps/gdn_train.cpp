@@ -15,6 +15,7 @@
 #include <optional>
 
 #include "apps/cli_parse.h"
+#include "core/allocator.h"
 #include "train/config.h"
 #include "train/device.h"
 #include "train/trainer.h"
@@ -115,6 +116,8 @@ int main(int argc, char** argv) {
     fmt::print("results: {}\n", s.results_path);
     if (!s.curves_path.empty()) fmt::print("curves:  {}\n", s.curves_path);
     if (!s.sample.empty()) fmt::print("\n--- sample ---\n{}\n--------------\n", s.sample);
+    std::fflush(stdout);
+    gdn::print_allocator_stats_if_requested(gdn::parse_device(cfg.device));
     return s.interrupted ? 128 + (g_signal ? static_cast<int>(g_signal) : SIGINT) : 0;
   } catch (const gdn::UserError& e) {
     std::fprintf(stderr, "gdn-train: error: %s\n", e.what());

@@ -15,7 +15,8 @@ namespace gdn {
 void backward(const TensorList& roots, const TensorList& grads = {}, bool retain_graph = false);
 inline void backward(const Tensor& root) { backward(TensorList{root}); }
 
-// Sets .grad of every tensor in the list to undefined (the next backward allocates it afresh).
+// Fills .grad of every tensor in the list with zeros, keeping the buffer (stable addresses, no allocation on the
+// next backward); a tensor that has no .grad yet keeps none.
 void zero_grad(const TensorList& params);
 
 }  // namespace gdn

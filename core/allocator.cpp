@@ -2,6 +2,7 @@
 #include "core/allocator.h"
 
 #include <charconv>
+#include <cstdio>
 #include <cstdlib>
 
 namespace gdn {
@@ -53,6 +54,14 @@ std::string format_allocator_stats(Device device) {
   AllocatorStats s = get_allocator(device)->stats();
   return fmt::format("{} allocator: {} allocs, live {:.2f} MiB, peak {:.2f} MiB, cached {:.2f} MiB", device,
                      s.num_allocs, s.current_bytes / 1048576.0, s.peak_bytes / 1048576.0, s.cached_bytes / 1048576.0);
+}
+
+bool print_allocator_stats_if_requested(Device device) {
+  const char* v = std::getenv("GDN_DEBUG_ALLOC");
+  if (v == nullptr || v[0] == '\0' || (v[0] == '0' && v[1] == '\0')) return false;
+  std::fprintf(stderr, "%s\n", format_allocator_stats(kCPU).c_str());
+  if (device.type != DeviceType::CPU) std::fprintf(stderr, "%s\n", format_allocator_stats(device).c_str());
+  return true;
 }
 
 Device parse_device(const std::string& s) {

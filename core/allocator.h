@@ -4,7 +4,9 @@
 // 64-byte aligned blocks (cache lines, AVX-512 loads) and keeps statistics; the CUDA backend registers its caching
 // allocator for DeviceType::CUDA through set_allocator(). Nothing else in the code base calls malloc for tensors.
 //
-// Stats are printed by apps when GDN_DEBUG_ALLOC=1 (see print_allocator_stats).
+// gdn-train and gdn-generate print the stats of the CPU allocator (and of the run's device, if another) to stderr
+// when they finish, if the environment variable GDN_DEBUG_ALLOC is set to anything but "" or "0"
+// (print_allocator_stats_if_requested).
 #pragma once
 
 #include <atomic>
@@ -50,6 +52,11 @@ class CpuAllocator final : public Allocator {
 Allocator* get_allocator(Device device);
 void set_allocator(DeviceType type, Allocator* allocator);
 
+// One line: "<device> allocator: N allocs, live X MiB, peak Y MiB, cached Z MiB".
 std::string format_allocator_stats(Device device);
+
+// If GDN_DEBUG_ALLOC is set (not "" or "0"): prints format_allocator_stats of the CPU and, when it is not the CPU,
+// of device, one line each to stderr. Returns whether it printed.
+bool print_allocator_stats_if_requested(Device device);
 
 }  // namespace gdn

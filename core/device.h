@@ -1,6 +1,6 @@
 // core/device.h — where a tensor's memory lives.
 //
-// Every tensor carries a Device; kernels are chosen per DeviceType by the dispatch layer (ops/kernels.h).
+// Every tensor carries a Device; kernels are chosen per DeviceType by the dispatch layer (core/dispatch.h).
 // The CUDA entry exists from day one so that interfaces never assume host memory.
 #pragma once
 

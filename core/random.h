@@ -1,8 +1,10 @@
 // core/random.h — a seeded, portable random generator.
 //
 // xoshiro256** (Blackman & Vigna) seeded through splitmix64: the same seed gives the same numbers on every compiler
-// and platform (std::normal_distribution does not), and its whole state is four words, so checkpoints can save and
-// restore it exactly. Normals use Box-Muller. Tensors are filled on the host and copied to their device once.
+// and platform (std::normal_distribution does not), and its whole state is four words (state() / set_state() copy it
+// exactly). Training checkpoints do not store a Generator: the only randomness after initialisation is the window
+// sampler's (train/corpus.h), which derives its generator from (seed, epoch) and is saved as those plus a cursor.
+// Normals use Box-Muller. Tensors are filled on the host and copied to their device once.
 #pragma once
 
 #include <array>

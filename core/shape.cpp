@@ -4,12 +4,20 @@
 namespace gdn {
 
 int64_t shape_numel(const Shape& shape) {
+  // Overflow is checked on the product of the non-zero dimensions: it bounds every contiguous stride too, so a shape
+  // such as [0, 2^40, 2^40] (no elements, but strides beyond int64) is refused as well.
   int64_t n = 1;
+  bool empty = false;
   for (int64_t s : shape) {
     GDN_CHECK(s >= 0, "negative dimension in shape {}", shape_str(shape));
-    n *= s;
+    if (s == 0) {
+      empty = true;
+      continue;
+    }
+    GDN_CHECK(!__builtin_mul_overflow(n, s, &n), "shape {} is too large: its element count overflows int64",
+              shape_str(shape));
   }
-  return n;
+  return empty ? 0 : n;
 }
 
 Strides contiguous_strides(const Shape& shape) {

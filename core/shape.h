@@ -14,6 +14,8 @@ namespace gdn {
 using Shape = std::vector<int64_t>;
 using Strides = std::vector<int64_t>;
 
+// The number of elements. Throws on a negative dimension, and when the product of the non-zero dimensions (and so
+// some element count or contiguous stride) does not fit in int64.
 int64_t shape_numel(const Shape& shape);
 Strides contiguous_strides(const Shape& shape);  // row-major: last dimension has stride 1
 Shape broadcast_shapes(const Shape& a, const Shape& b);

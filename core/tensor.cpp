@@ -1,13 +1,17 @@
 // core/tensor.cpp — tensor construction, views and host reads (see tensor.h).
 #include "core/tensor.h"
 
+#include <cstdint>
 #include <cstring>
 
 namespace gdn {
 
 Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
   auto impl = std::make_shared<TensorImpl>();
-  impl->storage = std::make_shared<Storage>(static_cast<size_t>(shape_numel(shape)) * element_size(dtype), device);
+  const size_t n = static_cast<size_t>(shape_numel(shape)), esize = element_size(dtype);
+  GDN_CHECK(n <= SIZE_MAX / esize, "shape {} of {} is too large: its byte count overflows size_t", shape_str(shape),
+            dtype);
+  impl->storage = std::make_shared<Storage>(n * esize, device);
   impl->shape = shape;
   impl->strides = contiguous_strides(shape);
   impl->dtype = dtype;

@@ -2,7 +2,7 @@
 //
 // A Tensor is a cheap handle (shared_ptr) to a TensorImpl. Views share the Storage and differ only in
 // shape/strides/offset (PyTorch's model). The core tensor knows nothing about math: every computation is an op in
-// ops/ that reaches a device kernel through the dispatch table (ops/kernels.h). The only data movement here is
+// ops/ that reaches a device kernel through the dispatch table (core/dispatch.h). The only data movement here is
 // explicit host<->device copying of bytes (copy_bytes) used by item() and the host readers, all of which are named
 // as host syncs.
 //

@@ -10,9 +10,10 @@
 //   l2norm: y = x r, r = 1/sqrt(sum x^2 + eps); dx = r (dy - (dy . y) y).
 //   gated RMSNorm: n = x r, r = 1/sqrt(mean x^2 + eps), y = n w silu(z);
 //          dn = dy w silu(z), dx = r (dn - n mean(dn n)), dz = dy n w silu'(z), dw = sum_rows dy n silu(z).
-//   gate:  g = decay_rate(A_log) softplus(a + dt_bias), decay_rate(A_log) = -exp(A_log), beta = sigmoid(b);
-//          da = dg decay_rate(A_log) sigmoid(a + dt_bias), ddt_bias = sum da,
-//          dA_log = sum dg decay_rate'(A_log) softplus(a + dt_bias), db = dbeta beta (1 - beta).
+//   gate:  A = exp(min(A_log, kGateALogMax)), raw = -A softplus(a + dt_bias), g = max(raw, kGateMin) (a NaN stays
+//          NaN), beta = sigmoid(b) (the guards: ops/gated_deltanet.h, docs/MATH.md "Gates"); where raw is above
+//          kGateMin: da = dg (-A) sigmoid(a + dt_bias) and dA_log += dg raw if A_log < kGateALogMax; else da = 0 and
+//          nothing is added; ddt_bias = sum da, db = dbeta beta (1 - beta).
 //
 // Parallel decomposition:
 //   * elementwise passes (conv forward, conv dp / dx / dinitial_state, final_state, gate forward, gate da / db):
@@ -39,6 +40,7 @@
 
 #include "cuda/cuda_kernels.h"
 #include "cuda/launch.h"
+#include "ops/gated_deltanet.h"
 
 namespace gdn::cuda {
 
@@ -55,11 +57,18 @@ template <typename T> __device__ inline T sigmoid_of(T x) {
 
 template <typename T> __device__ inline T softplus_of(T x) { return x > T(20) ? x : log1p(exp(x)); }
 
-// The per-head decay rate that multiplies softplus(a + dt_bias) in the gate: g = decay_rate(A_log) * softplus(..).
-// The gate's forward and backward use only these two functions of A_log.
-template <typename T> __device__ inline T decay_rate(T A_log) { return -exp(A_log); }
-// d decay_rate / d A_log.
-template <typename T> __device__ inline T decay_rate_derivative(T A_log) { return -exp(A_log); }
+// The gate before its lower clamp, and A itself, as the CPU's raw_gate() computes them.
+template <typename T> struct RawGate {
+  T A, raw;
+};
+template <typename T> __device__ inline RawGate<T> raw_gate(T a_log, T x) {
+  const T A = exp(min(a_log, static_cast<T>(kGateALogMax)));
+  return {A, -A * softplus_of(x)};
+}
+// The clamp, written so that a NaN raw value stays NaN.
+template <typename T> __device__ inline T clamp_gate(T raw) {
+  return raw < static_cast<T>(kGateMin) ? static_cast<T>(kGateMin) : raw;
+}
 
 // ---------------------------------------------------------------------------------------------------------------
 // two-pass deterministic column reduction: out[m] = sum_{r < R} term(r, m) in double, m < M
@@ -462,7 +471,7 @@ __global__ void gate_forward_kernel(T* g, T* beta, const T* a, const T* b, const
                                     int64_t H) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < N; i += int64_t(blockDim.x) * gridDim.x) {
     const int64_t h = i % H;
-    g[i] = decay_rate(A_log[h]) * softplus_of(a[i] + dt_bias[h]);
+    g[i] = clamp_gate(raw_gate(A_log[h], a[i] + dt_bias[h]).raw);
     beta[i] = sigmoid_of(b[i]);
   }
 }
@@ -473,22 +482,24 @@ __global__ void gate_backward_kernel(T* da, T* db, const T* dg, const T* dbeta, 
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < N; i += int64_t(blockDim.x) * gridDim.x) {
     const int64_t h = i % H;
     const T xa = a[i] + dt_bias[h];
-    da[i] = dg[i] * decay_rate(A_log[h]) * sigmoid_of(xa);
+    const RawGate<T> rg = raw_gate(A_log[h], xa);
+    da[i] = rg.raw < static_cast<T>(kGateMin) ? T(0) : dg[i] * (-rg.A) * sigmoid_of(xa);
     const T s = sigmoid_of(b[i]);
     db[i] = dbeta[i] * s * (T(1) - s);
   }
 }
 
-// Columns 0..H-1: dA_log terms dg * decay_rate'(A_log) softplus(a + dt_bias) (= dg * g while decay_rate is
-// -exp); columns H..2H-1: ddt_bias terms, the da values already written. Row r = b*T + t.
+// Columns 0..H-1: dA_log terms dg * raw where no guard is active (0 elsewhere); columns H..2H-1: ddt_bias terms, the
+// da values already written. Row r = b*T + t.
 template <typename T> struct GateParamTerm {
   const T *dg, *da, *a, *A_log, *dt_bias;
   int64_t H;
   __device__ double operator()(int64_t r, int64_t m) const {
     if (m >= H) return static_cast<double>(da[r * H + (m - H)]);
     const int64_t i = r * H + m;
-    const T gA = decay_rate_derivative(A_log[m]) * softplus_of(a[i] + dt_bias[m]);
-    return static_cast<double>(dg[i]) * gA;
+    const RawGate<T> rg = raw_gate(A_log[m], a[i] + dt_bias[m]);
+    if (rg.raw < static_cast<T>(kGateMin) || !(A_log[m] < static_cast<T>(kGateALogMax))) return 0.0;
+    return static_cast<double>(dg[i]) * rg.raw;
   }
 };
 

@@ -1,6 +1,6 @@
 // models/config.h — the shape of a Gated DeltaNet language model.
 //
-// Defaults are the "small" preset of ../shared/docs/gated-deltanet.md. Presets and the config-file / command-line
+// Defaults are the model of the "small" preset (train/config.cpp); docs/MATH.md has the notation. Presets and the config-file / command-line
 // layer live in train/config.h; this struct only says what the network looks like.
 #pragma once
 

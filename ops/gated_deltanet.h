@@ -1,8 +1,8 @@
 // ops/gated_deltanet.h — the Gated DeltaNet operators, each one fused op with its own backward.
 //
-// Math: ../shared/docs/gated-deltanet.md (sections 2-4); shapes use the glossary B batch, T time, C channels,
-// W conv width, H heads (Hk key heads, Hv value heads, Hv a multiple of Hk), K key dim, V value dim.
-// All operators take float32 or float64; state and gate sums are kept in at least float32.
+// Math: docs/MATH.md ("Gated DeltaNet layer" and the two "Gated delta rule" sections); shapes use the glossary B batch,
+// T time, C channels, W conv width, H heads (Hk key heads, Hv value heads, Hv a multiple of Hk), K key dim, V value
+// dim. All operators take float32 or float64; state and gate sums are kept in at least float32.
 #pragma once
 
 #include "core/tensor.h"
@@ -22,8 +22,15 @@ Tensor l2norm(const Tensor& x, double eps = 1e-6);
 // rmsnorm(x) * weight * silu(z) over the last dimension. x, z [..., V], weight [V].
 Tensor rms_norm_gated(const Tensor& x, const Tensor& z, const Tensor& weight, double eps = 1e-6);
 
-// g = -exp(A_log) * softplus(a + dt_bias) (log decay, <= 0), beta = sigmoid(b).
-// a, b [B,T,Hv], A_log, dt_bias [Hv]. Returns {g, beta}.
+// The two guards of the gate (docs/MATH.md, "Gates"). exp(A_log) is evaluated at min(A_log, kGateALogMax), which
+// stays finite in float32 (exp overflows above 88.7), and g is clamped below at kGateMin: exp(kGateMin) is 0 in
+// float32 and below 1e-47 in float64, so a gate that would be smaller already forgets the whole state, and the
+// clamp only keeps g (and the chunk cumsums of g) finite. Where a guard is active its derivative is 0.
+inline constexpr double kGateALogMax = 80.0;
+inline constexpr double kGateMin = -110.0;
+
+// g = max(-exp(min(A_log, kGateALogMax)) * softplus(a + dt_bias), kGateMin) (log decay, in [kGateMin, 0]),
+// beta = sigmoid(b). a, b [B,T,Hv], A_log, dt_bias [Hv]. Returns {g, beta}. NaN inputs give NaN outputs.
 std::pair<Tensor, Tensor> gdn_gate(const Tensor& a, const Tensor& b, const Tensor& A_log, const Tensor& dt_bias);
 
 enum class DeltaRuleMode { Chunked, Recurrent };

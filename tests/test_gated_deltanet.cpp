@@ -1,6 +1,6 @@
 // tests/test_gated_deltanet.cpp — the Gated DeltaNet operators (ops/gated_deltanet.h).
 //
-// Layers, following docs/gated-deltanet.md section 6:
+// Layers (the equations under test are in docs/MATH.md):
 //   * forward values of conv / norms / gate against compositions of the elementary ops (independent code);
 //   * fp64 finite-difference gradcheck of every operator and every input (gradcheck uses a random projection,
 //     i.e. loss = sum(o * do) + sum(S_T * dS_T) with random cotangents);
@@ -235,6 +235,66 @@ TEST_CASE("gradcheck: gdn_gate") {
   // Only one of the two outputs used: the other's gradient is undefined and must count as zero.
   CHECK_GRADCHECK(
       [](const TensorList& x) -> TensorList { return {gdn_gate(x[0], x[1], x[2], x[3]).first}; }, in);
+}
+
+TEST_CASE("gdn_gate: the guards keep g finite for a huge A_log (float32 and float64), through the delta rule") {
+  // Head 0 has A_log = 100: exp(100) overflows float32, and unguarded g = -inf made the chunked decay
+  // exp(gam_L - gam_i) = exp(-inf + inf) = NaN. One entry of a is -200, where softplus underflows to 0 in float32
+  // (the unguarded product was inf * 0 = NaN there). T = 70 crosses a chunk boundary.
+  for (DType dt : {kFloat32, kFloat64}) {
+    CAPTURE(dtype_name(dt));
+    Generator gen(21);
+    const int64_t T = 70, Hv = 2, K = 4, V = 3;
+    std::vector<double> av = randn({1, T, Hv}, gen, kFloat64).to_double_vector();
+    av[2 * 5] = -200.0;
+    auto leaf_of = [dt](const Tensor& t) {
+      Tensor l = clone(to_dtype(t, dt));
+      l.set_requires_grad(true);
+      return l;
+    };
+    Tensor a = leaf_of(Tensor::from_vector(av, {1, T, Hv}, kFloat64));
+    Tensor b = leaf_of(randn({1, T, Hv}, gen, kFloat64));
+    Tensor A_log = leaf_of(Tensor::from_vector({100.0, 1.0}, {Hv}, kFloat64));
+    Tensor dt_bias = leaf_of(Tensor::from_vector({0.5, -1.0}, {Hv}, kFloat64));
+    Tensor q = leaf_of(l2norm(randn({1, T, 1, K}, gen, kFloat64)));
+    Tensor k = leaf_of(l2norm(randn({1, T, 1, K}, gen, kFloat64)));
+    Tensor v = leaf_of(randn({1, T, Hv, V}, gen, kFloat64));
+    auto [g, beta] = gdn_gate(a, b, A_log, dt_bias);
+    std::vector<double> gv = g.to_double_vector();
+    for (size_t i = 0; i < gv.size(); ++i) {
+      CAPTURE(i);
+      REQUIRE(std::isfinite(gv[i]));
+      CHECK(gv[i] >= kGateMin);
+      CHECK(gv[i] <= 0.0);
+      if (i % Hv == 0 && i != 2 * 5) CHECK(gv[i] == kGateMin);  // head 0: every gate clamped except at a = -200
+    }
+    for (DeltaRuleMode mode : {DeltaRuleMode::Chunked, DeltaRuleMode::Recurrent}) {
+      for (Tensor* p : {&a, &b, &A_log, &dt_bias, &q, &k, &v}) p->impl().grad.reset();
+      auto [g2, beta2] = gdn_gate(a, b, A_log, dt_bias);
+      DeltaRuleOutput out = gated_delta_rule(q, k, v, g2, beta2, 0.5, {}, true, mode, 64);
+      Tensor d_o = to_dtype(randn({1, T, Hv, V}, gen, kFloat64), dt);
+      backward({out.o, out.final_state}, {d_o, ones(out.final_state.shape(), dt)});
+      for (double x : out.o.to_double_vector()) REQUIRE(std::isfinite(x));
+      for (double x : out.final_state.to_double_vector()) REQUIRE(std::isfinite(x));
+      for (Tensor* p : {&a, &b, &A_log, &dt_bias, &q, &k, &v})
+        for (double x : p->grad().to_double_vector()) REQUIRE(std::isfinite(x));
+      CHECK(A_log.grad().to_double_vector()[0] == 0.0);  // A_log above kGateALogMax: its guard has derivative 0
+    }
+  }
+}
+
+TEST_CASE("gradcheck: gdn_gate inside and across its guards") {
+  // Head 0: A_log = 85 > kGateALogMax, so A = exp(80); most gates are clamped at kGateMin (derivative 0), one (a =
+  // -100) is not: there only a and dt_bias carry a derivative. Head 1 is an ordinary gate.
+  Generator gen(8);
+  std::vector<double> av = randn({2, 3, 2}, gen, kFloat64).to_double_vector();
+  av[2 * 4] = -100.0;
+  Tensor a = Tensor::from_vector(av, {2, 3, 2}, kFloat64);
+  a.set_requires_grad(true);
+  Tensor A_log = Tensor::from_vector({85.0, 0.3}, {2}, kFloat64);
+  A_log.set_requires_grad(true);
+  TensorList in = {a, rand_leaf({2, 3, 2}, gen), A_log, rand_leaf({2}, gen)};
+  CHECK_GRADCHECK([](const TensorList& x) -> TensorList { return {gdn_gate(x[0], x[1], x[2], x[3]).first}; }, in);
 }
 
 // ---- gated delta rule -----------------------------------------------------------------------------------------

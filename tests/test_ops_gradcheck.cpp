@@ -9,37 +9,67 @@ using test::rand_leaf;
 using test::rand_leaf_transposed;
 
 namespace {
-// A leaf with entries in [0.5, 2.5): for log, sqrt, rsqrt, pow with fractional exponents.
-Tensor positive_leaf(const Shape& shape, Generator& gen) {
-  Tensor t = rand_uniform(shape, 0.5, 2.5, gen, kFloat64);
+// Entries in [0.5, 2.5): for log, sqrt, rsqrt, pow with fractional exponents.
+Tensor positive_values(const Shape& shape, Generator& gen) { return rand_uniform(shape, 0.5, 2.5, gen, kFloat64); }
+
+// Entries in +-[0.5, 2.5), signs alternating: for abs, whose derivative jumps at 0 (finite differences need
+// |x| well above the step).
+Tensor away_from_zero_values(const Shape& shape, Generator& gen) {
+  std::vector<double> v = positive_values(shape, gen).to_double_vector();
+  for (size_t i = 0; i < v.size(); i += 2) v[i] = -v[i];
+  return Tensor::from_vector(v, shape, kFloat64);
+}
+
+Tensor normal_values(const Shape& shape, Generator& gen) { return randn(shape, gen, kFloat64); }
+
+Tensor leaf(Tensor t) {
   t.set_requires_grad(true);
   return t;
 }
 
-void check_unary(Tensor (*op)(const Tensor&), bool positive, double (*ref)(double)) {
+Tensor positive_leaf(const Shape& shape, Generator& gen) { return leaf(positive_values(shape, gen)); }
+
+// A leaf whose view of shape [rows, cols] is the transpose of a contiguous [cols, rows] tensor made by make.
+Tensor transposed_leaf(int64_t rows, int64_t cols, Generator& gen, Tensor (*make)(const Shape&, Generator&)) {
+  Tensor base = make({cols, rows}, gen);
+  Tensor view = base.as_strided({rows, cols}, {base.stride(1), base.stride(0)}, 0);
+  REQUIRE(!view.is_contiguous());
+  return leaf(view);
+}
+
+enum class Domain { Any, Positive, AwayFromZero };
+
+// Gradcheck of op on a contiguous [3,4] input and on a non-contiguous (transposed) [4,3] view, drawn from the
+// domain, and forward values against ref.
+void check_unary(Tensor (*op)(const Tensor&), Domain domain, double (*ref)(double)) {
   Generator gen(11);
-  Tensor x = positive ? positive_leaf({3, 4}, gen) : rand_leaf({3, 4}, gen);
+  Tensor (*make)(const Shape&, Generator&) = domain == Domain::Positive       ? positive_values
+                                             : domain == Domain::AwayFromZero ? away_from_zero_values
+                                                                              : normal_values;
+  Tensor x = leaf(make({3, 4}, gen));
   CHECK_GRADCHECK([op](const TensorList& in) -> TensorList { return {op(in[0])}; }, {x});
-  Tensor xt = rand_leaf_transposed({4, 3}, gen);
-  if (positive) xt = positive_leaf({4, 3}, gen);
+  Tensor xt = transposed_leaf(4, 3, gen, make);
   CHECK_GRADCHECK([op](const TensorList& in) -> TensorList { return {op(in[0])}; }, {xt});
-  std::vector<double> xv = x.to_double_vector(), yv = op(x).to_double_vector();
-  for (size_t i = 0; i < xv.size(); ++i) CHECK(yv[i] == doctest::Approx(ref(xv[i])).epsilon(1e-12));
+  for (const Tensor& t : {x, xt}) {
+    std::vector<double> xv = t.to_double_vector(), yv = op(t).to_double_vector();
+    for (size_t i = 0; i < xv.size(); ++i) CHECK(yv[i] == doctest::Approx(ref(xv[i])).epsilon(1e-12));
+  }
 }
 
 double sig(double x) { return 1.0 / (1.0 + std::exp(-x)); }
 }  // namespace
 
-TEST_CASE("gradcheck: neg") { check_unary(neg, false, [](double x) { return -x; }); }
-TEST_CASE("gradcheck: exp") { check_unary(gdn::exp, false, [](double x) { return std::exp(x); }); }
-TEST_CASE("gradcheck: log") { check_unary(gdn::log, true, [](double x) { return std::log(x); }); }
-TEST_CASE("gradcheck: sqrt") { check_unary(gdn::sqrt, true, [](double x) { return std::sqrt(x); }); }
-TEST_CASE("gradcheck: rsqrt") { check_unary(rsqrt, true, [](double x) { return 1 / std::sqrt(x); }); }
-TEST_CASE("gradcheck: sigmoid") { check_unary(sigmoid, false, sig); }
-TEST_CASE("gradcheck: silu") { check_unary(silu, false, [](double x) { return x * sig(x); }); }
-TEST_CASE("gradcheck: softplus") { check_unary(softplus, false, [](double x) { return std::log1p(std::exp(x)); }); }
-TEST_CASE("gradcheck: logsigmoid") { check_unary(logsigmoid, false, [](double x) { return std::log(sig(x)); }); }
-TEST_CASE("gradcheck: tanh") { check_unary(gdn::tanh, false, [](double x) { return std::tanh(x); }); }
+TEST_CASE("gradcheck: abs") { check_unary(gdn::abs, Domain::AwayFromZero, [](double x) { return std::fabs(x); }); }
+TEST_CASE("gradcheck: neg") { check_unary(neg, Domain::Any, [](double x) { return -x; }); }
+TEST_CASE("gradcheck: exp") { check_unary(gdn::exp, Domain::Any, [](double x) { return std::exp(x); }); }
+TEST_CASE("gradcheck: log") { check_unary(gdn::log, Domain::Positive, [](double x) { return std::log(x); }); }
+TEST_CASE("gradcheck: sqrt") { check_unary(gdn::sqrt, Domain::Positive, [](double x) { return std::sqrt(x); }); }
+TEST_CASE("gradcheck: rsqrt") { check_unary(rsqrt, Domain::Positive, [](double x) { return 1 / std::sqrt(x); }); }
+TEST_CASE("gradcheck: sigmoid") { check_unary(sigmoid, Domain::Any, sig); }
+TEST_CASE("gradcheck: silu") { check_unary(silu, Domain::Any, [](double x) { return x * sig(x); }); }
+TEST_CASE("gradcheck: softplus") { check_unary(softplus, Domain::Any, [](double x) { return std::log1p(std::exp(x)); }); }
+TEST_CASE("gradcheck: logsigmoid") { check_unary(logsigmoid, Domain::Any, [](double x) { return std::log(sig(x)); }); }
+TEST_CASE("gradcheck: tanh") { check_unary(gdn::tanh, Domain::Any, [](double x) { return std::tanh(x); }); }
 
 TEST_CASE("ops: activations are stable at extreme inputs") {
   Tensor x = Tensor::from_vector({-1000, -50, 0, 50, 1000}, {5}, kFloat32);

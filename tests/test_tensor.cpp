@@ -1,4 +1,8 @@
-// tests/test_tensor.cpp — tensor semantics: storage sharing, strides, views, broadcasting, dtype conversion, RNG.
+// tests/test_tensor.cpp — tensor semantics: storage sharing, strides, views, broadcasting, dtype conversion, RNG,
+// shape-size overflow, and the allocator statistics switch (GDN_DEBUG_ALLOC).
+#include <cstdlib>
+
+#include "core/allocator.h"
 #include "tests/test_helpers.h"
 
 using namespace gdn;
@@ -36,6 +40,24 @@ TEST_CASE("tensor: views share storage") {
   CHECK(a.to_double_vector()[1] == 42);
   Tensor stepped = slice(a, 1, 0, 3, 2);
   CHECK(stepped.to_double_vector() == std::vector<double>{1, 3, 4, 6});
+}
+
+TEST_CASE("shape: element counts that overflow int64 are refused, not wrapped") {
+  CHECK(shape_numel({}) == 1);
+  CHECK(shape_numel({2, 0, 5}) == 0);
+  CHECK(shape_numel({int64_t{1} << 31, int64_t{1} << 31}) == int64_t{1} << 62);
+  CHECK_THROWS_AS(shape_numel({-1, 3}), Error);
+  // 2^32 * 2^32 = 2^64 wraps to 0 in int64 arithmetic; 3 * 2^62 wraps to a negative number.
+  CHECK_THROWS_AS(shape_numel({int64_t{1} << 32, int64_t{1} << 32}), Error);
+  CHECK_THROWS_AS(shape_numel({3, int64_t{1} << 62}), Error);
+  CHECK_THROWS_AS(shape_numel({0, int64_t{1} << 40, int64_t{1} << 40}), Error);  // no elements, strides overflow
+  try {
+    (void)shape_numel({int64_t{1} << 32, int64_t{1} << 32});
+  } catch (const Error& e) {
+    CHECK(std::string(e.what()).find("[4294967296, 4294967296]") != std::string::npos);
+  }
+  // Fits in int64 elements but not in size_t bytes: refused before any allocation.
+  CHECK_THROWS_AS(Tensor::empty({int64_t{1} << 62}, kFloat64), Error);
 }
 
 TEST_CASE("tensor: broadcasting rules") {
@@ -100,4 +122,19 @@ TEST_CASE("allocator: statistics track live and peak bytes") {
     CHECK(a->stats().peak_bytes >= before + 8192);
   }
   CHECK(a->stats().current_bytes == before);
+}
+
+TEST_CASE("allocator: GDN_DEBUG_ALLOC turns on the end-of-run statistics line") {
+  const char* old = std::getenv("GDN_DEBUG_ALLOC");
+  const std::string saved = old ? old : "";
+  unsetenv("GDN_DEBUG_ALLOC");
+  CHECK_FALSE(print_allocator_stats_if_requested(kCPU));
+  setenv("GDN_DEBUG_ALLOC", "0", 1);
+  CHECK_FALSE(print_allocator_stats_if_requested(kCPU));
+  setenv("GDN_DEBUG_ALLOC", "1", 1);
+  Tensor t = Tensor::empty({1000}, kFloat64);
+  CHECK(print_allocator_stats_if_requested(kCPU));  // one line on stderr
+  CHECK(format_allocator_stats(kCPU).find("cpu allocator: ") == 0);
+  if (old) setenv("GDN_DEBUG_ALLOC", saved.c_str(), 1);
+  else unsetenv("GDN_DEBUG_ALLOC");
 }

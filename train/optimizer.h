@@ -8,8 +8,8 @@
 // GPU; ops/cpu/optimizer_cpu.cpp and cuda/optimizer.cu), the groups being "with" and "without" weight decay; it can
 // apply the global-norm clip factor itself, computed on the device from the squared norm. The m ("exp_avg")
 // and v ("exp_avg_sq") buffers are allocated once in the constructor, zeros with the parameter's dtype and device,
-// so a step allocates nothing. Parameters marked decay = false (norm weights, biases, gate parameters, by the
-// caller's choice) get weight_decay 0.
+// so a step allocates nothing. Parameters marked decay = false get weight_decay 0; the trainer marks them from the
+// config key no_decay (default: the norm weights and the gate parameters A_log and dt_bias; the model has no biases).
 //
 // Step counting: ONE counter for the whole optimizer, incremented by every step(); a parameter without a .grad() in
 // some step is skipped but the counter still moves (torch keeps one per parameter; the two agree whenever every
@@ -29,7 +29,7 @@
 namespace gdn {
 
 struct NamedParameter {
-  std::string name;  // e.g. "blocks.0.attn.q_proj.weight"; unique within one optimizer
+  std::string name;  // e.g. "layers.0.attn.in_proj_qkvz.weight"; unique within one optimizer
   Tensor value;      // a contiguous leaf
   bool decay;        // apply weight decay to it
 };

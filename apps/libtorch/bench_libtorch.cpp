@@ -22,12 +22,13 @@
 // Threads: --threads N sets at::set_num_threads, omp_set_num_threads and (when OpenBLAS is loaded)
 // openblas_set_num_threads, so both sides use the same number of cores. The BLAS each side uses is printed: gdn.cpp
 // multiplies with Eigen's own GEMM; LibTorch calls the system libblas.so.3, found in /proc/self/maps.
+#include "ops/cpu/eigen.h"  // first: it must be the first to include the x86 intrinsics headers (see there)
+
 #include <dlfcn.h>
 #include <omp.h>
 #include <torch/torch.h>
 
 #include <CLI/CLI.hpp>
-#include <Eigen/Core>
 #include <algorithm>
 #include <chrono>
 #include <cmath>

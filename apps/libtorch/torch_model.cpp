@@ -155,7 +155,9 @@ torch::Tensor TorchGatedDeltaNetLM::forward_layer(const torch::Tensor& x, const 
   torch::Tensor q = l2norm(mixed.narrow(-1, 0, key).reshape({B, T, Hk, K}));
   torch::Tensor k = l2norm(mixed.narrow(-1, key, key).reshape({B, T, Hk, K}));
   torch::Tensor v = mixed.narrow(-1, 2 * key, value).reshape({B, T, Hv, V});
-  torch::Tensor g = -p(pre + "A_log").exp() * F::softplus(a + p(pre + "dt_bias"));  // [B,T,Hv]
+  // The gate with gdn.cpp's two guards (docs/MATH.md, "Gates"): exp of A_log clamped at 80, g clamped below at -110.
+  torch::Tensor A = torch::clamp_max(p(pre + "A_log"), 80.0).exp();
+  torch::Tensor g = torch::clamp_min(-A * F::softplus(a + p(pre + "dt_bias")), -110.0);  // [B,T,Hv]
   torch::Tensor beta = torch::sigmoid(b);
 
   torch::Tensor o = gated_delta_rule_chunked(q, k, v, g, beta, 1.0 / std::sqrt(static_cast<double>(K)),

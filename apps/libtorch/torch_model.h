@@ -2,17 +2,18 @@
 // independent implementation that bench-libtorch compares gdn.cpp against (correctness and speed).
 //
 // Same network as models/language_model.h, same parameter names as GatedDeltaNetLM::parameters() (so a safetensors
-// file written by gdn.cpp loads one to one), same math as ../shared/docs/gated-deltanet.md:
+// file written by gdn.cpp loads one to one), same math as docs/MATH.md:
 //   tokens [B,T] -> embed -> L x { x += GDN(RMSNorm(x)); x += FFN(RMSNorm(x)) } -> RMSNorm -> lm_head -> CE
 //   GDN:  in_proj_qkvz -> q|k|v|z; in_proj_ba -> b|a; SiLU(depthwise causal conv1d over q|k|v: torch conv1d with
-//         groups = C and W-1 zeros of left padding); l2norm(q), l2norm(k); g = -exp(A_log) softplus(a + dt_bias),
-//         beta = sigmoid(b); o = gated delta rule (below); gated RMSNorm; out_proj.
+//         groups = C and W-1 zeros of left padding); l2norm(q), l2norm(k);
+//         g = max(-exp(min(A_log, 80)) softplus(a + dt_bias), -110), beta = sigmoid(b); o = gated delta rule
+//         (below); gated RMSNorm; out_proj.
 //   FFN:  SwiGLU, or MoE (softmax router, top-k, renormalised weights, optional sigmoid-gated shared expert,
 //         Switch load-balancing loss E * sum_e f_e P_e averaged over layers, times moe_aux_loss_coef).
-// The delta rule is the CHUNKED WY form of section 3 of the doc, as a plain loop of torch ops (LibTorch has no
-// fused kernel): every chunk's decay matrix Gam, the triangular system (I + L) [W|U] = [diag(beta e^gam) K |
-// diag(beta) V] (torch::linalg_solve_triangular, unit diagonal) and the intra-chunk products are computed for all
-// chunks at once as batched matmuls; only the state recurrence H -> H_next runs as a loop over chunks. Torch
+// The delta rule is the CHUNKED WY form (docs/MATH.md, "Gated delta rule: chunked form"), as a plain loop of torch ops
+// (LibTorch has no fused kernel): every chunk's decay matrix Gam, the triangular system (I + L) [W|U] = [diag(beta
+// e^gam) K | diag(beta) V] (torch::linalg_solve_triangular, unit diagonal) and the intra-chunk products are computed
+// for all chunks at once as batched matmuls; only the state recurrence H -> H_next runs as a loop over chunks. Torch
 // autograd differentiates all of it (no hand-written backward here: that is the point of an independent check).
 //
 // Device-agnostic: every tensor lives on the device the parameters were loaded to (torch::Device passed in).

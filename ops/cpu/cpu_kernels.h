@@ -17,7 +17,8 @@ void register_gated_deltanet_kernels(KernelTable& t);  // conv1d, l2norm, gated 
 void register_delta_rule_recurrent_kernels(KernelTable& t);  // called by register_gated_deltanet_kernels
 void register_delta_rule_chunked_kernels(KernelTable& t);    // called by register_gated_deltanet_kernels
 
-// Fills the CPU column of every kernel table (idempotent). Called by ensure_cpu_kernels().
+// Fills the CPU column of every kernel table (idempotent). Called before main() by the static registrar in
+// register_cpu.cpp; calling it again does nothing.
 void register_cpu_kernels();
 
 }  // namespace gdn::cpu

@@ -1,6 +1,6 @@
 // ops/cpu/delta_rule_chunked_cpu.cpp — the gated delta rule in chunked WY (UT) form: the training path.
 //
-// Math: docs/gated-deltanet.md section 3. Per (batch, value head) the sequence is cut into chunks of C rows; the
+// Math: docs/MATH.md, "Gated delta rule: chunked form". Per (batch, value head) the sequence is cut into chunks of C rows; the
 // tail chunk simply has fewer rows (L = T - t0 < C). Working on the L valid rows is the CPU equivalent of padding and
 // masking: no padded row exists, so none can change a result. For one chunk with rows Q, K [L,K], V [L,V], gates
 // g, beta [L] and the state H [K,V] at its start:
@@ -24,7 +24,8 @@
 // All products are Eigen GEMMs on Maps of the chunk's rows in the [B,T,H,D] tensors (outer stride H*D, no copies);
 // one task per (batch, value head) on OpenMP threads. The state and every matrix are in the input type (float32 or
 // float64); gate cumsums and the decay factors are computed in double.
-#include <Eigen/Core>
+#include "ops/cpu/eigen.h"  // first: see that header
+
 #include <cmath>
 #include <vector>
 

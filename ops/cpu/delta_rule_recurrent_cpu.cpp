@@ -1,7 +1,7 @@
 // ops/cpu/delta_rule_recurrent_cpu.cpp — the gated delta rule token by token: the reference every other
 // implementation is tested against, and the inference path (T = 1 with the state carried between calls).
 //
-// Per (batch, value head), state S [K,V] from S0 (docs/gated-deltanet.md section 2):
+// Per (batch, value head), state S [K,V] from S0 (docs/MATH.md, "Gated delta rule: recurrent form"):
 //   S' = exp(g_t) S;  e = v_t - S'^T k_t;  u = beta_t e;  S = S' + k_t u^T;  o_t = S^T (scale q_t)
 // Backward, t = T-1 .. 0, dS = dS_T (0 if absent):
 //   dS += scale q do^T;  dq = scale S do;  du = dS^T k;  dk = dS u;  dbeta = e . du;  de = beta du;  dv = de;

@@ -3,10 +3,10 @@
 // Each math function is written once as a scalar expression; the loops come from cpu_loops.h. Numerically stable
 // forms: sigmoid never evaluates exp of a large positive number, softplus(x) = max(x,0) + log1p(exp(-|x|)),
 // logsigmoid(x) = min(x,0) - log1p(exp(-|x|)).
+#include "ops/cpu/eigen.h"  // first: see that header
+
 #include <cmath>
 #include <cstring>
-
-#include <Eigen/Core>
 
 #include "core/dispatch.h"
 #include "ops/cpu/cpu_kernels.h"

@@ -3,7 +3,7 @@
 // delta_rule_recurrent_cpu.cpp (reference, inference) and delta_rule_chunked_cpu.cpp (training); this file's
 // register function registers those too.
 //
-// Math (docs/gated-deltanet.md sections 2 and 4), glossary B batch, T time, C channels, W conv width, H heads:
+// Math (docs/MATH.md, "Gated DeltaNet layer"), glossary B batch, T time, C channels, W conv width, H heads:
 //   conv:  p[t,c] = bias[c] + sum_w weight[c,w] x[t-W+1+w, c], y = silu(p) or p; x before t = 0 comes from the
 //          initial state [B,C,W-1] (oldest first) or is 0. Backward recomputes p (W multiply-adds per element,
 //          cheaper than saving it): dp = dy * s (1 + p (1 - s)), dx[t] = sum_w weight[c,w] dp[t+W-1-w],
@@ -11,14 +11,18 @@
 //   l2norm: y = x r, r = 1/sqrt(sum x^2 + eps): dx = r (dy - (dy . y) y).
 //   gated RMSNorm: n = x r, r = 1/sqrt(mean x^2 + eps), y = n w silu(z):
 //          dn = dy w silu(z), dx = r (dn - n mean(dn n)), dz = dy n w silu'(z), dw = sum_rows dy n silu(z).
-//   gate:  g = -exp(A_log) softplus(a + dt_bias), beta = sigmoid(b):
-//          da = dg (-exp(A_log)) sigmoid(a + dt_bias), ddt_bias = sum da, dA_log = sum dg g, db = dbeta beta (1-beta).
+//   gate:  A = exp(min(A_log, kGateALogMax)), g = max(-A softplus(a + dt_bias), kGateMin), beta = sigmoid(b)
+//          (the guards of ops/gated_deltanet.h: g is always finite, so no -inf gate reaches the chunked decay):
+//          where g is above kGateMin: da = dg (-A) sigmoid(a + dt_bias), dA_log = dg g if A_log < kGateALogMax;
+//          where g is clamped: da = 0 and no dA_log; ddt_bias = sum da, dA_log summed, db = dbeta beta (1-beta).
 // Rows are split across threads (OpenMP); row reductions and the parameter-gradient sums are kept in double.
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
 #include "ops/cpu/cpu_kernels.h"
 #include "ops/cpu/cpu_loops.h"
+#include "ops/gated_deltanet.h"
 
 namespace gdn::cpu {
 
@@ -31,6 +35,17 @@ template <typename T> T sigmoid_of(T x) {
 }
 
 template <typename T> T softplus_of(T x) { return x > T(20) ? x : std::log1p(std::exp(x)); }
+
+// -exp(min(A_log, kGateALogMax)) * softplus(x) before the lower clamp, and A itself (gate guards: see the header).
+template <typename T> struct RawGate {
+  T A, raw;
+};
+template <typename T> RawGate<T> raw_gate(T a_log, T x) {
+  const T A = std::exp(std::min(a_log, static_cast<T>(kGateALogMax)));
+  return {A, -A * softplus_of(x)};
+}
+// The clamp, written so that a NaN raw value stays NaN.
+template <typename T> T clamp_gate(T raw) { return raw < static_cast<T>(kGateMin) ? static_cast<T>(kGateMin) : raw; }
 
 // ---------------------------------------------------------------------------------------------------------------
 // causal depthwise conv1d
@@ -322,7 +337,7 @@ void gdn_gate_forward(const Tensor& g, const Tensor& beta, const Tensor& a, cons
 #pragma omp parallel for if (N >= kParallelGrain)
     for (int64_t i = 0; i < N; ++i) {
       const int64_t h = i % H;
-      gp[i] = -std::exp(alp[h]) * softplus_of(ap[i] + dtp[h]);
+      gp[i] = clamp_gate(raw_gate(alp[h], ap[i] + dtp[h]).raw);
       betap[i] = sigmoid_of(bp[i]);
     }
   });
@@ -343,13 +358,14 @@ void gdn_gate_backward(const Tensor& da, const Tensor& db, const Tensor& dA_log,
     std::vector<double> dA_acc(H, 0.0), ddt_acc(H, 0.0);
     for (int64_t i = 0; i < N; ++i) {  // serial: the [H] sums collide across rows (N is B*T*H, small)
       const int64_t h = i % H;
-      const T xa = ap[i] + dtp[h], negA = -std::exp(alp[h]);
-      const T g = negA * softplus_of(xa);
-      dap[i] = dgp[i] * negA * sigmoid_of(xa);
+      const T xa = ap[i] + dtp[h];
+      const RawGate<T> rg = raw_gate(alp[h], xa);
+      const bool clamped = rg.raw < static_cast<T>(kGateMin);  // g = kGateMin, constant in a, A_log, dt_bias
+      dap[i] = clamped ? T(0) : dgp[i] * (-rg.A) * sigmoid_of(xa);
       const T s = sigmoid_of(bp[i]);
       dbp[i] = dbetap[i] * s * (T(1) - s);
       ddt_acc[h] += dap[i];
-      dA_acc[h] += static_cast<double>(dgp[i]) * g;
+      if (!clamped && alp[h] < static_cast<T>(kGateALogMax)) dA_acc[h] += static_cast<double>(dgp[i]) * rg.raw;
     }
     T *dAp = dA_log.data<T>(), *ddtp = ddt_bias.data<T>();
     for (int64_t h = 0; h < H; ++h) {

@@ -3,7 +3,7 @@
 // Each operand matrix is either row-major (column stride 1) or column-major (row stride 1) with any leading
 // dimension, so transposed views reach Eigen without a copy (Eigen::Map with an OuterStride). Eigen parallelises a
 // large product itself through OpenMP; a batch of small products is split across threads by batch index instead.
-#include <Eigen/Core>
+#include "ops/cpu/eigen.h"  // first: see that header
 
 #include "ops/cpu/cpu_kernels.h"
 #include "ops/cpu/cpu_loops.h"

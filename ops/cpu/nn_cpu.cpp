@@ -5,7 +5,8 @@
 //   softmax from the saved logsumexp instead of storing the [N,V] probabilities.
 //   RMSNorm: y = x * r * w, r = 1/sqrt(mean(x^2) + eps); with xh = x * r and gh = dy * w,
 //   dx = r * (gh - xh * mean(gh * xh)), dw = sum_rows dy * xh.
-#include <Eigen/Core>
+#include "ops/cpu/eigen.h"  // first: see that header
+
 #include <cmath>
 #include <vector>
 
