@@ -154,10 +154,11 @@ Tensor gate_a(Ctx& c, const Shape& s, bool large) { return large ? c.uniform(s, 
 void case_gdn_gate_forward(Ctx& c) {
   for (const Shape& s : kGateShapes) {
     for (bool large : {false, true}) {
-      c.run(fmt::format("{}{}", shape_str(s), large ? " large a" : ""), [&] {
+      c.run(fmt::format("{}{}", shape_str(s), large ? " large a and A_log (guards)" : ""), [&] {
         const int64_t H = s.back();
         Tensor a = gate_a(c, s, large), b = c.normal(s, 3.0);
-        Tensor A_log = c.uniform({H}, -1.0, 2.0), dt_bias = c.normal({H});
+        // large: A_log up to 90 and large a, so both gate guards (A_log > kGateALogMax, g clamped at kGateMin) act.
+        Tensor A_log = c.uniform({H}, -1.0, large ? 90.0 : 2.0), dt_bias = c.normal({H});
         Tensor g = Ctx::out(s, c.dt), beta = Ctx::out(s, c.dt), gg = c.gpu(g), betag = c.gpu(beta);
         cpu_kernels().gdn_gate_forward(g, beta, a, b, A_log, dt_bias);
         need_cuda(c.under_test().gdn_gate_forward, "gdn_gate_forward")(gg, betag, c.gpu(a), c.gpu(b), c.gpu(A_log),
@@ -172,10 +173,11 @@ void case_gdn_gate_forward(Ctx& c) {
 void case_gdn_gate_backward(Ctx& c) {
   for (const Shape& s : kGateShapes) {
     for (bool large : {false, true}) {
-      c.run(fmt::format("{}{}", shape_str(s), large ? " large a" : ""), [&] {
+      c.run(fmt::format("{}{}", shape_str(s), large ? " large a and A_log (guards)" : ""), [&] {
         const int64_t H = s.back();
         Tensor a = gate_a(c, s, large), b = c.normal(s, 3.0);
-        Tensor A_log = c.uniform({H}, -1.0, 2.0), dt_bias = c.normal({H});
+        // large: A_log up to 90 and large a, so both gate guards (A_log > kGateALogMax, g clamped at kGateMin) act.
+        Tensor A_log = c.uniform({H}, -1.0, large ? 90.0 : 2.0), dt_bias = c.normal({H});
         Tensor dg = c.normal(s), dbeta = c.normal(s);
         Tensor da = Ctx::out(s, c.dt), db = Ctx::out(s, c.dt), dA = Ctx::out({H}, c.dt), ddt = Ctx::out({H}, c.dt);
         Tensor dag = c.gpu(da), dbg = c.gpu(db), dAg = c.gpu(dA), ddtg = c.gpu(ddt);
