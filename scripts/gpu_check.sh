@@ -76,7 +76,7 @@ if want train; then
     | tee -a "$summary"
   cp runs/small-cuda/training_results.json "$OUT/results_small_cuda.json" 2>/dev/null
   t0=$(date +%s)
-  timeout -s INT 240 $bin/gdn-train --preset medium --data data/sotu --out runs/medium-cuda --overwrite \
+  timeout -s INT 200 $bin/gdn-train --preset medium --data data/sotu --out runs/medium-cuda --overwrite \
     --device cuda > "$OUT/train_medium_cuda.log" 2>&1
   note "train medium on cuda: rc=$? in $(($(date +%s) - t0)) s; $(python3 scripts/compare_runs.py --one runs/medium-cuda/training_results.json)"
 fi
