@@ -103,4 +103,8 @@ if want bench; then
   cat "$OUT/bench_train.md" | tee -a "$summary"
 fi
 
+# What comes back from a lent machine is limited to a few files: keep the summary, the harness table and the benchmark
+# results as they are, and pack every other log into logs.tgz.
+(cd "$OUT" && ls | grep -vxE 'summary.txt|harness.md|bench_train.md|bench_train.json|logs.tgz' > "$OUT/.packed" &&
+  tar czf logs.tgz -T .packed && xargs rm -f < .packed; rm -f .packed)
 echo; echo "==== summary ===="; cat "$summary"
