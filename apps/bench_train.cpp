@@ -4,12 +4,16 @@
 // token ids (so any vocabulary can be timed without a corpus, e.g. 49152 to compare with stacks that use that
 // tokenizer). After --warmup untimed steps, each of --steps steps is timed on the device (CUDA events on the device's
 // stream; the steady clock on the CPU) and the median is reported with tokens/s, the kernel calls per step (calls
-// through the dispatch table; a cuBLAS call counts once) and the device allocator's peak memory. One line of the
-// markdown table per preset; --json FILE also writes the numbers as JSON.
+// through the dispatch table; a cuBLAS call counts once), the host time to issue one step (the host does not wait
+// for the device inside a step, so a step whose issue time is close to its device time is bound by the host) and the
+// device allocator's peak memory. One line of the markdown table per preset; --json FILE also writes the numbers as
+// JSON. --profile adds, per preset, the device time of every kernel over a few more steps (train/device.h
+// KernelProfile).
 #include <omp.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -32,7 +36,8 @@ using json = nlohmann::json;
 namespace {
 
 struct StepResult {
-  double median_ms = 0, min_ms = 0, max_ms = 0, kernel_calls = 0, peak_mib = 0, loss = 0;
+  double median_ms = 0, min_ms = 0, max_ms = 0, issue_ms = 0, kernel_calls = 0, peak_mib = 0, loss = 0;
+  std::vector<KernelProfile::Row> profile;  // per step, with --profile
 };
 
 Tensor random_ids(int64_t B, int64_t T, int64_t V, Generator& gen, Device device) {
@@ -41,7 +46,8 @@ Tensor random_ids(int64_t B, int64_t T, int64_t V, Generator& gen, Device device
   return Tensor::from_int64(v, {B, T}, device);
 }
 
-StepResult time_training_step(const TrainConfig& cfg, Device device, DType dtype, int warmup, int steps) {
+StepResult time_training_step(const TrainConfig& cfg, Device device, DType dtype, int warmup, int steps,
+                              int profile_steps) {
   GatedDeltaNetLM model(cfg.model, cfg.seed, dtype, device);
   std::vector<NamedParameter> named;
   std::vector<Tensor> params;
@@ -57,8 +63,7 @@ StepResult time_training_step(const TrainConfig& cfg, Device device, DType dtype
     zero_grad(params);
     LossOutput out = model.loss(ids, targets);
     backward(out.loss);
-    clip_grad_norm(params, cfg.grad_clip);
-    optimizer.step(cfg.lr);
+    optimizer.step(cfg.lr, grad_norm_squared(params), cfg.grad_clip);  // clipped on the device, as gdn-train does
     if (loss_out) *loss_out = out.ce.item();
   };
   for (int i = 0; i < warmup; ++i) one_step(nullptr);
@@ -74,6 +79,25 @@ StepResult time_training_step(const TrainConfig& cfg, Device device, DType dtype
   }
   StepResult r;
   r.kernel_calls = static_cast<double>(kernel_calls() - calls_before) / steps;
+  std::vector<double> issue;
+  for (int i = 0; i < std::min(steps, 10); ++i) {
+    synchronize(device);
+    const auto t0 = std::chrono::steady_clock::now();
+    one_step(nullptr);
+    issue.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(issue.begin(), issue.end());
+  r.issue_ms = issue[issue.size() / 2];
+  if (profile_steps > 0) {
+    synchronize(device);
+    KernelProfile profile(device);
+    for (int i = 0; i < profile_steps; ++i) one_step(nullptr);
+    r.profile = profile.rows();
+    for (auto& row : r.profile) {
+      row.ms /= profile_steps;
+      row.calls /= profile_steps;
+    }
+  }
   one_step(&r.loss);
   std::sort(ms.begin(), ms.end());
   r.median_ms = ms[ms.size() / 2];
@@ -99,7 +123,7 @@ int main(int argc, char** argv) {
       "random token ids; prints ms/step (median), tokens/s, kernel calls per step and peak device memory"};
   std::string presets = "small,medium,large", device_name = "cpu", dtype_name_arg = "float32", json_path;
   int64_t batch = 0, seq_len = 0, vocab = 0;
-  int steps = 50, warmup = 5, threads = 0;
+  int steps = 50, warmup = 5, threads = 0, profile_steps = 0;
   app.add_option("--presets", presets, "comma-separated presets to time (small, medium, large)");
   app.add_option("--device", device_name, "cpu, cuda or cuda:N");
   app.add_option("--dtype", dtype_name_arg, "float32 or float64")->check(CLI::IsMember({"float32", "float64"}));
@@ -110,6 +134,8 @@ int main(int argc, char** argv) {
   app.add_option("--warmup", warmup, "untimed steps before timing")->check(CLI::NonNegativeNumber);
   app.add_option("--threads", threads, "OpenMP threads on the CPU (default: all cores)")->check(CLI::NonNegativeNumber);
   app.add_option("--json", json_path, "also write the results to this JSON file");
+  app.add_option("--profile", profile_steps, "also time every kernel over this many more steps (0 = off)")
+      ->check(CLI::NonNegativeNumber);
   if (auto rc = parse_command_line(app, argc, argv, "bench-train")) return *rc;
   try {
     if (threads > 0) omp_set_num_threads(threads);
@@ -117,8 +143,11 @@ int main(int argc, char** argv) {
     const DType dtype = dtype_name_arg == "float64" ? kFloat64 : kFloat32;
     std::printf("bench-train: %s, %s, median of %d steps after %d warm-up steps\n\n", device.str().c_str(),
                 dtype_name_arg.c_str(), steps, warmup);
-    std::printf("| preset | B | T | vocab | params (M) | ms/step | min | max | tokens/s | kernel calls/step | peak MiB |\n");
-    std::printf("|--------|---|---|------:|-----------:|--------:|----:|----:|---------:|------------------:|---------:|\n");
+    std::printf("| preset | B | T | vocab | params (M) | ms/step | min | max | tokens/s | host issue ms/step | "
+                "kernel calls/step | peak MiB |\n");
+    std::printf("|--------|---|---|------:|-----------:|--------:|----:|----:|---------:|-------------------:|"
+                "------------------:|---------:|\n");
+    std::vector<std::pair<std::string, StepResult>> profiles;
     json rows = json::array();
     for (const std::string& preset : split_commas(presets)) {
       TrainConfig cfg = preset_config(preset);
@@ -127,22 +156,34 @@ int main(int argc, char** argv) {
       if (vocab > 0) cfg.model.vocab_size = vocab;
       cfg.device = device.str();
       validate(cfg);
-      const StepResult r = time_training_step(cfg, device, dtype, warmup, steps);
+      const StepResult r = time_training_step(cfg, device, dtype, warmup, steps, profile_steps);
       const double params_m =
           static_cast<double>(GatedDeltaNetLM(cfg.model, cfg.seed, dtype, kCPU).num_parameters()) / 1e6;
       const double tokens = static_cast<double>(cfg.batch_size * cfg.seq_len);
-      std::printf("| %s | %lld | %lld | %lld | %.1f | %.2f | %.2f | %.2f | %.0f | %.0f | %.0f |\n", preset.c_str(),
-                  static_cast<long long>(cfg.batch_size), static_cast<long long>(cfg.seq_len),
+      std::printf("| %s | %lld | %lld | %lld | %.1f | %.2f | %.2f | %.2f | %.0f | %.2f | %.0f | %.0f |\n",
+                  preset.c_str(), static_cast<long long>(cfg.batch_size), static_cast<long long>(cfg.seq_len),
                   static_cast<long long>(cfg.model.vocab_size), params_m, r.median_ms, r.min_ms, r.max_ms,
-                  tokens / (r.median_ms / 1000.0), r.kernel_calls, r.peak_mib);
+                  tokens / (r.median_ms / 1000.0), r.issue_ms, r.kernel_calls, r.peak_mib);
+      if (!r.profile.empty()) profiles.emplace_back(preset, r);
       std::fflush(stdout);
       rows.push_back({{"preset", preset}, {"device", device.str()}, {"dtype", dtype_name_arg},
                       {"batch", cfg.batch_size}, {"seq_len", cfg.seq_len}, {"vocab", cfg.model.vocab_size},
                       {"parameters_millions", params_m}, {"ms_per_step_median", r.median_ms},
                       {"ms_per_step_min", r.min_ms}, {"ms_per_step_max", r.max_ms},
                       {"tokens_per_second", tokens / (r.median_ms / 1000.0)},
-                      {"kernel_calls_per_step", r.kernel_calls}, {"peak_device_mib", r.peak_mib},
+                      {"kernel_calls_per_step", r.kernel_calls}, {"host_issue_ms_per_step", r.issue_ms},
+                      {"peak_device_mib", r.peak_mib},
                       {"final_loss", r.loss}, {"steps", steps}, {"warmup", warmup}});
+    }
+    for (const auto& [preset, r] : profiles) {
+      double total = 0;
+      for (const auto& row : r.profile) total += row.ms;
+      std::printf("\n%s: device time per step by kernel (%.2f ms in kernels, %.2f ms per step)\n\n", preset.c_str(),
+                  total, r.median_ms);
+      std::printf("| kernel | calls/step | ms/step | share of kernel time |\n|---|---:|---:|---:|\n");
+      for (const auto& row : r.profile)
+        std::printf("| %s | %lld | %.3f | %.1f%% |\n", row.name.c_str(), static_cast<long long>(row.calls),
+                    row.ms, 100.0 * row.ms / total);
     }
     if (!json_path.empty()) {
       std::ofstream f(json_path);

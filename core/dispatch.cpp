@@ -12,9 +12,11 @@ KernelTable& kernel_table(DeviceType type) {
 }
 
 uint64_t kernel_calls() { return detail::kernel_call_count; }
+void set_kernel_timer(KernelTimer* timer) { detail::kernel_timer = timer; }
 
 namespace detail {
 uint64_t kernel_call_count = 0;
+KernelTimer* kernel_timer = nullptr;
 bool trace_enabled() {
   static const bool on = [] {
     const char* v = std::getenv("GDN_TRACE");

@@ -11,7 +11,9 @@
 // so. Tensors may be strided unless the kernel's comment says "contiguous".
 //
 // GDN_TRACE=1 in the environment prints every kernel call with its device and tensor shapes (tinygrad's DEBUG).
-// kernel_calls() counts the calls made through the table (bench-train reports it per training step).
+// kernel_calls() counts the calls made through the table (bench-train reports it per training step). A
+// KernelTimer installed with set_kernel_timer() is told about every call (bench-train --profile: device time per
+// kernel, measured with CUDA events on the GPU).
 #pragma once
 
 #include <cstdint>
@@ -145,8 +147,18 @@ KernelTable& kernel_table(DeviceType type);
 // Kernel calls made through the table since the program started (ops are called from one host thread).
 uint64_t kernel_calls();
 
+// Brackets every kernel call while installed (nullptr: none, the default). begin() returns a token that end() gets.
+class KernelTimer {
+ public:
+  virtual ~KernelTimer() = default;
+  virtual int64_t begin(const char* name, Device device) = 0;
+  virtual void end(int64_t token) = 0;
+};
+void set_kernel_timer(KernelTimer* timer);
+
 namespace detail {
 extern uint64_t kernel_call_count;
+extern KernelTimer* kernel_timer;
 bool trace_enabled();
 void trace_begin(const char* name, Device device);
 void trace_arg(const Tensor& t);
@@ -162,7 +174,10 @@ void call_kernel(Fn fn, const char* name, Device device, Args&&... args) {
     (trace_arg(args), ...);
     trace_end();
   }
+  if (kernel_timer == nullptr) return fn(std::forward<Args>(args)...);
+  const int64_t token = kernel_timer->begin(name, device);
   fn(std::forward<Args>(args)...);
+  kernel_timer->end(token);
 }
 }  // namespace detail
 

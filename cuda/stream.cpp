@@ -63,4 +63,42 @@ double EventTimer::stop_ms() {
   return ms;
 }
 
+EventKernelTimer::~EventKernelTimer() {
+  for (cudaEvent_t e : pool_) (void)cudaEventDestroy(e);
+}
+
+cudaEvent_t EventKernelTimer::event(size_t i) {
+  while (pool_.size() <= i) {
+    cudaEvent_t e;
+    CUDA_CHECK(cudaEventCreate(&e));
+    pool_.push_back(e);
+  }
+  return pool_[i];
+}
+
+int64_t EventKernelTimer::begin(const char* name, Device) {
+  const size_t call = names_.size();
+  names_.push_back(name);
+  CUDA_CHECK(cudaEventRecord(event(2 * call), current_stream()));
+  return static_cast<int64_t>(call);
+}
+
+void EventKernelTimer::end(int64_t token) {
+  CUDA_CHECK(cudaEventRecord(event(2 * static_cast<size_t>(token) + 1), current_stream()));
+}
+
+std::map<std::string, std::pair<int64_t, double>> EventKernelTimer::totals() {
+  synchronize();
+  std::map<std::string, std::pair<int64_t, double>> out;
+  for (size_t i = 0; i < names_.size(); ++i) {
+    float ms = 0;
+    CUDA_CHECK(cudaEventElapsedTime(&ms, pool_[2 * i], pool_[2 * i + 1]));
+    auto& [calls, total] = out[names_[i]];
+    calls++;
+    total += ms;
+  }
+  names_.clear();
+  return out;
+}
+
 }  // namespace gdn::cuda

@@ -10,6 +10,13 @@
 
 #include <cuda_runtime_api.h>
 
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/dispatch.h"
+
 namespace gdn::cuda {
 
 int device_count();                // visible devices (0 when there is no driver)
@@ -31,6 +38,22 @@ class EventTimer {
 
  private:
   cudaEvent_t start_ = nullptr, stop_ = nullptr;
+};
+
+// A KernelTimer (core/dispatch.h) that records a CUDA event pair around every kernel call on current_stream(); totals()
+// waits for the stream once and returns, per kernel name, the number of calls and their summed device milliseconds.
+// Events are pooled, so a profile of many steps allocates only while it grows.
+class EventKernelTimer final : public KernelTimer {
+ public:
+  ~EventKernelTimer() override;
+  int64_t begin(const char* name, Device device) override;
+  void end(int64_t token) override;
+  std::map<std::string, std::pair<int64_t, double>> totals();  // name -> (calls, ms); clears the recorded calls
+
+ private:
+  cudaEvent_t event(size_t i);
+  std::vector<cudaEvent_t> pool_;
+  std::vector<const char*> names_;  // per call; call i uses events 2i and 2i+1
 };
 
 }  // namespace gdn::cuda

@@ -1,6 +1,13 @@
 // train/device.cpp — see device.h.
 #include "train/device.h"
 
+#include <algorithm>
+#include <map>
+#include <utility>
+#include <vector>
+
+#include "core/dispatch.h"
+
 #ifndef GDN_WITH_CUDA
 #define GDN_WITH_CUDA 0  // set to 1 by the gdn_cuda target when the CUDA backend is built
 #endif
@@ -67,6 +74,65 @@ double DeviceTimer::stop_ms() {
   if (events_) return events_->timer.stop_ms();
 #endif
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0_).count();
+}
+
+namespace {
+// The CPU's kernel timer: kernels run synchronously on the calling thread, so the steady clock around a call is its
+// time.
+class CpuKernelTimer final : public KernelTimer {
+ public:
+  int64_t begin(const char* name, Device) override {
+    open_.push_back({name, std::chrono::steady_clock::now()});
+    return static_cast<int64_t>(open_.size() - 1);
+  }
+  void end(int64_t token) override {
+    const auto& [name, t0] = open_[static_cast<size_t>(token)];
+    auto& [calls, ms] = totals_[name];
+    calls++;
+    ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    if (static_cast<size_t>(token) + 1 == open_.size()) open_.pop_back();
+  }
+  std::map<std::string, std::pair<int64_t, double>> take() { return std::exchange(totals_, {}); }
+
+ private:
+  std::vector<std::pair<const char*, std::chrono::steady_clock::time_point>> open_;
+  std::map<std::string, std::pair<int64_t, double>> totals_;
+};
+}  // namespace
+
+struct KernelProfile::Impl {
+  CpuKernelTimer cpu;
+#if GDN_WITH_CUDA
+  cuda::EventKernelTimer gpu;
+#endif
+  bool on_gpu = false;
+};
+
+KernelProfile::KernelProfile(Device device) : impl_(std::make_unique<Impl>()) {
+#if GDN_WITH_CUDA
+  impl_->on_gpu = device.is_cuda();
+  if (impl_->on_gpu) {
+    set_kernel_timer(&impl_->gpu);
+    return;
+  }
+#else
+  (void)device;
+#endif
+  set_kernel_timer(&impl_->cpu);
+}
+
+KernelProfile::~KernelProfile() { set_kernel_timer(nullptr); }
+
+std::vector<KernelProfile::Row> KernelProfile::rows() {
+  std::map<std::string, std::pair<int64_t, double>> totals;
+#if GDN_WITH_CUDA
+  if (impl_->on_gpu) totals = impl_->gpu.totals();
+#endif
+  if (!impl_->on_gpu) totals = impl_->cpu.take();
+  std::vector<Row> out;
+  for (const auto& [name, v] : totals) out.push_back({name, v.first, v.second});
+  std::sort(out.begin(), out.end(), [](const Row& a, const Row& b) { return a.ms > b.ms; });
+  return out;
 }
 
 }  // namespace gdn

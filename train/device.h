@@ -7,8 +7,10 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "core/device.h"
 
@@ -36,6 +38,27 @@ class DeviceTimer {
   Device device_;
   std::unique_ptr<Events> events_;
   std::chrono::steady_clock::time_point t0_;
+};
+
+// Device time per kernel while it exists (bench-train --profile): it installs itself as the dispatch table's kernel
+// timer; on the GPU every call is bracketed by CUDA events on the device's stream, on the CPU (whose kernels run
+// synchronously) by the steady clock. rows() returns the totals so far, largest first, and starts over.
+class KernelProfile {
+ public:
+  struct Row {
+    std::string name;
+    int64_t calls;
+    double ms;
+  };
+  explicit KernelProfile(Device device);
+  ~KernelProfile();
+  KernelProfile(const KernelProfile&) = delete;
+  KernelProfile& operator=(const KernelProfile&) = delete;
+  std::vector<Row> rows();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
 };
 
 }  // namespace gdn
