@@ -29,7 +29,10 @@ inc="$root/.device/include"
 export CPATH="$inc${CPATH:+:$CPATH}" OMP_WAIT_POLICY=PASSIVE PATH="$PATH:/usr/local/cuda/bin"
 bin=build-gpu/bin
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$OUT/gpu.txt" 2>&1
-note "gpu: $(cat "$OUT/gpu.txt")  commit: $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet 2>/dev/null || echo '+dirty')"
+# The commit: from .device/commit when the tree was copied without its git history (write it before copying:
+# git rev-parse --short HEAD > .device/commit), else from git.
+commit=$(cat .device/commit 2>/dev/null || git rev-parse --short HEAD 2>/dev/null)
+note "gpu: $(cat "$OUT/gpu.txt")  commit: $commit"
 
 if want build; then
   t0=$(date +%s)
