@@ -8,7 +8,8 @@
 #   sanitize  the same tests under compute-sanitizer memcheck, then racecheck
 #   suite     the whole ctest suite on this machine (GPU tests run instead of skipping)
 #   train     gdn-train --preset small on the GPU and on the CPU from the same seed: the losses of both runs compared
-#             (first 10 steps, first 100, final val loss); the medium preset trained to the end on the GPU
+#             (first 10 steps, first 100, final val loss); each run resumed on the other device; the medium preset
+#             trained to the end on the GPU
 #   generate  greedy gdn-generate of both small runs, on the device each was trained on, and of the GPU run on the CPU
 #   bench     bench-train (float32) for small, medium and large on the GPU
 # Logs and results go to $OUT (default /tmp/gdn-gpu); a summary table is printed last. Header-only dependencies the
@@ -78,6 +79,14 @@ if want train; then
   python3 scripts/compare_runs.py runs/small-cpu/training_results.json runs/small-cuda/training_results.json \
     | tee -a "$summary"
   cp runs/small-cuda/training_results.json "$OUT/results_small_cuda.json" 2>/dev/null
+  # Checkpoints travel: a copy of the CPU run resumes on the GPU, a copy of the GPU run on the CPU (20 more steps).
+  rm -rf runs/resumed-on-cuda runs/resumed-on-cpu
+  cp -r runs/small-cpu runs/resumed-on-cuda && cp -r runs/small-cuda runs/resumed-on-cpu
+  $bin/gdn-train --out runs/resumed-on-cuda --resume --steps 1020 --device cuda > "$OUT/resume_on_cuda.log" 2>&1
+  note "the CPU run resumed on cuda: rc=$?; $(python3 scripts/compare_runs.py --one runs/resumed-on-cuda/training_results.json)"
+  OMP_NUM_THREADS=8 $bin/gdn-train --out runs/resumed-on-cpu --resume --steps 1020 --device cpu \
+    > "$OUT/resume_on_cpu.log" 2>&1
+  note "the GPU run resumed on the cpu: rc=$?; $(python3 scripts/compare_runs.py --one runs/resumed-on-cpu/training_results.json)"
   t0=$(date +%s)
   timeout -s INT 200 $bin/gdn-train --preset medium --data data/sotu --out runs/medium-cuda --overwrite \
     --device cuda > "$OUT/train_medium_cuda.log" 2>&1
