@@ -7,7 +7,8 @@
 // through the dispatch table; a cuBLAS call counts once), the host time to issue one step (the host does not wait
 // for the device inside a step, so a step whose issue time is close to its device time is bound by the host) and the
 // device allocator's peak memory. One line of the markdown table per preset; --json FILE also writes the numbers as
-// JSON. --profile adds, per preset, the device time of every kernel over a few more steps (train/device.h
+// JSON. The GEMM work of a step (counted by matmul) over its time, next to the rate of one large matmul, shows how
+// far a step is from the GEMM roofline. --profile adds, per preset, the device time of every kernel over a few more steps (train/device.h
 // KernelProfile).
 #include <omp.h>
 
@@ -37,6 +38,7 @@ namespace {
 
 struct StepResult {
   double median_ms = 0, min_ms = 0, max_ms = 0, issue_ms = 0, kernel_calls = 0, peak_mib = 0, loss = 0;
+  double gemm_gflop = 0;  // GEMM work of one step (forward and backward)
   std::vector<KernelProfile::Row> profile;  // per step, with --profile
 };
 
@@ -71,7 +73,7 @@ StepResult time_training_step(const TrainConfig& cfg, Device device, DType dtype
   get_allocator(device)->reset_peak();
   DeviceTimer timer(device);
   std::vector<double> ms;
-  const uint64_t calls_before = kernel_calls();
+  const uint64_t calls_before = kernel_calls(), flops_before = gemm_flops();
   for (int i = 0; i < steps; ++i) {
     timer.start();
     one_step(nullptr);
@@ -79,6 +81,7 @@ StepResult time_training_step(const TrainConfig& cfg, Device device, DType dtype
   }
   StepResult r;
   r.kernel_calls = static_cast<double>(kernel_calls() - calls_before) / steps;
+  r.gemm_gflop = static_cast<double>(gemm_flops() - flops_before) / steps / 1e9;
   std::vector<double> issue;
   for (int i = 0; i < std::min(steps, 10); ++i) {
     synchronize(device);
@@ -105,6 +108,23 @@ StepResult time_training_step(const TrainConfig& cfg, Device device, DType dtype
   r.max_ms = ms.back();
   r.peak_mib = static_cast<double>(get_allocator(device)->stats().peak_bytes) / 1048576.0;
   return r;
+}
+
+// GFLOP/s of one n x n x n matmul on the device (median of 10 after 2 warm-up): the GEMM roofline a step is held to.
+double gemm_roofline(Device device, DType dtype, int64_t n) {
+  Generator gen(1);
+  Tensor a = randn({n, n}, gen, dtype, device), b = randn({n, n}, gen, dtype, device);
+  NoGradGuard no_grad;
+  DeviceTimer timer(device);
+  std::vector<double> ms;
+  for (int i = 0; i < 12; ++i) {
+    timer.start();
+    Tensor c = matmul(a, b);
+    const double t = timer.stop_ms();
+    if (i >= 2) ms.push_back(t);
+  }
+  std::sort(ms.begin(), ms.end());
+  return 2.0 * static_cast<double>(n) * static_cast<double>(n) * static_cast<double>(n) / (ms[ms.size() / 2] * 1e6);
 }
 
 std::vector<std::string> split_commas(const std::string& s) {
@@ -144,9 +164,9 @@ int main(int argc, char** argv) {
     std::printf("bench-train: %s, %s, median of %d steps after %d warm-up steps\n\n", device.str().c_str(),
                 dtype_name_arg.c_str(), steps, warmup);
     std::printf("| preset | B | T | vocab | params (M) | ms/step | min | max | tokens/s | host issue ms/step | "
-                "kernel calls/step | peak MiB |\n");
+                "kernel calls/step | GEMM GFLOP/step | GEMM GFLOP / step time (GFLOP/s) | peak MiB |\n");
     std::printf("|--------|---|---|------:|-----------:|--------:|----:|----:|---------:|-------------------:|"
-                "------------------:|---------:|\n");
+                "------------------:|----------------:|-------------------------------:|---------:|\n");
     std::vector<std::pair<std::string, StepResult>> profiles;
     json rows = json::array();
     for (const std::string& preset : split_commas(presets)) {
@@ -160,10 +180,11 @@ int main(int argc, char** argv) {
       const double params_m =
           static_cast<double>(GatedDeltaNetLM(cfg.model, cfg.seed, dtype, kCPU).num_parameters()) / 1e6;
       const double tokens = static_cast<double>(cfg.batch_size * cfg.seq_len);
-      std::printf("| %s | %lld | %lld | %lld | %.1f | %.2f | %.2f | %.2f | %.0f | %.2f | %.0f | %.0f |\n",
+      std::printf("| %s | %lld | %lld | %lld | %.1f | %.2f | %.2f | %.2f | %.0f | %.2f | %.0f | %.2f | %.0f | %.0f |\n",
                   preset.c_str(), static_cast<long long>(cfg.batch_size), static_cast<long long>(cfg.seq_len),
                   static_cast<long long>(cfg.model.vocab_size), params_m, r.median_ms, r.min_ms, r.max_ms,
-                  tokens / (r.median_ms / 1000.0), r.issue_ms, r.kernel_calls, r.peak_mib);
+                  tokens / (r.median_ms / 1000.0), r.issue_ms, r.kernel_calls, r.gemm_gflop,
+                  r.gemm_gflop / (r.median_ms / 1000.0), r.peak_mib);
       if (!r.profile.empty()) profiles.emplace_back(preset, r);
       std::fflush(stdout);
       rows.push_back({{"preset", preset}, {"device", device.str()}, {"dtype", dtype_name_arg},
@@ -172,9 +193,14 @@ int main(int argc, char** argv) {
                       {"ms_per_step_min", r.min_ms}, {"ms_per_step_max", r.max_ms},
                       {"tokens_per_second", tokens / (r.median_ms / 1000.0)},
                       {"kernel_calls_per_step", r.kernel_calls}, {"host_issue_ms_per_step", r.issue_ms},
+                      {"gemm_gflop_per_step", r.gemm_gflop},
                       {"peak_device_mib", r.peak_mib},
                       {"final_loss", r.loss}, {"steps", steps}, {"warmup", warmup}});
     }
+    const int64_t n = device.is_cuda() ? 4096 : 1024;
+    std::printf("\nGEMM roofline: one %lld x %lld x %lld matmul runs at %.0f GFLOP/s (%s)\n", static_cast<long long>(n),
+                static_cast<long long>(n), static_cast<long long>(n), gemm_roofline(device, dtype, n),
+                dtype_name_arg.c_str());
     for (const auto& [preset, r] : profiles) {
       double total = 0;
       for (const auto& row : r.profile) total += row.ms;

@@ -10,6 +10,12 @@ namespace gdn {
 
 namespace {
 
+uint64_t g_gemm_flops = 0;  // see gemm_flops()
+
+void count_gemm(const Tensor& a3, const Tensor& b3) {
+  g_gemm_flops += 2 * static_cast<uint64_t>(a3.size(0) * a3.size(1) * a3.size(2) * b3.size(2));
+}
+
 bool matrix_ok(const Tensor& t) {
   const int64_t R = t.size(-2), C = t.size(-1);
   return t.stride(-1) == 1 || t.stride(-2) == 1 || R == 1 || C == 1;
@@ -45,6 +51,7 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
     Tensor b3 = as_batched3(b);
     out = Tensor::empty({1, a3.size(1), N}, a.dtype(), a.device());
     kernels::gemm(a.device(), out, a3, b3, 1.0, 0.0);
+    count_gemm(a3, b3);
   } else {
     GDN_CHECK(a.dim() == b.dim(), "matmul: batched operands need equal rank, got {} and {}", shape_str(a.shape()),
               shape_str(b.shape()));
@@ -54,6 +61,7 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
     Tensor a3 = as_batched3(a), b3 = as_batched3(b);
     out = Tensor::empty({a3.size(0), a3.size(1), N}, a.dtype(), a.device());
     kernels::gemm(a.device(), out, a3, b3, 1.0, 0.0);
+    count_gemm(a3, b3);
   }
   Tensor y = out.as_strided(out_shape, contiguous_strides(out_shape), 0);
   const bool need_a = a.requires_grad(), need_b = b.requires_grad();
@@ -72,6 +80,8 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   });
   return y;
 }
+
+uint64_t gemm_flops() { return g_gemm_flops; }
 
 Tensor linear(const Tensor& x, const Tensor& weight) {
   GDN_CHECK(weight.dim() == 2 && weight.size(1) == x.size(-1), "linear: input {} with weight {}",

@@ -8,11 +8,17 @@
 // linear(x, w) = x @ w^T with w stored [out, in] as in PyTorch, so checkpoints map one to one.
 #pragma once
 
+#include <cstdint>
+
 #include "core/tensor.h"
 
 namespace gdn {
 
 Tensor matmul(const Tensor& a, const Tensor& b);
 Tensor linear(const Tensor& x, const Tensor& weight);  // x [..., in], weight [out, in] -> [..., out]
+
+// Floating-point operations (2 P M N K per product) of every GEMM matmul has issued, forward and backward, since the
+// program started: bench-train divides it by the step time to show how close a step runs to the GEMM roofline.
+uint64_t gemm_flops();
 
 }  // namespace gdn
