@@ -18,8 +18,8 @@
 //   having ceil(M_e / 32) of them; the block finds its group by scanning offsets (E reads), and blocks past the last
 //   tile (the grid holds ceil(M / 32) + E tiles, the worst case) return at once, uniformly per block.
 // grouped_gemm_dweight: dW_e [P,Q] = dy_e^T a_e: block (tile of Q, tile of P, e) loops over the group's rows in
-//   32-row shared-memory chunks, summing in double in row order (like the CPU twin, so the same bits every run; no
-//   atomics); an empty group writes 0.
+//   32-row shared-memory chunks, summing in double in row order (the same bits every run, no atomics; the CPU twin
+//   sums in T with Eigen, so they agree to float rounding); an empty group writes 0.
 #include <cub/device/device_radix_sort.cuh>
 #include <cuda_runtime.h>
 

@@ -9,12 +9,11 @@
 //   increasing p (stable), tokens = order / k. Ids outside [0, E) throw.
 // grouped_gemm: per group e, out[lo:hi] = a[lo:hi] @ W_e^T (or @ W_e) with Eigen in the element type (the dense
 //   gemm's arithmetic); groups run in parallel.
-// grouped_gemm_dweight: dW_e = dy[lo:hi]^T a[lo:hi] per group, summed over rows in double in row order
-//   (a parameter-gradient sum), 0 for an empty group.
+// grouped_gemm_dweight: dW_e = dy[lo:hi]^T a[lo:hi] per group with Eigen in the element type (as the dense
+//   linear's weight gradient), 0 for an empty group; the CUDA twin sums the rows in double (agreement to rounding).
 // The offsets are read on the host here (they are CPU tensors); the CUDA twin reads them on the device.
 #include "ops/cpu/eigen.h"  // first: see that header
 
-#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -156,25 +155,16 @@ void grouped_gemm_dweight(const std::vector<Tensor>& dweights, const Tensor& dy,
   const std::vector<int64_t> off = read_offsets(offsets, E, M, "grouped_gemm_dweight");
   dispatch_float(a.dtype(), "grouped_gemm_dweight", [&](auto tag) {
     using T = decltype(tag);
-    const T* dyp = dy.data<T>();
-    const T* ap = a.data<T>();
     for (int64_t e = 0; e < E; ++e) {
-      const int64_t lo = off[static_cast<size_t>(e)], hi = off[static_cast<size_t>(e + 1)];
-      T* dw = dweights[static_cast<size_t>(e)].data<T>();
-      // A row j of dW_e per task: acc[q] += dy[r,j] a[r,q] over the group's rows in order (contiguous in a).
-      parallel_for(P, std::max<int64_t>(1, kParallelGrain / std::max<int64_t>(1, (hi - lo) * Q)),
-                   [&](int64_t begin, int64_t end) {
-                     std::vector<double> acc(static_cast<size_t>(Q));
-                     for (int64_t j = begin; j < end; ++j) {
-                       std::fill(acc.begin(), acc.end(), 0.0);
-                       for (int64_t r = lo; r < hi; ++r) {
-                         const double d = static_cast<double>(dyp[r * P + j]);
-                         const T* ar = ap + r * Q;
-                         for (int64_t q = 0; q < Q; ++q) acc[static_cast<size_t>(q)] += d * static_cast<double>(ar[q]);
-                       }
-                       for (int64_t q = 0; q < Q; ++q) dw[j * Q + q] = static_cast<T>(acc[static_cast<size_t>(q)]);
-                     }
-                   });
+      const int64_t lo = off[static_cast<size_t>(e)], rows = off[static_cast<size_t>(e + 1)] - lo;
+      Eigen::Map<RowMat<T>> dw(dweights[static_cast<size_t>(e)].data<T>(), P, Q);
+      if (rows == 0) {
+        dw.setZero();
+        continue;
+      }
+      Eigen::Map<const RowMat<T>> dym(dy.data<T>() + lo * P, rows, P);
+      Eigen::Map<const RowMat<T>> am(a.data<T>() + lo * Q, rows, Q);
+      dw.noalias() = dym.transpose() * am;
     }
   });
 }
