@@ -81,6 +81,24 @@ struct AdamWParams {
   X(adamw_step, void(const std::vector<Tensor>& params, const std::vector<Tensor>& ms,                          \
                      const std::vector<Tensor>& vs, const std::vector<Tensor>& grads,                           \
                      const Tensor& grad_sq_norm, const AdamWParams& p))                                         \
+  /* ---- mixture of experts (ops/moe.h); all contiguous; ids, flat, order, tokens, offsets, counts int64 ---- */   \
+  /* ids [N,k] = the k largest entries of probs [N,E] per row, largest first, the lower id on ties (NaN ranks */     \
+  /* as -inf); flat [N,k] = n * E + ids (the index of the chosen entry in probs viewed as [N*E]) */                 \
+  X(moe_route, void(const Tensor& ids, const Tensor& flat, const Tensor& probs))                                 \
+  /* the M = N*k (token, slot) pairs p = n*k + s of ids [N,k] grouped by expert (E = counts.size(0)), stable: */     \
+  /* order [M] = the pairs by (expert, p), tokens [M] = order / k, offsets [E+1] = start of each expert's run */     \
+  /* (offsets[0] = 0, offsets[E] = M), counts [E] = pairs routed to each expert */                                 \
+  X(moe_plan, void(const Tensor& order, const Tensor& tokens, const Tensor& offsets, const Tensor& counts,      \
+                   const Tensor& ids))                                                                         \
+  /* grouped GEMM over row groups given on the device: rows [offsets[e], offsets[e+1]) of out [M,P] = the same */   \
+  /* rows of a [M,Q] @ W_e^T (transpose_w, weights[e] [P,Q]) or @ W_e (weights[e] [Q,P]); E = weights.size(), */     \
+  /* offsets [E+1] with offsets[0] = 0, nondecreasing, offsets[E] = M */                                            \
+  X(grouped_gemm, void(const Tensor& out, const Tensor& a, const std::vector<Tensor>& weights,                   \
+                       const Tensor& offsets, bool transpose_w))                                                \
+  /* dweights[e] [P,Q] = sum over the rows r of group e of dy[r]^T a[r] (dy [M,P], a [M,Q]); 0 for an empty */      \
+  /* group; offsets as in grouped_gemm */                                                                          \
+  X(grouped_gemm_dweight, void(const std::vector<Tensor>& dweights, const Tensor& dy, const Tensor& a,           \
+                               const Tensor& offsets))                                                          \
   /* ---- Gated DeltaNet (ops/gated_deltanet.h); all contiguous; "opt" = may be undefined (absent) ---- */       \
   /* y [B,T,C] = act(bias + sum_w weight[c,w] x[t-W+1+w]); x [B,T,C], weight [C,W], bias [C] opt, */              \
   /* initial_state [B,C,W-1] opt (x before t=0), final_state [B,C,W-1] opt receives the last W-1 inputs */       \

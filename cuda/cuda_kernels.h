@@ -12,6 +12,7 @@ void register_reduce_kernels(KernelTable& t);                // cuda/reduce.cu
 void register_gemm_kernels(KernelTable& t);                  // cuda/gemm_cublas.cpp
 void register_nn_kernels(KernelTable& t);                    // cuda/nn.cu
 void register_optimizer_kernels(KernelTable& t);             // cuda/optimizer.cu
+void register_moe_kernels(KernelTable& t);                   // cuda/moe.cu
 void register_gated_deltanet_ops_kernels(KernelTable& t);    // cuda/gated_deltanet_ops.cu
 void register_delta_rule_recurrent_kernels(KernelTable& t);  // cuda/delta_rule_recurrent.cu
 void register_delta_rule_chunked_kernels(KernelTable& t);    // cuda/delta_rule_chunked.cu
@@ -22,6 +23,7 @@ inline void register_cuda_kernels(KernelTable& t) {
   register_gemm_kernels(t);
   register_nn_kernels(t);
   register_optimizer_kernels(t);
+  register_moe_kernels(t);
   register_gated_deltanet_ops_kernels(t);
   register_delta_rule_recurrent_kernels(t);
   register_delta_rule_chunked_kernels(t);

@@ -1,9 +1,6 @@
 // models/ffn.cpp — see ffn.h.
 #include "models/ffn.h"
 
-#include <algorithm>
-#include <numeric>
-
 #include "ops/ops.h"
 
 namespace gdn {
@@ -41,67 +38,36 @@ MoE::MoE(const ModelConfig& cfg, const InitContext& init)
   }
 }
 
-std::vector<int64_t> top_k_rows(const Tensor& probs, int64_t k) {
-  const int64_t N = probs.size(0), E = probs.size(1);
-  std::vector<double> p = probs.to_double_vector();
-  std::vector<int64_t> ids(N * k);
-  std::vector<int64_t> order(E);
-  for (int64_t n = 0; n < N; ++n) {
-    std::iota(order.begin(), order.end(), 0);
-    const double* row = p.data() + n * E;
-    std::partial_sort(order.begin(), order.begin() + k, order.end(),
-                      [row](int64_t a, int64_t b) { return row[a] > row[b] || (row[a] == row[b] && a < b); });
-    std::copy(order.begin(), order.begin() + k, ids.begin() + n * k);
-  }
-  return ids;
-}
-
 MoEOutput MoE::forward(const Tensor& x) const {
-  const int64_t D = x.size(-1), E = static_cast<int64_t>(experts.size());
+  const int64_t D = x.size(-1), E = static_cast<int64_t>(experts.size()), k = top_k;
   Tensor xf = reshape(x, {-1, D});  // [N,D]
   const int64_t N = xf.size(0);
   Tensor probs = softmax(linear(xf, router), -1);  // [N,E]
-
-  std::vector<int64_t> chosen;
+  MoERouting r;
   {
     NoGradGuard no_grad;
-    chosen = top_k_rows(to_device(probs, kCPU), top_k);
+    r = moe_routing(probs, k);  // on the device: ids, plan and counts
   }
-  // Constant one-hot mask of the chosen experts, the per-expert row lists and the routing fractions.
-  std::vector<double> mask(N * E, 0.0);
-  std::vector<std::vector<int64_t>> rows(E);
-  MoEOutput out;
-  out.expert_tokens.assign(E, 0);
-  for (int64_t n = 0; n < N; ++n)
-    for (int64_t s = 0; s < top_k; ++s) {
-      int64_t e = chosen[n * top_k + s];
-      mask[n * E + e] = 1.0;
-      rows[e].push_back(n);
-      out.expert_tokens[e]++;
-    }
-  Tensor weights = probs * Tensor::from_vector(mask, {N, E}, x.dtype(), x.device());
-  if (renormalize) weights = weights / sum(weights, {-1}, /*keepdim=*/true);
-  Tensor weights_flat = reshape(weights, {N * E, 1});
+  // Gate weights of the (token, slot) pairs, [N,k]: the chosen probabilities, renormalised per token if configured.
+  Tensor w = reshape(gather_rows(reshape(probs, {N * E, 1}), r.flat), {N, k});
+  if (renormalize) w = w / sum(w, {-1}, /*keepdim=*/true);
+  Tensor w_rows = gather_rows(reshape(w, {N * k, 1}), r.order);  // [M,1], M = N*k, rows grouped by expert
 
-  std::vector<Tensor> expert_out;
-  std::vector<int64_t> all_rows;
-  for (int64_t e = 0; e < E; ++e) {
-    if (rows[e].empty()) continue;
-    const int64_t M = static_cast<int64_t>(rows[e].size());
-    Tensor idx = Tensor::from_int64(rows[e], {M}, x.device());
-    std::vector<int64_t> flat(M);
-    for (int64_t i = 0; i < M; ++i) flat[i] = rows[e][i] * E + e;
-    Tensor w = gather_rows(weights_flat, Tensor::from_int64(flat, {M}, x.device()));  // [M,1]
-    expert_out.push_back(experts[e].forward(gather_rows(xf, idx)) * w);
-    all_rows.insert(all_rows.end(), rows[e].begin(), rows[e].end());
+  // Every expert at once on its rows of the grouped batch [M,D] (one grouped GEMM per projection).
+  std::vector<Tensor> gate_w, up_w, down_w;
+  for (const SwiGLU& ex : experts) {
+    gate_w.push_back(ex.gate_proj);
+    up_w.push_back(ex.up_proj);
+    down_w.push_back(ex.down_proj);
   }
-  Tensor idx_all = Tensor::from_int64(all_rows, {static_cast<int64_t>(all_rows.size())}, x.device());
-  Tensor y = scatter_add_rows(concat(expert_out, 0), idx_all, N);
+  Tensor xs = gather_rows(xf, r.tokens);  // [M,D]
+  Tensor h = silu(grouped_linear(xs, gate_w, r.offsets)) * grouped_linear(xs, up_w, r.offsets);  // [M,F]
+  Tensor y = scatter_add_rows(grouped_linear(h, down_w, r.offsets) * w_rows, r.tokens, N);        // [N,D]
   if (has_shared) y = y + sigmoid(linear(xf, shared_gate)) * shared.forward(xf);
 
-  std::vector<double> frac(E);
-  for (int64_t e = 0; e < E; ++e) frac[e] = static_cast<double>(out.expert_tokens[e]) / static_cast<double>(N * top_k);
-  Tensor f = Tensor::from_vector(frac, {E}, x.dtype(), x.device());
+  MoEOutput out;
+  out.expert_tokens = r.counts;
+  Tensor f = to_dtype(r.counts, x.dtype()) * (1.0 / static_cast<double>(N * k));  // routed fraction, constant
   out.aux_loss = sum(f * mean(probs, {0})) * static_cast<double>(E);
   out.y = reshape(y, x.shape());
   return out;

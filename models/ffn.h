@@ -3,11 +3,13 @@
 // SwiGLU:  y = down(silu(gate(x)) * up(x)), no biases.
 // MoE (Switch/Qwen style): p = softmax(router(x)) [N,E]; each token keeps its top-k experts (weights renormalised
 // to sum 1 when configured); y = sum_k p_k * Expert_k(x). Optional shared expert: y += sigmoid(w_s . x) * Shared(x).
-// Dispatch on the CPU: the top-k ids are read on the host (they are CPU tensors here; the CUDA version will sort
-// (token, slot) pairs by expert with CUB instead), the rows of each expert are gathered with gather_rows, run
-// through the expert, weighted, and scatter-added back in one scatter_add_rows.
-// Load-balancing loss: aux = E * sum_e f_e * P_e, f_e = fraction of (token, slot) pairs routed to e (constant),
-// P_e = mean router probability of e (differentiable).
+// Dispatch runs on the model's device with static shapes and no host read (ops/moe.h): moe_routing picks the top-k
+// ids and sorts the M = N*k (token, slot) pairs by expert (device offsets [E+1], counts [E]); gather_rows builds the
+// grouped batch [M,D]; each projection of every expert is one grouped GEMM over the rows of its expert
+// (grouped_linear); the weighted rows are scatter-added back in one scatter_add_rows. The batch order is expert by
+// expert, tokens ascending within an expert, so the sums match a per-expert loop.
+// Load-balancing loss: aux = E * sum_e f_e * P_e, f_e = fraction of (token, slot) pairs routed to e (constant, from
+// the device counts), P_e = mean router probability of e (differentiable).
 #pragma once
 
 #include "models/config.h"
@@ -27,7 +29,7 @@ struct SwiGLU {
 struct MoEOutput {
   Tensor y;                            // [B,T,D]
   Tensor aux_loss;                     // scalar (before the coefficient)
-  std::vector<int64_t> expert_tokens;  // (token, slot) pairs routed to each expert
+  Tensor expert_tokens;                // [E] int64 on the device: (token, slot) pairs routed to each expert
 };
 
 struct MoE {
@@ -44,8 +46,5 @@ struct MoE {
   MoEOutput forward(const Tensor& x) const;
   void parameters(ParameterList& out, const std::string& prefix) const;
 };
-
-// Top-k expert ids per row of probs [N,E] (largest first, lower id on ties). Host-side; probs must be on the CPU.
-std::vector<int64_t> top_k_rows(const Tensor& probs, int64_t k);
 
 }  // namespace gdn

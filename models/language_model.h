@@ -29,7 +29,7 @@ struct ModelCache {
 struct ModelOutput {
   Tensor logits;                                    // [B,T,V]
   Tensor aux_loss;                                  // scalar, undefined for dense models
-  std::vector<std::vector<int64_t>> expert_tokens;  // [layer][expert], MoE only
+  std::vector<Tensor> expert_tokens;                // per layer: [E] int64 on the device, MoE only
 };
 
 struct LossOutput {
@@ -37,7 +37,7 @@ struct LossOutput {
   Tensor ce;       // cross-entropy alone
   Tensor logits;   // [B,T,V]
   Tensor aux_loss; // undefined for dense models
-  std::vector<std::vector<int64_t>> expert_tokens;
+  std::vector<Tensor> expert_tokens;  // per layer: [E] int64 on the device (read on the host only when logged)
 };
 
 class GatedDeltaNetLM {

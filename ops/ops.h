@@ -7,6 +7,7 @@
 #include "ops/creation.h"
 #include "ops/elementwise.h"
 #include "ops/matmul.h"
+#include "ops/moe.h"
 #include "ops/nn.h"
 #include "ops/reduce.h"
 #include "ops/shape_ops.h"

@@ -6,7 +6,7 @@
 // the contract allows them and every optional tensor both present and absent, and compares every output
 // (tests/cuda_harness.h: normwise error, integer outputs exact). This file holds the machinery, the cases of the
 // elementwise, reduction, GEMM and nn kernels, the registry and the doctest cases; the Gated DeltaNet cases are in
-// tests/test_cuda_kernels_gdn.cpp.
+// tests/test_cuda_kernels_gdn.cpp, the mixture-of-experts cases in tests/test_cuda_kernels_moe.cpp.
 //
 // Cases:
 //   "cuda harness: every kernel in the list has a harness case" — the registry against the X-macro list (no GPU).
@@ -709,7 +709,7 @@ using namespace gdn::harness;
 
 // The families, one doctest case each (the names after "cuda harness: ").
 const std::vector<std::string> kFamilies = {"elementwise", "reductions", "gemm", "nn", "gated deltanet ops",
-                                            "delta rule recurrent", "delta rule chunked"};
+                                            "delta rule recurrent", "delta rule chunked", "moe"};
 
 // Every kernel name of GDN_FOR_EACH_KERNEL, from the list itself.
 std::vector<std::string> kernel_list() {
@@ -721,6 +721,7 @@ std::vector<std::string> kernel_list() {
 std::vector<HarnessCase> all_cases() {
   std::vector<HarnessCase> all = basic_harness_cases();
   for (const HarnessCase& h : gdn_harness_cases()) all.push_back(h);
+  for (const HarnessCase& h : moe_harness_cases()) all.push_back(h);
   return all;
 }
 
@@ -809,3 +810,4 @@ TEST_CASE("cuda harness: nn") { run_family("nn"); }
 TEST_CASE("cuda harness: gated deltanet ops") { run_family("gated deltanet ops"); }
 TEST_CASE("cuda harness: delta rule recurrent") { run_family("delta rule recurrent"); }
 TEST_CASE("cuda harness: delta rule chunked") { run_family("delta rule chunked"); }
+TEST_CASE("cuda harness: moe") { run_family("moe"); }

@@ -1,5 +1,5 @@
 // tests/test_model.cpp — the whole model: fp64 gradcheck of every parameter (dense and MoE), recurrent generation
-// equals the parallel forward, MoE routing counts and load-balancing loss against a hand computation.
+// equals the parallel forward, MoE routing counts, output and load-balancing loss against a hand computation.
 #include <omp.h>
 
 #include <cmath>
@@ -117,7 +117,7 @@ TEST_CASE("model: MoE routing counts and load-balancing loss match a hand comput
 
   std::vector<double> xv = x.to_double_vector(), rv = moe.router.to_double_vector();
   std::vector<int64_t> counts(E, 0);
-  std::vector<double> mean_p(E, 0.0);
+  std::vector<double> mean_p(E, 0.0), y_ref(N * D, 0.0);
   for (int64_t n = 0; n < N; ++n) {
     std::vector<double> logit(E, 0.0), p(E);
     for (int64_t e = 0; e < E; ++e)
@@ -127,9 +127,20 @@ TEST_CASE("model: MoE routing counts and load-balancing loss match a hand comput
     for (int64_t e = 0; e < E; ++e) mean_p[e] += p[e] / z / N;
     std::vector<int64_t> order = {0, 1, 2};
     std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return p[a] > p[b]; });
-    for (int64_t s = 0; s < k; ++s) counts[order[s]]++;
+    double chosen_sum = 0;
+    for (int64_t s = 0; s < k; ++s) chosen_sum += p[order[s]];
+    // y_n = sum over the chosen experts of (renormalised) p_ne * SwiGLU_e(x_n), each expert run on the row alone.
+    Tensor xn = slice(reshape(x, {N, D}), 0, n, n + 1);
+    for (int64_t s = 0; s < k; ++s) {
+      const int64_t e = order[s];
+      counts[e]++;
+      std::vector<double> ye = moe.experts[e].forward(xn).to_double_vector();
+      for (int64_t d = 0; d < D; ++d) y_ref[n * D + d] += p[e] / chosen_sum * ye[d];
+    }
   }
-  CHECK(out.expert_tokens == counts);
+  CHECK(out.expert_tokens.to_int64_vector() == counts);
+  std::vector<double> y = out.y.to_double_vector();
+  for (int64_t i = 0; i < N * D; ++i) CHECK(y[i] == doctest::Approx(y_ref[i]).epsilon(1e-12));
   double aux = 0;
   for (int64_t e = 0; e < E; ++e) aux += static_cast<double>(counts[e]) / (N * k) * mean_p[e];
   aux *= E;

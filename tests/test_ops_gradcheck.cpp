@@ -268,3 +268,36 @@ TEST_CASE("gradcheck: gather_rows and scatter_add_rows") {
   CHECK(out[4 * 3 + 1] == doctest::Approx(s[0 * 3 + 1] + s[2 * 3 + 1]));  // rows 0 and 2 both land on row 4
   CHECK(out[1 * 3 + 0] == 0.0);
 }
+
+TEST_CASE("gradcheck: grouped_linear with an empty group") {
+  Generator gen(17);
+  // 7 rows in groups of 3, 0 and 4 rows; W_e [5,4].
+  Tensor off = Tensor::from_int64({0, 3, 3, 7}, {4});
+  Tensor x = rand_leaf({7, 4}, gen), w0 = rand_leaf({5, 4}, gen), w1 = rand_leaf({5, 4}, gen);
+  Tensor w2 = rand_leaf({5, 4}, gen);
+  CHECK_GRADCHECK(
+      [off](const TensorList& in) -> TensorList { return {grouped_linear(in[0], {in[1], in[2], in[3]}, off)}; },
+      {x, w0, w1, w2});
+  // Forward: each row times the transpose of its group's weight.
+  Tensor y = grouped_linear(x, {w0, w1, w2}, off);
+  Tensor ref = concat(
+      {matmul(slice(x, 0, 0, 3), transpose(w0, 0, 1)), matmul(slice(x, 0, 3, 7), transpose(w2, 0, 1))}, 0);
+  CHECK(test::max_abs_diff(y, ref) < 1e-12);
+  // The empty group's weight gets a zero gradient.
+  backward(sum(y, {0, 1}));
+  for (double g : w1.grad().to_double_vector()) CHECK(g == 0.0);
+}
+
+TEST_CASE("ops: moe_routing picks the top k (lower id on ties) and groups the pairs by expert") {
+  // 3 tokens, 4 experts, k = 2. Row 1 ties experts 1 and 3 at the top; row 2 is all equal.
+  Tensor probs =
+      Tensor::from_vector({0.1, 0.2, 0.6, 0.1, 0.1, 0.4, 0.1, 0.4, 0.25, 0.25, 0.25, 0.25}, {3, 4}, kFloat64);
+  MoERouting r = moe_routing(probs, 2);
+  CHECK(r.ids.to_int64_vector() == std::vector<int64_t>{2, 1, 1, 3, 0, 1});
+  CHECK(r.flat.to_int64_vector() == std::vector<int64_t>{2, 1, 5, 7, 8, 9});
+  // Pairs p = n*2 + s by expert: e0 {4}, e1 {1, 2, 5}, e2 {0}, e3 {3}.
+  CHECK(r.order.to_int64_vector() == std::vector<int64_t>{4, 1, 2, 5, 0, 3});
+  CHECK(r.tokens.to_int64_vector() == std::vector<int64_t>{2, 0, 1, 2, 0, 1});
+  CHECK(r.offsets.to_int64_vector() == std::vector<int64_t>{0, 1, 4, 5, 6});
+  CHECK(r.counts.to_int64_vector() == std::vector<int64_t>{1, 3, 1, 1});
+}

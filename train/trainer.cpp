@@ -366,7 +366,7 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& opts) {
     int64_t step;
     double lr;
     Tensor ce, grad_sq_norm, aux_loss;
-    std::vector<std::vector<int64_t>> expert_tokens;
+    std::vector<Tensor> expert_tokens;  // per MoE layer [E] int64 on the device; kept for logged steps only
   };
   std::vector<PendingStep> pending;
   double last_loss = NAN;
@@ -394,7 +394,9 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& opts) {
                       {"steps", interval_steps}, {"lr", p.lr}, {"grad_norm", grad_norm}};
         if (p.aux_loss.defined()) {
           point["aux_loss"] = p.aux_loss.item();
-          point["expert_tokens"] = p.expert_tokens;
+          std::vector<std::vector<int64_t>> counts;
+          for (const Tensor& t : p.expert_tokens) counts.push_back(t.to_int64_vector());
+          point["expert_tokens"] = counts;
         }
         train_history.push_back(point);
         interval_loss_sum = 0;
@@ -415,8 +417,10 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& opts) {
     optimizer.step(lr, grad_sq_norm, cfg.grad_clip);
     step++;
     tokens_seen += B * T;
+    const bool log_step = step % cfg.log_every == 0 || step == cfg.steps;
     pending.push_back({step, lr, out_loss.ce.detach(), grad_sq_norm,
-                       out_loss.aux_loss.defined() ? out_loss.aux_loss.detach() : Tensor(), out_loss.expert_tokens});
+                       out_loss.aux_loss.defined() ? out_loss.aux_loss.detach() : Tensor(),
+                       log_step ? out_loss.expert_tokens : std::vector<Tensor>()});
     const bool last_step = step == cfg.steps;
     const bool evaluate_now = step % cfg.eval_every == 0 || last_step;
     const bool stopping = g_stop.exchange(false) || step == opts.stop_after;  // a stop request is consumed here

@@ -13,6 +13,7 @@ void register_reduce_kernels(KernelTable& t);
 void register_matmul_kernels(KernelTable& t);
 void register_nn_kernels(KernelTable& t);
 void register_optimizer_kernels(KernelTable& t);  // sum_squares, adamw_step
+void register_moe_kernels(KernelTable& t);  // moe_route, moe_plan, grouped_gemm, grouped_gemm_dweight
 void register_gated_deltanet_kernels(KernelTable& t);  // conv1d, l2norm, gated norm, gate, delta rule
 void register_delta_rule_recurrent_kernels(KernelTable& t);  // called by register_gated_deltanet_kernels
 void register_delta_rule_chunked_kernels(KernelTable& t);    // called by register_gated_deltanet_kernels

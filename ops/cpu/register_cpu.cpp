@@ -23,6 +23,7 @@ void register_cpu_kernels() {
     register_matmul_kernels(t);
     register_nn_kernels(t);
     register_optimizer_kernels(t);
+    register_moe_kernels(t);
     register_gated_deltanet_kernels(t);
   });
 }
