@@ -44,10 +44,12 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <initializer_list>
 #include <utility>
 
 #include "cuda/cuda_kernels.h"
+#include "cuda/delta_rule_chunked_tiled.cuh"
 #include "cuda/launch.h"
 
 namespace gdn::cuda {
@@ -56,16 +58,8 @@ namespace {
 
 constexpr int kVTile = 32;  // value columns per block in the state passes (one warp wide)
 
-struct Dims {
-  int64_t B, T, Hk, Hv, K, V, C, NC, G;
-  __device__ int64_t key_row(int64_t b, int64_t t, int64_t hv) const { return ((b * T + t) * Hk + hv / G) * K; }
-  __device__ int64_t value_row(int64_t b, int64_t t, int64_t hv) const { return ((b * T + t) * Hv + hv) * V; }
-  __device__ int64_t gate(int64_t b, int64_t t, int64_t hv) const { return (b * T + t) * Hv + hv; }
-  // Rows of one (b, hv) in the per-value-head scratch tensors [B,Hv,T,D].
-  __device__ int64_t head_row(int64_t b, int64_t hv, int64_t t) const { return (b * Hv + hv) * T + t; }
-  // One [K,V] state of chunk n in [B,Hv,NC,K,V].
-  __device__ int64_t chunk_state(int64_t b, int64_t hv, int64_t n) const { return ((b * Hv + hv) * NC + n) * K * V; }
-};
+using delta_rule_tiled::Dims;
+using namespace delta_rule_tiled;
 
 // f(i, j) for every i < M, j < N, spread over the block's threads.
 template <typename F>
@@ -513,6 +507,42 @@ size_t smem_limit() {
   return static_cast<size_t>(limit);
 }
 
+int sm_count() {
+  int n = 0;
+  CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, current_device()));
+  return n;
+}
+
+// GDN_DR_UNTILED=1 selects the untiled kernels (a reference path for bisecting a mismatch).
+bool use_tiled() {
+  static const bool tiled = [] {
+    const char* e = std::getenv("GDN_DR_UNTILED");
+    return !(e && e[0] == '1');
+  }();
+  return tiled;
+}
+
+// Shared memory of the tiled kernels (layouts in cuda/delta_rule_chunked_tiled.cuh).
+size_t prepare_tiled_smem(const Dims& d, size_t es, int64_t NT) {
+  return 2 * d.C * sizeof(double) + static_cast<size_t>(3 * d.C + 2 * d.C * (d.C + 1) + prepare_region(d.C, d.K, NT)) * es;
+}
+size_t state_tiled_smem(const Dims& d, size_t es, int64_t vt, bool backward) {
+  const int64_t kv = (backward ? 2 : 1) * d.K * vt, cv = (backward ? 3 : 2) * d.C * vt;
+  return static_cast<size_t>(kv + cv + d.C * (d.C + 1) + d.C * (d.K + 1) + 2 * d.C) * es;
+}
+
+// Value columns per block of the tiled state kernels: 32, halved (down to 8) while the grid would not cover the SMs
+// or the shared memory does not fit; 0 when even 8 does not fit (the untiled kernels run instead).
+int state_tile(const Dims& d, size_t es, bool backward) {
+  if (!use_tiled()) return 0;
+  const int64_t sms = sm_count();
+  const size_t limit = smem_limit();
+  int vt = 32;
+  while (vt > 8 && (d.V + vt - 1) / vt * d.B * d.Hv < sms) vt /= 2;
+  while (vt > 8 && state_tiled_smem(d, es, vt, backward) > limit) vt /= 2;
+  return state_tiled_smem(d, es, vt, backward) <= limit ? vt : 0;
+}
+
 // Shared-memory bytes of a chunk kernel and, when its n_cc [C,C] matrices do not fit, the global scratch that holds
 // them instead ([B,Hv,NC,n_cc,C,C]; an undefined tensor otherwise).
 template <typename Tp>
@@ -554,9 +584,19 @@ Prepared prepare(const Dims& d, const Tensor& q, const Tensor& k, const Tensor& 
   Prepared p{Tensor::empty({d.B, d.Hv, d.T, d.K}, q.dtype(), dev), Tensor::empty({d.B, d.Hv, d.T, d.V}, q.dtype(), dev),
              Tensor::empty({d.B, d.Hv, d.NC, d.C, d.C}, q.dtype(), dev),
              Tensor::empty({d.B, d.Hv, d.T}, q.dtype(), dev), Tensor::empty({d.B, d.Hv, d.T}, q.dtype(), dev)};
+  const dim3 grid(static_cast<unsigned>(d.NC), static_cast<unsigned>(d.Hv), static_cast<unsigned>(d.B));
+  const int NT = static_cast<int>(std::min<int64_t>(d.K + d.V, kSolveCols));
+  const size_t tsmem = prepare_tiled_smem(d, sizeof(Tp), NT);
+  if (use_tiled() && tsmem <= smem_limit()) {
+    set_smem(prepare_tiled_kernel<Tp>, tsmem, "gated_delta_rule_chunked (prepare)");
+    prepare_tiled_kernel<Tp><<<grid, kThreads, tsmem, current_stream()>>>(
+        d, NT, p.W.data<Tp>(), p.U.data<Tp>(), p.P.data<Tp>(), p.EG.data<Tp>(), p.R.data<Tp>(), q.data<Tp>(),
+        k.data<Tp>(), v.data<Tp>(), g.data<Tp>(), beta.data<Tp>());
+    CUDA_CHECK_LAST();
+    return p;
+  }
   const auto [smem, cc] = chunk_smem<Tp>(d, prepare_vec_smem(d, sizeof(Tp)), 2, q);
   set_smem(prepare_chunk_kernel<Tp>, smem, "gated_delta_rule_chunked (prepare)");
-  const dim3 grid(static_cast<unsigned>(d.NC), static_cast<unsigned>(d.Hv), static_cast<unsigned>(d.B));
   prepare_chunk_kernel<Tp><<<grid, kThreads, smem, current_stream()>>>(
       d, p.W.data<Tp>(), p.U.data<Tp>(), p.P.data<Tp>(), p.EG.data<Tp>(), p.R.data<Tp>(), q.data<Tp>(), k.data<Tp>(),
       v.data<Tp>(), g.data<Tp>(), beta.data<Tp>(), mut_ptr_or_null<Tp>(cc));
@@ -564,9 +604,8 @@ Prepared prepare(const Dims& d, const Tensor& q, const Tensor& k, const Tensor& 
   return p;
 }
 
-dim3 state_grid(const Dims& d) {
-  return dim3(static_cast<unsigned>((d.V + kVTile - 1) / kVTile), static_cast<unsigned>(d.Hv),
-              static_cast<unsigned>(d.B));
+dim3 state_grid(const Dims& d, int64_t vt = kVTile) {
+  return dim3(static_cast<unsigned>((d.V + vt - 1) / vt), static_cast<unsigned>(d.Hv), static_cast<unsigned>(d.B));
 }
 
 void gated_delta_rule_chunked_forward(const Tensor& o, const Tensor& final_state, const Tensor& chunk_states,
@@ -583,12 +622,23 @@ void gated_delta_rule_chunked_forward(const Tensor& o, const Tensor& final_state
     using Tp = decltype(tag);
     Prepared p;
     if (d.NC > 0) p = prepare<Tp>(d, q, k, v, g, beta);
+    const Tp sc = static_cast<Tp>(scale);
+    if (const int vt = state_tile(d, sizeof(Tp), false)) {
+      const size_t tsmem = state_tiled_smem(d, sizeof(Tp), vt, false);
+      set_smem(forward_state_tiled_kernel<Tp>, tsmem, name);
+      forward_state_tiled_kernel<Tp><<<state_grid(d, vt), kThreads, tsmem, current_stream()>>>(
+          d, vt, o.data<Tp>(), mut_ptr_or_null<Tp>(final_state), mut_ptr_or_null<Tp>(chunk_states), q.data<Tp>(),
+          k.data<Tp>(), ptr_or_null<Tp>(p.W), ptr_or_null<Tp>(p.U), ptr_or_null<Tp>(p.P), ptr_or_null<Tp>(p.EG),
+          ptr_or_null<Tp>(p.R), ptr_or_null<Tp>(initial_state), sc);
+      CUDA_CHECK_LAST();
+      return;
+    }
     const size_t smem = state_smem(d, sizeof(Tp));
     set_smem(forward_state_kernel<Tp>, smem, name);
     forward_state_kernel<Tp><<<state_grid(d), kThreads, smem, current_stream()>>>(
         d, o.data<Tp>(), mut_ptr_or_null<Tp>(final_state), mut_ptr_or_null<Tp>(chunk_states), q.data<Tp>(),
         k.data<Tp>(), ptr_or_null<Tp>(p.W), ptr_or_null<Tp>(p.U), ptr_or_null<Tp>(p.P), ptr_or_null<Tp>(p.EG),
-        ptr_or_null<Tp>(p.R), ptr_or_null<Tp>(initial_state), static_cast<Tp>(scale));
+        ptr_or_null<Tp>(p.R), ptr_or_null<Tp>(initial_state), sc);
     CUDA_CHECK_LAST();
   });
 }
@@ -618,13 +668,23 @@ void gated_delta_rule_chunked_backward(const Tensor& dq, const Tensor& dk, const
       Vn = Tensor::empty({d.B, d.Hv, d.T, d.V}, q.dtype(), dev);
       dVn = Tensor::empty({d.B, d.Hv, d.T, d.V}, q.dtype(), dev);
     }
-    const size_t ssmem = state_smem(d, sizeof(Tp));
-    set_smem(backward_state_kernel<Tp>, ssmem, name);
-    backward_state_kernel<Tp><<<state_grid(d), kThreads, ssmem, current_stream()>>>(
-        d, mut_ptr_or_null<Tp>(dinitial_state), mut_ptr_or_null<Tp>(dHend), mut_ptr_or_null<Tp>(Vn),
-        mut_ptr_or_null<Tp>(dVn), do_.data<Tp>(), ptr_or_null<Tp>(dfinal_state), q.data<Tp>(), k.data<Tp>(),
-        ptr_or_null<Tp>(p.W), ptr_or_null<Tp>(p.U), ptr_or_null<Tp>(p.P), ptr_or_null<Tp>(p.EG), ptr_or_null<Tp>(p.R),
-        chunk_states.data<Tp>(), sc);
+    if (const int vt = state_tile(d, sizeof(Tp), true)) {
+      const size_t tsmem = state_tiled_smem(d, sizeof(Tp), vt, true);
+      set_smem(backward_state_tiled_kernel<Tp>, tsmem, name);
+      backward_state_tiled_kernel<Tp><<<state_grid(d, vt), kThreads, tsmem, current_stream()>>>(
+          d, vt, mut_ptr_or_null<Tp>(dinitial_state), mut_ptr_or_null<Tp>(dHend), mut_ptr_or_null<Tp>(Vn),
+          mut_ptr_or_null<Tp>(dVn), do_.data<Tp>(), ptr_or_null<Tp>(dfinal_state), q.data<Tp>(), k.data<Tp>(),
+          ptr_or_null<Tp>(p.W), ptr_or_null<Tp>(p.U), ptr_or_null<Tp>(p.P), ptr_or_null<Tp>(p.EG),
+          ptr_or_null<Tp>(p.R), chunk_states.data<Tp>(), sc);
+    } else {
+      const size_t ssmem = state_smem(d, sizeof(Tp));
+      set_smem(backward_state_kernel<Tp>, ssmem, name);
+      backward_state_kernel<Tp><<<state_grid(d), kThreads, ssmem, current_stream()>>>(
+          d, mut_ptr_or_null<Tp>(dinitial_state), mut_ptr_or_null<Tp>(dHend), mut_ptr_or_null<Tp>(Vn),
+          mut_ptr_or_null<Tp>(dVn), do_.data<Tp>(), ptr_or_null<Tp>(dfinal_state), q.data<Tp>(), k.data<Tp>(),
+          ptr_or_null<Tp>(p.W), ptr_or_null<Tp>(p.U), ptr_or_null<Tp>(p.P), ptr_or_null<Tp>(p.EG),
+          ptr_or_null<Tp>(p.R), chunk_states.data<Tp>(), sc);
+    }
     CUDA_CHECK_LAST();
     if (d.NC == 0) return;  // T = 0: no rows, only dinitial_state
 
