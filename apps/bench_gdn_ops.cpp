@@ -1,10 +1,16 @@
-// apps/bench_gdn_ops.cpp — micro-benchmark of the gated delta rule operator on the CPU (bin/bench-gdn-ops).
+// apps/bench_gdn_ops.cpp — micro-benchmark of the gated delta rule operator (bin/bench-gdn-ops).
 //
-// For each shape (B,T,H,K,V) and each implementation (chunked WY form, token-by-token recurrent form) it times, in
-// float32, the forward alone (no autograd recording) and forward + backward (loss = sum(o * do) with a random do),
-// after warm-up calls, and prints the median of --repeats runs as a markdown table. Inputs follow the model: q, k
-// l2-normalised, beta = sigmoid(x), g = logsigmoid(x). --threads sets the OpenMP thread count (default: all cores).
+// For each shape (B,T,H,K,V) and each implementation (chunked WY form, token-by-token recurrent form) it times the
+// forward alone (no autograd recording) and forward + backward (loss = sum(o * do) with a random do), after warm-up
+// calls, and prints the median of --repeats runs as a markdown table. Inputs follow the model: q, k l2-normalised,
+// beta = sigmoid(x), g = logsigmoid(x). --threads sets the OpenMP thread count (default: all cores).
+// --device cpu (default): float32 at two small shapes, both forms, steady clock. --device cuda: the chunked form at
+// the training shapes (B4 T256 H4 K=V=64 up to B4 T4096 H16 K=V=128), in --dtype float32, float64 or both, timed
+// with CUDA events on the device's stream (train/device.h DeviceTimer); the shape columns (with NC, the chunks per
+// sequence) do not depend on the card, so tables from two cards or two builds line up row by row.
 #include <omp.h>
+
+#include <fmt/format.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
@@ -12,6 +18,7 @@
 #include <cmath>
 #include <cstdio>
 #include <functional>
+#include <string>
 #include <vector>
 
 #include "apps/cli_parse.h"
@@ -21,6 +28,7 @@
 #include "ops/creation.h"
 #include "ops/elementwise.h"
 #include "ops/gated_deltanet.h"
+#include "train/device.h"
 
 using namespace gdn;
 
@@ -30,13 +38,16 @@ struct BenchShape {
   int64_t B, T, H, K, V;
 };
 
-double median_ms(const std::function<void()>& fn, int warmup, int repeats) {
+// Median milliseconds of fn over `repeats` runs after `warmup` runs, timed on the device (events on the GPU).
+double median_ms(const std::function<void()>& fn, int warmup, int repeats, Device device) {
   for (int i = 0; i < warmup; ++i) fn();
+  synchronize(device);
+  DeviceTimer timer(device);
   std::vector<double> ms;
   for (int i = 0; i < repeats; ++i) {
-    auto t0 = std::chrono::steady_clock::now();
+    timer.start();
     fn();
-    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    ms.push_back(timer.stop_ms());
   }
   std::sort(ms.begin(), ms.end());
   return ms[ms.size() / 2];
@@ -46,59 +57,83 @@ double median_ms(const std::function<void()>& fn, int warmup, int repeats) {
 
 int main(int argc, char** argv) {
   CLI::App app{
-      "bench-gdn-ops: times the gated delta rule operator (float32, CPU), chunked and recurrent, forward and\n"
-      "forward+backward, at B=4,T=256,H=4,K=V=64 and B=1,T=2048,H=4,K=V=64; prints the median of --repeats runs\n"
-      "(after --warmup runs) as a markdown table."};
+      "bench-gdn-ops: times the gated delta rule operator, forward and forward+backward; prints the median of\n"
+      "--repeats runs (after --warmup runs) as a markdown table. --device cpu (default): float32, chunked and\n"
+      "recurrent, at B=4,T=256,H=4,K=V=64 and B=1,T=2048,H=4,K=V=64. --device cuda: the chunked form at the\n"
+      "training shapes, --dtype float32|float64|both, timed with CUDA events."};
   int threads = omp_get_num_procs();
   int repeats = 10, warmup = 2;
   int64_t chunk_size = 64;
+  std::string device_name = "cpu", dtype_name = "float32";
   app.add_option("--threads", threads, "OpenMP threads (default: all cores)")->check(CLI::PositiveNumber);
   app.add_option("--repeats", repeats, "timed runs per measurement (the median is printed)")
       ->check(CLI::PositiveNumber);
   app.add_option("--warmup", warmup, "untimed runs before timing")->check(CLI::NonNegativeNumber);
   app.add_option("--chunk-size", chunk_size, "chunk size of the chunked form")->check(CLI::PositiveNumber);
+  app.add_option("--device", device_name, "cpu (default) or cuda[:0]");
+  app.add_option("--dtype", dtype_name, "float32 (default), float64 or both")
+      ->check(CLI::IsMember({"float32", "float64", "both"}));
   if (auto rc = gdn::parse_command_line(app, argc, argv, "bench-gdn-ops")) return *rc;
   omp_set_num_threads(threads);
+  const Device device = init_device(device_name);
+  const bool on_cpu = device.type == DeviceType::CPU;
 
-  const std::vector<BenchShape> shapes = {{4, 256, 4, 64, 64}, {1, 2048, 4, 64, 64}};
-  std::printf("gated_delta_rule, float32, %d thread(s), median of %d runs after %d warm-up\n\n", threads, repeats,
-              warmup);
-  std::printf("| B | T | H | K | V | mode | forward (ms) | forward+backward (ms) |\n");
-  std::printf("|---|---|---|---|---|------|-------------:|----------------------:|\n");
+  const std::vector<BenchShape> shapes =
+      on_cpu ? std::vector<BenchShape>{{4, 256, 4, 64, 64}, {1, 2048, 4, 64, 64}}
+             : std::vector<BenchShape>{{4, 256, 4, 64, 64},
+                                       {8, 512, 4, 64, 64},
+                                       {16, 512, 4, 64, 64},
+                                       {8, 2048, 8, 64, 64},
+                                       {4, 4096, 16, 128, 128}};
+  std::vector<DType> dtypes;
+  if (dtype_name != "float64") dtypes.push_back(kFloat32);
+  if (dtype_name != "float32") dtypes.push_back(kFloat64);
+  const std::vector<DeltaRuleMode> modes =
+      on_cpu ? std::vector<DeltaRuleMode>{DeltaRuleMode::Chunked, DeltaRuleMode::Recurrent}
+             : std::vector<DeltaRuleMode>{DeltaRuleMode::Chunked};
+  std::printf("gated_delta_rule on %s, chunk %ld, %s, median of %d runs after %d warm-up\n\n", device_name.c_str(),
+              static_cast<long>(chunk_size), on_cpu ? fmt::format("{} thread(s)", threads).c_str() : "CUDA events",
+              repeats, warmup);
+  std::printf("| dtype | B | T | H | K | V | NC | mode | forward (ms) | forward+backward (ms) |\n");
+  std::printf("|-------|---|---|---|---|---|---:|------|-------------:|----------------------:|\n");
   Generator gen(0);
-  for (const BenchShape& s : shapes) {
-    Tensor q, k, v, g, beta, d_o;
-    {
-      NoGradGuard no_grad;
-      q = l2norm(randn({s.B, s.T, s.H, s.K}, gen));
-      k = l2norm(randn({s.B, s.T, s.H, s.K}, gen));
-      v = randn({s.B, s.T, s.H, s.V}, gen);
-      g = logsigmoid(randn({s.B, s.T, s.H}, gen));
-      beta = sigmoid(randn({s.B, s.T, s.H}, gen));
-      d_o = randn({s.B, s.T, s.H, s.V}, gen);
+  for (DType dt : dtypes)
+    for (const BenchShape& s : shapes) {
+      Tensor q, k, v, g, beta, d_o;
+      {
+        NoGradGuard no_grad;
+        auto put = [&](const Tensor& x) { return to_device(to_dtype(x, dt), device); };
+        q = put(l2norm(randn({s.B, s.T, s.H, s.K}, gen)));
+        k = put(l2norm(randn({s.B, s.T, s.H, s.K}, gen)));
+        v = put(randn({s.B, s.T, s.H, s.V}, gen));
+        g = put(logsigmoid(randn({s.B, s.T, s.H}, gen)));
+        beta = put(sigmoid(randn({s.B, s.T, s.H}, gen)));
+        d_o = put(randn({s.B, s.T, s.H, s.V}, gen));
+      }
+      TensorList leaves = {q, k, v, g, beta};
+      for (Tensor& t : leaves) t.set_requires_grad(true);
+      const double scale = 1.0 / std::sqrt(static_cast<double>(s.K));
+      for (DeltaRuleMode mode : modes) {
+        const double fwd = median_ms(
+            [&] {
+              NoGradGuard no_grad;
+              (void)gated_delta_rule(q, k, v, g, beta, scale, {}, false, mode, chunk_size);
+            },
+            warmup, repeats, device);
+        const double fwd_bwd = median_ms(
+            [&] {
+              for (Tensor& t : leaves) t.set_grad(Tensor());
+              DeltaRuleOutput out = gated_delta_rule(q, k, v, g, beta, scale, {}, false, mode, chunk_size);
+              backward({out.o}, {d_o});
+            },
+            warmup, repeats, device);
+        std::printf("| %s | %ld | %ld | %ld | %ld | %ld | %ld | %s | %.3f | %.3f |\n",
+                    dt == kFloat32 ? "float32" : "float64", static_cast<long>(s.B), static_cast<long>(s.T),
+                    static_cast<long>(s.H), static_cast<long>(s.K), static_cast<long>(s.V),
+                    static_cast<long>((s.T + chunk_size - 1) / chunk_size),
+                    mode == DeltaRuleMode::Chunked ? "chunked" : "recurrent", fwd, fwd_bwd);
+        std::fflush(stdout);
+      }
     }
-    TensorList leaves = {q, k, v, g, beta};
-    for (Tensor& t : leaves) t.set_requires_grad(true);
-    const double scale = 1.0 / std::sqrt(static_cast<double>(s.K));
-    for (DeltaRuleMode mode : {DeltaRuleMode::Chunked, DeltaRuleMode::Recurrent}) {
-      const double fwd = median_ms(
-          [&] {
-            NoGradGuard no_grad;
-            (void)gated_delta_rule(q, k, v, g, beta, scale, {}, false, mode, chunk_size);
-          },
-          warmup, repeats);
-      const double fwd_bwd = median_ms(
-          [&] {
-            for (Tensor& t : leaves) t.set_grad(Tensor());
-            DeltaRuleOutput out = gated_delta_rule(q, k, v, g, beta, scale, {}, false, mode, chunk_size);
-            backward({out.o}, {d_o});
-          },
-          warmup, repeats);
-      std::printf("| %ld | %ld | %ld | %ld | %ld | %s | %.2f | %.2f |\n", static_cast<long>(s.B),
-                  static_cast<long>(s.T), static_cast<long>(s.H), static_cast<long>(s.K), static_cast<long>(s.V),
-                  mode == DeltaRuleMode::Chunked ? "chunked" : "recurrent", fwd, fwd_bwd);
-      std::fflush(stdout);
-    }
-  }
   return 0;
 }

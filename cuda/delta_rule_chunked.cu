@@ -32,6 +32,12 @@
 //                          through scratch [B,Hv,T,K] / [B,Hv,T,V] (backward substitution, one column per thread).
 //   key_head_sum_kernel    when Hv > Hk: dq, dk of key head hk = sum over its value heads j = 0..G-1 in order, from
 //                          per-value-head rows [B,Hv,T,K] (the CPU's KeyGradRows); else the rows go straight out.
+// Tiled path (cuda/delta_rule_chunked_tiled.cuh): where its shared memory fits (C = 64: up to K = 128 in float64),
+// prepare and the two state kernels run as prepare_tiled_kernel / *_state_tiled_kernel instead: chunk operands
+// staged in shared memory, block-wide register-tiled products, blocked forward substitution, and state kernels on
+// V-tiles of vt = 32, 16 or 8 columns (narrower while the grid would not cover the SMs). GDN_DR_UNTILED=1 selects
+// the untiled prepare/state kernels above. chunk_grad_kernel does its products with the same tile_mm (operands read
+// through L1) and its transposed solve as blocked backward substitution (16-row blocks from the bottom).
 // Every output element is written by one thread with a fixed loop order, row sums are sequential per thread or
 // block_sum: no atomics, two runs give identical bits. Matrices are in the input type (fp32 accumulates in fp32 as
 // Eigen does on the CPU), gate cumsums and decays in double as on the CPU. The summation order inside each dot
@@ -44,10 +50,12 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <initializer_list>
 #include <utility>
 
 #include "cuda/cuda_kernels.h"
+#include "cuda/delta_rule_chunked_tiled.cuh"
 #include "cuda/launch.h"
 
 namespace gdn::cuda {
@@ -56,16 +64,8 @@ namespace {
 
 constexpr int kVTile = 32;  // value columns per block in the state passes (one warp wide)
 
-struct Dims {
-  int64_t B, T, Hk, Hv, K, V, C, NC, G;
-  __device__ int64_t key_row(int64_t b, int64_t t, int64_t hv) const { return ((b * T + t) * Hk + hv / G) * K; }
-  __device__ int64_t value_row(int64_t b, int64_t t, int64_t hv) const { return ((b * T + t) * Hv + hv) * V; }
-  __device__ int64_t gate(int64_t b, int64_t t, int64_t hv) const { return (b * T + t) * Hv + hv; }
-  // Rows of one (b, hv) in the per-value-head scratch tensors [B,Hv,T,D].
-  __device__ int64_t head_row(int64_t b, int64_t hv, int64_t t) const { return (b * Hv + hv) * T + t; }
-  // One [K,V] state of chunk n in [B,Hv,NC,K,V].
-  __device__ int64_t chunk_state(int64_t b, int64_t hv, int64_t n) const { return ((b * Hv + hv) * NC + n) * K * V; }
-};
+using delta_rule_tiled::Dims;
+using namespace delta_rule_tiled;
 
 // f(i, j) for every i < M, j < N, spread over the block's threads.
 template <typename F>
@@ -344,24 +344,21 @@ __global__ void chunk_grad_kernel(Dims d, Tp* __restrict__ dqr, Tp* __restrict__
   const int64_t qs = key_stride;
 
   // K K^T below the diagonal; dP = scale dO Vn^T on and below it (P and Gam are 0 above).
-  for_each_elem(L, L, [&](int i, int j) {
-    KK[i * C + j] = j < i ? dot(Kc + i * ks, Kc + j * ks, K) : Tp(0);
-    Tp dp = 0;
-    if (j <= i) {
-      Tp acc = 0;
-      for (int64_t cc = 0; cc < V; ++cc) acc += dO[i * vs + cc] * Vn[j * V + cc];
-      dp = sc * acc;
-    }
-    X[i * C + j] = dp;
-  });
+  // (Products by tile_mm: every thread a register tile, operands read through L1.)
+  const int Ki = static_cast<int>(K), Vi = static_cast<int>(V);
+  tile_mm<4, 4, Tp>(
+      L, L, Ki, [&](int i, int kk) { return Kc[i * ks + kk]; }, [&](int kk, int j) { return Kc[j * ks + kk]; },
+      [&](int i, int j, Tp s) { KK[i * C + j] = j < i ? s : Tp(0); });
+  tile_mm<4, 4, Tp>(
+      L, L, Vi, [&](int i, int cc) { return dO[i * vs + cc]; }, [&](int cc, int j) { return Vn[j * V + cc]; },
+      [&](int i, int j, Tp s) { X[i * C + j] = j <= i ? sc * s : Tp(0); });
   // dQi = (scale eg) ⊙ (dO H^T), dKi = r ⊙ (Vn dH^T) into dQ, dK; sum(H ⊙ dH).
-  for_each_elem(L, static_cast<int>(K), [&](int i, int kk) {
-    Tp a = 0, e = 0;
-    for (int64_t cc = 0; cc < V; ++cc) a += dO[i * vs + cc] * H[kk * V + cc];
-    for (int64_t cc = 0; cc < V; ++cc) e += Vn[i * V + cc] * dH[kk * V + cc];
-    dQ[i * qs + kk] = sc * eg[i] * a;
-    dK[i * qs + kk] = r[i] * e;
-  });
+  tile_mm<4, 4, Tp>(
+      L, Ki, Vi, [&](int i, int cc) { return dO[i * vs + cc]; }, [&](int cc, int kk) { return H[kk * V + cc]; },
+      [&](int i, int kk, Tp s) { dQ[i * qs + kk] = sc * eg[i] * s; });
+  tile_mm<4, 4, Tp>(
+      L, Ki, Vi, [&](int i, int cc) { return Vn[i * V + cc]; }, [&](int cc, int kk) { return dH[kk * V + cc]; },
+      [&](int i, int kk, Tp s) { dK[i * qs + kk] = r[i] * s; });
   Tp hdh = 0;
   for (int64_t e = threadIdx.x; e < K * V; e += blockDim.x) hdh += H[e] * dH[e];
   hdh = block_sum(hdh, red);  // synchronizes the block
@@ -385,32 +382,38 @@ __global__ void chunk_grad_kernel(Dims d, Tp* __restrict__ dqr, Tp* __restrict__
   for_each_elem(L, L, [&](int i, int j) { X[i * C + j] *= Gam[i * C + j]; });  // dQK
   __syncthreads();
   // dQ += dQK K, dK += dQK^T Q
-  for_each_elem(L, static_cast<int>(K), [&](int i, int kk) {
-    Tp a = 0, e = 0;
-    for (int j = 0; j <= i; ++j) a += X[i * C + j] * Kc[j * ks + kk];
-    for (int j = i; j < L; ++j) e += X[j * C + i] * Qc[j * ks + kk];
-    dQ[i * qs + kk] += a;
-    dK[i * qs + kk] += e;
-  });
-  // dWt = A^T (-dVn H^T), dUt = A^T dVn: backward substitution x_i = rhs_i - sum_{j>i} Lm_ji x_j per column.
-  for (int64_t c = threadIdx.x; c < K + V; c += blockDim.x) {
-    const bool is_w = c < K;
-    Tp* x = is_w ? dWt + c : dUt + (c - K);
-    const int64_t xs = is_w ? K : V;
-    for (int i = L - 1; i >= 0; --i) {
-      Tp acc;
-      if (is_w) {
-        Tp s = 0;
-        for (int64_t cc = 0; cc < V; ++cc) s += dVn[i * V + cc] * H[c * V + cc];
-        acc = -s;
-      } else {
-        acc = dVn[i * V + (c - K)];
-      }
-      for (int j = i + 1; j < L; ++j) acc -= bt[j] * KK[j * C + i] * Gam[j * C + i] * x[j * xs];
-      x[i * xs] = acc;
-    }
-  }
+  // (X is 0 above the diagonal, so the full sums over j < L are the triangular ones.)
+  tile_mm<4, 4, Tp>(
+      L, Ki, L, [&](int i, int j) { return X[i * C + j]; }, [&](int j, int kk) { return Kc[j * ks + kk]; },
+      [&](int i, int kk, Tp s) { dQ[i * qs + kk] += s; });
+  tile_mm<4, 4, Tp>(
+      L, Ki, L, [&](int i, int j) { return X[j * C + i]; }, [&](int j, int kk) { return Qc[j * ks + kk]; },
+      [&](int i, int kk, Tp s) { dK[i * qs + kk] += s; });
+  // dWt = A^T (-dVn H^T), dUt = A^T dVn: right-hand sides into dWt, dUt (columns c < K of [dWt | dUt] are dWt).
+  tile_mm<4, 4, Tp>(
+      L, Ki, Vi, [&](int i, int cc) { return dVn[i * V + cc]; }, [&](int cc, int kk) { return H[kk * V + cc]; },
+      [&](int i, int kk, Tp s) { dWt[i * K + kk] = -s; });
+  for_each_elem(L, Vi, [&](int i, int cc) { dUt[i * V + cc] = dVn[i * V + cc]; });
   __syncthreads();
+  // Blocked backward substitution x_i = rhs_i - sum_{j>i} Lm_ji x_j, Lm_ji = beta_j KK_ji Gam_ji: row blocks of 16
+  // from the bottom; the block is first updated by the solved rows below it (all threads), then solved one column
+  // per thread. x lives in dWt / dUt (global, visible to the block after __syncthreads).
+  auto xat = [&](int i, int c) -> Tp& { return c < Ki ? dWt[i * K + c] : dUt[i * V + (c - Ki)]; };
+  auto lmt = [&](int j, int i) { return bt[j] * KK[j * C + i] * Gam[j * C + i]; };
+  for (int r1 = L; r1 > 0; r1 -= kSolveBlock) {
+    const int r0 = max(0, r1 - kSolveBlock), rb = r1 - r0;
+    tile_mm<4, 2, Tp>(
+        rb, Ki + Vi, L - r1, [&](int i, int j) { return lmt(r1 + j, r0 + i); },
+        [&](int j, int c) { return xat(r1 + j, c); }, [&](int i, int c, Tp s) { xat(r0 + i, c) -= s; });
+    __syncthreads();
+    for (int c = threadIdx.x; c < Ki + Vi; c += blockDim.x)
+      for (int i = r1 - 2; i >= r0; --i) {
+        Tp acc = xat(i, c);
+        for (int j = i + 1; j < r1; ++j) acc -= lmt(j, i) * xat(j, c);
+        xat(i, c) = acc;
+      }
+    __syncthreads();
+  }
   // dK += (beta eg) ⊙ dWt, dV = beta ⊙ dUt; dbeta = eg ⊙ rowdot(K, dWt) + rowdot(V, dUt); dgam += beta eg ⊙ wk
   for_each_elem(L, static_cast<int>(K), [&](int i, int kk) { dK[i * qs + kk] += bt[i] * eg[i] * dWt[i * K + kk]; });
   for_each_elem(L, static_cast<int>(V),
@@ -421,11 +424,10 @@ __global__ void chunk_grad_kernel(Dims d, Tp* __restrict__ dqr, Tp* __restrict__
     dgam[i] += bt[i] * eg[i] * wk;
   }
   // X = -(dWt W^T + dUt U^T) strictly below the diagonal (dl of the CPU)
-  for_each_elem(L, L, [&](int i, int j) {
-    Tp dl = 0;
-    if (j < i) dl = -(dot(dWt + i * K, W + j * K, K) + dot(dUt + i * V, U + j * V, V));
-    X[i * C + j] = dl;
-  });
+  tile_mm<4, 4, Tp>(
+      L, L, Ki + Vi, [&](int i, int kk) { return kk < Ki ? dWt[i * K + kk] : dUt[i * V + (kk - Ki)]; },
+      [&](int kk, int j) { return kk < Ki ? W[j * K + kk] : U[j * V + (kk - Ki)]; },
+      [&](int i, int j, Tp s) { X[i * C + j] = j < i ? -s : Tp(0); });
   __syncthreads();
   // With m_ij = dl_ij Lm_ij: dgam_j += sum_{j'<j} m_jj' then -= m_ij for i > j (the CPU's order);
   // dbeta_j += (dl_jj' Gam_jj') KK_jj'.
@@ -445,13 +447,13 @@ __global__ void chunk_grad_kernel(Dims d, Tp* __restrict__ dqr, Tp* __restrict__
   for_each_elem(L, L, [&](int i, int j) { X[i * C + j] *= Gam[i * C + j]; });  // Pm
   __syncthreads();
   // dK += beta ⊙ (Pm K) + Pm^T (beta ⊙ K)
-  for_each_elem(L, static_cast<int>(K), [&](int i, int kk) {
-    Tp a = 0, e = 0;
-    for (int j = 0; j < i; ++j) a += X[i * C + j] * Kc[j * ks + kk];
-    for (int j = i + 1; j < L; ++j) e += X[j * C + i] * (bt[j] * Kc[j * ks + kk]);
-    Tp out = dK[i * qs + kk] + bt[i] * a;
-    dK[i * qs + kk] = out + e;
-  });
+  // (Pm is 0 on and above the diagonal; both products give (i, kk) to the same thread.)
+  tile_mm<4, 4, Tp>(
+      L, Ki, L, [&](int i, int j) { return X[i * C + j]; }, [&](int j, int kk) { return Kc[j * ks + kk]; },
+      [&](int i, int kk, Tp s) { dK[i * qs + kk] += bt[i] * s; });
+  tile_mm<4, 4, Tp>(
+      L, Ki, L, [&](int i, int j) { return X[j * C + i]; }, [&](int j, int kk) { return bt[j] * Kc[j * ks + kk]; },
+      [&](int i, int kk, Tp s) { dK[i * qs + kk] += s; });
   // dg = reverse cumsum of dgam (double), dbeta
   if (threadIdx.x == 0) {
     double acc = 0;
@@ -513,6 +515,42 @@ size_t smem_limit() {
   return static_cast<size_t>(limit);
 }
 
+int sm_count() {
+  int n = 0;
+  CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, current_device()));
+  return n;
+}
+
+// GDN_DR_UNTILED=1 selects the untiled kernels (a reference path for bisecting a mismatch).
+bool use_tiled() {
+  static const bool tiled = [] {
+    const char* e = std::getenv("GDN_DR_UNTILED");
+    return !(e && e[0] == '1');
+  }();
+  return tiled;
+}
+
+// Shared memory of the tiled kernels (layouts in cuda/delta_rule_chunked_tiled.cuh).
+size_t prepare_tiled_smem(const Dims& d, size_t es, int64_t NT) {
+  return 2 * d.C * sizeof(double) + static_cast<size_t>(3 * d.C + 2 * d.C * (d.C + 1) + prepare_region(d.C, d.K, NT)) * es;
+}
+size_t state_tiled_smem(const Dims& d, size_t es, int64_t vt, bool backward) {
+  const int64_t kv = (backward ? 2 : 1) * d.K * vt, cv = (backward ? 3 : 2) * d.C * vt;
+  return static_cast<size_t>(kv + cv + d.C * (d.C + 1) + d.C * (d.K + 1) + 2 * d.C) * es;
+}
+
+// Value columns per block of the tiled state kernels: 32, halved (down to 8) while the grid would not cover the SMs
+// or the shared memory does not fit; 0 when even 8 does not fit (the untiled kernels run instead).
+int state_tile(const Dims& d, size_t es, bool backward) {
+  if (!use_tiled()) return 0;
+  const int64_t sms = sm_count();
+  const size_t limit = smem_limit();
+  int vt = 32;
+  while (vt > 8 && (d.V + vt - 1) / vt * d.B * d.Hv < sms) vt /= 2;
+  while (vt > 8 && state_tiled_smem(d, es, vt, backward) > limit) vt /= 2;
+  return state_tiled_smem(d, es, vt, backward) <= limit ? vt : 0;
+}
+
 // Shared-memory bytes of a chunk kernel and, when its n_cc [C,C] matrices do not fit, the global scratch that holds
 // them instead ([B,Hv,NC,n_cc,C,C]; an undefined tensor otherwise).
 template <typename Tp>
@@ -554,9 +592,19 @@ Prepared prepare(const Dims& d, const Tensor& q, const Tensor& k, const Tensor& 
   Prepared p{Tensor::empty({d.B, d.Hv, d.T, d.K}, q.dtype(), dev), Tensor::empty({d.B, d.Hv, d.T, d.V}, q.dtype(), dev),
              Tensor::empty({d.B, d.Hv, d.NC, d.C, d.C}, q.dtype(), dev),
              Tensor::empty({d.B, d.Hv, d.T}, q.dtype(), dev), Tensor::empty({d.B, d.Hv, d.T}, q.dtype(), dev)};
+  const dim3 grid(static_cast<unsigned>(d.NC), static_cast<unsigned>(d.Hv), static_cast<unsigned>(d.B));
+  const int NT = static_cast<int>(std::min<int64_t>(d.K + d.V, kSolveCols));
+  const size_t tsmem = prepare_tiled_smem(d, sizeof(Tp), NT);
+  if (use_tiled() && tsmem <= smem_limit()) {
+    set_smem(prepare_tiled_kernel<Tp>, tsmem, "gated_delta_rule_chunked (prepare)");
+    prepare_tiled_kernel<Tp><<<grid, kThreads, tsmem, current_stream()>>>(
+        d, NT, p.W.data<Tp>(), p.U.data<Tp>(), p.P.data<Tp>(), p.EG.data<Tp>(), p.R.data<Tp>(), q.data<Tp>(),
+        k.data<Tp>(), v.data<Tp>(), g.data<Tp>(), beta.data<Tp>());
+    CUDA_CHECK_LAST();
+    return p;
+  }
   const auto [smem, cc] = chunk_smem<Tp>(d, prepare_vec_smem(d, sizeof(Tp)), 2, q);
   set_smem(prepare_chunk_kernel<Tp>, smem, "gated_delta_rule_chunked (prepare)");
-  const dim3 grid(static_cast<unsigned>(d.NC), static_cast<unsigned>(d.Hv), static_cast<unsigned>(d.B));
   prepare_chunk_kernel<Tp><<<grid, kThreads, smem, current_stream()>>>(
       d, p.W.data<Tp>(), p.U.data<Tp>(), p.P.data<Tp>(), p.EG.data<Tp>(), p.R.data<Tp>(), q.data<Tp>(), k.data<Tp>(),
       v.data<Tp>(), g.data<Tp>(), beta.data<Tp>(), mut_ptr_or_null<Tp>(cc));
@@ -564,9 +612,8 @@ Prepared prepare(const Dims& d, const Tensor& q, const Tensor& k, const Tensor& 
   return p;
 }
 
-dim3 state_grid(const Dims& d) {
-  return dim3(static_cast<unsigned>((d.V + kVTile - 1) / kVTile), static_cast<unsigned>(d.Hv),
-              static_cast<unsigned>(d.B));
+dim3 state_grid(const Dims& d, int64_t vt = kVTile) {
+  return dim3(static_cast<unsigned>((d.V + vt - 1) / vt), static_cast<unsigned>(d.Hv), static_cast<unsigned>(d.B));
 }
 
 void gated_delta_rule_chunked_forward(const Tensor& o, const Tensor& final_state, const Tensor& chunk_states,
@@ -583,12 +630,23 @@ void gated_delta_rule_chunked_forward(const Tensor& o, const Tensor& final_state
     using Tp = decltype(tag);
     Prepared p;
     if (d.NC > 0) p = prepare<Tp>(d, q, k, v, g, beta);
+    const Tp sc = static_cast<Tp>(scale);
+    if (const int vt = state_tile(d, sizeof(Tp), false)) {
+      const size_t tsmem = state_tiled_smem(d, sizeof(Tp), vt, false);
+      set_smem(forward_state_tiled_kernel<Tp>, tsmem, name);
+      forward_state_tiled_kernel<Tp><<<state_grid(d, vt), kThreads, tsmem, current_stream()>>>(
+          d, vt, o.data<Tp>(), mut_ptr_or_null<Tp>(final_state), mut_ptr_or_null<Tp>(chunk_states), q.data<Tp>(),
+          k.data<Tp>(), ptr_or_null<Tp>(p.W), ptr_or_null<Tp>(p.U), ptr_or_null<Tp>(p.P), ptr_or_null<Tp>(p.EG),
+          ptr_or_null<Tp>(p.R), ptr_or_null<Tp>(initial_state), sc);
+      CUDA_CHECK_LAST();
+      return;
+    }
     const size_t smem = state_smem(d, sizeof(Tp));
     set_smem(forward_state_kernel<Tp>, smem, name);
     forward_state_kernel<Tp><<<state_grid(d), kThreads, smem, current_stream()>>>(
         d, o.data<Tp>(), mut_ptr_or_null<Tp>(final_state), mut_ptr_or_null<Tp>(chunk_states), q.data<Tp>(),
         k.data<Tp>(), ptr_or_null<Tp>(p.W), ptr_or_null<Tp>(p.U), ptr_or_null<Tp>(p.P), ptr_or_null<Tp>(p.EG),
-        ptr_or_null<Tp>(p.R), ptr_or_null<Tp>(initial_state), static_cast<Tp>(scale));
+        ptr_or_null<Tp>(p.R), ptr_or_null<Tp>(initial_state), sc);
     CUDA_CHECK_LAST();
   });
 }
@@ -618,13 +676,23 @@ void gated_delta_rule_chunked_backward(const Tensor& dq, const Tensor& dk, const
       Vn = Tensor::empty({d.B, d.Hv, d.T, d.V}, q.dtype(), dev);
       dVn = Tensor::empty({d.B, d.Hv, d.T, d.V}, q.dtype(), dev);
     }
-    const size_t ssmem = state_smem(d, sizeof(Tp));
-    set_smem(backward_state_kernel<Tp>, ssmem, name);
-    backward_state_kernel<Tp><<<state_grid(d), kThreads, ssmem, current_stream()>>>(
-        d, mut_ptr_or_null<Tp>(dinitial_state), mut_ptr_or_null<Tp>(dHend), mut_ptr_or_null<Tp>(Vn),
-        mut_ptr_or_null<Tp>(dVn), do_.data<Tp>(), ptr_or_null<Tp>(dfinal_state), q.data<Tp>(), k.data<Tp>(),
-        ptr_or_null<Tp>(p.W), ptr_or_null<Tp>(p.U), ptr_or_null<Tp>(p.P), ptr_or_null<Tp>(p.EG), ptr_or_null<Tp>(p.R),
-        chunk_states.data<Tp>(), sc);
+    if (const int vt = state_tile(d, sizeof(Tp), true)) {
+      const size_t tsmem = state_tiled_smem(d, sizeof(Tp), vt, true);
+      set_smem(backward_state_tiled_kernel<Tp>, tsmem, name);
+      backward_state_tiled_kernel<Tp><<<state_grid(d, vt), kThreads, tsmem, current_stream()>>>(
+          d, vt, mut_ptr_or_null<Tp>(dinitial_state), mut_ptr_or_null<Tp>(dHend), mut_ptr_or_null<Tp>(Vn),
+          mut_ptr_or_null<Tp>(dVn), do_.data<Tp>(), ptr_or_null<Tp>(dfinal_state), q.data<Tp>(), k.data<Tp>(),
+          ptr_or_null<Tp>(p.W), ptr_or_null<Tp>(p.U), ptr_or_null<Tp>(p.P), ptr_or_null<Tp>(p.EG),
+          ptr_or_null<Tp>(p.R), chunk_states.data<Tp>(), sc);
+    } else {
+      const size_t ssmem = state_smem(d, sizeof(Tp));
+      set_smem(backward_state_kernel<Tp>, ssmem, name);
+      backward_state_kernel<Tp><<<state_grid(d), kThreads, ssmem, current_stream()>>>(
+          d, mut_ptr_or_null<Tp>(dinitial_state), mut_ptr_or_null<Tp>(dHend), mut_ptr_or_null<Tp>(Vn),
+          mut_ptr_or_null<Tp>(dVn), do_.data<Tp>(), ptr_or_null<Tp>(dfinal_state), q.data<Tp>(), k.data<Tp>(),
+          ptr_or_null<Tp>(p.W), ptr_or_null<Tp>(p.U), ptr_or_null<Tp>(p.P), ptr_or_null<Tp>(p.EG),
+          ptr_or_null<Tp>(p.R), chunk_states.data<Tp>(), sc);
+    }
     CUDA_CHECK_LAST();
     if (d.NC == 0) return;  // T = 0: no rows, only dinitial_state
 
