@@ -4,6 +4,7 @@
 // once through the model with a state cache, then generates one token per length-1 step (O(1) work per token),
 // printing tokens as they come. The tokenizer must be the one the checkpoint was trained with: its fingerprint
 // (trainer_state.json "tokenizer_fingerprint") is checked; a checkpoint without one is accepted unchecked.
+// --ids-out FILE also writes {"prompt_ids": [...], "generated_ids": [...]} (what scripts/hf_check.py compares).
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <filesystem>
@@ -15,6 +16,7 @@
 #include "models/language_model.h"
 #include "train/checkpoint.h"
 #include "train/device.h"
+#include "train/file_util.h"
 #include "train/generate.h"
 #include "train/tokenizer.h"
 
@@ -22,7 +24,7 @@ int main(int argc, char** argv) {
   CLI::App app{
       "gdn-generate — generate text from a gdn-train checkpoint (recurrent state, O(1) per token).\n"
       "Example: gdn-generate --out results --prompt \"The Congress\" --max-tokens 80"};
-  std::string out = "results", checkpoint, prompt = "The", which = "BEST", device = "cpu";
+  std::string out = "results", checkpoint, prompt = "The", which = "BEST", device = "cpu", ids_out;
   gdn::SamplingOptions opts;
   opts.max_tokens = 100;
   int threads = 0;
@@ -37,6 +39,7 @@ int main(int argc, char** argv) {
   app.add_option("--seed", opts.seed, "sampling seed");
   app.add_option("--threads", threads, "CPU threads, 0 to 1024 (default 0: all cores)");
   app.add_option("--device", device, "cpu, cuda or cuda:N");
+  app.add_option("--ids-out", ids_out, "JSON file to write the prompt and generated token ids to");
   if (auto rc = gdn::parse_command_line(app, argc, argv, "gdn-generate")) return *rc;
 
   try {
@@ -88,6 +91,8 @@ int main(int argc, char** argv) {
     });
     std::fputc('\n', stdout);
     std::fflush(stdout);
+    if (!ids_out.empty())
+      gdn::write_file_atomic(ids_out, nlohmann::json{{"prompt_ids", ids}, {"generated_ids", generated}}.dump() + "\n");
     gdn::print_allocator_stats_if_requested(dev);
     return 0;
   } catch (const gdn::UserError& e) {

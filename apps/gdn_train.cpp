@@ -41,6 +41,7 @@ int main(int argc, char** argv) {
   int64_t steps = 0, threads = 0;
   uint64_t seed = 0;
   bool resume = false, overwrite = false, help_config = false;
+  std::string init_from;
   auto* preset_opt = app.add_option("--preset", preset, "small | medium | large (default small)");
   app.add_option("--config", config_file, "JSON file of config keys (see --help-config)");
   auto* data_opt = app.add_option("--data", data, "corpus: a UTF-8 text file or a folder of files (default data/sotu)");
@@ -55,6 +56,9 @@ int main(int argc, char** argv) {
                "checkpoint_every, log_every, threads, device, sample_tokens, sample_prompt may change");
   app.add_flag("--overwrite", overwrite,
                "start over even if OUT holds an earlier run (removed once the new input checked out)");
+  app.add_option("--init-from", init_from,
+                 "start from a transformers Qwen3NextForCausalLM folder (its config, weights and tokenizer.json; "
+                 "see gdn-export)");
   app.add_flag("--help-config", help_config, "list every config key with type, default and meaning");
   if (auto rc = gdn::parse_command_line(app, argc, argv, "gdn-train")) return *rc;
 
@@ -103,6 +107,7 @@ int main(int argc, char** argv) {
     gdn::TrainOptions opts;
     opts.resume = resume;
     opts.overwrite = overwrite;
+    opts.init_from = init_from;
     gdn::TrainSummary s = gdn::train(cfg, opts);
 
     auto show = [](const std::optional<double>& v, double scale = 1) {

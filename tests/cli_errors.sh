@@ -70,6 +70,22 @@ sed -E 's/"merges":\[\[[0-9]+,[0-9]+\]/"merges":[[0,0]/' "$tmp/tokenizer.orig" >
 expect "generate with another tokenizer" "not the one checkpoint" "$bin/gdn-generate" --out "$tmp/run" --max-tokens 2
 cp "$tmp/tokenizer.orig" "$tmp/run/tokenizer.json"
 "$bin/gdn-generate" --out "$tmp/run" --max-tokens 2 >/dev/null 2>&1 || { echo "FAIL generate with its own tokenizer"; fail=1; }
+# Hugging Face export -> import: the imported run gives bit-identical logits; gdn-train --init-from runs from it.
+echo "[1, 2, 3, 40, 50, 200]" >"$tmp/ids.json"
+if "$bin/gdn-export" --run "$tmp/run" --which LAST --format hf --out "$tmp/hf" --dump-logits "$tmp/ids.json" \
+     "$tmp/a.bin" >/dev/null 2>&1 && "$bin/gdn-import" --from "$tmp/hf" --out "$tmp/imp" >/dev/null 2>&1 &&
+   "$bin/gdn-export" --run "$tmp/imp" --which LAST --dump-logits "$tmp/ids.json" "$tmp/b.bin" >/dev/null 2>&1 &&
+   cmp -s "$tmp/a.bin" "$tmp/b.bin"; then echo "ok   export -> import: bit-identical logits"
+else echo "FAIL export -> import"; fail=1; fi
+if "$bin/gdn-train" --init-from "$tmp/hf" --data "$tmp/ok.txt" --out "$tmp/ft" --steps 2 --set seq_len=16 --set warmup_steps=0 \
+     --set eval_batches=1 --set eval_every=1 --set sample_tokens=0 >"$tmp/ft.log" 2>&1; then echo "ok   --init-from"
+else echo "FAIL --init-from:"; tail -3 "$tmp/ft.log"; fail=1; fi
+expect "export with nothing to do" "nothing to do" "$bin/gdn-export" --run "$tmp/run"
+expect "import into a used folder" "already holds a run" "$bin/gdn-import" --from "$tmp/hf" --out "$tmp/imp"
+expect "import without a folder" "is not a folder" "$bin/gdn-import" --from "$tmp/nohf" --out "$tmp/imp2"
+sed 's/"linear_attention"/"full_attention"/' "$tmp/hf/config.json" >"$tmp/cfg.json" && cp "$tmp/cfg.json" "$tmp/hf/config.json"
+expect "import of a full-attention layer" "'layer_types'" "$bin/gdn-import" --from "$tmp/hf" --out "$tmp/imp2"
+[[ ! -e "$tmp/imp2" ]] || { echo "FAIL a refused import wrote $tmp/imp2"; fail=1; }
 # The README's resume: no preset or model flags, the config comes from the checkpoint.
 if "$bin/gdn-train" --out "$tmp/run" --resume --steps 3 >"$tmp/resume.log" 2>&1; then echo "ok   plain --resume --steps 3"
 else echo "FAIL plain resume:"; tail -3 "$tmp/resume.log"; fail=1; fi

@@ -17,6 +17,7 @@
 #include "train/corpus.h"
 #include "train/file_util.h"
 #include "train/generate.h"
+#include "train/hf_format.h"
 #include "train/optimizer.h"
 #include "train/plot.h"
 #include "train/progress.h"
@@ -193,6 +194,22 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& opts) {
                  "deletes it", cfg_in.out_dir);
   validate(cfg_in);
   TrainConfig cfg = opts.resume ? resume_config(cfg_in, resumable_keys()) : cfg_in;
+  // --init-from: the model's shape, its weights and the tokenizer come from a transformers folder (hf_format.h).
+  std::optional<HfCheckpoint> init;
+  std::optional<BpeTokenizer> init_tok;
+  if (!opts.init_from.empty()) {
+    GDN_USER_CHECK(!opts.resume, "--init-from starts a new run from {}; --resume continues an earlier one: give one",
+                   opts.init_from);
+    init = read_hf_checkpoint(opts.init_from);
+    init_tok = read_hf_tokenizer(opts.init_from);
+    GDN_USER_CHECK(init_tok.has_value(), "--init-from {}: the folder has no tokenizer.json", opts.init_from);
+    GDN_USER_CHECK(init_tok->vocab_size() == init->config.vocab_size, "--init-from {}: tokenizer.json has {} tokens, "
+                   "config.json field 'vocab_size' is {}", opts.init_from, init_tok->vocab_size(),
+                   init->config.vocab_size);
+    const int64_t chunk = cfg.model.chunk_size;
+    cfg.model = init->config;
+    cfg.model.chunk_size = chunk;
+  }
   validate(cfg);
   if (cfg.threads > 0) omp_set_num_threads(static_cast<int>(cfg.threads));
   const DType dtype = cfg.dtype == "float64" ? kFloat64 : kFloat32;
@@ -224,10 +241,13 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& opts) {
   Corpus corpus = load_corpus(cfg.data, cfg.val_fraction);
   const std::string tok_path = (out / "tokenizer.json").string();
   // --overwrite trains a new tokenizer (the old file is removed at the commit); otherwise an existing one is reused.
-  const bool reuse_tokenizer = !opts.overwrite && fs::exists(tok_path, ec);
+  const bool reuse_tokenizer = !init_tok && !opts.overwrite && fs::exists(tok_path, ec);
   GDN_USER_CHECK(!opts.resume || reuse_tokenizer, "--resume: the run's tokenizer {} is missing", tok_path);
   BpeTokenizer tok;
-  if (reuse_tokenizer) {
+  if (init_tok) {
+    tok = *init_tok;
+    if (!opts.quiet) fmt::print(stderr, "tokenizer: from {} ({} tokens)\n", opts.init_from, tok.vocab_size());
+  } else if (reuse_tokenizer) {
     tok = BpeTokenizer::load(tok_path);
     GDN_USER_CHECK(opts.resume || tok.vocab_size() == cfg.model.vocab_size,
                    "{} holds a tokenizer of {} tokens but vocab_size is {}: pass --set vocab_size={} to reuse it, or "
@@ -262,6 +282,10 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& opts) {
 
   // ---- model and optimizer ----
   GatedDeltaNetLM model(cfg.model, cfg.seed, dtype, device);
+  if (init) {
+    load_hf_weights(model, *init);
+    if (!opts.quiet) fmt::print(stderr, "model: weights from {}\n", opts.init_from);
+  }
   std::vector<NamedParameter> named;
   std::vector<Tensor> params;
   for (const auto& p : model.parameters()) {

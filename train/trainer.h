@@ -37,6 +37,7 @@ struct TrainOptions {
   bool overwrite = false;  // start over even if <out> holds an earlier run (removed once the new input checked out)
   bool quiet = false;      // no progress bar, no sample (tests)
   int64_t stop_after = -1; // behave as if Ctrl-C came right after this step (tests of resume)
+  std::string init_from;   // a transformers folder (train/hf_format.h): model shape, weights and tokenizer from it
 };
 
 struct TrainSummary {
