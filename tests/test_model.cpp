@@ -58,7 +58,12 @@ void model_gradcheck(const ModelConfig& cfg) {
   GradcheckOptions opts;
   opts.rtol = 1e-4;
   opts.atol = 1e-7;
-  CHECK_GRADCHECK([&](const TensorList&) -> TensorList { return {model.loss(ids, targets).loss}; }, params, opts);
+  GradcheckResult r =
+      gradcheck([&](const TensorList&) -> TensorList { return {model.loss(ids, targets).loss}; }, params, opts);
+  CHECK_MESSAGE(r.ok, r.message);
+  CHECK(r.elements_checked > 0);
+  MESSAGE("gradcheck: " << r.elements_checked << " elements, max abs error " << r.max_abs_error
+                        << " (atol " << opts.atol << ", rtol " << opts.rtol << ")");
 }
 }  // namespace
 

@@ -17,8 +17,9 @@
 //
 // Configurations: tiny (D 64, L 2, Hk 1, Hv 2 (grouped heads), K = V = 32, vocab 512, T 100: a padded last chunk),
 // small / medium / large (train/config.h presets: their D, L, FFN, T, B, vocab 8192), and NAME-moe = NAME with 4
-// experts, top-2, renormalised, shared expert; seed-small / seed-medium / seed-large (the ungated DeltaNet presets)
-// and tiny-ungated (tiny with decay_gate and output_gate off).
+// experts, top-2, renormalised, shared expert; seed-small / seed-medium / seed-large (the ungated DeltaNet presets,
+// vocab 49152: the batch is random ids, so no tokenizer caps it) and NAME-ungated (NAME with decay_gate and
+// output_gate off, e.g. tiny-ungated).
 //
 // Threads: --threads N sets at::set_num_threads, omp_set_num_threads and (when OpenBLAS is loaded)
 // openblas_set_num_threads, so both sides use the same number of cores. The BLAS each side uses is printed: gdn.cpp
