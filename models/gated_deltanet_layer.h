@@ -13,8 +13,8 @@
 // DeltaNet (docs/MATH.md, "The ungated variant"):
 //   decay_gate = false:  in_proj_b(x) [B,T,Hv] -> b only, beta = sigmoid(b), g = 0 (a zero tensor passed to the same
 //                        delta-rule kernels: exp(g) = 1, the state is never decayed); no A_log, no dt_bias.
-//   output_gate = false: in_proj_qkv(x) [B,T, 2*Hk*K + Hv*V] -> q | k | v (no z); y = out_proj(rms_norm(o, norm.weight))
-//                        per value head.
+//   output_gate = false: in_proj_qkv(x) [B,T, 2*Hk*K + Hv*V] -> q | k | v (no z);
+//                        y = out_proj(rms_norm(o, norm.weight)), the RMSNorm per value head.
 // Only the parameters a layer uses exist, under names that say what they hold (in_proj_qkv, in_proj_b), so a
 // checkpoint of the ungated layer has no z rows and no gate tensors. FLA's DeltaNet has separate q_proj / k_proj /
 // v_proj and q_conv1d / k_conv1d / v_conv1d: the rows of in_proj_qkv and of conv1d.weight are exactly those weights

@@ -134,7 +134,8 @@ TEST_CASE("config: the table covers every key once") {
   std::set<std::string> names;
   for (const ConfigField& f : config_fields()) CHECK(names.insert(f.name).second);
   for (const char* key : {"vocab_size", "d_model", "n_layers", "n_k_heads", "n_v_heads", "head_k_dim", "head_v_dim",
-                          "conv_size", "decay_gate", "output_gate", "ffn_dim", "tie_embeddings", "norm_eps", "init_std", "chunk_size", "n_experts",
+                          "conv_size", "decay_gate", "output_gate", "ffn_dim", "tie_embeddings", "norm_eps",
+                          "init_std", "chunk_size", "n_experts",
                           "moe_top_k", "moe_ffn_dim", "moe_renormalize", "moe_shared_expert", "moe_aux_loss_coef",
                           "preset", "data", "out_dir", "seq_len", "batch_size", "steps", "warmup_steps", "lr",
                           "min_lr_ratio", "lr_schedule", "beta1", "beta2", "adam_eps", "weight_decay", "grad_clip",
@@ -439,7 +440,8 @@ TEST_CASE("config: model_config_json and describe_model_mismatch") {
   CHECK(describe_model_mismatch(completed, ja) == "");
   ModelConfig ungated = a;
   ungated.decay_gate = false;
-  CHECK(describe_model_mismatch(completed, model_config_json(ungated)) == "decay_gate: checkpoint true, this run false");
+  CHECK(describe_model_mismatch(completed, model_config_json(ungated)) ==
+        "decay_gate: checkpoint true, this run false");
   // Keys that are present are kept.
   json stored = model_config_json(ungated);
   CHECK(complete_model_config_json(stored) == stored);

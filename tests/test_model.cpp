@@ -1,7 +1,7 @@
-// tests/test_model.cpp — the whole model: fp64 gradcheck of every parameter (dense, MoE, and with the decay and output
-// gates off: FLA's plain DeltaNet), recurrent generation equals the parallel forward (gated and ungated), the chunked
-// and recurrent forms give the same logits in fp64, parameter names and shapes of each layer variant, MoE routing
-// counts and load-balancing loss against a hand computation.
+// tests/test_model.cpp — the whole model: fp64 gradcheck of every parameter (dense, MoE, and with the decay and
+// output gates off: FLA's plain DeltaNet), recurrent generation equals the parallel forward (gated and ungated), the
+// chunked and recurrent forms give the same logits in fp64, parameter names and shapes of each layer variant, MoE
+// routing counts and load-balancing loss against a hand computation.
 #include <omp.h>
 
 #include <cmath>

@@ -23,7 +23,9 @@ using nlohmann::json;
 // ---------------------------------------------------------------------------------------------------------------
 // presets
 
-std::vector<std::string> preset_names() { return {"small", "medium", "large", "seed-small", "seed-medium", "seed-large"}; }
+std::vector<std::string> preset_names() {
+  return {"small", "medium", "large", "seed-small", "seed-medium", "seed-large"};
+}
 
 TrainConfig preset_config(const std::string& name) {
   TrainConfig c;  // the defaults are the small preset
