@@ -144,7 +144,8 @@ int main(int argc, char** argv) {
   std::string presets = "small,medium,large", device_name = "cpu", dtype_name_arg = "float32", json_path;
   int64_t batch = 0, seq_len = 0, vocab = 0;
   int steps = 50, warmup = 5, threads = 0, profile_steps = 0;
-  app.add_option("--presets", presets, "comma-separated presets to time (small, medium, large)");
+  app.add_option("--presets", presets,
+                 "comma-separated presets to time (small, medium, large, seed-small, seed-medium, seed-large)");
   app.add_option("--device", device_name, "cpu, cuda or cuda:N");
   app.add_option("--dtype", dtype_name_arg, "float32 or float64")->check(CLI::IsMember({"float32", "float64"}));
   app.add_option("--batch", batch, "batch size (default: the preset's)")->check(CLI::PositiveNumber);

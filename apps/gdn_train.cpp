@@ -42,7 +42,8 @@ int main(int argc, char** argv) {
   uint64_t seed = 0;
   bool resume = false, overwrite = false, help_config = false;
   std::string init_from;
-  auto* preset_opt = app.add_option("--preset", preset, "small | medium | large (default small)");
+  auto* preset_opt = app.add_option("--preset", preset,
+                                    "small | medium | large | seed-small | seed-medium | seed-large (default small)");
   app.add_option("--config", config_file, "JSON file of config keys (see --help-config)");
   auto* data_opt = app.add_option("--data", data, "corpus: a UTF-8 text file or a folder of files (default data/sotu)");
   auto* out_opt = app.add_option("--out", out, "output folder (default results)");

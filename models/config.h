@@ -2,6 +2,8 @@
 //
 // Defaults are the model of the "small" preset (train/config.cpp); docs/MATH.md has the notation. Presets and the config-file / command-line
 // layer live in train/config.h; this struct only says what the network looks like.
+// decay_gate and output_gate switch the two gates of the token mixer; with both off the layer is FLA's plain DeltaNet
+// (models/gated_deltanet_layer.h, docs/MATH.md "The ungated variant"), the model of the seed-* presets.
 #pragma once
 
 #include <cstdint>
@@ -18,6 +20,8 @@ struct ModelConfig {
   int64_t head_k_dim = 64;     // K
   int64_t head_v_dim = 64;     // V
   int64_t conv_size = 4;       // W, causal depthwise conv over q|k|v
+  bool decay_gate = true;      // g = -A softplus(a + dt_bias) from in_proj_ba; false: g = 0 (alpha = 1), in_proj_b only
+  bool output_gate = true;     // o normalised then times silu(z), z from in_proj_qkvz; false: no z, plain RMSNorm
   int64_t ffn_dim = 256;       // SwiGLU hidden width (2x D for small, 4x otherwise)
   bool tie_embeddings = false; // lm_head shares the embedding matrix
   double norm_eps = 1e-6;

@@ -2,9 +2,12 @@
 //
 // Gate initialisation follows FLA: A ~ U(0, 16), A_log = log A; dt log-uniform in [1e-3, 0.1],
 // dt_bias = softplus^-1(dt) = dt + log(-expm1(-dt)), so that softplus(dt_bias) = dt at the start of training.
+// The parameters are drawn in the order in_proj, in_proj_gate, conv1d, the gate's (A_log, dt_bias), norm, out_proj;
+// a layer without a gate skips its draws, so the gated layer's weights for a seed do not depend on the switches.
 #include "models/gated_deltanet_layer.h"
 
 #include <cmath>
+#include <tuple>
 
 #include "ops/ops.h"
 
@@ -16,11 +19,19 @@ GatedDeltaNetLayer::GatedDeltaNetLayer(const ModelConfig& cfg, const InitContext
       head_k_dim(cfg.head_k_dim),
       head_v_dim(cfg.head_v_dim),
       chunk_size(cfg.chunk_size),
-      norm_eps(cfg.norm_eps) {
+      norm_eps(cfg.norm_eps),
+      decay_gate(cfg.decay_gate),
+      output_gate(cfg.output_gate) {
   const int64_t D = cfg.d_model, key = n_k_heads * head_k_dim, value = n_v_heads * head_v_dim;
-  in_proj_qkvz = init.normal({2 * key + 2 * value, D});
-  in_proj_ba = init.normal({2 * n_v_heads, D});
+  in_proj = init.normal({2 * key + value + (output_gate ? value : 0), D});
+  in_proj_gate = init.normal({(decay_gate ? 2 : 1) * n_v_heads, D});
   conv_weight = init.normal({2 * key + value, cfg.conv_size});
+  if (decay_gate) init_gate(init);
+  norm_weight = init.constant({head_v_dim}, 1.0);
+  out_proj = init.normal({D, value});
+}
+
+void GatedDeltaNetLayer::init_gate(const InitContext& init) {
   std::vector<double> a_log(n_v_heads), dt_bias_v(n_v_heads);
   for (int64_t h = 0; h < n_v_heads; ++h) {
     double A = std::max(16.0 * init.gen.uniform(), 1e-4);
@@ -31,8 +42,6 @@ GatedDeltaNetLayer::GatedDeltaNetLayer(const ModelConfig& cfg, const InitContext
   }
   A_log = init.from_values(a_log);
   dt_bias = init.from_values(dt_bias_v);
-  norm_weight = init.constant({head_v_dim}, 1.0);
-  out_proj = init.normal({D, value});
 }
 
 Tensor GatedDeltaNetLayer::forward(const Tensor& x, LayerCache* cache) const {
@@ -40,12 +49,23 @@ Tensor GatedDeltaNetLayer::forward(const Tensor& x, LayerCache* cache) const {
   const int64_t Hk = n_k_heads, Hv = n_v_heads, K = head_k_dim, V = head_v_dim;
   const int64_t key = Hk * K, value = Hv * V;
 
-  std::vector<Tensor> qkv_z = split(linear(x, in_proj_qkvz), {2 * key + value, value}, -1);  // [B,T,2key+2value]
-  Tensor qkv = qkv_z[0];                                        // conv input: q | k | v
-  Tensor z = reshape(qkv_z[1], {B, T, Hv, V});
-  std::vector<Tensor> b_a = split(linear(x, in_proj_ba), {Hv, Hv}, -1);  // [B,T,2Hv] -> b | a
-  const Tensor& b = b_a[0];
-  const Tensor& a = b_a[1];
+  Tensor qkv = linear(x, in_proj);  // conv input q | k | v [B,T,2key+value], followed by z [B,T,value] when gated
+  Tensor z;
+  if (output_gate) {
+    std::vector<Tensor> qkv_z = split(qkv, {2 * key + value, value}, -1);
+    qkv = qkv_z[0];
+    z = reshape(qkv_z[1], {B, T, Hv, V});
+  }
+  // beta = sigmoid(b) and the log decay g: from the gate (b | a) with the decay gate, else g = 0 (alpha = 1), a
+  // constant zero tensor that the delta rule takes like any other g.
+  Tensor g, beta;
+  if (decay_gate) {
+    std::vector<Tensor> b_a = split(linear(x, in_proj_gate), {Hv, Hv}, -1);  // [B,T,2Hv] -> b | a
+    std::tie(g, beta) = gdn_gate(b_a[1], b_a[0], A_log, dt_bias);
+  } else {
+    beta = sigmoid(linear(x, in_proj_gate));  // [B,T,Hv]
+    g = zeros({B, T, Hv}, x.dtype(), x.device());
+  }
 
   Tensor conv_final;
   Tensor mixed = causal_conv1d(qkv, conv_weight, {}, /*silu=*/true, cache ? cache->conv_state : Tensor(),
@@ -54,7 +74,6 @@ Tensor GatedDeltaNetLayer::forward(const Tensor& x, LayerCache* cache) const {
   Tensor q = l2norm(reshape(parts[0], {B, T, Hk, K}));
   Tensor k = l2norm(reshape(parts[1], {B, T, Hk, K}));
   Tensor v = reshape(parts[2], {B, T, Hv, V});
-  auto [g, beta] = gdn_gate(a, b, A_log, dt_bias);
 
   // Generation feeds one token at a time: the recurrent form is the cheaper one there.
   DeltaRuleMode mode = (cache && T < chunk_size) ? DeltaRuleMode::Recurrent : DeltaRuleMode::Chunked;
@@ -65,16 +84,19 @@ Tensor GatedDeltaNetLayer::forward(const Tensor& x, LayerCache* cache) const {
     cache->conv_state = conv_final;
     cache->ssm_state = rule.final_state;
   }
-  Tensor o = rms_norm_gated(rule.o, z, norm_weight, norm_eps);  // [B,T,Hv,V]
+  // Per value head: RMSNorm times silu(z), or RMSNorm alone without the output gate. [B,T,Hv,V]
+  Tensor o = output_gate ? rms_norm_gated(rule.o, z, norm_weight, norm_eps) : rms_norm(rule.o, norm_weight, norm_eps);
   return linear(reshape(o, {B, T, value}), out_proj);
 }
 
 void GatedDeltaNetLayer::parameters(ParameterList& out, const std::string& prefix) const {
-  add_param(out, prefix + "in_proj_qkvz.weight", in_proj_qkvz, true);
-  add_param(out, prefix + "in_proj_ba.weight", in_proj_ba, true);
+  add_param(out, prefix + (output_gate ? "in_proj_qkvz.weight" : "in_proj_qkv.weight"), in_proj, true);
+  add_param(out, prefix + (decay_gate ? "in_proj_ba.weight" : "in_proj_b.weight"), in_proj_gate, true);
   add_param(out, prefix + "conv1d.weight", conv_weight, true);
-  add_param(out, prefix + "A_log", A_log, false);
-  add_param(out, prefix + "dt_bias", dt_bias, false);
+  if (decay_gate) {
+    add_param(out, prefix + "A_log", A_log, false);
+    add_param(out, prefix + "dt_bias", dt_bias, false);
+  }
   add_param(out, prefix + "norm.weight", norm_weight, false);
   add_param(out, prefix + "out_proj.weight", out_proj, true);
 }

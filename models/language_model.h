@@ -5,6 +5,7 @@
 //   RMSNorm -> lm_head [V,D] (untied by default) -> logits [B,T,V]
 //   loss = mean next-token cross-entropy (+ moe_aux_loss_coef * mean over layers of the load-balancing loss)
 // forward() with a ModelCache runs the recurrent path used by generation (state in, state out).
+// With ModelConfig::decay_gate and ::output_gate off every token mixer is FLA's plain DeltaNet (the seed-* presets).
 #pragma once
 
 #include <vector>

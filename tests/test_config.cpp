@@ -76,14 +76,44 @@ TEST_CASE("config: presets") {
   CHECK(l.steps == 5000);
   CHECK(l.warmup_steps == 250);
 
+  // The seed-* presets: the same run sizes as small / medium / large, with the seed's ungated DeltaNet, 8 heads of
+  // D/8 and FFN 4D.
+  TrainConfig sm = preset_config("seed-medium");
+  CHECK(sm.preset == "seed-medium");
+  CHECK(sm.model.d_model == 256);
+  CHECK(sm.model.n_layers == 8);
+  CHECK(sm.model.n_k_heads == 8);
+  CHECK(sm.model.n_v_heads == 8);
+  CHECK(sm.model.head_k_dim == 32);
+  CHECK(sm.model.head_v_dim == 32);
+  CHECK(sm.model.ffn_dim == 1024);
+  CHECK(sm.seq_len == 256);
+  CHECK(sm.batch_size == 4);
+  CHECK(sm.steps == 2000);
+  CHECK_FALSE(sm.model.decay_gate);
+  CHECK_FALSE(sm.model.output_gate);
+  CHECK_FALSE(sm.model.tie_embeddings);
+  CHECK(preset_config("seed-small").model.head_k_dim == 16);
+  CHECK(preset_config("seed-small").model.ffn_dim == 512);
+  CHECK(preset_config("seed-large").model.head_v_dim == 64);
+  CHECK(preset_config("seed-large").model.ffn_dim == 2048);
+
   for (const std::string& name : preset_names()) {
+    CAPTURE(name);
     TrainConfig c = preset_config(name);
-    CHECK(c.model.n_k_heads == 4);
-    CHECK(c.model.n_v_heads == 4);
-    CHECK(c.model.head_k_dim == 64);
-    CHECK(c.model.head_v_dim == 64);
+    const bool seed = name.rfind("seed-", 0) == 0;
+    const TrainConfig base = preset_config(seed ? name.substr(5) : name);
+    CHECK(c.model.n_k_heads == (seed ? 8 : 4));
+    CHECK(c.model.n_v_heads == (seed ? 8 : 4));
+    CHECK(c.model.head_k_dim == (seed ? c.model.d_model / 8 : 64));
+    CHECK(c.model.head_v_dim == (seed ? c.model.d_model / 8 : 64));
+    CHECK(c.model.decay_gate == !seed);
+    CHECK(c.model.output_gate == !seed);
+    CHECK(c.model.d_model == base.model.d_model);
+    CHECK(c.model.n_layers == base.model.n_layers);
+    CHECK((c.seq_len == base.seq_len && c.batch_size == base.batch_size && c.steps == base.steps));
     CHECK(c.model.conv_size == 4);
-    CHECK(c.model.vocab_size == 8192);
+    CHECK(c.model.vocab_size == (seed ? 49152 : 8192));  // seed: the seed's, an upper bound for the tokenizer
     CHECK(c.lr == 3e-4);
     CHECK(c.beta1 == 0.9);
     CHECK(c.beta2 == 0.95);
@@ -97,22 +127,23 @@ TEST_CASE("config: presets") {
   }
   std::string msg = user_error_of([] { preset_config("huge"); });
   CHECK(msg.find("huge") != std::string::npos);
-  CHECK(msg.find("small, medium, large") != std::string::npos);
+  CHECK(msg.find("small, medium, large, seed-small, seed-medium, seed-large") != std::string::npos);
 }
 
 TEST_CASE("config: the table covers every key once") {
   std::set<std::string> names;
   for (const ConfigField& f : config_fields()) CHECK(names.insert(f.name).second);
   for (const char* key : {"vocab_size", "d_model", "n_layers", "n_k_heads", "n_v_heads", "head_k_dim", "head_v_dim",
-                          "conv_size", "ffn_dim", "tie_embeddings", "norm_eps", "init_std", "chunk_size", "n_experts",
+                          "conv_size", "decay_gate", "output_gate", "ffn_dim", "tie_embeddings", "norm_eps",
+                          "init_std", "chunk_size", "n_experts",
                           "moe_top_k", "moe_ffn_dim", "moe_renormalize", "moe_shared_expert", "moe_aux_loss_coef",
                           "preset", "data", "out_dir", "seq_len", "batch_size", "steps", "warmup_steps", "lr",
                           "min_lr_ratio", "lr_schedule", "beta1", "beta2", "adam_eps", "weight_decay", "grad_clip",
                           "eval_every", "eval_batches", "checkpoint_every", "log_every", "seed", "threads",
                           "val_fraction", "device", "dtype", "sample_tokens", "sample_prompt", "no_decay"})
     CHECK_MESSAGE(names.count(key) == 1, key);
-  CHECK(names.size() == 46);
-  CHECK(model_config_json(ModelConfig{}).size() == 19);
+  CHECK(names.size() == 48);
+  CHECK(model_config_json(ModelConfig{}).size() == 21);
   std::string help = config_help();
   for (const std::string& n : names) CHECK_MESSAGE(help.find(n) != std::string::npos, n);
   CHECK(help.find("learning rate") != std::string::npos);
@@ -398,4 +429,20 @@ TEST_CASE("config: model_config_json and describe_model_mismatch") {
   CHECK(describe_model_mismatch(jf, ja) == "");
   jf.erase("chunk_size");
   CHECK(describe_model_mismatch(jf, ja) == "chunk_size: checkpoint (absent), this run 64");
+
+  // A checkpoint written before the gate switches existed holds the gated layer: completed, it matches a gated
+  // config and not an ungated one.
+  json old = ja;
+  old.erase("decay_gate");
+  old.erase("output_gate");
+  CHECK(describe_model_mismatch(old, ja) != "");
+  json completed = complete_model_config_json(old);
+  CHECK(describe_model_mismatch(completed, ja) == "");
+  ModelConfig ungated = a;
+  ungated.decay_gate = false;
+  CHECK(describe_model_mismatch(completed, model_config_json(ungated)) ==
+        "decay_gate: checkpoint true, this run false");
+  // Keys that are present are kept.
+  json stored = model_config_json(ungated);
+  CHECK(complete_model_config_json(stored) == stored);
 }

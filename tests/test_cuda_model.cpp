@@ -1,6 +1,7 @@
 // tests/test_cuda_model.cpp — the whole model on CUDA against the same model on the CPU: the same weights (built from
 // one seed on each device) and the same batch give the same loss and the same gradient for every parameter, dense
-// and MoE, float32 and float64; a few AdamW steps stay together. The CPU is the truth.
+// and MoE, float32 and float64, and the ungated DeltaNet (decay_gate and output_gate off, g = 0 as a zero tensor);
+// a few AdamW steps stay together. The CPU is the truth.
 //
 // Runs where the CUDA backend is compiled in and a device is visible (the lent GPU machine); elsewhere each case
 // prints one "SKIPPED: " line (test::cuda_device_or_skip), which ctest reports as skipped.
@@ -60,11 +61,12 @@ double normwise(const Tensor& gpu, const Tensor& cpu) {
   return err / scale;
 }
 
-void compare_model(bool moe, DType dtype) {
+void compare_model(bool moe, DType dtype, bool gates = true) {
   const std::optional<Device> dev = test::cuda_device_or_skip();
   if (!dev) return;
   const Device cuda = *dev;
-  const ModelConfig cfg = small_config(moe);
+  ModelConfig cfg = small_config(moe);
+  cfg.decay_gate = cfg.output_gate = gates;
   GatedDeltaNetLM cpu_model(cfg, 7, dtype, kCPU), gpu_model(cfg, 7, dtype, cuda);
   const int64_t B = 2, T = 70;
   // float32: the loss to 1e-5 relative at every step; the gradients to 1e-4 (normwise, per parameter) at step 0,
@@ -109,8 +111,9 @@ void compare_model(bool moe, DType dtype) {
       CHECK(e <= grad_tol);
       if (e > worst) worst = e, worst_name = pc[i].name;
     }
-    MESSAGE(fmt::format("step {} ({}, {}): loss rel err {:.3g}, worst gradient {} {:.3g}", step, dtype_name(dtype),
-                        moe ? "MoE" : "dense", std::fabs(a - b) / std::fabs(b), worst_name, worst));
+    MESSAGE(fmt::format("step {} ({}, {}{}): loss rel err {:.3g}, worst gradient {} {:.3g}", step,
+                        dtype_name(dtype), moe ? "MoE" : "dense", gates ? "" : ", ungated",
+                        std::fabs(a - b) / std::fabs(b), worst_name, worst));
     opt_c.step(1e-3);
     opt_g.step(1e-3);
   }
@@ -129,4 +132,10 @@ TEST_CASE("cuda model: loss and every gradient match the CPU over 3 AdamW steps 
 }
 TEST_CASE("cuda model: loss and every gradient match the CPU over 3 AdamW steps (MoE, float64)") {
   compare_model(true, kFloat64);
+}
+TEST_CASE("cuda model: loss and every gradient match the CPU over 3 AdamW steps (ungated DeltaNet, float32)") {
+  compare_model(false, kFloat32, /*gates=*/false);
+}
+TEST_CASE("cuda model: loss and every gradient match the CPU over 3 AdamW steps (ungated DeltaNet, float64)") {
+  compare_model(false, kFloat64, /*gates=*/false);
 }

@@ -1,8 +1,11 @@
-// tests/test_model.cpp — the whole model: fp64 gradcheck of every parameter (dense and MoE), recurrent generation
-// equals the parallel forward, MoE routing counts, output and load-balancing loss against a hand computation.
+// tests/test_model.cpp — the whole model: fp64 gradcheck of every parameter (dense, MoE, and with the decay and
+// output gates off: FLA's plain DeltaNet), recurrent generation equals the parallel forward (gated and ungated), the
+// chunked and recurrent forms give the same logits in fp64, parameter names and shapes of each layer variant, MoE
+// routing counts, output and load-balancing loss against a hand computation.
 #include <omp.h>
 
 #include <cmath>
+#include <map>
 
 #include "models/language_model.h"
 #include "ops/cpu/cpu_loops.h"
@@ -41,8 +44,13 @@ Tensor random_ids(int64_t B, int64_t T, int64_t V, uint64_t seed) {
   return Tensor::from_int64(v, {B, T});
 }
 
-void model_gradcheck(bool moe) {
-  ModelConfig cfg = tiny_config(moe);
+ModelConfig with_gates(ModelConfig c, bool decay_gate, bool output_gate) {
+  c.decay_gate = decay_gate;
+  c.output_gate = output_gate;
+  return c;
+}
+
+void model_gradcheck(const ModelConfig& cfg) {
   GatedDeltaNetLM model(cfg, 7, kFloat64);
   Tensor ids = random_ids(2, 6, cfg.vocab_size, 1), targets = random_ids(2, 6, cfg.vocab_size, 2);
   TensorList params;
@@ -50,12 +58,56 @@ void model_gradcheck(bool moe) {
   GradcheckOptions opts;
   opts.rtol = 1e-4;
   opts.atol = 1e-7;
-  CHECK_GRADCHECK([&](const TensorList&) -> TensorList { return {model.loss(ids, targets).loss}; }, params, opts);
+  GradcheckResult r =
+      gradcheck([&](const TensorList&) -> TensorList { return {model.loss(ids, targets).loss}; }, params, opts);
+  CHECK_MESSAGE(r.ok, r.message);
+  CHECK(r.elements_checked > 0);
+  MESSAGE("gradcheck: " << r.elements_checked << " elements, max abs error " << r.max_abs_error
+                        << " (atol " << opts.atol << ", rtol " << opts.rtol << ")");
 }
 }  // namespace
 
-TEST_CASE("model: fp64 gradcheck of every parameter (dense)") { model_gradcheck(false); }
-TEST_CASE("model: fp64 gradcheck of every parameter (MoE with shared expert)") { model_gradcheck(true); }
+TEST_CASE("model: fp64 gradcheck of every parameter (dense)") { model_gradcheck(tiny_config(false)); }
+TEST_CASE("model: fp64 gradcheck of every parameter (MoE with shared expert)") { model_gradcheck(tiny_config(true)); }
+TEST_CASE("model: fp64 gradcheck of every parameter (both gates off: plain DeltaNet)") {
+  model_gradcheck(with_gates(tiny_config(false), false, false));
+}
+TEST_CASE("model: fp64 gradcheck of every parameter (decay gate off, output gate on)") {
+  model_gradcheck(with_gates(tiny_config(false), false, true));
+}
+TEST_CASE("model: fp64 gradcheck of every parameter (decay gate on, output gate off)") {
+  model_gradcheck(with_gates(tiny_config(false), true, false));
+}
+
+TEST_CASE("model: each gate switch removes exactly its parameters") {
+  const ModelConfig base = tiny_config(false);
+  const int64_t D = base.d_model, Hv = base.n_v_heads, key = base.n_k_heads * base.head_k_dim,
+                value = Hv * base.head_v_dim;
+  for (bool decay : {true, false})
+    for (bool output : {true, false}) {
+      CAPTURE(decay);
+      CAPTURE(output);
+      GatedDeltaNetLM model(with_gates(base, decay, output), 1);
+      std::map<std::string, Shape> shapes;
+      for (const auto& p : model.parameters())
+        if (p.name.rfind("layers.0.attn.", 0) == 0) shapes[p.name.substr(14)] = p.value.shape();
+      std::map<std::string, Shape> expected = {{"conv1d.weight", {2 * key + value, base.conv_size}},
+                                               {"norm.weight", {base.head_v_dim}},
+                                               {"out_proj.weight", {D, value}}};
+      if (output)
+        expected["in_proj_qkvz.weight"] = {2 * key + 2 * value, D};
+      else
+        expected["in_proj_qkv.weight"] = {2 * key + value, D};
+      if (decay) {
+        expected["in_proj_ba.weight"] = {2 * Hv, D};
+        expected["A_log"] = {Hv};
+        expected["dt_bias"] = {Hv};
+      } else {
+        expected["in_proj_b.weight"] = {Hv, D};
+      }
+      CHECK(shapes == expected);
+    }
+}
 
 TEST_CASE("model: parameter names and counts") {
   ModelConfig cfg = tiny_config(false);
@@ -77,8 +129,10 @@ TEST_CASE("model: parameter names and counts") {
 }
 
 TEST_CASE("model: recurrent generation logits equal the parallel forward") {
-  for (bool moe : {false, true}) {
+  for (int variant = 0; variant < 3; ++variant) {  // dense gated, MoE gated, dense with both gates off
+    const bool moe = variant == 1;
     ModelConfig cfg = tiny_config(moe);
+    if (variant == 2) cfg = with_gates(cfg, false, false);
     cfg.d_model = 16;
     cfg.chunk_size = 8;
     cfg.init_std = 0.1;
@@ -101,7 +155,37 @@ TEST_CASE("model: recurrent generation logits equal the parallel forward") {
     REQUIRE(f.size() == stepped.size());
     double worst = 0;
     for (size_t i = 0; i < f.size(); ++i) worst = std::max(worst, std::fabs(f[i] - stepped[i]));
-    CHECK_MESSAGE(worst < 1e-5, "moe=" << moe << " worst diff " << worst);
+    CHECK_MESSAGE(worst < 1e-5, "variant " << variant << " worst diff " << worst);
+    MESSAGE("variant " << variant << ": generation vs parallel logits (float32), max abs diff " << worst);
+  }
+}
+
+TEST_CASE("model: chunked and recurrent forms give the same logits in fp64 (gated and ungated)") {
+  // Two models with the same weights (chunk_size plays no part in the initialisation): chunk 4 without a cache runs
+  // the chunked form over 5 chunks and a tail; chunk 64 with a cache runs the whole window through the recurrent form
+  // (T < chunk_size). With the decay gate off, g = 0 goes through both forms.
+  for (bool gates : {true, false}) {
+    CAPTURE(gates);
+    ModelConfig chunked_cfg = with_gates(tiny_config(false), gates, gates);
+    chunked_cfg.chunk_size = 4;
+    ModelConfig recurrent_cfg = chunked_cfg;
+    recurrent_cfg.chunk_size = 64;
+    GatedDeltaNetLM chunked(chunked_cfg, 13, kFloat64), recurrent(recurrent_cfg, 13, kFloat64);
+    NoGradGuard no_grad;
+    Tensor ids = random_ids(2, 23, chunked_cfg.vocab_size, 14);
+    ModelCache cache;
+    std::vector<double> a = chunked.forward(ids).logits.to_double_vector();
+    std::vector<double> b = recurrent.forward(ids, &cache).logits.to_double_vector();
+    REQUIRE(a.size() == b.size());
+    double worst = 0, largest = 0;
+    for (size_t i = 0; i < a.size(); ++i) {
+      worst = std::max(worst, std::fabs(a[i] - b[i]));
+      largest = std::max(largest, std::fabs(b[i]));
+    }
+    CHECK(largest > 0);
+    CHECK_MESSAGE(worst <= 1e-12 * largest, "worst " << worst << " of " << largest);
+    MESSAGE("gates " << gates << ": chunked vs recurrent logits, max abs diff " << worst << " (max |logit| " << largest
+                     << ")");
   }
 }
 

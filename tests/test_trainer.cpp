@@ -4,6 +4,7 @@
 // or a diverging run, and no checkpoint ever holds NaN/inf.
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 #include "models/language_model.h"
 #include "tests/test_helpers.h"
@@ -153,6 +154,41 @@ TEST_CASE("trainer: checkpoints are complete, refuse another config, and a rerun
   TrainOptions resume = quiet();
   resume.resume = true;
   CHECK_THROWS_WITH_AS(train(cfg, resume), doctest::Contains("truncated"), UserError);
+}
+
+TEST_CASE("trainer: the ungated DeltaNet trains, resumes exactly, and its checkpoint holds no gate tensors") {
+  fs::path root = temp_dir("ungated");
+  fs::path corpus = make_corpus(root);
+  TrainConfig cfg = tiny(corpus, root / "full");
+  cfg.model.decay_gate = false;
+  cfg.model.output_gate = false;
+  TrainSummary full = train(cfg, quiet());
+  REQUIRE(full.train_losses.size() == 8);
+  CHECK(full.train_losses.back() < full.train_losses.front());
+
+  TrainConfig split = cfg;
+  split.out_dir = (root / "split").string();
+  TrainOptions stop = quiet();
+  stop.stop_after = 5;
+  train(split, stop);
+  TrainOptions resume = quiet();
+  resume.resume = true;
+  TrainSummary second = train(split, resume);
+  REQUIRE(second.train_losses.size() == 3);
+  for (int i = 0; i < 3; ++i) CHECK(second.train_losses[i] == full.train_losses[i + 5]);
+
+  const std::string last = *find_checkpoint((root / "full" / "checkpoints").string(), "LAST");
+  SafetensorsFile weights = load_safetensors((fs::path(last) / "model.safetensors").string());
+  std::set<std::string> attn;
+  for (const auto& [name, t] : weights.tensors)
+    if (name.rfind("layers.0.attn.", 0) == 0) attn.insert(name.substr(14));
+  CHECK(attn == std::set<std::string>{"in_proj_qkv.weight", "in_proj_b.weight", "conv1d.weight", "norm.weight",
+                                      "out_proj.weight"});
+  ModelConfig mc = read_checkpoint_model_config(last);
+  CHECK_FALSE(mc.decay_gate);
+  CHECK_FALSE(mc.output_gate);
+  GatedDeltaNetLM gated(tiny(corpus, root / "x").model, 1);
+  CHECK_THROWS_WITH_AS(load_checkpoint(last, gated, nullptr), doctest::Contains("decay_gate"), UserError);
 }
 
 TEST_CASE("trainer: bad corpora give one clear error") {

@@ -143,7 +143,7 @@ ModelConfig read_checkpoint_model_config(const std::string& dir) {
   } catch (const std::exception& e) {
     throw UserError(fmt::format("checkpoint {} has a corrupt model config: {}", dir, e.what()));
   }
-  apply_json(cfg, j, dir + "/model.safetensors");
+  apply_json(cfg, complete_model_config_json(j), dir + "/model.safetensors");
   return cfg.model;
 }
 
@@ -152,8 +152,8 @@ CheckpointData load_checkpoint(const std::string& dir, GatedDeltaNetLM& model, A
   SafetensorsFile weights = load_safetensors(model_path);
   auto it = weights.metadata.find("config");
   GDN_USER_CHECK(it != weights.metadata.end(), "{} has no model config in its metadata", model_path);
-  std::string mismatch =
-      describe_model_mismatch(nlohmann::json::parse(it->second), model_config_json(model.config()));
+  std::string mismatch = describe_model_mismatch(complete_model_config_json(nlohmann::json::parse(it->second)),
+                                                 model_config_json(model.config()));
   GDN_USER_CHECK(mismatch.empty(), "checkpoint {} was trained with another model config ({})", dir, mismatch);
 
   // Check every tensor (presence, shape, finite values) before changing the model.

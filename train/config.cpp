@@ -23,7 +23,9 @@ using nlohmann::json;
 // ---------------------------------------------------------------------------------------------------------------
 // presets
 
-std::vector<std::string> preset_names() { return {"small", "medium", "large"}; }
+std::vector<std::string> preset_names() {
+  return {"small", "medium", "large", "seed-small", "seed-medium", "seed-large"};
+}
 
 TrainConfig preset_config(const std::string& name) {
   TrainConfig c;  // the defaults are the small preset
@@ -38,6 +40,20 @@ TrainConfig preset_config(const std::string& name) {
   } else if (name == "large") {
     m.d_model = 512, m.n_layers = 12, m.ffn_dim = 2048;
     c.seq_len = 512, c.batch_size = 8, c.steps = 5000, c.warmup_steps = 250;
+  } else if (name == "seed-small" || name == "seed-medium" || name == "seed-large") {
+    // The seed experiment's model: FLA's plain DeltaNet (both gates off), 8 heads of dimension D/8, FFN 4D, untied
+    // embeddings; D, L, T, B and steps those of small / medium / large. vocab_size is the seed's 49152, an upper
+    // bound: the tokenizer stops where no pair occurs twice any more, on the default corpus (data/sotu, training
+    // split) at 30634 tokens, and the run then uses that (train/trainer.cpp).
+    TrainConfig base = preset_config(name.substr(5));
+    base.preset = name;
+    ModelConfig& b = base.model;
+    b.decay_gate = false, b.output_gate = false;
+    b.n_k_heads = 8, b.n_v_heads = 8, b.head_k_dim = b.d_model / 8, b.head_v_dim = b.d_model / 8;
+    b.ffn_dim = 4 * b.d_model;
+    b.tie_embeddings = false;
+    b.vocab_size = 49152;
+    return base;
   } else {
     throw UserError(fmt::format("unknown preset '{}' (valid presets: {})", name, fmt::join(preset_names(), ", ")));
   }
@@ -111,7 +127,10 @@ std::vector<ConfigField> make_fields() {
   std::vector<ConfigField> f;
   // ---- run ----
   ConfigField preset = train_field("preset", &T::preset,
-                                   "named starting point: small, medium or large (resets every key when set)",
+                                   "named starting point: small, medium, large, or seed-small, seed-medium, seed-large "
+                                   "(the seed's ungated DeltaNet: both gates off, 8 heads of D/8, FFN 4D, vocab_size "
+                                   "49152 as an upper bound: 30634 tokens on the default corpus, the most our BPE "
+                                   "learns there); resets every key when set",
                                    [](C c) { return one_of(c.preset, preset_names()); });
   preset.set = [](TrainConfig& c, const json& v) { c = preset_config(v.get<std::string>()); };
   f.push_back(std::move(preset));
@@ -202,6 +221,12 @@ std::vector<ConfigField> make_fields() {
   f.push_back(model_field("conv_size", &M::conv_size, "W, causal conv kernel width over q|k|v", [](C c) {
     return c.model.conv_size >= 1 ? std::string() : fmt::format("must be at least 1, got {}", c.model.conv_size);
   }));
+  f.push_back(model_field("decay_gate", &M::decay_gate,
+                          "decay gate g = -exp(A_log) softplus(a + dt_bias) (in_proj_ba, A_log, dt_bias); false: g = 0 "
+                          "(plain DeltaNet, in_proj_b)", any));
+  f.push_back(model_field("output_gate", &M::output_gate,
+                          "output gate: RMSNorm(o) * silu(z) (in_proj_qkvz); false: RMSNorm(o), no z (in_proj_qkv)",
+                          any));
   f.push_back(model_field("ffn_dim", &M::ffn_dim, "SwiGLU hidden width", [](C c) { return positive(c.model.ffn_dim); }));
   f.push_back(model_field("tie_embeddings", &M::tie_embeddings, "lm_head shares the embedding matrix", any));
   f.push_back(model_field("norm_eps", &M::norm_eps, "RMSNorm epsilon", [](C c) { return positive(c.model.norm_eps); }));
@@ -440,6 +465,14 @@ json model_config_json(const ModelConfig& model) {
   for (const ConfigField& f : config_fields())
     if (f.is_model) j[f.name] = f.get(c);
   return j;
+}
+
+json complete_model_config_json(const json& stored) {
+  json out = stored;
+  if (!out.is_object()) return out;
+  for (const char* key : {"decay_gate", "output_gate"})
+    if (!out.contains(key)) out[key] = true;
+  return out;
 }
 
 std::string describe_model_mismatch(const json& checkpoint, const json& this_run) {

@@ -52,8 +52,9 @@ struct TrainConfig {
 };
 
 // ---- presets ----
-// small (the defaults of TrainConfig), medium, large; see config.cpp for the numbers. Unknown name -> UserError
-// listing the valid ones.
+// small (the defaults of TrainConfig), medium, large; seed-small, seed-medium, seed-large: the same sizes with the
+// seed experiment's model (FLA's plain DeltaNet: decay_gate and output_gate off, 8 heads of d_model/8, FFN 4 d_model).
+// See config.cpp for the numbers. Unknown name -> UserError listing the valid ones.
 TrainConfig preset_config(const std::string& name);
 std::vector<std::string> preset_names();
 
@@ -95,6 +96,9 @@ std::string config_help();
 // ---- checkpoint compatibility ----
 // Only the ModelConfig keys.
 nlohmann::json model_config_json(const ModelConfig& model);
+// A model config as a checkpoint stores it, completed with the keys added since it was written, each with the value
+// that the model of that time had: decay_gate and output_gate true (only the gated layer existed). Present keys stay.
+nlohmann::json complete_model_config_json(const nlohmann::json& stored);
 // "" when the two model configs are equal, else every differing key: "d_model: checkpoint 128, this run 256; ...".
 // `checkpoint` is the one stored in a checkpoint, `this_run` the one of the current configuration.
 std::string describe_model_mismatch(const nlohmann::json& checkpoint, const nlohmann::json& this_run);

@@ -17,7 +17,9 @@
 //
 // Configurations: tiny (D 64, L 2, Hk 1, Hv 2 (grouped heads), K = V = 32, vocab 512, T 100: a padded last chunk),
 // small / medium / large (train/config.h presets: their D, L, FFN, T, B, vocab 8192), and NAME-moe = NAME with 4
-// experts, top-2, renormalised, shared expert.
+// experts, top-2, renormalised, shared expert; seed-small / seed-medium / seed-large (the ungated DeltaNet presets,
+// vocab 49152: the batch is random ids, so no tokenizer caps it) and NAME-ungated (NAME with decay_gate and
+// output_gate off, e.g. tiny-ungated).
 //
 // Threads: --threads N sets at::set_num_threads, omp_set_num_threads and (when OpenBLAS is loaded)
 // openblas_set_num_threads, so both sides use the same number of cores. The BLAS each side uses is printed: gdn.cpp
@@ -69,6 +71,8 @@ BenchConfig make_config(const std::string& name) {
   std::string base = name;
   const bool moe = base.size() > 4 && base.substr(base.size() - 4) == "-moe";
   if (moe) base = base.substr(0, base.size() - 4);
+  const bool ungated = base.size() > 8 && base.substr(base.size() - 8) == "-ungated";
+  if (ungated) base = base.substr(0, base.size() - 8);
   if (base == "tiny") {
     gdn::ModelConfig& m = c.model;
     m.vocab_size = 512, m.d_model = 64, m.n_layers = 2, m.n_k_heads = 1, m.n_v_heads = 2;
@@ -80,6 +84,7 @@ BenchConfig make_config(const std::string& name) {
     c.batch = t.batch_size, c.seq_len = t.seq_len;
   }
   if (moe) c.model.n_experts = 4, c.model.moe_top_k = 2, c.model.moe_shared_expert = true;
+  if (ungated) c.model.decay_gate = false, c.model.output_gate = false;
   return c;
 }
 
@@ -388,14 +393,16 @@ int main(int argc, char** argv) {
       "Reports, per configuration: the loss of both, the max relative error of every parameter gradient, the\n"
       "losses over warmup+steps AdamW steps on both, and the time of one training step (forward + backward +\n"
       "clip + AdamW; median over --steps after --warmup) with tokens/s and the speedup of gdn.cpp.\n"
-      "Configurations: tiny, small, medium, large, and NAME-moe (4 experts, top-2, shared expert).\n"
+      "Configurations: tiny, small, medium, large, seed-small, seed-medium, seed-large, NAME-moe (4 experts,\n"
+      "top-2, shared expert) and NAME-ungated (decay_gate and output_gate off: FLA's plain DeltaNet).\n"
       "--parity-only: steps only for the loss trajectory (no timing table), exit 1 unless loss <= 1e-5,\n"
       "every gradient <= 1e-4 and every step loss <= 1e-4 (relative)."};
   Options opt;
   opt.threads = omp_get_num_procs();
   std::string presets = "small,medium,small-moe", out_json, out_md;
   bool steps_given = false;
-  app.add_option("--presets", presets, "comma-separated configurations (tiny, small, medium, large, NAME-moe)")
+  app.add_option("--presets", presets, "comma-separated configurations (tiny, small, medium, large, seed-small, seed-medium, "
+                                        "seed-large, NAME-moe, NAME-ungated)")
       ->capture_default_str();
   app.add_option("--threads", opt.threads, "threads for BOTH sides (at::set_num_threads, omp_set_num_threads, "
                                            "openblas_set_num_threads); default: all cores")

@@ -23,11 +23,19 @@ std::vector<ParameterSpec> parameter_specs(const gdn::ModelConfig& c) {
   for (int64_t l = 0; l < c.n_layers; ++l) {
     const std::string pre = "layers." + std::to_string(l) + ".";
     s.push_back({pre + "attn_norm.weight", {D}, false});
-    s.push_back({pre + "attn.in_proj_qkvz.weight", {2 * key + 2 * value, D}, true});
-    s.push_back({pre + "attn.in_proj_ba.weight", {2 * c.n_v_heads, D}, true});
+    if (c.output_gate)
+      s.push_back({pre + "attn.in_proj_qkvz.weight", {2 * key + 2 * value, D}, true});
+    else
+      s.push_back({pre + "attn.in_proj_qkv.weight", {2 * key + value, D}, true});
+    if (c.decay_gate)
+      s.push_back({pre + "attn.in_proj_ba.weight", {2 * c.n_v_heads, D}, true});
+    else
+      s.push_back({pre + "attn.in_proj_b.weight", {c.n_v_heads, D}, true});
     s.push_back({pre + "attn.conv1d.weight", {2 * key + value, c.conv_size}, true});
-    s.push_back({pre + "attn.A_log", {c.n_v_heads}, false});
-    s.push_back({pre + "attn.dt_bias", {c.n_v_heads}, false});
+    if (c.decay_gate) {
+      s.push_back({pre + "attn.A_log", {c.n_v_heads}, false});
+      s.push_back({pre + "attn.dt_bias", {c.n_v_heads}, false});
+    }
     s.push_back({pre + "attn.norm.weight", {c.head_v_dim}, false});
     s.push_back({pre + "attn.out_proj.weight", {D, value}, true});
     s.push_back({pre + "ffn_norm.weight", {D}, false});
@@ -139,11 +147,15 @@ torch::Tensor TorchGatedDeltaNetLM::forward_layer(const torch::Tensor& x, const 
   const int64_t Hk = cfg_.n_k_heads, Hv = cfg_.n_v_heads, K = cfg_.head_k_dim, V = cfg_.head_v_dim;
   const int64_t key = Hk * K, value = Hv * V, Cc = 2 * key + value, Wc = cfg_.conv_size;
 
-  torch::Tensor qkvz = torch::linear(x, p(pre + "in_proj_qkvz.weight"));   // [B,T,2key+2value]
-  torch::Tensor qkv = qkvz.narrow(-1, 0, Cc);
-  torch::Tensor z = qkvz.narrow(-1, Cc, value).reshape({B, T, Hv, V});
-  torch::Tensor ba = torch::linear(x, p(pre + "in_proj_ba.weight"));       // [B,T,2Hv]
-  torch::Tensor b = ba.narrow(-1, 0, Hv), a = ba.narrow(-1, Hv, Hv);
+  // q | k | v, and z after them when the output gate is on.
+  torch::Tensor qkv, z;
+  if (cfg_.output_gate) {
+    torch::Tensor qkvz = torch::linear(x, p(pre + "in_proj_qkvz.weight"));  // [B,T,2key+2value]
+    qkv = qkvz.narrow(-1, 0, Cc);
+    z = qkvz.narrow(-1, Cc, value).reshape({B, T, Hv, V});
+  } else {
+    qkv = torch::linear(x, p(pre + "in_proj_qkv.weight"));                  // [B,T,2key+value]
+  }
 
   // Depthwise causal conv: [B,C,T] with W-1 zeros on the left, one group per channel, then SiLU.
   torch::Tensor xc = torch::constant_pad_nd(qkv.transpose(1, 2), {Wc - 1, 0});
@@ -155,14 +167,23 @@ torch::Tensor TorchGatedDeltaNetLM::forward_layer(const torch::Tensor& x, const 
   torch::Tensor q = l2norm(mixed.narrow(-1, 0, key).reshape({B, T, Hk, K}));
   torch::Tensor k = l2norm(mixed.narrow(-1, key, key).reshape({B, T, Hk, K}));
   torch::Tensor v = mixed.narrow(-1, 2 * key, value).reshape({B, T, Hv, V});
-  // The gate with gdn.cpp's two guards (docs/MATH.md, "Gates"): exp of A_log clamped at 80, g clamped below at -110.
-  torch::Tensor A = torch::clamp_max(p(pre + "A_log"), 80.0).exp();
-  torch::Tensor g = torch::clamp_min(-A * F::softplus(a + p(pre + "dt_bias")), -110.0);  // [B,T,Hv]
-  torch::Tensor beta = torch::sigmoid(b);
+  torch::Tensor g, beta;
+  if (cfg_.decay_gate) {
+    torch::Tensor ba = torch::linear(x, p(pre + "in_proj_ba.weight"));  // [B,T,2Hv]
+    torch::Tensor b = ba.narrow(-1, 0, Hv), a = ba.narrow(-1, Hv, Hv);
+    // The gate with gdn.cpp's two guards (docs/MATH.md, "Gates"): exp of A_log clamped at 80, g clamped below at -110.
+    torch::Tensor A = torch::clamp_max(p(pre + "A_log"), 80.0).exp();
+    g = torch::clamp_min(-A * F::softplus(a + p(pre + "dt_bias")), -110.0);  // [B,T,Hv]
+    beta = torch::sigmoid(b);
+  } else {
+    beta = torch::sigmoid(torch::linear(x, p(pre + "in_proj_b.weight")));  // [B,T,Hv]
+    g = torch::zeros_like(beta);  // no decay: alpha = exp(0) = 1
+  }
 
   torch::Tensor o = gated_delta_rule_chunked(q, k, v, g, beta, 1.0 / std::sqrt(static_cast<double>(K)),
                                              cfg_.chunk_size);
-  o = rms_norm(o, p(pre + "norm.weight"), cfg_.norm_eps) * torch::silu(z);  // gated RMSNorm
+  o = rms_norm(o, p(pre + "norm.weight"), cfg_.norm_eps);
+  if (cfg_.output_gate) o = o * torch::silu(z);  // gated RMSNorm
   return torch::linear(o.reshape({B, T, value}), p(pre + "out_proj.weight"));
 }
 

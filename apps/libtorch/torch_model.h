@@ -8,6 +8,8 @@
 //         groups = C and W-1 zeros of left padding); l2norm(q), l2norm(k);
 //         g = max(-exp(min(A_log, 80)) softplus(a + dt_bias), -110), beta = sigmoid(b); o = gated delta rule
 //         (below); gated RMSNorm; out_proj.
+//         With decay_gate = false: in_proj_b -> b, beta = sigmoid(b), g = 0 (a zero tensor through the same chunked
+//         form), no A_log / dt_bias. With output_gate = false: in_proj_qkv -> q|k|v (no z), plain RMSNorm of o.
 //   FFN:  SwiGLU, or MoE (softmax router, top-k, renormalised weights, optional sigmoid-gated shared expert,
 //         Switch load-balancing loss E * sum_e f_e P_e averaged over layers, times moe_aux_loss_coef).
 // The delta rule is the CHUNKED WY form (docs/MATH.md, "Gated delta rule: chunked form"), as a plain loop of torch ops
