@@ -12,6 +12,9 @@
 #             trained to the end on the GPU
 #   generate  greedy gdn-generate of both small runs, on the device each was trained on, and of the GPU run on the CPU
 #   bench     bench-train (float32) for small, medium and large on the GPU
+#   seed      the seed's ungated model (seed-medium, vocabulary 8192 like medium) trained on the GPU for medium's steps,
+#             beside the gated medium run of the train stage
+#   hf        scripts/hf_check.py: export to / import from Hugging Face transformers, checked with its python3
 # Logs and results go to $OUT (default /tmp/gdn-gpu); a summary table is printed last. Header-only dependencies the
 # machine may lack (nlohmann-json, CLI11) are carried in .device/include (git-ignored; copy them from /usr/include).
 # The corpus (data/sotu, git-ignored) must be carried too for train/generate.
@@ -21,7 +24,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 OUT=${OUT:-/tmp/gdn-gpu}
 mkdir -p "$OUT"
-stages=${*:-build harness sanitize suite train generate bench}
+stages=${*:-build harness sanitize suite train generate bench seed hf}
 want() { [[ " $stages " == *" $1 "* ]]; }
 summary="$OUT/summary.txt"
 : > "$summary"
@@ -113,6 +116,23 @@ if want bench; then
     > "$OUT/bench_train.md" 2>&1
   note "bench-train rc=$?"
   cat "$OUT/bench_train.md" | tee -a "$summary"
+fi
+
+if want seed; then
+  t0=$(date +%s)
+  timeout -s INT 200 $bin/gdn-train --preset seed-medium --set vocab_size=8192 --data data/sotu \
+    --out runs/seed-medium-cuda --overwrite --device cuda > "$OUT/train_seed_medium_cuda.log" 2>&1
+  note "train seed-medium on cuda: rc=$? in $(($(date +%s) - t0)) s; $(python3 scripts/compare_runs.py --one runs/seed-medium-cuda/training_results.json)"
+  for run in medium-cuda seed-medium-cuda; do
+    cp "runs/$run/training_results.json" "$OUT/results_$run.json" 2>/dev/null
+    cp "runs/$run/training_curves.png" "$OUT/curves_$run.png" 2>/dev/null
+  done
+fi
+
+if want hf; then
+  python3 scripts/hf_check.py --gdn-bin "$bin" --work /tmp/gdn-hf > "$OUT/hf_check.log" 2>&1
+  note "hf_check: rc=$? (the number of failed checks)"
+  grep -E "^(PASS|FAIL)" "$OUT/hf_check.log" | tee -a "$summary"
 fi
 
 # What comes back from a lent machine is limited to a few files: keep the summary, the harness table and the benchmark
