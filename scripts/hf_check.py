@@ -75,7 +75,7 @@ def main():
     shutil.rmtree(a.work, ignore_errors=True)
     os.makedirs(a.work)
     train = [f"{a.gdn_bin}/gdn-train", "--data", a.data, "--steps", str(a.steps), "--set", "vocab_size=2048",
-             "--set", "eval_every=10", "--set", "eval_batches=2", "--set", "checkpoint_every=10",
+             "--set", "warmup_steps=5", "--set", "eval_every=10", "--set", "eval_batches=2", "--set", "checkpoint_every=10",
              "--set", "sample_tokens=0", "--set", "n_layers=2"]
     runs = {
         "dense": ["--set", "n_v_heads=8", "--set", "head_v_dim=32"],
@@ -153,8 +153,8 @@ def main():
         if moe:
             try:
                 run([f"{a.gdn_bin}/gdn-train", "--init-from", hf_dir, "--data", a.data, "--out",
-                     os.path.join(a.work, "from_hf"), "--steps", "5", "--set", "eval_every=5", "--set",
-                     "eval_batches=2", "--set", "sample_tokens=0"], os.path.join(a.work, "init_from_train.log"))
+                     os.path.join(a.work, "from_hf"), "--steps", "5", "--set", "warmup_steps=1", "--set", "eval_every=5",
+                     "--set", "eval_batches=2", "--set", "sample_tokens=0"], os.path.join(a.work, "init_from_train.log"))
                 report(True, "init-from-train", "5 steps from the random MoE model")
             except RuntimeError as e:
                 report(False, "init-from-train", str(e).splitlines()[0])
