@@ -47,9 +47,11 @@ def rel_err(ours, theirs):
     return float(np.max(np.abs(ours - theirs)) / max(np.max(np.abs(ours)), 1e-30))
 
 
+# transformers 5.17's cache cannot report a length when every layer is linear attention (get_seq_length raises), so
+# the forward and generate run without a cache (generate then recomputes the prefix for every new token).
 def hf_logits(model, ids, device):
     with torch.no_grad():
-        return model(torch.tensor([ids], device=device)).logits[0].float().cpu().numpy()
+        return model(torch.tensor([ids], device=device), use_cache=False).logits[0].float().cpu().numpy()
 
 
 def gdn_logits(a, run_dir, ids, tag):
@@ -117,7 +119,7 @@ def main():
         g = json.load(open(gen_path))
         eot = model.config.eos_token_id
         with torch.no_grad():
-            out = model.generate(torch.tensor([g["prompt_ids"]], device=a.device), max_new_tokens=50, do_sample=False,
+            out = model.generate(torch.tensor([g["prompt_ids"]], device=a.device), max_new_tokens=50, do_sample=False, use_cache=False,
                                  eos_token_id=eot, pad_token_id=eot)[0, len(g["prompt_ids"]):].tolist()
         ours = g["generated_ids"]
         strip = lambda v: v[:-1] if v and v[-1] == eot else v
