@@ -65,7 +65,7 @@ fi
 
 if want suite; then
   (cd build-gpu && OMP_NUM_THREADS=2 ctest -j 8 --timeout 600 > "$OUT/ctest.log" 2>&1)
-  note "ctest: $(grep -E 'tests passed|tests failed' "$OUT/ctest.log")  skipped: $(grep -c 'Skipped' "$OUT/ctest.log")"
+  note "ctest: $(grep -E 'tests passed|tests failed' "$OUT/ctest.log")  skipped: $(grep -c '\*\*\*Skipped' "$OUT/ctest.log")"
   grep -E "\*\*\*Failed|Not Run" "$OUT/ctest.log" | head -10
 fi
 
