@@ -29,6 +29,13 @@ enum class UnaryOp : uint8_t { Neg, Exp, Log, Sqrt, Rsqrt, Sigmoid, Silu, Softpl
 enum class BinaryOp : uint8_t { Add, Sub, Mul, Div };
 enum class ScalarOp : uint8_t { Add, Mul, Pow };  // x + s, x * s, x ^ s
 
+// The two guards of the gate kernels (docs/MATH.md, "Gates"). exp(A_log) is evaluated at min(A_log, kGateALogMax),
+// which stays finite in float32 (exp overflows above 88.7), and g is clamped below at kGateMin: exp(kGateMin) is 0 in
+// float32 and below 1e-47 in float64, so a gate that would be smaller already forgets the whole state, and the clamp
+// only keeps g (and the chunk cumsums of g) finite. Where a guard is active its derivative is 0.
+inline constexpr double kGateALogMax = 80.0;
+inline constexpr double kGateMin = -110.0;
+
 struct AdamWParams {
   double lr, beta1, beta2, eps, weight_decay;
   int64_t step;           // 1-based, for bias correction
@@ -119,10 +126,11 @@ struct AdamWParams {
   /* dx, dz [N,V], dw [V] (overwritten) from dy [N,V] */                                                        \
   X(rms_norm_gated_backward, void(const Tensor& dx, const Tensor& dz, const Tensor& dw, const Tensor& dy,       \
                                   const Tensor& x, const Tensor& z, const Tensor& w, const Tensor& rstd))      \
-  /* g [B,T,H] = -exp(A_log) * softplus(a + dt_bias), beta [B,T,H] = sigmoid(b); A_log, dt_bias [H] */         \
+  /* g [B,T,H] = max(-exp(min(A_log, kGateALogMax)) softplus(a + dt_bias), kGateMin), beta = sigmoid(b) */    \
+  /* [B,T,H]; A_log, dt_bias [H] */                                                                             \
   X(gdn_gate_forward, void(const Tensor& g, const Tensor& beta, const Tensor& a, const Tensor& b,               \
                            const Tensor& A_log, const Tensor& dt_bias))                                        \
-  /* da, db [B,T,H], dA_log, ddt_bias [H] (sums over B,T) from dg, dbeta [B,T,H] */                              \
+  /* da, db [B,T,H], dA_log, ddt_bias [H] (sums over B,T) from dg, dbeta [B,T,H]; 0 where a guard is active */ \
   X(gdn_gate_backward, void(const Tensor& da, const Tensor& db, const Tensor& dA_log, const Tensor& ddt_bias,   \
                             const Tensor& dg, const Tensor& dbeta, const Tensor& a, const Tensor& b,            \
                             const Tensor& A_log, const Tensor& dt_bias))                                       \

@@ -11,7 +11,7 @@
 //   gated RMSNorm: n = x r, r = 1/sqrt(mean x^2 + eps), y = n w silu(z);
 //          dn = dy w silu(z), dx = r (dn - n mean(dn n)), dz = dy n w silu'(z), dw = sum_rows dy n silu(z).
 //   gate:  A = exp(min(A_log, kGateALogMax)), raw = -A softplus(a + dt_bias), g = max(raw, kGateMin) (a NaN stays
-//          NaN), beta = sigmoid(b) (the guards: ops/gated_deltanet.h, docs/MATH.md "Gates"); where raw is above
+//          NaN), beta = sigmoid(b) (the guards: core/dispatch.h, docs/MATH.md "Gates"); where raw is above
 //          kGateMin: da = dg (-A) sigmoid(a + dt_bias) and dA_log += dg raw if A_log < kGateALogMax; else da = 0 and
 //          nothing is added; ddt_bias = sum da, db = dbeta beta (1 - beta).
 //
@@ -40,7 +40,6 @@
 
 #include "cuda/cuda_kernels.h"
 #include "cuda/launch.h"
-#include "ops/gated_deltanet.h"
 
 namespace gdn::cuda {
 

@@ -22,12 +22,7 @@ Tensor l2norm(const Tensor& x, double eps = 1e-6);
 // rmsnorm(x) * weight * silu(z) over the last dimension. x, z [..., V], weight [V].
 Tensor rms_norm_gated(const Tensor& x, const Tensor& z, const Tensor& weight, double eps = 1e-6);
 
-// The two guards of the gate (docs/MATH.md, "Gates"). exp(A_log) is evaluated at min(A_log, kGateALogMax), which
-// stays finite in float32 (exp overflows above 88.7), and g is clamped below at kGateMin: exp(kGateMin) is 0 in
-// float32 and below 1e-47 in float64, so a gate that would be smaller already forgets the whole state, and the
-// clamp only keeps g (and the chunk cumsums of g) finite. Where a guard is active its derivative is 0.
-inline constexpr double kGateALogMax = 80.0;
-inline constexpr double kGateMin = -110.0;
+// The gate's two guards, kGateALogMax and kGateMin, are part of the gate kernels' contract: core/dispatch.h.
 
 // g = max(-exp(min(A_log, kGateALogMax)) * softplus(a + dt_bias), kGateMin) (log decay, in [kGateMin, 0]),
 // beta = sigmoid(b). a, b [B,T,Hv], A_log, dt_bias [Hv]. Returns {g, beta}. NaN inputs give NaN outputs.
