@@ -17,9 +17,10 @@ size_t CachingAllocator::round_size(size_t nbytes) {
 void* CachingAllocator::allocate(size_t nbytes) {
   if (nbytes == 0) return nullptr;
   const size_t size = round_size(nbytes);
+  const int dev = current_device();
   std::lock_guard<std::mutex> lock(mu_);
   void* p = nullptr;
-  auto it = free_blocks_.find(size);
+  auto it = free_blocks_.find({dev, size});
   if (it != free_blocks_.end() && !it->second.empty()) {
     p = it->second.back();
     it->second.pop_back();
@@ -28,13 +29,11 @@ void* CachingAllocator::allocate(size_t nbytes) {
     cudaError_t err = cudaMalloc(&p, size);
     if (err == cudaErrorMemoryAllocation) {  // give the cache back to the driver and try once more
       (void)cudaGetLastError();
-      for (auto& [sz, blocks] : free_blocks_)
-        for (void* b : blocks) CUDA_CHECK(cudaFree(b));
-      free_blocks_.clear();
-      stats_.cached_bytes = 0;
+      release_cached();
       err = cudaMalloc(&p, size);
     }
     GDN_CHECK(err == cudaSuccess, "cudaMalloc of {} bytes failed: {}", size, cudaGetErrorString(err));
+    block_device_[p] = dev;
   }
   stats_.current_bytes += size;
   stats_.peak_bytes = std::max(stats_.peak_bytes, stats_.current_bytes);
@@ -46,7 +45,9 @@ void CachingAllocator::deallocate(void* ptr, size_t nbytes) {
   if (ptr == nullptr) return;
   const size_t size = round_size(nbytes);
   std::lock_guard<std::mutex> lock(mu_);
-  free_blocks_[size].push_back(ptr);
+  auto owner = block_device_.find(ptr);
+  GDN_CHECK(owner != block_device_.end(), "CUDA allocator: {} bytes at {} were not allocated here", nbytes, ptr);
+  free_blocks_[{owner->second, size}].push_back(ptr);
   stats_.current_bytes -= size;
   stats_.cached_bytes += size;
 }
@@ -63,8 +64,15 @@ void CachingAllocator::reset_peak() {
 
 void CachingAllocator::empty_cache() {
   std::lock_guard<std::mutex> lock(mu_);
-  for (auto& [size, blocks] : free_blocks_)
-    for (void* b : blocks) CUDA_CHECK(cudaFree(b));
+  release_cached();
+}
+
+void CachingAllocator::release_cached() {
+  for (auto& [key, blocks] : free_blocks_)
+    for (void* b : blocks) {
+      CUDA_CHECK(cudaFree(b));  // a pointer of any device (unified addressing)
+      block_device_.erase(b);
+    }
   free_blocks_.clear();
   stats_.cached_bytes = 0;
 }

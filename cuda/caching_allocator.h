@@ -5,13 +5,16 @@
 // below 1 MiB and to 2 MiB above). After the first training step the steady state allocates nothing from the driver,
 // which is also what a captured CUDA graph needs. empty_cache() returns the cached blocks to the driver.
 // Reuse without waiting is safe because all work runs on the one stream of cuda/stream.h: a block freed by the host
-// after queuing the kernels that read it is only written by kernels queued later on that same stream. The process
-// drives one device (cuda/stream.h), so the cache holds blocks of that device only.
+// after queuing the kernels that read it is only written by kernels queued later on that same stream. Blocks are
+// cached per (device index, rounded size): a block is only handed out again on the device it was allocated on (the
+// current device, cuda::current_device(), when it was allocated).
 // Registered for DeviceType::CUDA by register_cuda_backend() (cuda/cuda_backend.cpp).
 #pragma once
 
 #include <map>
 #include <mutex>
+#include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "core/allocator.h"
@@ -30,8 +33,11 @@ class CachingAllocator final : public Allocator {
   static size_t round_size(size_t nbytes);
 
  private:
+  void release_cached();  // cudaFree of every cached block (mu_ held)
+
   mutable std::mutex mu_;
-  std::map<size_t, std::vector<void*>> free_blocks_;  // rounded size -> cached blocks
+  std::map<std::pair<int, size_t>, std::vector<void*>> free_blocks_;  // (device, rounded size) -> cached blocks
+  std::unordered_map<void*, int> block_device_;                       // every live or cached block -> its device
   AllocatorStats stats_;
 };
 
