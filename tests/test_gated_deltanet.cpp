@@ -10,6 +10,7 @@
 // Inputs follow FLA's recipe: q, k random then l2-normalised, beta = sigmoid(random), g = logsigmoid(random) / n.
 #include <cmath>
 
+#include "core/dispatch.h"
 #include "ops/gated_deltanet.h"
 #include "tests/test_helpers.h"
 
