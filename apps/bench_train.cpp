@@ -39,6 +39,7 @@ namespace {
 struct StepResult {
   double median_ms = 0, min_ms = 0, max_ms = 0, issue_ms = 0, kernel_calls = 0, peak_mib = 0, loss = 0;
   double gemm_gflop = 0;  // GEMM work of one step (forward and backward)
+  double params_millions = 0;
   std::vector<KernelProfile::Row> profile;  // per step, with --profile
 };
 
@@ -58,6 +59,8 @@ StepResult time_training_step(const TrainConfig& cfg, Device device, DType dtype
     params.push_back(p.value);
   }
   AdamW optimizer(named, cfg.beta1, cfg.beta2, cfg.adam_eps, cfg.weight_decay);
+  StepResult r;
+  r.params_millions = static_cast<double>(model.num_parameters()) / 1e6;
   Generator gen(cfg.seed);
   const int64_t B = cfg.batch_size, T = cfg.seq_len, V = cfg.model.vocab_size;
   auto one_step = [&](double* loss_out) {
@@ -79,7 +82,6 @@ StepResult time_training_step(const TrainConfig& cfg, Device device, DType dtype
     one_step(nullptr);
     ms.push_back(timer.stop_ms());
   }
-  StepResult r;
   r.kernel_calls = static_cast<double>(kernel_calls() - calls_before) / steps;
   r.gemm_gflop = static_cast<double>(gemm_flops() - flops_before) / steps / 1e9;
   std::vector<double> issue;
@@ -178,8 +180,7 @@ int main(int argc, char** argv) {
       cfg.device = device.str();
       validate(cfg);
       const StepResult r = time_training_step(cfg, device, dtype, warmup, steps, profile_steps);
-      const double params_m =
-          static_cast<double>(GatedDeltaNetLM(cfg.model, cfg.seed, dtype, kCPU).num_parameters()) / 1e6;
+      const double params_m = r.params_millions;
       const double tokens = static_cast<double>(cfg.batch_size * cfg.seq_len);
       std::printf("| %s | %lld | %lld | %lld | %.1f | %.2f | %.2f | %.2f | %.0f | %.2f | %.0f | %.2f | %.0f | %.0f |\n",
                   preset.c_str(), static_cast<long long>(cfg.batch_size), static_cast<long long>(cfg.seq_len),

@@ -1,0 +1,551 @@
+// tests/test_cuda_kernels_basic.cpp — the harness cases of the elementwise, reduction, GEMM, nn and optimizer
+// kernels (see tests/test_cuda_kernels.cpp for the machinery and the doctest cases that run them): fill, copy (strided,
+// broadcast, dtype conversion incl. bfloat16), unary and its derivative, broadcasting binary, scalar, sum_to, max_dim,
+// scatter_dim, gemm (row- and column-major operands, batches), embedding, cross-entropy, RMSNorm, sum_squares and the
+// list AdamW. Tolerances (normwise): float64 1e-12, float32 1e-5; copies, fills, gathers and integer outputs exact.
+#include <algorithm>
+#include <cmath>
+
+#include "tests/cuda_harness.h"
+#include "tests/test_helpers.h"
+
+namespace gdn::harness {
+
+namespace {
+
+// ---------------------------------------------------------------------------------------------------------------
+// views
+
+// The [rows, cols] transpose (strides (1, rows)) of a contiguous [cols, rows] matrix.
+Tensor transposed(const Tensor& base) { return base.as_strided({base.size(1), base.size(0)}, {1, base.size(1)}, 0); }
+
+// A [rows, cols] output view with strides (2, 2*rows + 1) and offset 1 over a random [cols, 2*rows + 1] base:
+// column-major with every other element skipped, so half the storage lies outside the view.
+Tensor sparse_out_view(Ctx& c, int64_t rows, int64_t cols) {
+  Tensor base = c.normal({cols, 2 * rows + 1});
+  return base.as_strided({rows, cols}, {2, 2 * rows + 1}, 1);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// elementwise: fill, copy, unary, unary_backward, binary, scalar
+
+void case_fill(Ctx& c) {
+  for (double value : {2.5, -0.0625}) {
+    c.run(fmt::format("[37,100] value {}", value), [&] {
+      Tensor o = Ctx::out({37, 100}, c.dt), og = c.gpu(o);
+      cpu_kernels().fill(o, value);
+      need_cuda(c.under_test().fill, "fill")(og, value);
+      c.compare("out", og, o, 0.0);
+    });
+  }
+  c.run("[37,100] strided out", [&] {
+    Tensor o = sparse_out_view(c, 37, 100), og = c.gpu(o);
+    cpu_kernels().fill(o, -3.25);
+    need_cuda(c.under_test().fill, "fill")(og, -3.25);
+    c.compare("out", og, o, 0.0);
+    c.compare_outside_view("out", og, o);
+  });
+  c.run("[1]", [&] {
+    Tensor o = Ctx::out({1}, c.dt), og = c.gpu(o);
+    cpu_kernels().fill(o, 1.5);
+    need_cuda(c.under_test().fill, "fill")(og, 1.5);
+    c.compare("out", og, o, 0.0);
+  });
+  if (c.dt == kFloat64) {  // integer outputs: once, in the float64 pass
+    for (DType idt : {kInt32, kInt64}) {
+      c.run(fmt::format("[37,100] {}", dtype_name(idt)), [&] {
+        Tensor o = Ctx::out({37, 100}, idt), og = c.gpu(o);
+        cpu_kernels().fill(o, 7.0);
+        need_cuda(c.under_test().fill, "fill")(og, 7.0);
+        c.compare("out", og, o, 0.0);
+      });
+    }
+  }
+}
+
+void case_copy(Ctx& c) {
+  auto both = [&](const Tensor& o, const Tensor& in) {
+    Tensor og = c.gpu(o), ig = c.gpu(in);
+    cpu_kernels().copy(o, in);
+    need_cuda(c.under_test().copy, "copy")(og, ig);
+    c.compare("out", og, o, 0.0);  // a copy is exact, conversions round the same way
+    if (!o.is_contiguous()) c.compare_outside_view("out", og, o);
+  };
+  c.run("[37,100] contiguous", [&] { both(Ctx::out({37, 100}, c.dt), c.normal({37, 100})); });
+  c.run("[37,100] transposed in", [&] { both(Ctx::out({37, 100}, c.dt), transposed(c.normal({100, 37}))); });
+  c.run("[37,100] broadcast in (stride 0)", [&] {
+    both(Ctx::out({37, 100}, c.dt), c.normal({100}).as_strided({37, 100}, {0, 1}, 0));
+  });
+  c.run("[37,100] strided out", [&] { both(sparse_out_view(c, 37, 100), c.normal({37, 100})); });
+  c.run("[2,65,3,33] permuted in (0,2,1,3)", [&] {
+    Tensor base = c.normal({2, 3, 65, 33});
+    both(Ctx::out({2, 65, 3, 33}, c.dt), permute(base, {0, 2, 1, 3}));
+  });
+  c.run("[37,100] slice step 3 in", [&] { both(Ctx::out({37, 34}, c.dt), slice(c.normal({37, 100}), 1, 0, 100, 3)); });
+  const DType other = c.dt == kFloat32 ? kFloat64 : kFloat32;
+  c.run(fmt::format("[37,100] {} -> {}", dtype_name(c.dt), dtype_name(other)), [&] {
+    both(Ctx::out({37, 100}, other), c.normal({37, 100}, 3.0));
+  });
+  c.run(fmt::format("[37,100] transposed {} -> {}", dtype_name(other), dtype_name(c.dt)), [&] {
+    both(Ctx::out({37, 100}, c.dt), transposed(Ctx::with_dtype(c.normal({100, 37}), other)));
+  });
+  if (c.dt == kFloat32) {
+    c.run("[37,100] float32 -> bfloat16", [&] { both(Ctx::out({37, 100}, kBFloat16), c.normal({37, 100}, 5.0)); });
+    c.run("[37,100] bfloat16 -> float32", [&] {
+      both(Ctx::out({37, 100}, kFloat32), Ctx::with_dtype(c.normal({37, 100}, 5.0), kBFloat16));
+    });
+  }
+  c.run(fmt::format("[1000] int32 -> {}", dtype_name(c.dt)), [&] {
+    both(Ctx::out({1000}, c.dt), c.ids({1000}, 50000, kInt32));
+  });
+  if (c.dt == kFloat64) {
+    c.run("[1000] int64 -> int32", [&] { both(Ctx::out({1000}, kInt32), c.ids({1000}, 50000, kInt64)); });
+    c.run("[1000] int32 -> int64", [&] { both(Ctx::out({1000}, kInt64), c.ids({1000}, 50000, kInt32)); });
+  }
+}
+
+struct UnaryInfo {
+  UnaryOp op;
+  const char* name;
+  bool positive;  // log, sqrt, rsqrt: inputs in [0.5, 3]
+};
+const UnaryInfo kUnaryOps[] = {
+    {UnaryOp::Neg, "neg", false},          {UnaryOp::Exp, "exp", false},
+    {UnaryOp::Log, "log", true},           {UnaryOp::Sqrt, "sqrt", true},
+    {UnaryOp::Rsqrt, "rsqrt", true},       {UnaryOp::Sigmoid, "sigmoid", false},
+    {UnaryOp::Silu, "silu", false},        {UnaryOp::Softplus, "softplus", false},
+    {UnaryOp::LogSigmoid, "logsigmoid", false}, {UnaryOp::Tanh, "tanh", false},
+    {UnaryOp::Abs, "abs", false},
+};
+
+// A unary input: positive for log/sqrt/rsqrt, else N(0, scale^2); [rows, cols] or its transposed view.
+Tensor unary_input(Ctx& c, const UnaryInfo& u, int64_t rows, int64_t cols, double scale, bool transpose) {
+  const Shape s = transpose ? Shape{cols, rows} : Shape{rows, cols};
+  Tensor x = u.positive ? c.uniform(s, 0.5, 3.0) : c.normal(s, scale);
+  return transpose ? transposed(x) : x;
+}
+
+void case_unary(Ctx& c) {
+  for (const UnaryInfo& u : kUnaryOps) {
+    // scale 12 reaches the saturated ranges of sigmoid/softplus/logsigmoid/tanh (|x| up to ~50).
+    for (auto [tag, scale, tin, tout] : {std::tuple{"[37,100]", 2.0, false, false},
+                                         std::tuple{"[37,100] wide range", 12.0, false, false},
+                                         std::tuple{"[37,100] transposed in", 2.0, true, false},
+                                         std::tuple{"[37,100] strided out", 2.0, false, true}}) {
+      if (u.op == UnaryOp::Exp && scale > 3) continue;  // exp(50) only measures the largest element
+      c.run(fmt::format("{} {}", u.name, tag), [&] {
+        Tensor x = unary_input(c, u, 37, 100, scale, tin);
+        Tensor o = tout ? sparse_out_view(c, 37, 100) : Ctx::out({37, 100}, c.dt);
+        Tensor og = c.gpu(o);
+        cpu_kernels().unary(u.op, o, x);
+        need_cuda(c.under_test().unary, "unary")(u.op, og, c.gpu(x));
+        c.compare("out", og, o, c.simple());
+        if (tout) c.compare_outside_view("out", og, o);
+      });
+    }
+  }
+}
+
+void case_unary_backward(Ctx& c) {
+  for (const UnaryInfo& u : kUnaryOps) {
+    for (auto [tag, scale, strided] : {std::tuple{"[37,100]", 2.0, false}, std::tuple{"[37,100] wide range", 12.0, false},
+                                       std::tuple{"[37,100] transposed inputs", 2.0, true}}) {
+      if (u.op == UnaryOp::Exp && scale > 3) continue;
+      c.run(fmt::format("{} {}", u.name, tag), [&] {
+        Tensor x = unary_input(c, u, 37, 100, scale, strided);
+        Tensor y = Ctx::out({37, 100}, c.dt);
+        cpu_kernels().unary(u.op, y, x);  // y = op(x), the same bytes on both sides
+        if (strided) y = transposed(Ctx::with_dtype(transposed(y), c.dt));
+        Tensor dy = strided ? transposed(c.normal({100, 37})) : c.normal({37, 100});
+        Tensor dx = Ctx::out({37, 100}, c.dt), dxg = c.gpu(dx);
+        cpu_kernels().unary_backward(u.op, dx, dy, x, y);
+        need_cuda(c.under_test().unary_backward, "unary_backward")(u.op, dxg, c.gpu(dy), c.gpu(x), c.gpu(y));
+        c.compare("dx", dxg, dx, c.simple());
+      });
+    }
+  }
+}
+
+void case_binary(Ctx& c) {
+  const std::pair<BinaryOp, const char*> ops[] = {
+      {BinaryOp::Add, "add"}, {BinaryOp::Sub, "sub"}, {BinaryOp::Mul, "mul"}, {BinaryOp::Div, "div"}};
+  for (auto [op, name] : ops) {
+    auto both = [&](const Tensor& o, const Tensor& a, const Tensor& b) {
+      Tensor og = c.gpu(o);
+      cpu_kernels().binary(op, o, a, b);
+      need_cuda(c.under_test().binary, "binary")(op, og, c.gpu(a), c.gpu(b));
+      c.compare("out", og, o, c.simple());
+      if (!o.is_contiguous()) c.compare_outside_view("out", og, o);
+    };
+    // b in [0.5, 2] (a divisor far from 0 for div; any values are valid for the other ops).
+    c.run(fmt::format("{} [37,100]", name), [&] {
+      both(Ctx::out({37, 100}, c.dt), c.normal({37, 100}), c.uniform({37, 100}, 0.5, 2.0));
+    });
+    c.run(fmt::format("{} [37,100] = [37,1] op [1,100] broadcast (stride 0)", name), [&] {
+      Tensor a = c.normal({37}).as_strided({37, 100}, {1, 0}, 0);
+      Tensor b = c.uniform({100}, 0.5, 2.0).as_strided({37, 100}, {0, 1}, 0);
+      both(Ctx::out({37, 100}, c.dt), a, b);
+    });
+    c.run(fmt::format("{} [6,4,5] = [6,1,5] op [4,1] broadcast", name), [&] {
+      Tensor a = broadcast_view(c.normal({6, 1, 5}), {6, 4, 5});
+      Tensor b = broadcast_view(c.uniform({4, 1}, 0.5, 2.0), {6, 4, 5});
+      both(Ctx::out({6, 4, 5}, c.dt), a, b);
+    });
+    c.run(fmt::format("{} [37,100] transposed a, strided out", name), [&] {
+      both(sparse_out_view(c, 37, 100), transposed(c.normal({100, 37})), c.uniform({37, 100}, 0.5, 2.0));
+    });
+    c.run(fmt::format("{} [2,130,4,33] permuted b", name), [&] {
+      Tensor b = permute(c.uniform({2, 4, 130, 33}, 0.5, 2.0), {0, 2, 1, 3});
+      both(Ctx::out({2, 130, 4, 33}, c.dt), c.normal({2, 130, 4, 33}), b);
+    });
+  }
+}
+
+void case_scalar(Ctx& c) {
+  const std::tuple<ScalarOp, double, const char*, bool> ops[] = {
+      {ScalarOp::Add, 0.3, "add 0.3", false},   {ScalarOp::Mul, -1.7, "mul -1.7", false},
+      {ScalarOp::Pow, 2.0, "pow 2", false},     {ScalarOp::Pow, 1.5, "pow 1.5", true},
+      {ScalarOp::Pow, -0.5, "pow -0.5", true},  {ScalarOp::Pow, 3.0, "pow 3", false}};
+  for (auto [op, s, name, positive] : ops) {
+    for (bool transpose : {false, true}) {
+      c.run(fmt::format("{} [37,100]{}", name, transpose ? " transposed in" : ""), [&] {
+        Tensor x = positive ? c.uniform({100, 37}, 0.5, 3.0) : c.normal({100, 37}, 2.0);
+        x = transpose ? transposed(x) : x.as_strided({37, 100}, {100, 1}, 0);
+        Tensor o = Ctx::out({37, 100}, c.dt), og = c.gpu(o);
+        cpu_kernels().scalar(op, o, x, s);
+        need_cuda(c.under_test().scalar, "scalar")(op, og, c.gpu(x), s);
+        c.compare("out", og, o, c.simple());
+      });
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// reductions: sum_to, max_dim, scatter_dim
+
+void case_sum_to(Ctx& c) {
+  // Inputs N(0.5, 1): a non-zero mean keeps the sums away from cancellation, so the normwise error measures the
+  // summation, not the condition of the sum.
+  const std::pair<Shape, Shape> shapes[] = {
+      {{2, 130, 37}, {1, 1, 37}}, {{2, 130, 37}, {2, 1, 37}}, {{2, 130, 37}, {1, 130, 1}},
+      {{2, 130, 37}, {1, 1, 1}},  {{37, 100}, {37, 1}},       {{37, 100}, {1, 100}},
+      {{5, 1, 3}, {5, 1, 1}},     {{1000}, {1}}};
+  for (const auto& [in_shape, out_shape] : shapes) {
+    c.run(fmt::format("{} -> {}", shape_str(in_shape), shape_str(out_shape)), [&] {
+      Tensor x = c.normal(in_shape, 1.0, 0.5);
+      Tensor o = Ctx::out(out_shape, c.dt), og = c.gpu(o);
+      cpu_kernels().sum_to(o, x);
+      need_cuda(c.under_test().sum_to, "sum_to")(og, c.gpu(x));
+      c.compare("out", og, o, c.simple());
+    });
+  }
+  c.run("[37,100] transposed -> [37,1]", [&] {
+    Tensor x = transposed(c.normal({100, 37}, 1.0, 0.5));
+    Tensor o = Ctx::out({37, 1}, c.dt), og = c.gpu(o);
+    cpu_kernels().sum_to(o, x);
+    need_cuda(c.under_test().sum_to, "sum_to")(og, c.gpu(x));
+    c.compare("out", og, o, c.simple());
+  });
+  c.run("[6,4,5] broadcast from [6,1,5] -> [1,4,1]", [&] {
+    Tensor x = broadcast_view(c.normal({6, 1, 5}, 1.0, 0.5), {6, 4, 5});
+    Tensor o = Ctx::out({1, 4, 1}, c.dt), og = c.gpu(o);
+    cpu_kernels().sum_to(o, x);
+    need_cuda(c.under_test().sum_to, "sum_to")(og, c.gpu(x));
+    c.compare("out", og, o, c.simple());
+  });
+}
+
+void case_max_dim(Ctx& c) {
+  const std::pair<Shape, int64_t> shapes[] = {{{37, 100}, 1}, {{37, 100}, 0}, {{2, 65, 37}, 1}, {{2, 65, 37}, 2},
+                                              {{1000}, 0},    {{3, 1, 5}, 1}};
+  for (bool ties : {false, true}) {
+    for (const auto& [shape, dim] : shapes) {
+      c.run(fmt::format("{} dim {}{}", shape_str(shape), dim, ties ? " with ties" : ""), [&] {
+        // Ties: values in {1, 2, 3, 4}, so most rows hold their maximum several times (first index wins).
+        Tensor x = c.normal(shape);
+        if (ties) {
+          std::vector<double> v = x.to_double_vector();
+          for (double& e : v) e = std::floor(std::fabs(e) * 1.5) + 1.0;
+          for (double& e : v) e = std::min(e, 4.0);
+          x = Tensor::from_vector(v, shape, c.dt);
+        }
+        Shape rs = shape;
+        rs[static_cast<size_t>(dim)] = 1;
+        Tensor values = Ctx::out(rs, c.dt), indices = Ctx::out(rs, kInt64);
+        Tensor vg = c.gpu(values), ig = c.gpu(indices);
+        cpu_kernels().max_dim(values, indices, x, dim);
+        need_cuda(c.under_test().max_dim, "max_dim")(vg, ig, c.gpu(x), dim);
+        c.compare("values", vg, values, 0.0);  // a maximum is one of the inputs: exact
+        c.compare("indices", ig, indices, 0.0);
+      });
+    }
+  }
+}
+
+void case_scatter_dim(Ctx& c) {
+  const std::pair<Shape, int64_t> shapes[] = {{{37, 100}, 1}, {{37, 100}, 0}, {{2, 65, 37}, 1}, {{1000}, 0}};
+  for (const auto& [shape, dim] : shapes) {
+    c.run(fmt::format("{} dim {}", shape_str(shape), dim), [&] {
+      Shape rs = shape;
+      rs[static_cast<size_t>(dim)] = 1;
+      Tensor dy = c.normal(rs), idx = c.ids(rs, shape[static_cast<size_t>(dim)]);
+      Tensor dx = Ctx::out(shape, c.dt), dxg = c.gpu(dx);
+      cpu_kernels().scatter_dim(dx, dy, idx, dim);
+      need_cuda(c.under_test().scatter_dim, "scatter_dim")(dxg, c.gpu(dy), c.gpu(idx), dim);
+      c.compare("dx", dxg, dx, 0.0);  // copies and zeros: exact
+    });
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// gemm
+
+// An operand [P, rows, cols]: row-major with leading dimension ld >= cols, or column-major (the transposed view of
+// a row-major [P, cols, rows] with leading dimension ld >= rows); batch stride 0 when broadcast.
+Tensor gemm_operand(Ctx& c, int64_t P, int64_t rows, int64_t cols, bool col_major, int64_t extra_ld,
+                    bool broadcast_batch) {
+  const int64_t inner = col_major ? rows : cols, outer = col_major ? cols : rows, ld = inner + extra_ld;
+  const int64_t Pb = broadcast_batch ? 1 : P;
+  Tensor base = c.normal({Pb, outer, ld});
+  const int64_t bs = broadcast_batch ? 0 : outer * ld;
+  return col_major ? base.as_strided({P, rows, cols}, {bs, 1, ld}, 0) : base.as_strided({P, rows, cols}, {bs, ld, 1}, 0);
+}
+
+void case_gemm(Ctx& c) {
+  struct G {
+    int64_t P, M, K, N;
+    bool a_col, b_col;
+    int64_t a_ld, b_ld;  // extra leading dimension
+    bool b_bcast;
+    double alpha, beta;
+  };
+  const G cases[] = {
+      {1, 37, 100, 23, false, false, 0, 0, false, 1.0, 0.0},  {1, 37, 100, 23, true, false, 0, 0, false, 1.0, 0.0},
+      {1, 37, 100, 23, false, true, 0, 0, false, 1.0, 0.0},   {1, 37, 100, 23, true, true, 0, 0, false, 1.0, 0.0},
+      {5, 33, 64, 17, false, false, 0, 0, false, 0.7, 0.3},   {5, 33, 64, 17, true, true, 0, 0, false, -1.0, 1.0},
+      {3, 37, 100, 23, false, false, 28, 5, false, 1.0, 0.0}, {4, 65, 32, 128, false, true, 0, 0, true, 1.0, 0.0},
+      {1, 1, 100, 37, false, false, 0, 0, false, 1.0, 0.0},   {2, 37, 1, 23, false, false, 0, 0, false, 1.0, 0.0},
+      {2, 130, 128, 100, false, true, 0, 0, false, 0.125, 0.0}};
+  for (const G& g : cases) {
+    const std::string tag =
+        fmt::format("P{} M{} K{} N{} a {}{} b {}{}{} alpha {} beta {}", g.P, g.M, g.K, g.N, g.a_col ? "col" : "row",
+                    g.a_ld ? fmt::format(" ld+{}", g.a_ld) : "", g.b_col ? "col" : "row",
+                    g.b_ld ? fmt::format(" ld+{}", g.b_ld) : "", g.b_bcast ? " batch-broadcast" : "", g.alpha, g.beta);
+    c.run(tag, [&] {
+      Tensor a = gemm_operand(c, g.P, g.M, g.K, g.a_col, g.a_ld, false);
+      Tensor b = gemm_operand(c, g.P, g.K, g.N, g.b_col, g.b_ld, g.b_bcast);
+      // beta != 0 accumulates into out: a random start; beta = 0 ignores it (NaN start, as for every output).
+      Tensor o = g.beta != 0 ? c.normal({g.P, g.M, g.N}) : Ctx::out({g.P, g.M, g.N}, c.dt);
+      Tensor og = c.gpu(o);
+      cpu_kernels().gemm(o, a, b, g.alpha, g.beta);
+      need_cuda(c.under_test().gemm, "gemm")(og, c.gpu(a), c.gpu(b), g.alpha, g.beta);
+      c.compare("out", og, o, c.simple());
+    });
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// nn: embedding, cross-entropy, RMSNorm, AdamW
+
+void case_embedding_forward(Ctx& c) {
+  for (DType idt : {kInt32, kInt64}) {
+    const std::tuple<int64_t, int64_t, int64_t> shapes[] = {{130, 50, 100}, {37, 1000, 37}, {1, 7, 128}};
+    for (auto [N, V, D] : shapes) {
+      c.run(fmt::format("N{} V{} D{} ids {}", N, V, D, dtype_name(idt)), [&] {
+        Tensor w = c.normal({V, D}), ids = c.ids({N}, V, idt);  // N > V: ids repeat
+        Tensor o = Ctx::out({N, D}, c.dt), og = c.gpu(o);
+        cpu_kernels().embedding_forward(o, w, ids);
+        need_cuda(c.under_test().embedding_forward, "embedding_forward")(og, c.gpu(w), c.gpu(ids));
+        c.compare("out", og, o, 0.0);  // a gather: exact
+      });
+    }
+  }
+}
+
+void case_embedding_backward(Ctx& c) {
+  for (DType idt : {kInt32, kInt64}) {
+    // V50 < N: repeated ids (sums); V = N: the MoE-like scatter (rows to rows, some hit twice, some never).
+    const std::tuple<int64_t, int64_t, int64_t> shapes[] = {{130, 50, 100}, {260, 260, 64}, {37, 1000, 37}, {1, 7, 128}};
+    for (auto [N, V, D] : shapes) {
+      c.run(fmt::format("N{} V{} D{} ids {}", N, V, D, dtype_name(idt)), [&] {
+        Tensor dout = c.normal({N, D}), ids = c.ids({N}, V, idt);
+        Tensor dw = Ctx::out({V, D}, c.dt), dwg = c.gpu(dw);
+        cpu_kernels().embedding_backward(dw, dout, ids);
+        need_cuda(c.under_test().embedding_backward, "embedding_backward")(dwg, c.gpu(dout), c.gpu(ids));
+        c.compare("dweight", dwg, dw, c.simple());
+      });
+    }
+    c.run(fmt::format("N64 V64 D100 permutation ids {}", dtype_name(idt)), [&] {
+      std::vector<int64_t> perm(64);
+      for (int64_t i = 0; i < 64; ++i) perm[static_cast<size_t>(i)] = (i * 37 + 11) % 64;
+      Tensor dout = c.normal({64, 100}), ids = Ctx::with_dtype(Tensor::from_int64(perm, {64}), idt);
+      Tensor dw = Ctx::out({64, 100}, c.dt), dwg = c.gpu(dw);
+      cpu_kernels().embedding_backward(dw, dout, ids);
+      need_cuda(c.under_test().embedding_backward, "embedding_backward")(dwg, c.gpu(dout), c.gpu(ids));
+      c.compare("dweight", dwg, dw, 0.0);  // one row each: exact
+    });
+  }
+}
+
+// Targets in [0, V) with about a quarter of the rows (or all, when every_row) set to ignore_index.
+Tensor ce_targets(Ctx& c, int64_t N, int64_t V, int64_t ignore_index, bool every_row) {
+  std::vector<int64_t> t = c.ids({N}, V).to_int64_vector();
+  for (auto& x : t)
+    if (every_row || c.gen.below(4) == 0) x = ignore_index;
+  return Tensor::from_int64(t, {N});
+}
+
+struct CeShape {
+  int64_t N, V, ignore_index;
+  bool all_ignored;
+};
+const CeShape kCeShapes[] = {{130, 1000, -100, false}, {37, 257, -100, false}, {64, 32000, -100, false},
+                             {37, 100, 3, false},      {16, 50, -100, true},   {1, 37, -100, false}};
+std::string ce_tag(const CeShape& s) {
+  return fmt::format("N{} V{} ignore_index {}{}", s.N, s.V, s.ignore_index, s.all_ignored ? " all rows ignored" : "");
+}
+
+void case_cross_entropy_forward(Ctx& c) {
+  for (const CeShape& s : kCeShapes) {
+    c.run(ce_tag(s), [&] {
+      Tensor logits = c.normal({s.N, s.V}, 4.0), t = ce_targets(c, s.N, s.V, s.ignore_index, s.all_ignored);
+      Tensor loss = Ctx::out({1}, c.dt), lse = Ctx::out({s.N}, c.dt), count = Ctx::out({1}, c.dt);
+      Tensor lg = c.gpu(loss), lseg = c.gpu(lse), cg = c.gpu(count);
+      cpu_kernels().cross_entropy_forward(loss, lse, count, logits, t, s.ignore_index);
+      need_cuda(c.under_test().cross_entropy_forward, "cross_entropy_forward")(lg, lseg, cg, c.gpu(logits), c.gpu(t),
+                                                                               s.ignore_index);
+      c.compare("loss", lg, loss, c.simple());
+      c.compare("lse", lseg, lse, c.simple());
+      c.compare("count", cg, count, 0.0);
+    });
+  }
+}
+
+void case_cross_entropy_backward(Ctx& c) {
+  for (const CeShape& s : kCeShapes) {
+    c.run(ce_tag(s), [&] {
+      Tensor logits = c.normal({s.N, s.V}, 4.0), t = ce_targets(c, s.N, s.V, s.ignore_index, s.all_ignored);
+      Tensor loss = Ctx::out({1}, c.dt), lse = Ctx::out({s.N}, c.dt), count = Ctx::out({1}, c.dt);
+      cpu_kernels().cross_entropy_forward(loss, lse, count, logits, t, s.ignore_index);  // lse, count: inputs
+      Tensor dloss = c.uniform({1}, 0.5, 2.0);
+      Tensor dl = Ctx::out({s.N, s.V}, c.dt), dlg = c.gpu(dl);
+      cpu_kernels().cross_entropy_backward(dl, dloss, logits, lse, count, t, s.ignore_index);
+      need_cuda(c.under_test().cross_entropy_backward, "cross_entropy_backward")(
+          dlg, c.gpu(dloss), c.gpu(logits), c.gpu(lse), c.gpu(count), c.gpu(t), s.ignore_index);
+      c.compare("dlogits", dlg, dl, c.simple());
+    });
+  }
+}
+
+const Shape kNormShapes[] = {{37, 100}, {260, 128}, {2, 65, 64}, {1, 32}, {5, 1000}};
+
+void case_rms_norm_forward(Ctx& c) {
+  for (const Shape& s : kNormShapes) {
+    c.run(shape_str(s), [&] {
+      const int64_t D = s.back(), N = shape_numel(s) / D;
+      Tensor x = c.normal(s, 2.0), w = c.normal({D}, 1.0, 1.0);
+      Tensor y = Ctx::out(s, c.dt), r = Ctx::out({N}, c.dt), yg = c.gpu(y), rg = c.gpu(r);
+      cpu_kernels().rms_norm_forward(y, r, x, w, 1e-6);
+      need_cuda(c.under_test().rms_norm_forward, "rms_norm_forward")(yg, rg, c.gpu(x), c.gpu(w), 1e-6);
+      c.compare("y", yg, y, c.simple());
+      c.compare("rstd", rg, r, c.simple());
+    });
+  }
+}
+
+void case_rms_norm_backward(Ctx& c) {
+  for (const Shape& s : kNormShapes) {
+    c.run(shape_str(s), [&] {
+      const int64_t D = s.back(), N = shape_numel(s) / D;
+      Tensor x = c.normal(s, 2.0), w = c.normal({D}, 1.0, 1.0), dy = c.normal(s);
+      Tensor y = Ctx::out(s, c.dt), r = Ctx::out({N}, c.dt);
+      cpu_kernels().rms_norm_forward(y, r, x, w, 1e-6);
+      Tensor dx = Ctx::out(s, c.dt), dw = Ctx::out({D}, c.dt), dxg = c.gpu(dx), dwg = c.gpu(dw);
+      cpu_kernels().rms_norm_backward(dx, dw, dy, x, w, r);
+      need_cuda(c.under_test().rms_norm_backward, "rms_norm_backward")(dxg, dwg, c.gpu(dy), c.gpu(x), c.gpu(w),
+                                                                       c.gpu(r));
+      c.compare("dx", dxg, dx, c.simple());
+      c.compare("dw", dwg, dw, c.simple());
+    });
+  }
+}
+
+void case_sum_squares(Ctx& c) {
+  for (const std::vector<int64_t>& sizes : {std::vector<int64_t>{3700, 1, 100003}, std::vector<int64_t>{5},
+                                            std::vector<int64_t>{70000, 0, 33, 1 << 20}}) {
+    c.run(fmt::format("{} tensors, {} elements in the first", sizes.size(), sizes[0]), [&] {
+      std::vector<Tensor> xs, xg;
+      for (int64_t n : sizes) {
+        xs.push_back(c.normal({n}, 3.0));
+        xg.push_back(c.gpu(xs.back()));
+      }
+      Tensor out = Tensor::empty({1}, kFloat64), outg = c.gpu(full({1}, NAN, kFloat64));
+      cpu_kernels().sum_squares(out, xs);
+      need_cuda(c.under_test().sum_squares, "sum_squares")(outg, xg);
+      c.compare("out", outg, out, c.simple());
+    });
+  }
+}
+
+// AdamW over a list of three tensors (one launch on the GPU), without a norm, with a norm above max_norm (the clip
+// factor applies), below it, and infinite (the step is skipped: nothing may change).
+void case_adamw_step(Ctx& c) {
+  const AdamWParams params[] = {{1e-3, 0.9, 0.95, 1e-8, 0.1, 7, 1.0}, {3e-4, 0.9, 0.999, 1e-8, 0.0, 1, 0.0},
+                                {1e-2, 0.8, 0.99, 1e-6, 0.01, 1000, 0.5}};
+  for (const AdamWParams& p : params) {
+    for (double sq_norm : {-1.0, 9.0, 0.01, double(INFINITY)}) {  // -1: no norm given
+      c.run(fmt::format("lr {} wd {} step {} max_norm {} sq_norm {}", p.lr, p.weight_decay, p.step, p.max_norm,
+                        sq_norm),
+            [&] {
+              std::vector<Tensor> w, m, v, g, wg, mg, vg, gg;
+              for (int64_t n : {int64_t{3700}, int64_t{1}, int64_t{100003}}) {
+                w.push_back(c.normal({n}));
+                m.push_back(c.normal({n}, 0.01));
+                v.push_back(c.uniform({n}, 1e-6, 1e-3));
+                g.push_back(c.normal({n}, 0.1));
+                wg.push_back(c.gpu(w.back()));  // in place: twins of the same start values
+                mg.push_back(c.gpu(m.back()));
+                vg.push_back(c.gpu(v.back()));
+                gg.push_back(c.gpu(g.back()));
+              }
+              Tensor norm = sq_norm < 0 ? Tensor() : full({1}, sq_norm, kFloat64);
+              cpu_kernels().adamw_step(w, m, v, g, norm, p);
+              need_cuda(c.under_test().adamw_step, "adamw_step")(wg, mg, vg, gg,
+                                                                 norm.defined() ? c.gpu(norm) : Tensor(), p);
+              for (size_t k = 0; k < w.size(); ++k) {
+                c.compare(fmt::format("param{}", k), wg[k], w[k], c.simple());
+                c.compare(fmt::format("m{}", k), mg[k], m[k], c.simple());
+                c.compare(fmt::format("v{}", k), vg[k], v[k], c.simple());
+              }
+            });
+    }
+  }
+}
+
+}  // namespace
+
+std::vector<HarnessCase> basic_harness_cases() {
+  return {
+      {"fill", "elementwise", case_fill},
+      {"copy", "elementwise", case_copy},
+      {"unary", "elementwise", case_unary},
+      {"unary_backward", "elementwise", case_unary_backward},
+      {"binary", "elementwise", case_binary},
+      {"scalar", "elementwise", case_scalar},
+      {"sum_to", "reductions", case_sum_to},
+      {"max_dim", "reductions", case_max_dim},
+      {"scatter_dim", "reductions", case_scatter_dim},
+      {"gemm", "gemm", case_gemm},
+      {"embedding_forward", "nn", case_embedding_forward},
+      {"embedding_backward", "nn", case_embedding_backward},
+      {"cross_entropy_forward", "nn", case_cross_entropy_forward},
+      {"cross_entropy_backward", "nn", case_cross_entropy_backward},
+      {"rms_norm_forward", "nn", case_rms_norm_forward},
+      {"rms_norm_backward", "nn", case_rms_norm_backward},
+      {"sum_squares", "nn", case_sum_squares},
+      {"adamw_step", "nn", case_adamw_step},
+  };
+}
+
+
+}  // namespace gdn::harness
