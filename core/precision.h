@@ -1,0 +1,31 @@
+// core/precision.h — the process-wide arithmetic precision of products on the GPU.
+//
+// Float32 (the default, and always on the CPU): every product is computed in the tensors' dtype, as the CPU twin
+// does. BFloat16: on the GPU, products of float32 tensors may round their inputs to bfloat16 and accumulate in
+// float32 on tensor cores (cuBLAS GEMMs with CUBLAS_COMPUTE_32F_FAST_16BF; the chunked delta rule's tile products);
+// tensors stay float32 in memory, and norms, softmax, cross-entropy, gates, the delta-rule state and the optimizer
+// keep float32 arithmetic. float64 tensors are never rounded. The trainer sets it from the config key "precision"
+// (train/config.h); it is read on the host when a kernel is launched, so it may change between steps, not within
+// a captured CUDA graph.
+#pragma once
+
+namespace gdn {
+
+enum class Precision { Float32, BFloat16 };
+
+Precision matmul_precision();
+void set_matmul_precision(Precision p);
+
+// Restores the previous precision when it goes out of scope (tests and benchmarks).
+class PrecisionGuard {
+ public:
+  explicit PrecisionGuard(Precision p) : saved_(matmul_precision()) { set_matmul_precision(p); }
+  ~PrecisionGuard() { set_matmul_precision(saved_); }
+  PrecisionGuard(const PrecisionGuard&) = delete;
+  PrecisionGuard& operator=(const PrecisionGuard&) = delete;
+
+ private:
+  Precision saved_;
+};
+
+}  // namespace gdn
