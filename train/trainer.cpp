@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <optional>
 
+#include "core/precision.h"
 #include "models/language_model.h"
 #include "ops/ops.h"
 #include "train/checkpoint.h"
@@ -21,6 +22,7 @@
 #include "train/optimizer.h"
 #include "train/plot.h"
 #include "train/progress.h"
+#include "train/step.h"
 #include "train/tokenizer.h"
 
 namespace gdn {
@@ -147,7 +149,8 @@ TrainConfig stored_config(const std::string& out_dir, std::string* checkpoint_di
 
 const std::vector<std::string>& resumable_keys() {
   static const std::vector<std::string> keys = {"data",       "out_dir",  "steps",  "eval_every",    "checkpoint_every",
-                                                "log_every",  "threads",  "device", "sample_tokens", "sample_prompt"};
+                                                "log_every",  "threads",  "device", "sample_tokens", "sample_prompt",
+                                                "precision",  "cuda_graph"};
   return keys;
 }
 
@@ -293,10 +296,15 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& opts) {
     params.push_back(p.value);
   }
   AdamW optimizer(named, cfg.beta1, cfg.beta2, cfg.adam_eps, cfg.weight_decay);
+  // The product precision holds for the whole run (training, evaluation, the sample) and is restored on return.
+  PrecisionGuard precision(uses_bf16(cfg) ? Precision::BFloat16 : Precision::Float32);
   if (!opts.quiet)
     fmt::print(stderr, "model: {} parameters ({} in embeddings, {} in the rest), {} layers, D={}, {} on {}\n",
                model.num_parameters(), model.num_embedding_parameters(), model.num_parameters(false),
                cfg.model.n_layers, cfg.model.d_model, dtype_name(dtype), device);
+  if (!opts.quiet && device.is_cuda())
+    fmt::print(stderr, "gpu: products in {}, training step {}\n", uses_bf16(cfg) ? "bf16 (float32 accumulation)" :
+               "float32", cfg.cuda_graph ? "captured as a CUDA graph" : "eager");
 
   // ---- state (fresh or resumed) ----
   int64_t step = 0;
@@ -393,6 +401,7 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& opts) {
     std::vector<Tensor> expert_tokens;  // per MoE layer [E] int64 on the device; kept for logged steps only
   };
   std::vector<PendingStep> pending;
+  TrainStep train_step(model, optimizer, params, B, T, cfg.grad_clip, cfg.cuda_graph);
   double last_loss = NAN;
   auto read_pending = [&]() {
     for (const PendingStep& p : pending) {
@@ -432,19 +441,12 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& opts) {
   while (step < cfg.steps) {
     auto t0 = Clock::now();
     sampler.next_batch(B, in.data(), tg.data());
-    Tensor ids = Tensor::from_int64(in, {B, T}, device), targets = Tensor::from_int64(tg, {B, T}, device);
     const double lr = learning_rate_at(step, cfg.steps, cfg.warmup_steps, cfg.lr, cfg.min_lr_ratio, cfg.lr_schedule);
-    zero_grad(params);
-    LossOutput out_loss = model.loss(ids, targets);
-    backward(out_loss.loss);
-    Tensor grad_sq_norm = grad_norm_squared(params);
-    optimizer.step(lr, grad_sq_norm, cfg.grad_clip);
+    const bool log_step = (step + 1) % cfg.log_every == 0 || step + 1 == cfg.steps;
+    StepOutputs out = train_step.run(in.data(), tg.data(), lr, log_step);
     step++;
     tokens_seen += B * T;
-    const bool log_step = step % cfg.log_every == 0 || step == cfg.steps;
-    pending.push_back({step, lr, out_loss.ce.detach(), grad_sq_norm,
-                       out_loss.aux_loss.defined() ? out_loss.aux_loss.detach() : Tensor(),
-                       log_step ? out_loss.expert_tokens : std::vector<Tensor>()});
+    pending.push_back({step, lr, out.ce, out.grad_sq_norm, out.aux_loss, out.expert_tokens});
     const bool last_step = step == cfg.steps;
     const bool evaluate_now = step % cfg.eval_every == 0 || last_step;
     const bool stopping = g_stop.exchange(false) || step == opts.stop_after;  // a stop request is consumed here
