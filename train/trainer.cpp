@@ -59,6 +59,9 @@ EvalMetrics evaluate(const GatedDeltaNetLM& model, const std::vector<int32_t>& t
   double loss_sum = 0;
   int64_t correct = 0, count = 0, batches = 0;
   std::vector<int64_t> inputs(batch * seq_len), targets(batch * seq_len);
+  // Every batch is queued first and read back afterwards, so that the host never waits between batches.
+  std::vector<Tensor> losses, predictions;
+  std::vector<std::vector<int64_t>> batch_targets;
   for (size_t at = 0; at < starts.size(); at += batch) {
     const int64_t b = std::min<int64_t>(batch, static_cast<int64_t>(starts.size() - at));
     WindowSampler::gather_windows(tokens, starts.data() + at, b, seq_len, inputs.data(), targets.data());
@@ -66,9 +69,14 @@ EvalMetrics evaluate(const GatedDeltaNetLM& model, const std::vector<int32_t>& t
     Tensor ids = Tensor::from_int64(in, {b, seq_len}, model.device());
     Tensor tgt = Tensor::from_int64(tg, {b, seq_len}, model.device());
     LossOutput out = model.loss(ids, tgt);
-    loss_sum += out.ce.item();
-    std::vector<int64_t> pred = to_device(argmax(out.logits, -1), kCPU).to_int64_vector();
-    for (size_t i = 0; i < pred.size(); ++i) correct += pred[i] == tg[i];
+    losses.push_back(out.ce);
+    predictions.push_back(argmax(out.logits, -1));
+    batch_targets.push_back(std::move(tg));
+  }
+  for (size_t i = 0; i < losses.size(); ++i) {
+    loss_sum += losses[i].item();
+    std::vector<int64_t> pred = to_device(predictions[i], kCPU).to_int64_vector();
+    for (size_t j = 0; j < pred.size(); ++j) correct += pred[j] == batch_targets[i][j];
     count += static_cast<int64_t>(pred.size());
     batches++;
   }
