@@ -24,7 +24,7 @@ TrainStep::~TrainStep() = default;
 size_t TrainStep::graph_nodes() const { return graph_ ? graph_->nodes() : 0; }
 
 StepOutputs TrainStep::issue(const Tensor& ids, const Tensor& targets) {
-  zero_grad(params_);
+  clear_grads(params_);
   LossOutput out = model_.loss(ids, targets);
   backward(out.loss);
   Tensor grad_sq_norm = grad_norm_squared(params_);
