@@ -55,6 +55,7 @@
 #include <utility>
 
 #include "cuda/cuda_kernels.h"
+#include "cuda/delta_rule_chunked_grad.cuh"
 #include "cuda/delta_rule_chunked_tiled.cuh"
 #include "cuda/launch.h"
 
@@ -701,14 +702,24 @@ void gated_delta_rule_chunked_backward(const Tensor& dq, const Tensor& dk, const
     Tensor dks = grouped ? Tensor::empty({d.B, d.Hv, d.T, d.K}, q.dtype(), dev) : dk;
     Tensor dWt = Tensor::empty({d.B, d.Hv, d.T, d.K}, q.dtype(), dev);
     Tensor dUt = Tensor::empty({d.B, d.Hv, d.T, d.V}, q.dtype(), dev);
-    const auto [gsmem, cc] = chunk_smem<Tp>(d, grad_vec_smem(d, sizeof(Tp)), 3, q);
-    set_smem(chunk_grad_kernel<Tp>, gsmem, name);
     const dim3 grid(static_cast<unsigned>(d.NC), static_cast<unsigned>(d.Hv), static_cast<unsigned>(d.B));
-    chunk_grad_kernel<Tp><<<grid, kThreads, gsmem, current_stream()>>>(
-        d, dqs.data<Tp>(), dks.data<Tp>(), grouped ? d.K : d.Hk * d.K, dv.data<Tp>(), dg.data<Tp>(), dbeta.data<Tp>(),
-        dWt.data<Tp>(), dUt.data<Tp>(), do_.data<Tp>(), q.data<Tp>(), k.data<Tp>(), v.data<Tp>(), g.data<Tp>(),
-        beta.data<Tp>(), chunk_states.data<Tp>(), dHend.data<Tp>(), Vn.data<Tp>(), dVn.data<Tp>(), p.W.data<Tp>(),
-        p.U.data<Tp>(), p.P.data<Tp>(), sc, mut_ptr_or_null<Tp>(cc));
+    const size_t tgsmem = 2 * d.C * sizeof(double) + static_cast<size_t>(grad_tiled_elems(d.C, d.K, d.V)) * sizeof(Tp);
+    if (use_tiled() && tgsmem <= smem_limit()) {
+      set_smem(chunk_grad_tiled_kernel<Tp>, tgsmem, name);
+      chunk_grad_tiled_kernel<Tp><<<grid, kThreads, tgsmem, current_stream()>>>(
+          d, dqs.data<Tp>(), dks.data<Tp>(), grouped ? d.K : d.Hk * d.K, dv.data<Tp>(), dg.data<Tp>(),
+          dbeta.data<Tp>(), dWt.data<Tp>(), dUt.data<Tp>(), do_.data<Tp>(), q.data<Tp>(), k.data<Tp>(), v.data<Tp>(),
+          g.data<Tp>(), beta.data<Tp>(), chunk_states.data<Tp>(), dHend.data<Tp>(), Vn.data<Tp>(), dVn.data<Tp>(),
+          p.W.data<Tp>(), p.U.data<Tp>(), p.P.data<Tp>(), sc);
+    } else {
+      const auto [gsmem, cc] = chunk_smem<Tp>(d, grad_vec_smem(d, sizeof(Tp)), 3, q);
+      set_smem(chunk_grad_kernel<Tp>, gsmem, name);
+      chunk_grad_kernel<Tp><<<grid, kThreads, gsmem, current_stream()>>>(
+          d, dqs.data<Tp>(), dks.data<Tp>(), grouped ? d.K : d.Hk * d.K, dv.data<Tp>(), dg.data<Tp>(), dbeta.data<Tp>(),
+          dWt.data<Tp>(), dUt.data<Tp>(), do_.data<Tp>(), q.data<Tp>(), k.data<Tp>(), v.data<Tp>(), g.data<Tp>(),
+          beta.data<Tp>(), chunk_states.data<Tp>(), dHend.data<Tp>(), Vn.data<Tp>(), dVn.data<Tp>(), p.W.data<Tp>(),
+          p.U.data<Tp>(), p.P.data<Tp>(), sc, mut_ptr_or_null<Tp>(cc));
+    }
     CUDA_CHECK_LAST();
     if (grouped) {
       const int64_t total = d.B * d.T * d.Hk * d.K;
