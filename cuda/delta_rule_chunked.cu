@@ -37,7 +37,8 @@
 // K = V = 64 in float64), the kernels run as prepare_tiled_kernel / *_state_tiled_kernel / chunk_grad_tiled_kernel
 // instead: chunk operands staged in shared memory, block-wide register-tiled products, blocked triangular solves in
 // shared memory, and state kernels on V-tiles of vt = 32, 16 or 8 columns (narrower while the grid would not cover
-// the SMs; "wide" when Q and K fit tiles of their own, so that a chunk step loads all its operands at once).
+// the SMs; "wide" when Q and K get tiles of their own without fewer resident blocks per SM, so that a chunk step
+// loads all its operands at once).
 // GDN_DR_UNTILED=1 selects the untiled kernels above. The untiled chunk_grad_kernel does its products with the same
 // tile_mm (operands read through L1) and its transposed solve as blocked backward substitution (16-row blocks from
 // the bottom).
@@ -544,6 +545,19 @@ size_t state_tiled_smem(const Dims& d, size_t es, int64_t vt, bool backward, boo
   return static_cast<size_t>(kv + cv + d.C * (d.C + 1) + (wide ? 3 : 1) * d.C * (d.K + 1) + 2 * d.C) * es;
 }
 
+// Resident 256-thread blocks per SM for a given dynamic shared memory (1 KB per block reserved by the runtime).
+int blocks_per_sm(size_t smem) {
+  int per_sm = 0;
+  CUDA_CHECK(cudaDeviceGetAttribute(&per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, current_device()));
+  return std::min<int>(2048 / kThreads, static_cast<int>(static_cast<size_t>(per_sm) / (smem + 1024)));
+}
+
+// The wide state kernels where they fit without fewer resident blocks per SM than the narrow ones.
+bool state_wide(const Dims& d, size_t es, int64_t vt, bool backward) {
+  const size_t wide = state_tiled_smem(d, es, vt, backward, true);
+  return wide <= smem_limit() && blocks_per_sm(wide) >= blocks_per_sm(state_tiled_smem(d, es, vt, backward));
+}
+
 // Value columns per block of the tiled state kernels: 32, halved (down to 8) while the grid would not cover the SMs
 // or the shared memory does not fit; 0 when even 8 does not fit (the untiled kernels run instead).
 int state_tile(const Dims& d, size_t es, bool backward) {
@@ -637,7 +651,7 @@ void gated_delta_rule_chunked_forward(const Tensor& o, const Tensor& final_state
     if (d.NC > 0) p = prepare<Tp>(d, q, k, v, g, beta);
     const Tp sc = static_cast<Tp>(scale);
     if (const int vt = state_tile(d, sizeof(Tp), false)) {
-      const bool wide = state_tiled_smem(d, sizeof(Tp), vt, false, true) <= smem_limit();
+      const bool wide = state_wide(d, sizeof(Tp), vt, false);
       const size_t tsmem = state_tiled_smem(d, sizeof(Tp), vt, false, wide);
       set_smem(forward_state_tiled_kernel<Tp>, tsmem, name);
       forward_state_tiled_kernel<Tp><<<state_grid(d, vt), kThreads, tsmem, current_stream()>>>(
@@ -683,7 +697,7 @@ void gated_delta_rule_chunked_backward(const Tensor& dq, const Tensor& dk, const
       dVn = Tensor::empty({d.B, d.Hv, d.T, d.V}, q.dtype(), dev);
     }
     if (const int vt = state_tile(d, sizeof(Tp), true)) {
-      const bool wide = state_tiled_smem(d, sizeof(Tp), vt, true, true) <= smem_limit();
+      const bool wide = state_wide(d, sizeof(Tp), vt, true);
       const size_t tsmem = state_tiled_smem(d, sizeof(Tp), vt, true, wide);
       set_smem(backward_state_tiled_kernel<Tp>, tsmem, name);
       backward_state_tiled_kernel<Tp><<<state_grid(d, vt), kThreads, tsmem, current_stream()>>>(
