@@ -60,6 +60,7 @@
 
 #include "cuda/cuda_kernels.h"
 #include "cuda/delta_rule_chunked_grad.cuh"
+#include "cuda/delta_rule_chunked_split.cuh"
 #include "cuda/delta_rule_chunked_tiled.cuh"
 #include "cuda/launch.h"
 
@@ -570,6 +571,43 @@ int state_tile(const Dims& d, size_t es, bool backward) {
   return state_tiled_smem(d, es, vt, backward) <= limit ? vt : 0;
 }
 
+// Launch plan of a split recurrence (cuda/delta_rule_chunked_split.cuh): value columns per block and buffers of
+// chunk operands; vt = 0 when none fits. Fewest waves of resident blocks first (the recurrence is sequential, a
+// second wave doubles its time), then two buffers (the next chunk's copies overlap this one's products), then the
+// narrowest tile (the most blocks, the least work per step).
+struct RecurPlan {
+  int vt = 0, nbuf = 0;
+  size_t smem = 0;
+};
+template <typename F>
+RecurPlan plan_recur(const Dims& d, size_t es, F elems) {
+  RecurPlan best;
+  int64_t best_key = -1;
+  const int64_t sms = sm_count();
+  const size_t limit = smem_limit();
+  for (int vt : {32, 16, 8})
+    for (int nbuf : {2, 1}) {
+      const size_t smem = static_cast<size_t>(elems(vt, nbuf)) * es;
+      const int bps = smem <= limit ? blocks_per_sm(smem) : 0;
+      if (bps < 1) continue;
+      const int64_t blocks = (d.V + vt - 1) / vt * d.B * d.Hv;
+      const int64_t waves = (blocks + sms * bps - 1) / (sms * bps);
+      const int64_t key = (waves * 2 + (nbuf == 2 ? 0 : 1)) * 64 + vt;
+      if (best_key < 0 || key < best_key) {
+        best_key = key;
+        best = {vt, nbuf, smem};
+      }
+    }
+  return best;
+}
+// Value columns per block of a chunk-parallel split kernel: 32, 16 or 8, the widest that fits; 0 when none does.
+template <typename F>
+int plan_par(size_t es, F elems) {
+  for (int vp : {32, 16, 8})
+    if (static_cast<size_t>(elems(vp)) * es <= smem_limit()) return vp;
+  return 0;
+}
+
 // Shared-memory bytes of a chunk kernel and, when its n_cc [C,C] matrices do not fit, the global scratch that holds
 // them instead ([B,Hv,NC,n_cc,C,C]; an undefined tensor otherwise).
 template <typename Tp>
@@ -650,6 +688,30 @@ void gated_delta_rule_chunked_forward(const Tensor& o, const Tensor& final_state
     Prepared p;
     if (d.NC > 0) p = prepare<Tp>(d, q, k, v, g, beta);
     const Tp sc = static_cast<Tp>(scale);
+    const size_t es = sizeof(Tp);
+    const RecurPlan rp = use_tiled() && d.NC > 0 ? plan_recur(d, es, [&](int vt, int nb) {
+      return fwd_recur_elems(d.C, d.K, vt, nb);
+    })
+                                                 : RecurPlan{};
+    const int vp = rp.vt ? plan_par(es, [&](int w) { return output_elems(d.C, d.K, w); }) : 0;
+    if (vp) {  // split: the recurrence, then the chunk-parallel output
+      const Device dev = q.device();
+      const Tensor cs = chunk_states.defined() ? chunk_states : Tensor::empty({d.B, d.Hv, d.NC, d.K, d.V}, q.dtype(), dev);
+      const Tensor Vn = Tensor::empty({d.B, d.Hv, d.T, d.V}, q.dtype(), dev);
+      set_smem(forward_recur_kernel<Tp>, rp.smem, name);
+      forward_recur_kernel<Tp><<<state_grid(d, rp.vt), kThreads, rp.smem, current_stream()>>>(
+          d, rp.vt, rp.nbuf, mut_ptr_or_null<Tp>(final_state), cs.data<Tp>(), Vn.data<Tp>(), k.data<Tp>(),
+          p.W.data<Tp>(), p.U.data<Tp>(), p.EG.data<Tp>(), p.R.data<Tp>(), ptr_or_null<Tp>(initial_state));
+      CUDA_CHECK_LAST();
+      const size_t osmem = static_cast<size_t>(output_elems(d.C, d.K, vp)) * es;
+      set_smem(chunk_output_kernel<Tp>, osmem, name);
+      const dim3 ogrid(static_cast<unsigned>(d.NC * ((d.V + vp - 1) / vp)), static_cast<unsigned>(d.Hv),
+                       static_cast<unsigned>(d.B));
+      chunk_output_kernel<Tp><<<ogrid, kThreads, osmem, current_stream()>>>(
+          d, vp, o.data<Tp>(), cs.data<Tp>(), Vn.data<Tp>(), p.P.data<Tp>(), p.EG.data<Tp>(), q.data<Tp>(), sc);
+      CUDA_CHECK_LAST();
+      return;
+    }
     if (const int vt = state_tile(d, sizeof(Tp), false)) {
       const bool wide = state_wide(d, sizeof(Tp), vt, false);
       const size_t tsmem = state_tiled_smem(d, sizeof(Tp), vt, false, wide);
@@ -696,7 +758,26 @@ void gated_delta_rule_chunked_backward(const Tensor& dq, const Tensor& dk, const
       Vn = Tensor::empty({d.B, d.Hv, d.T, d.V}, q.dtype(), dev);
       dVn = Tensor::empty({d.B, d.Hv, d.T, d.V}, q.dtype(), dev);
     }
-    if (const int vt = state_tile(d, sizeof(Tp), true)) {
+    const size_t es = sizeof(Tp);
+    const RecurPlan rp = use_tiled() && d.NC > 0 ? plan_recur(d, es, [&](int vt, int nb) {
+      return bwd_recur_elems(d.C, d.K, vt, nb);
+    })
+                                                 : RecurPlan{};
+    const int vp = rp.vt ? plan_par(es, [&](int w) { return pre_elems(d.C, d.K, w); }) : 0;
+    if (vp) {  // split: the chunk-parallel part, then the recurrence
+      const size_t psmem = static_cast<size_t>(pre_elems(d.C, d.K, vp)) * es;
+      set_smem(backward_pre_kernel<Tp>, psmem, name);
+      const dim3 pgrid(static_cast<unsigned>(d.NC * ((d.V + vp - 1) / vp)), static_cast<unsigned>(d.Hv),
+                       static_cast<unsigned>(d.B));
+      backward_pre_kernel<Tp><<<pgrid, kThreads, psmem, current_stream()>>>(
+          d, vp, Vn.data<Tp>(), dVn.data<Tp>(), dHend.data<Tp>(), chunk_states.data<Tp>(), p.W.data<Tp>(),
+          p.U.data<Tp>(), p.P.data<Tp>(), p.EG.data<Tp>(), q.data<Tp>(), do_.data<Tp>(), sc);
+      CUDA_CHECK_LAST();
+      set_smem(backward_recur_kernel<Tp>, rp.smem, name);
+      backward_recur_kernel<Tp><<<state_grid(d, rp.vt), kThreads, rp.smem, current_stream()>>>(
+          d, rp.vt, rp.nbuf, mut_ptr_or_null<Tp>(dinitial_state), dHend.data<Tp>(), dVn.data<Tp>(),
+          ptr_or_null<Tp>(dfinal_state), k.data<Tp>(), p.W.data<Tp>(), p.EG.data<Tp>(), p.R.data<Tp>());
+    } else if (const int vt = state_tile(d, sizeof(Tp), true)) {
       const bool wide = state_wide(d, sizeof(Tp), vt, true);
       const size_t tsmem = state_tiled_smem(d, sizeof(Tp), vt, true, wide);
       set_smem(backward_state_tiled_kernel<Tp>, tsmem, name);

@@ -215,10 +215,16 @@ __global__ void __launch_bounds__(256)
   for (int cs0 = 0; cs0 < K + V; cs0 += NT) {
     const int nc = min(NT, K + V - cs0);
     __syncthreads();  // Lm is written; the previous column tile is stored
-    for (int e = threadIdx.x; e < L * nc; e += blockDim.x) {
-      const int i = e / nc, col = cs0 + (e - i * nc);
-      Xs[i * NT + (col - cs0)] = col < K ? dWt[int64_t(i) * K + col] : dVn[int64_t(i) * V + (col - K)];
-    }
+    batched_copy<Tp>(
+        L * nc,
+        [&](int e) {
+          const int i = e / nc, col = cs0 + (e - i * nc);
+          return col < K ? dWt[int64_t(i) * K + col] : dVn[int64_t(i) * V + (col - K)];
+        },
+        [&](int e, Tp x) {
+          const int i = e / nc;
+          Xs[i * NT + (e - i * nc)] = x;
+        });
     __syncthreads();
     for (int r1 = L; r1 > 0; r1 -= kSolveBlock) {
       const int r0 = max(0, r1 - kSolveBlock), rb = r1 - r0;
@@ -248,14 +254,22 @@ __global__ void __launch_bounds__(256)
 
   // ---- phase 4
   // dK += (beta eg) ⊙ dWt, dV = beta ⊙ dUt
-  for (int e = threadIdx.x; e < L * K; e += blockDim.x) {
-    const int i = e / K, kk = e - i * K;
-    dK[i * qs + kk] += bt[i] * eg[i] * dWt[int64_t(i) * K + kk];
-  }
-  for (int e = threadIdx.x; e < L * V; e += blockDim.x) {
-    const int i = e / V, cc = e - i * V;
-    dv[d.value_row(b, t0 + i, hv) + cc] = bt[i] * dUt[int64_t(i) * V + cc];
-  }
+  batched_copy<Tp>(
+      L * K,
+      [&](int e) {
+        const int i = e / K, kk = e - i * K;
+        return dK[i * qs + kk] + bt[i] * eg[i] * dWt[int64_t(i) * K + kk];
+      },
+      [&](int e, Tp x) {
+        const int i = e / K;
+        dK[i * qs + (e - i * K)] = x;
+      });
+  batched_copy<Tp>(
+      L * V, [&](int e) { return bt[e / V] * dUt[e]; },
+      [&](int e, Tp x) {
+        const int i = e / V;
+        dv[d.value_row(b, t0 + i, hv) + (e - i * V)] = x;
+      });
   // dbeta = eg ⊙ rowdot(K, dWt) + rowdot(V, dUt); dgam += beta eg ⊙ rowdot(K, dWt)
   for (int i = warp; i < L; i += nwarps) {
     Tp wk = 0, vu = 0;
@@ -276,11 +290,26 @@ __global__ void __launch_bounds__(256)
     const int nk = min(kGradInner, K + V - k0);
     const bool first = k0 == 0, last = k0 + kGradInner >= K + V;
     __syncthreads();  // X (Lm) and the previous tile's readers are done
-    for (int e = threadIdx.x; e < L * nk; e += blockDim.x) {
-      const int i = e / nk, col = k0 + (e - i * nk);
-      At[i * ldi + (col - k0)] = col < K ? dWt[int64_t(i) * K + col] : dUt[int64_t(i) * V + (col - K)];
-      Bt[i * ldi + (col - k0)] = col < K ? W[int64_t(i) * K + col] : U[int64_t(i) * V + (col - K)];
-    }
+    batched_copy<Tp>(
+        L * nk,
+        [&](int e) {
+          const int i = e / nk, col = k0 + (e - i * nk);
+          return col < K ? dWt[int64_t(i) * K + col] : dUt[int64_t(i) * V + (col - K)];
+        },
+        [&](int e, Tp x) {
+          const int i = e / nk;
+          At[i * ldi + (e - i * nk)] = x;
+        });
+    batched_copy<Tp>(
+        L * nk,
+        [&](int e) {
+          const int i = e / nk, col = k0 + (e - i * nk);
+          return col < K ? W[int64_t(i) * K + col] : U[int64_t(i) * V + (col - K)];
+        },
+        [&](int e, Tp x) {
+          const int i = e / nk;
+          Bt[i * ldi + (e - i * nk)] = x;
+        });
     __syncthreads();
     tile_mm<4, 4, Tp>(
         L, L, nk, [&](int i, int c) { return At[i * ldi + c]; }, [&](int c, int j) { return Bt[j * ldi + c]; },

@@ -129,23 +129,55 @@ __device__ __forceinline__ void tile_mm2(int M, int N, int Kd, FA1 a1, FA2 a2, F
   }
 }
 
+// store(e, load(e)) for every e < n, spread over the block; each thread issues 8 loads before its 8 stores, so that
+// their memory latencies overlap instead of adding up.
+template <typename Tp, typename FL, typename FS>
+__device__ __forceinline__ void batched_copy(int n, FL load, FS store) {
+  constexpr int kBatch = 8;
+  for (int e0 = threadIdx.x; e0 < n; e0 += kBatch * blockDim.x) {
+    Tp v[kBatch];
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u) {
+      const int e = e0 + u * blockDim.x;
+      if (e < n) v[u] = load(e);
+    }
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u) {
+      const int e = e0 + u * blockDim.x;
+      if (e < n) store(e, v[u]);
+    }
+  }
+}
+
 // dst[i*ld + c] = src[i*stride + c] for i < rows, c < cols (coalesced along c).
 template <typename Tp>
 __device__ __forceinline__ void stage_rows(Tp* dst, int ld, const Tp* src, int64_t stride, int rows, int cols) {
-  for (int e = threadIdx.x; e < rows * cols; e += blockDim.x) {
-    const int i = e / cols, c = e - i * cols;
-    dst[i * ld + c] = src[i * stride + c];
-  }
+  batched_copy<Tp>(
+      rows * cols,
+      [&](int e) {
+        const int i = e / cols;
+        return src[i * stride + (e - i * cols)];
+      },
+      [&](int e, Tp x) {
+        const int i = e / cols;
+        dst[i * ld + (e - i * cols)] = x;
+      });
 }
 
 // The lower triangle (with diagonal) of P [L,L] (global, row stride C; only j <= i < L was written) into Ps (row
 // stride ld), 0 above the diagonal.
 template <typename Tp>
 __device__ __forceinline__ void stage_lower(Tp* Ps, int ld, const Tp* P, int C, int L) {
-  for (int e = threadIdx.x; e < L * L; e += blockDim.x) {
-    const int i = e / L, j = e - i * L;
-    Ps[i * ld + j] = j <= i ? P[i * C + j] : Tp(0);
-  }
+  batched_copy<Tp>(
+      L * L,
+      [&](int e) {
+        const int i = e / L, j = e - i * L;
+        return j <= i ? P[i * C + j] : Tp(0);
+      },
+      [&](int e, Tp x) {
+        const int i = e / L;
+        Ps[i * ld + (e - i * L)] = x;
+      });
 }
 
 // Gates of one chunk into shared memory, as chunk_gates of the untiled kernels (same values, same order of the double
@@ -240,10 +272,16 @@ __global__ void __launch_bounds__(256) prepare_tiled_kernel(Dims d, int NT, Tp* 
   Tp* Uc = Ug + d.head_row(b, hv, t0) * d.V;
   for (int c0 = 0; c0 < K + V; c0 += NT) {
     const int nc = min(NT, K + V - c0);
-    for (int e = threadIdx.x; e < L * nc; e += blockDim.x) {
-      const int i = e / nc, col = c0 + (e - i * nc);
-      X[i * NT + (col - c0)] = col < K ? bt[i] * eg[i] * Kc[i * ks + col] : bt[i] * Vc[i * vs + (col - K)];
-    }
+    batched_copy<Tp>(
+        L * nc,
+        [&](int e) {
+          const int i = e / nc, col = c0 + (e - i * nc);
+          return col < K ? Kc[i * ks + col] : Vc[i * vs + (col - K)];
+        },
+        [&](int e, Tp x) {
+          const int i = e / nc, col = c0 + (e - i * nc);
+          X[i * NT + (col - c0)] = col < K ? bt[i] * eg[i] * x : bt[i] * x;
+        });
     __syncthreads();
     for (int r0 = 0; r0 < L; r0 += kSolveBlock) {
       const int rb = min(kSolveBlock, L - r0);
