@@ -39,6 +39,13 @@
 // shared memory, and state kernels on V-tiles of vt = 32, 16 or 8 columns (narrower while the grid would not cover
 // the SMs; "wide" when Q and K get tiles of their own without fewer resident blocks per SM, so that a chunk step
 // loads all its operands at once).
+// Split path (cuda/delta_rule_chunked_split.cuh), the default where its shared memory fits and NC > 0: only the state
+// recurrence is sequential. Forward: prepare_tiled_kernel, forward_recur_kernel (Vn = U - W H and H_next per chunk;
+// stores chunk_states, a scratch when the caller passes none, and Vn [B,Hv,T,V]), chunk_output_kernel (O for every
+// chunk in parallel). Backward: prepare_tiled_kernel, backward_pre_kernel (Vn, scale P^T dO into the dVn scratch and
+// Q^T (scale eg ⊙ dO) into the dH_end scratch, every chunk in parallel), backward_recur_kernel (dVn and dH_start per
+// chunk from those, overwriting them with dVn and dH_end), then chunk_grad_tiled_kernel. The fused *_state_tiled
+// kernels run where the split kernels do not fit.
 // GDN_DR_UNTILED=1 selects the untiled kernels above. The untiled chunk_grad_kernel does its products with the same
 // tile_mm (operands read through L1) and its transposed solve as blocked backward substitution (16-row blocks from
 // the bottom).

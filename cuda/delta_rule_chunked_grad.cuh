@@ -8,13 +8,14 @@
 //   region      reused by the phases (its size is the largest of them):
 //     1. value tiles of vt = 32 columns: dO, Vn, dVn [C, 33], H, dH [K, 33]. Per tile: X += dO Vn^T,
 //        dQ += dO H^T, dWt += dVn H^T, dK += Vn dH^T, sum(H ⊙ dH); dQ, dK, dWt accumulate in global memory (the
-//        outputs / the dWt scratch), each element read and written by one owner thread, and get their row scales
+//        outputs / the dWt scratch; each sum starts from the element read before the products, tile_mm_init), each
+//        element read and written by one owner thread, and get their row scales
 //        (scale eg, r, -1) when the last tile is added.
 //     2. P [C, C+1], Q [C, K+1]: dgam from dP ⊙ P and the row dots Q·dQi, K·dKi (one warp per row); dQK = dP ⊙ Gam;
 //        dQ += dQK K, dK += dQK^T Q.
 //     3. the solve tile [C, NT], NT = min(K + V, 128): [dWt | dUt] = A^T [-dVn H^T | dVn] by blocked backward
 //        substitution (16-row blocks from the bottom, the block update a tile_mm, the 16 x 16 block one column per
-//        thread), Lm = strictly_lower(beta KK ⊙ Gam) in X; results to the dWt / dUt scratch [B,Hv,T,K] / [B,Hv,T,V].
+//        thread in registers, x_i -= Lm_ji x_j for j from the block's last row down), Lm = strictly_lower(beta KK ⊙ Gam) in X; results to the dWt / dUt scratch [B,Hv,T,K] / [B,Hv,T,V].
 //     4. inner tiles of 64 columns of [dWt | dUt] and [W | U] ([C, 65] each): dL = -(dWt W^T + dUt U^T) into X;
 //        then dK += beta eg dWt, dv = beta dUt, dbeta and dgam terms, Pm = dL ⊙ Gam, dK += beta Pm K + Pm^T beta K,
 //        dg = reverse cumsum of dgam (double).
@@ -133,9 +134,11 @@ __global__ void __launch_bounds__(256)
     tile_mm2<4, 4, Tp>(
         L, K, nv, [&](int i, int c) { return dOt[i * ldt + c]; }, [&](int i, int c) { return dVnt[i * ldt + c]; },
         [&](int c, int kk) { return Ht[kk * ldt + c]; },
+        [&](int i, int kk) { return first ? Tp(0) : dQ[i * qs + kk]; },
+        [&](int i, int kk) { return first ? Tp(0) : dWt[int64_t(i) * K + kk]; },
         [&](int i, int kk, Tp s1, Tp s2) {
-          Tp x1 = first ? s1 : dQ[i * qs + kk] + s1;
-          Tp x2 = first ? s2 : dWt[int64_t(i) * K + kk] + s2;
+          Tp x1 = s1;
+          Tp x2 = s2;
           if (last) {
             x1 = sc * eg[i] * x1;
             x2 = -x2;
@@ -144,10 +147,11 @@ __global__ void __launch_bounds__(256)
           dWt[int64_t(i) * K + kk] = x2;
         });
     // dKi = r ⊙ (Vn dH^T)
-    tile_mm<4, 4, Tp>(
-        L, K, nv, [&](int i, int c) { return Vnt[i * ldt + c]; }, [&](int c, int kk) { return dHt[kk * ldt + c]; },
+    tile_mm_init<4, 4, Tp>(
+        L, K, nv, [&](int i, int kk) { return first ? Tp(0) : dK[i * qs + kk]; },
+        [&](int i, int c) { return Vnt[i * ldt + c]; }, [&](int c, int kk) { return dHt[kk * ldt + c]; },
         [&](int i, int kk, Tp s) {
-          Tp x = first ? s : dK[i * qs + kk] + s;
+          Tp x = s;
           if (last) x = r[i] * x;
           dK[i * qs + kk] = x;
         });
@@ -197,12 +201,12 @@ __global__ void __launch_bounds__(256)
   }
   __syncthreads();
   // dQ += dQK K, dK += dQK^T Q (X is 0 above the diagonal)
-  tile_mm<4, 4, Tp>(
-      L, K, L, [&](int i, int j) { return X[i * ldc + j]; }, [&](int j, int kk) { return Ks[j * ldk + kk]; },
-      [&](int i, int kk, Tp s) { dQ[i * qs + kk] += s; });
-  tile_mm<4, 4, Tp>(
-      L, K, L, [&](int i, int j) { return X[j * ldc + i]; }, [&](int j, int kk) { return Qs[j * ldk + kk]; },
-      [&](int i, int kk, Tp s) { dK[i * qs + kk] += s; });
+  tile_mm_init<4, 4, Tp>(
+      L, K, L, [&](int i, int kk) { return dQ[i * qs + kk]; }, [&](int i, int j) { return X[i * ldc + j]; },
+      [&](int j, int kk) { return Ks[j * ldk + kk]; }, [&](int i, int kk, Tp s) { dQ[i * qs + kk] = s; });
+  tile_mm_init<4, 4, Tp>(
+      L, K, L, [&](int i, int kk) { return dK[i * qs + kk]; }, [&](int i, int j) { return X[j * ldc + i]; },
+      [&](int j, int kk) { return Qs[j * ldk + kk]; }, [&](int i, int kk, Tp s) { dK[i * qs + kk] = s; });
   __syncthreads();
 
   // ---- phase 3: [dWt | dUt] = A^T [-dVn H^T | dVn], backward substitution with Lm_ji = beta_j KK_ji Gam_ji
@@ -233,12 +237,20 @@ __global__ void __launch_bounds__(256)
           rb, nc, L - r1, [&](int i, int j) { return X[(r1 + j) * ldc + r0 + i]; },
           [&](int j, int c) { return Xs[(r1 + j) * NT + c]; }, [&](int i, int c, Tp s) { Xs[(r0 + i) * NT + c] -= s; });
       __syncthreads();
-      for (int c = threadIdx.x; c < nc; c += blockDim.x)
-        for (int i = r1 - 2; i >= r0; --i) {
-          Tp acc = Xs[i * NT + c];
-          for (int j = i + 1; j < r1; ++j) acc -= X[j * ldc + i] * Xs[j * NT + c];
-          Xs[i * NT + c] = acc;
-        }
+      // the 16 x 16 diagonal block, one column per thread in registers: x_i -= Lm_ji x_j for j = r1-1 down to i+1
+      for (int c = threadIdx.x; c < nc; c += blockDim.x) {
+        Tp x[kSolveBlock];
+#pragma unroll
+        for (int i = 0; i < kSolveBlock; ++i) x[i] = i < rb ? Xs[(r0 + i) * NT + c] : Tp(0);
+#pragma unroll
+        for (int j = kSolveBlock - 1; j > 0; --j)
+#pragma unroll
+          for (int i = 0; i < j; ++i)
+            if (j < rb) x[i] -= X[(r0 + j) * ldc + r0 + i] * x[j];
+#pragma unroll
+        for (int i = 0; i < kSolveBlock - 1; ++i)
+          if (i < rb - 1) Xs[(r0 + i) * NT + c] = x[i];
+      }
       __syncthreads();
     }
     for (int e = threadIdx.x; e < L * nc; e += blockDim.x) {
@@ -344,9 +356,9 @@ __global__ void __launch_bounds__(256)
   tile_mm<4, 4, Tp>(
       L, K, L, [&](int i, int j) { return X[i * ldc + j]; }, [&](int j, int kk) { return Ks[j * ldk + kk]; },
       [&](int i, int kk, Tp s) { dK[i * qs + kk] += bt[i] * s; });
-  tile_mm<4, 4, Tp>(
-      L, K, L, [&](int i, int j) { return X[j * ldc + i]; }, [&](int j, int kk) { return bt[j] * Ks[j * ldk + kk]; },
-      [&](int i, int kk, Tp s) { dK[i * qs + kk] += s; });
+  tile_mm_init<4, 4, Tp>(
+      L, K, L, [&](int i, int kk) { return dK[i * qs + kk]; }, [&](int i, int j) { return X[j * ldc + i]; },
+      [&](int j, int kk) { return bt[j] * Ks[j * ldk + kk]; }, [&](int i, int kk, Tp s) { dK[i * qs + kk] = s; });
   // dg = reverse cumsum of dgam (double), dbeta
   if (threadIdx.x == 0) {
     double acc = 0;

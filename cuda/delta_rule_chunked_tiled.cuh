@@ -6,7 +6,10 @@
 // register tile of the output, rows i = ti + u*ceil(M/TM), columns j = tj + w*ceil(N/TN), so that neighbouring
 // threads read neighbouring columns of the right operand). The unit-lower triangular solve W|U = A (rhs) is blocked
 // forward substitution: rows in blocks of 16; the update of a block by the solved rows above it is a tile_mm over
-// all threads, the 16 x 16 diagonal block is solved one column per thread.
+// all threads, the 16 x 16 diagonal block is solved one column per thread with the column in registers (row
+// updates x_i -= Lm_ij x_j in the order j = 0, 1, ..: the same sums as row-by-row substitution). Operand loads go
+// through batched_copy (8 loads of a thread in flight before its stores); tile_mm_init starts each sum from a value
+// read before the products (read-modify-write of global accumulators).
 //
 //   prepare_tiled_kernel       grid (NC, Hv, B), 256 threads. Shared: gam, decay [C] double; eg, r, beta [C];
 //                              Gam, Lm [C, C+1]; Q, K [C, K+1] (later the solve tile [C, NT], NT = min(K+V, 128)).
@@ -46,8 +49,17 @@ constexpr int kSolveCols = 128;  // widest column tile of the solve (NT)
 // out(i, j, sum_{k < Kd} a(i, k) b(k, j)) for every i < M, j < N, by all threads of the block; no synchronization
 // inside (callers separate producers and consumers with __syncthreads). Two calls with the same M, N, TM, TN give
 // every (i, j) to the same thread.
+template <int TM, int TN, typename Tp, typename FI, typename FA, typename FB, typename FO>
+__device__ __forceinline__ void tile_mm_init(int M, int N, int Kd, FI init, FA a, FB b, FO out);
 template <int TM, int TN, typename Tp, typename FA, typename FB, typename FO>
 __device__ __forceinline__ void tile_mm(int M, int N, int Kd, FA a, FB b, FO out) {
+  tile_mm_init<TM, TN, Tp>(M, N, Kd, [](int, int) { return Tp(0); }, a, b, out);
+}
+
+// As tile_mm, but the sum of (i, j) starts from init(i, j) (read before the products, so that a read-modify-write of
+// global memory waits on no load after them).
+template <int TM, int TN, typename Tp, typename FI, typename FA, typename FB, typename FO>
+__device__ __forceinline__ void tile_mm_init(int M, int N, int Kd, FI init, FA a, FB b, FO out) {
   if (M <= 0 || N <= 0) return;
   const int mt = (M + TM - 1) / TM, nt = (N + TN - 1) / TN;
   for (int e = threadIdx.x; e < mt * nt; e += blockDim.x) {
@@ -61,7 +73,7 @@ __device__ __forceinline__ void tile_mm(int M, int N, int Kd, FA a, FB b, FO out
 #pragma unroll
     for (int u = 0; u < TM; ++u)
 #pragma unroll
-      for (int w = 0; w < TN; ++w) acc[u][w] = Tp(0);
+      for (int w = 0; w < TN; ++w) acc[u][w] = init(ii[u], jj[w]);
 #pragma unroll 4
     for (int kk = 0; kk < Kd; ++kk) {
       Tp av[TM], bv[TN];
@@ -84,9 +96,11 @@ __device__ __forceinline__ void tile_mm(int M, int N, int Kd, FA a, FB b, FO out
   }
 }
 
-// Two products with the same right operand: out(i, j, sum_k a1(i,k) b(k,j), sum_k a2(i,k) b(k,j)).
-template <int TM, int TN, typename Tp, typename FA1, typename FA2, typename FB, typename FO>
-__device__ __forceinline__ void tile_mm2(int M, int N, int Kd, FA1 a1, FA2 a2, FB b, FO out) {
+// Two products with the same right operand: out(i, j, init1(i,j) + sum_k a1(i,k) b(k,j), init2(i,j) + sum_k a2(i,k)
+// b(k,j)) (the inits read before the products, as in tile_mm_init).
+template <int TM, int TN, typename Tp, typename FA1, typename FA2, typename FB, typename FI1, typename FI2,
+          typename FO>
+__device__ __forceinline__ void tile_mm2(int M, int N, int Kd, FA1 a1, FA2 a2, FB b, FI1 init1, FI2 init2, FO out) {
   if (M <= 0 || N <= 0) return;
   const int mt = (M + TM - 1) / TM, nt = (N + TN - 1) / TN;
   for (int e = threadIdx.x; e < mt * nt; e += blockDim.x) {
@@ -100,7 +114,10 @@ __device__ __forceinline__ void tile_mm2(int M, int N, int Kd, FA1 a1, FA2 a2, F
 #pragma unroll
     for (int u = 0; u < TM; ++u)
 #pragma unroll
-      for (int w = 0; w < TN; ++w) acc1[u][w] = acc2[u][w] = Tp(0);
+      for (int w = 0; w < TN; ++w) {
+        acc1[u][w] = init1(ii[u], jj[w]);
+        acc2[u][w] = init2(ii[u], jj[w]);
+      }
 #pragma unroll 2
     for (int kk = 0; kk < Kd; ++kk) {
       Tp av1[TM], av2[TM], bv[TN];
@@ -261,7 +278,7 @@ __global__ void __launch_bounds__(256) prepare_tiled_kernel(Dims d, int NT, Tp* 
   Tp* P = Pg + (((b * d.Hv + hv) * d.NC + n) * d.C) * d.C;
   tile_mm2<4, 4, Tp>(
       L, L, K, [&](int i, int kk) { return Ks[i * ldk + kk]; }, [&](int i, int kk) { return Qs[i * ldk + kk]; },
-      [&](int kk, int j) { return Ks[j * ldk + kk]; },
+      [&](int kk, int j) { return Ks[j * ldk + kk]; }, [](int, int) { return Tp(0); }, [](int, int) { return Tp(0); },
       [&](int i, int j, Tp kkv, Tp qkv) {
         Lm[i * ldc + j] = j < i ? bt[i] * kkv * Gam[i * ldc + j] : Tp(0);
         P[i * C + j] = j <= i ? qkv * Gam[i * ldc + j] : Tp(0);
@@ -290,12 +307,20 @@ __global__ void __launch_bounds__(256) prepare_tiled_kernel(Dims d, int NT, Tp* 
           rb, nc, r0, [&](int i, int j) { return Lm[(r0 + i) * ldc + j]; },
           [&](int j, int c) { return X[j * NT + c]; }, [&](int i, int c, Tp s) { X[(r0 + i) * NT + c] -= s; });
       __syncthreads();
-      for (int c = threadIdx.x; c < nc; c += blockDim.x)
-        for (int i = 1; i < rb; ++i) {
-          Tp acc = X[(r0 + i) * NT + c];
-          for (int j = 0; j < i; ++j) acc -= Lm[(r0 + i) * ldc + r0 + j] * X[(r0 + j) * NT + c];
-          X[(r0 + i) * NT + c] = acc;
-        }
+      // the 16 x 16 diagonal block, one column per thread in registers: x_i -= Lm_ij x_j for j = 0, 1, .. in order
+      for (int c = threadIdx.x; c < nc; c += blockDim.x) {
+        Tp x[kSolveBlock];
+#pragma unroll
+        for (int i = 0; i < kSolveBlock; ++i) x[i] = i < rb ? X[(r0 + i) * NT + c] : Tp(0);
+#pragma unroll
+        for (int j = 0; j < kSolveBlock - 1; ++j)
+#pragma unroll
+          for (int i = j + 1; i < kSolveBlock; ++i)
+            if (i < rb) x[i] -= Lm[(r0 + i) * ldc + r0 + j] * x[j];
+#pragma unroll
+        for (int i = 1; i < kSolveBlock; ++i)
+          if (i < rb) X[(r0 + i) * NT + c] = x[i];
+      }
       __syncthreads();
     }
     for (int e = threadIdx.x; e < L * nc; e += blockDim.x) {
