@@ -1,5 +1,8 @@
 // train/step.h — one training step: forward, loss, backward, the global gradient norm, clipping and AdamW.
 //
+// On a GPU the loss is by default the fused lm_head + cross-entropy (ops/matmul.h linear_cross_entropy: no [N, V]
+// logits in memory); on the CPU the plain one (the fused op recomputes the logits, which costs the CPU more than the
+// memory traffic it saves).
 // Eager: every step the host issues the step's kernels one by one (autograd builds and frees the tape).
 // Graph (a GPU and use_graph): the first step runs eagerly (it warms the caching allocator, cuBLAS and every kernel's
 // one-time setup), the second is captured once as a CUDA graph (train/device.h CapturedWork) and every step from
@@ -29,12 +32,18 @@ struct StepOutputs {
   std::vector<Tensor> expert_tokens;  // per MoE layer [E] int64, when run() was asked for them
 };
 
+struct StepOptions {
+  double grad_clip = 0;     // the global-norm threshold (0 = none)
+  bool cuda_graph = true;   // on a GPU: capture the step at the second run and replay it
+  bool fused_loss = true;   // on a GPU: lm_head + cross-entropy as one chunked op (GatedDeltaNetLM::loss fused_head)
+};
+
 class TrainStep {
  public:
-  // params: the optimizer's tensors (their gradients are zeroed, measured and clipped). batch, seq_len: the fixed
-  // shape of every batch. grad_clip: the global-norm threshold (0 = none).
+  // params: the optimizer's tensors (their gradients are dropped, measured and clipped). batch, seq_len: the fixed
+  // shape of every batch.
   TrainStep(GatedDeltaNetLM& model, AdamW& optimizer, std::vector<Tensor> params, int64_t batch, int64_t seq_len,
-            double grad_clip, bool use_graph);
+            const StepOptions& options);
   ~TrainStep();
 
   // Queues one step on ids / targets (host, row-major [batch, seq_len]) at learning rate lr. Does not wait for the
@@ -52,6 +61,7 @@ class TrainStep {
   std::vector<Tensor> params_;
   int64_t batch_, seq_len_;
   double grad_clip_;
+  bool fused_loss_;
   Device device_;
   std::unique_ptr<CapturedWork> graph_;
   Tensor ids_, targets_;  // graph mode: the static batch buffers [batch, seq_len] int64 on the device

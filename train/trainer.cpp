@@ -158,7 +158,7 @@ TrainConfig stored_config(const std::string& out_dir, std::string* checkpoint_di
 const std::vector<std::string>& resumable_keys() {
   static const std::vector<std::string> keys = {"data",       "out_dir",  "steps",  "eval_every",    "checkpoint_every",
                                                 "log_every",  "threads",  "device", "sample_tokens", "sample_prompt",
-                                                "precision",  "cuda_graph"};
+                                                "precision",  "cuda_graph", "fused_loss"};
   return keys;
 }
 
@@ -311,8 +311,10 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& opts) {
                model.num_parameters(), model.num_embedding_parameters(), model.num_parameters(false),
                cfg.model.n_layers, cfg.model.d_model, dtype_name(dtype), device);
   if (!opts.quiet && device.is_cuda())
-    fmt::print(stderr, "gpu: products in {}, training step {}\n", uses_bf16(cfg) ? "bf16 (float32 accumulation)" :
-               "float32", cfg.cuda_graph ? "captured as a CUDA graph" : "eager");
+    fmt::print(stderr, "gpu: products in {}, training step {}, loss {}\n",
+               uses_bf16(cfg) ? "bf16 (float32 accumulation)" : "float32",
+               cfg.cuda_graph ? "captured as a CUDA graph" : "eager",
+               cfg.fused_loss ? "lm_head + cross-entropy fused" : "unfused");
 
   // ---- state (fresh or resumed) ----
   int64_t step = 0;
@@ -409,7 +411,7 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& opts) {
     std::vector<Tensor> expert_tokens;  // per MoE layer [E] int64 on the device; kept for logged steps only
   };
   std::vector<PendingStep> pending;
-  TrainStep train_step(model, optimizer, params, B, T, cfg.grad_clip, cfg.cuda_graph);
+  TrainStep train_step(model, optimizer, params, B, T, {cfg.grad_clip, cfg.cuda_graph, cfg.fused_loss});
   double last_loss = NAN;
   auto read_pending = [&]() {
     for (const PendingStep& p : pending) {
