@@ -122,51 +122,48 @@ Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor&
   chunk_rows = std::min(chunk_rows, N);
   const Device dev = x.device();
   const DType dt = x.dtype();
+  const bool need_x = needs_grad({x}), need_w = needs_grad({weight});
+  // With gradients wanted, each chunk's dlogits are made at once (the mean is over all N rows, so dloss / N is known
+  // now) and taken through both GEMMs: dx [N, D] and dw [V, D] for dloss = 1, scaled by the actual dloss later.
+  Tensor dx = need_x ? Tensor::empty({1, N, D}, dt, dev) : Tensor();
+  Tensor dw = need_w ? Tensor::empty({1, V, D}, dt, dev) : Tensor();
   Tensor wt = transpose(w, 0, 1);  // [D, V] view
   Tensor loss = zeros({}, dt, dev), lse = Tensor::empty({N}, dt, dev);
   {
     Tensor loss_c = Tensor::empty({}, dt, dev), count_c = Tensor::empty({1}, dt, dev);
-    Tensor logits = Tensor::empty({1, chunk_rows, V}, dt, dev);
+    Tensor logits = Tensor::empty({1, chunk_rows, V}, dt, dev), dlogits, one, count;
+    if (need_x || need_w) {
+      dlogits = Tensor::empty({chunk_rows, V}, dt, dev);
+      one = full({}, 1.0, dt, dev);
+      count = full({1}, static_cast<double>(N), dt, dev);
+    }
     for (int64_t r0 = 0; r0 < N; r0 += chunk_rows) {
       const int64_t n = std::min(chunk_rows, N - r0);
-      Tensor lc = logits.as_strided({1, n, V}, {n * V, V, 1}, 0);
-      gemm2(lc, rows(xr, r0, n), wt, 0.0);
-      kernels::cross_entropy_forward(dev, loss_c, lse.as_strided({n}, {1}, r0), count_c,
-                                     lc.as_strided({n, V}, {V, 1}, 0), t.as_strided({n}, {1}, t.offset() + r0), kNoIgnore);
+      Tensor lc = logits.as_strided({1, n, V}, {n * V, V, 1}, 0), xc = rows(xr, r0, n);
+      Tensor lse_c = lse.as_strided({n}, {1}, r0), t_c = t.as_strided({n}, {1}, t.offset() + r0);
+      gemm2(lc, xc, wt, 0.0);
+      kernels::cross_entropy_forward(dev, loss_c, lse_c, count_c, lc.as_strided({n, V}, {V, 1}, 0), t_c, kNoIgnore);
       kernels::scalar(dev, ScalarOp::Mul, loss_c, loss_c, static_cast<double>(n) / static_cast<double>(N));
       kernels::binary(dev, BinaryOp::Add, loss, loss, loss_c);
+      if (!need_x && !need_w) continue;
+      Tensor dl = dlogits.as_strided({n, V}, {V, 1}, 0);
+      kernels::cross_entropy_backward(dev, dl, one, lc.as_strided({n, V}, {V, 1}, 0), lse_c, count, t_c, kNoIgnore);
+      if (need_x) gemm2(dx.as_strided({1, n, D}, {n * D, D, 1}, r0 * D), dl, w, 0.0);
+      if (need_w) gemm2(dw, transpose(dl, 0, 1), xc, r0 == 0 ? 0.0 : 1.0);
     }
   }
-  const bool need_x = x.requires_grad(), need_w = weight.requires_grad();
+  if (!need_x && !need_w) return loss;
   const Shape x_shape = x.shape();
-  record("linear_cross_entropy", {loss}, {x, weight},
-         [xr = xr.detach(), w = w.detach(), t, lse, chunk_rows, need_x, need_w, x_shape](const TensorList& g)
-             -> TensorList {
-           const int64_t N = xr.size(0), D = xr.size(1), V = w.size(0);
-           const Device dev = xr.device();
-           const DType dt = xr.dtype();
-           Tensor dx = need_x ? Tensor::empty({1, N, D}, dt, dev) : Tensor();
-           Tensor dw = need_w ? Tensor::empty({1, V, D}, dt, dev) : Tensor();
-           Tensor count = Tensor::empty({1}, dt, dev);
-           kernels::fill(dev, count, static_cast<double>(N));
-           Tensor logits = Tensor::empty({1, chunk_rows, V}, dt, dev);
-           Tensor dlogits = Tensor::empty({chunk_rows, V}, dt, dev);
-           Tensor wt = transpose(w, 0, 1);
-           for (int64_t r0 = 0; r0 < N; r0 += chunk_rows) {
-             const int64_t n = std::min(chunk_rows, N - r0);
-             Tensor lc = logits.as_strided({1, n, V}, {n * V, V, 1}, 0);
-             Tensor xc = rows(xr, r0, n);
-             gemm2(lc, xc, wt, 0.0);
-             Tensor dl = dlogits.as_strided({n, V}, {V, 1}, 0);
-             kernels::cross_entropy_backward(dev, dl, g[0], lc.as_strided({n, V}, {V, 1}, 0),
-                                             lse.as_strided({n}, {1}, r0), count, t.as_strided({n}, {1}, t.offset() + r0),
-                                             kNoIgnore);
-             if (need_x) gemm2(dx.as_strided({1, n, D}, {n * D, D, 1}, r0 * D), dl, w, 0.0);
-             if (need_w) gemm2(dw, transpose(dl, 0, 1), xc, r0 == 0 ? 0.0 : 1.0);
-           }
-           return {need_x ? dx.as_strided(x_shape, contiguous_strides(x_shape), 0) : Tensor(),
-                   need_w ? dw.as_strided({V, D}, {D, 1}, 0) : Tensor()};
-         });
+  record("linear_cross_entropy", {loss}, {x, weight}, [dx, dw, x_shape, V, D](const TensorList& g) -> TensorList {
+    // d/dx and d/dw for dloss = 1 were made in the forward; times the incoming dloss (a device scalar).
+    auto scaled = [&](const Tensor& d, const Shape& shape) {
+      Tensor out = Tensor::empty(shape, d.dtype(), d.device());
+      Tensor dv = d.as_strided(shape, contiguous_strides(shape), 0);
+      kernels::binary(d.device(), BinaryOp::Mul, out, dv, g[0].as_strided(shape, Strides(shape.size(), 0), g[0].offset()));
+      return out;
+    };
+    return {dx.defined() ? scaled(dx, x_shape) : Tensor(), dw.defined() ? scaled(dw, {V, D}) : Tensor()};
+  });
   return loss;
 }
 
