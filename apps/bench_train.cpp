@@ -231,9 +231,9 @@ int main(int argc, char** argv) {
                       {"final_loss", r.loss}, {"steps", steps}, {"warmup", warmup}});
     }
     const int64_t n = device.is_cuda() ? 4096 : 1024;
-    std::printf("\nGEMM roofline: one %lld x %lld x %lld matmul runs at %.0f GFLOP/s (%s)\n", static_cast<long long>(n),
-                static_cast<long long>(n), static_cast<long long>(n), gemm_roofline(device, dtype, n),
-                dtype_name_arg.c_str());
+    std::printf("\nGEMM roofline: one %lld x %lld x %lld matmul runs at %.0f GFLOP/s (%s, products %s)\n",
+                static_cast<long long>(n), static_cast<long long>(n), static_cast<long long>(n),
+                gemm_roofline(device, dtype, n), dtype_name_arg.c_str(), precision.c_str());
     for (const auto& [preset, r] : profiles) {
       double total = 0;
       for (const auto& row : r.profile) total += row.ms;
