@@ -157,7 +157,7 @@ int main(int argc, char** argv) {
       "bench-train: times the whole training step (forward, backward, clipping, AdamW) of the Gated DeltaNet LM on\n"
       "random token ids; prints ms/step (median), tokens/s, kernel calls per step and peak device memory"};
   std::string presets = "small,medium,large", device_name = "cpu", dtype_name_arg = "float32", json_path;
-  std::string precision = "float32", graph = "on", fused = "on";
+  std::string precision = "float32", graph = "on", fused = "off";
   int64_t batch = 0, seq_len = 0, vocab = 0;
   int steps = 50, warmup = 5, threads = 0, profile_steps = 0;
   app.add_option("--presets", presets,

@@ -1,10 +1,10 @@
 // train/step.h — one training step: forward, loss, backward, the global gradient norm, clipping and AdamW.
 //
-// On a GPU the loss is by default the fused lm_head + cross-entropy (ops/matmul.h linear_cross_entropy: no [N, V]
-// logits in memory); on the CPU the plain one (the fused op recomputes the logits, which costs the CPU more than the
-// memory traffic it saves).
+// With fused_loss, on a GPU, the loss is the fused lm_head + cross-entropy (ops/matmul.h linear_cross_entropy: no
+// [N, V] logits in memory, at a few percent of step time); otherwise, and always on the CPU, the plain one.
+//
 // Eager: every step the host issues the step's kernels one by one (autograd builds and frees the tape).
-// Graph (a GPU and use_graph): the first step runs eagerly (it warms the caching allocator, cuBLAS and every kernel's
+// Graph (a GPU and cuda_graph): the first step runs eagerly (it warms the caching allocator, cuBLAS and every kernel's
 // one-time setup), the second is captured once as a CUDA graph (train/device.h CapturedWork) and every step from
 // then on is one replay of it. The graph reads the batch from two device buffers that run() fills before each
 // replay (host-to-device copies queued on the same stream) and the learning rate and step count from the optimizer's
@@ -35,7 +35,7 @@ struct StepOutputs {
 struct StepOptions {
   double grad_clip = 0;     // the global-norm threshold (0 = none)
   bool cuda_graph = true;   // on a GPU: capture the step at the second run and replay it
-  bool fused_loss = true;   // on a GPU: lm_head + cross-entropy as one chunked op (GatedDeltaNetLM::loss fused_head)
+  bool fused_loss = false;  // on a GPU: lm_head + cross-entropy as one chunked op (GatedDeltaNetLM::loss fused_head)
 };
 
 class TrainStep {
