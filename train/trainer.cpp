@@ -129,12 +129,6 @@ json history_point(int64_t step, const EvalMetrics& m) {
   return {{"step", step}, {"loss", m.loss}, {"accuracy", m.accuracy}, {"perplexity", m.perplexity}};
 }
 
-std::vector<std::pair<std::string, Tensor>> named_weights(const GatedDeltaNetLM& model) {
-  std::vector<std::pair<std::string, Tensor>> out;
-  for (const auto& p : model.parameters()) out.emplace_back(p.name, p.value);
-  return out;
-}
-
 json or_null(const std::optional<double>& v) { return v ? json(*v) : json(nullptr); }
 
 // The train config stored in the LAST checkpoint under out_dir.
@@ -384,9 +378,10 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& opts) {
                                 last_good.empty() ? std::string("(none yet)") : last_good));
   };
   auto checkpoint = [&](bool is_best) {
-    if (std::string bad = describe_non_finite(named_weights(model)); !bad.empty())
+    const CheckpointTensors snapshot = checkpoint_tensors(model, optimizer);  // one copy to the host
+    if (std::string bad = describe_non_finite(snapshot.weights); !bad.empty())
       stop_non_finite(fmt::format("the weights became non-finite at step {} (parameter {})", step, bad));
-    last_good = save_checkpoint(ckpt_root, model, optimizer, {step, trainer_state()}, is_best);
+    last_good = save_checkpoint(ckpt_root, snapshot, {step, trainer_state()}, is_best);
   };
 
   // ---- the loop ----
