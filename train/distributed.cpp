@@ -74,6 +74,13 @@ DistributedEnv distributed_env(const std::function<const char*(const char*)>& lo
                  env.world);
   env.master_addr = get("MASTER_ADDR");
   env.master_port = static_cast<int>(env_int(get, "MASTER_PORT", 0, 1, 65535));
+  // torchrun's agent serves its own store on MASTER_PORT (TORCHELASTIC_USE_AGENT_STORE): ours takes the next port.
+  const char* agent_store = get("TORCHELASTIC_USE_AGENT_STORE");
+  if (agent_store != nullptr && std::string(agent_store) == "True") {
+    GDN_USER_CHECK(env.master_port < 65535, "environment: under torchrun the rendezvous uses MASTER_PORT + 1, and "
+                   "MASTER_PORT is 65535");
+    env.master_port += 1;
+  }
   env.timeout_s = static_cast<double>(env_int(get, "GDN_DIST_TIMEOUT", 120, 1, 86400));
   return env;
 }

@@ -5,7 +5,8 @@
 // processes itself); without RANK and WORLD_SIZE, OMPI_COMM_WORLD_RANK / _SIZE / _LOCAL_RANK (mpirun), then
 // SLURM_PROCID / SLURM_NTASKS / SLURM_LOCALID (srun) — these two only when MASTER_PORT is set, since an allocation
 // sets them for a plain single process too. World size unset or 1: one process, no communicator, nothing changes.
-// GDN_DIST_TIMEOUT (seconds, default 120) bounds every wait of the rendezvous.
+// GDN_DIST_TIMEOUT (seconds, default 120) bounds every wait of the rendezvous. Under torchrun, whose agent serves its
+// own store on MASTER_PORT (TORCHELASTIC_USE_AGENT_STORE=True), the rendezvous uses MASTER_PORT + 1.
 //
 // Communicator is the whole interface the trainer sees; its transports:
 //   * NCCL (GPUs; cuda/nccl_transport.h, built when NCCL is found): collectives are queued on the device's stream
