@@ -5,6 +5,7 @@
 
 #include "autograd/engine.h"
 #include "ops/ops.h"
+#include "train/distributed.h"
 
 namespace gdn {
 
@@ -12,7 +13,7 @@ TrainStep::TrainStep(GatedDeltaNetLM& model, AdamW& optimizer, std::vector<Tenso
                      int64_t seq_len, const StepOptions& options)
     : model_(model), optimizer_(optimizer), params_(std::move(params)), batch_(batch), seq_len_(seq_len),
       grad_clip_(options.grad_clip), fused_loss_(options.fused_loss && model.device().is_cuda()),
-      device_(model.device()) {
+      comm_(options.comm), device_(model.device()) {
   if (options.cuda_graph && device_.is_cuda()) {
     graph_ = std::make_unique<CapturedWork>(device_);
     ids_ = Tensor::empty({batch, seq_len}, kInt64, device_);
@@ -28,6 +29,14 @@ StepOutputs TrainStep::issue(const Tensor& ids, const Tensor& targets) {
   clear_grads(params_);
   LossOutput out = model_.loss(ids, targets, fused_loss_);
   backward(out.loss);
+  if (comm_) {  // data parallel: the average over the ranks (a parameter without a gradient contributes zeros)
+    std::vector<Tensor> averaged{out.ce};
+    for (Tensor& p : params_) {
+      if (!p.grad().defined()) p.set_grad(zeros_like(p));
+      averaged.push_back(p.grad());
+    }
+    comm_->average(averaged);
+  }
   Tensor grad_sq_norm = grad_norm_squared(params_);
   optimizer_.apply(grad_sq_norm, grad_clip_);
   return {out.ce.detach(), grad_sq_norm, out.aux_loss.defined() ? out.aux_loss.detach() : Tensor(),

@@ -11,6 +11,9 @@
 // device-side schedule (AdamW::set_schedule); the clip factor and the skip on a non-finite norm are already device
 // decisions inside the AdamW kernel, so the captured step has no host branch on device values and no host wait.
 // The two modes issue the same kernels in the same order on the same data, so their results are the same bits.
+// Data parallel (a Communicator, train/distributed.h): between the backward pass and the norm, the gradients and the
+// loss are averaged over the ranks in one grouped all-reduce (queued on the device's stream, so the graph captures it
+// too); the norm, the clip and AdamW then see the same numbers on every rank and keep the replicas identical.
 #pragma once
 
 #include <cstdint>
@@ -24,6 +27,8 @@
 
 namespace gdn {
 
+class Communicator;
+
 // What one step leaves on the device; the host reads it when it logs. The tensors are the caller's to keep.
 struct StepOutputs {
   Tensor ce;                          // [] mean cross-entropy of the batch
@@ -36,6 +41,7 @@ struct StepOptions {
   double grad_clip = 0;     // the global-norm threshold (0 = none)
   bool cuda_graph = true;   // on a GPU: capture the step at the second run and replay it
   bool fused_loss = false;  // on a GPU: lm_head + cross-entropy as one chunked op (GatedDeltaNetLM::loss fused_head)
+  Communicator* comm = nullptr;  // data parallel: average gradients and loss over its ranks (null: one process)
 };
 
 class TrainStep {
@@ -62,6 +68,7 @@ class TrainStep {
   int64_t batch_, seq_len_;
   double grad_clip_;
   bool fused_loss_;
+  Communicator* comm_;
   Device device_;
   std::unique_ptr<CapturedWork> graph_;
   Tensor ids_, targets_;  // graph mode: the static batch buffers [batch, seq_len] int64 on the device

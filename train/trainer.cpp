@@ -16,6 +16,7 @@
 #include "ops/ops.h"
 #include "train/checkpoint.h"
 #include "train/corpus.h"
+#include "train/distributed.h"
 #include "train/file_util.h"
 #include "train/generate.h"
 #include "train/hf_format.h"
@@ -52,8 +53,9 @@ double unigram_loss(const std::vector<int32_t>& train_tokens, const std::vector<
   return val_tokens.size() > 1 ? nll / static_cast<double>(val_tokens.size() - 1) : 0.0;
 }
 
+// Data parallel (comm): batch i runs on rank i % world, and the sums are added up over the ranks.
 EvalMetrics evaluate(const GatedDeltaNetLM& model, const std::vector<int32_t>& tokens, const std::vector<int64_t>& starts,
-                     int64_t batch, int64_t seq_len) {
+                     int64_t batch, int64_t seq_len, Communicator* comm) {
   NoGradGuard no_grad;
   EvalMetrics m;
   double loss_sum = 0;
@@ -62,7 +64,9 @@ EvalMetrics evaluate(const GatedDeltaNetLM& model, const std::vector<int32_t>& t
   // Every batch is queued first and read back afterwards, so that the host never waits between batches.
   std::vector<Tensor> losses, predictions;
   std::vector<std::vector<int64_t>> batch_targets;
-  for (size_t at = 0; at < starts.size(); at += batch) {
+  const size_t first = comm ? static_cast<size_t>(comm->rank() * batch) : 0;
+  const size_t stride = comm ? static_cast<size_t>(comm->world() * batch) : static_cast<size_t>(batch);
+  for (size_t at = first; at < starts.size(); at += stride) {
     const int64_t b = std::min<int64_t>(batch, static_cast<int64_t>(starts.size() - at));
     WindowSampler::gather_windows(tokens, starts.data() + at, b, seq_len, inputs.data(), targets.data());
     std::vector<int64_t> in(inputs.begin(), inputs.begin() + b * seq_len), tg(targets.begin(), targets.begin() + b * seq_len);
@@ -79,6 +83,13 @@ EvalMetrics evaluate(const GatedDeltaNetLM& model, const std::vector<int32_t>& t
     for (size_t j = 0; j < pred.size(); ++j) correct += pred[j] == batch_targets[i][j];
     count += static_cast<int64_t>(pred.size());
     batches++;
+  }
+  if (comm) {
+    std::vector<double> sums{loss_sum, static_cast<double>(correct), static_cast<double>(count),
+                             static_cast<double>(batches)};
+    comm->sum(sums);
+    loss_sum = sums[0], correct = static_cast<int64_t>(sums[1]), count = static_cast<int64_t>(sums[2]);
+    batches = static_cast<int64_t>(sums[3]);
   }
   m.loss = loss_sum / static_cast<double>(std::max<int64_t>(batches, 1));
   m.accuracy = static_cast<double>(correct) / static_cast<double>(std::max<int64_t>(count, 1));
@@ -220,14 +231,21 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& opts) {
   const DType dtype = cfg.dtype == "float64" ? kFloat64 : kFloat32;
   const Device device = parse_device(cfg.device);
   const auto t_start = Clock::now();
+  // Data parallel: rank 0 alone prepares and writes the output folder; the others start once it is ready.
+  const bool writer = !opts.comm || opts.comm->rank() == 0;
+  const int world = opts.comm ? opts.comm->world() : 1, rank = opts.comm ? opts.comm->rank() : 0;
+  if (!writer) opts.comm->barrier();
 
   // ---- the output folder: not inside the corpus, locked, and never an earlier run's without --resume/--overwrite ----
   std::error_code ec;
   GDN_USER_CHECK(!(fs::is_directory(cfg.data, ec) && is_within(cfg.out_dir, cfg.data)),
                  "--out {} lies inside the corpus folder --data {}: the next run would train on its own outputs",
                  cfg.out_dir, cfg.data);
-  ensure_directory(cfg.out_dir);
-  DirectoryLock lock(cfg.out_dir);
+  std::optional<DirectoryLock> lock;
+  if (writer) {
+    ensure_directory(cfg.out_dir);
+    lock.emplace(cfg.out_dir);
+  }
   const fs::path out(cfg.out_dir);
   const std::string ckpt_root = (out / "checkpoints").string();
   const std::vector<std::string> earlier = earlier_run_files(out);
@@ -235,7 +253,7 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& opts) {
   if (opts.resume) {
     last = find_checkpoint(ckpt_root, "LAST");
     GDN_USER_CHECK(last.has_value(), "--resume: no checkpoint in {}", ckpt_root);
-  } else if (!earlier.empty()) {
+  } else if (writer && !earlier.empty()) {
     GDN_USER_CHECK(opts.overwrite, "{} already holds an earlier run ({}{}): pass --resume to continue it or "
                    "--overwrite to start over", cfg.out_dir, fmt::join(earlier.begin(), earlier.begin() +
                    static_cast<std::ptrdiff_t>(std::min<size_t>(earlier.size(), 3)), ", "),
@@ -246,7 +264,7 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& opts) {
   Corpus corpus = load_corpus(cfg.data, cfg.val_fraction);
   const std::string tok_path = (out / "tokenizer.json").string();
   // --overwrite trains a new tokenizer (the old file is removed at the commit); otherwise an existing one is reused.
-  const bool reuse_tokenizer = !init_tok && !opts.overwrite && fs::exists(tok_path, ec);
+  const bool reuse_tokenizer = !init_tok && (!writer || (!opts.overwrite && fs::exists(tok_path, ec)));
   GDN_USER_CHECK(!opts.resume || reuse_tokenizer, "--resume: the run's tokenizer {} is missing", tok_path);
   BpeTokenizer tok;
   if (init_tok) {
@@ -254,7 +272,7 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& opts) {
     if (!opts.quiet) fmt::print(stderr, "tokenizer: from {} ({} tokens)\n", opts.init_from, tok.vocab_size());
   } else if (reuse_tokenizer) {
     tok = BpeTokenizer::load(tok_path);
-    GDN_USER_CHECK(opts.resume || tok.vocab_size() == cfg.model.vocab_size,
+    GDN_USER_CHECK(opts.resume || !writer || tok.vocab_size() == cfg.model.vocab_size,
                    "{} holds a tokenizer of {} tokens but vocab_size is {}: pass --set vocab_size={} to reuse it, or "
                    "--overwrite (or remove the file) to train a new one", tok_path, tok.vocab_size(),
                    cfg.model.vocab_size, tok.vocab_size());
@@ -275,9 +293,6 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& opts) {
   WindowSampler sampler(&train_tokens, cfg.seq_len, cfg.seed);  // a corpus shorter than one window stops here
   GDN_USER_CHECK(static_cast<int64_t>(val_tokens.size()) > cfg.seq_len,
                  "validation split too short: {} tokens, need more than seq_len = {}", val_tokens.size(), cfg.seq_len);
-  std::vector<int64_t> eval_starts =
-      WindowSampler::eval_window_starts(static_cast<int64_t>(val_tokens.size()), cfg.seq_len,
-                                        cfg.eval_batches * cfg.batch_size);
   if (!opts.resume) cfg.model.vocab_size = tok.vocab_size();
   const uint64_t corpus_fp = corpus_fingerprint(train_tokens, val_tokens);
   const double unigram = unigram_loss(train_tokens, val_tokens, tok.vocab_size());
@@ -318,6 +333,7 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& opts) {
   double interval_loss_sum = 0;  // training losses since the last train_history point (log_every)
   int64_t interval_steps = 0;
   if (opts.resume) {
+    int64_t global_batch = cfg.batch_size;
     CheckpointData data = load_checkpoint(*last, model, &optimizer);
     const json& st = data.trainer_state;
     // A checkpoint without a fingerprint (none is written without one today) resumes unchecked.
@@ -342,24 +358,29 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& opts) {
       elapsed_before = st.value("elapsed_seconds", 0.0);
       interval_loss_sum = st.value("interval_loss_sum", 0.0);
       interval_steps = st.value("interval_steps", int64_t{0});
+      global_batch = cfg.batch_size * st.value("world_size", int64_t{1});
     } catch (const json::exception& e) {
       throw UserError(fmt::format("checkpoint {} has a corrupt trainer_state.json: {}", *last, e.what()));
     } catch (const Error& e) {
       throw UserError(fmt::format("checkpoint {} has a corrupt trainer_state.json: {}", *last, e.what()));
     }
+    GDN_USER_CHECK(global_batch % world == 0, "--resume: the checkpoint's global batch of {} windows does not split "
+                   "over {} ranks", global_batch, world);
+    cfg.batch_size = global_batch / world;  // the same global batch on any number of ranks
     if (!opts.quiet) fmt::print(stderr, "resume: step {} from {}\n", step, *last);
   }
 
   // ---- commit: from here on the output folder changes ----
-  if (opts.overwrite) {
+  if (opts.overwrite && writer) {
     for (const std::string& rel : earlier) fs::remove_all(out / rel);
     fs::remove(tok_path, ec);
   }
   if (!reuse_tokenizer) tok.save(tok_path);
+  if (opts.comm && writer) opts.comm->barrier();  // the other ranks may read the folder now
 
   auto trainer_state = [&]() {
     SamplerState s = sampler.state();
-    return json{{"sampler", {{"seed", s.seed}, {"epoch", s.epoch}, {"cursor", s.cursor}}},
+    json state = json{{"sampler", {{"seed", s.seed}, {"epoch", s.epoch}, {"cursor", s.cursor}}},
                 {"train_history", train_history},
                 {"val_history", val_history},
                 {"best_val_loss", std::isfinite(best_val) ? json(best_val) : json(nullptr)},
@@ -371,6 +392,8 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& opts) {
                 {"tokenizer_fingerprint", tok.fingerprint()},
                 {"corpus_fingerprint", corpus_fp},
                 {"config", to_json(cfg)}};
+    if (world > 1) state["world_size"] = world;
+    return state;
   };
   std::string last_good = last ? *last : std::string();  // the newest checkpoint known to hold a finite state
   auto stop_non_finite = [&](const std::string& what) {
@@ -381,6 +404,7 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& opts) {
     const CheckpointTensors snapshot = checkpoint_tensors(model, optimizer);  // one copy to the host
     if (std::string bad = describe_non_finite(snapshot.weights); !bad.empty())
       stop_non_finite(fmt::format("the weights became non-finite at step {} (parameter {})", step, bad));
+    if (!writer) return;
     last_good = save_checkpoint(ckpt_root, snapshot, {step, trainer_state()}, is_best);
   };
 
@@ -389,6 +413,11 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& opts) {
   summary.start_step = step;
   summary.unigram_val_loss = unigram;
   const int64_t B = cfg.batch_size, T = cfg.seq_len;
+  const std::vector<int64_t> eval_starts = WindowSampler::eval_window_starts(
+      static_cast<int64_t>(val_tokens.size()), cfg.seq_len, cfg.eval_batches * cfg.batch_size * world);
+  if (opts.comm && !opts.quiet)
+    fmt::print(stderr, "data parallel: {} ranks over {}, {} windows per rank, global batch {}\n", world,
+               opts.comm->transport(), B, B * world);
   std::vector<int64_t> in(B * T), tg(B * T);
   std::unique_ptr<ProgressBar> bar;
   if (!opts.quiet) bar = std::make_unique<ProgressBar>(cfg.steps, step);
@@ -406,7 +435,8 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& opts) {
     std::vector<Tensor> expert_tokens;  // per MoE layer [E] int64 on the device; kept for logged steps only
   };
   std::vector<PendingStep> pending;
-  TrainStep train_step(model, optimizer, params, B, T, {cfg.grad_clip, cfg.cuda_graph, cfg.fused_loss});
+  TrainStep train_step(model, optimizer, params, B, T, {cfg.grad_clip, cfg.cuda_graph, cfg.fused_loss, opts.comm});
+  bool stop_asked = false;
   double last_loss = NAN;
   auto read_pending = [&]() {
     for (const PendingStep& p : pending) {
@@ -445,26 +475,29 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& opts) {
   };
   while (step < cfg.steps) {
     auto t0 = Clock::now();
-    sampler.next_batch(B, in.data(), tg.data());
+    sampler.next_batch(B, in.data(), tg.data(), rank, world);
     const double lr = learning_rate_at(step, cfg.steps, cfg.warmup_steps, cfg.lr, cfg.min_lr_ratio, cfg.lr_schedule);
     const bool log_step = (step + 1) % cfg.log_every == 0 || step + 1 == cfg.steps;
     StepOutputs out = train_step.run(in.data(), tg.data(), lr, log_step);
     step++;
-    tokens_seen += B * T;
+    tokens_seen += B * T * world;
     pending.push_back({step, lr, out.ce, out.grad_sq_norm, out.aux_loss, out.expert_tokens});
     const bool last_step = step == cfg.steps;
     const bool evaluate_now = step % cfg.eval_every == 0 || last_step;
-    const bool stopping = g_stop.exchange(false) || step == opts.stop_after;  // a stop request is consumed here
+    stop_asked = g_stop.exchange(false) || step == opts.stop_after || stop_asked;  // a stop request is consumed here
+    // Data parallel: the ranks agree at logging points (a host collective), so that all stop after the same step.
+    const bool stopping = opts.comm ? (step % cfg.log_every == 0 || last_step) && opts.comm->any(stop_asked)
+                                    : stop_asked;
     if (step % cfg.log_every == 0 || last_step || evaluate_now || step % cfg.checkpoint_every == 0 || stopping)
       read_pending();
     const double dt = seconds_since(t0);
     step_seconds_total += dt;
     steps_this_run++;
-    const double tok_per_s = static_cast<double>(B * T * steps_this_run) / step_seconds_total;
+    const double tok_per_s = static_cast<double>(B * T * world * steps_this_run) / step_seconds_total;
     if (bar) bar->update(step, last_loss, lr, tok_per_s);
 
     if (evaluate_now) {
-      const EvalMetrics m = evaluate(model, val_tokens, eval_starts, B, T);
+      const EvalMetrics m = evaluate(model, val_tokens, eval_starts, B, T, opts.comm);
       if (!std::isfinite(m.loss)) {
         if (bar) bar->finish();
         stop_non_finite(fmt::format("validation loss became {} at step {}", m.loss, step));
@@ -496,7 +529,7 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& opts) {
   // ---- results (a metric that was never measured is absent: null in the JSON, empty in the summary) ----
   summary.end_step = step;
   summary.seconds = seconds_since(t_start);
-  summary.tokens_per_second = static_cast<double>(B * T * steps_this_run) / step_seconds_total;  // >= 1 step ran
+  summary.tokens_per_second = static_cast<double>(B * T * world * steps_this_run) / step_seconds_total;  // >= 1 ran
   if (std::isfinite(best_val)) summary.best_val_loss = best_val;
   if (!last_eval && !val_history.empty()) {
     const json& lv = val_history.back();
@@ -523,6 +556,7 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& opts) {
     }
     if (n > 0) summary.final_train_loss = s / static_cast<double>(n);
   }
+  if (!writer) return summary;  // rank 0 writes the results
 
   if (!opts.quiet && !summary.interrupted) {
     SamplingOptions so;
