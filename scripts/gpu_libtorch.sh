@@ -43,6 +43,15 @@ if want build; then
   echo "build: ok in $(($(date +%s) - t0)) s"
 fi
 
+# gdn.cpp links the toolkit's libcudart / libcublas, LibTorch the ones of its pip packages (nvidia/*/lib). Where both
+# have the same soname the first one loaded serves both; if the binary does not start that way, the loader is
+# pointed at PyTorch's copies first (newer or equal within a CUDA major version, which gdn.cpp's code runs on).
+if [[ -x "$bench" ]] && ! "$bench" --help > /dev/null 2>> "$OUT/build.log"; then
+  nv=$(python3 -c 'import os, glob, torch; print(":".join(sorted(glob.glob(os.path.join(os.path.dirname(torch.__file__), "..", "nvidia", "*", "lib")))))')
+  export LD_LIBRARY_PATH="$nv${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  echo "bench-libtorch did not start; LD_LIBRARY_PATH=$LD_LIBRARY_PATH" | tee -a "$OUT/build.log"
+fi
+
 run() {  # name, then bench-libtorch arguments
   local name=$1
   shift
