@@ -11,7 +11,7 @@
 #           process (--steps $STEPS --warmup $WARMUP, default 10 / 3)
 #   curve   200 AdamW steps of medium in bf16 on both sides (the same batch every step), losses every 20 steps
 # Outputs: $OUT/{parity,speed,curve}.{md,json} and the logs (default OUT=/tmp/gdn-gpu-libtorch). Header-only
-# dependencies the machine may lack are carried in .device/include (see scripts/gpu_check.sh).
+# dependencies the machine may lack are carried in .device/include, or in $DEVICE_INCLUDE (see scripts/gpu_check.sh).
 # Usage: OUT=/some/dir bash scripts/gpu_libtorch.sh [stage ...]
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -24,7 +24,7 @@ PRECISION=${PRECISION:-fp32,bf16}
 mkdir -p "$OUT"
 stages=${*:-build parity speed curve}
 want() { [[ " $stages " == *" $1 "* ]]; }
-inc="$root/.device/include"
+inc=${DEVICE_INCLUDE:-$root/.device/include}
 export CPATH="$inc${CPATH:+:$CPATH}" OMP_WAIT_POLICY=PASSIVE PATH="$PATH:/usr/local/cuda/bin"
 bench="$BUILD/bin/bench-libtorch"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
