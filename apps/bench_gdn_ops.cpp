@@ -7,7 +7,9 @@
 // --device cpu (default): float32 at two small shapes, both forms, steady clock. --device cuda: the chunked form at
 // the training shapes (B4 T256 H4 K=V=64 up to B4 T4096 H16 K=V=128), in --dtype float32, float64 or both, timed
 // with CUDA events on the device's stream (train/device.h DeviceTimer); the shape columns (with NC, the chunks per
-// sequence) do not depend on the card, so tables from two cards or two builds line up row by row.
+// sequence) do not depend on the card, so tables from two cards or two builds line up row by row. --precision
+// bfloat16 (CUDA only) sets gdn::matmul_precision (core/precision.h) for the timed calls: float32 tensors, tile
+// products of the chunked kernels on bfloat16 tensor cores with float32 accumulation.
 #include <omp.h>
 
 #include <fmt/format.h>
@@ -24,6 +26,7 @@
 #include "apps/cli_parse.h"
 #include "autograd/engine.h"
 #include "autograd/grad_mode.h"
+#include "core/precision.h"
 #include "core/random.h"
 #include "ops/creation.h"
 #include "ops/elementwise.h"
@@ -64,7 +67,7 @@ int main(int argc, char** argv) {
   int threads = omp_get_num_procs();
   int repeats = 10, warmup = 2;
   int64_t chunk_size = 64;
-  std::string device_name = "cpu", dtype_name = "float32";
+  std::string device_name = "cpu", dtype_name = "float32", precision_name = "float32";
   app.add_option("--threads", threads, "OpenMP threads (default: all cores)")->check(CLI::PositiveNumber);
   app.add_option("--repeats", repeats, "timed runs per measurement (the median is printed)")
       ->check(CLI::PositiveNumber);
@@ -73,10 +76,17 @@ int main(int argc, char** argv) {
   app.add_option("--device", device_name, "cpu (default) or cuda[:0]");
   app.add_option("--dtype", dtype_name, "float32 (default), float64 or both")
       ->check(CLI::IsMember({"float32", "float64", "both"}));
+  app.add_option("--precision", precision_name, "products of float32 tensors on CUDA: float32 (default) or bfloat16")
+      ->check(CLI::IsMember({"float32", "bfloat16"}));
   if (auto rc = gdn::parse_command_line(app, argc, argv, "bench-gdn-ops")) return *rc;
   omp_set_num_threads(threads);
   const Device device = init_device(device_name);
   const bool on_cpu = device.type == DeviceType::CPU;
+  if (precision_name == "bfloat16" && on_cpu) {
+    std::fprintf(stderr, "bench-gdn-ops: --precision bfloat16 needs --device cuda\n");
+    return 1;
+  }
+  PrecisionGuard precision(precision_name == "bfloat16" ? Precision::BFloat16 : Precision::Float32);
 
   const std::vector<BenchShape> shapes =
       on_cpu ? std::vector<BenchShape>{{4, 256, 4, 64, 64}, {1, 2048, 4, 64, 64}}
@@ -91,9 +101,10 @@ int main(int argc, char** argv) {
   const std::vector<DeltaRuleMode> modes =
       on_cpu ? std::vector<DeltaRuleMode>{DeltaRuleMode::Chunked, DeltaRuleMode::Recurrent}
              : std::vector<DeltaRuleMode>{DeltaRuleMode::Chunked};
-  std::printf("gated_delta_rule on %s, chunk %ld, %s, median of %d runs after %d warm-up\n\n", device_name.c_str(),
-              static_cast<long>(chunk_size), on_cpu ? fmt::format("{} thread(s)", threads).c_str() : "CUDA events",
-              repeats, warmup);
+  std::printf("gated_delta_rule on %s, chunk %ld, %s, products in %s, median of %d runs after %d warm-up\n\n",
+              device_name.c_str(), static_cast<long>(chunk_size),
+              on_cpu ? fmt::format("{} thread(s)", threads).c_str() : "CUDA events", precision_name.c_str(), repeats,
+              warmup);
   std::printf("| dtype | B | T | H | K | V | NC | mode | forward (ms) | forward+backward (ms) |\n");
   std::printf("|-------|---|---|---|---|---|---:|------|-------------:|----------------------:|\n");
   Generator gen(0);

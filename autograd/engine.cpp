@@ -168,4 +168,8 @@ void zero_grad(const TensorList& params) {
   }
 }
 
+void clear_grads(const TensorList& params) {
+  for (const auto& p : params) Tensor(p).set_grad(Tensor());
+}
+
 }  // namespace gdn

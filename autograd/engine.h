@@ -19,4 +19,9 @@ inline void backward(const Tensor& root) { backward(TensorList{root}); }
 // next backward); a tensor that has no .grad yet keeps none.
 void zero_grad(const TensorList& params);
 
+// Drops the .grad of every tensor in the list (PyTorch's zero_grad(set_to_none=True)): the next backward gives each
+// leaf a fresh buffer with one copy, instead of a fill now and an add then. A leaf that then receives no gradient has
+// none, which AdamW and the gradient norm skip. train/step.h uses it.
+void clear_grads(const TensorList& params);
+
 }  // namespace gdn

@@ -84,10 +84,12 @@ struct AdamWParams {
   X(sum_squares, void(const Tensor& out, const std::vector<Tensor>& xs))                                        \
   /* one AdamW step, in place, of every (params[i], ms[i], vs[i]) from grads[i] times the clip factor */         \
   /* c = max_norm / (sqrt(grad_sq_norm) + 1e-6) if max_norm > 0 and the norm exceeds it, else 1; grad_sq_norm */ \
-  /* [1] float64 opt (undefined: c = 1); a non-finite norm skips the step (nothing changes); contiguous */        \
+  /* [1] float64 opt (undefined: c = 1); a non-finite norm skips the step (nothing changes); contiguous; */      \
+  /* schedule [2] float64 opt on the params' device = (lr, step): when defined, it replaces p.lr and p.step, */     \
+  /* so that a captured CUDA graph reads the learning rate and step count from device memory */                    \
   X(adamw_step, void(const std::vector<Tensor>& params, const std::vector<Tensor>& ms,                          \
                      const std::vector<Tensor>& vs, const std::vector<Tensor>& grads,                           \
-                     const Tensor& grad_sq_norm, const AdamWParams& p))                                         \
+                     const Tensor& grad_sq_norm, const Tensor& schedule, const AdamWParams& p))                 \
   /* ---- mixture of experts (ops/moe.h); all contiguous; ids, flat, order, tokens, offsets, counts int64 ---- */   \
   /* ids [N,k] = the k largest entries of probs [N,E] per row, largest first, the lower id on ties (NaN ranks */     \
   /* as -inf); flat [N,k] = n * E + ids (the index of the chosen entry in probs viewed as [N*E]) */                 \

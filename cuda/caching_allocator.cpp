@@ -20,8 +20,9 @@ void* CachingAllocator::allocate(size_t nbytes) {
   const int dev = current_device();
   std::lock_guard<std::mutex> lock(mu_);
   void* p = nullptr;
-  auto it = free_blocks_.find({dev, size});
-  if (it != free_blocks_.end() && !it->second.empty()) {
+  auto& lists = capturing_ ? graph_free_ : free_blocks_;
+  auto it = lists.find({dev, size});
+  if (it != lists.end() && !it->second.empty()) {
     p = it->second.back();
     it->second.pop_back();
     stats_.cached_bytes -= size;
@@ -34,6 +35,7 @@ void* CachingAllocator::allocate(size_t nbytes) {
     }
     GDN_CHECK(err == cudaSuccess, "cudaMalloc of {} bytes failed: {}", size, cudaGetErrorString(err));
     block_device_[p] = dev;
+    if (capturing_) graph_blocks_.insert(p);
   }
   stats_.current_bytes += size;
   stats_.peak_bytes = std::max(stats_.peak_bytes, stats_.current_bytes);
@@ -47,7 +49,12 @@ void CachingAllocator::deallocate(void* ptr, size_t nbytes) {
   std::lock_guard<std::mutex> lock(mu_);
   auto owner = block_device_.find(ptr);
   GDN_CHECK(owner != block_device_.end(), "CUDA allocator: {} bytes at {} were not allocated here", nbytes, ptr);
-  free_blocks_[{owner->second, size}].push_back(ptr);
+  if (capturing_ || graph_blocks_.count(ptr)) {
+    graph_blocks_.insert(ptr);  // a block freed inside a capture may still be read by the graph: it joins the pool
+    graph_free_[{owner->second, size}].push_back(ptr);
+  } else {
+    free_blocks_[{owner->second, size}].push_back(ptr);
+  }
   stats_.current_bytes -= size;
   stats_.cached_bytes += size;
 }
@@ -62,6 +69,22 @@ void CachingAllocator::reset_peak() {
   stats_.peak_bytes = stats_.current_bytes;
 }
 
+void CachingAllocator::begin_graph_pool() {
+  std::lock_guard<std::mutex> lock(mu_);
+  GDN_CHECK(!capturing_, "CUDA allocator: a graph capture is already under way");
+  capturing_ = true;
+}
+
+void CachingAllocator::end_graph_pool() {
+  std::lock_guard<std::mutex> lock(mu_);
+  capturing_ = false;
+}
+
+CachingAllocator& caching_allocator() {
+  static CachingAllocator allocator;
+  return allocator;
+}
+
 void CachingAllocator::empty_cache() {
   std::lock_guard<std::mutex> lock(mu_);
   release_cached();
@@ -72,9 +95,9 @@ void CachingAllocator::release_cached() {
     for (void* b : blocks) {
       CUDA_CHECK(cudaFree(b));  // a pointer of any device (unified addressing)
       block_device_.erase(b);
+      stats_.cached_bytes -= key.second;
     }
-  free_blocks_.clear();
-  stats_.cached_bytes = 0;
+  free_blocks_.clear();  // the graph pool stays: a captured graph may still use its blocks
 }
 
 }  // namespace gdn::cuda

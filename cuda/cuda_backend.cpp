@@ -9,6 +9,7 @@
 #include "cuda/caching_allocator.h"
 #include "cuda/cuda_check.h"
 #include "cuda/cuda_kernels.h"
+#include "cuda/graph.h"
 #include "cuda/stream.h"
 
 namespace gdn::cuda {
@@ -54,9 +55,29 @@ class PinnedStaging {
 
 // Copies are queued on the one stream, after the kernels that produce their source. Only a copy to the host waits
 // (the caller reads the bytes next); host-to-device and device-to-device copies return at once.
+// Inside a graph capture (cuda/graph.h) a host-to-device copy is a constant of the graph: its bytes are kept in a
+// pinned buffer of their own for the life of the process, and every replay copies them again.
+void copy_constant_into_graph(void* dst, const void* src, size_t nbytes) {
+  static std::mutex mu;
+  static std::vector<void*> kept;
+  void* pinned = nullptr;
+  CUDA_CHECK(cudaMallocHost(&pinned, nbytes));
+  std::memcpy(pinned, src, nbytes);
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    kept.push_back(pinned);
+  }
+  CUDA_CHECK(cudaMemcpyAsync(dst, pinned, nbytes, cudaMemcpyHostToDevice, current_stream()));
+}
+
 void copy_bytes_cuda(void* dst, Device dst_device, const void* src, Device src_device, size_t nbytes) {
   static PinnedStaging staging;
   if (nbytes == 0) return;
+  if (is_capturing()) {
+    GDN_CHECK(!dst_device.is_cpu(), "a device-to-host copy of {} bytes inside a CUDA graph capture (the host would "
+              "read values that have not been computed)", nbytes);
+    if (src_device.is_cpu()) return copy_constant_into_graph(dst, src, nbytes);
+  }
   if (dst_device.is_cpu()) {
     CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDeviceToHost, current_stream()));
     synchronize();
@@ -76,8 +97,7 @@ void register_cuda_backend() {
   static std::once_flag once;
   std::call_once(once, [] {
     GDN_CHECK(cuda_available(), "no CUDA device is available");
-    static CachingAllocator allocator;
-    set_allocator(DeviceType::CUDA, &allocator);
+    set_allocator(DeviceType::CUDA, &caching_allocator());
     set_device_copier(DeviceType::CUDA, copy_bytes_cuda);
     register_cuda_kernels(kernel_table(DeviceType::CUDA));
   });

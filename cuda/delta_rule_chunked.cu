@@ -32,12 +32,16 @@
 //                          through scratch [B,Hv,T,K] / [B,Hv,T,V] (backward substitution, one column per thread).
 //   key_head_sum_kernel    when Hv > Hk: dq, dk of key head hk = sum over its value heads j = 0..G-1 in order, from
 //                          per-value-head rows [B,Hv,T,K] (the CPU's KeyGradRows); else the rows go straight out.
-// Tiled path (cuda/delta_rule_chunked_tiled.cuh): where its shared memory fits (C = 64: up to K = 128 in float64),
-// prepare and the two state kernels run as prepare_tiled_kernel / *_state_tiled_kernel instead: chunk operands
-// staged in shared memory, block-wide register-tiled products, blocked forward substitution, and state kernels on
-// V-tiles of vt = 32, 16 or 8 columns (narrower while the grid would not cover the SMs). GDN_DR_UNTILED=1 selects
-// the untiled prepare/state kernels above. chunk_grad_kernel does its products with the same tile_mm (operands read
-// through L1) and its transposed solve as blocked backward substitution (16-row blocks from the bottom).
+// Tiled path (cuda/delta_rule_chunked_tiled.cuh, cuda/delta_rule_chunked_grad.cuh): where its shared memory fits
+// (C = 64: prepare and state kernels up to K = 128 in float64; chunk_grad_tiled_kernel up to K = V = 128 in float32,
+// K = V = 64 in float64), the kernels run as prepare_tiled_kernel / *_state_tiled_kernel / chunk_grad_tiled_kernel
+// instead: chunk operands staged in shared memory, block-wide register-tiled products, blocked triangular solves in
+// shared memory, and state kernels on V-tiles of vt = 32, 16 or 8 columns (narrower while the grid would not cover
+// the SMs; "wide" when Q and K get tiles of their own without fewer resident blocks per SM, so that a chunk step
+// loads all its operands at once).
+// GDN_DR_UNTILED=1 selects the untiled kernels above. The untiled chunk_grad_kernel does its products with the same
+// tile_mm (operands read through L1) and its transposed solve as blocked backward substitution (16-row blocks from
+// the bottom).
 // Every output element is written by one thread with a fixed loop order, row sums are sequential per thread or
 // block_sum: no atomics, two runs give identical bits. Matrices are in the input type (fp32 accumulates in fp32 as
 // Eigen does on the CPU), gate cumsums and decays in double as on the CPU. The summation order inside each dot
@@ -55,6 +59,7 @@
 #include <utility>
 
 #include "cuda/cuda_kernels.h"
+#include "cuda/delta_rule_chunked_grad.cuh"
 #include "cuda/delta_rule_chunked_tiled.cuh"
 #include "cuda/launch.h"
 
@@ -534,9 +539,23 @@ bool use_tiled() {
 size_t prepare_tiled_smem(const Dims& d, size_t es, int64_t NT) {
   return 2 * d.C * sizeof(double) + static_cast<size_t>(3 * d.C + 2 * d.C * (d.C + 1) + prepare_region(d.C, d.K, NT)) * es;
 }
-size_t state_tiled_smem(const Dims& d, size_t es, int64_t vt, bool backward) {
+// wide: Q and K get tiles of their own besides W (all operand loads of a chunk step issued together).
+size_t state_tiled_smem(const Dims& d, size_t es, int64_t vt, bool backward, bool wide = false) {
   const int64_t kv = (backward ? 2 : 1) * d.K * vt, cv = (backward ? 3 : 2) * d.C * vt;
-  return static_cast<size_t>(kv + cv + d.C * (d.C + 1) + d.C * (d.K + 1) + 2 * d.C) * es;
+  return static_cast<size_t>(kv + cv + d.C * (d.C + 1) + (wide ? 3 : 1) * d.C * (d.K + 1) + 2 * d.C) * es;
+}
+
+// Resident 256-thread blocks per SM for a given dynamic shared memory (1 KB per block reserved by the runtime).
+int blocks_per_sm(size_t smem) {
+  int per_sm = 0;
+  CUDA_CHECK(cudaDeviceGetAttribute(&per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, current_device()));
+  return std::min<int>(2048 / kThreads, static_cast<int>(static_cast<size_t>(per_sm) / (smem + 1024)));
+}
+
+// The wide state kernels where they fit without fewer resident blocks per SM than the narrow ones.
+bool state_wide(const Dims& d, size_t es, int64_t vt, bool backward) {
+  const size_t wide = state_tiled_smem(d, es, vt, backward, true);
+  return wide <= smem_limit() && blocks_per_sm(wide) >= blocks_per_sm(state_tiled_smem(d, es, vt, backward));
 }
 
 // Value columns per block of the tiled state kernels: 32, halved (down to 8) while the grid would not cover the SMs
@@ -632,10 +651,11 @@ void gated_delta_rule_chunked_forward(const Tensor& o, const Tensor& final_state
     if (d.NC > 0) p = prepare<Tp>(d, q, k, v, g, beta);
     const Tp sc = static_cast<Tp>(scale);
     if (const int vt = state_tile(d, sizeof(Tp), false)) {
-      const size_t tsmem = state_tiled_smem(d, sizeof(Tp), vt, false);
+      const bool wide = state_wide(d, sizeof(Tp), vt, false);
+      const size_t tsmem = state_tiled_smem(d, sizeof(Tp), vt, false, wide);
       set_smem(forward_state_tiled_kernel<Tp>, tsmem, name);
       forward_state_tiled_kernel<Tp><<<state_grid(d, vt), kThreads, tsmem, current_stream()>>>(
-          d, vt, o.data<Tp>(), mut_ptr_or_null<Tp>(final_state), mut_ptr_or_null<Tp>(chunk_states), q.data<Tp>(),
+          d, vt, wide, o.data<Tp>(), mut_ptr_or_null<Tp>(final_state), mut_ptr_or_null<Tp>(chunk_states), q.data<Tp>(),
           k.data<Tp>(), ptr_or_null<Tp>(p.W), ptr_or_null<Tp>(p.U), ptr_or_null<Tp>(p.P), ptr_or_null<Tp>(p.EG),
           ptr_or_null<Tp>(p.R), ptr_or_null<Tp>(initial_state), sc);
       CUDA_CHECK_LAST();
@@ -677,10 +697,11 @@ void gated_delta_rule_chunked_backward(const Tensor& dq, const Tensor& dk, const
       dVn = Tensor::empty({d.B, d.Hv, d.T, d.V}, q.dtype(), dev);
     }
     if (const int vt = state_tile(d, sizeof(Tp), true)) {
-      const size_t tsmem = state_tiled_smem(d, sizeof(Tp), vt, true);
+      const bool wide = state_wide(d, sizeof(Tp), vt, true);
+      const size_t tsmem = state_tiled_smem(d, sizeof(Tp), vt, true, wide);
       set_smem(backward_state_tiled_kernel<Tp>, tsmem, name);
       backward_state_tiled_kernel<Tp><<<state_grid(d, vt), kThreads, tsmem, current_stream()>>>(
-          d, vt, mut_ptr_or_null<Tp>(dinitial_state), mut_ptr_or_null<Tp>(dHend), mut_ptr_or_null<Tp>(Vn),
+          d, vt, wide, mut_ptr_or_null<Tp>(dinitial_state), mut_ptr_or_null<Tp>(dHend), mut_ptr_or_null<Tp>(Vn),
           mut_ptr_or_null<Tp>(dVn), do_.data<Tp>(), ptr_or_null<Tp>(dfinal_state), q.data<Tp>(), k.data<Tp>(),
           ptr_or_null<Tp>(p.W), ptr_or_null<Tp>(p.U), ptr_or_null<Tp>(p.P), ptr_or_null<Tp>(p.EG),
           ptr_or_null<Tp>(p.R), chunk_states.data<Tp>(), sc);
@@ -701,14 +722,24 @@ void gated_delta_rule_chunked_backward(const Tensor& dq, const Tensor& dk, const
     Tensor dks = grouped ? Tensor::empty({d.B, d.Hv, d.T, d.K}, q.dtype(), dev) : dk;
     Tensor dWt = Tensor::empty({d.B, d.Hv, d.T, d.K}, q.dtype(), dev);
     Tensor dUt = Tensor::empty({d.B, d.Hv, d.T, d.V}, q.dtype(), dev);
-    const auto [gsmem, cc] = chunk_smem<Tp>(d, grad_vec_smem(d, sizeof(Tp)), 3, q);
-    set_smem(chunk_grad_kernel<Tp>, gsmem, name);
     const dim3 grid(static_cast<unsigned>(d.NC), static_cast<unsigned>(d.Hv), static_cast<unsigned>(d.B));
-    chunk_grad_kernel<Tp><<<grid, kThreads, gsmem, current_stream()>>>(
-        d, dqs.data<Tp>(), dks.data<Tp>(), grouped ? d.K : d.Hk * d.K, dv.data<Tp>(), dg.data<Tp>(), dbeta.data<Tp>(),
-        dWt.data<Tp>(), dUt.data<Tp>(), do_.data<Tp>(), q.data<Tp>(), k.data<Tp>(), v.data<Tp>(), g.data<Tp>(),
-        beta.data<Tp>(), chunk_states.data<Tp>(), dHend.data<Tp>(), Vn.data<Tp>(), dVn.data<Tp>(), p.W.data<Tp>(),
-        p.U.data<Tp>(), p.P.data<Tp>(), sc, mut_ptr_or_null<Tp>(cc));
+    const size_t tgsmem = 2 * d.C * sizeof(double) + static_cast<size_t>(grad_tiled_elems(d.C, d.K, d.V)) * sizeof(Tp);
+    if (use_tiled() && tgsmem <= smem_limit()) {
+      set_smem(chunk_grad_tiled_kernel<Tp>, tgsmem, name);
+      chunk_grad_tiled_kernel<Tp><<<grid, kThreads, tgsmem, current_stream()>>>(
+          d, dqs.data<Tp>(), dks.data<Tp>(), grouped ? d.K : d.Hk * d.K, dv.data<Tp>(), dg.data<Tp>(),
+          dbeta.data<Tp>(), dWt.data<Tp>(), dUt.data<Tp>(), do_.data<Tp>(), q.data<Tp>(), k.data<Tp>(), v.data<Tp>(),
+          g.data<Tp>(), beta.data<Tp>(), chunk_states.data<Tp>(), dHend.data<Tp>(), Vn.data<Tp>(), dVn.data<Tp>(),
+          p.W.data<Tp>(), p.U.data<Tp>(), p.P.data<Tp>(), sc);
+    } else {
+      const auto [gsmem, cc] = chunk_smem<Tp>(d, grad_vec_smem(d, sizeof(Tp)), 3, q);
+      set_smem(chunk_grad_kernel<Tp>, gsmem, name);
+      chunk_grad_kernel<Tp><<<grid, kThreads, gsmem, current_stream()>>>(
+          d, dqs.data<Tp>(), dks.data<Tp>(), grouped ? d.K : d.Hk * d.K, dv.data<Tp>(), dg.data<Tp>(), dbeta.data<Tp>(),
+          dWt.data<Tp>(), dUt.data<Tp>(), do_.data<Tp>(), q.data<Tp>(), k.data<Tp>(), v.data<Tp>(), g.data<Tp>(),
+          beta.data<Tp>(), chunk_states.data<Tp>(), dHend.data<Tp>(), Vn.data<Tp>(), dVn.data<Tp>(), p.W.data<Tp>(),
+          p.U.data<Tp>(), p.P.data<Tp>(), sc, mut_ptr_or_null<Tp>(cc));
+    }
     CUDA_CHECK_LAST();
     if (grouped) {
       const int64_t total = d.B * d.T * d.Hk * d.K;

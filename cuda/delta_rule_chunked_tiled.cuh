@@ -13,9 +13,12 @@
 //                              Stores W, U, P, eg, r exactly as prepare_chunk_kernel.
 //   forward_state_tiled_kernel grid (ceil(V/vt), Hv, B), vt in {8, 16, 32} chosen so the grid covers the SMs.
 //                              Shared: H, [K, vt]; Vn, QH [C, vt]; P [C, C+1]; one operand tile [C, K+1] that holds
-//                              W, then Q, then K of the chunk; eg, r [C].
+//                              W, then Q, then K of the chunk; eg, r [C]. When "wide" (the host's choice, where it
+//                              fits), Q and K have tiles [C, K+1] of their own after r and every operand of a chunk
+//                              step is loaded at once (one memory latency per step instead of three).
 //   backward_state_tiled_kernel grid as the forward. Shared: dH, H (then Q^T dO) [K, vt]; Vn, dVn, dO [C, vt];
-//                              P [C, C+1]; the operand tile [C, K+1] (W, K, Q, W in turn); eg, r [C].
+//                              P [C, C+1]; the operand tile [C, K+1] (W, K, Q, W in turn); eg, r [C]; when wide,
+//                              K and Q tiles [C, K+1] of their own (W stays, one load phase per step instead of four).
 // Each output element keeps one owner thread with a fixed loop order: no atomics, identical bits run to run. The
 // inner sums of tile_mm run over the inner index in order, like the per-thread dots of the untiled kernels.
 #pragma once
@@ -272,7 +275,7 @@ __global__ void __launch_bounds__(256) prepare_tiled_kernel(Dims d, int NT, Tp* 
 // Step 2, tiled: the sequential state pass over chunks for value columns [vt blockIdx.x, +vt) of (b, hv).
 template <typename Tp>
 __global__ void __launch_bounds__(256)
-    forward_state_tiled_kernel(Dims d, int vt, Tp* __restrict__ o, Tp* __restrict__ final_state,
+    forward_state_tiled_kernel(Dims d, int vt, bool wide, Tp* __restrict__ o, Tp* __restrict__ final_state,
                                Tp* __restrict__ chunk_states, const Tp* __restrict__ q, const Tp* __restrict__ k,
                                const Tp* __restrict__ Wg, const Tp* __restrict__ Ug, const Tp* __restrict__ Pg,
                                const Tp* __restrict__ EGg, const Tp* __restrict__ Rg, const Tp* __restrict__ s0,
@@ -289,6 +292,8 @@ __global__ void __launch_bounds__(256)
   Tp* Ts = Ps + C * ldc;                    // [C, K+1]: W, then Q, then K of the chunk
   Tp* egs = Ts + C * ldk;                   // [C]
   Tp* rs = egs + C;                         // [C]
+  Tp* Tq = wide ? rs + C : Ts;              // [C, K+1]: Q of the chunk (its own tile when wide)
+  Tp* Tk = wide ? Tq + C * ldk : Ts;        // [C, K+1]: K of the chunk (its own tile when wide)
   const int64_t s_off = (b * d.Hv + hv) * d.K * d.V + c0;
   for (int e = threadIdx.x; e < K * nv; e += blockDim.x) {
     const int kk = e / nv, c = e - kk * nv;
@@ -306,6 +311,10 @@ __global__ void __launch_bounds__(256)
       }
     const int64_t hr = d.head_row(b, hv, t0);
     stage_rows(Ts, ldk, Wg + hr * d.K, d.K, L, K);
+    if (wide) {  // all loads of the step issued together: one memory latency instead of three
+      stage_rows(Tq, ldk, q + d.key_row(b, t0, hv), ks, L, K);
+      stage_rows(Tk, ldk, k + d.key_row(b, t0, hv), ks, L, K);
+    }
     stage_rows(Vn, vt, Ug + hr * d.V + c0, d.V, L, nv);
     stage_lower(Ps, ldc, Pg + (((b * d.Hv + hv) * d.NC + n) * d.C) * d.C, C, L);
     for (int i = threadIdx.x; i < L; i += blockDim.x) {
@@ -318,17 +327,19 @@ __global__ void __launch_bounds__(256)
         L, nv, K, [&](int i, int kk) { return Ts[i * ldk + kk]; }, [&](int kk, int c) { return H[kk * vt + c]; },
         [&](int i, int c, Tp s) { Vn[i * vt + c] -= s; });
     __syncthreads();
-    stage_rows(Ts, ldk, q + d.key_row(b, t0, hv), ks, L, K);
-    __syncthreads();
+    if (!wide) {  // block-uniform
+      stage_rows(Tq, ldk, q + d.key_row(b, t0, hv), ks, L, K);
+      __syncthreads();
+    }
     // O = (scale eg) ⊙ (Q H) + scale (P Vn); both products give (i, c) to the same thread, so QH needs no sync.
     tile_mm<2, 2, Tp>(
-        L, nv, K, [&](int i, int kk) { return Ts[i * ldk + kk]; }, [&](int kk, int c) { return H[kk * vt + c]; },
+        L, nv, K, [&](int i, int kk) { return Tq[i * ldk + kk]; }, [&](int kk, int c) { return H[kk * vt + c]; },
         [&](int i, int c, Tp s) { QH[i * vt + c] = s; });
     tile_mm<2, 2, Tp>(
         L, nv, L, [&](int i, int j) { return Ps[i * ldc + j]; }, [&](int j, int c) { return Vn[j * vt + c]; },
         [&](int i, int c, Tp s) { o[d.value_row(b, t0 + i, hv) + c0 + c] = sc * egs[i] * QH[i * vt + c] + sc * s; });
     __syncthreads();
-    stage_rows(Ts, ldk, k + d.key_row(b, t0, hv), ks, L, K);
+    if (!wide) stage_rows(Tk, ldk, k + d.key_row(b, t0, hv), ks, L, K);
     for (int e = threadIdx.x; e < L * nv; e += blockDim.x) {
       const int i = e / nv, c = e - i * nv;
       Vn[i * vt + c] = rs[i] * Vn[i * vt + c];
@@ -337,7 +348,7 @@ __global__ void __launch_bounds__(256)
     // H = eg_L H + K^T (r ⊙ Vn)
     const Tp eg_last = egs[L - 1];
     tile_mm<2, 2, Tp>(
-        K, nv, L, [&](int kk, int i) { return Ts[i * ldk + kk]; }, [&](int i, int c) { return Vn[i * vt + c]; },
+        K, nv, L, [&](int kk, int i) { return Tk[i * ldk + kk]; }, [&](int i, int c) { return Vn[i * vt + c]; },
         [&](int kk, int c, Tp s) { H[kk * vt + c] = eg_last * H[kk * vt + c] + s; });
   }
   __syncthreads();
@@ -352,7 +363,7 @@ __global__ void __launch_bounds__(256)
 // Vn and dVn; dinitial_state at the end.
 template <typename Tp>
 __global__ void __launch_bounds__(256)
-    backward_state_tiled_kernel(Dims d, int vt, Tp* __restrict__ dinitial_state, Tp* __restrict__ dHend,
+    backward_state_tiled_kernel(Dims d, int vt, bool wide, Tp* __restrict__ dinitial_state, Tp* __restrict__ dHend,
                                 Tp* __restrict__ Vng, Tp* __restrict__ dVng, const Tp* __restrict__ do_,
                                 const Tp* __restrict__ dfinal_state, const Tp* __restrict__ q,
                                 const Tp* __restrict__ k, const Tp* __restrict__ Wg, const Tp* __restrict__ Ug,
@@ -372,6 +383,8 @@ __global__ void __launch_bounds__(256)
   Tp* Ts = Ps + C * ldc;                     // [C, K+1]: W, K, Q, W of the chunk in turn
   Tp* egs = Ts + C * ldk;                    // [C]
   Tp* rs = egs + C;                          // [C]
+  Tp* Tk = wide ? rs + C : Ts;               // [C, K+1]: K of the chunk (its own tile when wide)
+  Tp* Tq = wide ? Tk + C * ldk : Ts;         // [C, K+1]: Q of the chunk (its own tile when wide)
   const int64_t s_off = (b * d.Hv + hv) * d.K * d.V + c0;
   for (int e = threadIdx.x; e < K * nv; e += blockDim.x) {
     const int kk = e / nv, c = e - kk * nv;
@@ -388,6 +401,10 @@ __global__ void __launch_bounds__(256)
       dHend[d.chunk_state(b, hv, n) + c0 + int64_t(kk) * V + c] = dH[kk * vt + c];
     }
     stage_rows(Ts, ldk, Wg + hr * d.K, d.K, L, K);
+    if (wide) {  // all loads of the step issued together: one memory latency instead of four
+      stage_rows(Tk, ldk, k + d.key_row(b, t0, hv), ks, L, K);
+      stage_rows(Tq, ldk, q + d.key_row(b, t0, hv), ks, L, K);
+    }
     stage_rows(Hs, vt, chunk_states + d.chunk_state(b, hv, n) + c0, d.V, K, nv);
     stage_rows(Vn, vt, Ug + hr * d.V + c0, d.V, L, nv);
     stage_rows(dOs, vt, do_ + d.value_row(b, t0, hv) + c0, vs, L, nv);
@@ -406,21 +423,23 @@ __global__ void __launch_bounds__(256)
           Vng[(hr + i) * d.V + c0 + c] = x;
         });
     __syncthreads();
-    stage_rows(Ts, ldk, k + d.key_row(b, t0, hv), ks, L, K);
-    __syncthreads();
+    if (!wide) {  // block-uniform
+      stage_rows(Tk, ldk, k + d.key_row(b, t0, hv), ks, L, K);
+      __syncthreads();
+    }
     // dVn = scale (P^T dO) + r ⊙ (K dH); the two products give (i, c) to the same thread.
     tile_mm<2, 2, Tp>(
         L, nv, L, [&](int i, int j) { return Ps[j * ldc + i]; }, [&](int j, int c) { return dOs[j * vt + c]; },
         [&](int i, int c, Tp s) { dVn[i * vt + c] = sc * s; });
     tile_mm<2, 2, Tp>(
-        L, nv, K, [&](int i, int kk) { return Ts[i * ldk + kk]; }, [&](int kk, int c) { return dH[kk * vt + c]; },
+        L, nv, K, [&](int i, int kk) { return Tk[i * ldk + kk]; }, [&](int kk, int c) { return dH[kk * vt + c]; },
         [&](int i, int c, Tp s) {
           const Tp x = dVn[i * vt + c] + rs[i] * s;
           dVn[i * vt + c] = x;
           dVng[(hr + i) * d.V + c0 + c] = x;
         });
     __syncthreads();
-    stage_rows(Ts, ldk, q + d.key_row(b, t0, hv), ks, L, K);
+    if (!wide) stage_rows(Tq, ldk, q + d.key_row(b, t0, hv), ks, L, K);
     for (int e = threadIdx.x; e < L * nv; e += blockDim.x) {
       const int i = e / nv, c = e - i * nv;
       dOs[i * vt + c] = sc * egs[i] * dOs[i * vt + c];
@@ -428,11 +447,13 @@ __global__ void __launch_bounds__(256)
     __syncthreads();
     // Hs = Q^T ((scale eg) ⊙ dO)
     tile_mm<2, 2, Tp>(
-        K, nv, L, [&](int kk, int i) { return Ts[i * ldk + kk]; }, [&](int i, int c) { return dOs[i * vt + c]; },
+        K, nv, L, [&](int kk, int i) { return Tq[i * ldk + kk]; }, [&](int i, int c) { return dOs[i * vt + c]; },
         [&](int kk, int c, Tp s) { Hs[kk * vt + c] = s; });
     __syncthreads();
-    stage_rows(Ts, ldk, Wg + hr * d.K, d.K, L, K);
-    __syncthreads();
+    if (!wide) {  // W was overwritten by K and Q
+      stage_rows(Ts, ldk, Wg + hr * d.K, d.K, L, K);
+      __syncthreads();
+    }
     // dH = eg_L dH + Q^T ((scale eg) ⊙ dO) - W^T dVn; (kk, c) has the owner that wrote Hs.
     const Tp eg_last = egs[L - 1];
     tile_mm<2, 2, Tp>(

@@ -6,8 +6,14 @@
 // transposed view, row stride 1) needs op T with leading dimension = its column stride. So, as on the CPU,
 // transposed views reach the GEMM without a copy. The handle is created once and bound to cuda::current_stream().
 // cuBLAS takes int dimensions and leading dimensions: larger ones are refused, never silently narrowed.
+// Precision (core/precision.h): float32 GEMMs run as SGEMM (exact float32 products, no TF32) under
+// Precision::Float32, and under Precision::BFloat16 as cublasGemmStridedBatchedEx with CUBLAS_COMPUTE_32F_FAST_16BF:
+// cuBLAS rounds A and B to bfloat16 inside the kernel and accumulates in float32 on tensor cores, with float32 in
+// and out of memory. float64 is always DGEMM. The handle gets a workspace of its own (allocated once, outside any
+// graph capture) so that cuBLAS never allocates while a CUDA graph is being captured.
 #include <cublas_v2.h>
 
+#include "core/precision.h"
 #include "cuda/cuda_check.h"
 #include "cuda/cuda_kernels.h"
 #include "cuda/stream.h"
@@ -27,6 +33,10 @@ cublasHandle_t handle() {
     cublasHandle_t created;
     CUBLAS_CHECK(cublasCreate(&created));
     CUBLAS_CHECK(cublasSetStream(created, current_stream()));
+    constexpr size_t kWorkspaceBytes = 32u << 20;
+    void* workspace = nullptr;
+    CUDA_CHECK(cudaMalloc(&workspace, kWorkspaceBytes));  // lives as long as the handle (the process)
+    CUBLAS_CHECK(cublasSetWorkspace(created, workspace, kWorkspaceBytes));
     return created;
   }();
   return h;
@@ -55,7 +65,13 @@ void gemm(const Tensor& out, const Tensor& a, const Tensor& b, double alpha, dou
   for (int64_t d : {P, M, N, K, oa.ld, ob.ld})
     GDN_CHECK(d <= kIntMax, "CUDA gemm: dimension {} of {} x {} does not fit cuBLAS's int", d, shape_str(a.shape()),
               shape_str(b.shape()));
-  if (out.dtype() == kFloat32) {
+  if (out.dtype() == kFloat32 && matmul_precision() == Precision::BFloat16) {
+    const float al = static_cast<float>(alpha), be = static_cast<float>(beta);
+    CUBLAS_CHECK(cublasGemmStridedBatchedEx(handle(), ob.op, oa.op, N, M, K, &al, b.data<float>(), CUDA_R_32F, ob.ld,
+                                            sb, a.data<float>(), CUDA_R_32F, oa.ld, sa, &be, out.data<float>(),
+                                            CUDA_R_32F, N, M * N, P, CUBLAS_COMPUTE_32F_FAST_16BF,
+                                            CUBLAS_GEMM_DEFAULT));
+  } else if (out.dtype() == kFloat32) {
     const float al = static_cast<float>(alpha), be = static_cast<float>(beta);
     CUBLAS_CHECK(cublasSgemmStridedBatched(handle(), ob.op, oa.op, N, M, K, &al, b.data<float>(), ob.ld, sb,
                                            a.data<float>(), oa.ld, sa, &be, out.data<float>(), N, M * N, P));

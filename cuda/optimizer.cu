@@ -10,7 +10,10 @@
 //   every addition is fixed, so the result is the same bits every run (it differs from the CPU's order by rounding).
 //   adamw_step: the formula of the CPU twin, element by element in the parameter's type, with the clip factor
 //   c = max_norm / (norm + 1e-6) read from the device-side squared norm (1 when it is undefined or below max_norm);
-//   a non-finite norm makes every thread return at once, so nothing changes.
+//   a non-finite norm makes every thread return at once, so nothing changes. The learning rate and step count come
+//   from the device-side schedule (lr, step) when one is given: a captured CUDA graph then replays with new values.
+// Inside a graph capture the table upload becomes a constant of the graph (cuda/graph.h), which is right: the
+// captured launch reads the same tensors (addresses) at every replay.
 #include <cuda_runtime.h>
 
 #include <cmath>
@@ -101,20 +104,24 @@ void sum_squares(const Tensor& out, const std::vector<Tensor>& xs) {
 }
 
 struct AdamWConstants {
-  double beta1, beta2, step_size, inv_sqrt_bc2, eps, decay, max_norm;
+  double lr, step, beta1, beta2, eps, weight_decay, max_norm;
 };
 
+// lr and step come from c, or from schedule (device memory: (lr, step)) when it is given.
 template <typename T>
-__global__ void adamw_kernel(const TensorRow* rows, int64_t total, const double* grad_sq_norm, AdamWConstants c) {
+__global__ void adamw_kernel(const TensorRow* rows, int64_t total, const double* grad_sq_norm,
+                             const double* schedule, AdamWConstants c) {
   double clip = 1.0;
   if (grad_sq_norm != nullptr) {
     const double norm = sqrt(grad_sq_norm[0]);
     if (!isfinite(norm)) return;  // the whole step is skipped
     if (c.max_norm > 0 && norm > c.max_norm) clip = c.max_norm / (norm + 1e-6);
   }
+  const double lr = schedule != nullptr ? schedule[0] : c.lr, step = schedule != nullptr ? schedule[1] : c.step;
+  const double bc1 = 1.0 - pow(c.beta1, step), bc2 = 1.0 - pow(c.beta2, step);
   const T b1 = static_cast<T>(c.beta1), b2 = static_cast<T>(c.beta2), scale = static_cast<T>(clip);
-  const T decay = static_cast<T>(c.decay), step_size = static_cast<T>(c.step_size);
-  const T inv_sqrt_bc2 = static_cast<T>(c.inv_sqrt_bc2), eps = static_cast<T>(c.eps);
+  const T decay = static_cast<T>(1.0 - lr * c.weight_decay), step_size = static_cast<T>(lr / bc1);
+  const T inv_sqrt_bc2 = static_cast<T>(1.0 / sqrt(bc2)), eps = static_cast<T>(c.eps);
   int k = 0;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(blockDim.x) * gridDim.x) {
     k = advance_row(rows, k, i);
@@ -133,7 +140,8 @@ __global__ void adamw_kernel(const TensorRow* rows, int64_t total, const double*
 }
 
 void adamw_step(const std::vector<Tensor>& params, const std::vector<Tensor>& ms, const std::vector<Tensor>& vs,
-                const std::vector<Tensor>& grads, const Tensor& grad_sq_norm, const AdamWParams& p) {
+                const std::vector<Tensor>& grads, const Tensor& grad_sq_norm, const Tensor& schedule,
+                const AdamWParams& p) {
   GDN_CHECK(ms.size() == params.size() && vs.size() == params.size() && grads.size() == params.size(),
             "CUDA adamw_step: {} params, {} m, {} v, {} grads", params.size(), ms.size(), vs.size(), grads.size());
   if (params.empty()) return;
@@ -159,15 +167,18 @@ void adamw_step(const std::vector<Tensor>& params, const std::vector<Tensor>& ms
               "CUDA adamw_step: grad_sq_norm must be one float64 on {}", device);
     norm = grad_sq_norm.data<double>();
   }
-  const double bc1 = 1.0 - std::pow(p.beta1, static_cast<double>(p.step));
-  const double bc2 = 1.0 - std::pow(p.beta2, static_cast<double>(p.step));
-  const AdamWConstants c{p.beta1, p.beta2, p.lr / bc1, 1.0 / std::sqrt(bc2), p.eps, 1.0 - p.lr * p.weight_decay,
-                         p.max_norm};
+  const double* sched = nullptr;
+  if (schedule.defined()) {
+    GDN_CHECK(schedule.dtype() == kFloat64 && schedule.numel() == 2 && schedule.device() == device,
+              "CUDA adamw_step: schedule must be two float64 (lr, step) on {}", device);
+    sched = schedule.data<double>();
+  }
+  const AdamWConstants c{p.lr, static_cast<double>(p.step), p.beta1, p.beta2, p.eps, p.weight_decay, p.max_norm};
   Tensor table = upload_table(rows, total, device);
   const auto* tr = reinterpret_cast<const TensorRow*>(table.data<int64_t>());
   dispatch_float(dt, "CUDA adamw_step", [&](auto tag) {
     using T = decltype(tag);
-    adamw_kernel<T><<<grid_for(total), kThreads, 0, current_stream()>>>(tr, total, norm, c);
+    adamw_kernel<T><<<grid_for(total), kThreads, 0, current_stream()>>>(tr, total, norm, sched, c);
     CUDA_CHECK_LAST();
   });
 }

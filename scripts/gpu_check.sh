@@ -11,7 +11,9 @@
 #             (first 10 steps, first 100, final val loss); each run resumed on the other device; the medium preset
 #             trained to the end on the GPU
 #   generate  greedy gdn-generate of both small runs, on the device each was trained on, and of the GPU run on the CPU
-#   bench     bench-train (float32) for small, medium and large on the GPU
+#   bench     bench-train for small, medium and large at vocabulary 49152: eager float32, the step as a CUDA graph in
+#             float32 and in bf16 products; medium B32 in bf16; a per-kernel profile of medium
+#   quality   small and medium trained in float32 and in bf16 (graph on): validation curves side by side
 #   seed      the seed's ungated model (seed-medium, vocabulary 8192 like medium) trained on the GPU for medium's steps,
 #             beside the gated medium run of the train stage
 #   hf        scripts/hf_check.py: export to / import from Hugging Face transformers, checked with its python3
@@ -24,7 +26,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 OUT=${OUT:-/tmp/gdn-gpu}
 mkdir -p "$OUT"
-stages=${*:-build harness sanitize suite train generate bench seed hf}
+stages=${*:-build harness sanitize suite train generate bench quality seed hf}
 want() { [[ " $stages " == *" $1 "* ]]; }
 summary="$OUT/summary.txt"
 : > "$summary"
@@ -57,7 +59,7 @@ fi
 
 if want sanitize; then
   for tool in memcheck racecheck; do
-    compute-sanitizer --tool "$tool" --error-exitcode 9 ./build-gpu/tests/gdn_tests -tc='cuda harness*' \
+    compute-sanitizer --tool "$tool" --error-exitcode 9 ./build-gpu/tests/gdn_tests -tc='cuda harness*,cuda step*' \
       > "$OUT/sanitizer_$tool.log" 2>&1
     note "compute-sanitizer $tool: rc=$?  $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer_$tool.log" | tail -1)"
   done
@@ -112,10 +114,37 @@ if want generate; then
 fi
 
 if want bench; then
-  $bin/bench-train --device cuda --presets small,medium,large --steps 50 --warmup 5 --json "$OUT/bench_train.json" \
-    > "$OUT/bench_train.md" 2>&1
-  note "bench-train rc=$?"
-  cat "$OUT/bench_train.md" | tee -a "$summary"
+  # At the vocabulary of the stacks gdn.cpp is compared with (49152): eager float32, then the step as a CUDA graph in
+  # float32 and with bf16 products; medium at B32; one eager bf16 profile of medium.
+  for mode in "off float32" "on float32" "on bf16"; do
+    set -- $mode
+    $bin/bench-train --device cuda --presets small,medium,large --vocab 49152 --steps 50 --warmup 5 --graph "$1" \
+      --precision "$2" --json "$OUT/bench_train_graph-$1_$2.json" > "$OUT/bench_train_graph-$1_$2.md" 2>&1
+    note "bench-train graph $1 $2: rc=$?"
+    grep -E "^\| (small|medium|large) " "$OUT/bench_train_graph-$1_$2.md" | tee -a "$summary"
+  done
+  $bin/bench-train --device cuda --presets medium --batch 32 --vocab 49152 --steps 30 --warmup 3 --precision bf16 \
+    --json "$OUT/bench_train_b32.json" > "$OUT/bench_train_b32.md" 2>&1
+  note "bench-train medium B32 bf16: rc=$?"; grep -E "^\| medium " "$OUT/bench_train_b32.md" | tee -a "$summary"
+  $bin/bench-train --device cuda --presets medium --vocab 49152 --steps 10 --warmup 3 --precision bf16 --profile 10 \
+    > "$OUT/bench_train_profile.md" 2>&1
+  note "bench-train profile: rc=$?"
+fi
+
+if want quality; then
+  # bf16 products against float32, both with the step as a CUDA graph: small and medium on the default corpus.
+  for preset in small medium; do
+    for prec in float32 bf16; do
+      t0=$(date +%s)
+      $bin/gdn-train --preset $preset --data data/sotu --out runs/q-$preset-$prec --overwrite --device cuda \
+        --set precision=$prec > "$OUT/quality_${preset}_$prec.log" 2>&1
+      note "train $preset $prec: rc=$? in $(($(date +%s) - t0)) s wall"
+      cp runs/q-$preset-$prec/training_results.json "$OUT/results_${preset}_$prec.json" 2>/dev/null
+    done
+    python3 scripts/val_curves.py float32=runs/q-$preset-float32/training_results.json \
+      bf16=runs/q-$preset-bf16/training_results.json > "$OUT/curves_$preset.md" 2>&1
+    tail -3 "$OUT/curves_$preset.md" | tee -a "$summary"
+  done
 fi
 
 if want seed; then

@@ -140,9 +140,10 @@ TEST_CASE("config: the table covers every key once") {
                           "preset", "data", "out_dir", "seq_len", "batch_size", "steps", "warmup_steps", "lr",
                           "min_lr_ratio", "lr_schedule", "beta1", "beta2", "adam_eps", "weight_decay", "grad_clip",
                           "eval_every", "eval_batches", "checkpoint_every", "log_every", "seed", "threads",
-                          "val_fraction", "device", "dtype", "sample_tokens", "sample_prompt", "no_decay"})
+                          "val_fraction", "device", "dtype", "precision", "cuda_graph", "sample_tokens", "sample_prompt",
+                          "no_decay"})
     CHECK_MESSAGE(names.count(key) == 1, key);
-  CHECK(names.size() == 48);
+  CHECK(names.size() == 50);
   CHECK(model_config_json(ModelConfig{}).size() == 21);
   std::string help = config_help();
   for (const std::string& n : names) CHECK_MESSAGE(help.find(n) != std::string::npos, n);
@@ -312,6 +313,8 @@ TEST_CASE("config: validate rules") {
       {"chunk_size=0", "chunk_size"},
       {"n_experts=-1", "n_experts"},
       {"moe_aux_loss_coef=-1", "moe_aux_loss_coef"},
+      {"precision=fp16", "float32, bf16, auto"},
+      {"precision=bf16", "GPU only"},  // the default device is the CPU
   };
   for (const auto& [text, word] : cases) {
     std::string m = invalid_after(text);
@@ -322,8 +325,23 @@ TEST_CASE("config: validate rules") {
   for (const char* ok : {"warmup_steps=0", "warmup_steps=1000", "min_lr_ratio=0", "min_lr_ratio=1", "beta1=0",
                          "weight_decay=0", "grad_clip=0", "threads=0", "device=cuda", "device=cuda:1",
                          "lr_schedule=cosine", "dtype=float64", "vocab_size=257", "n_v_heads=8", "sample_tokens=0",
-                         "threads=1024"})
+                         "threads=1024", "precision=auto", "precision=float32", "cuda_graph=false"})
     CHECK_MESSAGE(invalid_after(ok) == "", ok);
+  {
+    TrainConfig c;
+    c.device = "cuda";
+    c.precision = "bf16";
+    CHECK_NOTHROW(validate(c));
+    CHECK(uses_bf16(c));
+    c.dtype = "float64";
+    CHECK_THROWS_WITH_AS(validate(c), doctest::Contains("bf16 needs dtype float32"), UserError);
+    c.precision = "auto";
+    CHECK(!uses_bf16(c));  // auto: float64 stays float64
+    c.dtype = "float32";
+    CHECK(uses_bf16(c));
+    c.device = "cpu";
+    CHECK(!uses_bf16(c));
+  }
 
   // MoE rules apply only when n_experts > 0.
   TrainConfig c;

@@ -494,8 +494,9 @@ void case_adamw_step(Ctx& c) {
                                 {1e-2, 0.8, 0.99, 1e-6, 0.01, 1000, 0.5}};
   for (const AdamWParams& p : params) {
     for (double sq_norm : {-1.0, 9.0, 0.01, double(INFINITY)}) {  // -1: no norm given
-      c.run(fmt::format("lr {} wd {} step {} max_norm {} sq_norm {}", p.lr, p.weight_decay, p.step, p.max_norm,
-                        sq_norm),
+     for (bool on_device : {false, true}) {  // lr and step from AdamWParams, or from a schedule tensor
+      c.run(fmt::format("lr {} wd {} step {} max_norm {} sq_norm {} schedule {}", p.lr, p.weight_decay, p.step,
+                        p.max_norm, sq_norm, on_device),
             [&] {
               std::vector<Tensor> w, m, v, g, wg, mg, vg, gg;
               for (int64_t n : {int64_t{3700}, int64_t{1}, int64_t{100003}}) {
@@ -509,15 +510,21 @@ void case_adamw_step(Ctx& c) {
                 gg.push_back(c.gpu(g.back()));
               }
               Tensor norm = sq_norm < 0 ? Tensor() : full({1}, sq_norm, kFloat64);
-              cpu_kernels().adamw_step(w, m, v, g, norm, p);
+              // With a schedule, AdamWParams carries a wrong lr and step that must be ignored.
+              Tensor sched = on_device ? Tensor::from_vector({p.lr, double(p.step)}, {2}, kFloat64) : Tensor();
+              AdamWParams given = p;
+              if (on_device) given.lr = 99, given.step = 12345;
+              cpu_kernels().adamw_step(w, m, v, g, norm, sched, given);
               need_cuda(c.under_test().adamw_step, "adamw_step")(wg, mg, vg, gg,
-                                                                 norm.defined() ? c.gpu(norm) : Tensor(), p);
+                                                                 norm.defined() ? c.gpu(norm) : Tensor(),
+                                                                 sched.defined() ? c.gpu(sched) : Tensor(), given);
               for (size_t k = 0; k < w.size(); ++k) {
                 c.compare(fmt::format("param{}", k), wg[k], w[k], c.simple());
                 c.compare(fmt::format("m{}", k), mg[k], m[k], c.simple());
                 c.compare(fmt::format("v{}", k), vg[k], v[k], c.simple());
               }
             });
+     }
     }
   }
 }

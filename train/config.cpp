@@ -190,6 +190,20 @@ std::vector<ConfigField> make_fields() {
   }));
   f.push_back(train_field("dtype", &T::dtype, "parameter and activation type: float32 or float64",
                           [](C c) { return one_of(c.dtype, {"float32", "float64"}); }));
+  f.push_back(train_field("precision", &T::precision,
+                          "products on the GPU: float32, bf16 (bfloat16 inputs, float32 accumulation) or auto (bf16 "
+                          "on a GPU with dtype float32)",
+                          [](C c) {
+                            std::string bad = one_of(c.precision, {"float32", "bf16", "auto"});
+                            if (!bad.empty() || c.precision != "bf16") return bad;
+                            if (c.dtype != "float32") return std::string("bf16 needs dtype float32");
+                            return valid_device(c.device) && c.device != "cpu"
+                                       ? std::string()
+                                       : std::string("bf16 runs on a GPU only (device cuda); the CPU computes in "
+                                                     "float32");
+                          }));
+  f.push_back(train_field("cuda_graph", &T::cuda_graph,
+                          "on a GPU, capture the training step once as a CUDA graph and replay it (false: eager)", any));
   f.push_back(train_field("sample_tokens", &T::sample_tokens, "tokens generated after training (0 = none)",
                           [](C c) { return non_negative(c.sample_tokens); }));
   f.push_back(train_field("sample_prompt", &T::sample_prompt, "prompt of the generated sample", any));
@@ -417,6 +431,11 @@ void validate(const TrainConfig& cfg) {
     std::string problem = f.check(cfg);
     if (!problem.empty()) throw UserError(fmt::format("config key '{}': {}", f.name, problem));
   }
+}
+
+bool uses_bf16(const TrainConfig& cfg) {
+  if (cfg.precision == "bf16") return true;
+  return cfg.precision == "auto" && cfg.dtype == "float32" && valid_device(cfg.device) && cfg.device != "cpu";
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -44,6 +44,10 @@ struct TrainConfig {
   double val_fraction = 0.1;
   std::string device = "cpu";             // "cpu", "cuda" or "cuda:N"
   std::string dtype = "float32";          // "float32" or "float64"
+  // Products on the GPU (core/precision.h): "float32" (exact), "bf16" (bfloat16 inputs, float32 accumulation; float32
+  // dtype on a GPU only), "auto" (bf16 on a GPU with dtype float32, float32 otherwise).
+  std::string precision = "float32";
+  bool cuda_graph = true;                 // on a GPU, capture the training step once as a CUDA graph and replay it
   int64_t sample_tokens = 120;            // tokens generated at the end of training
   std::string sample_prompt = "The";
   // Parameters whose name contains any of these comma-separated pieces get no weight decay; all others do.
@@ -86,6 +90,8 @@ void apply_override(TrainConfig& cfg, const std::string& key_eq_value);
 
 // Every constraint on the values (ranges, choices, cross-field rules). Throws UserError at the first broken one.
 void validate(const TrainConfig& cfg);
+// The product precision a run uses: "auto" resolved for its device and dtype.
+bool uses_bf16(const TrainConfig& cfg);
 
 // ---- writing ----
 // Every key; apply_json(c2, to_json(c1), ...) makes c2 == c1 exactly.

@@ -13,6 +13,7 @@
 #endif
 #if GDN_WITH_CUDA
 #include "cuda/cuda_backend.h"
+#include "cuda/graph.h"
 #include "cuda/stream.h"
 #endif
 
@@ -134,5 +135,34 @@ std::vector<KernelProfile::Row> KernelProfile::rows() {
   std::sort(out.begin(), out.end(), [](const Row& a, const Row& b) { return a.ms > b.ms; });
   return out;
 }
+
+#if GDN_WITH_CUDA
+struct CapturedWork::Impl {
+  cuda::Graph graph;
+};
+#else
+struct CapturedWork::Impl {};
+#endif
+
+CapturedWork::CapturedWork(Device device) {
+  GDN_CHECK(device.is_cuda() && cuda_compiled_in(), "a CUDA graph needs a GPU, not {}", device);
+  impl_ = std::make_unique<Impl>();
+}
+
+CapturedWork::~CapturedWork() = default;
+
+#if GDN_WITH_CUDA
+void CapturedWork::begin_capture() { impl_->graph.begin_capture(); }
+void CapturedWork::end_capture() { impl_->graph.end_capture(); }
+void CapturedWork::replay() { impl_->graph.replay(); }
+bool CapturedWork::ready() const { return impl_->graph.ready(); }
+size_t CapturedWork::nodes() const { return impl_->graph.nodes(); }
+#else
+void CapturedWork::begin_capture() {}
+void CapturedWork::end_capture() {}
+void CapturedWork::replay() {}
+bool CapturedWork::ready() const { return false; }
+size_t CapturedWork::nodes() const { return 0; }
+#endif
 
 }  // namespace gdn

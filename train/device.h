@@ -61,4 +61,23 @@ class KernelProfile {
   std::unique_ptr<Impl> impl_;
 };
 
+// A CUDA graph of the work queued on a GPU between begin_capture() and end_capture() (cuda/graph.h: the captured
+// calls only record, replay() runs them all as one launch). Only on a GPU: constructing one for the CPU is an error.
+class CapturedWork {
+ public:
+  explicit CapturedWork(Device device);
+  ~CapturedWork();
+  CapturedWork(const CapturedWork&) = delete;
+  CapturedWork& operator=(const CapturedWork&) = delete;
+  void begin_capture();
+  void end_capture();
+  void replay();
+  bool ready() const;
+  size_t nodes() const;  // kernels, copies and memsets in the graph
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
 }  // namespace gdn

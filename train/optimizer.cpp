@@ -27,11 +27,24 @@ AdamW::AdamW(std::vector<NamedParameter> params, double beta1, double beta2, dou
     exp_avg_.push_back(zeros(p.value.shape(), p.value.dtype(), p.value.device()));
     exp_avg_sq_.push_back(zeros(p.value.shape(), p.value.dtype(), p.value.device()));
   }
+  if (!params_.empty()) schedule_ = zeros({2}, kFloat64, params_[0].value.device());
 }
 
 void AdamW::step(double lr, const Tensor& grad_sq_norm, double max_norm) {
-  NoGradGuard no_grad;
+  set_schedule(lr);
+  apply(grad_sq_norm, max_norm);
+}
+
+void AdamW::set_schedule(double lr) {
   ++steps_taken_;
+  lr_ = lr;
+  if (!schedule_.defined()) return;
+  const double values[2] = {lr, static_cast<double>(steps_taken_)};
+  copy_bytes(schedule_.raw_data(), schedule_.device(), values, kCPU, sizeof(values));
+}
+
+void AdamW::apply(const Tensor& grad_sq_norm, double max_norm) {
+  NoGradGuard no_grad;
   // Two groups (with and without weight decay), one kernel call each, over every parameter that has a gradient.
   struct Group {
     std::vector<Tensor> params, ms, vs, grads;
@@ -54,8 +67,8 @@ void AdamW::step(double lr, const Tensor& grad_sq_norm, double max_norm) {
   for (int decay = 0; decay < 2; ++decay) {
     const Group& g = groups[decay];
     if (g.params.empty()) continue;
-    AdamWParams hp{lr, beta1_, beta2_, eps_, decay ? weight_decay_ : 0.0, steps_taken_, max_norm};
-    kernels::adamw_step(g.params[0].device(), g.params, g.ms, g.vs, g.grads, grad_sq_norm, hp);
+    AdamWParams hp{lr_, beta1_, beta2_, eps_, decay ? weight_decay_ : 0.0, steps_taken_, max_norm};
+    kernels::adamw_step(g.params[0].device(), g.params, g.ms, g.vs, g.grads, grad_sq_norm, schedule_, hp);
   }
 }
 

@@ -43,6 +43,11 @@ class AdamW {
   // max_norm > 0 the gradients are clipped to that global norm inside the update, and a non-finite norm makes the
   // update a no-op (the step counter still moves) — all on the device, without the host reading the norm.
   void step(double lr, const Tensor& grad_sq_norm = Tensor(), double max_norm = 0);
+  // step() in two halves, for a step captured as a CUDA graph: set_schedule() counts the step and writes (lr, step)
+  // into a small device buffer (queued on the device's stream, outside the graph); apply() queues the update, which
+  // reads them from that buffer, so a replay of a captured apply() uses the values of the latest set_schedule().
+  void set_schedule(double lr);
+  void apply(const Tensor& grad_sq_norm = Tensor(), double max_norm = 0);
   int64_t steps_taken() const { return steps_taken_; }
 
   // The moment buffers under PyTorch's names, "exp_avg.<name>" then "exp_avg_sq.<name>" per parameter, in parameter
@@ -59,6 +64,8 @@ class AdamW {
  private:
   std::vector<NamedParameter> params_;
   std::vector<Tensor> exp_avg_, exp_avg_sq_;  // m, v; one per parameter, same shape/dtype/device
+  Tensor schedule_;                           // (lr, step) as float64 on the parameters' device
+  double lr_ = 0;
   double beta1_, beta2_, eps_, weight_decay_;
   int64_t steps_taken_ = 0;
 };

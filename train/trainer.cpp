@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <optional>
 
+#include "core/precision.h"
 #include "models/language_model.h"
 #include "ops/ops.h"
 #include "train/checkpoint.h"
@@ -21,6 +22,7 @@
 #include "train/optimizer.h"
 #include "train/plot.h"
 #include "train/progress.h"
+#include "train/step.h"
 #include "train/tokenizer.h"
 
 namespace gdn {
@@ -57,6 +59,9 @@ EvalMetrics evaluate(const GatedDeltaNetLM& model, const std::vector<int32_t>& t
   double loss_sum = 0;
   int64_t correct = 0, count = 0, batches = 0;
   std::vector<int64_t> inputs(batch * seq_len), targets(batch * seq_len);
+  // Every batch is queued first and read back afterwards, so that the host never waits between batches.
+  std::vector<Tensor> losses, predictions;
+  std::vector<std::vector<int64_t>> batch_targets;
   for (size_t at = 0; at < starts.size(); at += batch) {
     const int64_t b = std::min<int64_t>(batch, static_cast<int64_t>(starts.size() - at));
     WindowSampler::gather_windows(tokens, starts.data() + at, b, seq_len, inputs.data(), targets.data());
@@ -64,9 +69,14 @@ EvalMetrics evaluate(const GatedDeltaNetLM& model, const std::vector<int32_t>& t
     Tensor ids = Tensor::from_int64(in, {b, seq_len}, model.device());
     Tensor tgt = Tensor::from_int64(tg, {b, seq_len}, model.device());
     LossOutput out = model.loss(ids, tgt);
-    loss_sum += out.ce.item();
-    std::vector<int64_t> pred = to_device(argmax(out.logits, -1), kCPU).to_int64_vector();
-    for (size_t i = 0; i < pred.size(); ++i) correct += pred[i] == tg[i];
+    losses.push_back(out.ce);
+    predictions.push_back(argmax(out.logits, -1));
+    batch_targets.push_back(std::move(tg));
+  }
+  for (size_t i = 0; i < losses.size(); ++i) {
+    loss_sum += losses[i].item();
+    std::vector<int64_t> pred = to_device(predictions[i], kCPU).to_int64_vector();
+    for (size_t j = 0; j < pred.size(); ++j) correct += pred[j] == batch_targets[i][j];
     count += static_cast<int64_t>(pred.size());
     batches++;
   }
@@ -147,7 +157,8 @@ TrainConfig stored_config(const std::string& out_dir, std::string* checkpoint_di
 
 const std::vector<std::string>& resumable_keys() {
   static const std::vector<std::string> keys = {"data",       "out_dir",  "steps",  "eval_every",    "checkpoint_every",
-                                                "log_every",  "threads",  "device", "sample_tokens", "sample_prompt"};
+                                                "log_every",  "threads",  "device", "sample_tokens", "sample_prompt",
+                                                "precision",  "cuda_graph"};
   return keys;
 }
 
@@ -293,10 +304,15 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& opts) {
     params.push_back(p.value);
   }
   AdamW optimizer(named, cfg.beta1, cfg.beta2, cfg.adam_eps, cfg.weight_decay);
+  // The product precision holds for the whole run (training, evaluation, the sample) and is restored on return.
+  PrecisionGuard precision(uses_bf16(cfg) ? Precision::BFloat16 : Precision::Float32);
   if (!opts.quiet)
     fmt::print(stderr, "model: {} parameters ({} in embeddings, {} in the rest), {} layers, D={}, {} on {}\n",
                model.num_parameters(), model.num_embedding_parameters(), model.num_parameters(false),
                cfg.model.n_layers, cfg.model.d_model, dtype_name(dtype), device);
+  if (!opts.quiet && device.is_cuda())
+    fmt::print(stderr, "gpu: products in {}, training step {}\n", uses_bf16(cfg) ? "bf16 (float32 accumulation)" :
+               "float32", cfg.cuda_graph ? "captured as a CUDA graph" : "eager");
 
   // ---- state (fresh or resumed) ----
   int64_t step = 0;
@@ -393,6 +409,7 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& opts) {
     std::vector<Tensor> expert_tokens;  // per MoE layer [E] int64 on the device; kept for logged steps only
   };
   std::vector<PendingStep> pending;
+  TrainStep train_step(model, optimizer, params, B, T, cfg.grad_clip, cfg.cuda_graph);
   double last_loss = NAN;
   auto read_pending = [&]() {
     for (const PendingStep& p : pending) {
@@ -432,19 +449,12 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& opts) {
   while (step < cfg.steps) {
     auto t0 = Clock::now();
     sampler.next_batch(B, in.data(), tg.data());
-    Tensor ids = Tensor::from_int64(in, {B, T}, device), targets = Tensor::from_int64(tg, {B, T}, device);
     const double lr = learning_rate_at(step, cfg.steps, cfg.warmup_steps, cfg.lr, cfg.min_lr_ratio, cfg.lr_schedule);
-    zero_grad(params);
-    LossOutput out_loss = model.loss(ids, targets);
-    backward(out_loss.loss);
-    Tensor grad_sq_norm = grad_norm_squared(params);
-    optimizer.step(lr, grad_sq_norm, cfg.grad_clip);
+    const bool log_step = (step + 1) % cfg.log_every == 0 || step + 1 == cfg.steps;
+    StepOutputs out = train_step.run(in.data(), tg.data(), lr, log_step);
     step++;
     tokens_seen += B * T;
-    const bool log_step = step % cfg.log_every == 0 || step == cfg.steps;
-    pending.push_back({step, lr, out_loss.ce.detach(), grad_sq_norm,
-                       out_loss.aux_loss.defined() ? out_loss.aux_loss.detach() : Tensor(),
-                       log_step ? out_loss.expert_tokens : std::vector<Tensor>()});
+    pending.push_back({step, lr, out.ce, out.grad_sq_norm, out.aux_loss, out.expert_tokens});
     const bool last_step = step == cfg.steps;
     const bool evaluate_now = step % cfg.eval_every == 0 || last_step;
     const bool stopping = g_stop.exchange(false) || step == opts.stop_after;  // a stop request is consumed here

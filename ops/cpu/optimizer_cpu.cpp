@@ -44,9 +44,17 @@ double clip_factor(const Tensor& grad_sq_norm, double max_norm) {
 }
 
 void adamw_step(const std::vector<Tensor>& params, const std::vector<Tensor>& ms, const std::vector<Tensor>& vs,
-                const std::vector<Tensor>& grads, const Tensor& grad_sq_norm, const AdamWParams& p) {
+                const std::vector<Tensor>& grads, const Tensor& grad_sq_norm, const Tensor& schedule,
+                const AdamWParams& hp) {
   GDN_CHECK(ms.size() == params.size() && vs.size() == params.size() && grads.size() == params.size(),
             "adamw_step: {} params, {} m, {} v, {} grads", params.size(), ms.size(), vs.size(), grads.size());
+  AdamWParams p = hp;
+  if (schedule.defined()) {
+    GDN_CHECK(schedule.dtype() == kFloat64 && schedule.numel() == 2 && schedule.is_contiguous(),
+              "adamw_step: schedule must be two float64 (lr, step)");
+    p.lr = schedule.data<double>()[0];
+    p.step = static_cast<int64_t>(schedule.data<double>()[1]);
+  }
   const double c = clip_factor(grad_sq_norm, p.max_norm);
   if (!std::isfinite(c)) return;
   const double bc1 = 1.0 - std::pow(p.beta1, static_cast<double>(p.step));

@@ -1,0 +1,68 @@
+// train/step.cpp — see step.h.
+#include "train/step.h"
+
+#include <utility>
+
+#include "autograd/engine.h"
+#include "ops/ops.h"
+
+namespace gdn {
+
+TrainStep::TrainStep(GatedDeltaNetLM& model, AdamW& optimizer, std::vector<Tensor> params, int64_t batch,
+                     int64_t seq_len, double grad_clip, bool use_graph)
+    : model_(model), optimizer_(optimizer), params_(std::move(params)), batch_(batch), seq_len_(seq_len),
+      grad_clip_(grad_clip), device_(model.device()) {
+  if (use_graph && device_.is_cuda()) {
+    graph_ = std::make_unique<CapturedWork>(device_);
+    ids_ = Tensor::empty({batch, seq_len}, kInt64, device_);
+    targets_ = Tensor::empty({batch, seq_len}, kInt64, device_);
+  }
+}
+
+TrainStep::~TrainStep() = default;
+
+size_t TrainStep::graph_nodes() const { return graph_ ? graph_->nodes() : 0; }
+
+StepOutputs TrainStep::issue(const Tensor& ids, const Tensor& targets) {
+  clear_grads(params_);
+  LossOutput out = model_.loss(ids, targets);
+  backward(out.loss);
+  Tensor grad_sq_norm = grad_norm_squared(params_);
+  optimizer_.apply(grad_sq_norm, grad_clip_);
+  return {out.ce.detach(), grad_sq_norm, out.aux_loss.defined() ? out.aux_loss.detach() : Tensor(),
+          out.expert_tokens};
+}
+
+StepOutputs TrainStep::run(const int64_t* ids, const int64_t* targets, double lr, bool want_expert_tokens) {
+  const int64_t n = batch_ * seq_len_;
+  optimizer_.set_schedule(lr);
+  ++runs_;
+  if (!graph_) {
+    StepOutputs out = issue(Tensor::from_int64(std::vector<int64_t>(ids, ids + n), {batch_, seq_len_}, device_),
+                            Tensor::from_int64(std::vector<int64_t>(targets, targets + n), {batch_, seq_len_}, device_));
+    if (!want_expert_tokens) out.expert_tokens.clear();
+    return out;
+  }
+  copy_bytes(ids_.raw_data(), device_, ids, kCPU, static_cast<size_t>(n) * sizeof(int64_t));
+  copy_bytes(targets_.raw_data(), device_, targets, kCPU, static_cast<size_t>(n) * sizeof(int64_t));
+  if (runs_ == 1) {  // warm-up, eagerly, on the same buffers
+    StepOutputs out = issue(ids_, targets_);
+    if (!want_expert_tokens) out.expert_tokens.clear();
+    return out;
+  }
+  if (!graph_->ready()) {
+    graph_->begin_capture();
+    captured_ = issue(ids_, targets_);
+    graph_->end_capture();
+  }
+  graph_->replay();
+  // The graph overwrites its outputs at every replay: hand out copies.
+  NoGradGuard no_grad;
+  StepOutputs out{clone(captured_.ce), clone(captured_.grad_sq_norm),
+                  captured_.aux_loss.defined() ? clone(captured_.aux_loss) : Tensor(), {}};
+  if (want_expert_tokens)
+    for (const Tensor& t : captured_.expert_tokens) out.expert_tokens.push_back(clone(t));
+  return out;
+}
+
+}  // namespace gdn
