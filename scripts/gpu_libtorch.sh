@@ -2,17 +2,20 @@
 # scripts/gpu_libtorch.sh — gdn.cpp against LibTorch on an NVIDIA GPU (sm_90): bench-libtorch built with the CUDA
 # backend and against the CUDA LibTorch of the machine's PyTorch (its CMake prefix: torch.utils.cmake_prefix_path).
 #
-# Stages (all by default, or the ones named on the command line, in this order):
+# Stages (all by default, or the ones named on the command line):
 #   build   configure + build bench-libtorch only, into $BUILD (default build-gpu-torch/); the build log and the
 #           CUDA libraries the binary resolves (ldd) go to $OUT/build.log
 #   parity  --parity-only on the GPU, fp32 (TF32 off) and bf16: tiny, small, small-moe, tiny-ungated, medium,
-#           medium-moe (fp32: loss 1e-5, every gradient 1e-4, 20 AdamW steps 1e-4; bf16: loss 1e-2)
+#           medium-moe (fp32: loss 1e-5, every gradient 1e-4, 20 AdamW steps 1e-4; bf16: loss 1e-2); then
+#           medium-moe in fp32 at lr 3e-4 (parity_moe_lr3e-4)
 #   speed   the speed table: small, medium, large, medium-b32 at vocabulary 8192 and 49152, fp32 and bf16, one
-#           process (--steps $STEPS --warmup $WARMUP, default 10 / 3)
-#   curve   200 AdamW steps of medium in bf16 on both sides (the same batch every step), losses every 20 steps
+#           process (--steps $STEPS --warmup $WARMUP, default 10 / 3), with gdn-train's CUDA-graph step beside
+#           (--gdn-graph)
+#   curve   200 AdamW steps (lr 3e-4) of medium in bf16 on both sides (the same batch every step), losses every 20
+#           steps
 # Outputs: $OUT/{parity,speed,curve}.{md,json} and the logs (default OUT=/tmp/gdn-gpu-libtorch). Header-only
 # dependencies the machine may lack are carried in .device/include, or in $DEVICE_INCLUDE (see scripts/gpu_check.sh).
-# Usage: OUT=/some/dir bash scripts/gpu_libtorch.sh [stage ...]
+# Usage: OUT=/some/dir bash scripts/gpu_libtorch.sh [stage ...]   (stages run in the order build speed parity curve)
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -22,7 +25,7 @@ STEPS=${STEPS:-10}
 WARMUP=${WARMUP:-3}
 PRECISION=${PRECISION:-fp32,bf16}
 mkdir -p "$OUT"
-stages=${*:-build parity speed curve}
+stages=${*:-build speed parity curve}
 want() { [[ " $stages " == *" $1 "* ]]; }
 inc=${DEVICE_INCLUDE:-$root/.device/include}
 export CPATH="$inc${CPATH:+:$CPATH}" OMP_WAIT_POLICY=PASSIVE PATH="$PATH:/usr/local/cuda/bin"
@@ -61,9 +64,10 @@ run() {  # name, then bench-libtorch arguments
   cat "$OUT/$name.md" 2>/dev/null || tail -20 "$OUT/$name.log"
 }
 
+want speed && run speed --precision "$PRECISION" --steps "$STEPS" --warmup "$WARMUP" --gdn-graph \
+  --presets small,medium,large,medium-b32,small-v49152,medium-v49152,large-v49152,medium-b32-v49152
 want parity && run parity --parity-only --precision "$PRECISION" \
   --presets tiny,small,small-moe,tiny-ungated,medium,medium-moe
-want speed && run speed --precision "$PRECISION" --steps "$STEPS" --warmup "$WARMUP" \
-  --presets small,medium,large,medium-b32,small-v49152,medium-v49152,large-v49152,medium-b32-v49152
-want curve && run curve --precision bf16 --presets medium --steps 20 --warmup 5 --curve-steps 200 --curve-every 20
+want parity && run parity_moe_lr3e-4 --parity-only --precision fp32 --presets medium-moe --lr 3e-4
+want curve && run curve --precision bf16 --presets medium --steps 20 --warmup 5 --curve-steps 200 --curve-every 20 --lr 3e-4
 exit 0

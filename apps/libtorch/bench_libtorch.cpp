@@ -65,6 +65,7 @@
 #include "train/device.h"
 #include "train/optimizer.h"
 #include "train/safetensors.h"
+#include "train/step.h"
 
 using nlohmann::json;
 namespace fs = std::filesystem;
@@ -156,7 +157,7 @@ struct Options {
   int threads = 0, blas_threads = 0, steps = 20, warmup = 3, curve_steps = 0, curve_every = 20;
   double lr = 1e-3, clip = 1.0, tol_loss = 1e-5, tol_grad = 1e-4, tol_steps = 1e-4, tol_loss_bf16 = 1e-2;
   uint64_t seed = 1337;
-  bool parity_only = false, keep_weights = false, quiet = false;
+  bool parity_only = false, keep_weights = false, quiet = false, gdn_graph = false;
   std::string device = "cpu", work_dir, only = "both", torch_adamw = "fused";  // only: both | gdn | torch
   std::vector<std::string> precisions{"fp32"};
 };
@@ -271,7 +272,7 @@ Result run_config(const BenchConfig& bc, const std::string& precision, const Opt
         alloc->reset_peak();
       }
       timer.start();
-      gdn::zero_grad(gp);
+      gdn::clear_grads(gp);
       gdn::LossOutput o = model.loss(ids, targets);
       gdn::backward(o.loss);
       adam.step(opt.lr, gdn::grad_norm_squared(gp), opt.clip);  // clipped on the device, as gdn-train does
@@ -279,6 +280,27 @@ Result run_config(const BenchConfig& bc, const std::string& precision, const Opt
       losses_g.push_back(o.loss.item());
       if (s >= opt.warmup && s < compared_steps) ms_g.push_back(ms);
       if (s + 1 == compared_steps) peak_g = static_cast<double>(alloc->stats().peak_bytes) / 1048576.0;
+    }
+  }
+  // gdn-train's step on the GPU (train/step.h): captured once as a CUDA graph and replayed; a fresh model from the
+  // same seed, timed over the same steps (its losses are cross-entropy only, so they are not compared).
+  std::vector<double> ms_graph;
+  if (opt.gdn_graph && gdev.is_cuda() && opt.only != "torch") {
+    gdn::GatedDeltaNetLM gmodel(mc, opt.seed, gdn::kFloat32, gdev);
+    std::vector<gdn::NamedParameter> gnamed;
+    gdn::TensorList gparams;
+    for (const gdn::Parameter& p : gmodel.parameters()) {
+      gnamed.push_back({p.name, p.value, p.decay});
+      gparams.push_back(p.value);
+    }
+    gdn::AdamW gadam(gnamed, 0.9, 0.95, 1e-8, 0.1);
+    gdn::TrainStep step(gmodel, gadam, gparams, B, T, opt.clip, /*use_graph=*/true);
+    gdn::DeviceTimer timer(gdev);
+    for (int s = 0; s < compared_steps; ++s) {
+      timer.start();
+      gdn::StepOutputs o = step.run(in.data(), tg.data(), opt.lr, false);
+      const double ms = timer.stop_ms();
+      if (s >= opt.warmup) ms_graph.push_back(ms);
     }
   }
   if (opt.only != "gdn") {
@@ -319,6 +341,9 @@ Result run_config(const BenchConfig& bc, const std::string& precision, const Opt
   tm["gdn_tokens_per_s"] = mg > 0 ? 1000.0 * static_cast<double>(B * T) / mg : 0.0;
   tm["torch_tokens_per_s"] = mt > 0 ? 1000.0 * static_cast<double>(B * T) / mt : 0.0;
   tm["speedup_gdn_over_torch"] = mg > 0 ? mt / mg : 0.0;
+  const double mgr = median(ms_graph);
+  tm["gdn_graph_ms_per_step"] = ms_graph.empty() ? -1.0 : mgr;
+  tm["speedup_gdn_graph_over_torch"] = ms_graph.empty() || mgr <= 0 ? -1.0 : mt / mgr;
   tm["gdn_peak_mib"] = peak_g;
   tm["torch_peak_mib"] = peak_t;
   tm["gdn_ms_all"] = ms_g;
@@ -382,6 +407,7 @@ int main(int argc, char** argv) {
   app.add_option("--only", opt.only, "run the optimizer steps of one side only, for profiling (e.g. under perf "
                                      "record -g): both, gdn or torch; step losses are then not compared")
       ->check(CLI::IsMember({"both", "gdn", "torch"}))->capture_default_str();
+  app.add_flag("--gdn-graph", opt.gdn_graph, "CUDA: also time gdn-train's step captured as a CUDA graph (train/step.h)");
   app.add_flag("--keep-weights", opt.keep_weights, "keep the .safetensors files");
   app.add_flag("--parity-only", opt.parity_only, "correctness only; non-zero exit when a tolerance is missed");
   app.add_option("--tol-loss", opt.tol_loss, "fp32 loss tolerance (relative)")->capture_default_str();
@@ -439,6 +465,7 @@ int main(int argc, char** argv) {
     report["curve_steps"] = opt.curve_steps;
     report["curve_every"] = opt.curve_every;
     report["parity_only"] = opt.parity_only;
+    report["gdn_graph"] = opt.gdn_graph && cuda;
     report["torch_optimizer"] = "";
     if (!opt.quiet) {
       std::printf("bench-libtorch: device %s %s, %d thread(s), LibTorch %s\n", opt.device.c_str(),

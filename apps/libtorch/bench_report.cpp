@@ -107,10 +107,12 @@ std::string markdown(const json& report) {
                       p["worst_grad"].get<std::string>(), p["max_step_loss_rel_error"].get<double>(),
                       p["steps_compared"].get<int>(), p["pass"].get<bool>() ? "PASS" : "FAIL");
   }
+  const bool graph = report.value("gdn_graph", false);
   if (!report["parity_only"].get<bool>()) {
     md += "\n| config | precision | B x T | vocab | gdn.cpp ms/step | LibTorch ms/step | gdn.cpp tok/s | "
-          "LibTorch tok/s | gdn.cpp peak MiB | LibTorch peak MiB | gdn.cpp speedup |\n"
-          "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+          "LibTorch tok/s | gdn.cpp peak MiB | LibTorch peak MiB | gdn.cpp speedup |" +
+          std::string(graph ? " gdn.cpp graph ms/step | graph speedup |" : "") +
+          "\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|" + (graph ? "---:|---:|" : "") + "\n";
     for (const json& c : report["configs"]) {
       const json& t = c["timing"];
       md += fmt::format("| {} | {} | {} x {} | {} | {:.2f} | {:.2f} | {:.0f} | {:.0f} | {} | {} | {:.2f}x |\n",
@@ -120,6 +122,9 @@ std::string markdown(const json& report) {
                         t["gdn_tokens_per_s"].get<double>(), t["torch_tokens_per_s"].get<double>(),
                         mib(t["gdn_peak_mib"].get<double>()), mib(t["torch_peak_mib"].get<double>()),
                         t["speedup_gdn_over_torch"].get<double>());
+      if (graph)
+        md.insert(md.size() - 1, fmt::format(" {:.2f} | {:.2f}x |", t["gdn_graph_ms_per_step"].get<double>(),
+                                             t["speedup_gdn_graph_over_torch"].get<double>()));
     }
   }
   const int every = report["curve_every"].get<int>();
