@@ -294,7 +294,7 @@ Result run_config(const BenchConfig& bc, const std::string& precision, const Opt
       gparams.push_back(p.value);
     }
     gdn::AdamW gadam(gnamed, 0.9, 0.95, 1e-8, 0.1);
-    gdn::TrainStep step(gmodel, gadam, gparams, B, T, opt.clip, /*use_graph=*/true);
+    gdn::TrainStep step(gmodel, gadam, gparams, B, T, {opt.clip, /*cuda_graph=*/true});
     gdn::DeviceTimer timer(gdev);
     for (int s = 0; s < compared_steps; ++s) {
       timer.start();
