@@ -89,7 +89,7 @@ std::string describe_non_finite(const std::vector<std::pair<std::string, Tensor>
 
 CheckpointTensors checkpoint_tensors(const GatedDeltaNetLM& model, const AdamW& optimizer) {
   auto on_host = [](std::vector<std::pair<std::string, Tensor>> list) {
-    for (auto& [name, t] : list) t = t.device().is_cpu() ? t.detach() : to_device(t.detach(), kCPU);
+    for (auto& [name, t] : list) t = t.device().is_cpu() ? clone(t.detach()) : to_device(t.detach(), kCPU);
     return list;
   };
   return {on_host(named_weights(model)), on_host(optimizer.state_tensors()), optimizer.steps_taken(),

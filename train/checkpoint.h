@@ -31,8 +31,9 @@ struct CheckpointData {
   nlohmann::json trainer_state;  // free-form JSON owned by the trainer
 };
 
-// What a checkpoint holds, copied to host memory once (one device-to-host copy per tensor): the model's weights
-// under their checkpoint names, the optimizer's moments and step count, and the model config.
+// What a checkpoint holds, copied to host memory once (one device-to-host copy per tensor, a copy on the CPU too):
+// the model's weights under their checkpoint names, the optimizer's moments and step count, and the model config.
+// The copy is the trainer's to write from another thread while training goes on.
 struct CheckpointTensors {
   std::vector<std::pair<std::string, Tensor>> weights, moments;
   int64_t steps_taken = 0;

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <csignal>
 #include <filesystem>
+#include <future>
 #include <optional>
 
 #include "core/precision.h"
@@ -338,16 +339,29 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& opts) {
     return state;
   };
   std::string last_good = last ? *last : std::string();  // the newest checkpoint known to hold a finite state
+  // Checkpoint files are written by a background thread while training goes on: the state of the step is copied to
+  // the host first (a snapshot of its own), so the files hold exactly that step. The next checkpoint, a stop and the
+  // end of the run wait for the write (finish_writing), and last_good names a checkpoint only once it is complete
+  // (LAST moves only then, save_checkpoint). A write that failed reports its error there.
+  std::future<std::string> writing;
+  auto finish_writing = [&]() {
+    if (writing.valid()) last_good = writing.get();
+  };
   auto stop_non_finite = [&](const std::string& what) {
+    finish_writing();
     throw UserError(fmt::format("{}: stopping; the last good checkpoint is {}", what,
                                 last_good.empty() ? std::string("(none yet)") : last_good));
   };
   auto checkpoint = [&](bool is_best) {
-    const CheckpointTensors snapshot = checkpoint_tensors(model, optimizer);  // one copy to the host
+    CheckpointTensors snapshot = checkpoint_tensors(model, optimizer);  // one copy to the host
     if (std::string bad = describe_non_finite(snapshot.weights); !bad.empty())
       stop_non_finite(fmt::format("the weights became non-finite at step {} (parameter {})", step, bad));
     if (!writer) return;
-    last_good = save_checkpoint(ckpt_root, snapshot, {step, trainer_state()}, is_best);
+    finish_writing();
+    writing = std::async(std::launch::async, [&ckpt_root, snap = std::move(snapshot),
+                                              data = CheckpointData{step, trainer_state()}, is_best]() {
+      return save_checkpoint(ckpt_root, snap, data, is_best);
+    });
   };
 
   // ---- the loop ----
@@ -460,6 +474,7 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& opts) {
     }
     if (stopping) {
       if (!last_step) checkpoint(false);
+      finish_writing();
       summary.interrupted = true;
       if (bar) bar->message(fmt::format("interrupted at step {}: checkpoint {}; continue with --resume", step,
                                         last_good));
@@ -467,6 +482,7 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& opts) {
     }
   }
   if (bar) bar->finish();
+  finish_writing();
 
   // ---- results (a metric that was never measured is absent: null in the JSON, empty in the summary) ----
   summary.end_step = step;
