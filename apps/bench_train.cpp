@@ -142,14 +142,6 @@ double gemm_roofline(Device device, DType dtype, int64_t n) {
   return 2.0 * static_cast<double>(n) * static_cast<double>(n) * static_cast<double>(n) / (ms[ms.size() / 2] * 1e6);
 }
 
-std::vector<std::string> split_commas(const std::string& s) {
-  std::vector<std::string> out;
-  std::stringstream ss(s);
-  for (std::string piece; std::getline(ss, piece, ',');)
-    if (!piece.empty()) out.push_back(piece);
-  return out;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {

@@ -8,6 +8,7 @@
 
 #include "core/check.h"
 #include "ops/ops.h"
+#include "tests/test_helpers.h"
 #include "train/corpus.h"
 #include "train/distributed.h"
 #include "train/rendezvous.h"
@@ -21,15 +22,6 @@ std::function<const char*(const char*)> env_of(const std::map<std::string, std::
     auto it = vars.find(name);
     return it == vars.end() ? nullptr : it->second.c_str();
   };
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const UserError& e) {
-    return e.what();
-  }
-  return "";
 }
 
 }  // namespace
@@ -58,7 +50,7 @@ TEST_CASE("distributed: the job comes from torchrun's, mpirun's or srun's variab
   auto with = [&](const std::string& k, const std::string& v) {
     auto e = ok;
     e[k] = v;
-    return error_of([&] { distributed_env(env_of(e)); });
+    return test::user_error_of([&] { distributed_env(env_of(e)); });
   };
   CHECK(with("WORLD_SIZE", "two").find("WORLD_SIZE='two' is not an integer") != std::string::npos);
   CHECK(with("RANK", "2").find("RANK=2 is not below WORLD_SIZE=2") != std::string::npos);
@@ -136,16 +128,16 @@ TEST_CASE("distributed: a port in use, nobody at the master and a rank that goes
   env.world = 2, env.master_addr = "127.0.0.1", env.master_port = port, env.timeout_s = 1;
   // Nobody listens: rank 1 gives up after the timeout.
   env.rank = 1;
-  CHECK(error_of([&] { connect(env, kCPU); }).find("could not reach rank 0 at 127.0.0.1:" + std::to_string(port) +
+  CHECK(test::user_error_of([&] { connect(env, kCPU); }).find("could not reach rank 0 at 127.0.0.1:" + std::to_string(port) +
                                                    " within 1 s") != std::string::npos);
   // Rank 0 alone: it names the rank that never came.
   env.rank = 0;
-  CHECK(error_of([&] { connect(env, kCPU); }).find("timed out after 1 s on port " + std::to_string(port) +
+  CHECK(test::user_error_of([&] { connect(env, kCPU); }).find("timed out after 1 s on port " + std::to_string(port) +
                                                    " waiting for rank 1 of 2") != std::string::npos);
   // An unresolvable master.
   env.rank = 1;
   env.master_addr = "no-such-host.invalid";
-  CHECK(error_of([&] { connect(env, kCPU); }).find("cannot resolve MASTER_ADDR 'no-such-host.invalid'") !=
+  CHECK(test::user_error_of([&] { connect(env, kCPU); }).find("cannot resolve MASTER_ADDR 'no-such-host.invalid'") !=
         std::string::npos);
   // The port is taken by a rendezvous already in progress.
   env.master_addr = "127.0.0.1";
@@ -154,13 +146,13 @@ TEST_CASE("distributed: a port in use, nobody at the master and a rank that goes
   std::thread holder([&] {
     DistributedEnv e = env;
     e.rank = 0;
-    first_error = error_of([&] { connect(e, kCPU); });
+    first_error = test::user_error_of([&] { connect(e, kCPU); });
   });
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   {
     DistributedEnv e = env;
     e.rank = 0;
-    second_error = error_of([&] { connect(e, kCPU); });
+    second_error = test::user_error_of([&] { connect(e, kCPU); });
   }
   // Rank 1 joins the first rank 0, then goes away: rank 0's next collective fails naming it.
   std::string gone_error;
@@ -185,5 +177,5 @@ TEST_CASE("distributed: a port in use, nobody at the master and a rank that goes
   std::unique_ptr<Communicator> survivor = connect(env, kCPU);
   leaver.join();
   std::vector<double> v{1.0};
-  CHECK(error_of([&] { survivor->sum(v); }).find("rank 1 ended or lost its connection") != std::string::npos);
+  CHECK(test::user_error_of([&] { survivor->sum(v); }).find("rank 1 ended or lost its connection") != std::string::npos);
 }

@@ -351,14 +351,6 @@ Result run_config(const BenchConfig& bc, const std::string& precision, const Opt
   return r;
 }
 
-std::vector<std::string> split_commas(const std::string& s) {
-  std::vector<std::string> out;
-  std::stringstream ss(s);
-  for (std::string piece; std::getline(ss, piece, ',');)
-    if (!piece.empty()) out.push_back(piece);
-  return out;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -421,7 +413,7 @@ int main(int argc, char** argv) {
   if (opt.parity_only && app.count("--warmup") == 0) opt.warmup = 0;
 
   try {
-    opt.precisions = split_commas(precisions);
+    opt.precisions = gdn::split_commas(precisions);
     for (const std::string& p : opt.precisions)
       GDN_USER_CHECK(p == "fp32" || p == "bf16", "--precision: unknown precision '{}' (fp32, bf16)", p);
     const bool cuda = opt.device.rfind("cuda", 0) == 0;
@@ -479,7 +471,7 @@ int main(int argc, char** argv) {
 
     bool all_pass = true;
     json configs = json::array();
-    for (const std::string& name : split_commas(presets)) {
+    for (const std::string& name : gdn::split_commas(presets)) {
       const BenchConfig bc = make_config(name);
       for (const std::string& precision : opt.precisions) {
         if (!opt.quiet) {
