@@ -54,7 +54,7 @@ void random_ids(std::vector<int64_t>& v, int64_t V, Generator& gen) {
 }
 
 StepResult time_training_step(const TrainConfig& cfg, Device device, DType dtype, int warmup, int steps,
-                              int profile_steps, bool use_graph) {
+                              int profile_steps, bool use_graph, bool fused_loss) {
   GatedDeltaNetLM model(cfg.model, cfg.seed, dtype, device);
   std::vector<NamedParameter> named;
   std::vector<Tensor> params;
@@ -69,7 +69,7 @@ StepResult time_training_step(const TrainConfig& cfg, Device device, DType dtype
   const int64_t B = cfg.batch_size, T = cfg.seq_len, V = cfg.model.vocab_size;
   std::vector<int64_t> ids(B * T), targets(B * T);
   // The step of gdn-train (train/step.h): eager, or captured as a CUDA graph at the second step and replayed.
-  TrainStep train_step(model, optimizer, params, B, T, cfg.grad_clip, use_graph);
+  TrainStep train_step(model, optimizer, params, B, T, {cfg.grad_clip, use_graph, fused_loss});
   auto one_step = [&](TrainStep& ts, double* loss_out) {
     random_ids(ids, V, gen);
     random_ids(targets, V, gen);
@@ -80,9 +80,11 @@ StepResult time_training_step(const TrainConfig& cfg, Device device, DType dtype
   const uint64_t flops_before = gemm_flops();
   one_step(train_step, nullptr);
   r.gemm_gflop = static_cast<double>(gemm_flops() - flops_before) / 1e9;
-  for (int i = 1; i < warmup; ++i) one_step(train_step, nullptr);
+  // Peak memory from the second step on: it covers the capture, where a graph's step allocates its memory once.
   synchronize(device);
   get_allocator(device)->reset_peak();
+  for (int i = 1; i < warmup; ++i) one_step(train_step, nullptr);
+  synchronize(device);
   DeviceTimer timer(device);
   std::vector<double> ms;
   const uint64_t calls_before = kernel_calls();
@@ -105,7 +107,7 @@ StepResult time_training_step(const TrainConfig& cfg, Device device, DType dtype
   one_step(train_step, &r.loss);
   r.peak_mib = static_cast<double>(get_allocator(device)->stats().peak_bytes) / 1048576.0;
   if (profile_steps > 0) {  // per-kernel events need the host's calls: an eager step on the same model
-    TrainStep eager(model, optimizer, params, B, T, cfg.grad_clip, false);
+    TrainStep eager(model, optimizer, params, B, T, {cfg.grad_clip, false, fused_loss});
     one_step(eager, nullptr);
     synchronize(device);
     KernelProfile profile(device);
@@ -140,14 +142,6 @@ double gemm_roofline(Device device, DType dtype, int64_t n) {
   return 2.0 * static_cast<double>(n) * static_cast<double>(n) * static_cast<double>(n) / (ms[ms.size() / 2] * 1e6);
 }
 
-std::vector<std::string> split_commas(const std::string& s) {
-  std::vector<std::string> out;
-  std::stringstream ss(s);
-  for (std::string piece; std::getline(ss, piece, ',');)
-    if (!piece.empty()) out.push_back(piece);
-  return out;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -155,7 +149,7 @@ int main(int argc, char** argv) {
       "bench-train: times the whole training step (forward, backward, clipping, AdamW) of the Gated DeltaNet LM on\n"
       "random token ids; prints ms/step (median), tokens/s, kernel calls per step and peak device memory"};
   std::string presets = "small,medium,large", device_name = "cpu", dtype_name_arg = "float32", json_path;
-  std::string precision = "float32", graph = "on";
+  std::string precision = "float32", graph = "on", fused = "off";
   int64_t batch = 0, seq_len = 0, vocab = 0;
   int steps = 50, warmup = 5, threads = 0, profile_steps = 0;
   app.add_option("--presets", presets,
@@ -165,6 +159,8 @@ int main(int argc, char** argv) {
   app.add_option("--precision", precision, "products on the GPU: float32 or bf16 (bfloat16 inputs, float32 accumulation)")
       ->check(CLI::IsMember({"float32", "bf16"}));
   app.add_option("--graph", graph, "on the GPU, replay the step as a captured CUDA graph (on) or issue it eagerly (off)")
+      ->check(CLI::IsMember({"on", "off"}));
+  app.add_option("--fused-loss", fused, "on the GPU, lm_head + cross-entropy fused over row chunks (on) or not (off)")
       ->check(CLI::IsMember({"on", "off"}));
   app.add_option("--batch", batch, "batch size (default: the preset's)")->check(CLI::PositiveNumber);
   app.add_option("--seq-len", seq_len, "sequence length (default: the preset's)")->check(CLI::PositiveNumber);
@@ -185,9 +181,10 @@ int main(int argc, char** argv) {
     const bool use_graph = device.is_cuda() && graph == "on";
     if (use_graph) warmup = std::max(warmup, 2);  // the eager first step, then the capture
     PrecisionGuard guard(precision == "bf16" ? Precision::BFloat16 : Precision::Float32);
-    std::printf("bench-train: %s, %s, products %s, %s, median of %d steps after %d warm-up steps\n\n",
+    std::printf("bench-train: %s, %s, products %s, %s, %s loss, median of %d steps after %d warm-up steps\n\n",
                 device.str().c_str(), dtype_name_arg.c_str(), precision.c_str(),
-                use_graph ? "step replayed as a CUDA graph" : "eager step", steps, warmup);
+                use_graph ? "step replayed as a CUDA graph" : "eager step",
+                device.is_cuda() && fused == "on" ? "fused" : "unfused", steps, warmup);
     std::printf("| preset | B | T | vocab | params (M) | ms/step | min | max | tokens/s | host issue ms/step | "
                 "kernel calls/step | graph nodes | GEMM GFLOP/step | GEMM GFLOP / step time (GFLOP/s) | peak MiB |\n");
     std::printf("|--------|---|---|------:|-----------:|--------:|----:|----:|---------:|-------------------:|"
@@ -201,7 +198,8 @@ int main(int argc, char** argv) {
       if (vocab > 0) cfg.model.vocab_size = vocab;
       cfg.device = device.str();
       validate(cfg);
-      const StepResult r = time_training_step(cfg, device, dtype, warmup, steps, profile_steps, use_graph);
+      const StepResult r = time_training_step(cfg, device, dtype, warmup, steps, profile_steps, use_graph,
+                                              fused == "on");
       const double params_m = r.params_millions;
       const double tokens = static_cast<double>(cfg.batch_size * cfg.seq_len);
       std::printf("| %s | %lld | %lld | %lld | %.1f | %.2f | %.2f | %.2f | %.0f | %.2f | %.0f | %.0f | %.2f | %.0f | "
@@ -213,7 +211,8 @@ int main(int argc, char** argv) {
       if (!r.profile.empty()) profiles.emplace_back(preset, r);
       std::fflush(stdout);
       rows.push_back({{"preset", preset}, {"device", device.str()}, {"dtype", dtype_name_arg},
-                      {"precision", precision}, {"cuda_graph", use_graph}, {"graph_nodes", r.graph_nodes},
+                      {"precision", precision}, {"cuda_graph", use_graph},
+                      {"fused_loss", device.is_cuda() && fused == "on"}, {"graph_nodes", r.graph_nodes},
                       {"batch", cfg.batch_size}, {"seq_len", cfg.seq_len}, {"vocab", cfg.model.vocab_size},
                       {"parameters_millions", params_m}, {"ms_per_step_median", r.median_ms},
                       {"ms_per_step_min", r.min_ms}, {"ms_per_step_max", r.max_ms},
@@ -224,9 +223,9 @@ int main(int argc, char** argv) {
                       {"final_loss", r.loss}, {"steps", steps}, {"warmup", warmup}});
     }
     const int64_t n = device.is_cuda() ? 4096 : 1024;
-    std::printf("\nGEMM roofline: one %lld x %lld x %lld matmul runs at %.0f GFLOP/s (%s)\n", static_cast<long long>(n),
-                static_cast<long long>(n), static_cast<long long>(n), gemm_roofline(device, dtype, n),
-                dtype_name_arg.c_str());
+    std::printf("\nGEMM roofline: one %lld x %lld x %lld matmul runs at %.0f GFLOP/s (%s, products %s)\n",
+                static_cast<long long>(n), static_cast<long long>(n), static_cast<long long>(n),
+                gemm_roofline(device, dtype, n), dtype_name_arg.c_str(), precision.c_str());
     for (const auto& [preset, r] : profiles) {
       double total = 0;
       for (const auto& row : r.profile) total += row.ms;

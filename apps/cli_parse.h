@@ -1,11 +1,14 @@
 // apps/cli_parse.h — command-line parsing shared by the apps: --help prints the usage and exits 0; any other
 // mistake on the command line (unknown flag, a value that is not a number, ...) is one line "<app>: error: ..." and
-// exit code 2, like every other bad input.
+// exit code 2, like every other bad input. split_commas reads list options ("small,medium,large").
 #pragma once
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <optional>
+#include <sstream>
+#include <string>
+#include <vector>
 
 namespace gdn {
 
@@ -22,6 +25,15 @@ inline std::optional<int> parse_command_line(CLI::App& app, int argc, char** arg
     std::fprintf(stderr, "%s: error: %s (see --help)\n", name, e.what());
     return 2;
   }
+}
+
+// "a,b,,c" -> {"a", "b", "c"} (empty pieces dropped).
+inline std::vector<std::string> split_commas(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  for (std::string piece; std::getline(ss, piece, ',');)
+    if (!piece.empty()) out.push_back(piece);
+  return out;
 }
 
 }  // namespace gdn

@@ -8,16 +8,22 @@
 // Bad input ends with one line "gdn-train: error: ..." and exit code 2. SIGINT (Ctrl-C), SIGTERM (schedulers,
 // `timeout`) and SIGHUP save a checkpoint and exit 128 + the signal's number (130, 143, 129); a second one ends the
 // process at once.
+// Data parallel (train/distributed.h): under a launcher (torchrun, mpirun, srun: RANK/WORLD_SIZE/... in the
+// environment) every process is one rank; `--gpus N` starts the N ranks on this machine itself. Rank r uses the GPU
+// cuda:LOCAL_RANK; ranks other than 0 print nothing but their error line (prefixed "rank r:").
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
+#include <memory>
 #include <optional>
 
 #include "apps/cli_parse.h"
 #include "core/allocator.h"
 #include "train/config.h"
 #include "train/device.h"
+#include "train/distributed.h"
 #include "train/trainer.h"
 
 namespace {
@@ -39,6 +45,7 @@ int main(int argc, char** argv) {
   std::string preset = "small", config_file, data, out, device;
   std::vector<std::string> sets;
   int64_t steps = 0, threads = 0;
+  int gpus = 0;
   uint64_t seed = 0;
   bool resume = false, overwrite = false, help_config = false;
   std::string init_from;
@@ -60,10 +67,17 @@ int main(int argc, char** argv) {
   app.add_option("--init-from", init_from,
                  "start from a transformers Qwen3NextForCausalLM folder (its config, weights and tokenizer.json; "
                  "see gdn-export)");
+  auto* gpus_opt = app.add_option("--gpus", gpus,
+                                  "start N data-parallel processes on this machine, one per GPU (device cuda unless "
+                                  "given; with --device cpu: N CPU processes)");
   app.add_flag("--help-config", help_config, "list every config key with type, default and meaning");
   if (auto rc = gdn::parse_command_line(app, argc, argv, "gdn-train")) return *rc;
 
+  int rank = 0;
+  std::unique_ptr<gdn::Communicator> comm;  // outlives the try: an error is printed before the others are told
   try {
+    const gdn::DistributedEnv job = gdn::distributed_env();
+    rank = job.rank;
     if (help_config) {
       std::fputs(gdn::config_help().c_str(), stdout);
       return 0;
@@ -102,14 +116,33 @@ int main(int argc, char** argv) {
     // A resume validates the config it will run with (the checkpoint's plus the keys given), not the preset's.
     if (resume) cfg = gdn::resume_config(cfg, given);
     gdn::validate(cfg);
+    if (gpus_opt->count() > 0) {
+      GDN_USER_CHECK(std::getenv("WORLD_SIZE") == nullptr, "--gpus starts the processes itself: leave it out under a "
+                     "launcher (WORLD_SIZE is set)");
+      std::vector<std::string> args;
+      for (int i = 0; i < argc; ++i) {
+        const std::string a = argv[i];
+        if (a == "--gpus") ++i;
+        else if (a.rfind("--gpus=", 0) != 0) args.push_back(a);
+      }
+      if (gdn::parse_device(cfg.device).is_cpu() && std::find(given.begin(), given.end(), "device") == given.end())
+        args.insert(args.end(), {"--device", "cuda"});
+      return gdn::launch_local_ranks(gpus, args);
+    }
+    if (job.world > 1 && gdn::parse_device(cfg.device).is_cuda()) cfg.device = fmt::format("cuda:{}", job.local_rank);
     gdn::init_device(cfg.device);
+    if (job.world > 1) comm = gdn::connect(job, gdn::parse_device(cfg.device));
 
     for (int sig : {SIGINT, SIGTERM, SIGHUP}) std::signal(sig, on_stop_signal);
     gdn::TrainOptions opts;
     opts.resume = resume;
     opts.overwrite = overwrite;
     opts.init_from = init_from;
+    opts.comm = comm.get();
+    opts.quiet = rank != 0;  // rank 0 reports for the job
     gdn::TrainSummary s = gdn::train(cfg, opts);
+    if (comm) comm->finish();
+    if (rank != 0) return s.interrupted ? 128 + (g_signal ? static_cast<int>(g_signal) : SIGINT) : 0;
 
     auto show = [](const std::optional<double>& v, double scale = 1) {
       return v ? fmt::format("{:.4f}", *v * scale) : std::string("n/a");
@@ -126,7 +159,10 @@ int main(int argc, char** argv) {
     gdn::print_allocator_stats_if_requested(gdn::parse_device(cfg.device));
     return s.interrupted ? 128 + (g_signal ? static_cast<int>(g_signal) : SIGINT) : 0;
   } catch (const gdn::UserError& e) {
-    std::fprintf(stderr, "gdn-train: error: %s\n", e.what());
+    if (rank != 0)
+      std::fprintf(stderr, "gdn-train: error: rank %d: %s\n", rank, e.what());
+    else
+      std::fprintf(stderr, "gdn-train: error: %s\n", e.what());
     return 2;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "gdn-train: internal error: %s\n", e.what());

@@ -32,7 +32,18 @@ Tensor add_grads(const Tensor& a, const Tensor& b) {
   return out;
 }
 
+// Whether nothing but this one handle can see g's memory: then it may become a leaf's .grad as it is.
+bool sole_owner(const Tensor& g) {
+  return g.impl_ptr().use_count() == 1 && g.storage() && g.storage().use_count() == 1 && g.offset() == 0 &&
+         g.is_contiguous() && g.storage()->nbytes() == static_cast<size_t>(g.numel()) * element_size(g.dtype());
+}
+
 void accumulate_into_leaf(TensorImpl& leaf, const Tensor& g) {
+  if (!leaf.grad && sole_owner(g) && g.shape() == leaf.shape && g.dtype() == leaf.dtype &&
+      g.device() == leaf.storage->device()) {
+    leaf.grad = g.impl_ptr();  // a fresh gradient no one else holds: kept without a copy
+    return;
+  }
   if (!leaf.grad) {
     Tensor fresh = Tensor::empty(leaf.shape, leaf.dtype, leaf.storage->device());
     kernels::copy(fresh.device(), fresh, g);

@@ -4,8 +4,9 @@
 // One generic strided launcher serves them all: the output's shape and every operand's strides (stride 0 where an
 // operand is broadcast) travel to the device by value in a Geometry struct; each thread turns its linear index into
 // per-operand offsets and calls a small functor. The math mirrors ops/cpu/elementwise_cpu.cpp, the CPU twin that
-// tests/test_cuda.cpp treats as the truth. One thread per element, grid-stride loop; contiguity is not special-cased
-// yet (the index arithmetic is cheap next to memory traffic at these sizes).
+// tests/test_cuda.cpp treats as the truth. One thread per element, grid-stride loop. Dimensions are coalesced on the
+// host first (size-1 dimensions dropped, neighbours merged where every operand's strides allow), so contiguous
+// operands reach the kernel as one dimension and take a path without index division.
 #include <cuda_runtime.h>
 
 #include <array>
@@ -40,10 +41,44 @@ template <int N> Geometry<N> make_geometry(const std::array<const Tensor*, N>& t
     GDN_CHECK(ts[k]->device() == out.device(), "CUDA elementwise: operand {} is on {}", k, ts[k]->device());
     for (int d = 0; d < g.ndim; ++d) g.strides[k][d] = ts[k]->stride(d);
   }
+  // Coalesce: drop size-1 dimensions, and merge dimension d into d + 1 wherever every operand steps over d exactly
+  // as over d + 1 (stride[d] == stride[d + 1] * shape[d + 1]), so that contiguous operands become one dimension
+  // and the kernel does no index division at all.
+  int nd = 0;
+  for (int d = 0; d < g.ndim; ++d) {
+    if (g.shape[d] == 1) continue;
+    if (nd > 0) {
+      bool merge = true;
+      for (int k = 0; k < N && merge; ++k) merge = g.strides[k][nd - 1] == g.strides[k][d] * g.shape[d];
+      if (merge) {
+        g.shape[nd - 1] *= g.shape[d];
+        for (int k = 0; k < N; ++k) g.strides[k][nd - 1] = g.strides[k][d];
+        continue;
+      }
+    }
+    g.shape[nd] = g.shape[d];
+    for (int k = 0; k < N; ++k) g.strides[k][nd] = g.strides[k][d];
+    ++nd;
+  }
+  if (nd == 0) {  // one element
+    nd = 1;
+    g.shape[0] = 1;
+    for (int k = 0; k < N; ++k) g.strides[k][0] = 0;
+  }
+  g.ndim = nd;
   return g;
 }
 
 template <int N, typename F> __global__ void strided_kernel(Geometry<N> g, F f) {
+  if (g.ndim == 1) {  // after coalescing: every contiguous (or uniformly strided) case
+    for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < g.numel;
+         i += int64_t(blockDim.x) * gridDim.x) {
+      int64_t off[N];
+      for (int k = 0; k < N; ++k) off[k] = i * g.strides[k][0];
+      f(off);
+    }
+    return;
+  }
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < g.numel; i += int64_t(blockDim.x) * gridDim.x) {
     int64_t off[N] = {};
     int64_t rest = i;

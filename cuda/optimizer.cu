@@ -4,7 +4,8 @@
 // The list travels to the device as a small table (one row per tensor: its first element's index in the
 // concatenation of all tensors, and its data pointers), copied asynchronously through the pinned staging of the
 // copier, so nothing waits. Threads walk the concatenated index space with a grid-stride loop; each thread finds its
-// tensor by advancing through the table (its indices only grow), so any mix of tiny and huge tensors costs one launch.
+// first tensor by binary search over the rows' starts, then advances through the table (its indices only grow), so
+// any mix of tiny and huge tensors costs one launch.
 //   sum_squares: pass 1, a fixed number of blocks (a function of the total size only) each add their grid-stride share
 //   of x^2 in double and reduce it with block_sum; pass 2, one block adds the partials in block order. The order of
 //   every addition is fixed, so the result is the same bits every run (it differs from the CPU's order by rounding).
@@ -50,11 +51,24 @@ __device__ inline int advance_row(const TensorRow* rows, int k, int64_t i) {
   return k;
 }
 
+// The row of element i by binary search over the n rows (row n is the sentinel): where a thread starts, so that no
+// thread walks the table from its first row.
+__device__ inline int find_row(const TensorRow* rows, int n, int64_t i) {
+  int lo = 0, hi = n - 1;  // rows[lo].begin <= i < rows[hi + 1].begin
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) / 2;
+    if (rows[mid].begin <= i) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
 template <typename T>
-__global__ void sum_squares_partials_kernel(double* partials, const TensorRow* rows, int64_t total) {
+__global__ void sum_squares_partials_kernel(double* partials, const TensorRow* rows, int nrows, int64_t total) {
   __shared__ double scratch[32];
   double s = 0;
-  int k = 0;
+  const int64_t first = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  int k = first < total ? find_row(rows, nrows, first) : 0;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(blockDim.x) * gridDim.x) {
     k = advance_row(rows, k, i);
     const double x = static_cast<double>(reinterpret_cast<const T*>(rows[k].p)[i - rows[k].begin]);
@@ -89,13 +103,15 @@ void sum_squares(const Tensor& out, const std::vector<Tensor>& xs) {
     rows.push_back({total, reinterpret_cast<int64_t>(x.raw_data()), 0, 0, 0});
     total += x.numel();
   }
+  const int nrows = static_cast<int>(rows.size());
   Tensor table = upload_table(rows, total, out.device());
   const unsigned blocks = grid_for(total, kThreads, kPartials);
   Tensor partials = Tensor::empty({blocks}, kFloat64, out.device());
   const auto* tr = reinterpret_cast<const TensorRow*>(table.data<int64_t>());
   dispatch_float(dt, "CUDA sum_squares", [&](auto tag) {
     using T = decltype(tag);
-    sum_squares_partials_kernel<T><<<blocks, kThreads, 0, current_stream()>>>(partials.data<double>(), tr, total);
+    sum_squares_partials_kernel<T><<<blocks, kThreads, 0, current_stream()>>>(partials.data<double>(), tr, nrows,
+                                                                             total);
     CUDA_CHECK_LAST();
   });
   sum_partials_kernel<<<1, kPartials, 0, current_stream()>>>(out.data<double>(), partials.data<double>(),
@@ -109,7 +125,7 @@ struct AdamWConstants {
 
 // lr and step come from c, or from schedule (device memory: (lr, step)) when it is given.
 template <typename T>
-__global__ void adamw_kernel(const TensorRow* rows, int64_t total, const double* grad_sq_norm,
+__global__ void adamw_kernel(const TensorRow* rows, int nrows, int64_t total, const double* grad_sq_norm,
                              const double* schedule, AdamWConstants c) {
   double clip = 1.0;
   if (grad_sq_norm != nullptr) {
@@ -122,7 +138,8 @@ __global__ void adamw_kernel(const TensorRow* rows, int64_t total, const double*
   const T b1 = static_cast<T>(c.beta1), b2 = static_cast<T>(c.beta2), scale = static_cast<T>(clip);
   const T decay = static_cast<T>(1.0 - lr * c.weight_decay), step_size = static_cast<T>(lr / bc1);
   const T inv_sqrt_bc2 = static_cast<T>(1.0 / sqrt(bc2)), eps = static_cast<T>(c.eps);
-  int k = 0;
+  const int64_t first = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  int k = first < total ? find_row(rows, nrows, first) : 0;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(blockDim.x) * gridDim.x) {
     k = advance_row(rows, k, i);
     const TensorRow& r = rows[k];
@@ -174,11 +191,12 @@ void adamw_step(const std::vector<Tensor>& params, const std::vector<Tensor>& ms
     sched = schedule.data<double>();
   }
   const AdamWConstants c{p.lr, static_cast<double>(p.step), p.beta1, p.beta2, p.eps, p.weight_decay, p.max_norm};
+  const int nrows = static_cast<int>(rows.size());
   Tensor table = upload_table(rows, total, device);
   const auto* tr = reinterpret_cast<const TensorRow*>(table.data<int64_t>());
   dispatch_float(dt, "CUDA adamw_step", [&](auto tag) {
     using T = decltype(tag);
-    adamw_kernel<T><<<grid_for(total), kThreads, 0, current_stream()>>>(tr, total, norm, sched, c);
+    adamw_kernel<T><<<grid_for(total), kThreads, 0, current_stream()>>>(tr, nrows, total, norm, sched, c);
     CUDA_CHECK_LAST();
   });
 }

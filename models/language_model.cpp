@@ -36,10 +36,9 @@ GatedDeltaNetLM::GatedDeltaNetLM(const ModelConfig& cfg, uint64_t seed, DType dt
   lm_head_ = cfg.tie_embeddings ? embed_ : init.normal({cfg.vocab_size, cfg.d_model});
 }
 
-ModelOutput GatedDeltaNetLM::forward(const Tensor& ids, ModelCache* cache) const {
+Tensor GatedDeltaNetLM::trunk(const Tensor& ids, ModelCache* cache, ModelOutput& out) const {
   GDN_CHECK(ids.dim() == 2, "forward: ids must be [B,T], got {}", shape_str(ids.shape()));
   if (cache && cache->layers.empty()) cache->layers.resize(blocks_.size());
-  ModelOutput out;
   Tensor x = embedding(embed_, ids);  // [B,T,D]
   std::vector<Tensor> aux;
   for (size_t l = 0; l < blocks_.size(); ++l) {
@@ -55,20 +54,30 @@ ModelOutput GatedDeltaNetLM::forward(const Tensor& ids, ModelCache* cache) const
       x = x + b.mlp.forward(h);
     }
   }
-  out.logits = linear(rms_norm(x, final_norm_, cfg_.norm_eps), lm_head_);
   if (!aux.empty()) {
     Tensor total = aux[0];
     for (size_t i = 1; i < aux.size(); ++i) total = total + aux[i];
     out.aux_loss = total * (1.0 / static_cast<double>(aux.size()));
   }
+  return rms_norm(x, final_norm_, cfg_.norm_eps);
+}
+
+ModelOutput GatedDeltaNetLM::forward(const Tensor& ids, ModelCache* cache) const {
+  ModelOutput out;
+  out.logits = linear(trunk(ids, cache, out), lm_head_);
   return out;
 }
 
-LossOutput GatedDeltaNetLM::loss(const Tensor& ids, const Tensor& targets) const {
-  ModelOutput m = forward(ids);
+LossOutput GatedDeltaNetLM::loss(const Tensor& ids, const Tensor& targets, bool fused_head) const {
+  ModelOutput m;
+  Tensor h = trunk(ids, nullptr, m);
   LossOutput out;
-  out.logits = m.logits;
-  out.ce = cross_entropy(m.logits, targets);
+  if (fused_head) {
+    out.ce = linear_cross_entropy(h, lm_head_, targets);
+  } else {
+    out.logits = linear(h, lm_head_);
+    out.ce = cross_entropy(out.logits, targets);
+  }
   out.loss = out.ce;
   if (m.aux_loss.defined()) {
     out.aux_loss = m.aux_loss;

@@ -36,7 +36,7 @@ struct ModelOutput {
 struct LossOutput {
   Tensor loss;     // what backward() is called on: cross-entropy + coef * aux
   Tensor ce;       // cross-entropy alone
-  Tensor logits;   // [B,T,V]
+  Tensor logits;   // [B,T,V]; undefined with fused_head
   Tensor aux_loss; // undefined for dense models
   std::vector<Tensor> expert_tokens;  // per layer: [E] int64 on the device (read on the host only when logged)
 };
@@ -46,7 +46,9 @@ class GatedDeltaNetLM {
   GatedDeltaNetLM(const ModelConfig& cfg, uint64_t seed, DType dtype = kFloat32, Device device = kCPU);
 
   ModelOutput forward(const Tensor& ids, ModelCache* cache = nullptr) const;  // ids [B,T] int64
-  LossOutput loss(const Tensor& ids, const Tensor& targets) const;             // targets [B,T] int64
+  // targets [B,T] int64. fused_head: the lm_head and the cross-entropy as one chunked op (ops/matmul.h
+  // linear_cross_entropy), which never holds the [B,T,V] logits; then LossOutput.logits stays undefined.
+  LossOutput loss(const Tensor& ids, const Tensor& targets, bool fused_head = false) const;
 
   // Every trainable tensor with its checkpoint name (tied embeddings appear once, as embed.weight).
   ParameterList parameters() const;
@@ -58,6 +60,9 @@ class GatedDeltaNetLM {
   Device device() const { return device_; }
 
  private:
+  // Everything but the lm_head: the final norm's output [B,T,D]; fills out's MoE fields.
+  Tensor trunk(const Tensor& ids, ModelCache* cache, ModelOutput& out) const;
+
   ModelConfig cfg_;
   DType dtype_;
   Device device_;

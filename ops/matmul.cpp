@@ -1,9 +1,13 @@
 // ops/matmul.cpp — see matmul.h.
 #include "ops/matmul.h"
 
+#include <algorithm>
+#include <climits>
+
 #include "autograd/node.h"
 #include "core/dispatch.h"
 #include "ops/creation.h"
+#include "ops/elementwise.h"
 #include "ops/shape_ops.h"
 
 namespace gdn {
@@ -82,6 +86,86 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
 }
 
 uint64_t gemm_flops() { return g_gemm_flops; }
+
+namespace {
+
+// out [1, n, N] (=, or += with beta 1) = a [n, K] @ b [K, N] through the gemm kernel; a and b may be transposed views.
+void gemm2(const Tensor& out, const Tensor& a, const Tensor& b, double beta) {
+  Tensor a3 = as_batched3(a), b3 = as_batched3(b);
+  kernels::gemm(out.device(), out, a3, b3, 1.0, beta);
+  count_gemm(a3, b3);
+}
+
+// linear_cross_entropy ignores no target: an ignore_index no int64 target can equal, so the kernels' range check
+// sees every row.
+constexpr int64_t kNoIgnore = INT64_MIN;
+
+// Rows [r0, r0 + n) of a contiguous [N, C] matrix, as a contiguous [n, C] view.
+Tensor rows(const Tensor& m, int64_t r0, int64_t n) {
+  return m.as_strided({n, m.size(1)}, {m.size(1), 1}, m.offset() + r0 * m.size(1));
+}
+
+}  // namespace
+
+Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor& targets, int64_t chunk_rows) {
+  const int64_t D = x.size(-1), V = weight.size(0);
+  GDN_CHECK(weight.dim() == 2 && weight.size(1) == D, "linear_cross_entropy: input {} with weight {}",
+            shape_str(x.shape()), shape_str(weight.shape()));
+  GDN_CHECK(targets.dtype() == kInt64, "linear_cross_entropy: targets must be int64, got {}", targets.dtype());
+  GDN_CHECK(x.dtype() == weight.dtype() && x.device() == weight.device(), "linear_cross_entropy: {} vs {}", x.str(),
+            weight.str());
+  Tensor xr = contiguous(reshape(x, {-1, D})), w = contiguous(weight), t = contiguous(reshape(targets, {-1}));
+  const int64_t N = xr.size(0);
+  GDN_CHECK(t.numel() == N && N > 0, "linear_cross_entropy: {} rows vs targets {}", N, shape_str(targets.shape()));
+  if (chunk_rows <= 0)
+    chunk_rows = std::max<int64_t>(1, (int64_t{128} << 20) / (V * static_cast<int64_t>(element_size(x.dtype()))));
+  chunk_rows = std::min(chunk_rows, N);
+  const Device dev = x.device();
+  const DType dt = x.dtype();
+  const bool need_x = needs_grad({x}), need_w = needs_grad({weight});
+  // With gradients wanted, each chunk's dlogits are made at once (the mean is over all N rows, so dloss / N is known
+  // now) and taken through both GEMMs: dx [N, D] and dw [V, D] for dloss = 1, scaled by the actual dloss later.
+  Tensor dx = need_x ? Tensor::empty({1, N, D}, dt, dev) : Tensor();
+  Tensor dw = need_w ? Tensor::empty({1, V, D}, dt, dev) : Tensor();
+  Tensor wt = transpose(w, 0, 1);  // [D, V] view
+  Tensor loss = zeros({}, dt, dev), lse = Tensor::empty({N}, dt, dev);
+  {
+    Tensor loss_c = Tensor::empty({}, dt, dev), count_c = Tensor::empty({1}, dt, dev);
+    Tensor logits = Tensor::empty({1, chunk_rows, V}, dt, dev), dlogits, one, count;
+    if (need_x || need_w) {
+      dlogits = Tensor::empty({chunk_rows, V}, dt, dev);
+      one = full({}, 1.0, dt, dev);
+      count = full({1}, static_cast<double>(N), dt, dev);
+    }
+    for (int64_t r0 = 0; r0 < N; r0 += chunk_rows) {
+      const int64_t n = std::min(chunk_rows, N - r0);
+      Tensor lc = logits.as_strided({1, n, V}, {n * V, V, 1}, 0), xc = rows(xr, r0, n);
+      Tensor lse_c = lse.as_strided({n}, {1}, r0), t_c = t.as_strided({n}, {1}, t.offset() + r0);
+      gemm2(lc, xc, wt, 0.0);
+      kernels::cross_entropy_forward(dev, loss_c, lse_c, count_c, lc.as_strided({n, V}, {V, 1}, 0), t_c, kNoIgnore);
+      kernels::scalar(dev, ScalarOp::Mul, loss_c, loss_c, static_cast<double>(n) / static_cast<double>(N));
+      kernels::binary(dev, BinaryOp::Add, loss, loss, loss_c);
+      if (!need_x && !need_w) continue;
+      Tensor dl = dlogits.as_strided({n, V}, {V, 1}, 0);
+      kernels::cross_entropy_backward(dev, dl, one, lc.as_strided({n, V}, {V, 1}, 0), lse_c, count, t_c, kNoIgnore);
+      if (need_x) gemm2(dx.as_strided({1, n, D}, {n * D, D, 1}, r0 * D), dl, w, 0.0);
+      if (need_w) gemm2(dw, transpose(dl, 0, 1), xc, r0 == 0 ? 0.0 : 1.0);
+    }
+  }
+  if (!need_x && !need_w) return loss;
+  const Shape x_shape = x.shape();
+  record("linear_cross_entropy", {loss}, {x, weight}, [dx, dw, x_shape, V, D](const TensorList& g) -> TensorList {
+    // d/dx and d/dw for dloss = 1 were made in the forward; times the incoming dloss (a device scalar).
+    auto scaled = [&](const Tensor& d, const Shape& shape) {
+      Tensor out = Tensor::empty(shape, d.dtype(), d.device());
+      Tensor dv = d.as_strided(shape, contiguous_strides(shape), 0);
+      kernels::binary(d.device(), BinaryOp::Mul, out, dv, g[0].as_strided(shape, Strides(shape.size(), 0), g[0].offset()));
+      return out;
+    };
+    return {dx.defined() ? scaled(dx, x_shape) : Tensor(), dw.defined() ? scaled(dw, {V, D}) : Tensor()};
+  });
+  return loss;
+}
 
 Tensor linear(const Tensor& x, const Tensor& weight) {
   GDN_CHECK(weight.dim() == 2 && weight.size(1) == x.size(-1), "linear: input {} with weight {}",

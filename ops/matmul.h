@@ -17,6 +17,16 @@ namespace gdn {
 Tensor matmul(const Tensor& a, const Tensor& b);
 Tensor linear(const Tensor& x, const Tensor& weight);  // x [..., in], weight [out, in] -> [..., out]
 
+// linear_cross_entropy(x, w, targets) = cross_entropy(linear(x, w), targets) (the mean over all N rows; every target
+// in [0, V)) without the [N, V] logits: the rows go through in chunks of `chunk_rows` (0 = as many as keep one
+// chunk's logits near 128 MiB). Per chunk: logits = x_c w^T (GEMM), the cross-entropy kernel, loss += loss_c n_c / N;
+// and when gradients are wanted, at once (liger-kernel's idea: the mean's 1/N is known in the forward), dlogits =
+// (softmax - onehot) / N (the cross-entropy backward kernel), dx_c = dlogits w and dw += dlogits^T x_c (GEMMs, the
+// second accumulating with beta = 1). The backward only multiplies dx and dw by the incoming dloss. Memory: one
+// chunk of logits and one of dlogits instead of two [N, V] tensors, plus dx and dw held from forward to backward.
+// x [..., D], w [V, D], targets [...] int64 with as many elements as x has rows.
+Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor& targets, int64_t chunk_rows = 0);
+
 // Floating-point operations (2 P M N K per product) of every GEMM matmul has issued, forward and backward, since the
 // program started: bench-train divides it by the step time to show how close a step runs to the GEMM roofline.
 uint64_t gemm_flops();

@@ -32,6 +32,19 @@ TEST_CASE("autograd: leaves accumulate across backward calls until zero_grad") {
   CHECK(w.grad().to_double_vector() == std::vector<double>{1, 1, 1});
 }
 
+TEST_CASE("autograd: a leaf keeps a fresh gradient without a copy, never one another tensor shares") {
+  Tensor a = Tensor::from_vector({1, 2}, {2}, kFloat64).set_requires_grad(true);
+  Tensor b = Tensor::from_vector({3, 4}, {2}, kFloat64).set_requires_grad(true);
+  backward(sum(a + b));  // add hands the same gradient to both leaves: each must get a buffer of its own
+  CHECK(a.grad().storage() != b.grad().storage());
+  backward(sum(a * 3.0));  // accumulates into a's buffer only
+  CHECK(a.grad().to_double_vector() == std::vector<double>{4, 4});
+  CHECK(b.grad().to_double_vector() == std::vector<double>{1, 1});
+  Tensor c = Tensor::from_vector({5}, {1}, kFloat64).set_requires_grad(true);
+  backward(sum(c + c));  // one leaf reached twice
+  CHECK(c.grad().to_double_vector() == std::vector<double>{2});
+}
+
 TEST_CASE("autograd: no-grad guard records nothing") {
   Tensor w = Tensor::from_vector({1, 2}, {2}, kFloat64).set_requires_grad(true);
   Tensor y;

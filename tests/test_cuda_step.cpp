@@ -1,9 +1,10 @@
-// tests/test_cuda_step.cpp — the training step of train/step.h: eager against captured-and-replayed (CUDA graph), and
-// bf16 products (core/precision.h) against the float32 CPU model.
+// tests/test_cuda_step.cpp — the training step of train/step.h: eager against captured-and-replayed (CUDA graph), bf16
+// products (core/precision.h) against the float32 CPU model, and the fused loss.
 //
 // The graph replays the eager step's kernels in the same order on the same data, so losses and weights must be the
 // same bits. bf16 products round GEMM inputs to 8 significant bits: the loss stays within 1e-2 relative and every
-// gradient within 5e-2 normwise of float32. On the CPU, TrainStep's eager path is checked against the plain sequence
+// gradient within 5e-2 normwise of float32. The fused lm_head + cross-entropy (ops/matmul.h) on the GPU against the
+// CPU's unfused loss in float64, in the model and as an op over several row chunks. On the CPU, TrainStep's eager path is checked against the plain sequence
 // of calls it replaces. Cases that need a GPU print one "SKIPPED: " line elsewhere (test::cuda_device_or_skip).
 #include <fmt/core.h>
 
@@ -70,7 +71,7 @@ struct Run {
 // Losses of `steps` steps of TrainStep (graph or eager) with a changing learning rate; the weights end in run.params.
 std::vector<double> train(Run& run, const ModelConfig& cfg, bool graph, int steps, std::vector<int64_t>* experts) {
   const int64_t B = 2, T = 40;
-  TrainStep ts(run.model, run.optimizer, run.params, B, T, /*grad_clip=*/0.5, graph);
+  TrainStep ts(run.model, run.optimizer, run.params, B, T, {/*grad_clip=*/0.5, graph, /*fused_loss=*/true});
   std::vector<double> losses;
   for (int s = 0; s < steps; ++s) {
     const std::vector<int64_t> ids = random_ids(B * T, cfg.vocab_size, 10 + s);
@@ -162,4 +163,38 @@ TEST_CASE("cuda step: bf16 products stay within bf16 rounding of the float32 CPU
   CHECK(worst > 1e-4);  // bf16 products really ran: float32 agrees to about 1e-6
   MESSAGE(fmt::format("bf16 products: loss rel err {:.3g}, worst gradient {:.3g}", std::fabs(a - b) / std::fabs(b),
                       worst));
+}
+
+TEST_CASE("cuda step: the fused lm_head + cross-entropy on the GPU matches the CPU's unfused loss (float64)") {
+  const std::optional<Device> dev = test::cuda_device_or_skip();
+  if (!dev) return;
+  const ModelConfig cfg = step_config(false);
+  GatedDeltaNetLM cpu_model(cfg, 11, kFloat64, kCPU), gpu_model(cfg, 11, kFloat64, *dev);
+  const int64_t B = 2, T = 40;
+  const std::vector<int64_t> ids = random_ids(B * T, cfg.vocab_size, 3), tg = random_ids(B * T, cfg.vocab_size, 4);
+  LossOutput lc = cpu_model.loss(Tensor::from_int64(ids, {B, T}), Tensor::from_int64(tg, {B, T}));
+  LossOutput lg = gpu_model.loss(Tensor::from_int64(ids, {B, T}, *dev), Tensor::from_int64(tg, {B, T}, *dev),
+                                 /*fused_head=*/true);
+  CHECK(!lg.logits.defined());
+  const double a = lg.loss.item(), b = lc.loss.item();
+  CHECK(std::fabs(a - b) <= 1e-11 * std::fabs(b));
+  backward(lc.loss);
+  backward(lg.loss);
+  ParameterList pc = cpu_model.parameters(), pg = gpu_model.parameters();
+  for (size_t i = 0; i < pc.size(); ++i) {
+    INFO("parameter ", pc[i].name);
+    CHECK(normwise(pg[i].value.grad(), pc[i].value.grad()) <= 1e-9);
+  }
+  // The op alone in several row chunks (7 + 7 + ... + 3 of 80 rows), against the CPU's unfused loss.
+  Generator gen(5);
+  Tensor x = randn({80, 24}, gen, kFloat64), w = randn({333, 24}, gen, kFloat64);
+  Tensor t = Tensor::from_int64(random_ids(80, 333, 6), {80});
+  Tensor xc = x.detach().set_requires_grad(true), wc = w.detach().set_requires_grad(true);
+  Tensor xg = to_device(x, *dev).set_requires_grad(true), wg = to_device(w, *dev).set_requires_grad(true);
+  Tensor plain = cross_entropy(linear(xc, wc), t), fused = linear_cross_entropy(xg, wg, to_device(t, *dev), 7);
+  CHECK(std::fabs(fused.item() - plain.item()) <= 1e-12 * std::fabs(plain.item()));
+  backward(plain);
+  backward(fused);
+  CHECK(normwise(xg.grad(), xc.grad()) <= 1e-11);
+  CHECK(normwise(wg.grad(), wc.grad()) <= 1e-11);
 }

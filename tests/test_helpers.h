@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include <cstdio>
+#include <functional>
 #include <optional>
 #include <string>
 
@@ -44,6 +45,16 @@ inline Tensor rand_leaf_transposed(const Shape& shape, Generator& gen) {
   }
   view.set_requires_grad(true);
   return view;
+}
+
+// The message of the UserError that f throws, or "" when it throws none.
+inline std::string user_error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const UserError& e) {
+    return e.what();
+  }
+  return "";
 }
 
 inline double max_abs_diff(const Tensor& a, const Tensor& b) {

@@ -11,6 +11,7 @@
 #include <regex>
 #include <set>
 
+#include "tests/test_helpers.h"
 #include "train/config.h"
 #include "train/hf_format.h"
 #include "train/safetensors.h"
@@ -68,15 +69,6 @@ std::vector<double> row_ids(const Tensor& t) {  // first element of every row
   const int64_t cols = t.numel() / t.size(0);
   for (int64_t r = 0; r < t.size(0); ++r) out.push_back(v[r * cols]);
   return out;
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const UserError& e) {
-    return e.what();
-  }
-  return "";
 }
 
 }  // namespace
@@ -173,7 +165,7 @@ TEST_CASE("hf: what the other side cannot represent is one line naming it") {
   const auto tensors = as_map(hf_tensors(m));
   const nlohmann::json good = hf_config_json(c, 299);
   auto import_error = [&](nlohmann::json j, std::map<std::string, Tensor> t) {
-    return error_of([&] {
+    return test::user_error_of([&] {
       HfCheckpoint ck = hf_checkpoint_from(j, t, "dir");
       GatedDeltaNetLM b(ck.config, 1);
       load_hf_weights(b, ck);
@@ -240,7 +232,7 @@ TEST_CASE("hf: what the other side cannot represent is one line naming it") {
   // Export: transformers computes exp(A_log) without our guard.
   for (const auto& p : m.parameters())
     if (p.name == "layers.1.attn.A_log") p.value.data<float>()[0] = 85.f;
-  CHECK(error_of([&] { hf_tensors(m); }).find("layers.1.attn.A_log[0]") != std::string::npos);
+  CHECK(test::user_error_of([&] { hf_tensors(m); }).find("layers.1.attn.A_log[0]") != std::string::npos);
 }
 
 TEST_CASE("hf: tokenizer.json structure and round trip") {
@@ -276,7 +268,7 @@ TEST_CASE("hf: tokenizer.json structure and round trip") {
   CHECK(tokenizer_from_hf_json(pairs, "t").fingerprint() == tok.fingerprint());
   nlohmann::json bad = j;
   bad["pre_tokenizer"]["pretokenizers"][1]["pattern"]["Regex"] = "\\w+";
-  CHECK(error_of([&] { tokenizer_from_hf_json(bad, "t.json"); }).find("pre_tokenizer") != std::string::npos);
+  CHECK(test::user_error_of([&] { tokenizer_from_hf_json(bad, "t.json"); }).find("pre_tokenizer") != std::string::npos);
 }
 
 TEST_CASE("hf: the tokenizer.json regex cuts exactly our pre-tokenizer's chunks") {

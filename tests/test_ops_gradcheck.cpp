@@ -225,6 +225,31 @@ TEST_CASE("gradcheck: cross_entropy with ignore index") {
   CHECK(std::isfinite(cross_entropy(big, Tensor::from_int64({1, 0}, {2})).item()));
 }
 
+TEST_CASE("gradcheck: linear_cross_entropy (chunked lm_head + cross-entropy)") {
+  Generator gen(21);
+  Tensor x = rand_leaf({2, 4, 5}, gen), w = rand_leaf({9, 5}, gen, 2.0);  // N = 8 rows, V = 9, D = 5
+  Tensor targets = Tensor::from_int64({3, 0, 8, 1, 1, 7, 2, 5}, {2, 4});
+  for (int64_t chunk : {int64_t{3}, int64_t{8}, int64_t{0}}) {  // chunks of 3 (3 + 3 + 2), one chunk, automatic
+    CAPTURE(chunk);
+    CHECK_GRADCHECK([targets, chunk](const TensorList& in) -> TensorList {
+      return {linear_cross_entropy(in[0], in[1], targets, chunk)};
+    }, {x, w});
+    // The same value and gradients as the unfused cross_entropy(linear(x, w)).
+    Tensor xa = x.detach().set_requires_grad(true), wa = w.detach().set_requires_grad(true);
+    Tensor xb = x.detach().set_requires_grad(true), wb = w.detach().set_requires_grad(true);
+    Tensor fused = linear_cross_entropy(xa, wa, targets, chunk), plain = cross_entropy(linear(xb, wb), targets);
+    CHECK(fused.item() == doctest::Approx(plain.item()).epsilon(1e-13));
+    backward(fused);
+    backward(plain);
+    std::vector<double> gxa = xa.grad().to_double_vector(), gxb = xb.grad().to_double_vector();
+    std::vector<double> gwa = wa.grad().to_double_vector(), gwb = wb.grad().to_double_vector();
+    for (size_t i = 0; i < gxa.size(); ++i) CHECK(gxa[i] == doctest::Approx(gxb[i]).epsilon(1e-12));
+    for (size_t i = 0; i < gwa.size(); ++i) CHECK(gwa[i] == doctest::Approx(gwb[i]).epsilon(1e-12));
+  }
+  // Every target must be a class: the fused op ignores none.
+  CHECK_THROWS_AS(linear_cross_entropy(x, w, Tensor::from_int64({3, 0, 8, 1, 1, 7, 2, -100}, {2, 4})), Error);
+}
+
 TEST_CASE("gradcheck: rms_norm") {
   Generator gen(14);
   Tensor x = rand_leaf({2, 3, 8}, gen), w = rand_leaf({8}, gen);

@@ -66,15 +66,19 @@ else()
   message(STATUS "gdn.cpp: PLplot not found: training-curve plots off (apt-get install libplplot-dev plplot-driver-cairo)")
 endif()
 
-# LibTorch (optional; Debian: libtorch-dev, installed by scripts/setup_libtorch.sh) builds bench-libtorch, the parity
-# and speed comparison in apps/libtorch/. The core never links it. GDN_LIBTORCH = AUTO (default: on when found) | OFF.
-set(GDN_LIBTORCH "AUTO" CACHE STRING "Build apps/libtorch (bench-libtorch) when LibTorch is found: AUTO or OFF")
-set_property(CACHE GDN_LIBTORCH PROPERTY STRINGS AUTO OFF)
+# LibTorch (optional; Debian: libtorch-dev, installed by scripts/setup_libtorch.sh; or a PyTorch install's, with
+# -DCMAKE_PREFIX_PATH=$(python3 -c "import torch; print(torch.utils.cmake_prefix_path)"), CUDA included) builds
+# bench-libtorch, the parity and speed comparison in apps/libtorch/. The core never links it.
+# GDN_LIBTORCH = AUTO (default: on when found) | ON (an error when not found) | OFF.
+set(GDN_LIBTORCH "AUTO" CACHE STRING "Build apps/libtorch (bench-libtorch) when LibTorch is found: AUTO, ON or OFF")
+set_property(CACHE GDN_LIBTORCH PROPERTY STRINGS AUTO ON OFF)
 set(GDN_WITH_TORCH OFF)
 if(NOT GDN_LIBTORCH STREQUAL "OFF")
   find_package(Torch CONFIG QUIET PATHS /usr/lib/x86_64-linux-gnu/cmake/Torch /usr/share/cmake/Torch)
   if(Torch_FOUND OR TORCH_FOUND)
     set(GDN_WITH_TORCH ON)
+  elseif(GDN_LIBTORCH STREQUAL "ON")
+    message(FATAL_ERROR "GDN_LIBTORCH=ON but LibTorch was not found (set CMAKE_PREFIX_PATH to its cmake folder)")
   endif()
 endif()
 if(GDN_WITH_TORCH)

@@ -68,11 +68,32 @@ std::optional<int64_t> parse_int64(const std::string& text) {
 std::string describe_non_finite(const std::vector<std::pair<std::string, Tensor>>& tensors) {
   for (const auto& [name, t] : tensors) {
     if (!t.defined() || !(t.dtype() == kFloat32 || t.dtype() == kFloat64 || t.dtype() == kBFloat16)) continue;
-    const std::vector<double> values = to_device(contiguous(t), kCPU).to_double_vector();
-    for (size_t i = 0; i < values.size(); ++i)
-      if (!std::isfinite(values[i])) return fmt::format("'{}' holds {} at element {}", name, values[i], i);
+    const Tensor h = contiguous(t.device().is_cpu() ? t : to_device(t, kCPU));
+    auto scan = [&](const auto* p) -> std::string {  // in the tensor's own type: no copy to double
+      for (int64_t i = 0; i < h.numel(); ++i)
+        if (!std::isfinite(static_cast<double>(p[i])))
+          return fmt::format("'{}' holds {} at element {}", name, static_cast<double>(p[i]), i);
+      return "";
+    };
+    std::string bad;
+    if (h.dtype() == kFloat32) bad = scan(h.data<float>());
+    else if (h.dtype() == kFloat64) bad = scan(h.data<double>());
+    else {
+      const std::vector<double> values = h.to_double_vector();
+      bad = scan(values.data());
+    }
+    if (!bad.empty()) return bad;
   }
   return "";
+}
+
+CheckpointTensors checkpoint_tensors(const GatedDeltaNetLM& model, const AdamW& optimizer) {
+  auto on_host = [](std::vector<std::pair<std::string, Tensor>> list) {
+    for (auto& [name, t] : list) t = t.device().is_cpu() ? clone(t.detach()) : to_device(t.detach(), kCPU);
+    return list;
+  };
+  return {on_host(named_weights(model)), on_host(optimizer.state_tensors()), optimizer.steps_taken(),
+          model.config()};
 }
 
 std::optional<std::string> find_checkpoint(const std::string& root, const std::string& which) {
@@ -90,11 +111,16 @@ std::optional<std::string> find_checkpoint(const std::string& root, const std::s
 
 std::string save_checkpoint(const std::string& root, const GatedDeltaNetLM& model, const AdamW& optimizer,
                             const CheckpointData& data, bool is_best) {
+  return save_checkpoint(root, checkpoint_tensors(model, optimizer), data, is_best);
+}
+
+std::string save_checkpoint(const std::string& root, const CheckpointTensors& tensors, const CheckpointData& data,
+                            bool is_best) {
   // A checkpoint is a state to come back to: one that holds NaN or inf is never written, so LAST and BEST only ever
   // name finite ones.
-  const std::string bad_weights = describe_non_finite(named_weights(model));
+  const std::string bad_weights = describe_non_finite(tensors.weights);
   GDN_USER_CHECK(bad_weights.empty(), "refusing to write a checkpoint of step {}: parameter {}", data.step, bad_weights);
-  const std::vector<std::pair<std::string, Tensor>> moments = optimizer.state_tensors();
+  const std::vector<std::pair<std::string, Tensor>>& moments = tensors.moments;
   const std::string bad_moments = describe_non_finite(moments);
   GDN_USER_CHECK(bad_moments.empty(), "refusing to write a checkpoint of step {}: optimizer state {}", data.step,
                  bad_moments);
@@ -107,11 +133,11 @@ std::string save_checkpoint(const std::string& root, const GatedDeltaNetLM& mode
   ensure_directory(tmp_dir.string());
 
   std::map<std::string, std::string> meta = {{"format", kFormat},
-                                             {"config", model_config_json(model.config()).dump()},
+                                             {"config", model_config_json(tensors.config).dump()},
                                              {"step", std::to_string(data.step)}};
-  save_safetensors((tmp_dir / "model.safetensors").string(), named_weights(model), meta);
+  save_safetensors((tmp_dir / "model.safetensors").string(), tensors.weights, meta);
   save_safetensors((tmp_dir / "optimizer.safetensors").string(), moments,
-                   {{"format", kFormat}, {"steps_taken", std::to_string(optimizer.steps_taken())}});
+                   {{"format", kFormat}, {"steps_taken", std::to_string(tensors.steps_taken)}});
   nlohmann::json state = data.trainer_state;
   state["step"] = data.step;
   state["format"] = kFormat;

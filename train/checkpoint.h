@@ -31,8 +31,21 @@ struct CheckpointData {
   nlohmann::json trainer_state;  // free-form JSON owned by the trainer
 };
 
+// What a checkpoint holds, copied to host memory once (one device-to-host copy per tensor, a copy on the CPU too):
+// the model's weights under their checkpoint names, the optimizer's moments and step count, and the model config.
+// The copy is the trainer's to write from another thread while training goes on.
+struct CheckpointTensors {
+  std::vector<std::pair<std::string, Tensor>> weights, moments;
+  int64_t steps_taken = 0;
+  ModelConfig config;
+};
+CheckpointTensors checkpoint_tensors(const GatedDeltaNetLM& model, const AdamW& optimizer);
+
 // Writes a checkpoint for `step` and points LAST (and BEST when is_best) at it. Returns the directory path.
 std::string save_checkpoint(const std::string& checkpoint_root, const GatedDeltaNetLM& model, const AdamW& optimizer,
+                            const CheckpointData& data, bool is_best);
+// The same from a snapshot already taken (the trainer checks it for non-finite values first).
+std::string save_checkpoint(const std::string& checkpoint_root, const CheckpointTensors& tensors,
                             const CheckpointData& data, bool is_best);
 
 // "LAST" or "BEST" -> the directory it names, or nullopt when there is none.

@@ -316,9 +316,10 @@ void WindowSampler::build_epoch() {
   }
 }
 
-void WindowSampler::next_batch(int64_t batch, int64_t* inputs, int64_t* targets) {
+void WindowSampler::next_batch(int64_t batch, int64_t* inputs, int64_t* targets, int rank, int world) {
   GDN_CHECK(batch >= 1, "batch must be >= 1, got {}", batch);
-  for (int64_t b = 0; b < batch; ++b) {
+  GDN_CHECK(world >= 1 && rank >= 0 && rank < world, "rank {} of {}", rank, world);
+  for (int64_t g = 0; g < batch * world; ++g) {
     if (state_.cursor >= window_starts_.size()) {
       state_.epoch += 1;
       state_.cursor = 0;
@@ -326,6 +327,8 @@ void WindowSampler::next_batch(int64_t batch, int64_t* inputs, int64_t* targets)
     }
     int64_t start = window_starts_[state_.cursor];
     state_.cursor += 1;
+    if (g / batch != rank) continue;  // another rank's row of the global batch
+    const int64_t b = g % batch;
     gather_windows(*tokens_, &start, 1, seq_len_, inputs + b * seq_len_, targets + b * seq_len_);
   }
 }

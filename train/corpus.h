@@ -67,8 +67,11 @@ class WindowSampler {
   WindowSampler(const std::vector<int32_t>* tokens, int64_t seq_len, uint64_t seed);
 
   // Fills inputs and targets, each (B, T) row-major with B = batch and T = seq_len, and advances by B windows,
-  // starting a new epoch whenever the current one runs out.
-  void next_batch(int64_t batch, int64_t* inputs, int64_t* targets);
+  // starting a new epoch whenever the current one runs out. Sharded (data-parallel rank `rank` of `world`): the
+  // step's global batch is the next world * batch windows, of which this rank takes the rows
+  // [rank * batch, (rank + 1) * batch); every rank advances by the whole global batch, so all ranks keep the same
+  // state, and the ranks' batches put together are the batch of one process with world * batch.
+  void next_batch(int64_t batch, int64_t* inputs, int64_t* targets, int rank = 0, int world = 1);
 
   SamplerState state() const { return state_; }
   void set_state(const SamplerState& state);

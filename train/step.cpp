@@ -5,14 +5,16 @@
 
 #include "autograd/engine.h"
 #include "ops/ops.h"
+#include "train/distributed.h"
 
 namespace gdn {
 
 TrainStep::TrainStep(GatedDeltaNetLM& model, AdamW& optimizer, std::vector<Tensor> params, int64_t batch,
-                     int64_t seq_len, double grad_clip, bool use_graph)
+                     int64_t seq_len, const StepOptions& options)
     : model_(model), optimizer_(optimizer), params_(std::move(params)), batch_(batch), seq_len_(seq_len),
-      grad_clip_(grad_clip), device_(model.device()) {
-  if (use_graph && device_.is_cuda()) {
+      grad_clip_(options.grad_clip), fused_loss_(options.fused_loss && model.device().is_cuda()),
+      comm_(options.comm), device_(model.device()) {
+  if (options.cuda_graph && device_.is_cuda()) {
     graph_ = std::make_unique<CapturedWork>(device_);
     ids_ = Tensor::empty({batch, seq_len}, kInt64, device_);
     targets_ = Tensor::empty({batch, seq_len}, kInt64, device_);
@@ -25,8 +27,16 @@ size_t TrainStep::graph_nodes() const { return graph_ ? graph_->nodes() : 0; }
 
 StepOutputs TrainStep::issue(const Tensor& ids, const Tensor& targets) {
   clear_grads(params_);
-  LossOutput out = model_.loss(ids, targets);
+  LossOutput out = model_.loss(ids, targets, fused_loss_);
   backward(out.loss);
+  if (comm_) {  // data parallel: the average over the ranks (a parameter without a gradient contributes zeros)
+    std::vector<Tensor> averaged{out.ce};
+    for (Tensor& p : params_) {
+      if (!p.grad().defined()) p.set_grad(zeros_like(p));
+      averaged.push_back(p.grad());
+    }
+    comm_->average(averaged);
+  }
   Tensor grad_sq_norm = grad_norm_squared(params_);
   optimizer_.apply(grad_sq_norm, grad_clip_);
   return {out.ce.detach(), grad_sq_norm, out.aux_loss.defined() ? out.aux_loss.detach() : Tensor(),

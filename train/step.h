@@ -1,13 +1,19 @@
 // train/step.h — one training step: forward, loss, backward, the global gradient norm, clipping and AdamW.
 //
+// With fused_loss, on a GPU, the loss is the fused lm_head + cross-entropy (ops/matmul.h linear_cross_entropy: no
+// [N, V] logits in memory, at a few percent of step time); otherwise, and always on the CPU, the plain one.
+//
 // Eager: every step the host issues the step's kernels one by one (autograd builds and frees the tape).
-// Graph (a GPU and use_graph): the first step runs eagerly (it warms the caching allocator, cuBLAS and every kernel's
+// Graph (a GPU and cuda_graph): the first step runs eagerly (it warms the caching allocator, cuBLAS and every kernel's
 // one-time setup), the second is captured once as a CUDA graph (train/device.h CapturedWork) and every step from
 // then on is one replay of it. The graph reads the batch from two device buffers that run() fills before each
 // replay (host-to-device copies queued on the same stream) and the learning rate and step count from the optimizer's
 // device-side schedule (AdamW::set_schedule); the clip factor and the skip on a non-finite norm are already device
 // decisions inside the AdamW kernel, so the captured step has no host branch on device values and no host wait.
 // The two modes issue the same kernels in the same order on the same data, so their results are the same bits.
+// Data parallel (a Communicator, train/distributed.h): between the backward pass and the norm, the gradients and the
+// loss are averaged over the ranks in one grouped all-reduce (queued on the device's stream, so the graph captures it
+// too); the norm, the clip and AdamW then see the same numbers on every rank and keep the replicas identical.
 #pragma once
 
 #include <cstdint>
@@ -21,6 +27,8 @@
 
 namespace gdn {
 
+class Communicator;
+
 // What one step leaves on the device; the host reads it when it logs. The tensors are the caller's to keep.
 struct StepOutputs {
   Tensor ce;                          // [] mean cross-entropy of the batch
@@ -29,12 +37,19 @@ struct StepOutputs {
   std::vector<Tensor> expert_tokens;  // per MoE layer [E] int64, when run() was asked for them
 };
 
+struct StepOptions {
+  double grad_clip = 0;     // the global-norm threshold (0 = none)
+  bool cuda_graph = true;   // on a GPU: capture the step at the second run and replay it
+  bool fused_loss = false;  // on a GPU: lm_head + cross-entropy as one chunked op (GatedDeltaNetLM::loss fused_head)
+  Communicator* comm = nullptr;  // data parallel: average gradients and loss over its ranks (null: one process)
+};
+
 class TrainStep {
  public:
-  // params: the optimizer's tensors (their gradients are zeroed, measured and clipped). batch, seq_len: the fixed
-  // shape of every batch. grad_clip: the global-norm threshold (0 = none).
+  // params: the optimizer's tensors (their gradients are dropped, measured and clipped). batch, seq_len: the fixed
+  // shape of every batch.
   TrainStep(GatedDeltaNetLM& model, AdamW& optimizer, std::vector<Tensor> params, int64_t batch, int64_t seq_len,
-            double grad_clip, bool use_graph);
+            const StepOptions& options);
   ~TrainStep();
 
   // Queues one step on ids / targets (host, row-major [batch, seq_len]) at learning rate lr. Does not wait for the
@@ -52,6 +67,8 @@ class TrainStep {
   std::vector<Tensor> params_;
   int64_t batch_, seq_len_;
   double grad_clip_;
+  bool fused_loss_;
+  Communicator* comm_;
   Device device_;
   std::unique_ptr<CapturedWork> graph_;
   Tensor ids_, targets_;  // graph mode: the static batch buffers [batch, seq_len] int64 on the device

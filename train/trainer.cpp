@@ -9,6 +9,7 @@
 #include <cmath>
 #include <csignal>
 #include <filesystem>
+#include <future>
 #include <optional>
 
 #include "core/precision.h"
@@ -16,7 +17,9 @@
 #include "ops/ops.h"
 #include "train/checkpoint.h"
 #include "train/corpus.h"
+#include "train/distributed.h"
 #include "train/file_util.h"
+#include "train/evaluate.h"
 #include "train/generate.h"
 #include "train/hf_format.h"
 #include "train/optimizer.h"
@@ -36,55 +39,6 @@ namespace {
 std::atomic<bool> g_stop{false};
 
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
-
-struct EvalMetrics {
-  double loss = 0, accuracy = 0, perplexity = 0;
-};
-
-// Cross-entropy (nats/token) of the validation tokens under the add-one smoothed unigram distribution of the
-// training tokens: the baseline a language model must beat.
-double unigram_loss(const std::vector<int32_t>& train_tokens, const std::vector<int32_t>& val_tokens, int64_t vocab) {
-  std::vector<double> counts(vocab, 1.0);
-  for (int32_t t : train_tokens) counts[t] += 1.0;
-  double total = static_cast<double>(train_tokens.size() + vocab);
-  double nll = 0;
-  for (size_t i = 1; i < val_tokens.size(); ++i) nll -= std::log(counts[val_tokens[i]] / total);
-  return val_tokens.size() > 1 ? nll / static_cast<double>(val_tokens.size() - 1) : 0.0;
-}
-
-EvalMetrics evaluate(const GatedDeltaNetLM& model, const std::vector<int32_t>& tokens, const std::vector<int64_t>& starts,
-                     int64_t batch, int64_t seq_len) {
-  NoGradGuard no_grad;
-  EvalMetrics m;
-  double loss_sum = 0;
-  int64_t correct = 0, count = 0, batches = 0;
-  std::vector<int64_t> inputs(batch * seq_len), targets(batch * seq_len);
-  // Every batch is queued first and read back afterwards, so that the host never waits between batches.
-  std::vector<Tensor> losses, predictions;
-  std::vector<std::vector<int64_t>> batch_targets;
-  for (size_t at = 0; at < starts.size(); at += batch) {
-    const int64_t b = std::min<int64_t>(batch, static_cast<int64_t>(starts.size() - at));
-    WindowSampler::gather_windows(tokens, starts.data() + at, b, seq_len, inputs.data(), targets.data());
-    std::vector<int64_t> in(inputs.begin(), inputs.begin() + b * seq_len), tg(targets.begin(), targets.begin() + b * seq_len);
-    Tensor ids = Tensor::from_int64(in, {b, seq_len}, model.device());
-    Tensor tgt = Tensor::from_int64(tg, {b, seq_len}, model.device());
-    LossOutput out = model.loss(ids, tgt);
-    losses.push_back(out.ce);
-    predictions.push_back(argmax(out.logits, -1));
-    batch_targets.push_back(std::move(tg));
-  }
-  for (size_t i = 0; i < losses.size(); ++i) {
-    loss_sum += losses[i].item();
-    std::vector<int64_t> pred = to_device(predictions[i], kCPU).to_int64_vector();
-    for (size_t j = 0; j < pred.size(); ++j) correct += pred[j] == batch_targets[i][j];
-    count += static_cast<int64_t>(pred.size());
-    batches++;
-  }
-  m.loss = loss_sum / static_cast<double>(std::max<int64_t>(batches, 1));
-  m.accuracy = static_cast<double>(correct) / static_cast<double>(std::max<int64_t>(count, 1));
-  m.perplexity = std::exp(m.loss);
-  return m;
-}
 
 // Paths under the output folder that belong to an earlier run: the checkpoint pointers, every step-* entry of
 // checkpoints/, the results. A fresh run refuses such a folder unless --overwrite; --overwrite removes exactly these
@@ -129,12 +83,6 @@ json history_point(int64_t step, const EvalMetrics& m) {
   return {{"step", step}, {"loss", m.loss}, {"accuracy", m.accuracy}, {"perplexity", m.perplexity}};
 }
 
-std::vector<std::pair<std::string, Tensor>> named_weights(const GatedDeltaNetLM& model) {
-  std::vector<std::pair<std::string, Tensor>> out;
-  for (const auto& p : model.parameters()) out.emplace_back(p.name, p.value);
-  return out;
-}
-
 json or_null(const std::optional<double>& v) { return v ? json(*v) : json(nullptr); }
 
 // The train config stored in the LAST checkpoint under out_dir.
@@ -158,7 +106,7 @@ TrainConfig stored_config(const std::string& out_dir, std::string* checkpoint_di
 const std::vector<std::string>& resumable_keys() {
   static const std::vector<std::string> keys = {"data",       "out_dir",  "steps",  "eval_every",    "checkpoint_every",
                                                 "log_every",  "threads",  "device", "sample_tokens", "sample_prompt",
-                                                "precision",  "cuda_graph"};
+                                                "precision",  "cuda_graph", "fused_loss"};
   return keys;
 }
 
@@ -226,14 +174,21 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& opts) {
   const DType dtype = cfg.dtype == "float64" ? kFloat64 : kFloat32;
   const Device device = parse_device(cfg.device);
   const auto t_start = Clock::now();
+  // Data parallel: rank 0 alone prepares and writes the output folder; the others start once it is ready.
+  const bool writer = !opts.comm || opts.comm->rank() == 0;
+  const int world = opts.comm ? opts.comm->world() : 1, rank = opts.comm ? opts.comm->rank() : 0;
+  if (!writer) opts.comm->barrier();
 
   // ---- the output folder: not inside the corpus, locked, and never an earlier run's without --resume/--overwrite ----
   std::error_code ec;
   GDN_USER_CHECK(!(fs::is_directory(cfg.data, ec) && is_within(cfg.out_dir, cfg.data)),
                  "--out {} lies inside the corpus folder --data {}: the next run would train on its own outputs",
                  cfg.out_dir, cfg.data);
-  ensure_directory(cfg.out_dir);
-  DirectoryLock lock(cfg.out_dir);
+  std::optional<DirectoryLock> lock;
+  if (writer) {
+    ensure_directory(cfg.out_dir);
+    lock.emplace(cfg.out_dir);
+  }
   const fs::path out(cfg.out_dir);
   const std::string ckpt_root = (out / "checkpoints").string();
   const std::vector<std::string> earlier = earlier_run_files(out);
@@ -241,7 +196,7 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& opts) {
   if (opts.resume) {
     last = find_checkpoint(ckpt_root, "LAST");
     GDN_USER_CHECK(last.has_value(), "--resume: no checkpoint in {}", ckpt_root);
-  } else if (!earlier.empty()) {
+  } else if (writer && !earlier.empty()) {
     GDN_USER_CHECK(opts.overwrite, "{} already holds an earlier run ({}{}): pass --resume to continue it or "
                    "--overwrite to start over", cfg.out_dir, fmt::join(earlier.begin(), earlier.begin() +
                    static_cast<std::ptrdiff_t>(std::min<size_t>(earlier.size(), 3)), ", "),
@@ -252,7 +207,7 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& opts) {
   Corpus corpus = load_corpus(cfg.data, cfg.val_fraction);
   const std::string tok_path = (out / "tokenizer.json").string();
   // --overwrite trains a new tokenizer (the old file is removed at the commit); otherwise an existing one is reused.
-  const bool reuse_tokenizer = !init_tok && !opts.overwrite && fs::exists(tok_path, ec);
+  const bool reuse_tokenizer = !init_tok && (!writer || (!opts.overwrite && fs::exists(tok_path, ec)));
   GDN_USER_CHECK(!opts.resume || reuse_tokenizer, "--resume: the run's tokenizer {} is missing", tok_path);
   BpeTokenizer tok;
   if (init_tok) {
@@ -260,7 +215,7 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& opts) {
     if (!opts.quiet) fmt::print(stderr, "tokenizer: from {} ({} tokens)\n", opts.init_from, tok.vocab_size());
   } else if (reuse_tokenizer) {
     tok = BpeTokenizer::load(tok_path);
-    GDN_USER_CHECK(opts.resume || tok.vocab_size() == cfg.model.vocab_size,
+    GDN_USER_CHECK(opts.resume || !writer || tok.vocab_size() == cfg.model.vocab_size,
                    "{} holds a tokenizer of {} tokens but vocab_size is {}: pass --set vocab_size={} to reuse it, or "
                    "--overwrite (or remove the file) to train a new one", tok_path, tok.vocab_size(),
                    cfg.model.vocab_size, tok.vocab_size());
@@ -281,9 +236,6 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& opts) {
   WindowSampler sampler(&train_tokens, cfg.seq_len, cfg.seed);  // a corpus shorter than one window stops here
   GDN_USER_CHECK(static_cast<int64_t>(val_tokens.size()) > cfg.seq_len,
                  "validation split too short: {} tokens, need more than seq_len = {}", val_tokens.size(), cfg.seq_len);
-  std::vector<int64_t> eval_starts =
-      WindowSampler::eval_window_starts(static_cast<int64_t>(val_tokens.size()), cfg.seq_len,
-                                        cfg.eval_batches * cfg.batch_size);
   if (!opts.resume) cfg.model.vocab_size = tok.vocab_size();
   const uint64_t corpus_fp = corpus_fingerprint(train_tokens, val_tokens);
   const double unigram = unigram_loss(train_tokens, val_tokens, tok.vocab_size());
@@ -311,8 +263,10 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& opts) {
                model.num_parameters(), model.num_embedding_parameters(), model.num_parameters(false),
                cfg.model.n_layers, cfg.model.d_model, dtype_name(dtype), device);
   if (!opts.quiet && device.is_cuda())
-    fmt::print(stderr, "gpu: products in {}, training step {}\n", uses_bf16(cfg) ? "bf16 (float32 accumulation)" :
-               "float32", cfg.cuda_graph ? "captured as a CUDA graph" : "eager");
+    fmt::print(stderr, "gpu: products in {}, training step {}, loss {}\n",
+               uses_bf16(cfg) ? "bf16 (float32 accumulation)" : "float32",
+               cfg.cuda_graph ? "captured as a CUDA graph" : "eager",
+               cfg.fused_loss ? "lm_head + cross-entropy fused" : "unfused");
 
   // ---- state (fresh or resumed) ----
   int64_t step = 0;
@@ -322,6 +276,7 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& opts) {
   double interval_loss_sum = 0;  // training losses since the last train_history point (log_every)
   int64_t interval_steps = 0;
   if (opts.resume) {
+    int64_t global_batch = cfg.batch_size;
     CheckpointData data = load_checkpoint(*last, model, &optimizer);
     const json& st = data.trainer_state;
     // A checkpoint without a fingerprint (none is written without one today) resumes unchecked.
@@ -346,24 +301,29 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& opts) {
       elapsed_before = st.value("elapsed_seconds", 0.0);
       interval_loss_sum = st.value("interval_loss_sum", 0.0);
       interval_steps = st.value("interval_steps", int64_t{0});
+      global_batch = cfg.batch_size * st.value("world_size", int64_t{1});
     } catch (const json::exception& e) {
       throw UserError(fmt::format("checkpoint {} has a corrupt trainer_state.json: {}", *last, e.what()));
     } catch (const Error& e) {
       throw UserError(fmt::format("checkpoint {} has a corrupt trainer_state.json: {}", *last, e.what()));
     }
+    GDN_USER_CHECK(global_batch % world == 0, "--resume: the checkpoint's global batch of {} windows does not split "
+                   "over {} ranks", global_batch, world);
+    cfg.batch_size = global_batch / world;  // the same global batch on any number of ranks
     if (!opts.quiet) fmt::print(stderr, "resume: step {} from {}\n", step, *last);
   }
 
   // ---- commit: from here on the output folder changes ----
-  if (opts.overwrite) {
+  if (opts.overwrite && writer) {
     for (const std::string& rel : earlier) fs::remove_all(out / rel);
     fs::remove(tok_path, ec);
   }
   if (!reuse_tokenizer) tok.save(tok_path);
+  if (opts.comm && writer) opts.comm->barrier();  // the other ranks may read the folder now
 
   auto trainer_state = [&]() {
     SamplerState s = sampler.state();
-    return json{{"sampler", {{"seed", s.seed}, {"epoch", s.epoch}, {"cursor", s.cursor}}},
+    json state = json{{"sampler", {{"seed", s.seed}, {"epoch", s.epoch}, {"cursor", s.cursor}}},
                 {"train_history", train_history},
                 {"val_history", val_history},
                 {"best_val_loss", std::isfinite(best_val) ? json(best_val) : json(nullptr)},
@@ -375,16 +335,33 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& opts) {
                 {"tokenizer_fingerprint", tok.fingerprint()},
                 {"corpus_fingerprint", corpus_fp},
                 {"config", to_json(cfg)}};
+    if (world > 1) state["world_size"] = world;
+    return state;
   };
   std::string last_good = last ? *last : std::string();  // the newest checkpoint known to hold a finite state
+  // Checkpoint files are written by a background thread while training goes on: the state of the step is copied to
+  // the host first (a snapshot of its own), so the files hold exactly that step. The next checkpoint, a stop and the
+  // end of the run wait for the write (finish_writing), and last_good names a checkpoint only once it is complete
+  // (LAST moves only then, save_checkpoint). A write that failed reports its error there.
+  std::future<std::string> writing;
+  auto finish_writing = [&]() {
+    if (writing.valid()) last_good = writing.get();
+  };
   auto stop_non_finite = [&](const std::string& what) {
+    finish_writing();
     throw UserError(fmt::format("{}: stopping; the last good checkpoint is {}", what,
                                 last_good.empty() ? std::string("(none yet)") : last_good));
   };
   auto checkpoint = [&](bool is_best) {
-    if (std::string bad = describe_non_finite(named_weights(model)); !bad.empty())
+    CheckpointTensors snapshot = checkpoint_tensors(model, optimizer);  // one copy to the host
+    if (std::string bad = describe_non_finite(snapshot.weights); !bad.empty())
       stop_non_finite(fmt::format("the weights became non-finite at step {} (parameter {})", step, bad));
-    last_good = save_checkpoint(ckpt_root, model, optimizer, {step, trainer_state()}, is_best);
+    if (!writer) return;
+    finish_writing();
+    writing = std::async(std::launch::async, [&ckpt_root, snap = std::move(snapshot),
+                                              data = CheckpointData{step, trainer_state()}, is_best]() {
+      return save_checkpoint(ckpt_root, snap, data, is_best);
+    });
   };
 
   // ---- the loop ----
@@ -392,6 +369,11 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& opts) {
   summary.start_step = step;
   summary.unigram_val_loss = unigram;
   const int64_t B = cfg.batch_size, T = cfg.seq_len;
+  const std::vector<int64_t> eval_starts = WindowSampler::eval_window_starts(
+      static_cast<int64_t>(val_tokens.size()), cfg.seq_len, cfg.eval_batches * cfg.batch_size * world);
+  if (opts.comm && !opts.quiet)
+    fmt::print(stderr, "data parallel: {} ranks over {}, {} windows per rank, global batch {}\n", world,
+               opts.comm->transport(), B, B * world);
   std::vector<int64_t> in(B * T), tg(B * T);
   std::unique_ptr<ProgressBar> bar;
   if (!opts.quiet) bar = std::make_unique<ProgressBar>(cfg.steps, step);
@@ -409,7 +391,8 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& opts) {
     std::vector<Tensor> expert_tokens;  // per MoE layer [E] int64 on the device; kept for logged steps only
   };
   std::vector<PendingStep> pending;
-  TrainStep train_step(model, optimizer, params, B, T, cfg.grad_clip, cfg.cuda_graph);
+  TrainStep train_step(model, optimizer, params, B, T, {cfg.grad_clip, cfg.cuda_graph, cfg.fused_loss, opts.comm});
+  bool stop_asked = false;
   double last_loss = NAN;
   auto read_pending = [&]() {
     for (const PendingStep& p : pending) {
@@ -448,26 +431,29 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& opts) {
   };
   while (step < cfg.steps) {
     auto t0 = Clock::now();
-    sampler.next_batch(B, in.data(), tg.data());
+    sampler.next_batch(B, in.data(), tg.data(), rank, world);
     const double lr = learning_rate_at(step, cfg.steps, cfg.warmup_steps, cfg.lr, cfg.min_lr_ratio, cfg.lr_schedule);
     const bool log_step = (step + 1) % cfg.log_every == 0 || step + 1 == cfg.steps;
     StepOutputs out = train_step.run(in.data(), tg.data(), lr, log_step);
     step++;
-    tokens_seen += B * T;
+    tokens_seen += B * T * world;
     pending.push_back({step, lr, out.ce, out.grad_sq_norm, out.aux_loss, out.expert_tokens});
     const bool last_step = step == cfg.steps;
     const bool evaluate_now = step % cfg.eval_every == 0 || last_step;
-    const bool stopping = g_stop.exchange(false) || step == opts.stop_after;  // a stop request is consumed here
+    stop_asked = g_stop.exchange(false) || step == opts.stop_after || stop_asked;  // a stop request is consumed here
+    // Data parallel: the ranks agree at logging points (a host collective), so that all stop after the same step.
+    const bool stopping = opts.comm ? (step % cfg.log_every == 0 || last_step) && opts.comm->any(stop_asked)
+                                    : stop_asked;
     if (step % cfg.log_every == 0 || last_step || evaluate_now || step % cfg.checkpoint_every == 0 || stopping)
       read_pending();
     const double dt = seconds_since(t0);
     step_seconds_total += dt;
     steps_this_run++;
-    const double tok_per_s = static_cast<double>(B * T * steps_this_run) / step_seconds_total;
+    const double tok_per_s = static_cast<double>(B * T * world * steps_this_run) / step_seconds_total;
     if (bar) bar->update(step, last_loss, lr, tok_per_s);
 
     if (evaluate_now) {
-      const EvalMetrics m = evaluate(model, val_tokens, eval_starts, B, T);
+      const EvalMetrics m = evaluate(model, val_tokens, eval_starts, B, T, opts.comm);
       if (!std::isfinite(m.loss)) {
         if (bar) bar->finish();
         stop_non_finite(fmt::format("validation loss became {} at step {}", m.loss, step));
@@ -488,6 +474,7 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& opts) {
     }
     if (stopping) {
       if (!last_step) checkpoint(false);
+      finish_writing();
       summary.interrupted = true;
       if (bar) bar->message(fmt::format("interrupted at step {}: checkpoint {}; continue with --resume", step,
                                         last_good));
@@ -495,11 +482,12 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& opts) {
     }
   }
   if (bar) bar->finish();
+  finish_writing();
 
   // ---- results (a metric that was never measured is absent: null in the JSON, empty in the summary) ----
   summary.end_step = step;
   summary.seconds = seconds_since(t_start);
-  summary.tokens_per_second = static_cast<double>(B * T * steps_this_run) / step_seconds_total;  // >= 1 step ran
+  summary.tokens_per_second = static_cast<double>(B * T * world * steps_this_run) / step_seconds_total;  // >= 1 ran
   if (std::isfinite(best_val)) summary.best_val_loss = best_val;
   if (!last_eval && !val_history.empty()) {
     const json& lv = val_history.back();
@@ -526,6 +514,7 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& opts) {
     }
     if (n > 0) summary.final_train_loss = s / static_cast<double>(n);
   }
+  if (!writer) return summary;  // rank 0 writes the results
 
   if (!opts.quiet && !summary.interrupted) {
     SamplingOptions so;

@@ -22,6 +22,14 @@
 //     checkpoint that has nothing left to do (step >= steps).
 //
 // Host syncs per step, all explicit: the loss (progress bar, NaN check) and the gradient norm (clipping, NaN check).
+//
+// Data parallel (TrainOptions::comm, train/distributed.h): every rank runs this loop on its own shard of each global
+// batch (batch_size windows per rank, world * batch_size in all; WindowSampler::next_batch), the step averages the
+// gradients and the loss over the ranks, so every rank logs the same losses and keeps the same weights. Evaluation
+// is split across the ranks (batch i on rank i % world) and summed. Only rank 0 locks and writes the output folder
+// (tokenizer, cache, checkpoints, results); the other ranks wait for it once its input checked out and then only
+// read. A stop request is agreed on at logging points, so every rank stops after the same step. A resume with another
+// number of ranks keeps the global batch: each rank takes (batch_size x the checkpoint's world size) / world windows.
 #pragma once
 
 #include <optional>
@@ -32,12 +40,15 @@
 
 namespace gdn {
 
+class Communicator;
+
 struct TrainOptions {
   bool resume = false;     // continue from <out>/checkpoints/LAST (with the config stored there: resume_config)
   bool overwrite = false;  // start over even if <out> holds an earlier run (removed once the new input checked out)
   bool quiet = false;      // no progress bar, no sample (tests)
   int64_t stop_after = -1; // behave as if Ctrl-C came right after this step (tests of resume)
   std::string init_from;   // a transformers folder (train/hf_format.h): model shape, weights and tokenizer from it
+  Communicator* comm = nullptr;  // data parallel: this rank's view of the job (null: one process)
 };
 
 struct TrainSummary {

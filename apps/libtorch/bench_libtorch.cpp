@@ -1,34 +1,43 @@
 // apps/libtorch/bench_libtorch.cpp — gdn.cpp against LibTorch on the same Gated DeltaNet model: correctness and
-// speed (bin/bench-libtorch; built only when CMake finds LibTorch, see apps/libtorch/CMakeLists.txt).
+// speed, on the CPU or a CUDA device (bin/bench-libtorch; built only when CMake finds LibTorch, see
+// apps/libtorch/CMakeLists.txt).
 //
-// For every configuration named in --presets:
-//   1. gdn.cpp builds the model (GatedDeltaNetLM, float32, --seed) and WRITES its parameters with save_safetensors
-//      to <work-dir>/<config>.safetensors — the real checkpoint path. The LibTorch side READS that file
-//      (load_safetensors, then a copy into torch tensors) into TorchGatedDeltaNetLM (torch_model.h), so both start
-//      from bit-identical weights. One batch of random token ids [B, T+1] (inputs / next-token targets) is shared.
+// For every configuration named in --presets and every precision named in --precision:
+//   1. gdn.cpp builds the model (GatedDeltaNetLM, float32, --seed, on --device) and WRITES its parameters with
+//      save_safetensors to <work-dir>/<config>.safetensors — the real checkpoint path. The LibTorch side READS that
+//      file (load_safetensors, then a copy into torch tensors) into TorchGatedDeltaNetLM (torch_model.h) on the same
+//      device, so both start from bit-identical weights. One batch of random token ids [B, T+1] (inputs /
+//      next-token targets) is shared.
 //   2. Parity: loss of one forward on each side, then the gradient of every parameter after backward, compared as
 //      max|a - b| / max(max|b|, 1e-30) (b = LibTorch), so tiny gradient entries do not inflate the error.
-//   3. warmup + steps optimizer steps on each side, the same batch every step (step = zero grads, forward, backward,
-//      clip the global grad norm at --clip, AdamW at constant --lr with beta1 0.9, beta2 0.95, eps 1e-8, weight
-//      decay 0.1 on the decay=true parameters only (torch: two parameter groups)); the losses of all steps are
-//      compared and the last `steps` are timed (median ms per step, tokens/s = B*T / median).
-// Tolerances (--parity-only turns a miss into exit code 1; ctest test libtorch_parity): loss 1e-5, gradients 1e-4,
-// step losses 1e-4, all relative.
+//   3. Optimizer steps on each side, the same batch every step (zero grads, forward, backward, clip the global grad
+//      norm at --clip on the device, AdamW at constant --lr with beta1 0.9, beta2 0.95, eps 1e-8, weight decay 0.1 on
+//      the decay=true parameters only); the losses of the first warmup + steps are compared and steps warmup ..
+//      warmup + steps - 1 are timed (median ms per step, tokens/s = B*T / median; CUDA events on gdn.cpp's stream
+//      (DeviceTimer), device synchronisation around each LibTorch step), with the peak memory of each side's caching
+//      allocator over the timed steps. --curve-steps N runs N steps in all and reports the losses every
+//      --curve-every steps side by side.
+// Precisions (torch_train.h for the LibTorch side): fp32 — IEEE float32 on both sides (TF32 off); bf16 (CUDA only)
+// — gdn.cpp's set_matmul_precision(BFloat16) (GEMMs of bf16-rounded inputs, float32 accumulation) against
+// LibTorch's bf16 autocast (float32 master weights).
+// Tolerances (--parity-only turns a miss into exit code 1; ctest tests libtorch_parity, libtorch_parity_cuda):
+// fp32: loss 1e-5, gradients 1e-4, step losses 1e-4; bf16: loss 1e-2 (gradients and steps reported); all relative.
+// With --parity-only and --device cuda on a machine without a usable CUDA device it prints one "SKIPPED: " line and
+// exits 77 (ctest's skip code).
 //
 // Configurations: tiny (D 64, L 2, Hk 1, Hv 2 (grouped heads), K = V = 32, vocab 512, T 100: a padded last chunk),
-// small / medium / large (train/config.h presets: their D, L, FFN, T, B, vocab 8192), and NAME-moe = NAME with 4
-// experts, top-2, renormalised, shared expert; seed-small / seed-medium / seed-large (the ungated DeltaNet presets,
-// vocab 49152: the batch is random ids, so no tokenizer caps it) and NAME-ungated (NAME with decay_gate and
-// output_gate off, e.g. tiny-ungated).
+// small / medium / large (train/config.h presets: their D, L, FFN, T, B, vocab 8192), seed-small / seed-medium /
+// seed-large (the ungated DeltaNet presets, vocab 49152: the batch is random ids, so no tokenizer caps it), with any
+// of these suffixes: -moe (4 experts, top-2, renormalised, shared expert), -ungated (decay_gate and output_gate off),
+// -bN (batch N), -vN (vocabulary N); e.g. medium-b32-v49152.
 //
 // Threads: --threads N sets at::set_num_threads, omp_set_num_threads and (when OpenBLAS is loaded)
-// openblas_set_num_threads, so both sides use the same number of cores. The BLAS each side uses is printed: gdn.cpp
-// multiplies with Eigen's own GEMM; LibTorch calls the system libblas.so.3, found in /proc/self/maps.
-#include "ops/cpu/eigen.h"  // first: it must be the first to include the x86 intrinsics headers (see there)
-
-#include <dlfcn.h>
+// openblas_set_num_threads, so both sides use the same number of cores. On the CPU the BLAS each side uses is
+// printed: gdn.cpp multiplies with Eigen's own GEMM; LibTorch calls the system libblas.so.3, found in /proc/self/maps.
 #include <omp.h>
 #include <torch/torch.h>
+
+#include <fmt/format.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
@@ -38,21 +47,25 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <set>
 #include <sstream>
 #include <string>
 #include <unistd.h>
 #include <vector>
 
 #include "apps/cli_parse.h"
+#include "apps/libtorch/bench_report.h"
 #include "apps/libtorch/torch_model.h"
+#include "apps/libtorch/torch_train.h"
 #include "autograd/engine.h"
-#include "autograd/grad_mode.h"
+#include "core/allocator.h"
+#include "core/precision.h"
 #include "core/random.h"
 #include "models/language_model.h"
 #include "train/config.h"
+#include "train/device.h"
 #include "train/optimizer.h"
 #include "train/safetensors.h"
+#include "train/step.h"
 
 using nlohmann::json;
 namespace fs = std::filesystem;
@@ -65,14 +78,25 @@ struct BenchConfig {
   int64_t batch = 2, seq_len = 128;
 };
 
+bool all_digits(const std::string& s) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
 BenchConfig make_config(const std::string& name) {
   BenchConfig c;
   c.name = name;
   std::string base = name;
-  const bool moe = base.size() > 4 && base.substr(base.size() - 4) == "-moe";
-  if (moe) base = base.substr(0, base.size() - 4);
-  const bool ungated = base.size() > 8 && base.substr(base.size() - 8) == "-ungated";
-  if (ungated) base = base.substr(0, base.size() - 8);
+  bool moe = false, ungated = false;
+  int64_t batch = 0, vocab = 0;
+  for (size_t dash; (dash = base.rfind('-')) != std::string::npos;) {  // peel the suffixes off the end
+    const std::string s = base.substr(dash + 1);
+    if (s == "moe") moe = true;
+    else if (s == "ungated") ungated = true;
+    else if (s.size() > 1 && s[0] == 'b' && all_digits(s.substr(1))) batch = std::stoll(s.substr(1));
+    else if (s.size() > 1 && s[0] == 'v' && all_digits(s.substr(1))) vocab = std::stoll(s.substr(1));
+    else break;
+    base = base.substr(0, dash);
+  }
   if (base == "tiny") {
     gdn::ModelConfig& m = c.model;
     m.vocab_size = 512, m.d_model = 64, m.n_layers = 2, m.n_k_heads = 1, m.n_v_heads = 2;
@@ -85,6 +109,8 @@ BenchConfig make_config(const std::string& name) {
   }
   if (moe) c.model.n_experts = 4, c.model.moe_top_k = 2, c.model.moe_shared_expert = true;
   if (ungated) c.model.decay_gate = false, c.model.output_gate = false;
+  if (batch > 0) c.batch = batch;
+  if (vocab > 0) c.model.vocab_size = vocab;
   return c;
 }
 
@@ -125,69 +151,15 @@ double ms_since(Clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
 }
 
-// ---- which BLAS ----
-
-std::vector<std::string> loaded_blas_libraries() {
-  std::ifstream maps("/proc/self/maps");
-  std::set<std::string> libs;
-  std::string line;
-  while (std::getline(maps, line)) {
-    const size_t slash = line.find('/');
-    if (slash == std::string::npos) continue;
-    std::string path = line.substr(slash);
-    std::string file = fs::path(path).filename().string();
-    if (file.find("blas") != std::string::npos || file.find("lapack") != std::string::npos ||
-        file.find("mkl") != std::string::npos)
-      libs.insert(path);
-  }
-  return {libs.begin(), libs.end()};
-}
-
-// The BLAS_INFO=... and LAPACK_INFO=... entries of torch::show_config() (what LibTorch was built against).
-std::string torch_blas_config_lines() {
-  const std::string config = torch::show_config();
-  std::string out;
-  for (const char* key : {"BLAS_INFO=", "LAPACK_INFO="}) {
-    const size_t at = config.find(key);
-    if (at == std::string::npos) continue;
-    const size_t end = config.find_first_of(", \n", at);
-    out += (out.empty() ? "" : ", ") + config.substr(at, end == std::string::npos ? std::string::npos : end - at);
-  }
-  return out;
-}
-
-std::string gdn_blas() {
-#ifdef EIGEN_USE_BLAS
-  return "external BLAS through Eigen (EIGEN_USE_BLAS)";
-#else
-  return "Eigen " + std::to_string(EIGEN_WORLD_VERSION) + "." + std::to_string(EIGEN_MAJOR_VERSION) + "." +
-         std::to_string(EIGEN_MINOR_VERSION) + " built-in GEMM (no external BLAS), OpenMP";
-#endif
-}
-
-// openblas_set_num_threads when an OpenBLAS is loaded; returns whether it was.
-bool set_openblas_threads(int n) {
-  using Fn = void (*)(int);
-  auto fn = reinterpret_cast<Fn>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
-  if (fn) fn(n);
-  return fn != nullptr;
-}
-
-std::string load_average() {
-  std::ifstream f("/proc/loadavg");
-  std::string a, b, c;
-  f >> a >> b >> c;
-  return a + " " + b + " " + c;
-}
-
-// ---- one configuration ----
+// ---- one configuration in one precision ----
 
 struct Options {
-  int threads = 0, blas_threads = 0, steps = 20, warmup = 3;
-  double lr = 1e-3, clip = 1.0, tol_loss = 1e-5, tol_grad = 1e-4, tol_steps = 1e-4;
+  int threads = 0, blas_threads = 0, steps = 20, warmup = 3, curve_steps = 0, curve_every = 20;
+  double lr = 1e-3, clip = 1.0, tol_loss = 1e-5, tol_grad = 1e-4, tol_steps = 1e-4, tol_loss_bf16 = 1e-2;
   uint64_t seed = 1337;
-  bool parity_only = false, keep_weights = false, quiet = false;
-  std::string device = "cpu", work_dir, only = "both";  // only: both | gdn | torch (optimizer steps of one side)
+  bool parity_only = false, keep_weights = false, quiet = false, gdn_graph = false;
+  std::string device = "cpu", work_dir, only = "both", torch_adamw = "fused";  // only: both | gdn | torch
+  std::vector<std::string> precisions{"fp32"};
 };
 
 struct Result {
@@ -195,19 +167,24 @@ struct Result {
   bool pass = true;
 };
 
-Result run_config(const BenchConfig& bc, const Options& opt) {
+Result run_config(const BenchConfig& bc, const std::string& precision, const Options& opt, gdn::Device gdev,
+                  torch::Device tdev) {
   const gdn::ModelConfig& mc = bc.model;
   const int64_t B = bc.batch, T = bc.seq_len;
-  const int total_steps = opt.warmup + opt.steps;
+  const bool bf16 = precision == "bf16";
+  const int compared_steps = opt.warmup + opt.steps;
+  const int total_steps = std::max(compared_steps, opt.curve_steps);
+  gdn::PrecisionGuard gdn_precision(bf16 ? gdn::Precision::BFloat16 : gdn::Precision::Float32);
   Result r;
   json& j = r.j;
   j["config"] = bc.name;
+  j["precision"] = precision;
   j["model"] = gdn::model_config_json(mc);
   j["batch"] = B;
   j["seq_len"] = T;
 
   // gdn.cpp model, written to safetensors by our writer.
-  gdn::GatedDeltaNetLM model(mc, opt.seed, gdn::kFloat32);
+  gdn::GatedDeltaNetLM model(mc, opt.seed, gdn::kFloat32, gdev);
   gdn::ParameterList params = model.parameters();
   j["parameters"] = model.num_parameters();
   const std::string weights = (fs::path(opt.work_dir) / (bc.name + ".safetensors")).string();
@@ -219,8 +196,8 @@ Result run_config(const BenchConfig& bc, const Options& opt) {
   // LibTorch model, read from that file.
   std::vector<std::pair<std::string, torch::Tensor>> loaded;
   for (const auto& [name, t] : gdn::load_safetensors(weights).tensors) loaded.emplace_back(name, to_torch(t));
-  const torch::Device device(opt.device);
-  gdn_torch::TorchGatedDeltaNetLM tmodel(mc, loaded, device);
+  gdn_torch::TorchGatedDeltaNetLM tmodel(mc, loaded, tdev);
+  loaded.clear();
   if (!opt.keep_weights) fs::remove(weights);
   const auto& tparams = tmodel.parameters();
   GDN_CHECK(tparams.size() == params.size(), "parameter count differs: torch {} vs gdn {}", tparams.size(),
@@ -241,9 +218,9 @@ Result run_config(const BenchConfig& bc, const Options& opt) {
     std::copy(row.begin(), row.begin() + T, in.begin() + b * T);
     std::copy(row.begin() + 1, row.end(), tg.begin() + b * T);
   }
-  gdn::Tensor ids = gdn::Tensor::from_int64(in, {B, T}), targets = gdn::Tensor::from_int64(tg, {B, T});
-  torch::Tensor tids = torch::tensor(in, torch::kInt64).reshape({B, T}).to(device);
-  torch::Tensor ttargets = torch::tensor(tg, torch::kInt64).reshape({B, T}).to(device);
+  gdn::Tensor ids = gdn::Tensor::from_int64(in, {B, T}, gdev), targets = gdn::Tensor::from_int64(tg, {B, T}, gdev);
+  torch::Tensor tids = torch::tensor(in, torch::kInt64).reshape({B, T}).to(tdev);
+  torch::Tensor ttargets = torch::tensor(tg, torch::kInt64).reshape({B, T}).to(tdev);
 
   gdn::TensorList gp;
   std::vector<gdn::NamedParameter> named;
@@ -251,23 +228,17 @@ Result run_config(const BenchConfig& bc, const Options& opt) {
     gp.push_back(p.value);
     named.push_back({p.name, p.value, p.decay});
   }
-  std::vector<torch::Tensor> tp, tdecay, tno_decay;
-  for (const auto& p : tparams) {
-    tp.push_back(p.value);
-    (p.decay ? tdecay : tno_decay).push_back(p.value);
-  }
-  auto torch_zero_grad = [&]() {
-    for (auto& p : tp) p.mutable_grad() = torch::Tensor();
-  };
+  gdn_torch::TorchStepOptions topt;
+  topt.precision = bf16 ? gdn_torch::TorchPrecision::BFloat16 : gdn_torch::TorchPrecision::Float32;
+  topt.lr = opt.lr, topt.max_norm = opt.clip, topt.fused_adamw = opt.torch_adamw == "fused";
+  gdn_torch::TorchTrainer trainer(tmodel, topt);
+  j["torch_optimizer"] = trainer.optimizer_name();
 
   // ---- parity of one forward/backward ----
   gdn::zero_grad(gp);
   gdn::LossOutput out = model.loss(ids, targets);
   gdn::backward(out.loss);
-  torch_zero_grad();
-  gdn_torch::TorchLossOutput tout = tmodel.loss(tids, ttargets);
-  tout.loss.backward();
-  const double loss_g = out.loss.item(), loss_t = tout.loss.item<double>();
+  const double loss_g = out.loss.item(), loss_t = trainer.forward_backward(tids, ttargets).item<double>();
   json& par = j["parity"];
   par["loss_gdn"] = loss_g;
   par["loss_torch"] = loss_t;
@@ -290,52 +261,75 @@ Result run_config(const BenchConfig& bc, const Options& opt) {
 
   // ---- optimizer steps on each side (gdn first, then torch, so the timings do not interleave) ----
   std::vector<double> losses_g, losses_t, ms_g, ms_t;
+  double peak_g = -1, peak_t = -1;
   if (opt.only != "torch") {
     gdn::AdamW adam(named, 0.9, 0.95, 1e-8, 0.1);
+    gdn::DeviceTimer timer(gdev);
+    gdn::Allocator* alloc = gdn::get_allocator(gdev);
     for (int s = 0; s < total_steps; ++s) {
-      auto t0 = Clock::now();
-      gdn::zero_grad(gp);
+      if (s == opt.warmup) {
+        gdn::synchronize(gdev);
+        alloc->reset_peak();
+      }
+      timer.start();
+      gdn::clear_grads(gp);
       gdn::LossOutput o = model.loss(ids, targets);
-      const double l = o.loss.item();
       gdn::backward(o.loss);
-      gdn::clip_grad_norm(gp, opt.clip);
-      adam.step(opt.lr);
-      const double ms = ms_since(t0);
-      losses_g.push_back(l);
-      if (s >= opt.warmup) ms_g.push_back(ms);
+      adam.step(opt.lr, gdn::grad_norm_squared(gp), opt.clip);  // clipped on the device, as gdn-train does
+      const double ms = timer.stop_ms();
+      losses_g.push_back(o.loss.item());
+      if (s >= opt.warmup && s < compared_steps) ms_g.push_back(ms);
+      if (s + 1 == compared_steps) peak_g = static_cast<double>(alloc->stats().peak_bytes) / 1048576.0;
+    }
+  }
+  // gdn-train's step on the GPU (train/step.h): captured once as a CUDA graph and replayed; a fresh model from the
+  // same seed, timed over the same steps (its losses are cross-entropy only, so they are not compared).
+  std::vector<double> ms_graph;
+  if (opt.gdn_graph && gdev.is_cuda() && opt.only != "torch") {
+    gdn::GatedDeltaNetLM gmodel(mc, opt.seed, gdn::kFloat32, gdev);
+    std::vector<gdn::NamedParameter> gnamed;
+    gdn::TensorList gparams;
+    for (const gdn::Parameter& p : gmodel.parameters()) {
+      gnamed.push_back({p.name, p.value, p.decay});
+      gparams.push_back(p.value);
+    }
+    gdn::AdamW gadam(gnamed, 0.9, 0.95, 1e-8, 0.1);
+    gdn::TrainStep step(gmodel, gadam, gparams, B, T, {opt.clip, /*cuda_graph=*/true});
+    gdn::DeviceTimer timer(gdev);
+    for (int s = 0; s < compared_steps; ++s) {
+      timer.start();
+      gdn::StepOutputs o = step.run(in.data(), tg.data(), opt.lr, false);
+      const double ms = timer.stop_ms();
+      if (s >= opt.warmup) ms_graph.push_back(ms);
     }
   }
   if (opt.only != "gdn") {
-    using torch::optim::AdamWOptions;
-    auto options = [&](double wd) {
-      return std::make_unique<AdamWOptions>(AdamWOptions(opt.lr).betas({0.9, 0.95}).eps(1e-8).weight_decay(wd));
-    };
-    std::vector<torch::optim::OptimizerParamGroup> groups;
-    groups.emplace_back(tdecay, options(0.1));
-    if (!tno_decay.empty()) groups.emplace_back(tno_decay, options(0.0));
-    torch::optim::AdamW adam(groups, AdamWOptions(opt.lr).betas({0.9, 0.95}).eps(1e-8).weight_decay(0.1));
     for (int s = 0; s < total_steps; ++s) {
+      if (s == opt.warmup) {
+        gdn_torch::torch_synchronize(tdev);
+        gdn_torch::torch_reset_peak_memory(tdev);
+      }
+      gdn_torch::torch_synchronize(tdev);
       auto t0 = Clock::now();
-      torch_zero_grad();
-      gdn_torch::TorchLossOutput o = tmodel.loss(tids, ttargets);
-      const double l = o.loss.item<double>();
-      o.loss.backward();
-      torch::nn::utils::clip_grad_norm_(tp, opt.clip);
-      adam.step();
+      torch::Tensor l = trainer.step(tids, ttargets);
+      gdn_torch::torch_synchronize(tdev);
       const double ms = ms_since(t0);
-      losses_t.push_back(l);
-      if (s >= opt.warmup) ms_t.push_back(ms);
+      losses_t.push_back(l.item<double>());
+      if (s >= opt.warmup && s < compared_steps) ms_t.push_back(ms);
+      if (s + 1 == compared_steps) peak_t = gdn_torch::torch_peak_memory_mib(tdev);
     }
   }
   double worst_step = 0;
-  for (size_t s = 0; s < std::min(losses_g.size(), losses_t.size()); ++s)
-    worst_step = std::max(worst_step, rel(losses_g[s], losses_t[s]));
+  const size_t n_compared = std::min({losses_g.size(), losses_t.size(), static_cast<size_t>(compared_steps)});
+  for (size_t s = 0; s < n_compared; ++s) worst_step = std::max(worst_step, rel(losses_g[s], losses_t[s]));
   par["lr"] = opt.lr;
   par["step_losses_gdn"] = losses_g;
   par["step_losses_torch"] = losses_t;
+  par["steps_compared"] = static_cast<int>(n_compared);
   par["max_step_loss_rel_error"] = worst_step;
-  const bool pass = rel(loss_g, loss_t) <= opt.tol_loss && worst <= opt.tol_grad && worst_step <= opt.tol_steps &&
-                    opt.only == "both";
+  const bool pass = bf16 ? rel(loss_g, loss_t) <= opt.tol_loss_bf16
+                         : rel(loss_g, loss_t) <= opt.tol_loss && worst <= opt.tol_grad &&
+                               worst_step <= opt.tol_steps && opt.only == "both";
   par["pass"] = pass;
   r.pass = r.pass && pass;
 
@@ -347,41 +341,14 @@ Result run_config(const BenchConfig& bc, const Options& opt) {
   tm["gdn_tokens_per_s"] = mg > 0 ? 1000.0 * static_cast<double>(B * T) / mg : 0.0;
   tm["torch_tokens_per_s"] = mt > 0 ? 1000.0 * static_cast<double>(B * T) / mt : 0.0;
   tm["speedup_gdn_over_torch"] = mg > 0 ? mt / mg : 0.0;
+  const double mgr = median(ms_graph);
+  tm["gdn_graph_ms_per_step"] = ms_graph.empty() ? -1.0 : mgr;
+  tm["speedup_gdn_graph_over_torch"] = ms_graph.empty() || mgr <= 0 ? -1.0 : mt / mgr;
+  tm["gdn_peak_mib"] = peak_g;
+  tm["torch_peak_mib"] = peak_t;
   tm["gdn_ms_all"] = ms_g;
   tm["torch_ms_all"] = ms_t;
   return r;
-}
-
-std::string markdown(const json& report, bool parity_only) {
-  std::string md;
-  md += fmt::format("bench-libtorch: {} thread(s), float32, device {}, load average before/after: {} / {}\n\n",
-                    report["threads"].get<int>(), report["device"].get<std::string>(),
-                    report["load_average_before"].get<std::string>(), report["load_average_after"].get<std::string>());
-  md += fmt::format("- gdn.cpp BLAS: {}\n- LibTorch {} BLAS: {}\n\n", report["blas_gdn"].get<std::string>(),
-                    report["torch_version"].get<std::string>(), report["blas_torch"].get<std::string>());
-  md += "| config | params | loss gdn.cpp | loss LibTorch | loss rel err | max grad rel err (param) | "
-        "step-loss max rel err | parity |\n|---|---:|---:|---:|---:|---|---:|---|\n";
-  for (const json& c : report["configs"]) {
-    const json& p = c["parity"];
-    md += fmt::format("| {} | {} | {:.7f} | {:.7f} | {:.2e} | {:.2e} ({}) | {:.2e} | {} |\n",
-                      c["config"].get<std::string>(), c["parameters"].get<int64_t>(), p["loss_gdn"].get<double>(),
-                      p["loss_torch"].get<double>(), p["loss_rel_error"].get<double>(),
-                      p["max_grad_rel_error"].get<double>(), p["worst_grad"].get<std::string>(),
-                      p["max_step_loss_rel_error"].get<double>(), p["pass"].get<bool>() ? "PASS" : "FAIL");
-  }
-  if (!parity_only) {
-    md += "\n| config | B x T | gdn.cpp ms/step | LibTorch ms/step | gdn.cpp tok/s | LibTorch tok/s | "
-          "gdn.cpp speedup |\n|---|---|---:|---:|---:|---:|---:|\n";
-    for (const json& c : report["configs"]) {
-      const json& t = c["timing"];
-      md += fmt::format("| {} | {} x {} | {:.1f} | {:.1f} | {:.0f} | {:.0f} | {:.2f}x |\n",
-                        c["config"].get<std::string>(), c["batch"].get<int64_t>(), c["seq_len"].get<int64_t>(),
-                        t["gdn_ms_per_step"].get<double>(), t["torch_ms_per_step"].get<double>(),
-                        t["gdn_tokens_per_s"].get<double>(), t["torch_tokens_per_s"].get<double>(),
-                        t["speedup_gdn_over_torch"].get<double>());
-    }
-  }
-  return md;
 }
 
 }  // namespace
@@ -389,21 +356,24 @@ std::string markdown(const json& report, bool parity_only) {
 int main(int argc, char** argv) {
   CLI::App app{
       "bench-libtorch: the same Gated DeltaNet model in gdn.cpp and in LibTorch (C++ API), from the same weights\n"
-      "(written by gdn.cpp as safetensors, read back by the LibTorch side) and the same batch of token ids.\n"
-      "Reports, per configuration: the loss of both, the max relative error of every parameter gradient, the\n"
-      "losses over warmup+steps AdamW steps on both, and the time of one training step (forward + backward +\n"
-      "clip + AdamW; median over --steps after --warmup) with tokens/s and the speedup of gdn.cpp.\n"
-      "Configurations: tiny, small, medium, large, seed-small, seed-medium, seed-large, NAME-moe (4 experts,\n"
-      "top-2, shared expert) and NAME-ungated (decay_gate and output_gate off: FLA's plain DeltaNet).\n"
-      "--parity-only: steps only for the loss trajectory (no timing table), exit 1 unless loss <= 1e-5,\n"
-      "every gradient <= 1e-4 and every step loss <= 1e-4 (relative)."};
+      "(written by gdn.cpp as safetensors, read back by the LibTorch side) and the same batch of token ids, on the\n"
+      "CPU or a CUDA device. Reports, per configuration and precision: the loss of both, the max relative error of\n"
+      "every parameter gradient, the losses over warmup+steps AdamW steps on both, and the time of one training\n"
+      "step (forward + backward + clip + AdamW; median over --steps after --warmup) with tokens/s, peak memory\n"
+      "(CUDA) and the speedup of gdn.cpp.\n"
+      "Configurations: tiny, small, medium, large, seed-small, seed-medium, seed-large, with suffixes -moe (4\n"
+      "experts, top-2, shared expert), -ungated (FLA's plain DeltaNet), -bN (batch N), -vN (vocabulary N).\n"
+      "Precisions: fp32 (both sides IEEE float32, TF32 off) and bf16 (CUDA: gdn.cpp's bf16 GEMMs against\n"
+      "LibTorch's bf16 autocast).\n"
+      "--parity-only: steps only for the loss trajectory (no timing table), exit 1 unless, in fp32, loss <= 1e-5,\n"
+      "every gradient <= 1e-4 and every step loss <= 1e-4, and in bf16 loss <= 1e-2 (relative)."};
   Options opt;
   opt.threads = omp_get_num_procs();
-  std::string presets = "small,medium,small-moe", out_json, out_md;
-  bool steps_given = false;
-  app.add_option("--presets", presets, "comma-separated configurations (tiny, small, medium, large, seed-small, seed-medium, "
-                                        "seed-large, NAME-moe, NAME-ungated)")
+  std::string presets = "small,medium,small-moe", precisions = "fp32", out_json, out_md;
+  app.add_option("--presets", presets, "comma-separated configurations (tiny, small, medium, large, seed-small, "
+                                       "seed-medium, seed-large; suffixes -moe, -ungated, -bN, -vN)")
       ->capture_default_str();
+  app.add_option("--precision", precisions, "comma-separated: fp32, bf16 (bf16 on CUDA only)")->capture_default_str();
   app.add_option("--threads", opt.threads, "threads for BOTH sides (at::set_num_threads, omp_set_num_threads, "
                                            "openblas_set_num_threads); default: all cores")
       ->check(CLI::PositiveNumber);
@@ -413,31 +383,60 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--warmup", opt.warmup, "untimed optimizer steps first (also compared; 0 with --parity-only)")
       ->check(CLI::NonNegativeNumber)->capture_default_str();
+  app.add_option("--curve-steps", opt.curve_steps, "run this many optimizer steps in all (at least warmup + steps) "
+                                                   "and print the losses of both sides every --curve-every steps")
+      ->check(CLI::NonNegativeNumber)->capture_default_str();
+  app.add_option("--curve-every", opt.curve_every, "the spacing of the loss-curve table")
+      ->check(CLI::PositiveNumber)->capture_default_str();
   app.add_option("--lr", opt.lr, "constant AdamW learning rate")->capture_default_str();
   app.add_option("--clip", opt.clip, "global gradient-norm clip")->capture_default_str();
   app.add_option("--seed", opt.seed, "seed of the weights (gdn.cpp init) and of the batch")->capture_default_str();
-  app.add_option("--device", opt.device, "LibTorch device (gdn.cpp runs on the CPU)")->capture_default_str();
+  app.add_option("--device", opt.device, "device of BOTH sides: cpu, cuda or cuda:0")->capture_default_str();
+  app.add_option("--torch-adamw", opt.torch_adamw, "LibTorch's AdamW: fused (at::_fused_adamw_, LibTorch >= 2 on "
+                                                   "CUDA; else falls back to loop) or loop (torch::optim::AdamW)")
+      ->check(CLI::IsMember({"fused", "loop"}))->capture_default_str();
   app.add_option("--work-dir", opt.work_dir, "where the .safetensors weights are written (default: a temp dir)");
   app.add_option("--only", opt.only, "run the optimizer steps of one side only, for profiling (e.g. under perf "
                                      "record -g): both, gdn or torch; step losses are then not compared")
       ->check(CLI::IsMember({"both", "gdn", "torch"}))->capture_default_str();
+  app.add_flag("--gdn-graph", opt.gdn_graph, "CUDA: also time gdn-train's step captured as a CUDA graph (train/step.h)");
   app.add_flag("--keep-weights", opt.keep_weights, "keep the .safetensors files");
   app.add_flag("--parity-only", opt.parity_only, "correctness only; non-zero exit when a tolerance is missed");
-  app.add_option("--tol-loss", opt.tol_loss, "loss tolerance (relative)")->capture_default_str();
-  app.add_option("--tol-grad", opt.tol_grad, "gradient tolerance (max|a-b| / max|b|)")->capture_default_str();
-  app.add_option("--tol-steps", opt.tol_steps, "step-loss tolerance (relative)")->capture_default_str();
+  app.add_option("--tol-loss", opt.tol_loss, "fp32 loss tolerance (relative)")->capture_default_str();
+  app.add_option("--tol-grad", opt.tol_grad, "fp32 gradient tolerance (max|a-b| / max|b|)")->capture_default_str();
+  app.add_option("--tol-steps", opt.tol_steps, "fp32 step-loss tolerance (relative)")->capture_default_str();
+  app.add_option("--tol-loss-bf16", opt.tol_loss_bf16, "bf16 loss tolerance (relative)")->capture_default_str();
   app.add_option("--out-json", out_json, "write the full report as JSON");
   app.add_option("--out-md", out_md, "write the tables as markdown");
   app.add_flag("--quiet", opt.quiet, "print only the tables");
   if (auto rc = gdn::parse_command_line(app, argc, argv, "bench-libtorch")) return *rc;
-  steps_given = app.count("--warmup") > 0;
-  if (opt.parity_only && !steps_given) opt.warmup = 0;
+  if (opt.parity_only && app.count("--warmup") == 0) opt.warmup = 0;
 
   try {
+    opt.precisions = gdn::split_commas(precisions);
+    for (const std::string& p : opt.precisions)
+      GDN_USER_CHECK(p == "fp32" || p == "bf16", "--precision: unknown precision '{}' (fp32, bf16)", p);
+    const bool cuda = opt.device.rfind("cuda", 0) == 0;
+    if (cuda && !gdn_torch::torch_cuda_usable()) {
+      const std::string why = "this LibTorch has no CUDA or sees no CUDA device";
+      if (opt.parity_only) return std::printf("SKIPPED: %s\n", why.c_str()), 77;
+      GDN_USER_CHECK(false, "--device {}: {}", opt.device, why);
+    }
+    gdn::Device gdev;
+    try {
+      gdev = gdn::init_device(opt.device);
+    } catch (const gdn::UserError& e) {
+      if (cuda && opt.parity_only) return std::printf("SKIPPED: gdn.cpp: %s\n", e.what()), 77;
+      throw;
+    }
+    const torch::Device tdev(opt.device);
+    for (const std::string& p : opt.precisions)
+      GDN_USER_CHECK(p == "fp32" || cuda, "--precision bf16 needs --device cuda (gdn.cpp's bf16 is a GPU mode)");
+    gdn_torch::set_torch_math_modes();
     omp_set_num_threads(opt.threads);
     at::set_num_threads(opt.threads);
     if (opt.blas_threads == 0) opt.blas_threads = opt.threads;
-    const bool openblas = set_openblas_threads(opt.blas_threads);
+    const bool openblas = gdn_bench::set_openblas_threads(opt.blas_threads);
     if (opt.work_dir.empty())
       opt.work_dir = (fs::temp_directory_path() / ("bench-libtorch-" + std::to_string(getpid()))).string();
     fs::create_directories(opt.work_dir);
@@ -445,64 +444,67 @@ int main(int argc, char** argv) {
     json report;
     report["threads"] = opt.threads;
     report["device"] = opt.device;
+    report["device_name"] = cuda ? gdn_torch::cuda_device_name() : std::string("cpu");
     report["torch_version"] = TORCH_VERSION;
-    report["blas_gdn"] = gdn_blas();
-    std::vector<std::string> libs = loaded_blas_libraries();
-    std::string torch_blas;
-    for (const std::string& l : libs) {
-      std::error_code ec;
-      fs::path real = fs::canonical(l, ec);
-      torch_blas += (torch_blas.empty() ? "" : ", ") + l + (ec || real == l ? "" : " -> " + real.string());
-    }
-    if (torch_blas.empty()) torch_blas = "(no BLAS library mapped)";
-    report["blas_torch"] = torch_blas + (openblas ? fmt::format(" ({} OpenBLAS threads)", opt.blas_threads) : "");
+    report["blas_gdn"] = gdn_bench::gdn_blas();
+    report["blas_torch"] = gdn_bench::loaded_blas_description() +
+                           (openblas ? fmt::format(" ({} OpenBLAS threads)", opt.blas_threads) : "");
     report["blas_threads"] = opt.blas_threads;
-    report["blas_torch_config"] = torch_blas_config_lines();
-    report["load_average_before"] = load_average();
+    report["blas_torch_config"] = gdn_bench::torch_blas_config_lines();
+    report["load_average_before"] = gdn_bench::load_average();
     report["steps"] = opt.steps;
     report["warmup"] = opt.warmup;
+    report["curve_steps"] = opt.curve_steps;
+    report["curve_every"] = opt.curve_every;
     report["parity_only"] = opt.parity_only;
+    report["gdn_graph"] = opt.gdn_graph && cuda;
+    report["torch_optimizer"] = "";
     if (!opt.quiet) {
-      std::printf("bench-libtorch: %d thread(s); gdn.cpp BLAS: %s\n", opt.threads, gdn_blas().c_str());
-      std::printf("LibTorch %s BLAS: %s\n  build config: %s\n", TORCH_VERSION, report["blas_torch"].get<std::string>().c_str(),
-                  report["blas_torch_config"].get<std::string>().c_str());
+      std::printf("bench-libtorch: device %s %s, %d thread(s), LibTorch %s\n", opt.device.c_str(),
+                  report["device_name"].get<std::string>().c_str(), opt.threads, TORCH_VERSION);
+      if (!cuda)
+        std::printf("gdn.cpp BLAS: %s\nLibTorch BLAS: %s\n  build config: %s\n", gdn_bench::gdn_blas().c_str(),
+                    report["blas_torch"].get<std::string>().c_str(),
+                    report["blas_torch_config"].get<std::string>().c_str());
       std::fflush(stdout);
     }
 
     bool all_pass = true;
-    std::stringstream list(presets);
-    std::string name;
     json configs = json::array();
-    while (std::getline(list, name, ',')) {
-      if (name.empty()) continue;
-      BenchConfig bc = make_config(name);
-      if (!opt.quiet) {
-        std::printf("%s: B=%lld T=%lld ...\n", name.c_str(), static_cast<long long>(bc.batch),
-                    static_cast<long long>(bc.seq_len));
-        std::fflush(stdout);
+    for (const std::string& name : gdn::split_commas(presets)) {
+      const BenchConfig bc = make_config(name);
+      for (const std::string& precision : opt.precisions) {
+        if (!opt.quiet) {
+          std::printf("%s %s: B=%lld T=%lld vocab=%lld ...\n", name.c_str(), precision.c_str(),
+                      static_cast<long long>(bc.batch), static_cast<long long>(bc.seq_len),
+                      static_cast<long long>(bc.model.vocab_size));
+          std::fflush(stdout);
+        }
+        Result r = run_config(bc, precision, opt, gdev, tdev);
+        all_pass = all_pass && r.pass;
+        report["torch_optimizer"] = r.j["torch_optimizer"];
+        if (!opt.quiet) {
+          const json& p = r.j["parity"];
+          std::printf("  loss %.7f vs %.7f, max grad rel err %.2e (%s), step-loss max rel err %.2e: %s\n",
+                      p["loss_gdn"].get<double>(), p["loss_torch"].get<double>(),
+                      p["max_grad_rel_error"].get<double>(), p["worst_grad"].get<std::string>().c_str(),
+                      p["max_step_loss_rel_error"].get<double>(), r.pass ? "PASS" : "FAIL");
+          if (!opt.parity_only)
+            std::printf("  ms/step: gdn.cpp %.2f, LibTorch %.2f (%.2fx)\n",
+                        r.j["timing"]["gdn_ms_per_step"].get<double>(),
+                        r.j["timing"]["torch_ms_per_step"].get<double>(),
+                        r.j["timing"]["speedup_gdn_over_torch"].get<double>());
+          std::fflush(stdout);
+        }
+        configs.push_back(std::move(r.j));
       }
-      Result r = run_config(bc, opt);
-      all_pass = all_pass && r.pass;
-      if (!opt.quiet) {
-        const json& p = r.j["parity"];
-        std::printf("  loss %.7f vs %.7f, max grad rel err %.2e (%s), step-loss max rel err %.2e: %s\n",
-                    p["loss_gdn"].get<double>(), p["loss_torch"].get<double>(), p["max_grad_rel_error"].get<double>(),
-                    p["worst_grad"].get<std::string>().c_str(), p["max_step_loss_rel_error"].get<double>(),
-                    r.pass ? "PASS" : "FAIL");
-        if (!opt.parity_only)
-          std::printf("  ms/step: gdn.cpp %.1f, LibTorch %.1f (%.2fx)\n", r.j["timing"]["gdn_ms_per_step"].get<double>(),
-                      r.j["timing"]["torch_ms_per_step"].get<double>(),
-                      r.j["timing"]["speedup_gdn_over_torch"].get<double>());
-        std::fflush(stdout);
-      }
-      configs.push_back(std::move(r.j));
     }
     report["configs"] = configs;
-    report["load_average_after"] = load_average();
+    report["load_average_after"] = gdn_bench::load_average();
     report["all_pass"] = all_pass;
     if (!opt.keep_weights) fs::remove_all(opt.work_dir);
 
-    const std::string md = markdown(report, opt.parity_only);
+    const std::string md = gdn_bench::markdown(report);
     std::printf("\n%s", md.c_str());
     if (!out_json.empty()) std::ofstream(out_json) << report.dump(2) << "\n";
     if (!out_md.empty()) std::ofstream(out_md) << md;

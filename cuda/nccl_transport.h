@@ -1,0 +1,43 @@
+// cuda/nccl_transport.h — the NCCL communicator of one rank (built only when nccl.h and libnccl were found).
+//
+// A thin layer over NCCL that knows nothing of tensors: train/distributed.cpp wraps it as the NCCL transport of
+// gdn::Communicator. Every collective is queued on cuda::current_stream(), so the host does not wait for it and it
+// can be captured into the training step's CUDA graph. Every NCCL error becomes a gdn::UserError carrying NCCL's own
+// text (ncclGetErrorString and ncclGetLastError).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace gdn::cuda {
+
+// The bytes of a fresh ncclUniqueId (rank 0 makes it and sends it to the others).
+std::vector<uint8_t> nccl_unique_id();
+std::string nccl_version();
+
+class NcclComm {
+ public:
+  // Joins the communicator for (rank, world) on the current device (cuda::set_device first).
+  NcclComm(const std::vector<uint8_t>& unique_id, int rank, int world);
+  ~NcclComm();
+  NcclComm(const NcclComm&) = delete;
+  NcclComm& operator=(const NcclComm&) = delete;
+
+  // In-place all-reduce of n device buffers as one NCCL group on current_stream(): the average over ranks
+  // (average = true, ncclAvg) or the sum. fp64 picks double elements, else float.
+  void all_reduce(void* const* buffers, const size_t* counts, size_t n, bool fp64, bool average);
+  // Sums host doubles over the ranks through a small device buffer; waits for the result.
+  void sum_host(double* values, size_t n);
+  // Empty while the communicator is healthy; NCCL's error text once it reported an asynchronous error (for example
+  // a peer that went away). Safe to call from another thread.
+  std::string async_error();
+
+ private:
+  void* comm_ = nullptr;      // ncclComm_t
+  double* scratch_ = nullptr;  // device buffer for sum_host
+  size_t scratch_count_ = 0;
+};
+
+}  // namespace gdn::cuda
