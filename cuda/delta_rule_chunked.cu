@@ -46,7 +46,16 @@
 // Q^T (scale eg ⊙ dO) into the dH_end scratch, every chunk in parallel), backward_recur_kernel (dVn and dH_start per
 // chunk from those, overwriting them with dVn and dH_end), then chunk_grad_tiled_kernel. The fused *_state_tiled
 // kernels run where the split kernels do not fit.
-// GDN_DR_UNTILED=1 selects the untiled kernels above. The untiled chunk_grad_kernel does its products with the same
+// Tensor-core path (cuda/delta_rule_chunked_mma*.cuh), for float32 tensors when gdn::matmul_precision() is
+// BFloat16, K and V multiples of 16 and every kernel's shared memory fits (checked on the host once per call,
+// cuda/delta_rule_chunked_mma_host.cuh): forward prepare_mma_kernel, forward_recur_mma_kernel,
+// chunk_output_mma_kernel; backward prepare_mma_kernel, backward_pre_mma_kernel, backward_recur_mma_kernel,
+// chunk_grad_mma_kernel. Their tile products (K K^T, Q K^T, W H, K^T Vn, Q H, P Vn, P^T dO, Q^T dO, K dH, W^T dVn and
+// the products of the chunk gradient) are bfloat16 wmma with float32 accumulation; the gates, Gam, Lm, both
+// triangular solves, the states H and dH and every epilogue stay float32 (the cumsums double). float64 tensors and
+// Precision::Float32 run the kernels below, unchanged. delta_rule_chunked_last_paths() (cuda/delta_rule_chunked_path.h)
+// records which path the last forward and backward ran.
+// GDN_DR_UNTILED=1 selects the untiled kernels above (and turns the tensor-core path off). The untiled chunk_grad_kernel does its products with the same
 // tile_mm (operands read through L1) and its transposed solve as blocked backward substitution (16-row blocks from
 // the bottom).
 // Every output element is written by one thread with a fixed loop order, row sums are sequential per thread or
@@ -63,10 +72,14 @@
 #include <algorithm>
 #include <cstdlib>
 #include <initializer_list>
+#include <type_traits>
 #include <utility>
 
+#include "core/precision.h"
 #include "cuda/cuda_kernels.h"
 #include "cuda/delta_rule_chunked_grad.cuh"
+#include "cuda/delta_rule_chunked_mma_host.cuh"
+#include "cuda/delta_rule_chunked_path.h"
 #include "cuda/delta_rule_chunked_split.cuh"
 #include "cuda/delta_rule_chunked_tiled.cuh"
 #include "cuda/launch.h"
@@ -74,6 +87,9 @@
 namespace gdn::cuda {
 
 namespace {
+
+DeltaRuleChunkedPaths g_paths;  // what the last calls ran (cuda/delta_rule_chunked_path.h)
+constexpr const char* kPathMma = "bf16 tensor cores";
 
 constexpr int kVTile = 32;  // value columns per block in the state passes (one warp wide)
 
@@ -676,6 +692,16 @@ Prepared prepare(const Dims& d, const Tensor& q, const Tensor& k, const Tensor& 
   return p;
 }
 
+// dq, dk [B,T,Hk,K] from the per-value-head rows dqs, dks [B,Hv,T,K] (Hv > Hk).
+template <typename Tp>
+void key_head_sums(const Dims& d, const Tensor& dq, const Tensor& dk, const Tensor& dqs, const Tensor& dks) {
+  const int64_t total = d.B * d.T * d.Hk * d.K;
+  key_head_sum_kernel<Tp><<<grid_for(total), kThreads, 0, current_stream()>>>(d, dq.data<Tp>(), dqs.data<Tp>());
+  CUDA_CHECK_LAST();
+  key_head_sum_kernel<Tp><<<grid_for(total), kThreads, 0, current_stream()>>>(d, dk.data<Tp>(), dks.data<Tp>());
+  CUDA_CHECK_LAST();
+}
+
 dim3 state_grid(const Dims& d, int64_t vt = kVTile) {
   return dim3(static_cast<unsigned>((d.V + vt - 1) / vt), static_cast<unsigned>(d.Hv), static_cast<unsigned>(d.B));
 }
@@ -692,6 +718,16 @@ void gated_delta_rule_chunked_forward(const Tensor& o, const Tensor& final_state
   if (d.B == 0 || d.Hv == 0) return;  // nothing to compute: every output is empty
   dispatch_float(q.dtype(), name, [&](auto tag) {
     using Tp = decltype(tag);
+    if constexpr (std::is_same_v<Tp, float>) {  // bf16 tile products: float32 tensors under Precision::BFloat16
+      if (matmul_precision() == Precision::BFloat16 && use_tiled()) {
+        const mma::Plan mp = mma::plan(d, false);
+        if (mp.ok) {
+          mma::forward(d, mp, o, final_state, chunk_states, q, k, v, g, beta, initial_state, static_cast<float>(scale));
+          g_paths.forward = kPathMma;
+          return;
+        }
+      }
+    }
     Prepared p;
     if (d.NC > 0) p = prepare<Tp>(d, q, k, v, g, beta);
     const Tp sc = static_cast<Tp>(scale);
@@ -717,6 +753,7 @@ void gated_delta_rule_chunked_forward(const Tensor& o, const Tensor& final_state
       chunk_output_kernel<Tp><<<ogrid, kThreads, osmem, current_stream()>>>(
           d, vp, o.data<Tp>(), cs.data<Tp>(), Vn.data<Tp>(), p.P.data<Tp>(), p.EG.data<Tp>(), q.data<Tp>(), sc);
       CUDA_CHECK_LAST();
+      g_paths.forward = "float32 split";
       return;
     }
     if (const int vt = state_tile(d, sizeof(Tp), false)) {
@@ -728,8 +765,10 @@ void gated_delta_rule_chunked_forward(const Tensor& o, const Tensor& final_state
           k.data<Tp>(), ptr_or_null<Tp>(p.W), ptr_or_null<Tp>(p.U), ptr_or_null<Tp>(p.P), ptr_or_null<Tp>(p.EG),
           ptr_or_null<Tp>(p.R), ptr_or_null<Tp>(initial_state), sc);
       CUDA_CHECK_LAST();
+      g_paths.forward = "float32 tiled";
       return;
     }
+    g_paths.forward = "float32 untiled";
     const size_t smem = state_smem(d, sizeof(Tp));
     set_smem(forward_state_kernel<Tp>, smem, name);
     forward_state_kernel<Tp><<<state_grid(d), kThreads, smem, current_stream()>>>(
@@ -757,6 +796,21 @@ void gated_delta_rule_chunked_backward(const Tensor& dq, const Tensor& dk, const
     using Tp = decltype(tag);
     const Device dev = q.device();
     const Tp sc = static_cast<Tp>(scale);
+    const bool grouped = d.G > 1;
+    if constexpr (std::is_same_v<Tp, float>) {  // bf16 tile products: float32 tensors under Precision::BFloat16
+      if (matmul_precision() == Precision::BFloat16 && use_tiled()) {
+        const mma::Plan mp = mma::plan(d, true);
+        if (mp.ok) {
+          const Tensor dqs = grouped ? Tensor::empty({d.B, d.Hv, d.T, d.K}, q.dtype(), dev) : dq;
+          const Tensor dks = grouped ? Tensor::empty({d.B, d.Hv, d.T, d.K}, q.dtype(), dev) : dk;
+          mma::backward(d, mp, dqs, dks, grouped ? d.K : d.Hk * d.K, dv, dg, dbeta, dinitial_state, do_, dfinal_state,
+                        q, k, v, g, beta, chunk_states, sc);
+          if (grouped) key_head_sums<Tp>(d, dq, dk, dqs, dks);
+          g_paths.backward = kPathMma;
+          return;
+        }
+      }
+    }
     Prepared p;
     Tensor dHend, Vn, dVn;
     if (d.NC > 0) {
@@ -771,6 +825,7 @@ void gated_delta_rule_chunked_backward(const Tensor& dq, const Tensor& dk, const
     })
                                                  : RecurPlan{};
     const int vp = rp.vt ? plan_par(es, [&](int w) { return pre_elems(d.C, d.K, w); }) : 0;
+    g_paths.backward = vp ? "float32 split" : state_tile(d, sizeof(Tp), true) ? "float32 tiled" : "float32 untiled";
     if (vp) {  // split: the chunk-parallel part, then the recurrence
       const size_t psmem = static_cast<size_t>(pre_elems(d.C, d.K, vp)) * es;
       set_smem(backward_pre_kernel<Tp>, psmem, name);
@@ -805,7 +860,6 @@ void gated_delta_rule_chunked_backward(const Tensor& dq, const Tensor& dk, const
     CUDA_CHECK_LAST();
     if (d.NC == 0) return;  // T = 0: no rows, only dinitial_state
 
-    const bool grouped = d.G > 1;
     Tensor dqs = grouped ? Tensor::empty({d.B, d.Hv, d.T, d.K}, q.dtype(), dev) : dq;
     Tensor dks = grouped ? Tensor::empty({d.B, d.Hv, d.T, d.K}, q.dtype(), dev) : dk;
     Tensor dWt = Tensor::empty({d.B, d.Hv, d.T, d.K}, q.dtype(), dev);
@@ -829,17 +883,13 @@ void gated_delta_rule_chunked_backward(const Tensor& dq, const Tensor& dk, const
           p.U.data<Tp>(), p.P.data<Tp>(), sc, mut_ptr_or_null<Tp>(cc));
     }
     CUDA_CHECK_LAST();
-    if (grouped) {
-      const int64_t total = d.B * d.T * d.Hk * d.K;
-      key_head_sum_kernel<Tp><<<grid_for(total), kThreads, 0, current_stream()>>>(d, dq.data<Tp>(), dqs.data<Tp>());
-      CUDA_CHECK_LAST();
-      key_head_sum_kernel<Tp><<<grid_for(total), kThreads, 0, current_stream()>>>(d, dk.data<Tp>(), dks.data<Tp>());
-      CUDA_CHECK_LAST();
-    }
+    if (grouped) key_head_sums<Tp>(d, dq, dk, dqs, dks);
   });
 }
 
 }  // namespace
+
+DeltaRuleChunkedPaths delta_rule_chunked_last_paths() { return g_paths; }
 
 void register_delta_rule_chunked_kernels(KernelTable& t) {
   t.gated_delta_rule_chunked_forward = gated_delta_rule_chunked_forward;

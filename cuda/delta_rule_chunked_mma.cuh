@@ -1,0 +1,409 @@
+// cuda/delta_rule_chunked_mma.cuh — the bfloat16 tensor-core kernels of the chunked gated delta rule: shared
+// machinery and the chunk-parallel kernels (included by cuda/delta_rule_chunked.cu only; the math and the glossary
+// are in that file's header comment, the recurrences in cuda/delta_rule_chunked_mma_recur.cuh, the chunk gradient in
+// cuda/delta_rule_chunked_mma_grad.cuh, the host side in cuda/delta_rule_chunked_mma_host.cuh).
+//
+// They run for float32 tensors when gdn::matmul_precision() is BFloat16 (core/precision.h), K and V multiples of 16.
+// Every tile product is nvcuda::wmma 16x16x16 with bfloat16 operands and float32 accumulators: the operands are
+// rounded to bfloat16 (round to nearest even) when they are staged into shared memory, as [rows, cols + 8] tiles
+// (the 8 bf16 of padding keep each row 16-byte aligned and shift the banks of consecutive rows); a transposed operand
+// is the same tile loaded col_major. Rows past the L valid rows of a chunk are staged as zeros up to Cp = C rounded
+// up to 16, so a product whose inner index runs over chunk rows sums exact zeros there. Each warp owns whole 16x16
+// output tiles (tile t goes to warp t mod 8); its accumulator goes through a per-warp [16,16] float32 stage in
+// shared memory and the warp's lanes apply the epilogue (row scales, masks, the add to a float32 value) element by
+// element, each element with one owner lane: no atomics, and the hardware's fixed summation order gives identical
+// bits run to run. Products that are zero by the triangle (P, P^T) skip the zero 16-blocks of their inner index.
+// Float32 everywhere else: the gates (double cumsum, e^ decays), Gam, Lm, the state H and dH (a bfloat16 copy of
+// each for its products), every epilogue, every row sum.
+//
+//   prepare_mma_kernel     grid (NC, Hv, B). K K^T and Q K^T on tensor cores (Q, K staged as bf16 [Cp, K+8]), ⊙ Gam
+//                          into Lm (float32 [C, C+1], shared) and P (float32, global). W|U = A (rhs) by the blocked
+//                          float32 forward substitution of prepare_tiled_kernel (diagonal 16 x 16 blocks and the
+//                          off-diagonal block updates both float32: the solve is the numerically sensitive step).
+//                          Stores U, P, eg, r in float32 as prepare_tiled_kernel, W in bfloat16 [B,Hv,T,K] (every
+//                          consumer uses W as a tensor-core operand only), and K of the value head in bfloat16
+//                          [B,Hv,T,K] for the recurrences.
+//   chunk_output_mma_kernel grid (NC ceil(V/vp), Hv, B), vp in {32, 16}: O = scale ((eg ⊙ Q) H + P Vn), one
+//                          accumulator over both products (eg ⊙ Q rounded to bf16 once).
+//   backward_pre_mma_kernel grid as chunk_output: Vn = U - W H, A = scale P^T dO, Qd = Q^T (scale eg ⊙ dO).
+// Shared memory: each kernel's Layout (below) gives the byte offsets, every piece 128-byte aligned, plus the warp
+// stages 8 x [16,16] float32 (8 KB). 256 threads (8 warps) per block.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <mma.h>
+
+#include <cstdint>
+#include <type_traits>
+
+#include "cuda/delta_rule_chunked_split.cuh"
+#include "cuda/delta_rule_chunked_tiled.cuh"
+
+namespace gdn::cuda::delta_rule_tiled::mma {
+
+using bf16 = __nv_bfloat16;
+namespace wmma = nvcuda::wmma;
+using RowMajor = wmma::row_major;
+using ColMajor = wmma::col_major;
+
+constexpr int kWarps = 8;   // warps per block (256 threads)
+constexpr int kPadB = 8;    // bf16 row padding of every staged tile
+constexpr int kStage = 256;  // floats of one warp's accumulator stage [16,16]
+
+__host__ __device__ inline int64_t pad16(int64_t x) { return (x + 15) / 16 * 16; }
+
+// Byte offsets of a shared-memory layout, every piece 128-byte aligned.
+struct Carve {
+  size_t off = 0;
+  template <typename T>
+  __host__ __device__ size_t take(int64_t n) {
+    const size_t o = off;
+    off += (static_cast<size_t>(n) * sizeof(T) + 127) / 128 * 128;
+    return o;
+  }
+};
+
+template <typename T>
+__device__ __forceinline__ T* at(unsigned char* base, size_t off) {
+  return reinterpret_cast<T*>(base + off);
+}
+
+using Acc = wmma::fragment<wmma::accumulator, 16, 16, 16, float>;
+
+// acc += A[16 tm.., k0..k1) B[k0..k1, 16 tn..) with A(i, k) = A[i lda + k] (RowMajor) or A[k lda + i] (ColMajor) and
+// B(k, j) = B[k ldb + j] (RowMajor) or B[j ldb + k] (ColMajor); k0, k1 multiples of 16.
+template <typename LA, typename LB>
+__device__ __forceinline__ void mma_acc(Acc& acc, int tm, int tn, int k0, int k1, const bf16* A, int lda,
+                                        const bf16* B, int ldb) {
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+  wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, LA> a;
+  wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, LB> b;
+  for (int k = k0; k < k1; k += 16) {
+    if constexpr (std::is_same_v<LA, RowMajor>)
+      wmma::load_matrix_sync(a, A + (tm * 16) * lda + k, lda);
+    else
+      wmma::load_matrix_sync(a, A + k * lda + tm * 16, lda);
+    if constexpr (std::is_same_v<LB, RowMajor>)
+      wmma::load_matrix_sync(b, B + k * ldb + tn * 16, ldb);
+    else
+      wmma::load_matrix_sync(b, B + (tn * 16) * ldb + k, ldb);
+    wmma::mma_sync(acc, a, b, acc);
+  }
+#else
+  __trap();  // bfloat16 wmma needs sm_80 or newer (the host never selects this path there)
+#endif
+}
+
+// For every 16x16 tile (tm, tn) of an M x N output, tile t = tm ceil(N/16) + tn on warp t mod 8: acc = 0,
+// body(tm, tn, acc) adds its products, then out(i, j, acc(i, j)) for every i < M, j < N of the tile, one lane per
+// element (through the warp's stage). No block synchronization inside; two calls with the same M, N give (i, j) to
+// the same lane.
+template <typename FB, typename FO>
+__device__ __forceinline__ void mma_tiles(int M, int N, float* stage, FB body, FO out) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nw = blockDim.x >> 5;
+  const int mt = (M + 15) >> 4, nt = (N + 15) >> 4;
+  float* st = stage + warp * kStage;
+  for (int t = warp; t < mt * nt; t += nw) {
+    const int tm = t / nt, tn = t - tm * nt;
+    Acc acc;
+    wmma::fill_fragment(acc, 0.0f);
+    body(tm, tn, acc);
+    wmma::store_matrix_sync(st, acc, 16, wmma::mem_row_major);
+    __syncwarp();
+    for (int e = lane; e < kStage; e += 32) {
+      const int i = tm * 16 + (e >> 4), j = tn * 16 + (e & 15);
+      if (i < M && j < N) out(i, j, st[e]);
+    }
+    __syncwarp();
+  }
+}
+
+// dst[i ld + c] = bf16(f(i, c)) for i < rows, c < cols; 0 for rows <= i < rows_pad (loads batched as batched_copy).
+template <typename F>
+__device__ __forceinline__ void stage_bf16(bf16* dst, int ld, int rows, int rows_pad, int cols, F f) {
+  batched_copy<float>(
+      rows_pad * cols,
+      [&](int e) {
+        const int i = e / cols;
+        return i < rows ? static_cast<float>(f(i, e - i * cols)) : 0.0f;
+      },
+      [&](int e, float x) {
+        const int i = e / cols;
+        dst[i * ld + (e - i * cols)] = __float2bfloat16(x);
+      });
+}
+
+// 16 bytes global -> shared, asynchronous (cp_async_wait_all() completes it, as cp_async_elem).
+__device__ __forceinline__ void cp_async16(void* dst, const void* src) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(src) : "memory");
+}
+// bf16 rows dst[i ld + c] = src[i stride + c], i < rows, c < cols (cols, ld, stride multiples of 8), asynchronously.
+__device__ __forceinline__ void async_rows_bf16(bf16* dst, int ld, const bf16* src, int64_t stride, int rows,
+                                                int cols) {
+  const int cv = cols / 8;
+  for (int e = threadIdx.x; e < rows * cv; e += blockDim.x) {
+    const int i = e / cv, c = (e - i * cv) * 8;
+    cp_async16(dst + i * ld + c, src + i * stride + c);
+  }
+}
+// Rows [r0, r1) of a bf16 tile with cols columns set to 0.
+__device__ __forceinline__ void zero_rows_bf16(bf16* dst, int ld, int r0, int r1, int cols) {
+  for (int e = threadIdx.x; e < (r1 - r0) * cols; e += blockDim.x) {
+    const int i = r0 + e / cols;
+    dst[i * ld + e % cols] = __float2bfloat16(0.0f);
+  }
+}
+
+// ---- prepare
+
+struct PrepareLayout {
+  size_t gam, eg, Gam, Lm, stage, Qb, Kb, X, total;
+  __host__ __device__ PrepareLayout(int64_t C, int64_t K, int64_t NT) {
+    const int64_t Cp = pad16(C), ldk = K + kPadB;
+    Carve c;
+    gam = c.take<double>(2 * C);  // gam, decay
+    eg = c.take<float>(3 * C);    // eg, r, beta
+    Gam = c.take<float>(C * (C + 1));
+    Lm = c.take<float>(C * (C + 1));
+    stage = c.take<float>(kWarps * kStage);
+    Carve x = c;  // the solve tile X [C, NT] reuses the region of Q, K
+    Qb = c.take<bf16>(Cp * ldk);
+    Kb = c.take<bf16>(Cp * ldk);
+    X = x.take<float>(C * NT);
+    total = c.off > x.off ? c.off : x.off;
+  }
+};
+
+// W (bf16), U, P, eg, r and K (bf16, per value head) of chunk blockIdx.x of (b = blockIdx.z, hv = blockIdx.y).
+__global__ void __launch_bounds__(256)
+    prepare_mma_kernel(Dims d, int NT, bf16* __restrict__ Wbg, float* __restrict__ Ug, float* __restrict__ Pg,
+                       float* __restrict__ EGg, float* __restrict__ Rg, bf16* __restrict__ Kbg,
+                       const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
+                       const float* __restrict__ g, const float* __restrict__ beta) {
+  extern __shared__ __align__(128) unsigned char smem_mma[];
+  const int64_t n = blockIdx.x, hv = blockIdx.y, b = blockIdx.z;
+  const int C = static_cast<int>(d.C), K = static_cast<int>(d.K), V = static_cast<int>(d.V);
+  const int Cp = static_cast<int>(pad16(C));
+  const int64_t t0 = n * d.C;
+  const int L = static_cast<int>(min(d.C, d.T - t0));
+  const int ldc = C + 1, ldk = K + kPadB;
+  const PrepareLayout lay(C, K, NT);
+  double* gam = at<double>(smem_mma, lay.gam);
+  double* decay = gam + C;
+  float* eg = at<float>(smem_mma, lay.eg);
+  float* r = eg + C;
+  float* bt = r + C;
+  float* Gam = at<float>(smem_mma, lay.Gam);  // [C, C+1]
+  float* Lm = at<float>(smem_mma, lay.Lm);    // [C, C+1]
+  float* stage = at<float>(smem_mma, lay.stage);
+  bf16* Qb = at<bf16>(smem_mma, lay.Qb);  // [Cp, K+8]
+  bf16* Kb = at<bf16>(smem_mma, lay.Kb);  // [Cp, K+8]
+  float* X = at<float>(smem_mma, lay.X);  // [C, NT] once Q and K are no longer needed
+  chunk_gates_tiled(d, g, beta, b, hv, t0, L, gam, decay, eg, r, bt, Gam, ldc);
+
+  const int64_t ks = d.Hk * d.K, vs = d.Hv * d.V, hr = d.head_row(b, hv, t0);
+  const float* Qc = q + d.key_row(b, t0, hv);
+  const float* Kc = k + d.key_row(b, t0, hv);
+  const float* Vc = v + d.value_row(b, t0, hv);
+  stage_bf16(Qb, ldk, L, Cp, K, [&](int i, int c) { return Qc[i * ks + c]; });
+  stage_bf16(Kb, ldk, L, Cp, K, [&](int i, int c) { return Kc[i * ks + c]; });
+  for (int i = threadIdx.x; i < L; i += blockDim.x) {
+    EGg[hr + i] = eg[i];
+    Rg[hr + i] = r[i];
+  }
+  __syncthreads();
+  for (int e = threadIdx.x; e < L * K; e += blockDim.x) {
+    const int i = e / K;
+    Kbg[(hr + i) * d.K + (e - i * K)] = Kb[i * ldk + (e - i * K)];
+  }
+  // Lm = strictly_lower(beta ⊙ (K K^T) ⊙ Gam), P = lower((Q K^T) ⊙ Gam); tiles above the diagonal are 0.
+  float* P = Pg + (((b * d.Hv + hv) * d.NC + n) * d.C) * d.C;
+  mma_tiles(
+      L, L, stage,
+      [&](int tm, int tn, Acc& acc) {
+        if (tn <= tm) mma_acc<RowMajor, ColMajor>(acc, tm, tn, 0, K, Kb, ldk, Kb, ldk);
+      },
+      [&](int i, int j, float s) { Lm[i * ldc + j] = j < i ? bt[i] * s * Gam[i * ldc + j] : 0.0f; });
+  mma_tiles(
+      L, L, stage,
+      [&](int tm, int tn, Acc& acc) {
+        if (tn <= tm) mma_acc<RowMajor, ColMajor>(acc, tm, tn, 0, K, Qb, ldk, Kb, ldk);
+      },
+      [&](int i, int j, float s) { P[i * C + j] = j <= i ? s * Gam[i * ldc + j] : 0.0f; });
+  __syncthreads();  // Lm complete; Q, K no longer read (X reuses them)
+  // Forward substitution x_i = rhs_i - sum_{j<i} Lm_ij x_j on column tiles of [W | U], float32, as
+  // prepare_tiled_kernel.
+  bf16* Wc = Wbg + hr * d.K;
+  float* Uc = Ug + hr * d.V;
+  for (int c0 = 0; c0 < K + V; c0 += NT) {
+    const int nc = min(NT, K + V - c0);
+    batched_copy<float>(
+        L * nc,
+        [&](int e) {
+          const int i = e / nc, col = c0 + (e - i * nc);
+          return col < K ? Kc[i * ks + col] : Vc[i * vs + (col - K)];
+        },
+        [&](int e, float x) {
+          const int i = e / nc, col = c0 + (e - i * nc);
+          X[i * NT + (col - c0)] = col < K ? bt[i] * eg[i] * x : bt[i] * x;
+        });
+    __syncthreads();
+    for (int r0 = 0; r0 < L; r0 += kSolveBlock) {
+      const int rb = min(kSolveBlock, L - r0);
+      tile_mm<4, 2, float>(
+          rb, nc, r0, [&](int i, int j) { return Lm[(r0 + i) * ldc + j]; },
+          [&](int j, int c) { return X[j * NT + c]; }, [&](int i, int c, float s) { X[(r0 + i) * NT + c] -= s; });
+      __syncthreads();
+      for (int c = threadIdx.x; c < nc; c += blockDim.x) {
+        float x[kSolveBlock];
+#pragma unroll
+        for (int i = 0; i < kSolveBlock; ++i) x[i] = i < rb ? X[(r0 + i) * NT + c] : 0.0f;
+#pragma unroll
+        for (int j = 0; j < kSolveBlock - 1; ++j)
+#pragma unroll
+          for (int i = j + 1; i < kSolveBlock; ++i)
+            if (i < rb) x[i] -= Lm[(r0 + i) * ldc + r0 + j] * x[j];
+#pragma unroll
+        for (int i = 1; i < kSolveBlock; ++i)
+          if (i < rb) X[(r0 + i) * NT + c] = x[i];
+      }
+      __syncthreads();
+    }
+    for (int e = threadIdx.x; e < L * nc; e += blockDim.x) {
+      const int i = e / nc, col = c0 + (e - i * nc);
+      const float x = X[i * NT + (col - c0)];
+      if (col < K)
+        Wc[int64_t(i) * K + col] = __float2bfloat16(x);
+      else
+        Uc[int64_t(i) * V + (col - K)] = x;
+    }
+    __syncthreads();  // X is reloaded by the next column tile
+  }
+}
+
+// ---- chunk-parallel kernels of the state passes
+
+struct OutputLayout {
+  size_t Qb, Hb, Pb, Vb, stage, total;
+  __host__ __device__ OutputLayout(int64_t C, int64_t K, int64_t vp) {
+    const int64_t Cp = pad16(C);
+    Carve c;
+    Qb = c.take<bf16>(Cp * (K + kPadB));
+    Hb = c.take<bf16>(K * (vp + kPadB));
+    Pb = c.take<bf16>(Cp * (Cp + kPadB));
+    Vb = c.take<bf16>(Cp * (vp + kPadB));
+    stage = c.take<float>(kWarps * kStage);
+    total = c.off;
+  }
+};
+
+// O = scale ((eg ⊙ Q) H + P Vn) of chunk blockIdx.x / nvt, value columns [vp (blockIdx.x % nvt), +vp).
+__global__ void __launch_bounds__(256)
+    chunk_output_mma_kernel(Dims d, int vp, float* __restrict__ o, const float* __restrict__ chunk_states,
+                            const float* __restrict__ Vng, const float* __restrict__ Pg,
+                            const float* __restrict__ EGg, const float* __restrict__ q, float sc) {
+  extern __shared__ __align__(128) unsigned char smem_mma[];
+  const int C = static_cast<int>(d.C), K = static_cast<int>(d.K), V = static_cast<int>(d.V);
+  const int Cp = static_cast<int>(pad16(C));
+  const int nvt = (V + vp - 1) / vp;
+  const int64_t n = blockIdx.x / nvt, hv = blockIdx.y, b = blockIdx.z;
+  const int c0 = static_cast<int>(blockIdx.x % nvt) * vp, nv = min(vp, V - c0);
+  const int64_t t0 = n * d.C, hr = d.head_row(b, hv, t0);
+  const int L = static_cast<int>(min(d.C, d.T - t0));
+  const int ldk = K + kPadB, ldv = vp + kPadB, ldp = Cp + kPadB;
+  const OutputLayout lay(C, K, vp);
+  bf16* Qb = at<bf16>(smem_mma, lay.Qb);  // [Cp, K+8]: eg ⊙ Q
+  bf16* Hb = at<bf16>(smem_mma, lay.Hb);  // [K, vp+8]
+  bf16* Pb = at<bf16>(smem_mma, lay.Pb);  // [Cp, Cp+8]
+  bf16* Vb = at<bf16>(smem_mma, lay.Vb);  // [Cp, vp+8]
+  float* stage = at<float>(smem_mma, lay.stage);
+  const float* Qc = q + d.key_row(b, t0, hv);
+  const float* Hc = chunk_states + d.chunk_state(b, hv, n) + c0;
+  const float* P = Pg + (((b * d.Hv + hv) * d.NC + n) * d.C) * d.C;
+  stage_bf16(Qb, ldk, L, Cp, K, [&](int i, int c) { return EGg[hr + i] * Qc[i * d.Hk * d.K + c]; });
+  stage_bf16(Hb, ldv, K, K, nv, [&](int kk, int c) { return Hc[int64_t(kk) * V + c]; });
+  stage_bf16(Pb, ldp, L, Cp, Cp, [&](int i, int j) { return j <= i ? P[i * C + j] : 0.0f; });
+  stage_bf16(Vb, ldv, L, Cp, nv, [&](int i, int c) { return Vng[(hr + i) * d.V + c0 + c]; });
+  __syncthreads();
+  mma_tiles(
+      L, nv, stage,
+      [&](int tm, int tn, Acc& acc) {
+        mma_acc<RowMajor, RowMajor>(acc, tm, tn, 0, K, Qb, ldk, Hb, ldv);
+        mma_acc<RowMajor, RowMajor>(acc, tm, tn, 0, min(Cp, (tm + 1) * 16), Pb, ldp, Vb, ldv);  // P is lower
+      },
+      [&](int i, int c, float s) { o[d.value_row(b, t0 + i, hv) + c0 + c] = sc * s; });
+}
+
+struct PreLayout {
+  size_t Wb, Qb, Hb, dOb, dOe, Pb, stage, total;
+  __host__ __device__ PreLayout(int64_t C, int64_t K, int64_t vp) {
+    const int64_t Cp = pad16(C);
+    Carve c;
+    Wb = c.take<bf16>(Cp * (K + kPadB));
+    Qb = c.take<bf16>(Cp * (K + kPadB));
+    Hb = c.take<bf16>(K * (vp + kPadB));
+    dOb = c.take<bf16>(Cp * (vp + kPadB));
+    dOe = c.take<bf16>(Cp * (vp + kPadB));
+    Pb = c.take<bf16>(Cp * (Cp + kPadB));
+    stage = c.take<float>(kWarps * kStage);
+    total = c.off;
+  }
+};
+
+// The dH-independent part of the backward state pass for chunk blockIdx.x / nvt, value columns
+// [vp (blockIdx.x % nvt), +vp): Vn = U - W H -> Vng, A = scale P^T dO -> Ag, Qd = Q^T (scale eg ⊙ dO) -> Qdg.
+__global__ void __launch_bounds__(256)
+    backward_pre_mma_kernel(Dims d, int vp, float* __restrict__ Vng, float* __restrict__ Ag, float* __restrict__ Qdg,
+                            const float* __restrict__ chunk_states, const bf16* __restrict__ Wbg,
+                            const float* __restrict__ Ug, const float* __restrict__ Pg,
+                            const float* __restrict__ EGg, const float* __restrict__ q,
+                            const float* __restrict__ do_, float sc) {
+  extern __shared__ __align__(128) unsigned char smem_mma[];
+  const int C = static_cast<int>(d.C), K = static_cast<int>(d.K), V = static_cast<int>(d.V);
+  const int Cp = static_cast<int>(pad16(C));
+  const int nvt = (V + vp - 1) / vp;
+  const int64_t n = blockIdx.x / nvt, hv = blockIdx.y, b = blockIdx.z;
+  const int c0 = static_cast<int>(blockIdx.x % nvt) * vp, nv = min(vp, V - c0);
+  const int64_t t0 = n * d.C, hr = d.head_row(b, hv, t0);
+  const int L = static_cast<int>(min(d.C, d.T - t0));
+  const int ldk = K + kPadB, ldv = vp + kPadB, ldp = Cp + kPadB;
+  const PreLayout lay(C, K, vp);
+  bf16* Wb = at<bf16>(smem_mma, lay.Wb);    // [Cp, K+8]
+  bf16* Qb = at<bf16>(smem_mma, lay.Qb);    // [Cp, K+8]
+  bf16* Hb = at<bf16>(smem_mma, lay.Hb);    // [K, vp+8]
+  bf16* dOb = at<bf16>(smem_mma, lay.dOb);  // [Cp, vp+8]: dO
+  bf16* dOe = at<bf16>(smem_mma, lay.dOe);  // [Cp, vp+8]: scale eg ⊙ dO
+  bf16* Pb = at<bf16>(smem_mma, lay.Pb);    // [Cp, Cp+8]
+  float* stage = at<float>(smem_mma, lay.stage);
+  const float* Qc = q + d.key_row(b, t0, hv);
+  const float* dOc = do_ + d.value_row(b, t0, hv) + c0;
+  const float* Hc = chunk_states + d.chunk_state(b, hv, n) + c0;
+  const float* P = Pg + (((b * d.Hv + hv) * d.NC + n) * d.C) * d.C;
+  const int64_t vs = d.Hv * d.V;
+  for (int e = threadIdx.x; e < Cp * K; e += blockDim.x) {  // W is bf16 already
+    const int i = e / K, c = e - i * K;
+    Wb[i * ldk + c] = i < L ? Wbg[(hr + i) * d.K + c] : __float2bfloat16(0.0f);
+  }
+  stage_bf16(Qb, ldk, L, Cp, K, [&](int i, int c) { return Qc[i * d.Hk * d.K + c]; });
+  stage_bf16(Hb, ldv, K, K, nv, [&](int kk, int c) { return Hc[int64_t(kk) * V + c]; });
+  stage_bf16(dOb, ldv, L, Cp, nv, [&](int i, int c) { return dOc[i * vs + c]; });
+  stage_bf16(dOe, ldv, L, Cp, nv, [&](int i, int c) { return sc * EGg[hr + i] * dOc[i * vs + c]; });
+  stage_bf16(Pb, ldp, L, Cp, Cp, [&](int i, int j) { return j <= i ? P[i * C + j] : 0.0f; });
+  __syncthreads();
+  mma_tiles(
+      L, nv, stage, [&](int tm, int tn, Acc& acc) { mma_acc<RowMajor, RowMajor>(acc, tm, tn, 0, K, Wb, ldk, Hb, ldv); },
+      [&](int i, int c, float s) { Vng[(hr + i) * d.V + c0 + c] = Ug[(hr + i) * d.V + c0 + c] - s; });
+  // P^T is upper: row block tm needs the inner blocks from tm on.
+  mma_tiles(
+      L, nv, stage,
+      [&](int tm, int tn, Acc& acc) { mma_acc<ColMajor, RowMajor>(acc, tm, tn, tm * 16, Cp, Pb, ldp, dOb, ldv); },
+      [&](int i, int c, float s) { Ag[(hr + i) * d.V + c0 + c] = sc * s; });
+  mma_tiles(
+      K, nv, stage,
+      [&](int tm, int tn, Acc& acc) { mma_acc<ColMajor, RowMajor>(acc, tm, tn, 0, Cp, Qb, ldk, dOe, ldv); },
+      [&](int kk, int c, float s) { Qdg[d.chunk_state(b, hv, n) + c0 + int64_t(kk) * V + c] = s; });
+}
+
+}  // namespace gdn::cuda::delta_rule_tiled::mma

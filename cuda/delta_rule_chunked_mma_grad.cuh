@@ -1,0 +1,407 @@
+// cuda/delta_rule_chunked_mma_grad.cuh — chunk_grad_mma_kernel, the per-chunk gradient of the chunked gated delta
+// rule with its tile products on bfloat16 tensor cores (included by cuda/delta_rule_chunked.cu only; the machinery
+// is in cuda/delta_rule_chunked_mma.cuh, the float32 twin is chunk_grad_tiled_kernel of
+// cuda/delta_rule_chunked_grad.cuh, whose phases and summation orders this kernel follows).
+//
+// One block of 256 threads per chunk, grid (NC, Hv, B). Shared memory (GradLayout):
+//   persistent  gam, decay [C] double; eg, r, beta, dgam, db, kd [C], 32 for block_sum (float32);
+//               Gam, KK, X [C, C+1] float32 (X: dP, dQK, Lm, dL in turn); K [Cp, K+8] bf16; Xb [Cp, Cp+8] bf16
+//               (the bf16 operand made from X); the warp stages
+//   region      reused by the phases:
+//     1. value tiles of 64 columns, bf16: dO, Vn, dVn [Cp, 72], H, dH [K, 72]. Tensor cores: X += dO Vn^T,
+//        dQ += dO H^T, dWt += dVn H^T, dK += Vn dH^T (the transposed operands loaded col_major); dQ, dK, dWt
+//        accumulate in float32 in global memory (the outputs / the dWt scratch), each element read and written by its
+//        one owner lane, with their row scales (scale eg, -1, r) when the last tile is added; sum(H ⊙ dH) in float32.
+//     2. P [C, C+1] float32, Q [Cp, K+8] bf16: dgam from dP ⊙ P and the row dots Q·dQi, K·dKi (float32, Q and K
+//        read from global); dQK = dP ⊙ Gam (float32, its bf16 copy in Xb); tensor cores: dQ += dQK K,
+//        dK += dQK^T Q (the zero 16-blocks of the triangle skipped).
+//     3. the float32 solve tile [C, NT]: [dWt | dUt] = A^T [-dVn H^T | dVn] by the blocked backward substitution of
+//        chunk_grad_tiled_kernel, entirely float32 (diagonal blocks and block updates).
+//     4. inner tiles of 64 columns of [dWt | dUt] and [W | U] as bf16 [Cp, 72]: tensor cores dL = -(dWt W^T +
+//        dUt U^T) into X (float32 accumulated over the tiles); dK += beta eg dWt, dv = beta dUt, dbeta and dgam
+//        terms in float32; then Z = diag(beta) Pm + (diag(beta) Pm)^T with Pm = dL ⊙ Gam (float32, rounded once into
+//        Xb) and on tensor cores dK += Z K (= beta ⊙ (Pm K) + Pm^T (beta ⊙ K)); dg = reverse cumsum of dgam (double).
+// Each output element has one owner lane and a fixed order (value tiles in order, the tensor cores' fixed order
+// inside a tile): no atomics, identical bits run to run.
+#pragma once
+
+#include "cuda/delta_rule_chunked_grad.cuh"
+#include "cuda/delta_rule_chunked_mma.cuh"
+#include "cuda/launch.h"
+
+namespace gdn::cuda::delta_rule_tiled::mma {
+
+constexpr int kGradTile = 64;  // value columns per phase-1 tile, inner columns per phase-4 tile
+
+struct GradLayout {
+  size_t gam, vec, Gam, KK, X, Kb, Xb, stage, region, dOb, Vnb, dVnb, Hb, dHb, Ps, Qb, Xs, At, Bt, total;
+  __host__ __device__ GradLayout(int64_t C, int64_t K, int64_t V) {
+    const int64_t Cp = pad16(C), ldc = C + 1, ldt = kGradTile + kPadB;
+    const int64_t NT = (K + V) < kSolveCols ? (K + V) : kSolveCols;
+    Carve c;
+    gam = c.take<double>(2 * C);
+    vec = c.take<float>(6 * C + 32);
+    Gam = c.take<float>(C * ldc);
+    KK = c.take<float>(C * ldc);
+    X = c.take<float>(C * ldc);
+    Kb = c.take<bf16>(Cp * (K + kPadB));
+    Xb = c.take<bf16>(Cp * (Cp + kPadB));
+    stage = c.take<float>(kWarps * kStage);
+    region = c.off;
+    Carve p1 = c, p2 = c, p3 = c, p4 = c;
+    dOb = p1.take<bf16>(Cp * ldt);
+    Vnb = p1.take<bf16>(Cp * ldt);
+    dVnb = p1.take<bf16>(Cp * ldt);
+    Hb = p1.take<bf16>(K * ldt);
+    dHb = p1.take<bf16>(K * ldt);
+    Ps = p2.take<float>(C * ldc);
+    Qb = p2.take<bf16>(Cp * (K + kPadB));
+    Xs = p3.take<float>(C * NT);
+    At = p4.take<bf16>(Cp * ldt);
+    Bt = p4.take<bf16>(Cp * ldt);
+    total = p1.off > p2.off ? p1.off : p2.off;
+    total = total > p3.off ? total : p3.off;
+    total = total > p4.off ? total : p4.off;
+  }
+};
+
+// Every gradient of chunk blockIdx.x of (b = blockIdx.z, hv = blockIdx.y). dQ, dK rows go to dqr/dkr (the outputs
+// when Hv == Hk, row stride key_stride; else [B,Hv,T,K] scratch).
+__global__ void __launch_bounds__(256)
+    chunk_grad_mma_kernel(Dims d, float* __restrict__ dqr, float* __restrict__ dkr, int64_t key_stride,
+                          float* __restrict__ dv, float* __restrict__ dg, float* __restrict__ dbeta,
+                          float* __restrict__ dWtg, float* __restrict__ dUtg, const float* __restrict__ do_,
+                          const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
+                          const float* __restrict__ g, const float* __restrict__ beta,
+                          const float* __restrict__ chunk_states, const float* __restrict__ dHend,
+                          const float* __restrict__ Vng, const float* __restrict__ dVng, const bf16* __restrict__ Wbg,
+                          const float* __restrict__ Ug, const float* __restrict__ Pg, float sc) {
+  extern __shared__ __align__(128) unsigned char smem_mma[];
+  const int64_t n = blockIdx.x, hv = blockIdx.y, b = blockIdx.z;
+  const int C = static_cast<int>(d.C), K = static_cast<int>(d.K), V = static_cast<int>(d.V);
+  const int Cp = static_cast<int>(pad16(C));
+  const int64_t t0 = n * d.C;
+  const int L = static_cast<int>(min(d.C, d.T - t0));
+  const int ldc = C + 1, ldk = K + kPadB, ldx = Cp + kPadB, ldt = kGradTile + kPadB;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+  const GradLayout lay(C, K, V);
+  double* gam = at<double>(smem_mma, lay.gam);
+  double* decay = gam + C;
+  float* eg = at<float>(smem_mma, lay.vec);
+  float* r = eg + C;
+  float* bt = r + C;
+  float* dgam = bt + C;
+  float* db = dgam + C;
+  float* kd = db + C;
+  float* red = kd + C;
+  float* Gam = at<float>(smem_mma, lay.Gam);  // [C, C+1]
+  float* KK = at<float>(smem_mma, lay.KK);    // [C, C+1]
+  float* X = at<float>(smem_mma, lay.X);      // [C, C+1]
+  bf16* Kb = at<bf16>(smem_mma, lay.Kb);      // [Cp, K+8]
+  bf16* Xb = at<bf16>(smem_mma, lay.Xb);      // [Cp, Cp+8]
+  float* stage = at<float>(smem_mma, lay.stage);
+  chunk_gates_tiled(d, g, beta, b, hv, t0, L, gam, decay, eg, r, bt, Gam, ldc);
+
+  const int64_t ks = d.Hk * d.K, vs = d.Hv * d.V;
+  const int64_t hr = d.head_row(b, hv, t0);
+  const float* Qc = q + d.key_row(b, t0, hv);
+  const float* Kc = k + d.key_row(b, t0, hv);
+  const float* Vc = v + d.value_row(b, t0, hv);
+  const float* dO = do_ + d.value_row(b, t0, hv);
+  const float* H = chunk_states + d.chunk_state(b, hv, n);
+  const float* dH = dHend + d.chunk_state(b, hv, n);
+  const float* Vn = Vng + hr * V;
+  const float* dVn = dVng + hr * V;
+  const bf16* W = Wbg + hr * K;
+  const float* U = Ug + hr * V;
+  float* dWt = dWtg + hr * K;
+  float* dUt = dUtg + hr * V;
+  float* dQ = dqr + (d.Hv == d.Hk ? d.key_row(b, t0, hv) : hr * K);
+  float* dK = dkr + (d.Hv == d.Hk ? d.key_row(b, t0, hv) : hr * K);
+  const int64_t qs = key_stride;
+
+  stage_bf16(Kb, ldk, L, Cp, K, [&](int i, int c) { return Kc[i * ks + c]; });
+  __syncthreads();
+  // KK = strictly_lower(K K^T)
+  mma_tiles(
+      L, L, stage,
+      [&](int tm, int tn, Acc& acc) {
+        if (tn <= tm) mma_acc<RowMajor, ColMajor>(acc, tm, tn, 0, K, Kb, ldk, Kb, ldk);
+      },
+      [&](int i, int j, float s) { KK[i * ldc + j] = j < i ? s : 0.0f; });
+
+  // ---- phase 1: products over V in value tiles
+  bf16* dOb = at<bf16>(smem_mma, lay.dOb);
+  bf16* Vnb = at<bf16>(smem_mma, lay.Vnb);
+  bf16* dVnb = at<bf16>(smem_mma, lay.dVnb);
+  bf16* Hb = at<bf16>(smem_mma, lay.Hb);
+  bf16* dHb = at<bf16>(smem_mma, lay.dHb);
+  float hdh = 0;
+  for (int c0 = 0; c0 < V; c0 += kGradTile) {
+    const int nv = min(kGradTile, V - c0);
+    const bool first = c0 == 0, last = c0 + kGradTile >= V;
+    __syncthreads();  // the previous tile's readers are done
+    stage_bf16(dOb, ldt, L, Cp, nv, [&](int i, int c) { return dO[i * vs + c0 + c]; });
+    stage_bf16(Vnb, ldt, L, Cp, nv, [&](int i, int c) { return Vn[int64_t(i) * V + c0 + c]; });
+    stage_bf16(dVnb, ldt, L, Cp, nv, [&](int i, int c) { return dVn[int64_t(i) * V + c0 + c]; });
+    for (int e = threadIdx.x; e < K * nv; e += blockDim.x) {
+      const int kk = e / nv, c = e - kk * nv;
+      const float h = H[int64_t(kk) * V + c0 + c], dh = dH[int64_t(kk) * V + c0 + c];
+      Hb[kk * ldt + c] = __float2bfloat16(h);
+      dHb[kk * ldt + c] = __float2bfloat16(dh);
+      hdh += h * dh;
+    }
+    __syncthreads();
+    // X += dO Vn^T (raw dP; the tiles above the diagonal stay 0, the diagonal tiles are masked in phase 2)
+    mma_tiles(
+        L, L, stage,
+        [&](int tm, int tn, Acc& acc) {
+          if (tn <= tm) mma_acc<RowMajor, ColMajor>(acc, tm, tn, 0, nv, dOb, ldt, Vnb, ldt);
+        },
+        [&](int i, int j, float s) { X[i * ldc + j] = first ? s : X[i * ldc + j] + s; });
+    // dQi = scale eg ⊙ (dO H^T)
+    mma_tiles(
+        L, K, stage,
+        [&](int tm, int tn, Acc& acc) { mma_acc<RowMajor, ColMajor>(acc, tm, tn, 0, nv, dOb, ldt, Hb, ldt); },
+        [&](int i, int kk, float s) {
+          float x = first ? s : dQ[i * qs + kk] + s;
+          if (last) x = sc * eg[i] * x;
+          dQ[i * qs + kk] = x;
+        });
+    // dWt = -(dVn H^T)
+    mma_tiles(
+        L, K, stage,
+        [&](int tm, int tn, Acc& acc) { mma_acc<RowMajor, ColMajor>(acc, tm, tn, 0, nv, dVnb, ldt, Hb, ldt); },
+        [&](int i, int kk, float s) {
+          float x = first ? s : dWt[int64_t(i) * K + kk] + s;
+          if (last) x = -x;
+          dWt[int64_t(i) * K + kk] = x;
+        });
+    // dKi = r ⊙ (Vn dH^T)
+    mma_tiles(
+        L, K, stage,
+        [&](int tm, int tn, Acc& acc) { mma_acc<RowMajor, ColMajor>(acc, tm, tn, 0, nv, Vnb, ldt, dHb, ldt); },
+        [&](int i, int kk, float s) {
+          float x = first ? s : dK[i * qs + kk] + s;
+          if (last) x = r[i] * x;
+          dK[i * qs + kk] = x;
+        });
+  }
+  hdh = block_sum(hdh, red);  // synchronizes the block: phase 1 is complete
+
+  // ---- phase 2: dgam of P and the row dots; dQK
+  float* Ps = at<float>(smem_mma, lay.Ps);  // [C, C+1]
+  bf16* Qb = at<bf16>(smem_mma, lay.Qb);    // [Cp, K+8]
+  stage_lower(Ps, ldc, Pg + (((b * d.Hv + hv) * d.NC + n) * d.C) * d.C, C, L);
+  stage_bf16(Qb, ldk, L, Cp, K, [&](int i, int c) { return Qc[i * ks + c]; });
+  for (int e = threadIdx.x; e < L * L; e += blockDim.x) {
+    const int i = e / L, j = e - i * L;
+    X[i * ldc + j] = j <= i ? sc * X[i * ldc + j] : 0.0f;  // dP
+  }
+  __syncthreads();
+  // dgam = rowsum(dP ⊙ P) - colsum(dP ⊙ P) + rowdot(Q, dQi) - rowdot(K, dKi)
+  for (int i = threadIdx.x; i < L; i += blockDim.x) {
+    float rs = 0, cs = 0;
+    for (int j = 0; j < L; ++j) rs += X[i * ldc + j] * Ps[i * ldc + j];
+    for (int j = 0; j < L; ++j) cs += X[j * ldc + i] * Ps[j * ldc + i];
+    dgam[i] = rs - cs;
+  }
+  __syncthreads();
+  for (int i = warp; i < L; i += nwarps) {
+    float qd = 0, kdi = 0;
+    for (int kk = lane; kk < K; kk += 32) {
+      qd += Qc[i * ks + kk] * dQ[i * qs + kk];
+      kdi += Kc[i * ks + kk] * dK[i * qs + kk];
+    }
+    qd = warp_sum(qd);
+    kdi = warp_sum(kdi);
+    if (lane == 0) {
+      kd[i] = kdi;
+      dgam[i] = dgam[i] + qd - kdi;
+    }
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    float kdsum = 0;
+    for (int i = 0; i < L; ++i) kdsum += kd[i];
+    dgam[L - 1] += eg[L - 1] * hdh + kdsum;
+  }
+  // dQK = dP ⊙ Gam in X, its bf16 copy in Xb (zero outside [L, L])
+  for (int e = threadIdx.x; e < Cp * Cp; e += blockDim.x) {
+    const int i = e / Cp, j = e - i * Cp;
+    float x = 0.0f;
+    if (i < L && j < L) {
+      x = X[i * ldc + j] * Gam[i * ldc + j];
+      X[i * ldc + j] = x;
+    }
+    Xb[i * ldx + j] = __float2bfloat16(x);
+  }
+  __syncthreads();
+  // dQ += dQK K (dQK lower: inner blocks up to the row block), dK += dQK^T Q (inner blocks from the row block)
+  mma_tiles(
+      L, K, stage,
+      [&](int tm, int tn, Acc& acc) {
+        mma_acc<RowMajor, RowMajor>(acc, tm, tn, 0, min(Cp, (tm + 1) * 16), Xb, ldx, Kb, ldk);
+      },
+      [&](int i, int kk, float s) { dQ[i * qs + kk] += s; });
+  mma_tiles(
+      L, K, stage,
+      [&](int tm, int tn, Acc& acc) { mma_acc<ColMajor, RowMajor>(acc, tm, tn, tm * 16, Cp, Xb, ldx, Qb, ldk); },
+      [&](int i, int kk, float s) { dK[i * qs + kk] += s; });
+  __syncthreads();
+
+  // ---- phase 3: [dWt | dUt] = A^T [-dVn H^T | dVn], backward substitution with Lm_ji = beta_j KK_ji Gam_ji (float32)
+  for (int e = threadIdx.x; e < L * L; e += blockDim.x) {
+    const int i = e / L, j = e - i * L;
+    X[i * ldc + j] = j < i ? bt[i] * KK[i * ldc + j] * Gam[i * ldc + j] : 0.0f;  // Lm
+  }
+  const int NT = min(K + V, kSolveCols);
+  float* Xs = at<float>(smem_mma, lay.Xs);  // [C, NT]
+  for (int cs0 = 0; cs0 < K + V; cs0 += NT) {
+    const int nc = min(NT, K + V - cs0);
+    __syncthreads();  // Lm is written; the previous column tile is stored
+    batched_copy<float>(
+        L * nc,
+        [&](int e) {
+          const int i = e / nc, col = cs0 + (e - i * nc);
+          return col < K ? dWt[int64_t(i) * K + col] : dVn[int64_t(i) * V + (col - K)];
+        },
+        [&](int e, float x) {
+          const int i = e / nc;
+          Xs[i * NT + (e - i * nc)] = x;
+        });
+    __syncthreads();
+    for (int r1 = L; r1 > 0; r1 -= kSolveBlock) {
+      const int r0 = max(0, r1 - kSolveBlock), rb = r1 - r0;
+      tile_mm<4, 2, float>(
+          rb, nc, L - r1, [&](int i, int j) { return X[(r1 + j) * ldc + r0 + i]; },
+          [&](int j, int c) { return Xs[(r1 + j) * NT + c]; },
+          [&](int i, int c, float s) { Xs[(r0 + i) * NT + c] -= s; });
+      __syncthreads();
+      for (int c = threadIdx.x; c < nc; c += blockDim.x) {
+        float x[kSolveBlock];
+#pragma unroll
+        for (int i = 0; i < kSolveBlock; ++i) x[i] = i < rb ? Xs[(r0 + i) * NT + c] : 0.0f;
+#pragma unroll
+        for (int j = kSolveBlock - 1; j > 0; --j)
+#pragma unroll
+          for (int i = 0; i < j; ++i)
+            if (j < rb) x[i] -= X[(r0 + j) * ldc + r0 + i] * x[j];
+#pragma unroll
+        for (int i = 0; i < kSolveBlock - 1; ++i)
+          if (i < rb - 1) Xs[(r0 + i) * NT + c] = x[i];
+      }
+      __syncthreads();
+    }
+    for (int e = threadIdx.x; e < L * nc; e += blockDim.x) {
+      const int i = e / nc, col = cs0 + (e - i * nc);
+      const float x = Xs[i * NT + (col - cs0)];
+      if (col < K)
+        dWt[int64_t(i) * K + col] = x;
+      else
+        dUt[int64_t(i) * V + (col - K)] = x;
+    }
+  }
+  __syncthreads();
+
+  // ---- phase 4
+  // dK += (beta eg) ⊙ dWt, dV = beta ⊙ dUt
+  batched_copy<float>(
+      L * K,
+      [&](int e) {
+        const int i = e / K, kk = e - i * K;
+        return dK[i * qs + kk] + bt[i] * eg[i] * dWt[int64_t(i) * K + kk];
+      },
+      [&](int e, float x) {
+        const int i = e / K;
+        dK[i * qs + (e - i * K)] = x;
+      });
+  batched_copy<float>(
+      L * V, [&](int e) { return bt[e / V] * dUt[e]; },
+      [&](int e, float x) {
+        const int i = e / V;
+        dv[d.value_row(b, t0 + i, hv) + (e - i * V)] = x;
+      });
+  // dbeta = eg ⊙ rowdot(K, dWt) + rowdot(V, dUt); dgam += beta eg ⊙ rowdot(K, dWt)
+  for (int i = warp; i < L; i += nwarps) {
+    float wk = 0, vu = 0;
+    for (int kk = lane; kk < K; kk += 32) wk += Kc[i * ks + kk] * dWt[int64_t(i) * K + kk];
+    for (int cc = lane; cc < V; cc += 32) vu += Vc[i * vs + cc] * dUt[int64_t(i) * V + cc];
+    wk = warp_sum(wk);
+    vu = warp_sum(vu);
+    if (lane == 0) {
+      db[i] = eg[i] * wk + vu;
+      dgam[i] += bt[i] * eg[i] * wk;
+    }
+  }
+  // X = -(dWt W^T + dUt U^T) strictly below the diagonal (dl of the CPU), over inner tiles of [dWt | dUt], [W | U]
+  bf16* At = at<bf16>(smem_mma, lay.At);  // [Cp, 72]
+  bf16* Bt = at<bf16>(smem_mma, lay.Bt);  // [Cp, 72]
+  for (int k0 = 0; k0 < K + V; k0 += kGradTile) {
+    const int nk = min(kGradTile, K + V - k0);
+    const bool first = k0 == 0, last = k0 + kGradTile >= K + V;
+    __syncthreads();  // X (Lm) and the previous tile's readers are done
+    stage_bf16(At, ldt, L, Cp, nk, [&](int i, int c) {
+      const int col = k0 + c;
+      return col < K ? dWt[int64_t(i) * K + col] : dUt[int64_t(i) * V + (col - K)];
+    });
+    stage_bf16(Bt, ldt, L, Cp, nk, [&](int i, int c) {
+      const int col = k0 + c;
+      return col < K ? __bfloat162float(W[int64_t(i) * K + col]) : U[int64_t(i) * V + (col - K)];
+    });
+    __syncthreads();
+    mma_tiles(
+        L, L, stage,
+        [&](int tm, int tn, Acc& acc) {
+          if (tn <= tm) mma_acc<RowMajor, ColMajor>(acc, tm, tn, 0, nk, At, ldt, Bt, ldt);
+        },
+        [&](int i, int j, float s) {
+          float x = first ? s : X[i * ldc + j] + s;
+          if (last) x = j < i ? -x : 0.0f;
+          X[i * ldc + j] = x;
+        });
+  }
+  __syncthreads();
+  // With m_ij = dl_ij Lm_ij: dgam_j += sum_{j'<j} m_jj' then -= m_ij for i > j (the CPU's order);
+  // dbeta_j += (dl_jj' Gam_jj') KK_jj'.
+  for (int j = threadIdx.x; j < L; j += blockDim.x) {
+    float dgi = 0, dbj = db[j];
+    for (int jj = 0; jj < j; ++jj) {
+      const float dl = X[j * ldc + jj];
+      dgi += dl * (bt[j] * KK[j * ldc + jj] * Gam[j * ldc + jj]);
+      dbj += dl * Gam[j * ldc + jj] * KK[j * ldc + jj];
+    }
+    float dgj = dgam[j] + dgi;
+    for (int i = j + 1; i < L; ++i) dgj -= X[i * ldc + j] * (bt[i] * KK[i * ldc + j] * Gam[i * ldc + j]);
+    dgam[j] = dgj;
+    db[j] = dbj;
+  }
+  __syncthreads();
+  // Z = diag(beta) Pm + (diag(beta) Pm)^T, Pm = dL ⊙ Gam (strictly lower), into Xb; then dK += Z K.
+  for (int e = threadIdx.x; e < Cp * Cp; e += blockDim.x) {
+    const int i = e / Cp, j = e - i * Cp;
+    float z = 0.0f;
+    if (i < L && j < L) {
+      if (j < i)
+        z = bt[i] * (X[i * ldc + j] * Gam[i * ldc + j]);
+      else if (j > i)
+        z = bt[j] * (X[j * ldc + i] * Gam[j * ldc + i]);
+    }
+    Xb[i * ldx + j] = __float2bfloat16(z);
+  }
+  __syncthreads();
+  mma_tiles(
+      L, K, stage, [&](int tm, int tn, Acc& acc) { mma_acc<RowMajor, RowMajor>(acc, tm, tn, 0, Cp, Xb, ldx, Kb, ldk); },
+      [&](int i, int kk, float s) { dK[i * qs + kk] += s; });
+  // dg = reverse cumsum of dgam (double), dbeta
+  if (threadIdx.x == 0) {
+    double acc = 0;
+    for (int i = L - 1; i >= 0; --i) {
+      acc += static_cast<double>(dgam[i]);
+      dg[d.gate(b, t0 + i, hv)] = static_cast<float>(acc);
+      dbeta[d.gate(b, t0 + i, hv)] = db[i];
+    }
+  }
+}
+
+}  // namespace gdn::cuda::delta_rule_tiled::mma

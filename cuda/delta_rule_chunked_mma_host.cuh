@@ -1,0 +1,184 @@
+// cuda/delta_rule_chunked_mma_host.cuh — host side of the bfloat16 tensor-core path of the chunked gated delta rule
+// (included by cuda/delta_rule_chunked.cu only; the kernels are in cuda/delta_rule_chunked_mma*.cuh).
+//
+// plan() decides once per call, on the host, whether the path can run and with which tiles: float32 tensors and
+// gdn::matmul_precision() == BFloat16 are the caller's checks; here NC > 0, K and V multiples of 16, a device of
+// compute capability 8.0 or newer (bfloat16 wmma), and every kernel of the pass within the device's opt-in shared
+// memory (prepare_mma, the recurrence with vt in {32, 16} and one or two buffers, the chunk-parallel kernel with
+// vp in {64, 32, 16}, chunk_grad_mma). When any check fails the caller runs the float32 kernels instead, unchanged.
+// The recurrence's (vt, nbuf) follow plan_recur of cuda/delta_rule_chunked.cu: fewest waves of resident blocks,
+// then two buffers, then the narrowest tile. Nothing here reads device memory; the scratch tensors come from the
+// caching allocator on the current stream (a captured CUDA graph replays the same launches).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+
+#include "core/dtype.h"
+#include "cuda/cuda_check.h"
+#include "cuda/cuda_kernels.h"
+#include "cuda/delta_rule_chunked_mma.cuh"
+#include "cuda/delta_rule_chunked_mma_grad.cuh"
+#include "cuda/delta_rule_chunked_mma_recur.cuh"
+#include "cuda/launch.h"
+#include "cuda/stream.h"
+
+namespace gdn::cuda::delta_rule_tiled::mma {
+
+inline int device_attr(cudaDeviceAttr a) {
+  int x = 0;
+  CUDA_CHECK(cudaDeviceGetAttribute(&x, a, current_device()));
+  return x;
+}
+
+// Resident 256-thread blocks per SM for a given dynamic shared memory (1 KB per block reserved by the runtime).
+inline int resident_blocks(size_t smem) {
+  const size_t per_sm = static_cast<size_t>(device_attr(cudaDevAttrMaxSharedMemoryPerMultiprocessor));
+  return std::min<int>(2048 / kThreads, static_cast<int>(per_sm / (smem + 1024)));
+}
+
+struct Plan {
+  bool ok = false;
+  int NT = 0, vt = 0, nbuf = 0, vp = 0;
+  size_t prep = 0, recur = 0, par = 0, grad = 0;  // dynamic shared-memory bytes of each kernel
+};
+
+inline Plan plan(const Dims& d, bool backward) {
+  Plan p;
+  if (d.NC <= 0 || d.K % 16 != 0 || d.V % 16 != 0) return p;
+  if (device_attr(cudaDevAttrComputeCapabilityMajor) < 8) return p;
+  const size_t limit = static_cast<size_t>(device_attr(cudaDevAttrMaxSharedMemoryPerBlockOptin));
+  p.NT = static_cast<int>(std::min<int64_t>(d.K + d.V, kSolveCols));
+  p.prep = PrepareLayout(d.C, d.K, p.NT).total;
+  if (p.prep > limit) return p;
+  const int64_t sms = device_attr(cudaDevAttrMultiProcessorCount);
+  int64_t best_key = -1;
+  for (int vt : {32, 16})
+    for (int nbuf : {2, 1}) {
+      const size_t smem = RecurLayout(d.C, d.K, vt, nbuf, backward).total;
+      const int bps = smem <= limit ? resident_blocks(smem) : 0;
+      if (bps < 1) continue;
+      const int64_t blocks = (d.V + vt - 1) / vt * d.B * d.Hv;
+      const int64_t waves = (blocks + sms * bps - 1) / (sms * bps);
+      const int64_t key = (waves * 2 + (nbuf == 2 ? 0 : 1)) * 64 + vt;
+      if (best_key < 0 || key < best_key) {
+        best_key = key;
+        p.vt = vt;
+        p.nbuf = nbuf;
+        p.recur = smem;
+      }
+    }
+  if (best_key < 0) return p;
+  for (int vp : {64, 32, 16}) {
+    const size_t smem = backward ? PreLayout(d.C, d.K, vp).total : OutputLayout(d.C, d.K, vp).total;
+    if (smem <= limit) {
+      p.vp = vp;
+      p.par = smem;
+      break;
+    }
+  }
+  if (p.vp == 0) return p;
+  if (backward) {
+    p.grad = GradLayout(d.C, d.K, d.V).total;
+    if (p.grad > limit) return p;
+  }
+  p.ok = true;
+  return p;
+}
+
+template <typename Kernel>
+void allow_smem(Kernel kernel, size_t bytes) {
+  if (bytes > 48 * 1024)
+    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+}
+
+inline bf16* bf16_ptr(const Tensor& t) { return static_cast<bf16*>(t.raw_data()); }
+template <typename T>
+T* ptr_or_null(const Tensor& t) {
+  return t.defined() ? t.data<T>() : nullptr;
+}
+
+// Scratch of prepare_mma_kernel: W and K of the value head in bfloat16 [B,Hv,T,K]; U [B,Hv,T,V], P [B,Hv,NC,C,C],
+// eg, r [B,Hv,T] in float32.
+struct Prepared {
+  Tensor Wb, Kb, U, P, EG, R;
+};
+
+inline Prepared prepare(const Dims& d, const Plan& p, const Tensor& q, const Tensor& k, const Tensor& v,
+                        const Tensor& g, const Tensor& beta) {
+  const Device dev = q.device();
+  Prepared s{Tensor::empty({d.B, d.Hv, d.T, d.K}, kBFloat16, dev), Tensor::empty({d.B, d.Hv, d.T, d.K}, kBFloat16, dev),
+             Tensor::empty({d.B, d.Hv, d.T, d.V}, kFloat32, dev), Tensor::empty({d.B, d.Hv, d.NC, d.C, d.C}, kFloat32, dev),
+             Tensor::empty({d.B, d.Hv, d.T}, kFloat32, dev), Tensor::empty({d.B, d.Hv, d.T}, kFloat32, dev)};
+  const dim3 grid(static_cast<unsigned>(d.NC), static_cast<unsigned>(d.Hv), static_cast<unsigned>(d.B));
+  allow_smem(prepare_mma_kernel, p.prep);
+  prepare_mma_kernel<<<grid, kThreads, p.prep, current_stream()>>>(
+      d, p.NT, bf16_ptr(s.Wb), s.U.data<float>(), s.P.data<float>(), s.EG.data<float>(), s.R.data<float>(),
+      bf16_ptr(s.Kb), q.data<float>(), k.data<float>(), v.data<float>(), g.data<float>(), beta.data<float>());
+  CUDA_CHECK_LAST();
+  return s;
+}
+
+inline dim3 recur_grid(const Dims& d, int vt) {
+  return dim3(static_cast<unsigned>((d.V + vt - 1) / vt), static_cast<unsigned>(d.Hv), static_cast<unsigned>(d.B));
+}
+inline dim3 par_grid(const Dims& d, int vp) {
+  return dim3(static_cast<unsigned>(d.NC * ((d.V + vp - 1) / vp)), static_cast<unsigned>(d.Hv),
+              static_cast<unsigned>(d.B));
+}
+
+// The forward on tensor cores: prepare, the recurrence, the chunk-parallel output.
+inline void forward(const Dims& d, const Plan& p, const Tensor& o, const Tensor& final_state,
+                    const Tensor& chunk_states, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& g,
+                    const Tensor& beta, const Tensor& initial_state, float sc) {
+  const Device dev = q.device();
+  const Prepared s = prepare(d, p, q, k, v, g, beta);
+  const Tensor cs = chunk_states.defined() ? chunk_states : Tensor::empty({d.B, d.Hv, d.NC, d.K, d.V}, kFloat32, dev);
+  const Tensor Vn = Tensor::empty({d.B, d.Hv, d.T, d.V}, kFloat32, dev);
+  allow_smem(forward_recur_mma_kernel, p.recur);
+  forward_recur_mma_kernel<<<recur_grid(d, p.vt), kThreads, p.recur, current_stream()>>>(
+      d, p.vt, p.nbuf, ptr_or_null<float>(final_state), cs.data<float>(), Vn.data<float>(), bf16_ptr(s.Kb),
+      bf16_ptr(s.Wb), s.U.data<float>(), s.EG.data<float>(), s.R.data<float>(), ptr_or_null<float>(initial_state));
+  CUDA_CHECK_LAST();
+  allow_smem(chunk_output_mma_kernel, p.par);
+  chunk_output_mma_kernel<<<par_grid(d, p.vp), kThreads, p.par, current_stream()>>>(
+      d, p.vp, o.data<float>(), cs.data<float>(), Vn.data<float>(), s.P.data<float>(), s.EG.data<float>(),
+      q.data<float>(), sc);
+  CUDA_CHECK_LAST();
+}
+
+// The backward on tensor cores up to the per-value-head rows of dq, dk: prepare, the chunk-parallel part of the
+// state pass, the recurrence, chunk_grad_mma. dqr, dkr: the outputs (key_stride Hk K) or [B,Hv,T,K] scratch (K).
+inline void backward(const Dims& d, const Plan& p, const Tensor& dqr, const Tensor& dkr, int64_t key_stride,
+                     const Tensor& dv, const Tensor& dg, const Tensor& dbeta, const Tensor& dinitial_state,
+                     const Tensor& do_, const Tensor& dfinal_state, const Tensor& q, const Tensor& k, const Tensor& v,
+                     const Tensor& g, const Tensor& beta, const Tensor& chunk_states, float sc) {
+  const Device dev = q.device();
+  const Prepared s = prepare(d, p, q, k, v, g, beta);
+  const Tensor dHend = Tensor::empty({d.B, d.Hv, d.NC, d.K, d.V}, kFloat32, dev);
+  const Tensor Vn = Tensor::empty({d.B, d.Hv, d.T, d.V}, kFloat32, dev);
+  const Tensor dVn = Tensor::empty({d.B, d.Hv, d.T, d.V}, kFloat32, dev);
+  allow_smem(backward_pre_mma_kernel, p.par);
+  backward_pre_mma_kernel<<<par_grid(d, p.vp), kThreads, p.par, current_stream()>>>(
+      d, p.vp, Vn.data<float>(), dVn.data<float>(), dHend.data<float>(), chunk_states.data<float>(), bf16_ptr(s.Wb),
+      s.U.data<float>(), s.P.data<float>(), s.EG.data<float>(), q.data<float>(), do_.data<float>(), sc);
+  CUDA_CHECK_LAST();
+  allow_smem(backward_recur_mma_kernel, p.recur);
+  backward_recur_mma_kernel<<<recur_grid(d, p.vt), kThreads, p.recur, current_stream()>>>(
+      d, p.vt, p.nbuf, ptr_or_null<float>(dinitial_state), dHend.data<float>(), dVn.data<float>(),
+      ptr_or_null<float>(dfinal_state), bf16_ptr(s.Kb), bf16_ptr(s.Wb), s.EG.data<float>(), s.R.data<float>());
+  CUDA_CHECK_LAST();
+  const Tensor dWt = Tensor::empty({d.B, d.Hv, d.T, d.K}, kFloat32, dev);
+  const Tensor dUt = Tensor::empty({d.B, d.Hv, d.T, d.V}, kFloat32, dev);
+  const dim3 grid(static_cast<unsigned>(d.NC), static_cast<unsigned>(d.Hv), static_cast<unsigned>(d.B));
+  allow_smem(chunk_grad_mma_kernel, p.grad);
+  chunk_grad_mma_kernel<<<grid, kThreads, p.grad, current_stream()>>>(
+      d, dqr.data<float>(), dkr.data<float>(), key_stride, dv.data<float>(), dg.data<float>(), dbeta.data<float>(),
+      dWt.data<float>(), dUt.data<float>(), do_.data<float>(), q.data<float>(), k.data<float>(), v.data<float>(),
+      g.data<float>(), beta.data<float>(), chunk_states.data<float>(), dHend.data<float>(), Vn.data<float>(),
+      dVn.data<float>(), bf16_ptr(s.Wb), s.U.data<float>(), s.P.data<float>(), sc);
+  CUDA_CHECK_LAST();
+}
+
+}  // namespace gdn::cuda::delta_rule_tiled::mma

@@ -1,0 +1,237 @@
+// cuda/delta_rule_chunked_mma_recur.cuh — the state recurrences of the chunked gated delta rule on bfloat16 tensor
+// cores (included by cuda/delta_rule_chunked.cu only; the machinery is in cuda/delta_rule_chunked_mma.cuh, the
+// float32 twins are forward_recur_kernel / backward_recur_kernel of cuda/delta_rule_chunked_split.cuh).
+//
+//   forward_recur_mma_kernel  grid (ceil(V/vt), Hv, B), vt in {32, 16}, chunks in order:
+//                             Vn = U - W H (Vn stored float32 for chunk_output_mma_kernel), Vr = r ⊙ Vn rounded to
+//                             bf16, H_next = eg_L H + K^T Vr; stores chunk_states; final_state at the end.
+//   backward_recur_mma_kernel grid as the forward, chunks last to first, over the Qd and A of backward_pre_mma_kernel:
+//                             dVn = A + r ⊙ (K dH) (stored float32), dH_start = eg_L dH + Qd - W^T dVn; stores
+//                             dH_end over Qd; dinitial_state at the end.
+// The state H (dH) stays float32 in shared memory [K, vt]; the epilogue that updates it also writes its bf16 copy
+// Hb [K, vt+8], the operand of the next chunk's product. W and K of a chunk arrive as bf16 rows (prepare_mma_kernel
+// wrote them) with 16-byte cp.async into [Cp, K+8] tiles (rows L..Cp-1 of a short chunk zeroed, so K^T Vr and
+// W^T dVn sum exact zeros there); U / A, Qd, r, eg_L stay float32 (4-byte cp.async). With two buffers the copies of
+// the next chunk overlap this chunk's products, as in the float32 kernels. Shared memory (RecurLayout): H, Hb, the
+// bf16 right operand [Cp, vt+8] of the second product, the warp stages, then nbuf buffers of W, K [Cp, K+8] bf16,
+// U or A [Cp, vt], (backward) Qd [K, vt], r [Cp] and eg_L.
+#pragma once
+
+#include "cuda/delta_rule_chunked_mma.cuh"
+
+namespace gdn::cuda::delta_rule_tiled::mma {
+
+struct RecurLayout {
+  size_t H, Hb, Rb, stage, buf0, bufsz, bW, bK, bA, bQd, br, total;
+  __host__ __device__ RecurLayout(int64_t C, int64_t K, int64_t vt, int nbuf, bool backward) {
+    const int64_t Cp = pad16(C);
+    Carve c;
+    H = c.take<float>(K * vt);
+    Hb = c.take<bf16>(K * (vt + kPadB));
+    Rb = c.take<bf16>(Cp * (vt + kPadB));
+    stage = c.take<float>(kWarps * kStage);
+    Carve bc;  // one buffer
+    bW = bc.take<bf16>(Cp * (K + kPadB));
+    bK = bc.take<bf16>(Cp * (K + kPadB));
+    bA = bc.take<float>(Cp * vt);
+    bQd = backward ? bc.take<float>(K * vt) : bc.off;
+    br = bc.take<float>(Cp + 1);  // r, then eg_L at [Cp]
+    bufsz = bc.off;
+    buf0 = c.off;
+    total = c.off + static_cast<size_t>(nbuf) * bufsz;
+  }
+};
+
+// Forward recurrence for value columns [vt blockIdx.x, +vt) of (b = blockIdx.z, hv = blockIdx.y).
+__global__ void __launch_bounds__(256)
+    forward_recur_mma_kernel(Dims d, int vt, int nbuf, float* __restrict__ final_state,
+                             float* __restrict__ chunk_states, float* __restrict__ Vng, const bf16* __restrict__ Kbg,
+                             const bf16* __restrict__ Wbg, const float* __restrict__ Ug,
+                             const float* __restrict__ EGg, const float* __restrict__ Rg,
+                             const float* __restrict__ s0) {
+  extern __shared__ __align__(128) unsigned char smem_mma[];
+  const int64_t hv = blockIdx.y, b = blockIdx.z;
+  const int C = static_cast<int>(d.C), K = static_cast<int>(d.K), V = static_cast<int>(d.V);
+  const int Cp = static_cast<int>(pad16(C));
+  const int c0 = blockIdx.x * vt, nv = min(vt, V - c0);
+  const int ldk = K + kPadB, ldv = vt + kPadB;
+  const RecurLayout lay(C, K, vt, nbuf, false);
+  float* H = at<float>(smem_mma, lay.H);  // [K, vt]
+  bf16* Hb = at<bf16>(smem_mma, lay.Hb);  // [K, vt+8]
+  bf16* Vr = at<bf16>(smem_mma, lay.Rb);  // [Cp, vt+8]: r ⊙ Vn
+  float* stage = at<float>(smem_mma, lay.stage);
+  const size_t buf0 = lay.buf0, bufsz = lay.bufsz, oW = lay.bW, oK = lay.bK, oA = lay.bA, o_r = lay.br;
+  auto buf = [=](int64_t n) { return smem_mma + buf0 + (nbuf == 2 ? (n & 1) * bufsz : 0); };
+  auto load = [&](int64_t n) {
+    unsigned char* bf = buf(n);
+    const int64_t t0 = n * d.C, hr = d.head_row(b, hv, t0);
+    const int L = static_cast<int>(min(d.C, d.T - t0));
+    bf16* Ws = at<bf16>(bf, oW);
+    bf16* Ks = at<bf16>(bf, oK);
+    float* rs = at<float>(bf, o_r);
+    async_rows_bf16(Ws, ldk, Wbg + hr * d.K, d.K, L, K);
+    async_rows_bf16(Ks, ldk, Kbg + hr * d.K, d.K, L, K);
+    zero_rows_bf16(Ws, ldk, L, Cp, K);
+    zero_rows_bf16(Ks, ldk, L, Cp, K);
+    async_rows(at<float>(bf, oA), vt, Ug + hr * d.V + c0, d.V, L, nv);
+    async_vec(rs, Rg + hr, L);
+    if (threadIdx.x == 0) cp_async_elem(rs + Cp, EGg + hr + L - 1);
+  };
+  const int64_t s_off = (b * d.Hv + hv) * d.K * d.V + c0;
+  if (d.NC > 0) load(0);
+  for (int e = threadIdx.x; e < K * nv; e += blockDim.x) {
+    const int kk = e / nv, c = e - kk * nv;
+    const float h = s0 ? s0[s_off + int64_t(kk) * V + c] : 0.0f;
+    H[kk * vt + c] = h;
+    Hb[kk * ldv + c] = __float2bfloat16(h);
+  }
+  for (int64_t n = 0; n < d.NC; ++n) {
+    const int64_t t0 = n * d.C, hr = d.head_row(b, hv, t0);
+    const int L = static_cast<int>(min(d.C, d.T - t0));
+    unsigned char* bf = buf(n);
+    const bf16* Ws = at<bf16>(bf, oW);
+    const bf16* Ks = at<bf16>(bf, oK);
+    const float* Us = at<float>(bf, oA);
+    const float* rs = at<float>(bf, o_r);
+    cp_async_wait_all();
+    __syncthreads();  // chunk n's operands have landed; H of the previous step is complete; the other buffer is free
+    if (nbuf == 2 && n + 1 < d.NC) load(n + 1);
+    for (int e = threadIdx.x; e < K * nv; e += blockDim.x) {
+      const int kk = e / nv, c = e - kk * nv;
+      chunk_states[d.chunk_state(b, hv, n) + c0 + int64_t(kk) * V + c] = H[kk * vt + c];
+    }
+    // Vn = U - W H (stored for the output kernel), Vr = r ⊙ Vn (rows L..Cp-1 zero)
+    mma_tiles(
+        Cp, nv, stage,
+        [&](int tm, int tn, Acc& acc) { mma_acc<RowMajor, RowMajor>(acc, tm, tn, 0, K, Ws, ldk, Hb, ldv); },
+        [&](int i, int c, float s) {
+          float vr = 0.0f;
+          if (i < L) {
+            const float x = Us[i * vt + c] - s;
+            Vng[(hr + i) * d.V + c0 + c] = x;
+            vr = rs[i] * x;
+          }
+          Vr[i * ldv + c] = __float2bfloat16(vr);
+        });
+    __syncthreads();
+    // H = eg_L H + K^T (r ⊙ Vn)
+    const float eg_last = rs[Cp];
+    mma_tiles(
+        K, nv, stage,
+        [&](int tm, int tn, Acc& acc) { mma_acc<ColMajor, RowMajor>(acc, tm, tn, 0, Cp, Ks, ldk, Vr, ldv); },
+        [&](int kk, int c, float s) {
+          const float h = eg_last * H[kk * vt + c] + s;
+          H[kk * vt + c] = h;
+          Hb[kk * ldv + c] = __float2bfloat16(h);
+        });
+    if (nbuf == 1 && n + 1 < d.NC) {  // block-uniform
+      __syncthreads();                // the single buffer's readers are done
+      load(n + 1);
+    }
+  }
+  __syncthreads();
+  if (final_state)
+    for (int e = threadIdx.x; e < K * nv; e += blockDim.x) {
+      const int kk = e / nv, c = e - kk * nv;
+      final_state[s_off + int64_t(kk) * V + c] = H[kk * vt + c];
+    }
+}
+
+// Backward recurrence for value columns [vt blockIdx.x, +vt) of (b, hv), chunks last to first. dHend holds Qd of
+// every chunk on entry (backward_pre_mma_kernel) and dH_end on exit; dVng holds A on entry and dVn on exit.
+__global__ void __launch_bounds__(256)
+    backward_recur_mma_kernel(Dims d, int vt, int nbuf, float* __restrict__ dinitial_state,
+                              float* __restrict__ dHend, float* __restrict__ dVng,
+                              const float* __restrict__ dfinal_state, const bf16* __restrict__ Kbg,
+                              const bf16* __restrict__ Wbg, const float* __restrict__ EGg,
+                              const float* __restrict__ Rg) {
+  extern __shared__ __align__(128) unsigned char smem_mma[];
+  const int64_t hv = blockIdx.y, b = blockIdx.z;
+  const int C = static_cast<int>(d.C), K = static_cast<int>(d.K), V = static_cast<int>(d.V);
+  const int Cp = static_cast<int>(pad16(C));
+  const int c0 = blockIdx.x * vt, nv = min(vt, V - c0);
+  const int ldk = K + kPadB, ldv = vt + kPadB;
+  const RecurLayout lay(C, K, vt, nbuf, true);
+  float* dH = at<float>(smem_mma, lay.H);   // [K, vt]
+  bf16* dHb = at<bf16>(smem_mma, lay.Hb);   // [K, vt+8]
+  bf16* dVb = at<bf16>(smem_mma, lay.Rb);   // [Cp, vt+8]: dVn
+  float* stage = at<float>(smem_mma, lay.stage);
+  const size_t buf0 = lay.buf0, bufsz = lay.bufsz, oW = lay.bW, oK = lay.bK, oA = lay.bA, oQd = lay.bQd, o_r = lay.br;
+  auto buf = [=](int64_t n) { return smem_mma + buf0 + (nbuf == 2 ? (n & 1) * bufsz : 0); };
+  auto load = [&](int64_t n) {
+    unsigned char* bf = buf(n);
+    const int64_t t0 = n * d.C, hr = d.head_row(b, hv, t0);
+    const int L = static_cast<int>(min(d.C, d.T - t0));
+    bf16* Ws = at<bf16>(bf, oW);
+    bf16* Ks = at<bf16>(bf, oK);
+    float* rs = at<float>(bf, o_r);
+    async_rows_bf16(Ws, ldk, Wbg + hr * d.K, d.K, L, K);
+    async_rows_bf16(Ks, ldk, Kbg + hr * d.K, d.K, L, K);
+    zero_rows_bf16(Ws, ldk, L, Cp, K);
+    zero_rows_bf16(Ks, ldk, L, Cp, K);
+    async_rows(at<float>(bf, oA), vt, dVng + hr * d.V + c0, d.V, L, nv);
+    async_rows(at<float>(bf, oQd), vt, dHend + d.chunk_state(b, hv, n) + c0, d.V, K, nv);
+    async_vec(rs, Rg + hr, L);
+    if (threadIdx.x == 0) cp_async_elem(rs + Cp, EGg + hr + L - 1);
+  };
+  const int64_t s_off = (b * d.Hv + hv) * d.K * d.V + c0;
+  if (d.NC > 0) load(d.NC - 1);
+  for (int e = threadIdx.x; e < K * nv; e += blockDim.x) {
+    const int kk = e / nv, c = e - kk * nv;
+    const float h = dfinal_state ? dfinal_state[s_off + int64_t(kk) * V + c] : 0.0f;
+    dH[kk * vt + c] = h;
+    dHb[kk * ldv + c] = __float2bfloat16(h);
+  }
+  for (int64_t n = d.NC - 1; n >= 0; --n) {
+    const int64_t t0 = n * d.C, hr = d.head_row(b, hv, t0);
+    const int L = static_cast<int>(min(d.C, d.T - t0));
+    unsigned char* bf = buf(n);
+    const bf16* Ws = at<bf16>(bf, oW);
+    const bf16* Ks = at<bf16>(bf, oK);
+    const float* As = at<float>(bf, oA);
+    const float* Qd = at<float>(bf, oQd);
+    const float* rs = at<float>(bf, o_r);
+    cp_async_wait_all();
+    __syncthreads();  // chunk n's operands (Qd, A included) have landed; dH of the previous step is complete
+    if (nbuf == 2 && n > 0) load(n - 1);
+    for (int e = threadIdx.x; e < K * nv; e += blockDim.x) {  // over Qd of chunk n, which is in shared memory
+      const int kk = e / nv, c = e - kk * nv;
+      dHend[d.chunk_state(b, hv, n) + c0 + int64_t(kk) * V + c] = dH[kk * vt + c];
+    }
+    // dVn = scale (P^T dO) + r ⊙ (K dH) (rows L..Cp-1 of its bf16 copy zero)
+    mma_tiles(
+        Cp, nv, stage,
+        [&](int tm, int tn, Acc& acc) { mma_acc<RowMajor, RowMajor>(acc, tm, tn, 0, K, Ks, ldk, dHb, ldv); },
+        [&](int i, int c, float s) {
+          float x = 0.0f;
+          if (i < L) {
+            x = As[i * vt + c] + rs[i] * s;
+            dVng[(hr + i) * d.V + c0 + c] = x;
+          }
+          dVb[i * ldv + c] = __float2bfloat16(x);
+        });
+    __syncthreads();
+    // dH = eg_L dH + Q^T ((scale eg) ⊙ dO) - W^T dVn
+    const float eg_last = rs[Cp];
+    mma_tiles(
+        K, nv, stage,
+        [&](int tm, int tn, Acc& acc) { mma_acc<ColMajor, RowMajor>(acc, tm, tn, 0, Cp, Ws, ldk, dVb, ldv); },
+        [&](int kk, int c, float s) {
+          const float h = eg_last * dH[kk * vt + c] + Qd[kk * vt + c] - s;
+          dH[kk * vt + c] = h;
+          dHb[kk * ldv + c] = __float2bfloat16(h);
+        });
+    if (nbuf == 1 && n > 0) {  // block-uniform
+      __syncthreads();         // the single buffer's readers are done
+      load(n - 1);
+    }
+  }
+  __syncthreads();
+  if (dinitial_state)
+    for (int e = threadIdx.x; e < K * nv; e += blockDim.x) {
+      const int kk = e / nv, c = e - kk * nv;
+      dinitial_state[s_off + int64_t(kk) * V + c] = dH[kk * vt + c];
+    }
+}
+
+}  // namespace gdn::cuda::delta_rule_tiled::mma
