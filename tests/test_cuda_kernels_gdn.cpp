@@ -9,7 +9,25 @@
 // K and V in {32, 64, 100, 128} with K != V. Tolerances (normwise): float64 1e-12 for the small operators and 1e-10
 // for the delta rule; float32 1e-5 for the small operators, for the delta rule o 5e-3, dq/dk/dv 8e-3,
 // dg/dbeta 2e-2, states 5e-3.
+//
+// The chunked delta rule also runs every shape and variant under Precision::BFloat16 (core/precision.h). float32
+// tensors at the shapes with K, V and the chunk multiples of 16 take the bf16 tensor-core kernels
+// (cuda/delta_rule_chunked_mma*.cuh): compared with the float32 CPU twin at o and states 1e-2, dq/dk/dv and
+// dinitial_state 3e-2, dg/dbeta 5e-2 (see kTolBf*), and on the device they must report the tensor-core path and differ
+// from the float32 CUDA result by more than 1e-6 somewhere (the tensor cores did run). Every other call under
+// BFloat16 (float64 tensors, K or V = 100) must equal the Precision::Float32 CUDA result bit for bit, and the
+// Precision::Float32 calls must report a float32 path.
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "core/precision.h"
 #include "tests/cuda_harness.h"
+
+#if GDN_WITH_CUDA
+#include "cuda/delta_rule_chunked_path.h"
+#endif
 
 namespace gdn::harness {
 
@@ -310,6 +328,55 @@ void case_recurrent_backward(Ctx& c) {
 
 int64_t n_chunks(const DrShape& s) { return (s.T + s.chunk - 1) / s.chunk; }
 
+// Tolerances of the bf16 tensor-core path against the float32 CPU twin (normwise). bfloat16 keeps 8 significant
+// bits: every rounded operand carries a relative error up to 2^-9 (2e-3), and an output goes through two to four
+// rounded products in sequence (prepare -> recurrence -> output; the backward five or six, plus the state carried
+// over the chunks), which puts o and the states near 3e-3..6e-3 and the gradients near 1e-2; dg and dbeta are sums
+// with cancellation (rowsum - colsum of dP ⊙ P, the reverse cumsum), the worst normwise, as they already are in
+// float32. FLA's own tests of chunk_gated_delta_rule allow about 1e-2 (o) to 2e-2 (gradients) on bf16 tensors; these
+// are float32 tensors with bf16 products only, so the same order with a factor 2-2.5 of margin for dg/dbeta.
+constexpr double kTolBfO = 1e-2, kTolBfState = 1e-2, kTolBfDqkv = 3e-2, kTolBfDgBeta = 5e-2;
+
+// The chunked shapes the tensor-core path takes (float32 tensors under Precision::BFloat16).
+bool tensor_core_shape(const DrShape& s) { return s.K % 16 == 0 && s.V % 16 == 0 && s.chunk % 16 == 0; }
+
+// max |a - b| over the elements of two tensors of the same shape (either device).
+double max_abs_diff(const Tensor& a, const Tensor& b) {
+  const std::vector<double> x = to_device(a, kCPU).to_double_vector(), y = to_device(b, kCPU).to_double_vector();
+  double m = 0;
+  for (size_t i = 0; i < x.size(); ++i) m = std::max(m, std::fabs(x[i] - y[i]));
+  return m;
+}
+
+// The path the last chunked forward (backward) ran on the device; "" on the CPU (the harness self-test).
+std::string last_path(const Ctx& c, bool backward) {
+#if GDN_WITH_CUDA
+  if (!c.dev.is_cpu()) {
+    const cuda::DeltaRuleChunkedPaths p = cuda::delta_rule_chunked_last_paths();
+    return backward ? p.backward : p.forward;
+  }
+#endif
+  return "";
+}
+constexpr const char* kTensorCorePath = "bf16 tensor cores";
+
+// After a call under Precision::Float32: a float32 path ran (never the tensor cores).
+void check_float32_path(Ctx& c, bool backward) {
+  const std::string path = last_path(c, backward);
+  CHECK_MESSAGE(path != kTensorCorePath, c.kernel << " [" << c.tag << "] ran " << path << " under Precision::Float32");
+}
+
+// After a call under Precision::BFloat16 that should take the tensor cores: it did, and the result (the first
+// output) differs from the float32 CUDA result by more than 1e-6 somewhere. Device only.
+void check_tensor_cores_ran(Ctx& c, bool backward, const Tensor& bf16_result, const Tensor& f32_result) {
+  if (c.dev.is_cpu()) return;
+  const std::string path = last_path(c, backward);
+  CHECK_MESSAGE(path == kTensorCorePath, c.kernel << " [" << c.tag << "] ran " << path << " under BFloat16");
+  const double diff = max_abs_diff(bf16_result, f32_result);
+  CHECK_MESSAGE(diff > 1e-6, c.kernel << " [" << c.tag << "] bf16 result equals the float32 one (max diff " << diff
+                                      << "): the tensor cores did not run");
+}
+
 void case_chunked_forward(Ctx& c) {
   for (const DrShape& s : kChunkedShapes) {
     for (const DrVariant& var : kDrVariants) {
@@ -321,12 +388,37 @@ void case_chunked_forward(Ctx& c) {
         Tensor csg = c.gpu(cs);
         cpu_kernels().gated_delta_rule_chunked_forward(o, fs, cs, in.q, in.k, in.v, in.g, in.beta, in.s0, in.scale,
                                                        s.chunk);
-        need_cuda(c.under_test().gated_delta_rule_chunked_forward, "gated_delta_rule_chunked_forward")(
-            og, fsg, csg, c.gpu(in.q), c.gpu(in.k), c.gpu(in.v), c.gpu(in.g), c.gpu(in.beta), c.gpu(in.s0), in.scale,
-            s.chunk);
+        auto run_cuda = [&](const Tensor& og_, const Tensor& fsg_, const Tensor& csg_) {
+          need_cuda(c.under_test().gated_delta_rule_chunked_forward, "gated_delta_rule_chunked_forward")(
+              og_, fsg_, csg_, c.gpu(in.q), c.gpu(in.k), c.gpu(in.v), c.gpu(in.g), c.gpu(in.beta), c.gpu(in.s0),
+              in.scale, s.chunk);
+        };
+        {
+          PrecisionGuard f32(Precision::Float32);
+          run_cuda(og, fsg, csg);
+          check_float32_path(c, false);
+        }
         c.compare("o", og, o, c.delta(kTolO));
         if (fs.defined()) c.compare("final_state", fsg, fs, c.delta(kTolState));
         if (cs.defined()) c.compare("chunk_states", csg, cs, c.delta(kTolState));
+        // The same call under Precision::BFloat16.
+        Tensor ob = c.gpu(Ctx::out(o.shape(), c.dt));
+        Tensor fsb = fs.defined() ? c.gpu(Ctx::out(fs.shape(), c.dt)) : Tensor();
+        Tensor csb = cs.defined() ? c.gpu(Ctx::out(cs.shape(), c.dt)) : Tensor();
+        {
+          PrecisionGuard bf16(Precision::BFloat16);
+          run_cuda(ob, fsb, csb);
+        }
+        if (c.dt == kFloat32 && tensor_core_shape(s)) {
+          check_tensor_cores_ran(c, false, ob, og);
+          c.compare("o (bf16 products)", ob, o, kTolBfO);
+          if (fs.defined()) c.compare("final_state (bf16 products)", fsb, fs, kTolBfState);
+          if (cs.defined()) c.compare("chunk_states (bf16 products)", csb, cs, kTolBfState);
+        } else {  // the float32 / float64 kernels: bit for bit the Precision::Float32 result
+          c.compare("o (BFloat16 setting, bitwise)", ob, to_device(og, kCPU), 0.0);
+          if (fs.defined()) c.compare("final_state (BFloat16 setting, bitwise)", fsb, to_device(fsg, kCPU), 0.0);
+          if (cs.defined()) c.compare("chunk_states (BFloat16 setting, bitwise)", csb, to_device(csg, kCPU), 0.0);
+        }
       });
     }
   }
@@ -346,10 +438,40 @@ void case_chunked_backward(Ctx& c) {
         DrGrads cpu(s, c.dt, var.chunk_states_or_dinit), gpu(cpu, c);
         cpu_kernels().gated_delta_rule_chunked_backward(cpu.dq, cpu.dk, cpu.dv, cpu.dg, cpu.dbeta, cpu.ds0, d_o, dfs,
                                                         in.q, in.k, in.v, in.g, in.beta, cs, in.scale, s.chunk);
-        need_cuda(c.under_test().gated_delta_rule_chunked_backward, "gated_delta_rule_chunked_backward")(
-            gpu.dq, gpu.dk, gpu.dv, gpu.dg, gpu.dbeta, gpu.ds0, c.gpu(d_o), c.gpu(dfs), c.gpu(in.q), c.gpu(in.k),
-            c.gpu(in.v), c.gpu(in.g), c.gpu(in.beta), c.gpu(cs), in.scale, s.chunk);
+        auto run_cuda = [&](const DrGrads& gr) {
+          need_cuda(c.under_test().gated_delta_rule_chunked_backward, "gated_delta_rule_chunked_backward")(
+              gr.dq, gr.dk, gr.dv, gr.dg, gr.dbeta, gr.ds0, c.gpu(d_o), c.gpu(dfs), c.gpu(in.q), c.gpu(in.k),
+              c.gpu(in.v), c.gpu(in.g), c.gpu(in.beta), c.gpu(cs), in.scale, s.chunk);
+        };
+        {
+          PrecisionGuard f32(Precision::Float32);
+          run_cuda(gpu);
+          check_float32_path(c, true);
+        }
         compare_grads(c, gpu, cpu);
+        // The same call under Precision::BFloat16.
+        DrGrads bf_out(s, c.dt, var.chunk_states_or_dinit), bf(bf_out, c);  // fresh NaN outputs
+        {
+          PrecisionGuard bf16(Precision::BFloat16);
+          run_cuda(bf);
+        }
+        if (c.dt == kFloat32 && tensor_core_shape(s)) {
+          check_tensor_cores_ran(c, true, bf.dq, gpu.dq);
+          c.compare("dq (bf16 products)", bf.dq, cpu.dq, kTolBfDqkv);
+          c.compare("dk (bf16 products)", bf.dk, cpu.dk, kTolBfDqkv);
+          c.compare("dv (bf16 products)", bf.dv, cpu.dv, kTolBfDqkv);
+          c.compare("dg (bf16 products)", bf.dg, cpu.dg, kTolBfDgBeta);
+          c.compare("dbeta (bf16 products)", bf.dbeta, cpu.dbeta, kTolBfDgBeta);
+          if (cpu.ds0.defined()) c.compare("dinitial_state (bf16 products)", bf.ds0, cpu.ds0, kTolBfDqkv);
+        } else {  // the float32 / float64 kernels: bit for bit the Precision::Float32 result
+          const char* tag = " (BFloat16 setting, bitwise)";
+          c.compare(std::string("dq") + tag, bf.dq, to_device(gpu.dq, kCPU), 0.0);
+          c.compare(std::string("dk") + tag, bf.dk, to_device(gpu.dk, kCPU), 0.0);
+          c.compare(std::string("dv") + tag, bf.dv, to_device(gpu.dv, kCPU), 0.0);
+          c.compare(std::string("dg") + tag, bf.dg, to_device(gpu.dg, kCPU), 0.0);
+          c.compare(std::string("dbeta") + tag, bf.dbeta, to_device(gpu.dbeta, kCPU), 0.0);
+          if (cpu.ds0.defined()) c.compare(std::string("dinitial_state") + tag, bf.ds0, to_device(gpu.ds0, kCPU), 0.0);
+        }
       });
     }
   }
