@@ -9,7 +9,10 @@
 // with CUDA events on the device's stream (train/device.h DeviceTimer); the shape columns (with NC, the chunks per
 // sequence) do not depend on the card, so tables from two cards or two builds line up row by row. --precision
 // bfloat16 (CUDA only) sets gdn::matmul_precision (core/precision.h) for the timed calls: float32 tensors, tile
-// products of the chunked kernels on bfloat16 tensor cores with float32 accumulation.
+// products of the chunked kernels on bfloat16 tensor cores with float32 accumulation where K and V are multiples of
+// 16 and the shared memory fits (cuda/delta_rule_chunked_mma*.cuh), else the float32 kernels. The "path" column names
+// the kernels the last forward / backward of the row ran (cuda/delta_rule_chunked_path.h: "bf16 tensor cores",
+// "float32 split", "float32 tiled", "float32 untiled"; "cpu" on the CPU).
 #include <omp.h>
 
 #include <fmt/format.h>
@@ -33,6 +36,10 @@
 #include "ops/gated_deltanet.h"
 #include "train/device.h"
 
+#if GDN_WITH_CUDA
+#include "cuda/delta_rule_chunked_path.h"
+#endif
+
 using namespace gdn;
 
 namespace {
@@ -54,6 +61,17 @@ double median_ms(const std::function<void()>& fn, int warmup, int repeats, Devic
   }
   std::sort(ms.begin(), ms.end());
   return ms[ms.size() / 2];
+}
+
+// "forward / backward" paths of the last chunked calls on the device; "cpu" on the CPU.
+std::string chunked_paths(bool on_cpu) {
+#if GDN_WITH_CUDA
+  if (!on_cpu) {
+    const gdn::cuda::DeltaRuleChunkedPaths p = gdn::cuda::delta_rule_chunked_last_paths();
+    return fmt::format("{} / {}", p.forward, p.backward);
+  }
+#endif
+  return "cpu";
 }
 
 }  // namespace
@@ -105,8 +123,8 @@ int main(int argc, char** argv) {
               device_name.c_str(), static_cast<long>(chunk_size),
               on_cpu ? fmt::format("{} thread(s)", threads).c_str() : "CUDA events", precision_name.c_str(), repeats,
               warmup);
-  std::printf("| dtype | B | T | H | K | V | NC | mode | forward (ms) | forward+backward (ms) |\n");
-  std::printf("|-------|---|---|---|---|---|---:|------|-------------:|----------------------:|\n");
+  std::printf("| dtype | B | T | H | K | V | NC | mode | path (forward / backward) | forward (ms) | forward+backward (ms) |\n");
+  std::printf("|-------|---|---|---|---|---|---:|------|------|-------------:|----------------------:|\n");
   Generator gen(0);
   for (DType dt : dtypes)
     for (const BenchShape& s : shapes) {
@@ -138,11 +156,12 @@ int main(int argc, char** argv) {
               backward({out.o}, {d_o});
             },
             warmup, repeats, device);
-        std::printf("| %s | %ld | %ld | %ld | %ld | %ld | %ld | %s | %.3f | %.3f |\n",
+        const std::string path = chunked_paths(on_cpu);  // the recurrent form runs on the CPU only
+        std::printf("| %s | %ld | %ld | %ld | %ld | %ld | %ld | %s | %s | %.3f | %.3f |\n",
                     dt == kFloat32 ? "float32" : "float64", static_cast<long>(s.B), static_cast<long>(s.T),
                     static_cast<long>(s.H), static_cast<long>(s.K), static_cast<long>(s.V),
                     static_cast<long>((s.T + chunk_size - 1) / chunk_size),
-                    mode == DeltaRuleMode::Chunked ? "chunked" : "recurrent", fwd, fwd_bwd);
+                    mode == DeltaRuleMode::Chunked ? "chunked" : "recurrent", path.c_str(), fwd, fwd_bwd);
         std::fflush(stdout);
       }
     }
