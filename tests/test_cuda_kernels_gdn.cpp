@@ -11,7 +11,7 @@
 // dg/dbeta 2e-2, states 5e-3.
 //
 // The chunked delta rule also runs every shape and variant under Precision::BFloat16 (core/precision.h). float32
-// tensors at the shapes with K, V and the chunk multiples of 16 take the bf16 tensor-core kernels
+// tensors at the shapes with K and V multiples of 16 (all chunks here are too) take the bf16 tensor-core kernels
 // (cuda/delta_rule_chunked_mma*.cuh): compared with the float32 CPU twin at o and states 1e-2, dq/dk/dv and
 // dinitial_state 3e-2, dg/dbeta 5e-2 (see kTolBf*), and on the device they must report the tensor-core path and differ
 // from the float32 CUDA result by more than 1e-6 somewhere (the tensor cores did run). Every other call under
@@ -337,8 +337,9 @@ int64_t n_chunks(const DrShape& s) { return (s.T + s.chunk - 1) / s.chunk; }
 // are float32 tensors with bf16 products only, so the same order with a factor 2-2.5 of margin for dg/dbeta.
 constexpr double kTolBfO = 1e-2, kTolBfState = 1e-2, kTolBfDqkv = 3e-2, kTolBfDgBeta = 5e-2;
 
-// The chunked shapes the tensor-core path takes (float32 tensors under Precision::BFloat16).
-bool tensor_core_shape(const DrShape& s) { return s.K % 16 == 0 && s.V % 16 == 0 && s.chunk % 16 == 0; }
+// The chunked shapes the tensor-core path takes (float32 tensors under Precision::BFloat16): K and V multiples of 16
+// (a chunk that is not, such as C = T = 1, is padded with zero rows to a multiple of 16 inside the kernels).
+bool tensor_core_shape(const DrShape& s) { return s.K % 16 == 0 && s.V % 16 == 0; }
 
 // max |a - b| over the elements of two tensors of the same shape (either device).
 double max_abs_diff(const Tensor& a, const Tensor& b) {
