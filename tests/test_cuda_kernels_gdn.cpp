@@ -12,8 +12,8 @@
 //
 // The chunked delta rule also runs every shape and variant under Precision::BFloat16 (core/precision.h). float32
 // tensors at the shapes with K and V multiples of 16 (all chunks here are too) take the bf16 tensor-core kernels
-// (cuda/delta_rule_chunked_mma*.cuh): compared with the float32 CPU twin at o and states 1e-2, dq/dk/dv and
-// dinitial_state 3e-2, dg/dbeta 5e-2 (see kTolBf*), and on the device they must report the tensor-core path and differ
+// (cuda/delta_rule_chunked_mma*.cuh): compared with the float32 CPU twin at o and states 2e-2, dq/dk/dv and
+// dinitial_state 4e-2, dg/dbeta 5e-2 (see kTolBf*), and on the device they must report the tensor-core path and differ
 // from the float32 CUDA result by more than 1e-6 somewhere (the tensor cores did run). Every other call under
 // BFloat16 (float64 tensors, K or V = 100) must equal the Precision::Float32 CUDA result bit for bit, and the
 // Precision::Float32 calls must report a float32 path.
@@ -329,13 +329,13 @@ void case_recurrent_backward(Ctx& c) {
 int64_t n_chunks(const DrShape& s) { return (s.T + s.chunk - 1) / s.chunk; }
 
 // Tolerances of the bf16 tensor-core path against the float32 CPU twin (normwise). bfloat16 keeps 8 significant
-// bits: every rounded operand carries a relative error up to 2^-9 (2e-3), and an output goes through two to four
-// rounded products in sequence (prepare -> recurrence -> output; the backward five or six, plus the state carried
-// over the chunks), which puts o and the states near 3e-3..6e-3 and the gradients near 1e-2; dg and dbeta are sums
-// with cancellation (rowsum - colsum of dP ⊙ P, the reverse cumsum), the worst normwise, as they already are in
-// float32. FLA's own tests of chunk_gated_delta_rule allow about 1e-2 (o) to 2e-2 (gradients) on bf16 tensors; these
-// are float32 tensors with bf16 products only, so the same order with a factor 2-2.5 of margin for dg/dbeta.
-constexpr double kTolBfO = 1e-2, kTolBfState = 1e-2, kTolBfDqkv = 3e-2, kTolBfDgBeta = 5e-2;
+// bits (unit roundoff 2^-9, about 2e-3 per rounded operand). Measured on the CPU twin at these shapes and variants,
+// rounding only the inputs q, k, v, s0, do, dfinal_state to bf16 already gives o 4.4e-3, states 3.8e-3, dq 6.6e-3,
+// dk 2.6e-3, dv 3.3e-3, dinitial_state 5.1e-3, dg 7.2e-3, dbeta 6.6e-3; the kernels round more (W, H and dH every
+// chunk, Vn, dVn, P, dP, dQK, dL), about 1.5-2.5x that. Hence o and states 2e-2, dq/dk/dv/dinitial_state 4e-2,
+// dg/dbeta 5e-2: the order of FLA's own tests of chunk_gated_delta_rule (about 1e-2 for o, 2e-2 for gradients, on
+// bf16 tensors), with room for the extra roundings, and still two orders below what a wrong tile or layout gives.
+constexpr double kTolBfO = 2e-2, kTolBfState = 2e-2, kTolBfDqkv = 4e-2, kTolBfDgBeta = 5e-2;
 
 // The chunked shapes the tensor-core path takes (float32 tensors under Precision::BFloat16): K and V multiples of 16
 // (a chunk that is not, such as C = T = 1, is padded with zero rows to a multiple of 16 inside the kernels).
