@@ -44,19 +44,16 @@ StepOutputs TrainStep::issue(const Tensor& ids, const Tensor& targets) {
 }
 
 StepOutputs TrainStep::run(const int64_t* ids, const int64_t* targets, double lr, bool want_expert_tokens) {
-  const int64_t n = batch_ * seq_len_;
+  const size_t nbytes = static_cast<size_t>(batch_ * seq_len_) * sizeof(int64_t);
   optimizer_.set_schedule(lr);
   ++runs_;
-  if (!graph_) {
-    StepOutputs out = issue(Tensor::from_int64(std::vector<int64_t>(ids, ids + n), {batch_, seq_len_}, device_),
-                            Tensor::from_int64(std::vector<int64_t>(targets, targets + n), {batch_, seq_len_}, device_));
-    if (!want_expert_tokens) out.expert_tokens.clear();
-    return out;
-  }
-  copy_bytes(ids_.raw_data(), device_, ids, kCPU, static_cast<size_t>(n) * sizeof(int64_t));
-  copy_bytes(targets_.raw_data(), device_, targets, kCPU, static_cast<size_t>(n) * sizeof(int64_t));
-  if (runs_ == 1) {  // warm-up, eagerly, on the same buffers
-    StepOutputs out = issue(ids_, targets_);
+  // Eager: fresh batch tensors every step; graph: the static buffers the graph reads.
+  Tensor in = graph_ ? ids_ : Tensor::empty({batch_, seq_len_}, kInt64, device_);
+  Tensor tg = graph_ ? targets_ : Tensor::empty({batch_, seq_len_}, kInt64, device_);
+  copy_bytes(in.raw_data(), device_, ids, kCPU, nbytes);
+  copy_bytes(tg.raw_data(), device_, targets, kCPU, nbytes);
+  if (!graph_ || runs_ == 1) {  // eager; in graph mode the first step is the eager warm-up, on the same buffers
+    StepOutputs out = issue(in, tg);
     if (!want_expert_tokens) out.expert_tokens.clear();
     return out;
   }
