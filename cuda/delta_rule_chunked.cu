@@ -45,7 +45,8 @@
 // chunk in parallel). Backward: prepare_tiled_kernel, backward_pre_kernel (Vn, scale P^T dO into the dVn scratch and
 // Q^T (scale eg ⊙ dO) into the dH_end scratch, every chunk in parallel), backward_recur_kernel (dVn and dH_start per
 // chunk from those, overwriting them with dVn and dH_end), then chunk_grad_tiled_kernel. The fused *_state_tiled
-// kernels run where the split kernels do not fit.
+// kernels run where the split kernels do not fit,
+// and everywhere under GDN_DR_SPLIT=0.
 // Tensor-core path (cuda/delta_rule_chunked_mma*.cuh), for float32 tensors when gdn::matmul_precision() is
 // BFloat16, K and V multiples of 16 and every kernel's shared memory fits (checked on the host once per call,
 // cuda/delta_rule_chunked_mma_host.cuh): forward prepare_mma_kernel, forward_recur_mma_kernel,
@@ -160,6 +161,15 @@ bool use_tiled() {
     return !(e && e[0] == '1');
   }();
   return tiled;
+}
+// GDN_DR_SPLIT=0 turns the split and tensor-core paths off: the fused tiled state kernels run instead (an A/B switch
+// for benchmarks and a second path for bisecting).
+bool use_split() {
+  static const bool split = [] {
+    const char* e = std::getenv("GDN_DR_SPLIT");
+    return use_tiled() && !(e && e[0] == '0');
+  }();
+  return split;
 }
 
 // Shared memory of the tiled kernels (layouts in cuda/delta_rule_chunked_tiled.cuh).
@@ -322,7 +332,7 @@ void gated_delta_rule_chunked_forward(const Tensor& o, const Tensor& final_state
   dispatch_float(q.dtype(), name, [&](auto tag) {
     using Tp = decltype(tag);
     if constexpr (std::is_same_v<Tp, float>) {  // bf16 tile products: float32 tensors under Precision::BFloat16
-      if (matmul_precision() == Precision::BFloat16 && use_tiled()) {
+      if (matmul_precision() == Precision::BFloat16 && use_split()) {
         const mma::Plan mp = mma::plan(d, false);
         if (mp.ok) {
           mma::forward(d, mp, o, final_state, chunk_states, q, k, v, g, beta, initial_state, static_cast<float>(scale));
@@ -335,7 +345,7 @@ void gated_delta_rule_chunked_forward(const Tensor& o, const Tensor& final_state
     if (d.NC > 0) p = prepare<Tp>(d, q, k, v, g, beta);
     const Tp sc = static_cast<Tp>(scale);
     const size_t es = sizeof(Tp);
-    const RecurPlan rp = use_tiled() && d.NC > 0 ? plan_recur(d, es, [&](int vt, int nb) {
+    const RecurPlan rp = use_split() && d.NC > 0 ? plan_recur(d, es, [&](int vt, int nb) {
       return fwd_recur_elems(d.C, d.K, vt, nb);
     })
                                                  : RecurPlan{};
@@ -401,7 +411,7 @@ void gated_delta_rule_chunked_backward(const Tensor& dq, const Tensor& dk, const
     const Tp sc = static_cast<Tp>(scale);
     const bool grouped = d.G > 1;
     if constexpr (std::is_same_v<Tp, float>) {  // bf16 tile products: float32 tensors under Precision::BFloat16
-      if (matmul_precision() == Precision::BFloat16 && use_tiled()) {
+      if (matmul_precision() == Precision::BFloat16 && use_split()) {
         const mma::Plan mp = mma::plan(d, true);
         if (mp.ok) {
           const Tensor dqs = grouped ? Tensor::empty({d.B, d.Hv, d.T, d.K}, q.dtype(), dev) : dq;
@@ -423,7 +433,7 @@ void gated_delta_rule_chunked_backward(const Tensor& dq, const Tensor& dk, const
       dVn = Tensor::empty({d.B, d.Hv, d.T, d.V}, q.dtype(), dev);
     }
     const size_t es = sizeof(Tp);
-    const RecurPlan rp = use_tiled() && d.NC > 0 ? plan_recur(d, es, [&](int vt, int nb) {
+    const RecurPlan rp = use_split() && d.NC > 0 ? plan_recur(d, es, [&](int vt, int nb) {
       return bwd_recur_elems(d.C, d.K, vt, nb);
     })
                                                  : RecurPlan{};
