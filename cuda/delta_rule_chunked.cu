@@ -503,6 +503,7 @@ void gated_delta_rule_chunked_backward(const Tensor& dq, const Tensor& dk, const
 }  // namespace
 
 DeltaRuleChunkedPaths delta_rule_chunked_last_paths() { return g_paths; }
+bool delta_rule_chunked_tensor_cores_allowed() { return use_split(); }
 
 void register_delta_rule_chunked_kernels(KernelTable& t) {
   t.gated_delta_rule_chunked_forward = gated_delta_rule_chunked_forward;

@@ -15,4 +15,8 @@ struct DeltaRuleChunkedPaths {
 // when their kernels are queued (no device work, no synchronization).
 DeltaRuleChunkedPaths delta_rule_chunked_last_paths();
 
+// Whether the tensor-core path may run at all in this process: false under GDN_DR_SPLIT=0 or GDN_DR_UNTILED=1
+// (cuda/delta_rule_chunked.cu), which select the float32 kernels for every call.
+bool delta_rule_chunked_tensor_cores_allowed();
+
 }  // namespace gdn::cuda

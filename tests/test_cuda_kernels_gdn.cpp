@@ -19,6 +19,9 @@
 // Precision::Float32 calls must report a float32 path.
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <iterator>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -262,6 +265,21 @@ const DrShape kChunkedShapes[] = {
     {1, 64, 2, 2, 32, 100, 64},   {2, 130, 2, 4, 128, 128, 64}, {1, 130, 1, 2, 64, 128, 16}, {2, 37, 2, 2, 100, 64, 16},
     {1, 16, 2, 4, 128, 32, 16}};
 
+// GDN_HARNESS_DR_SHAPES=i,j,...: only those entries of kChunkedShapes (0-based), for a racecheck run that must fit
+// a time limit; unset: all of them.
+std::vector<DrShape> chunked_shapes() {
+  const char* e = std::getenv("GDN_HARNESS_DR_SHAPES");
+  if (!e || !*e) return {std::begin(kChunkedShapes), std::end(kChunkedShapes)};
+  std::vector<DrShape> picked;
+  std::stringstream list(e);
+  for (std::string item; std::getline(list, item, ',');) {
+    const size_t i = std::stoul(item);
+    REQUIRE_MESSAGE(i < std::size(kChunkedShapes), "GDN_HARNESS_DR_SHAPES: no shape " << i);
+    picked.push_back(kChunkedShapes[i]);
+  }
+  return picked;
+}
+
 // float32 tolerances of the delta rule (float64: 1e-10 for all).
 constexpr double kTolO = 5e-3, kTolDqkv = 8e-3, kTolDgBeta = 2e-2, kTolState = 5e-3;
 
@@ -338,8 +356,14 @@ int64_t n_chunks(const DrShape& s) { return (s.T + s.chunk - 1) / s.chunk; }
 constexpr double kTolBfO = 2e-2, kTolBfState = 2e-2, kTolBfDqkv = 4e-2, kTolBfDgBeta = 5e-2;
 
 // The chunked shapes the tensor-core path takes (float32 tensors under Precision::BFloat16): K and V multiples of 16
-// (a chunk that is not, such as C = T = 1, is padded with zero rows to a multiple of 16 inside the kernels).
-bool tensor_core_shape(const DrShape& s) { return s.K % 16 == 0 && s.V % 16 == 0; }
+// (a chunk that is not, such as C = T = 1, is padded with zero rows to a multiple of 16 inside the kernels); none
+// when GDN_DR_SPLIT=0 or GDN_DR_UNTILED=1 turn the path off for the process.
+bool tensor_core_shape(const DrShape& s) {
+#if GDN_WITH_CUDA
+  if (!cuda::delta_rule_chunked_tensor_cores_allowed()) return false;
+#endif
+  return s.K % 16 == 0 && s.V % 16 == 0;
+}
 
 // max |a - b| over the elements of two tensors of the same shape (either device).
 double max_abs_diff(const Tensor& a, const Tensor& b) {
@@ -379,7 +403,7 @@ void check_tensor_cores_ran(Ctx& c, bool backward, const Tensor& bf16_result, co
 }
 
 void case_chunked_forward(Ctx& c) {
-  for (const DrShape& s : kChunkedShapes) {
+  for (const DrShape& s : chunked_shapes()) {
     for (const DrVariant& var : kDrVariants) {
       c.run(fmt::format("{} {}", dr_tag(s, true), var.tag), [&] {
         DrInputs in = dr_inputs(c, s, var.strong, var.s0);
@@ -426,7 +450,7 @@ void case_chunked_forward(Ctx& c) {
 }
 
 void case_chunked_backward(Ctx& c) {
-  for (const DrShape& s : kChunkedShapes) {
+  for (const DrShape& s : chunked_shapes()) {
     for (const DrVariant& var : kDrVariants) {
       c.run(fmt::format("{} {}", dr_tag(s, true), var.tag), [&] {
         DrInputs in = dr_inputs(c, s, var.strong, var.s0);
