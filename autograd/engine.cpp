@@ -88,7 +88,7 @@ void record(const char* name, const TensorList& outputs, const TensorList& input
   }
 }
 
-void backward(const TensorList& roots, const TensorList& grads, bool retain_graph) {
+void backward(const TensorList& roots, const TensorList& grads, bool retain_graph, const LeafReadyFn& on_leaf_ready) {
   NoGradGuard no_grad;
   GDN_CHECK(grads.empty() || grads.size() == roots.size(), "backward: {} roots but {} gradients", roots.size(),
             grads.size());
@@ -121,8 +121,9 @@ void backward(const TensorList& roots, const TensorList& grads, bool retain_grap
     deliver(e, g);
   }
 
-  // Count consumers of each reachable node.
+  // Count consumers of each reachable node, and (for on_leaf_ready) the edges into each leaf.
   std::unordered_map<Node*, int> pending;
+  std::unordered_map<const TensorImpl*, int> leaf_pending;
   std::vector<Node*> stack;
   for (auto& n : root_nodes)
     if (pending.emplace(n.get(), 0).second) stack.push_back(n.get());
@@ -130,6 +131,7 @@ void backward(const TensorList& roots, const TensorList& grads, bool retain_grap
     Node* n = stack.back();
     stack.pop_back();
     for (const Edge& e : n->next) {
+      if (e.leaf && on_leaf_ready) leaf_pending[e.leaf.get()]++;
       if (!e.fn) continue;
       auto [it, inserted] = pending.emplace(e.fn.get(), 0);
       it->second++;
@@ -168,6 +170,7 @@ void backward(const TensorList& roots, const TensorList& grads, bool retain_grap
         deliver(e, grad_in[i]);
       }
       if (e.fn && --pending[e.fn.get()] == 0) ready.push(e.fn.get());
+      if (e.leaf && on_leaf_ready && --leaf_pending[e.leaf.get()] == 0) on_leaf_ready(*e.leaf);
     }
   }
 }

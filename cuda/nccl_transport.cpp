@@ -45,21 +45,52 @@ NcclComm::NcclComm(const std::vector<uint8_t>& unique_id, int rank, int world) {
   ncclComm_t comm = nullptr;
   nccl_check(ncclCommInitRank(&comm, world, id, rank), "ncclCommInitRank");
   comm_ = comm;
+  cudaStream_t stream = nullptr;
+  CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  stream_ = stream;
+  cudaEvent_t forked = nullptr, done = nullptr;
+  CUDA_CHECK(cudaEventCreateWithFlags(&forked, cudaEventDisableTiming));
+  CUDA_CHECK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming));
+  forked_ = forked;
+  done_ = done;
 }
 
 NcclComm::~NcclComm() {
   if (scratch_) (void)cudaFree(scratch_);
   if (comm_) (void)ncclCommDestroy(as_comm(comm_));
+  if (forked_) (void)cudaEventDestroy(static_cast<cudaEvent_t>(forked_));
+  if (done_) (void)cudaEventDestroy(static_cast<cudaEvent_t>(done_));
+  if (stream_) (void)cudaStreamDestroy(static_cast<cudaStream_t>(stream_));
 }
 
-void NcclComm::all_reduce(void* const* buffers, const size_t* counts, size_t n, bool fp64, bool average) {
+void NcclComm::group_all_reduce(void* const* buffers, const size_t* counts, size_t n, bool fp64, bool average,
+                                void* stream) {
   ncclComm_t comm = as_comm(comm_);
   nccl_check(ncclGroupStart(), "ncclGroupStart", comm);
   for (size_t i = 0; i < n; ++i)
     nccl_check(ncclAllReduce(buffers[i], buffers[i], counts[i], fp64 ? ncclFloat64 : ncclFloat32,
-                             average ? ncclAvg : ncclSum, comm, current_stream()),
+                             average ? ncclAvg : ncclSum, comm, static_cast<cudaStream_t>(stream)),
                "ncclAllReduce", comm);
   nccl_check(ncclGroupEnd(), "ncclGroupEnd", comm);
+}
+
+void NcclComm::all_reduce(void* const* buffers, const size_t* counts, size_t n, bool fp64, bool average) {
+  group_all_reduce(buffers, counts, n, fp64, average, current_stream());
+}
+
+void NcclComm::all_reduce_async(void* const* buffers, const size_t* counts, size_t n, bool fp64, bool average) {
+  const auto stream = static_cast<cudaStream_t>(stream_);
+  CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(forked_), current_stream()));
+  CUDA_CHECK(cudaStreamWaitEvent(stream, static_cast<cudaEvent_t>(forked_), 0));
+  group_all_reduce(buffers, counts, n, fp64, average, stream);
+  in_flight_ = true;
+}
+
+void NcclComm::join() {
+  if (!in_flight_) return;
+  CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(done_), static_cast<cudaStream_t>(stream_)));
+  CUDA_CHECK(cudaStreamWaitEvent(current_stream(), static_cast<cudaEvent_t>(done_), 0));
+  in_flight_ = false;
 }
 
 void NcclComm::sum_host(double* values, size_t n) {

@@ -28,6 +28,12 @@ class NcclComm {
   // In-place all-reduce of n device buffers as one NCCL group on current_stream(): the average over ranks
   // (average = true, ncclAvg) or the sum. fp64 picks double elements, else float.
   void all_reduce(void* const* buffers, const size_t* counts, size_t n, bool fp64, bool average);
+  // The same all-reduce on the communicator's own stream, ordered after the work queued so far on current_stream():
+  // the work queued there afterwards runs while it is in flight (a gradient bucket's all-reduce beside the rest of
+  // the backward). join() makes current_stream() wait for every all-reduce started so far. Under CUDA graph capture
+  // the pair forks the capture onto the communicator's stream and joins it back.
+  void all_reduce_async(void* const* buffers, const size_t* counts, size_t n, bool fp64, bool average);
+  void join();
   // Sums host doubles over the ranks through a small device buffer; waits for the result.
   void sum_host(double* values, size_t n);
   // Empty while the communicator is healthy; NCCL's error text once it reported an asynchronous error (for example
@@ -35,7 +41,13 @@ class NcclComm {
   std::string async_error();
 
  private:
+  void group_all_reduce(void* const* buffers, const size_t* counts, size_t n, bool fp64, bool average, void* stream);
+
   void* comm_ = nullptr;      // ncclComm_t
+  void* stream_ = nullptr;    // cudaStream_t of all_reduce_async
+  void* forked_ = nullptr;    // cudaEvent_t: the point of current_stream() an async all-reduce waits for
+  void* done_ = nullptr;      // cudaEvent_t: the end of the async all-reduces
+  bool in_flight_ = false;    // an async all-reduce was started since the last join()
   double* scratch_ = nullptr;  // device buffer for sum_host
   size_t scratch_count_ = 0;
 };

@@ -6,6 +6,9 @@
 // the order of the host's calls is the order on the device, so the caching allocator may hand a block freed by the
 // host to the next kernel without waiting (stream-ordered reuse), and the host never waits except where it reads
 // device memory (a D2H copy: item(), to_device(.., kCPU)). A non-default stream is also what CUDA graph capture needs.
+// The one other stream: data-parallel training's NCCL all-reduces of gradient buckets (cuda/nccl_transport.h
+// all_reduce_async) run on the communicator's stream, forked from this one and joined back before anything reads
+// the gradients; the buffers they touch are parameter gradients and the loss, which stay allocated past the join.
 #pragma once
 
 #include <cuda_runtime_api.h>

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# scripts/dp_check.sh — data-parallel training on a machine with 2 GPUs (docs/PERF.md "Data parallel").
+# scripts/dp_check.sh — data-parallel training on a machine with 2 or more GPUs (docs/PERF.md "Data parallel").
 #
 # Stages (all by default, or the ones named): build (gdn-train and bench-allreduce with CUDA + NCCL into $BUILD,
-# default build-dp), parity (small preset, float32: 1 GPU with batch 8 against --gpus 2 with batch 4 each, 50 steps,
-# every step's loss compared), scale (tokens/s of gdn-train on 1 GPU and on 2: medium at B32 x T256 per GPU, large at
-# B8 x T512 per GPU; default precision), allreduce (bench-allreduce --gpus 2: the gradient all-reduce's bus
-# bandwidth for medium and large). Needs the corpus in data/sotu. Logs and a summary go to $OUT (default /tmp/gdn-dp).
-# Usage: OUT=/some/dir bash scripts/dp_check.sh [stage ...]
+# default build-dp; skip it to use a build made elsewhere, e.g. BUILD=build-gpu after gpu_check.sh build), parity
+# (small preset, float32: 1 GPU with batch 8 against --gpus 2 with batch 4 each, 50 steps, every step's loss
+# compared), scale (tokens/s of gdn-train on 1 GPU and on each count in $GPUS: medium at B32 x T256 per GPU, large at
+# B8 x T512 per GPU; default precision; and medium at the largest count with dp_bucket_mb=0, the all-reduce after
+# the backward instead of overlapped with it), allreduce (bench-allreduce at each count in $GPUS: the gradient
+# all-reduce's bus bandwidth for medium and large). $GPUS defaults to 2, and 2 4 on a machine with 4 or more GPUs.
+# Needs the corpus in data/sotu. Logs and a summary go to $OUT (default /tmp/gdn-dp).
+# Usage: OUT=/some/dir [BUILD=dir] [GPUS="2 4"] bash scripts/dp_check.sh [stage ...]
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -15,6 +18,8 @@ BUILD=${BUILD:-build-dp}
 DATA=${DATA:-data/sotu}
 mkdir -p "$OUT"
 stages=${*:-build parity scale allreduce}
+ncards=$(nvidia-smi -L 2>/dev/null | wc -l)
+GPUS=${GPUS:-$( ((ncards >= 4)) && echo "2 4" || echo 2)}
 want() { [[ " $stages " == *" $1 "* ]]; }
 note() { echo "$*" | tee -a "$OUT/summary.txt"; }
 export NCCL_NVLS_ENABLE=${NCCL_NVLS_ENABLE:-0} OMP_WAIT_POLICY=PASSIVE PATH="$PATH:/usr/local/cuda/bin"
@@ -69,16 +74,26 @@ if want scale; then
   for spec in "medium 32 256 300" "large 8 512 150"; do
     read -r preset b t steps <<<"$spec"
     s="--preset $preset --steps $steps --set warmup_steps=10 --set log_every=50 --set eval_every=$steps --set eval_batches=2 --set checkpoint_every=$steps --set batch_size=$b --set seq_len=$t"
-    train "${preset}1" $s --device cuda && train "${preset}2" $s --gpus 2 &&
-      note "scale $preset B${b}xT${t}/GPU, $steps steps: 1 GPU $(tps "${preset}1") tok/s, 2 GPUs $(tps "${preset}2") tok/s, efficiency $(python3 -c "print(f'{$(tps "${preset}2")/(2*$(tps "${preset}1")):.3f}')")"
+    train "${preset}1" $s --device cuda || continue
+    for n in $GPUS; do
+      train "${preset}$n" $s --gpus "$n" &&
+        note "scale $preset B${b}xT${t}/GPU, $steps steps: 1 GPU $(tps "${preset}1") tok/s, $n GPUs $(tps "${preset}$n") tok/s, efficiency $(python3 -c "print(f'{$(tps "${preset}$n")/($n*$(tps "${preset}1")):.3f}')")"
+    done
+    if [[ $preset == medium ]]; then
+      n=${GPUS##* }
+      train "${preset}${n}-nobucket" $s --gpus "$n" --set dp_bucket_mb=0 &&
+        note "scale $preset, $n GPUs, one all-reduce after the backward (dp_bucket_mb=0): $(tps "${preset}${n}-nobucket") tok/s"
+    fi
   done
 fi
 
 if want allreduce; then
-  for preset in medium large; do
-    "$bin/bench-allreduce" --gpus 2 --preset "$preset" --set vocab_size=8192 --iters 50 --json "$OUT/allreduce_$preset.json" \
-      > "$OUT/allreduce_$preset.log" 2>&1
-    note "$(tail -1 "$OUT/allreduce_$preset.log")"
+  for n in $GPUS; do
+    for preset in medium large; do
+      "$bin/bench-allreduce" --gpus "$n" --preset "$preset" --set vocab_size=8192 --iters 50 \
+        --json "$OUT/allreduce_${preset}_$n.json" > "$OUT/allreduce_${preset}_$n.log" 2>&1
+      note "$(tail -1 "$OUT/allreduce_${preset}_$n.log")"
+    done
   done
 fi
 cat "$OUT/summary.txt"

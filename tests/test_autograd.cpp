@@ -1,4 +1,8 @@
 // tests/test_autograd.cpp — the tape and the engine: diamonds, reuse, accumulation, no-grad, retain_graph, errors.
+#include <map>
+#include <utility>
+#include <vector>
+
 #include "tests/test_helpers.h"
 
 using namespace gdn;
@@ -8,6 +12,25 @@ TEST_CASE("autograd: a tensor used twice gets both contributions") {
   Tensor y = x * x + x;  // dy/dx = 2x + 1 = 5
   backward(y);
   CHECK(x.grad().item() == doctest::Approx(5.0));
+}
+
+TEST_CASE("autograd: on_leaf_ready hears of each leaf once, when its gradient is complete") {
+  // x feeds three ops that run at different times, w one; `unused` is not in the graph and is never reported.
+  Tensor x = Tensor::from_vector({2.0}, {}, kFloat64).set_requires_grad(true);
+  Tensor w = Tensor::from_vector({3.0}, {}, kFloat64).set_requires_grad(true);
+  Tensor unused = Tensor::from_vector({1.0}, {}, kFloat64).set_requires_grad(true);
+  Tensor y = (x * w) * x + x;  // dy/dx = 2xw + 1 = 13, dy/dw = x^2 = 4
+  std::vector<std::pair<const TensorImpl*, double>> heard;
+  backward({y}, {}, false, [&](const TensorImpl& leaf) {
+    heard.emplace_back(&leaf, Tensor(leaf.grad).item());
+  });
+  REQUIRE(heard.size() == 2);
+  std::map<const TensorImpl*, double> at_ready(heard.begin(), heard.end());
+  REQUIRE(at_ready.count(&x.impl()) == 1);
+  REQUIRE(at_ready.count(&w.impl()) == 1);
+  CHECK(at_ready[&x.impl()] == doctest::Approx(13.0));  // already the full gradient when it was reported
+  CHECK(at_ready[&w.impl()] == doctest::Approx(4.0));
+  CHECK(!unused.grad().defined());
 }
 
 TEST_CASE("autograd: diamond graph") {

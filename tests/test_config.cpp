@@ -140,10 +140,10 @@ TEST_CASE("config: the table covers every key once") {
                           "preset", "data", "out_dir", "seq_len", "batch_size", "steps", "warmup_steps", "lr",
                           "min_lr_ratio", "lr_schedule", "beta1", "beta2", "adam_eps", "weight_decay", "grad_clip",
                           "eval_every", "eval_batches", "checkpoint_every", "log_every", "seed", "threads",
-                          "val_fraction", "device", "dtype", "precision", "cuda_graph", "fused_loss", "sample_tokens", "sample_prompt",
+                          "val_fraction", "device", "dtype", "precision", "cuda_graph", "fused_loss", "dp_bucket_mb", "sample_tokens", "sample_prompt",
                           "no_decay"})
     CHECK_MESSAGE(names.count(key) == 1, key);
-  CHECK(names.size() == 51);
+  CHECK(names.size() == 52);
   CHECK(model_config_json(ModelConfig{}).size() == 21);
   std::string help = config_help();
   for (const std::string& n : names) CHECK_MESSAGE(help.find(n) != std::string::npos, n);

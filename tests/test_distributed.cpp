@@ -1,6 +1,7 @@
-// tests/test_distributed.cpp — data parallel without GPUs: the environment, the sampler's sharding, the TCP
-// rendezvous and transport (two ranks as two threads of this process), and its failures (port in use, nobody at the
-// master, a rank that goes away). tests/distributed_cpu.sh trains with two real processes.
+// tests/test_distributed.cpp — data parallel without GPUs: the environment, the sampler's sharding, the gradient
+// buckets (against a recording transport), the TCP rendezvous and transport (two ranks as two threads of this
+// process), and its failures (port in use, nobody at the master, a rank that goes away). tests/distributed_cpu.sh
+// trains with two real processes.
 #include <doctest/doctest.h>
 
 #include <map>
@@ -10,7 +11,10 @@
 #include "ops/ops.h"
 #include "tests/test_helpers.h"
 #include "train/corpus.h"
+#include "autograd/engine.h"
+#include "models/language_model.h"
 #include "train/distributed.h"
+#include "train/grad_buckets.h"
 #include "train/rendezvous.h"
 
 using namespace gdn;
@@ -24,7 +28,108 @@ std::function<const char*(const char*)> env_of(const std::map<std::string, std::
   };
 }
 
+// A transport of one rank that records what it was asked to average, and when: "average" halves the tensors (so a
+// gradient averaged twice, or never, shows), and `leaves_seen` tells how far the backward was at each call.
+class RecordingComm final : public Communicator {
+ public:
+  RecordingComm() : Communicator(0, 2) {}
+  std::string transport() const override { return "recording"; }
+  void average(const std::vector<Tensor>& tensors) override {
+    std::vector<const TensorImpl*> call;
+    for (const Tensor& t : tensors) {
+      NoGradGuard no_grad;
+      const Tensor h = t * 0.5;
+      copy_bytes(t.raw_data(), t.device(), h.raw_data(), h.device(), static_cast<size_t>(t.numel()) * element_size(t.dtype()));
+      call.push_back(&t.impl());
+    }
+    calls.push_back(call);
+    leaves_at_call.push_back(leaves_seen);
+  }
+  void wait_averages() override { ++waits; }
+  void sum(std::vector<double>&) override {}
+  void finish() override {}
+
+  std::vector<std::vector<const TensorImpl*>> calls;
+  std::vector<size_t> leaves_at_call;
+  size_t leaves_seen = 0, waits = 0;
+};
+
+ModelConfig bucket_model() {
+  ModelConfig c;
+  c.vocab_size = 50;
+  c.d_model = 16;
+  c.n_layers = 3;
+  c.n_k_heads = 2;
+  c.n_v_heads = 2;
+  c.head_k_dim = 8;
+  c.head_v_dim = 8;
+  c.ffn_dim = 32;
+  return c;
+}
+
 }  // namespace
+
+TEST_CASE("distributed: gradient buckets start in order during the backward, each gradient averaged once") {
+  const ModelConfig cfg = bucket_model();
+  Generator g(5);
+  std::vector<int64_t> ids(2 * 12), targets(2 * 12);
+  for (auto& x : ids) x = static_cast<int64_t>(g.below(cfg.vocab_size));
+  for (auto& x : targets) x = static_cast<int64_t>(g.below(cfg.vocab_size));
+  const Tensor in = Tensor::from_int64(ids, {2, 12}), tg = Tensor::from_int64(targets, {2, 12});
+
+  // The reference: the same model's gradients from a plain backward.
+  GatedDeltaNetLM ref(cfg, 3);
+  std::vector<Tensor> ref_params;
+  for (const auto& p : ref.parameters()) ref_params.push_back(p.value);
+  backward(ref.loss(in, tg).loss);
+
+  for (size_t bucket_bytes : {size_t{0}, size_t{4096}, size_t{1} << 30}) {
+    CAPTURE(bucket_bytes);
+    GatedDeltaNetLM model(cfg, 3);
+    std::vector<Tensor> params;
+    for (const auto& p : model.parameters()) params.push_back(p.value);
+    RecordingComm comm;
+    GradBuckets buckets(params, comm, bucket_bytes);
+    // Buckets cover the parameters once, last parameter first, and stay under the size unless one tensor is larger.
+    std::vector<size_t> order;
+    for (size_t b = 0; b < buckets.buckets(); ++b) {
+      size_t bytes = 0;
+      for (size_t i : buckets.bucket(b)) {
+        order.push_back(i);
+        bytes += static_cast<size_t>(params[i].numel()) * sizeof(float);
+      }
+      if (bucket_bytes > 0) CHECK((bytes <= bucket_bytes || buckets.bucket(b).size() == 1));
+    }
+    REQUIRE(order.size() == params.size());
+    for (size_t k = 0; k < order.size(); ++k) CHECK(order[k] == params.size() - 1 - k);
+    if (bucket_bytes == 0 || bucket_bytes == (size_t{1} << 30)) CHECK(buckets.buckets() == 1);
+    if (bucket_bytes == 4096) CHECK(buckets.buckets() > 3);
+
+    LossOutput out = model.loss(in, tg);
+    buckets.begin();
+    backward({out.loss}, {}, false, [&](const TensorImpl& leaf) {
+      ++comm.leaves_seen;
+      buckets.leaf_ready(leaf);
+    });
+    const size_t leaves_total = comm.leaves_seen;
+    buckets.finish(out.ce);
+    // Every parameter reached the loss here, so every bucket started from the backward, in order, and the loss came
+    // last; with several buckets the first one started before the backward had finished its leaves.
+    CHECK(buckets.started_in_backward() == buckets.buckets());
+    REQUIRE(comm.calls.size() == buckets.buckets() + 1);
+    for (size_t b = 0; b < buckets.buckets(); ++b) {
+      REQUIRE(comm.calls[b].size() == buckets.bucket(b).size());
+      for (size_t k = 0; k < comm.calls[b].size(); ++k)
+        CHECK(comm.calls[b][k] == &params[buckets.bucket(b)[k]].grad().impl());
+    }
+    CHECK(comm.calls.back() == std::vector<const TensorImpl*>{&out.ce.impl()});
+    if (buckets.buckets() > 3) CHECK(comm.leaves_at_call.front() < leaves_total);
+    CHECK(comm.waits == 1);
+    // Each gradient halved exactly once.
+    for (size_t i = 0; i < params.size(); ++i)
+      CHECK(test::max_abs_diff(params[i].grad() * 2.0, ref_params[i].grad()) < 1e-6);
+  }
+}
 
 TEST_CASE("distributed: the job comes from torchrun's, mpirun's or srun's variables, and bad values are refused") {
   CHECK(distributed_env(env_of({})).world == 1);

@@ -207,6 +207,10 @@ std::vector<ConfigField> make_fields() {
   f.push_back(train_field("fused_loss", &T::fused_loss,
                           "on a GPU, the lm_head and the cross-entropy fused over row chunks: no [N,V] logits in memory, "
                           "a few percent slower (docs/PERF.md)", any));
+  f.push_back(train_field("dp_bucket_mb", &T::dp_bucket_mb,
+                          "data parallel: MiB of gradients per all-reduce bucket, started while the backward runs "
+                          "(0 = one bucket after the backward)",
+                          [](C c) { return non_negative(c.dp_bucket_mb); }));
   f.push_back(train_field("sample_tokens", &T::sample_tokens, "tokens generated after training (0 = none)",
                           [](C c) { return non_negative(c.sample_tokens); }));
   f.push_back(train_field("sample_prompt", &T::sample_prompt, "prompt of the generated sample", any));

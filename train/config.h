@@ -49,6 +49,7 @@ struct TrainConfig {
   std::string precision = "float32";
   bool cuda_graph = true;                 // on a GPU, capture the training step once as a CUDA graph and replay it
   bool fused_loss = false;                // on a GPU, lm_head + cross-entropy fused over row chunks (no [N,V] logits)
+  int64_t dp_bucket_mb = 25;              // data parallel: MiB of gradients per all-reduce bucket (0 = one, after backward)
   int64_t sample_tokens = 120;            // tokens generated at the end of training
   std::string sample_prompt = "The";
   // Parameters whose name contains any of these comma-separated pieces get no weight decay; all others do.

@@ -215,20 +215,9 @@ class NcclCommunicator final : public Communicator {
   ~NcclCommunicator() override { stop_watchdog(); }
   std::string transport() const override { return "nccl " + cuda::nccl_version(); }
 
-  void average(const std::vector<Tensor>& tensors) override {
-    for (DType dt : {kFloat32, kFloat64}) {
-      std::vector<void*> ptrs;
-      std::vector<size_t> counts;
-      for (const Tensor& t : tensors) {
-        GDN_CHECK(t.device().is_cuda() && t.is_contiguous() && (t.dtype() == kFloat32 || t.dtype() == kFloat64),
-                  "the NCCL transport averages contiguous float32/float64 GPU tensors");
-        if (t.dtype() != dt) continue;
-        ptrs.push_back(t.raw_data());
-        counts.push_back(static_cast<size_t>(t.numel()));
-      }
-      if (!ptrs.empty()) nccl_->all_reduce(ptrs.data(), counts.data(), ptrs.size(), dt == kFloat64, true);
-    }
-  }
+  void average(const std::vector<Tensor>& tensors) override { all_reduce(tensors, false); }
+  void average_async(const std::vector<Tensor>& tensors) override { all_reduce(tensors, true); }
+  void wait_averages() override { nccl_->join(); }
 
   void sum(std::vector<double>& values) override { nccl_->sum_host(values.data(), values.size()); }
 
@@ -239,6 +228,26 @@ class NcclCommunicator final : public Communicator {
   }
 
  private:
+  // One NCCL group per dtype: on the device's stream, or (async) on the communicator's own.
+  void all_reduce(const std::vector<Tensor>& tensors, bool async) {
+    for (DType dt : {kFloat32, kFloat64}) {
+      std::vector<void*> ptrs;
+      std::vector<size_t> counts;
+      for (const Tensor& t : tensors) {
+        GDN_CHECK(t.device().is_cuda() && t.is_contiguous() && (t.dtype() == kFloat32 || t.dtype() == kFloat64),
+                  "the NCCL transport averages contiguous float32/float64 GPU tensors");
+        if (t.dtype() != dt) continue;
+        ptrs.push_back(t.raw_data());
+        counts.push_back(static_cast<size_t>(t.numel()));
+      }
+      if (ptrs.empty()) continue;
+      if (async)
+        nccl_->all_reduce_async(ptrs.data(), counts.data(), ptrs.size(), dt == kFloat64, true);
+      else
+        nccl_->all_reduce(ptrs.data(), counts.data(), ptrs.size(), dt == kFloat64, true);
+    }
+  }
+
   void stop_watchdog() {
     if (watchdog_.joinable()) {
       const char c = 1;

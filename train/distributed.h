@@ -9,8 +9,9 @@
 // own store on MASTER_PORT (TORCHELASTIC_USE_AGENT_STORE=True), the rendezvous uses MASTER_PORT + 1.
 //
 // Communicator is the whole interface the trainer sees; its transports:
-//   * NCCL (GPUs; cuda/nccl_transport.h, built when NCCL is found): collectives are queued on the device's stream
-//     (capturable into the training step's CUDA graph). The NCCL unique id travels over the TCP rendezvous
+//   * NCCL (GPUs; cuda/nccl_transport.h, built when NCCL is found): collectives are queued on the device's stream,
+//     or for average_async on the communicator's own stream forked from it and joined back by wait_averages()
+//     (both capturable into the training step's CUDA graph). The NCCL unique id travels over the TCP rendezvous
 //     (train/rendezvous.h). A watchdog thread watches the rendezvous connections and NCCL's asynchronous error:
 //     a rank that dies, or an NCCL error, ends this process with one line and exit code 2.
 //   * TCP (CPU processes): the data itself moves over the rendezvous connections, reduced through rank 0 in rank
@@ -49,6 +50,12 @@ class Communicator {
   // Replaces each tensor (contiguous, float32 or float64, on this rank's device) by its average over the ranks.
   // NCCL: queued on the device's stream, capturable; TCP: done when it returns.
   virtual void average(const std::vector<Tensor>& tensors) = 0;
+  // The same average, started after the work queued so far on this rank's device and left running beside the work
+  // queued after it (NCCL: on a stream of its own; a gradient bucket's all-reduce overlaps the rest of the backward).
+  // The tensors must stay alive and unwritten until wait_averages(), which makes the device's stream wait for every
+  // average started so far. TCP: done when it returns (the CPU backend has nothing to overlap with).
+  virtual void average_async(const std::vector<Tensor>& tensors) { average(tensors); }
+  virtual void wait_averages() {}
   // Sums host values over the ranks; every rank gets the same result. Waits.
   virtual void sum(std::vector<double>& values) = 0;
   // Whether `flag` is true on any rank (a host collective: every rank must call it at the same point).

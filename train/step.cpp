@@ -6,6 +6,7 @@
 #include "autograd/engine.h"
 #include "ops/ops.h"
 #include "train/distributed.h"
+#include "train/grad_buckets.h"
 
 namespace gdn {
 
@@ -14,6 +15,7 @@ TrainStep::TrainStep(GatedDeltaNetLM& model, AdamW& optimizer, std::vector<Tenso
     : model_(model), optimizer_(optimizer), params_(std::move(params)), batch_(batch), seq_len_(seq_len),
       grad_clip_(options.grad_clip), fused_loss_(options.fused_loss && model.device().is_cuda()),
       comm_(options.comm), device_(model.device()) {
+  if (comm_) buckets_ = std::make_unique<GradBuckets>(params_, *comm_, options.bucket_bytes);
   if (options.cuda_graph && device_.is_cuda()) {
     graph_ = std::make_unique<CapturedWork>(device_);
     ids_ = Tensor::empty({batch, seq_len}, kInt64, device_);
@@ -28,14 +30,12 @@ size_t TrainStep::graph_nodes() const { return graph_ ? graph_->nodes() : 0; }
 StepOutputs TrainStep::issue(const Tensor& ids, const Tensor& targets) {
   clear_grads(params_);
   LossOutput out = model_.loss(ids, targets, fused_loss_);
-  backward(out.loss);
-  if (comm_) {  // data parallel: the average over the ranks (a parameter without a gradient contributes zeros)
-    std::vector<Tensor> averaged{out.ce};
-    for (Tensor& p : params_) {
-      if (!p.grad().defined()) p.set_grad(zeros_like(p));
-      averaged.push_back(p.grad());
-    }
-    comm_->average(averaged);
+  if (buckets_) {  // data parallel: gradients averaged bucket by bucket while the backward runs, then the loss
+    buckets_->begin();
+    backward({out.loss}, {}, false, [this](const TensorImpl& leaf) { buckets_->leaf_ready(leaf); });
+    buckets_->finish(out.ce);
+  } else {
+    backward(out.loss);
   }
   Tensor grad_sq_norm = grad_norm_squared(params_);
   optimizer_.apply(grad_sq_norm, grad_clip_);

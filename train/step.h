@@ -11,9 +11,10 @@
 // device-side schedule (AdamW::set_schedule); the clip factor and the skip on a non-finite norm are already device
 // decisions inside the AdamW kernel, so the captured step has no host branch on device values and no host wait.
 // The two modes issue the same kernels in the same order on the same data, so their results are the same bits.
-// Data parallel (a Communicator, train/distributed.h): between the backward pass and the norm, the gradients and the
-// loss are averaged over the ranks in one grouped all-reduce (queued on the device's stream, so the graph captures it
-// too); the norm, the clip and AdamW then see the same numbers on every rank and keep the replicas identical.
+// Data parallel (a Communicator, train/distributed.h): the gradients are averaged over the ranks in buckets that
+// start while the backward still runs (train/grad_buckets.h; on GPUs NCCL on a stream of its own, forked from the
+// device's stream and joined back before the norm, so the graph captures it too), and the loss with the last one;
+// the norm, the clip and AdamW then see the same numbers on every rank and keep the replicas identical.
 #pragma once
 
 #include <cstdint>
@@ -28,6 +29,7 @@
 namespace gdn {
 
 class Communicator;
+class GradBuckets;
 
 // What one step leaves on the device; the host reads it when it logs. The tensors are the caller's to keep.
 struct StepOutputs {
@@ -42,6 +44,7 @@ struct StepOptions {
   bool cuda_graph = true;   // on a GPU: capture the step at the second run and replay it
   bool fused_loss = false;  // on a GPU: lm_head + cross-entropy as one chunked op (GatedDeltaNetLM::loss fused_head)
   Communicator* comm = nullptr;  // data parallel: average gradients and loss over its ranks (null: one process)
+  size_t bucket_bytes = size_t{25} << 20;  // data parallel: gradient bytes per bucket (0: one bucket after backward)
 };
 
 class TrainStep {
@@ -57,6 +60,7 @@ class TrainStep {
   StepOutputs run(const int64_t* ids, const int64_t* targets, double lr, bool want_expert_tokens);
 
   bool graph_mode() const { return graph_ != nullptr; }
+  const GradBuckets* buckets() const { return buckets_.get(); }  // null without a communicator
   size_t graph_nodes() const;  // 0 before the capture or when eager
 
  private:
@@ -69,6 +73,7 @@ class TrainStep {
   double grad_clip_;
   bool fused_loss_;
   Communicator* comm_;
+  std::unique_ptr<GradBuckets> buckets_;  // data parallel
   Device device_;
   std::unique_ptr<CapturedWork> graph_;
   Tensor ids_, targets_;  // graph mode: the static batch buffers [batch, seq_len] int64 on the device

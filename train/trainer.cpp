@@ -106,7 +106,7 @@ TrainConfig stored_config(const std::string& out_dir, std::string* checkpoint_di
 const std::vector<std::string>& resumable_keys() {
   static const std::vector<std::string> keys = {"data",       "out_dir",  "steps",  "eval_every",    "checkpoint_every",
                                                 "log_every",  "threads",  "device", "sample_tokens", "sample_prompt",
-                                                "precision",  "cuda_graph", "fused_loss"};
+                                                "precision",  "cuda_graph", "fused_loss", "dp_bucket_mb"};
   return keys;
 }
 
@@ -391,7 +391,8 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& opts) {
     std::vector<Tensor> expert_tokens;  // per MoE layer [E] int64 on the device; kept for logged steps only
   };
   std::vector<PendingStep> pending;
-  TrainStep train_step(model, optimizer, params, B, T, {cfg.grad_clip, cfg.cuda_graph, cfg.fused_loss, opts.comm});
+  TrainStep train_step(model, optimizer, params, B, T, {cfg.grad_clip, cfg.cuda_graph, cfg.fused_loss, opts.comm,
+                                                                static_cast<size_t>(cfg.dp_bucket_mb) << 20});
   bool stop_asked = false;
   double last_loss = NAN;
   auto read_pending = [&]() {
