@@ -51,7 +51,8 @@ train() {
   [[ $rc -eq 0 ]] || { note "$name: rc=$rc $(tail -1 "$OUT/$name.log")"; }
   return $rc
 }
-tps() { python3 -c "import json,sys; print(round(json.load(open(sys.argv[1]))['tokens_per_second']))" "$runs/$1/training_results.json"; }
+# Tokens/s of a run's steady state (its steps after the first 10: warm-up, graph capture, NCCL connection setup).
+tps() { python3 -c "import json,sys; print(round(json.load(open(sys.argv[1]))['steady_tokens_per_second']))" "$runs/$1/training_results.json"; }
 
 if want parity; then
   p="--preset small --steps 50 --set warmup_steps=10 --set log_every=1 --set eval_every=50 --set precision=float32"

@@ -387,6 +387,8 @@ TEST_CASE("trainer: resume takes the run's config from its checkpoint and refuse
   CHECK(r["final_val"]["loss"].is_null());
   CHECK(r["best_val_loss"].is_null());
   CHECK(r["final_train_loss"].is_number());
+  CHECK(r["steady_tokens_per_second"].is_null());  // 2 steps: no steady state
+  CHECK(r["tokens_per_second"].get<double>() > 0);
 
   // Like the README's `gdn-train --out DIR --resume`: the defaults (another model) plus out_dir.
   TrainConfig asked;

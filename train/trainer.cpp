@@ -377,7 +377,8 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& opts) {
   std::vector<int64_t> in(B * T), tg(B * T);
   std::unique_ptr<ProgressBar> bar;
   if (!opts.quiet) bar = std::make_unique<ProgressBar>(cfg.steps, step);
-  double step_seconds_total = 0;
+  double step_seconds_total = 0, steady_seconds = 0;
+  constexpr int64_t kWarmSteps = 10;  // left out of the steady-state rate
   int64_t steps_this_run = 0;
   std::optional<EvalMetrics> last_eval;
   // The host does not wait for the device inside a step: the loss and the squared gradient norm stay on the device
@@ -450,6 +451,7 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& opts) {
     const double dt = seconds_since(t0);
     step_seconds_total += dt;
     steps_this_run++;
+    if (steps_this_run > kWarmSteps) steady_seconds += dt;
     const double tok_per_s = static_cast<double>(B * T * world * steps_this_run) / step_seconds_total;
     if (bar) bar->update(step, last_loss, lr, tok_per_s);
 
@@ -489,6 +491,9 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& opts) {
   summary.end_step = step;
   summary.seconds = seconds_since(t_start);
   summary.tokens_per_second = static_cast<double>(B * T * world * steps_this_run) / step_seconds_total;  // >= 1 ran
+  if (steps_this_run > kWarmSteps && steady_seconds > 0)
+    summary.steady_tokens_per_second =
+        static_cast<double>(B * T * world * (steps_this_run - kWarmSteps)) / steady_seconds;
   if (std::isfinite(best_val)) summary.best_val_loss = best_val;
   if (!last_eval && !val_history.empty()) {
     const json& lv = val_history.back();
@@ -539,6 +544,7 @@ TrainSummary train(const TrainConfig& cfg_in, const TrainOptions& opts) {
       {"interrupted", summary.interrupted},
       {"total_time_seconds", elapsed_before + summary.seconds},
       {"tokens_per_second", summary.tokens_per_second},
+      {"steady_tokens_per_second", or_null(summary.steady_tokens_per_second)},
       {"best_val_loss", or_null(summary.best_val_loss)},
       {"best_step", best_step},
       {"final_train_loss", or_null(summary.final_train_loss)},

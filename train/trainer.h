@@ -58,6 +58,9 @@ struct TrainSummary {
   std::optional<double> final_train_loss, final_val_loss, final_val_accuracy, final_val_perplexity, best_val_loss;
   double unigram_val_loss = 0;
   double tokens_per_second = 0, seconds = 0;  // of the steps run in this call (at least one)
+  // The same rate over the steps after the first 10 of this call (the eager warm-up step, the CUDA graph capture,
+  // NCCL's connection setup): the steady state; empty when 10 or fewer steps ran.
+  std::optional<double> steady_tokens_per_second;
   std::vector<double> train_losses;  // one per step run in this call (for resume tests)
   std::string results_path, curves_path, sample;
 };
