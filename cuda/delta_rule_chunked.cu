@@ -49,7 +49,8 @@
 // and everywhere under GDN_DR_SPLIT=0.
 // Tensor-core path (cuda/delta_rule_chunked_mma*.cuh), for float32 tensors when gdn::matmul_precision() is
 // BFloat16, K and V multiples of 16 and every kernel's shared memory fits (checked on the host once per call,
-// cuda/delta_rule_chunked_mma_host.cuh): forward prepare_mma_kernel, forward_recur_mma_kernel,
+// cuda/delta_rule_chunked_mma_host.cuh), the backward only where it pays (K >= 128 or at most 64 (batch, head,
+// chunk) tiles, delta_rule_chunked_backward_prefers_tensor_cores in cuda/delta_rule_chunked_path.h): forward prepare_mma_kernel, forward_recur_mma_kernel,
 // chunk_output_mma_kernel; backward prepare_mma_kernel, backward_pre_mma_kernel, backward_recur_mma_kernel,
 // chunk_grad_mma_kernel. Their tile products (K K^T, Q K^T, W H, K^T Vn, Q H, P Vn, P^T dO, Q^T dO, K dH, W^T dVn and
 // the products of the chunk gradient) are bfloat16 wmma with float32 accumulation; the gates, Gam, Lm, both
@@ -411,7 +412,8 @@ void gated_delta_rule_chunked_backward(const Tensor& dq, const Tensor& dk, const
     const Tp sc = static_cast<Tp>(scale);
     const bool grouped = d.G > 1;
     if constexpr (std::is_same_v<Tp, float>) {  // bf16 tile products: float32 tensors under Precision::BFloat16
-      if (matmul_precision() == Precision::BFloat16 && use_split()) {
+      if (matmul_precision() == Precision::BFloat16 && use_split() &&
+          delta_rule_chunked_backward_prefers_tensor_cores(d.B, d.Hv, d.NC, d.K)) {
         const mma::Plan mp = mma::plan(d, true);
         if (mp.ok) {
           const Tensor dqs = grouped ? Tensor::empty({d.B, d.Hv, d.T, d.K}, q.dtype(), dev) : dq;
@@ -504,6 +506,9 @@ void gated_delta_rule_chunked_backward(const Tensor& dq, const Tensor& dk, const
 
 DeltaRuleChunkedPaths delta_rule_chunked_last_paths() { return g_paths; }
 bool delta_rule_chunked_tensor_cores_allowed() { return use_split(); }
+bool delta_rule_chunked_backward_prefers_tensor_cores(int64_t B, int64_t Hv, int64_t NC, int64_t K) {
+  return K >= 128 || B * Hv * NC <= 64;
+}
 
 void register_delta_rule_chunked_kernels(KernelTable& t) {
   t.gated_delta_rule_chunked_forward = gated_delta_rule_chunked_forward;

@@ -2,6 +2,8 @@
 // apps/bench_gdn_ops.cpp and the CUDA kernel harness; defined in cuda/delta_rule_chunked.cu).
 #pragma once
 
+#include <cstdint>
+
 namespace gdn::cuda {
 
 // "bf16 tensor cores" (cuda/delta_rule_chunked_mma*.cuh), "float32 split", "float32 tiled" or "float32 untiled"
@@ -18,5 +20,12 @@ DeltaRuleChunkedPaths delta_rule_chunked_last_paths();
 // Whether the tensor-core path may run at all in this process: false under GDN_DR_SPLIT=0 or GDN_DR_UNTILED=1
 // (cuda/delta_rule_chunked.cu), which select the float32 kernels for every call.
 bool delta_rule_chunked_tensor_cores_allowed();
+
+// Whether a backward of this shape is worth the tensor cores (when allowed and their shared memory fits): K >= 128,
+// or at most 64 (batch, value head, chunk) tiles of work. Measured on an H200 (docs/PERF.md): the bf16 backward beats
+// the float32 split kernels there (B4 T256 H4 K64: 0.256 vs 0.272 ms; K = V = 128: 19.1 vs 21.3 ms) and loses with
+// more tiles at K = 64 (B8 T512 H4: 0.575 vs 0.471 ms; B16 T512: 1.18 vs 0.93). The forward takes them wherever
+// they fit.
+bool delta_rule_chunked_backward_prefers_tensor_cores(int64_t B, int64_t Hv, int64_t NC, int64_t K);
 
 }  // namespace gdn::cuda
