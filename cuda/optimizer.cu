@@ -3,9 +3,9 @@
 //
 // The list travels to the device as a small table (one row per tensor: its first element's index in the
 // concatenation of all tensors, and its data pointers), copied asynchronously through the pinned staging of the
-// copier, so nothing waits. Threads walk the concatenated index space with a grid-stride loop; each thread finds its
-// first tensor by binary search over the rows' starts, then advances through the table (its indices only grow), so
-// any mix of tiny and huge tensors costs one launch.
+// copier, so nothing waits. Threads walk the concatenated index space; each thread finds its first tensor by binary
+// search over the rows' starts (sum_squares' grid-stride threads then advance through the table, their indices only
+// grow; adamw_step has one thread per element), so any mix of tiny and huge tensors costs one launch.
 //   sum_squares: pass 1, a fixed number of blocks (a function of the total size only) each add their grid-stride share
 //   of x^2 in double and reduce it with block_sum; pass 2, one block adds the partials in block order. The order of
 //   every addition is fixed, so the result is the same bits every run (it differs from the CPU's order by rounding).
@@ -123,37 +123,44 @@ struct AdamWConstants {
   double lr, step, beta1, beta2, eps, weight_decay, max_norm;
 };
 
-// lr and step come from c, or from schedule (device memory: (lr, step)) when it is given.
+// lr and step come from c, or from schedule (device memory: (lr, step)) when it is given. One thread per element
+// (the grid covers the whole concatenation, so no thread strides across the table); thread 0 of each block works
+// out the step's constants once into shared memory (clip < 0: a non-finite norm, the step is skipped).
 template <typename T>
 __global__ void adamw_kernel(const TensorRow* rows, int nrows, int64_t total, const double* grad_sq_norm,
                              const double* schedule, AdamWConstants c) {
-  double clip = 1.0;
-  if (grad_sq_norm != nullptr) {
-    const double norm = sqrt(grad_sq_norm[0]);
-    if (!isfinite(norm)) return;  // the whole step is skipped
-    if (c.max_norm > 0 && norm > c.max_norm) clip = c.max_norm / (norm + 1e-6);
+  __shared__ double konst[4];  // clip, decay, step size, 1 / sqrt(bias correction 2)
+  if (threadIdx.x == 0) {
+    double clip = 1.0;
+    if (grad_sq_norm != nullptr) {
+      const double norm = sqrt(grad_sq_norm[0]);
+      if (!isfinite(norm)) clip = -1.0;
+      else if (c.max_norm > 0 && norm > c.max_norm) clip = c.max_norm / (norm + 1e-6);
+    }
+    const double lr = schedule != nullptr ? schedule[0] : c.lr, step = schedule != nullptr ? schedule[1] : c.step;
+    konst[0] = clip;
+    konst[1] = 1.0 - lr * c.weight_decay;
+    konst[2] = lr / (1.0 - pow(c.beta1, step));
+    konst[3] = 1.0 / sqrt(1.0 - pow(c.beta2, step));
   }
-  const double lr = schedule != nullptr ? schedule[0] : c.lr, step = schedule != nullptr ? schedule[1] : c.step;
-  const double bc1 = 1.0 - pow(c.beta1, step), bc2 = 1.0 - pow(c.beta2, step);
-  const T b1 = static_cast<T>(c.beta1), b2 = static_cast<T>(c.beta2), scale = static_cast<T>(clip);
-  const T decay = static_cast<T>(1.0 - lr * c.weight_decay), step_size = static_cast<T>(lr / bc1);
-  const T inv_sqrt_bc2 = static_cast<T>(1.0 / sqrt(bc2)), eps = static_cast<T>(c.eps);
-  const int64_t first = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
-  int k = first < total ? find_row(rows, nrows, first) : 0;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(blockDim.x) * gridDim.x) {
-    k = advance_row(rows, k, i);
-    const TensorRow& r = rows[k];
-    const int64_t j = i - r.begin;
-    T* w = reinterpret_cast<T*>(r.p);
-    T* mp = reinterpret_cast<T*>(r.m);
-    T* vp = reinterpret_cast<T*>(r.v);
-    const T gi = reinterpret_cast<const T*>(r.g)[j] * scale;
-    const T m = b1 * mp[j] + (T(1) - b1) * gi;
-    const T v = b2 * vp[j] + (T(1) - b2) * gi * gi;
-    mp[j] = m;
-    vp[j] = v;
-    w[j] = w[j] * decay - step_size * m / (sqrt(v) * inv_sqrt_bc2 + eps);
-  }
+  __syncthreads();
+  if (konst[0] < 0) return;  // the whole step is skipped
+  const int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (i >= total) return;
+  const T b1 = static_cast<T>(c.beta1), b2 = static_cast<T>(c.beta2), scale = static_cast<T>(konst[0]);
+  const T decay = static_cast<T>(konst[1]), step_size = static_cast<T>(konst[2]);
+  const T inv_sqrt_bc2 = static_cast<T>(konst[3]), eps = static_cast<T>(c.eps);
+  const TensorRow& r = rows[find_row(rows, nrows, i)];
+  const int64_t j = i - r.begin;
+  T* w = reinterpret_cast<T*>(r.p);
+  T* mp = reinterpret_cast<T*>(r.m);
+  T* vp = reinterpret_cast<T*>(r.v);
+  const T gi = reinterpret_cast<const T*>(r.g)[j] * scale;
+  const T m = b1 * mp[j] + (T(1) - b1) * gi;
+  const T v = b2 * vp[j] + (T(1) - b2) * gi * gi;
+  mp[j] = m;
+  vp[j] = v;
+  w[j] = w[j] * decay - step_size * m / (sqrt(v) * inv_sqrt_bc2 + eps);
 }
 
 void adamw_step(const std::vector<Tensor>& params, const std::vector<Tensor>& ms, const std::vector<Tensor>& vs,
@@ -178,6 +185,8 @@ void adamw_step(const std::vector<Tensor>& params, const std::vector<Tensor>& ms
     total += params[k].numel();
   }
   if (total == 0) return;
+  GDN_CHECK(total <= ((int64_t{1} << 31) - 1) * kThreads, "CUDA adamw_step: {} elements, more than one grid covers",
+            total);
   const double* norm = nullptr;
   if (grad_sq_norm.defined()) {
     GDN_CHECK(grad_sq_norm.dtype() == kFloat64 && grad_sq_norm.numel() == 1 && grad_sq_norm.device() == device,
@@ -196,7 +205,8 @@ void adamw_step(const std::vector<Tensor>& params, const std::vector<Tensor>& ms
   const auto* tr = reinterpret_cast<const TensorRow*>(table.data<int64_t>());
   dispatch_float(dt, "CUDA adamw_step", [&](auto tag) {
     using T = decltype(tag);
-    adamw_kernel<T><<<grid_for(total), kThreads, 0, current_stream()>>>(tr, nrows, total, norm, sched, c);
+    const unsigned blocks = grid_for(total, kThreads, (int64_t{1} << 31) - 1);  // one thread per element
+    adamw_kernel<T><<<blocks, kThreads, 0, current_stream()>>>(tr, nrows, total, norm, sched, c);
     CUDA_CHECK_LAST();
   });
 }
