@@ -24,6 +24,7 @@
 #include "train/config.h"
 #include "train/device.h"
 #include "train/distributed.h"
+#include "train/rendezvous.h"
 #include "train/trainer.h"
 
 namespace {
@@ -125,8 +126,15 @@ int main(int argc, char** argv) {
         if (a == "--gpus") ++i;
         else if (a.rfind("--gpus=", 0) != 0) args.push_back(a);
       }
-      if (gdn::parse_device(cfg.device).is_cpu() && std::find(given.begin(), given.end(), "device") == given.end())
-        args.insert(args.end(), {"--device", "cuda"});
+      const bool cpu_given =
+          gdn::parse_device(cfg.device).is_cpu() && std::find(given.begin(), given.end(), "device") != given.end();
+      if (gdn::parse_device(cfg.device).is_cpu() && !cpu_given) args.insert(args.end(), {"--device", "cuda"});
+      // Checked here once, not by every rank: more processes than visible GPUs.
+      if (!cpu_given) {
+        const int visible = gdn::visible_cuda_devices();
+        GDN_USER_CHECK(gpus <= visible, "--gpus {}: {} CUDA device{} visible on this machine", gpus,
+                       visible == 0 ? std::string("no") : std::to_string(visible), visible == 1 ? " is" : "s are");
+      }
       return gdn::launch_local_ranks(gpus, args);
     }
     if (job.world > 1 && gdn::parse_device(cfg.device).is_cuda()) cfg.device = fmt::format("cuda:{}", job.local_rank);
@@ -158,6 +166,10 @@ int main(int argc, char** argv) {
     std::fflush(stdout);
     gdn::print_allocator_stats_if_requested(gdn::parse_device(cfg.device));
     return s.interrupted ? 128 + (g_signal ? static_cast<int>(g_signal) : SIGINT) : 0;
+  } catch (const gdn::PeerLost& e) {
+    if (gdn::launched_locally()) return 2;  // under --gpus the cause is reported once, elsewhere (distributed.h)
+    std::fprintf(stderr, "gdn-train: error: rank %d: %s\n", rank, e.what());
+    return 2;
   } catch (const gdn::UserError& e) {
     if (rank != 0)
       std::fprintf(stderr, "gdn-train: error: rank %d: %s\n", rank, e.what());

@@ -21,6 +21,14 @@ namespace gdn {
 
 bool cuda_compiled_in() { return GDN_WITH_CUDA != 0; }
 
+int visible_cuda_devices() {
+#if GDN_WITH_CUDA
+  return cuda::device_count();
+#else
+  return 0;
+#endif
+}
+
 Device init_device(const std::string& name) {
   Device d = parse_device(name);
   if (d.is_cuda()) {

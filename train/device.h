@@ -17,6 +17,9 @@
 namespace gdn {
 
 Device init_device(const std::string& name);
+
+// CUDA devices visible to this process (0 without the CUDA backend or a driver). Creates no context.
+int visible_cuda_devices();
 bool cuda_compiled_in();
 
 // Waits until the work queued on `device` has finished (nothing to wait for on the CPU).

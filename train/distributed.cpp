@@ -260,9 +260,10 @@ class NcclCommunicator final : public Communicator {
 
   // Ends the process with one line, unless the process stops the watchdog within 2 s (it is ending on its own,
   // for example with the same error as the peer, and says so itself).
-  void fail(const std::string& why) {
+  void fail(const std::string& why, bool peer_lost = false) {
     pollfd p{stop_pipe_[0], POLLIN, 0};
     if (poll(&p, 1, 2000) > 0) return;
+    if (peer_lost && launched_locally()) std::_Exit(2);  // the launcher or the failed rank reports it
     std::fprintf(stderr, "gdn-train: error: rank %d: %s; ending the job\n", rank_, why.c_str());
     std::fflush(stderr);
     std::_Exit(2);
@@ -288,7 +289,8 @@ class NcclCommunicator final : public Communicator {
         if (k == 1 && c == 'F') {
           fds[i].fd = -1;  // finished normally: its end of stream is expected
         } else {
-          fail(fmt::format("rank {} ended without finishing (it died or lost its connection)", peer[i]));
+          fail(fmt::format("rank {} ended without finishing (it died or lost its connection)", peer[i]),
+               /*peer_lost=*/true);
           return;
         }
       }
@@ -332,6 +334,11 @@ volatile sig_atomic_t g_forward = 0;
 void on_launcher_signal(int sig) { g_forward = sig; }
 }  // namespace
 
+bool launched_locally() {
+  const char* e = std::getenv("GDN_LOCAL_LAUNCH");
+  return e != nullptr && std::string(e) == "1";
+}
+
 int launch_local_ranks(int n, const std::vector<std::string>& argv) {
   GDN_USER_CHECK(n >= 1 && n <= 1024, "--gpus {}: give 1 to 1024 processes", n);
   const std::string port = std::to_string(free_local_port());
@@ -353,25 +360,30 @@ int launch_local_ranks(int n, const std::vector<std::string>& argv) {
       setenv("LOCAL_WORLD_SIZE", world.c_str(), 1);
       setenv("MASTER_ADDR", "127.0.0.1", 1);
       setenv("MASTER_PORT", port.c_str(), 1);
+      setenv("GDN_LOCAL_LAUNCH", "1", 1);
       execv("/proc/self/exe", args.data());
       std::fprintf(stderr, "gdn-train: error: --gpus: cannot start rank %d: %s\n", r, std::strerror(errno));
       std::_Exit(2);
     }
     pids.push_back(pid);
   }
-  int result = 0, running = n;
-  std::vector<bool> alive(static_cast<size_t>(n), true);
+  int result = 0, running = n, forwarded = 0;
+  std::vector<bool> alive(static_cast<size_t>(n), true), killed_here(static_cast<size_t>(n), false);
   auto failed_at = std::chrono::steady_clock::time_point::max();
   while (running > 0) {
     if (g_forward != 0) {
       const int sig = g_forward;
       g_forward = 0;
+      forwarded = sig;
       for (int r = 0; r < n; ++r)
         if (alive[r]) kill(pids[r], sig);
     }
     if (std::chrono::steady_clock::now() - failed_at > std::chrono::seconds(15))
       for (int r = 0; r < n; ++r)
-        if (alive[r]) kill(pids[r], SIGKILL);
+        if (alive[r] && !killed_here[r]) {
+          kill(pids[r], SIGKILL);
+          killed_here[r] = true;
+        }
     int status = 0;
     const pid_t pid = waitpid(-1, &status, WNOHANG);
     if (pid <= 0) {
@@ -387,7 +399,7 @@ int launch_local_ranks(int n, const std::vector<std::string>& argv) {
         code = WEXITSTATUS(status);
       } else if (WIFSIGNALED(status)) {
         code = 128 + WTERMSIG(status);
-        if (WTERMSIG(status) != SIGKILL || result == 0)
+        if (!killed_here[r] && WTERMSIG(status) != forwarded)  // a signal from elsewhere: name the rank
           std::fprintf(stderr, "gdn-train: error: rank %d was killed by signal %d\n", r, WTERMSIG(status));
       }
       if (code != 0 && result == 0) {

@@ -77,6 +77,10 @@ std::unique_ptr<Communicator> connect(const DistributedEnv& env, Device device);
 // gdn-train --gpus N: starts N copies of this program (argv without --gpus) on this machine with RANK, WORLD_SIZE,
 // LOCAL_RANK, MASTER_ADDR=127.0.0.1 and a free MASTER_PORT, forwards SIGINT/SIGTERM/SIGHUP to them, and returns the
 // first non-zero exit code among them (0 when all succeeded). Ranks left running 15 s after one failed are killed.
+// The ranks it starts see GDN_LOCAL_LAUNCH=1 (launched_locally()): a rank that only lost a peer (PeerLost, or the
+// NCCL watchdog seeing a rank end) then exits with code 2 without a line of its own, because the cause is already on
+// the terminal once: a rank that failed printed its own error, and the launcher names a rank killed by a signal.
 int launch_local_ranks(int n, const std::vector<std::string>& argv);
+bool launched_locally();
 
 }  // namespace gdn

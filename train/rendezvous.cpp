@@ -265,14 +265,14 @@ void TcpGroup::send(int peer, const void* data, size_t bytes) {
   try {
     send_bytes(f, data, bytes);
   } catch (const UserError&) {
-    throw UserError(fmt::format("rank {} ended or lost its connection ({})", peer, errno_text()));
+    throw PeerLost(fmt::format("rank {} ended or lost its connection ({})", peer, errno_text()));
   }
 }
 
 void TcpGroup::recv(int peer, void* data, size_t bytes) {
   const int f = fd(peer);
   GDN_CHECK(f >= 0, "rank {} has no connection to rank {}", rank_, peer);
-  GDN_USER_CHECK(recv_bytes(f, data, bytes), "rank {} ended or lost its connection", peer);
+  if (!recv_bytes(f, data, bytes)) throw PeerLost(fmt::format("rank {} ended or lost its connection", peer));
 }
 
 void TcpGroup::close_all() {

@@ -15,7 +15,14 @@
 #include <string>
 #include <vector>
 
+#include "core/check.h"
+
 namespace gdn {
+
+// A peer that ended or lost its connection while this rank sent to it or waited for it.
+struct PeerLost : UserError {
+  using UserError::UserError;
+};
 
 class TcpGroup {
  public:
