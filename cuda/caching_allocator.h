@@ -5,9 +5,11 @@
 // below 1 MiB and to 2 MiB above). After the first training step the steady state allocates nothing from the driver,
 // which is also what a captured CUDA graph needs. empty_cache() returns the cached blocks to the driver.
 // Reuse without waiting is safe because all work runs on the one stream of cuda/stream.h: a block freed by the host
-// after queuing the kernels that read it is only written by kernels queued later on that same stream. Blocks are
-// cached per (device index, rounded size): a block is only handed out again on the device it was allocated on (the
-// current device, cuda::current_device(), when it was allocated).
+// after queuing the kernels that read it is only written by kernels queued later on that same stream (the NCCL
+// stream of data-parallel gradient buckets only touches gradients and the loss, which are freed after it has joined
+// the training stream back: cuda/stream.h). Blocks are cached per (device index, rounded size): a block is only
+// handed out again on the device it was allocated on (the current device, cuda::current_device(), when it was
+// allocated).
 // CUDA graphs (cuda/graph.h): between begin_graph_pool() and end_graph_pool() every allocation comes from the graph
 // pool and every freed block goes to it; a block of the pool is never handed to an allocation outside a capture.
 // The addresses a captured graph writes therefore stay reserved for it, while blocks freed within the capture are
