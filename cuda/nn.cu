@@ -74,9 +74,7 @@ void embedding_forward(const Tensor& out, const Tensor& weight, const Tensor& id
   const int64_t N = ids.numel(), V = weight.size(0), D = weight.size(1);
   GDN_CHECK(out.numel() == N * D, "embedding: out {} for {} ids of width {}", shape_str(out.shape()), N, D);
   if (N == 0 || D == 0) return;
-  // Threads per row: enough for kCols columns each, so that a block holds several vocabulary rows (their binary
-  // searches, the latency of this kernel, overlap).
-  const int tpr = threads_for((D + kCols - 1) / kCols, kThreads);
+  const int tpr = threads_for(D, kThreads);
   const dim3 block(tpr, kThreads / tpr);
   const unsigned grid = grid_for(N, kThreads / tpr);
   dispatch_index(ids.dtype(), "cuda embedding", [&](auto itag) {
@@ -180,7 +178,9 @@ void embedding_backward(const Tensor& dweight, const Tensor& dout, const Tensor&
                                                end_bit, stream));
   }
 
-  const int tpr = threads_for(D, kThreads);
+  // Threads per row: enough for kCols columns each, so that a block holds several vocabulary rows (their binary
+  // searches, the latency of this kernel, overlap).
+  const int tpr = threads_for((D + kCols - 1) / kCols, kThreads);
   const dim3 block(tpr, kThreads / tpr);
   dispatch_float(dweight.dtype(), "cuda embedding_backward", [&](auto tag) {
     using T = decltype(tag);
