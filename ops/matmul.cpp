@@ -167,10 +167,34 @@ Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor&
   return loss;
 }
 
+// Its own node rather than matmul(x, w^T): the weight's gradient comes out as g^T x, [out, in] and contiguous, so the
+// parameter adopts it as it is (autograd/engine.cpp); through the transposed view it would be a transposed [in, out]
+// product and need a copy per weight per step.
 Tensor linear(const Tensor& x, const Tensor& weight) {
   GDN_CHECK(weight.dim() == 2 && weight.size(1) == x.size(-1), "linear: input {} with weight {}",
             shape_str(x.shape()), shape_str(weight.shape()));
-  return matmul(x, transpose(weight, 0, 1));
+  GDN_CHECK(x.dtype() == weight.dtype() && x.device() == weight.device(), "linear: {} vs {}", x.str(), weight.str());
+  const int64_t in = weight.size(1), out_features = weight.size(0);
+  Shape out_shape = x.shape();
+  out_shape.back() = out_features;
+  Tensor x3 = as_batched3(x.dim() == 2 ? x : reshape(x, {-1, in}));
+  Tensor w3 = as_batched3(transpose(weight, 0, 1));
+  Tensor out = Tensor::empty({1, x3.size(1), out_features}, x.dtype(), x.device());
+  kernels::gemm(x.device(), out, x3, w3, 1.0, 0.0);
+  count_gemm(x3, w3);
+  Tensor y = out.as_strided(out_shape, contiguous_strides(out_shape), 0);
+  const bool need_x = x.requires_grad(), need_w = weight.requires_grad();
+  record("linear", {y}, {x, weight},
+         [need_x, need_w, x = x.detach(), weight = weight.detach()](const TensorList& g) -> TensorList {
+           Tensor dx, dw;
+           if (need_x) dx = matmul(g[0], weight);
+           if (need_w) {
+             const Tensor g_rows = reshape(g[0], {-1, g[0].size(-1)}), x_rows = reshape(x, {-1, x.size(-1)});
+             dw = matmul(transpose(g_rows, 0, 1), x_rows);  // [out, in]
+           }
+           return {dx, dw};
+         });
+  return y;
 }
 
 }  // namespace gdn
