@@ -56,6 +56,10 @@ struct AdamWParams {
   X(binary, void(BinaryOp op, const Tensor& out, const Tensor& a, const Tensor& b))                             \
   /* out = in op s */                                                                                           \
   X(scalar, void(ScalarOp op, const Tensor& out, const Tensor& in, double s))                                   \
+  /* y = silu(a) * b (SwiGLU's activation); y, a, b of one shape, contiguous */                                 \
+  X(swiglu_forward, void(const Tensor& y, const Tensor& a, const Tensor& b))                                    \
+  /* da = dy * b * silu'(a), db = dy * silu(a); silu'(a) = s (1 + a (1 - s)), s = sigmoid(a); contiguous */      \
+  X(swiglu_backward, void(const Tensor& da, const Tensor& db, const Tensor& dy, const Tensor& a, const Tensor& b)) \
   /* out = sum of in over the dimensions where out has size 1 (same rank) */                                    \
   X(sum_to, void(const Tensor& out, const Tensor& in))                                                          \
   /* values, indices (int64) = max of in along dim (first index on ties); size 1 at dim; contiguous */         \

@@ -1,5 +1,5 @@
 // cuda/elementwise.cu — CUDA kernels: fill, copy (any strides, dtype conversion), unary and its derivative,
-// binary with broadcasting, scalar ops; float32 and float64.
+// binary with broadcasting, scalar ops, SwiGLU's activation; float32 and float64.
 //
 // One generic strided launcher serves them all: the output's shape and every operand's strides (stride 0 where an
 // operand is broadcast) travel to the device by value in a Geometry struct; each thread turns its linear index into
@@ -10,6 +10,7 @@
 #include <cuda_runtime.h>
 
 #include <array>
+#include <initializer_list>
 #include <type_traits>
 
 #include "cuda/cuda_kernels.h"
@@ -280,6 +281,53 @@ void scalar(ScalarOp op, const Tensor& out, const Tensor& in, double s) {
   });
 }
 
+// SwiGLU's activation: contiguous operands of one shape (the op makes them so), one element per thread and step,
+// the CPU twin's expressions.
+template <typename T> __global__ void swiglu_forward_kernel(T* y, const T* a, const T* b, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(blockDim.x) * gridDim.x)
+    y[i] = a[i] * sigmoid_of(a[i]) * b[i];
+}
+
+template <typename T>
+__global__ void swiglu_backward_kernel(T* da, T* db, const T* dy, const T* a, const T* b, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(blockDim.x) * gridDim.x) {
+    const T x = a[i], s = sigmoid_of(x);
+    da[i] = dy[i] * b[i] * (s * (T(1) + x * (T(1) - s)));
+    db[i] = dy[i] * (x * s);
+  }
+}
+
+bool contiguous_like(std::initializer_list<const Tensor*> ts) {
+  const Tensor& first = **ts.begin();
+  for (const Tensor* t : ts)
+    if (!t->is_contiguous() || t->shape() != first.shape() || t->dtype() != first.dtype()) return false;
+  return true;
+}
+
+void swiglu_forward(const Tensor& y, const Tensor& a, const Tensor& b) {
+  GDN_CHECK(contiguous_like({&y, &a, &b}), "CUDA swiglu: y, a, b must be contiguous, of one shape and dtype");
+  const int64_t n = y.numel();
+  if (n == 0) return;
+  dispatch_float(y.dtype(), "cuda swiglu_forward", [&](auto tag) {
+    using T = decltype(tag);
+    swiglu_forward_kernel<T><<<grid_for(n), kThreads, 0, current_stream()>>>(y.data<T>(), a.data<T>(), b.data<T>(), n);
+    CUDA_CHECK_LAST();
+  });
+}
+
+void swiglu_backward(const Tensor& da, const Tensor& db, const Tensor& dy, const Tensor& a, const Tensor& b) {
+  GDN_CHECK(contiguous_like({&da, &db, &dy, &a, &b}),
+            "CUDA swiglu_backward: da, db, dy, a, b must be contiguous, of one shape and dtype");
+  const int64_t n = dy.numel();
+  if (n == 0) return;
+  dispatch_float(dy.dtype(), "cuda swiglu_backward", [&](auto tag) {
+    using T = decltype(tag);
+    swiglu_backward_kernel<T><<<grid_for(n), kThreads, 0, current_stream()>>>(
+        da.data<T>(), db.data<T>(), dy.data<T>(), a.data<T>(), b.data<T>(), n);
+    CUDA_CHECK_LAST();
+  });
+}
+
 }  // namespace
 
 void register_elementwise_kernels(KernelTable& t) {
@@ -289,6 +337,8 @@ void register_elementwise_kernels(KernelTable& t) {
   t.unary_backward = unary_backward;
   t.binary = binary;
   t.scalar = scalar;
+  t.swiglu_forward = swiglu_forward;
+  t.swiglu_backward = swiglu_backward;
 }
 
 }  // namespace gdn::cuda

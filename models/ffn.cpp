@@ -17,7 +17,7 @@ SwiGLU::SwiGLU(int64_t d_model, int64_t hidden, const InitContext& init)
       down_proj(init.normal({d_model, hidden})) {}
 
 Tensor SwiGLU::forward(const Tensor& x) const {
-  return linear(silu(linear(x, gate_proj)) * linear(x, up_proj), down_proj);
+  return linear(swiglu(linear(x, gate_proj), linear(x, up_proj)), down_proj);
 }
 
 void SwiGLU::parameters(ParameterList& out, const std::string& prefix) const {
@@ -61,7 +61,7 @@ MoEOutput MoE::forward(const Tensor& x) const {
     down_w.push_back(ex.down_proj);
   }
   Tensor xs = gather_rows(xf, r.tokens);  // [M,D]
-  Tensor h = silu(grouped_linear(xs, gate_w, r.offsets)) * grouped_linear(xs, up_w, r.offsets);  // [M,F]
+  Tensor h = swiglu(grouped_linear(xs, gate_w, r.offsets), grouped_linear(xs, up_w, r.offsets));  // [M,F]
   Tensor y = scatter_add_rows(grouped_linear(h, down_w, r.offsets) * w_rows, r.tokens, N);        // [N,D]
   if (has_shared) y = y + sigmoid(linear(xf, shared_gate)) * shared.forward(xf);
 

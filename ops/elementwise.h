@@ -30,6 +30,10 @@ Tensor sub(const Tensor& a, const Tensor& b);
 Tensor mul(const Tensor& a, const Tensor& b);
 Tensor div(const Tensor& a, const Tensor& b);
 
+// silu(a) * b in one kernel each way (SwiGLU's activation): a and b of one shape, no broadcasting. Backward: one
+// swiglu_backward kernel, da = dy * b * silu'(a) and db = dy * silu(a) (saves a and b, not silu(a)).
+Tensor swiglu(const Tensor& a, const Tensor& b);
+
 Tensor add(const Tensor& x, double s);
 Tensor mul(const Tensor& x, double s);
 Tensor pow(const Tensor& x, double p);

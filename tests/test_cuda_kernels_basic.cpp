@@ -220,6 +220,32 @@ void case_scalar(Ctx& c) {
   }
 }
 
+// SwiGLU's activation: [37,100] at scale 2 and 12 (the saturated sigmoid), and a 1-D tail of odd length.
+void case_swiglu(Ctx& c, bool backward) {
+  for (auto [tag, shape, scale] : {std::tuple{"[37,100]", Shape{37, 100}, 2.0},
+                                   std::tuple{"[37,100] wide range", Shape{37, 100}, 12.0},
+                                   std::tuple{"[1001]", Shape{1001}, 2.0}}) {
+    c.run(tag, [&] {
+      Tensor a = c.normal(shape, scale), b = c.normal(shape);
+      if (!backward) {
+        Tensor y = Ctx::out(shape, c.dt), yg = c.gpu(y);
+        cpu_kernels().swiglu_forward(y, a, b);
+        need_cuda(c.under_test().swiglu_forward, "swiglu_forward")(yg, c.gpu(a), c.gpu(b));
+        c.compare("y", yg, y, c.simple());
+        return;
+      }
+      Tensor dy = c.normal(shape);
+      Tensor da = Ctx::out(shape, c.dt), db = Ctx::out(shape, c.dt), dag = c.gpu(da), dbg = c.gpu(db);
+      cpu_kernels().swiglu_backward(da, db, dy, a, b);
+      need_cuda(c.under_test().swiglu_backward, "swiglu_backward")(dag, dbg, c.gpu(dy), c.gpu(a), c.gpu(b));
+      c.compare("da", dag, da, c.simple());
+      c.compare("db", dbg, db, c.simple());
+    });
+  }
+}
+void case_swiglu_forward(Ctx& c) { case_swiglu(c, false); }
+void case_swiglu_backward(Ctx& c) { case_swiglu(c, true); }
+
 // ---------------------------------------------------------------------------------------------------------------
 // reductions: sum_to, max_dim, scatter_dim
 
@@ -539,6 +565,8 @@ std::vector<HarnessCase> basic_harness_cases() {
       {"unary_backward", "elementwise", case_unary_backward},
       {"binary", "elementwise", case_binary},
       {"scalar", "elementwise", case_scalar},
+      {"swiglu_forward", "elementwise", case_swiglu_forward},
+      {"swiglu_backward", "elementwise", case_swiglu_backward},
       {"sum_to", "reductions", case_sum_to},
       {"max_dim", "reductions", case_max_dim},
       {"scatter_dim", "reductions", case_scatter_dim},

@@ -96,6 +96,21 @@ TEST_CASE("gradcheck: add, sub, mul, div with broadcasting") {
   CHECK_GRADCHECK([](const TensorList& in) -> TensorList { return {in[0] * in[1] + in[0]}; }, {t, u});
 }
 
+TEST_CASE("gradcheck: swiglu, and it equals silu(a) * b") {
+  Generator gen(13);
+  Tensor a = rand_leaf({3, 5, 7}, gen, 3.0), b = rand_leaf({3, 5, 7}, gen);
+  CHECK_GRADCHECK([](const TensorList& in) -> TensorList { return {swiglu(in[0], in[1])}; }, {a, b});
+  Tensor t = rand_leaf_transposed({6, 4}, gen), u = rand_leaf({6, 4}, gen);  // a non-contiguous operand
+  CHECK_GRADCHECK([](const TensorList& in) -> TensorList { return {swiglu(in[0], in[1])}; }, {t, u});
+  CHECK(test::max_abs_diff(swiglu(a, b), silu(a) * b) < 1e-14);
+  // Only b needs a gradient: a gets none.
+  Tensor c = Tensor::from_vector({0.5, -2.0}, {2}, kFloat64), d = rand_leaf({2}, gen);
+  backward(sum(swiglu(c, d)));
+  CHECK(!c.grad().defined());
+  CHECK(test::max_abs_diff(d.grad(), silu(c)) < 1e-15);
+  CHECK_THROWS_WITH_AS(swiglu(a, rand_leaf({3, 5, 1}, gen)), doctest::Contains("must have one shape"), Error);
+}
+
 TEST_CASE("gradcheck: scalar ops (add, mul, pow)") {
   Generator gen(4);
   Tensor x = positive_leaf({5}, gen);

@@ -1,4 +1,4 @@
-// ops/cpu/elementwise_cpu.cpp — CPU kernels: fill, copy, unary (+ derivative), binary, scalar.
+// ops/cpu/elementwise_cpu.cpp — CPU kernels: fill, copy, unary (+ derivative), binary, scalar, SwiGLU's activation.
 //
 // Each math function is written once as a scalar expression; the loops come from cpu_loops.h. Numerically stable
 // forms: sigmoid never evaluates exp of a large positive number, softplus(x) = max(x,0) + log1p(exp(-|x|)),
@@ -237,6 +237,40 @@ void scalar(ScalarOp op, const Tensor& out, const Tensor& in, double s) {
   });
 }
 
+// SwiGLU: one pass each way, one element per iteration (the same expressions as the CUDA twin).
+void swiglu_forward(const Tensor& y, const Tensor& a, const Tensor& b) {
+  GDN_CHECK(all_contiguous_same_shape<3>({&y, &a, &b}), "swiglu: y, a, b must be contiguous and of one shape");
+  dispatch_float(y.dtype(), "swiglu_forward", [&](auto tag_) {
+    using T = decltype(tag_);
+    T* o = y.data<T>();
+    const T* ap = a.data<T>();
+    const T* bp = b.data<T>();
+    parallel_for(y.numel(), kParallelGrain, [&](int64_t lo, int64_t hi) {
+      for (int64_t i = lo; i < hi; ++i) o[i] = ap[i] * sigmoid_of(ap[i]) * bp[i];
+    });
+  });
+}
+
+void swiglu_backward(const Tensor& da, const Tensor& db, const Tensor& dy, const Tensor& a, const Tensor& b) {
+  GDN_CHECK(all_contiguous_same_shape<5>({&da, &db, &dy, &a, &b}),
+            "swiglu_backward: da, db, dy, a, b must be contiguous and of one shape");
+  dispatch_float(dy.dtype(), "swiglu_backward", [&](auto tag_) {
+    using T = decltype(tag_);
+    T* dap = da.data<T>();
+    T* dbp = db.data<T>();
+    const T* g = dy.data<T>();
+    const T* ap = a.data<T>();
+    const T* bp = b.data<T>();
+    parallel_for(dy.numel(), kParallelGrain, [&](int64_t lo, int64_t hi) {
+      for (int64_t i = lo; i < hi; ++i) {
+        const T x = ap[i], s = sigmoid_of(x);
+        dap[i] = g[i] * bp[i] * (s * (T(1) + x * (T(1) - s)));
+        dbp[i] = g[i] * (x * s);
+      }
+    });
+  });
+}
+
 }  // namespace
 
 void register_elementwise_kernels(KernelTable& t) {
@@ -246,6 +280,8 @@ void register_elementwise_kernels(KernelTable& t) {
   t.unary_backward = unary_backward;
   t.binary = binary;
   t.scalar = scalar;
+  t.swiglu_forward = swiglu_forward;
+  t.swiglu_backward = swiglu_backward;
 }
 
 }  // namespace gdn::cpu
