@@ -81,6 +81,7 @@
 #include "core/precision.h"
 #include "cuda/cuda_kernels.h"
 #include "cuda/delta_rule_chunked_grad.cuh"
+#include "cuda/delta_rule_chunked_launch.cuh"
 #include "cuda/delta_rule_chunked_mma_host.cuh"
 #include "cuda/delta_rule_chunked_path.h"
 #include "cuda/delta_rule_chunked_split.cuh"
@@ -143,18 +144,6 @@ size_t prepare_vec_smem(const Dims& d, size_t es) { return 2 * d.C * sizeof(doub
 size_t grad_vec_smem(const Dims& d, size_t es) { return 2 * d.C * sizeof(double) + (6 * d.C + 32) * es; }
 size_t state_smem(const Dims& d, size_t es) { return (d.K + d.C) * kVTile * es; }
 
-size_t smem_limit() {
-  int limit = 0;
-  CUDA_CHECK(cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, current_device()));
-  return static_cast<size_t>(limit);
-}
-
-int sm_count() {
-  int n = 0;
-  CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, current_device()));
-  return n;
-}
-
 // GDN_DR_UNTILED=1 selects the untiled kernels (a reference path for bisecting a mismatch).
 bool use_tiled() {
   static const bool tiled = [] {
@@ -183,17 +172,10 @@ size_t state_tiled_smem(const Dims& d, size_t es, int64_t vt, bool backward, boo
   return static_cast<size_t>(kv + cv + d.C * (d.C + 1) + (wide ? 3 : 1) * d.C * (d.K + 1) + 2 * d.C) * es;
 }
 
-// Resident 256-thread blocks per SM for a given dynamic shared memory (1 KB per block reserved by the runtime).
-int blocks_per_sm(size_t smem) {
-  int per_sm = 0;
-  CUDA_CHECK(cudaDeviceGetAttribute(&per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, current_device()));
-  return std::min<int>(2048 / kThreads, static_cast<int>(static_cast<size_t>(per_sm) / (smem + 1024)));
-}
-
 // The wide state kernels where they fit without fewer resident blocks per SM than the narrow ones.
 bool state_wide(const Dims& d, size_t es, int64_t vt, bool backward) {
   const size_t wide = state_tiled_smem(d, es, vt, backward, true);
-  return wide <= smem_limit() && blocks_per_sm(wide) >= blocks_per_sm(state_tiled_smem(d, es, vt, backward));
+  return wide <= smem_limit() && resident_blocks(wide) >= resident_blocks(state_tiled_smem(d, es, vt, backward));
 }
 
 // Value columns per block of the tiled state kernels: 32, halved (down to 8) while the grid would not cover the SMs
@@ -208,34 +190,11 @@ int state_tile(const Dims& d, size_t es, bool backward) {
   return state_tiled_smem(d, es, vt, backward) <= limit ? vt : 0;
 }
 
-// Launch plan of a split recurrence (cuda/delta_rule_chunked_split.cuh): value columns per block and buffers of
-// chunk operands; vt = 0 when none fits. Fewest waves of resident blocks first (the recurrence is sequential, a
-// second wave doubles its time), then two buffers (the next chunk's copies overlap this one's products), then the
-// narrowest tile (the most blocks, the least work per step).
-struct RecurPlan {
-  int vt = 0, nbuf = 0;
-  size_t smem = 0;
-};
+// Launch plan of a split recurrence (cuda/delta_rule_chunked_split.cuh) over value tiles of 32, 16 or 8 columns:
+// choose_recur (cuda/delta_rule_chunked_launch.cuh) with elems(vt, nbuf) elements of shared memory.
 template <typename F>
-RecurPlan plan_recur(const Dims& d, size_t es, F elems) {
-  RecurPlan best;
-  int64_t best_key = -1;
-  const int64_t sms = sm_count();
-  const size_t limit = smem_limit();
-  for (int vt : {32, 16, 8})
-    for (int nbuf : {2, 1}) {
-      const size_t smem = static_cast<size_t>(elems(vt, nbuf)) * es;
-      const int bps = smem <= limit ? blocks_per_sm(smem) : 0;
-      if (bps < 1) continue;
-      const int64_t blocks = (d.V + vt - 1) / vt * d.B * d.Hv;
-      const int64_t waves = (blocks + sms * bps - 1) / (sms * bps);
-      const int64_t key = (waves * 2 + (nbuf == 2 ? 0 : 1)) * 64 + vt;
-      if (best_key < 0 || key < best_key) {
-        best_key = key;
-        best = {vt, nbuf, smem};
-      }
-    }
-  return best;
+RecurChoice plan_recur(const Dims& d, size_t es, F elems) {
+  return choose_recur(d, {32, 16, 8}, [&](int vt, int nbuf) { return static_cast<size_t>(elems(vt, nbuf)) * es; });
 }
 // Value columns per block of a chunk-parallel split kernel: 32, 16 or 8, the widest that fits; 0 when none does.
 template <typename F>
@@ -346,10 +305,10 @@ void gated_delta_rule_chunked_forward(const Tensor& o, const Tensor& final_state
     if (d.NC > 0) p = prepare<Tp>(d, q, k, v, g, beta);
     const Tp sc = static_cast<Tp>(scale);
     const size_t es = sizeof(Tp);
-    const RecurPlan rp = use_split() && d.NC > 0 ? plan_recur(d, es, [&](int vt, int nb) {
+    const RecurChoice rp = use_split() && d.NC > 0 ? plan_recur(d, es, [&](int vt, int nb) {
       return fwd_recur_elems(d.C, d.K, vt, nb);
     })
-                                                 : RecurPlan{};
+                                                 : RecurChoice{};
     const int vp = rp.vt ? plan_par(es, [&](int w) { return output_elems(d.C, d.K, w); }) : 0;
     if (vp) {  // split: the recurrence, then the chunk-parallel output
       const Device dev = q.device();
@@ -435,10 +394,10 @@ void gated_delta_rule_chunked_backward(const Tensor& dq, const Tensor& dk, const
       dVn = Tensor::empty({d.B, d.Hv, d.T, d.V}, q.dtype(), dev);
     }
     const size_t es = sizeof(Tp);
-    const RecurPlan rp = use_split() && d.NC > 0 ? plan_recur(d, es, [&](int vt, int nb) {
+    const RecurChoice rp = use_split() && d.NC > 0 ? plan_recur(d, es, [&](int vt, int nb) {
       return bwd_recur_elems(d.C, d.K, vt, nb);
     })
-                                                 : RecurPlan{};
+                                                 : RecurChoice{};
     const int vp = rp.vt ? plan_par(es, [&](int w) { return pre_elems(d.C, d.K, w); }) : 0;
     g_paths.backward = vp ? "float32 split" : state_tile(d, sizeof(Tp), true) ? "float32 tiled" : "float32 untiled";
     if (vp) {  // split: the chunk-parallel part, then the recurrence

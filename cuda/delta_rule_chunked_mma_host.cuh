@@ -6,8 +6,8 @@
 // compute capability 8.0 or newer (bfloat16 wmma), and every kernel of the pass within the device's opt-in shared
 // memory (prepare_mma, the recurrence with vt in {32, 16} and one or two buffers, the chunk-parallel kernel with
 // vp in {64, 32, 16}, chunk_grad_mma). When any check fails the caller runs the float32 kernels instead, unchanged.
-// The recurrence's (vt, nbuf) follow plan_recur of cuda/delta_rule_chunked.cu: fewest waves of resident blocks,
-// then two buffers, then the narrowest tile. Nothing here reads device memory; the scratch tensors come from the
+// The recurrence's (vt, nbuf) come from choose_recur (cuda/delta_rule_chunked_launch.cuh), as the float32 split
+// path's do: fewest waves of resident blocks, then two buffers, then the narrowest tile. Nothing here reads device memory; the scratch tensors come from the
 // caching allocator on the current stream (a captured CUDA graph replays the same launches).
 #pragma once
 
@@ -18,6 +18,7 @@
 #include "core/dtype.h"
 #include "cuda/cuda_check.h"
 #include "cuda/cuda_kernels.h"
+#include "cuda/delta_rule_chunked_launch.cuh"
 #include "cuda/delta_rule_chunked_mma.cuh"
 #include "cuda/delta_rule_chunked_mma_grad.cuh"
 #include "cuda/delta_rule_chunked_mma_recur.cuh"
@@ -25,18 +26,6 @@
 #include "cuda/stream.h"
 
 namespace gdn::cuda::delta_rule_tiled::mma {
-
-inline int device_attr(cudaDeviceAttr a) {
-  int x = 0;
-  CUDA_CHECK(cudaDeviceGetAttribute(&x, a, current_device()));
-  return x;
-}
-
-// Resident 256-thread blocks per SM for a given dynamic shared memory (1 KB per block reserved by the runtime).
-inline int resident_blocks(size_t smem) {
-  const size_t per_sm = static_cast<size_t>(device_attr(cudaDevAttrMaxSharedMemoryPerMultiprocessor));
-  return std::min<int>(2048 / kThreads, static_cast<int>(per_sm / (smem + 1024)));
-}
 
 struct Plan {
   bool ok = false;
@@ -48,28 +37,16 @@ inline Plan plan(const Dims& d, bool backward) {
   Plan p;
   if (d.NC <= 0 || d.K % 16 != 0 || d.V % 16 != 0) return p;
   if (device_attr(cudaDevAttrComputeCapabilityMajor) < 8) return p;
-  const size_t limit = static_cast<size_t>(device_attr(cudaDevAttrMaxSharedMemoryPerBlockOptin));
+  const size_t limit = smem_limit();
   p.NT = static_cast<int>(std::min<int64_t>(d.K + d.V, kSolveCols));
   p.prep = PrepareLayout(d.C, d.K, p.NT).total;
   if (p.prep > limit) return p;
-  const int64_t sms = device_attr(cudaDevAttrMultiProcessorCount);
-  int64_t best_key = -1;
-  for (int vt : {32, 16})
-    for (int nbuf : {2, 1}) {
-      const size_t smem = RecurLayout(d.C, d.K, vt, nbuf, backward).total;
-      const int bps = smem <= limit ? resident_blocks(smem) : 0;
-      if (bps < 1) continue;
-      const int64_t blocks = (d.V + vt - 1) / vt * d.B * d.Hv;
-      const int64_t waves = (blocks + sms * bps - 1) / (sms * bps);
-      const int64_t key = (waves * 2 + (nbuf == 2 ? 0 : 1)) * 64 + vt;
-      if (best_key < 0 || key < best_key) {
-        best_key = key;
-        p.vt = vt;
-        p.nbuf = nbuf;
-        p.recur = smem;
-      }
-    }
-  if (best_key < 0) return p;
+  const RecurChoice rc =
+      choose_recur(d, {32, 16}, [&](int vt, int nbuf) { return RecurLayout(d.C, d.K, vt, nbuf, backward).total; });
+  if (rc.vt == 0) return p;
+  p.vt = rc.vt;
+  p.nbuf = rc.nbuf;
+  p.recur = rc.smem;
   for (int vp : {64, 32, 16}) {
     const size_t smem = backward ? PreLayout(d.C, d.K, vp).total : OutputLayout(d.C, d.K, vp).total;
     if (smem <= limit) {

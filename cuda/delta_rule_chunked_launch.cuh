@@ -1,0 +1,64 @@
+// cuda/delta_rule_chunked_launch.cuh — launch planning shared by the float32 and the bf16 tensor-core paths of the
+// chunked gated delta rule (cuda/delta_rule_chunked.cu, cuda/delta_rule_chunked_mma_host.cuh): device limits,
+// resident blocks per SM, and the choice of a sequential recurrence's value tile and buffer count.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <initializer_list>
+
+#include "cuda/cuda_check.h"
+#include "cuda/delta_rule_chunked_tiled.cuh"
+#include "cuda/launch.h"
+#include "cuda/stream.h"
+
+namespace gdn::cuda::delta_rule_tiled {
+
+inline int device_attr(cudaDeviceAttr a) {
+  int x = 0;
+  CUDA_CHECK(cudaDeviceGetAttribute(&x, a, current_device()));
+  return x;
+}
+inline size_t smem_limit() { return static_cast<size_t>(device_attr(cudaDevAttrMaxSharedMemoryPerBlockOptin)); }
+inline int sm_count() { return device_attr(cudaDevAttrMultiProcessorCount); }
+
+// Resident 256-thread blocks per SM for a given dynamic shared memory (1 KB per block reserved by the runtime).
+inline int resident_blocks(size_t smem) {
+  const size_t per_sm = static_cast<size_t>(device_attr(cudaDevAttrMaxSharedMemoryPerMultiprocessor));
+  return std::min<int>(2048 / kThreads, static_cast<int>(per_sm / (smem + 1024)));
+}
+
+// A recurrence's launch: value columns per block, buffers of chunk operands, dynamic shared memory; vt = 0 when none
+// fits. Among the value tiles `vts` and one or two buffers (smem_of(vt, nbuf) bytes each): fewest waves of resident
+// blocks first (the recurrence is sequential, a second wave doubles its time), then two buffers (the next chunk's
+// copies overlap this one's products), then the narrowest tile (the most blocks, the least work per step).
+struct RecurChoice {
+  int vt = 0, nbuf = 0;
+  size_t smem = 0;
+};
+template <typename F>
+RecurChoice choose_recur(const Dims& d, std::initializer_list<int> vts, F smem_of) {
+  RecurChoice best;
+  int64_t best_key = -1;
+  const int64_t sms = sm_count();
+  const size_t limit = smem_limit();
+  for (int vt : vts)
+    for (int nbuf : {2, 1}) {
+      const size_t smem = smem_of(vt, nbuf);
+      const int bps = smem <= limit ? resident_blocks(smem) : 0;
+      if (bps < 1) continue;
+      const int64_t blocks = (d.V + vt - 1) / vt * d.B * d.Hv;
+      const int64_t waves = (blocks + sms * bps - 1) / (sms * bps);
+      const int64_t key = (waves * 2 + (nbuf == 2 ? 0 : 1)) * 64 + vt;
+      if (best_key < 0 || key < best_key) {
+        best_key = key;
+        best = {vt, nbuf, smem};
+      }
+    }
+  return best;
+}
+
+}  // namespace gdn::cuda::delta_rule_tiled
