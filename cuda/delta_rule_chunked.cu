@@ -18,7 +18,8 @@
 //   dbeta += rowsum(Pm ⊙ K K^T), dK += diag(beta) Pm K + Pm^T diag(beta) K,
 //   dgam collects every place gam appears (P, dQ's eg, dK's r, eg_L, W's eg, Lm), dg = reverse cumsum of dgam.
 //
-// Parallel decomposition (256 threads per block everywhere):
+// Parallel decomposition (256 threads per block; most chunk-parallel kernels of the tiled and split paths take
+// kParThreads, see cuda/delta_rule_chunked_tiled.cuh):
 //   prepare_chunk_kernel   grid (NC, Hv, B): gates, Gam, Lm in shared memory (see below); writes W [B,Hv,T,K],
 //                          U [B,Hv,T,V], P [B,Hv,NC,C,C], eg, r [B,Hv,T] to scratch. W and U by forward
 //                          substitution, one column per thread (K + V independent columns). Forward and backward
@@ -250,7 +251,7 @@ Prepared prepare(const Dims& d, const Tensor& q, const Tensor& k, const Tensor& 
   const size_t tsmem = prepare_tiled_smem(d, sizeof(Tp), NT);
   if (use_tiled() && tsmem <= smem_limit()) {
     set_smem(prepare_tiled_kernel<Tp>, tsmem, "gated_delta_rule_chunked (prepare)");
-    prepare_tiled_kernel<Tp><<<grid, kThreads, tsmem, current_stream()>>>(
+    prepare_tiled_kernel<Tp><<<grid, kParThreads<Tp>, tsmem, current_stream()>>>(
         d, NT, p.W.data<Tp>(), p.U.data<Tp>(), p.P.data<Tp>(), p.EG.data<Tp>(), p.R.data<Tp>(), q.data<Tp>(),
         k.data<Tp>(), v.data<Tp>(), g.data<Tp>(), beta.data<Tp>());
     CUDA_CHECK_LAST();
@@ -323,7 +324,8 @@ void gated_delta_rule_chunked_forward(const Tensor& o, const Tensor& final_state
       set_smem(chunk_output_kernel<Tp>, osmem, name);
       const dim3 ogrid(static_cast<unsigned>(d.NC * ((d.V + vp - 1) / vp)), static_cast<unsigned>(d.Hv),
                        static_cast<unsigned>(d.B));
-      chunk_output_kernel<Tp><<<ogrid, kThreads, osmem, current_stream()>>>(
+      chunk_output_kernel<Tp><<<ogrid, par_threads<Tp>(ogrid.x * int64_t(ogrid.y) * ogrid.z), osmem,
+                                current_stream()>>>(
           d, vp, o.data<Tp>(), cs.data<Tp>(), Vn.data<Tp>(), p.P.data<Tp>(), p.EG.data<Tp>(), q.data<Tp>(), sc);
       CUDA_CHECK_LAST();
       g_paths.forward = "float32 split";
@@ -405,7 +407,8 @@ void gated_delta_rule_chunked_backward(const Tensor& dq, const Tensor& dk, const
       set_smem(backward_pre_kernel<Tp>, psmem, name);
       const dim3 pgrid(static_cast<unsigned>(d.NC * ((d.V + vp - 1) / vp)), static_cast<unsigned>(d.Hv),
                        static_cast<unsigned>(d.B));
-      backward_pre_kernel<Tp><<<pgrid, kThreads, psmem, current_stream()>>>(
+      backward_pre_kernel<Tp><<<pgrid, par_threads<Tp>(pgrid.x * int64_t(pgrid.y) * pgrid.z), psmem,
+                                current_stream()>>>(
           d, vp, Vn.data<Tp>(), dVn.data<Tp>(), dHend.data<Tp>(), chunk_states.data<Tp>(), p.W.data<Tp>(),
           p.U.data<Tp>(), p.P.data<Tp>(), p.EG.data<Tp>(), q.data<Tp>(), do_.data<Tp>(), sc);
       CUDA_CHECK_LAST();

@@ -1,8 +1,9 @@
 // cuda/delta_rule_chunked_grad.cuh — chunk_grad_tiled_kernel, the tiled per-chunk gradient kernel of the chunked
 // gated delta rule (included by cuda/delta_rule_chunked.cu only; the math is in that file's header comment).
 //
-// One block of 256 threads per chunk, grid (NC, Hv, B). Every operand is staged into shared memory with coalesced
-// row loads and every product is a block-wide tile_mm (cuda/delta_rule_chunked_tiled.cuh). Shared memory:
+// One block of 256 threads per chunk, grid (NC, Hv, B) (512 measured slower here, unlike the other chunk-parallel
+// kernels). Every operand is staged into shared memory with coalesced row loads and every product is a block-wide
+// tile_mm (cuda/delta_rule_chunked_tiled.cuh). Shared memory:
 //   persistent  gam, decay [C] double; eg, r, beta, dgam, db, kd [C]; 32 for block_sum;
 //               Gam, KK, X [C, C+1] (X: dP, dQK, Lm, dL, Pm in turn); Ks [C, K+1]
 //   region      reused by the phases (its size is the largest of them):

@@ -25,6 +25,15 @@ inline int device_attr(cudaDeviceAttr a) {
 inline size_t smem_limit() { return static_cast<size_t>(device_attr(cudaDevAttrMaxSharedMemoryPerBlockOptin)); }
 inline int sm_count() { return device_attr(cudaDevAttrMultiProcessorCount); }
 
+// Threads per block of a chunk-output or backward-pre launch of `blocks` blocks: kParThreads<Tp> while the grid
+// fills at most two blocks per SM (each block's latency is then the kernel's time, and more threads shorten it), 256
+// beyond (the blocks themselves keep the SMs busy, and 512-thread blocks measured slower there; the kernels are
+// compiled for kParThreads and read their loop strides from blockDim).
+template <typename Tp>
+int par_threads(int64_t blocks) {
+  return blocks <= 2 * static_cast<int64_t>(sm_count()) ? kParThreads<Tp> : kThreads;
+}
+
 // Resident 256-thread blocks per SM for a given dynamic shared memory (1 KB per block reserved by the runtime).
 inline int resident_blocks(size_t smem) {
   const size_t per_sm = static_cast<size_t>(device_attr(cudaDevAttrMaxSharedMemoryPerMultiprocessor));

@@ -9,12 +9,12 @@
 // (the 8 bf16 of padding keep each row 16-byte aligned and shift the banks of consecutive rows); a transposed operand
 // is the same tile loaded col_major. Rows past the L valid rows of a chunk are staged as zeros up to Cp = C rounded
 // up to 16, so a product whose inner index runs over chunk rows sums exact zeros there. Each warp owns whole 16x16
-// output tiles (tile t goes to warp t mod 8); its accumulator goes through a per-warp [16,16] float32 stage in
-// shared memory and the warp's lanes apply the epilogue (row scales, masks, the add to a float32 value) element by
-// element, each element with one owner lane: no atomics, and the hardware's fixed summation order gives identical
-// bits run to run. Products that are zero by the triangle (P, P^T) skip the zero 16-blocks of their inner index.
-// Float32 everywhere else: the gates (double cumsum, e^ decays), Gam, Lm, the state H and dH (a bfloat16 copy of
-// each for its products), every epilogue, every row sum.
+// output tiles (tile t goes to warp t mod the block's warps); its accumulator goes through a per-warp [16,16]
+// float32 stage in shared memory and the warp's lanes apply the epilogue (row scales, masks, the add to a float32
+// value) element by element, each element with one owner lane: no atomics, and the hardware's fixed summation order
+// gives identical bits run to run. Products that are zero by the triangle (P, P^T) skip the zero 16-blocks of their
+// inner index. Float32 everywhere else: the gates (double cumsum, e^ decays), Gam, Lm, the state H and dH (a
+// bfloat16 copy of each for its products), every epilogue, every row sum.
 //
 //   prepare_mma_kernel     grid (NC, Hv, B). K K^T and Q K^T on tensor cores (Q, K staged as bf16 [Cp, K+8]), ⊙ Gam
 //                          into Lm (float32 [C, C+1], shared) and P (float32, global). W|U = A (rhs) by the blocked
@@ -27,7 +27,8 @@
 //                          accumulator over both products (eg ⊙ Q rounded to bf16 once).
 //   backward_pre_mma_kernel grid as chunk_output: Vn = U - W H, A = scale P^T dO, Qd = Q^T (scale eg ⊙ dO).
 // Shared memory: each kernel's Layout (below) gives the byte offsets, every piece 128-byte aligned, plus the warp
-// stages 8 x [16,16] float32 (8 KB). 256 threads (8 warps) per block.
+// stages, one [16,16] float32 per warp: room for 16 warps (512 threads, kParThreads) in the chunk-parallel kernels,
+// 8 (256 threads) in the recurrences.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -47,7 +48,8 @@ namespace wmma = nvcuda::wmma;
 using RowMajor = wmma::row_major;
 using ColMajor = wmma::col_major;
 
-constexpr int kWarps = 8;   // warps per block (256 threads)
+constexpr int kWarps = 8;   // warps per block of the recurrences (256 threads)
+constexpr int kParWarps = kParThreads<float> / 32;  // warps per block of the chunk-parallel kernels
 constexpr int kPadB = 8;    // bf16 row padding of every staged tile
 constexpr int kStage = 256;  // floats of one warp's accumulator stage [16,16]
 
@@ -167,7 +169,7 @@ struct PrepareLayout {
     eg = c.take<float>(3 * C);    // eg, r, beta
     Gam = c.take<float>(C * (C + 1));
     Lm = c.take<float>(C * (C + 1));
-    stage = c.take<float>(kWarps * kStage);
+    stage = c.take<float>(kParWarps * kStage);
     Carve x = c;  // the solve tile X [C, NT] reuses the region of Q, K
     Qb = c.take<bf16>(Cp * ldk);
     Kb = c.take<bf16>(Cp * ldk);
@@ -177,7 +179,7 @@ struct PrepareLayout {
 };
 
 // W (bf16), U, P, eg, r and K (bf16, per value head) of chunk blockIdx.x of (b = blockIdx.z, hv = blockIdx.y).
-__global__ void __launch_bounds__(256)
+__global__ void __launch_bounds__(kParThreads<float>)
     prepare_mma_kernel(Dims d, int NT, bf16* __restrict__ Wbg, float* __restrict__ Ug, float* __restrict__ Pg,
                        float* __restrict__ EGg, float* __restrict__ Rg, bf16* __restrict__ Kbg,
                        const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
@@ -294,13 +296,13 @@ struct OutputLayout {
     Hb = c.take<bf16>(K * (vp + kPadB));
     Pb = c.take<bf16>(Cp * (Cp + kPadB));
     Vb = c.take<bf16>(Cp * (vp + kPadB));
-    stage = c.take<float>(kWarps * kStage);
+    stage = c.take<float>(kParWarps * kStage);
     total = c.off;
   }
 };
 
 // O = scale ((eg ⊙ Q) H + P Vn) of chunk blockIdx.x / nvt, value columns [vp (blockIdx.x % nvt), +vp).
-__global__ void __launch_bounds__(256)
+__global__ void __launch_bounds__(kParThreads<float>)
     chunk_output_mma_kernel(Dims d, int vp, float* __restrict__ o, const float* __restrict__ chunk_states,
                             const float* __restrict__ Vng, const float* __restrict__ Pg,
                             const float* __restrict__ EGg, const float* __restrict__ q, float sc) {
@@ -347,14 +349,14 @@ struct PreLayout {
     dOb = c.take<bf16>(Cp * (vp + kPadB));
     dOe = c.take<bf16>(Cp * (vp + kPadB));
     Pb = c.take<bf16>(Cp * (Cp + kPadB));
-    stage = c.take<float>(kWarps * kStage);
+    stage = c.take<float>(kParWarps * kStage);
     total = c.off;
   }
 };
 
 // The dH-independent part of the backward state pass for chunk blockIdx.x / nvt, value columns
 // [vp (blockIdx.x % nvt), +vp): Vn = U - W H -> Vng, A = scale P^T dO -> Ag, Qd = Q^T (scale eg ⊙ dO) -> Qdg.
-__global__ void __launch_bounds__(256)
+__global__ void __launch_bounds__(kParThreads<float>)
     backward_pre_mma_kernel(Dims d, int vp, float* __restrict__ Vng, float* __restrict__ Ag, float* __restrict__ Qdg,
                             const float* __restrict__ chunk_states, const bf16* __restrict__ Wbg,
                             const float* __restrict__ Ug, const float* __restrict__ Pg,

@@ -3,7 +3,7 @@
 // is in cuda/delta_rule_chunked_mma.cuh, the float32 twin is chunk_grad_tiled_kernel of
 // cuda/delta_rule_chunked_grad.cuh, whose phases and summation orders this kernel follows).
 //
-// One block of 256 threads per chunk, grid (NC, Hv, B). Shared memory (GradLayout):
+// One block of 512 threads (kParThreads) per chunk, grid (NC, Hv, B). Shared memory (GradLayout):
 //   persistent  gam, decay [C] double; eg, r, beta, dgam, db, kd [C], 32 for block_sum (float32);
 //               Gam, KK, X [C, C+1] float32 (X: dP, dQK, Lm, dL in turn); K [Cp, K+8] bf16; Xb [Cp, Cp+8] bf16
 //               (the bf16 operand made from X); the warp stages
@@ -46,7 +46,7 @@ struct GradLayout {
     X = c.take<float>(C * ldc);
     Kb = c.take<bf16>(Cp * (K + kPadB));
     Xb = c.take<bf16>(Cp * (Cp + kPadB));
-    stage = c.take<float>(kWarps * kStage);
+    stage = c.take<float>(kParWarps * kStage);
     region = c.off;
     Carve p1 = c, p2 = c, p3 = c, p4 = c;
     dOb = p1.take<bf16>(Cp * ldt);
@@ -67,7 +67,7 @@ struct GradLayout {
 
 // Every gradient of chunk blockIdx.x of (b = blockIdx.z, hv = blockIdx.y). dQ, dK rows go to dqr/dkr (the outputs
 // when Hv == Hk, row stride key_stride; else [B,Hv,T,K] scratch).
-__global__ void __launch_bounds__(256)
+__global__ void __launch_bounds__(kParThreads<float>)
     chunk_grad_mma_kernel(Dims d, float* __restrict__ dqr, float* __restrict__ dkr, int64_t key_stride,
                           float* __restrict__ dv, float* __restrict__ dg, float* __restrict__ dbeta,
                           float* __restrict__ dWtg, float* __restrict__ dUtg, const float* __restrict__ do_,

@@ -90,7 +90,7 @@ inline Prepared prepare(const Dims& d, const Plan& p, const Tensor& q, const Ten
              Tensor::empty({d.B, d.Hv, d.T}, kFloat32, dev), Tensor::empty({d.B, d.Hv, d.T}, kFloat32, dev)};
   const dim3 grid(static_cast<unsigned>(d.NC), static_cast<unsigned>(d.Hv), static_cast<unsigned>(d.B));
   allow_smem(prepare_mma_kernel, p.prep);
-  prepare_mma_kernel<<<grid, kThreads, p.prep, current_stream()>>>(
+  prepare_mma_kernel<<<grid, kParThreads<float>, p.prep, current_stream()>>>(
       d, p.NT, bf16_ptr(s.Wb), s.U.data<float>(), s.P.data<float>(), s.EG.data<float>(), s.R.data<float>(),
       bf16_ptr(s.Kb), q.data<float>(), k.data<float>(), v.data<float>(), g.data<float>(), beta.data<float>());
   CUDA_CHECK_LAST();
@@ -119,7 +119,9 @@ inline void forward(const Dims& d, const Plan& p, const Tensor& o, const Tensor&
       bf16_ptr(s.Wb), s.U.data<float>(), s.EG.data<float>(), s.R.data<float>(), ptr_or_null<float>(initial_state));
   CUDA_CHECK_LAST();
   allow_smem(chunk_output_mma_kernel, p.par);
-  chunk_output_mma_kernel<<<par_grid(d, p.vp), kThreads, p.par, current_stream()>>>(
+  const dim3 ogrid = par_grid(d, p.vp);
+  chunk_output_mma_kernel<<<ogrid, par_threads<float>(ogrid.x * int64_t(ogrid.y) * ogrid.z), p.par,
+                            current_stream()>>>(
       d, p.vp, o.data<float>(), cs.data<float>(), Vn.data<float>(), s.P.data<float>(), s.EG.data<float>(),
       q.data<float>(), sc);
   CUDA_CHECK_LAST();
@@ -137,7 +139,9 @@ inline void backward(const Dims& d, const Plan& p, const Tensor& dqr, const Tens
   const Tensor Vn = Tensor::empty({d.B, d.Hv, d.T, d.V}, kFloat32, dev);
   const Tensor dVn = Tensor::empty({d.B, d.Hv, d.T, d.V}, kFloat32, dev);
   allow_smem(backward_pre_mma_kernel, p.par);
-  backward_pre_mma_kernel<<<par_grid(d, p.vp), kThreads, p.par, current_stream()>>>(
+  const dim3 pgrid = par_grid(d, p.vp);
+  backward_pre_mma_kernel<<<pgrid, par_threads<float>(pgrid.x * int64_t(pgrid.y) * pgrid.z), p.par,
+                            current_stream()>>>(
       d, p.vp, Vn.data<float>(), dVn.data<float>(), dHend.data<float>(), chunk_states.data<float>(), bf16_ptr(s.Wb),
       s.U.data<float>(), s.P.data<float>(), s.EG.data<float>(), q.data<float>(), do_.data<float>(), sc);
   CUDA_CHECK_LAST();
@@ -150,7 +154,7 @@ inline void backward(const Dims& d, const Plan& p, const Tensor& dqr, const Tens
   const Tensor dUt = Tensor::empty({d.B, d.Hv, d.T, d.V}, kFloat32, dev);
   const dim3 grid(static_cast<unsigned>(d.NC), static_cast<unsigned>(d.Hv), static_cast<unsigned>(d.B));
   allow_smem(chunk_grad_mma_kernel, p.grad);
-  chunk_grad_mma_kernel<<<grid, kThreads, p.grad, current_stream()>>>(
+  chunk_grad_mma_kernel<<<grid, kParThreads<float>, p.grad, current_stream()>>>(
       d, dqr.data<float>(), dkr.data<float>(), key_stride, dv.data<float>(), dg.data<float>(), dbeta.data<float>(),
       dWt.data<float>(), dUt.data<float>(), do_.data<float>(), q.data<float>(), k.data<float>(), v.data<float>(),
       g.data<float>(), beta.data<float>(), chunk_states.data<float>(), dHend.data<float>(), Vn.data<float>(),

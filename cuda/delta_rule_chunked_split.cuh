@@ -11,7 +11,8 @@
 //                                   stores dH_end over Qd after reading it, dH_start = eg_L dH + Qd - W^T dVn;
 //                                   dinitial_state at the end.
 // Grids: the recurrences (ceil(V/vt), Hv, B) with vt in {32, 16, 8} value columns per block; the chunk-parallel
-// kernels (NC ceil(V/vp), Hv, B), vp in {32, 16, 8} (block x = chunk n times the value tiles + tile). 256 threads.
+// kernels (NC ceil(V/vp), Hv, B), vp in {32, 16, 8} (block x = chunk n times the value tiles + tile). 256 threads
+// in the recurrences, par_threads (512 for float32 on small grids) in the chunk-parallel kernels.
 // Shared memory (elements of the input type; ldk = K + 1, ldc = C + 1):
 //   forward_recur   H [K, vt], r ⊙ Vn [C, vt], then nbuf in {1, 2} buffers of W, K [C, ldk], U [C, vt], r [C], eg_L
 //   backward_recur  dH [K, vt], dVn [C, vt], then nbuf buffers of W, K [C, ldk], A [C, vt], Qd [K, vt], r [C], eg_L
@@ -173,7 +174,7 @@ __global__ void __launch_bounds__(256)
 
 // O = scale (eg ⊙ (Q H) + P Vn) of chunk blockIdx.x / nvt, value columns [vp (blockIdx.x % nvt), +vp).
 template <typename Tp>
-__global__ void __launch_bounds__(256)
+__global__ void __launch_bounds__(kParThreads<Tp>)
     chunk_output_kernel(Dims d, int vp, Tp* __restrict__ o, const Tp* __restrict__ chunk_states,
                         const Tp* __restrict__ Vng, const Tp* __restrict__ Pg, const Tp* __restrict__ EGg,
                         const Tp* __restrict__ q, Tp sc) {
@@ -210,7 +211,7 @@ __global__ void __launch_bounds__(256)
 // The dH-independent part of the backward state pass for chunk blockIdx.x / nvt, value columns
 // [vp (blockIdx.x % nvt), +vp): Vn = U - W H -> Vng, A = scale P^T dO -> Ag, Qd = Q^T (scale eg ⊙ dO) -> Qdg.
 template <typename Tp>
-__global__ void __launch_bounds__(256)
+__global__ void __launch_bounds__(kParThreads<Tp>)
     backward_pre_kernel(Dims d, int vp, Tp* __restrict__ Vng, Tp* __restrict__ Ag, Tp* __restrict__ Qdg,
                         const Tp* __restrict__ chunk_states, const Tp* __restrict__ Wg, const Tp* __restrict__ Ug,
                         const Tp* __restrict__ Pg, const Tp* __restrict__ EGg, const Tp* __restrict__ q,

@@ -11,7 +11,7 @@
 // through batched_copy (8 loads of a thread in flight before its stores); tile_mm_init starts each sum from a value
 // read before the products (read-modify-write of global accumulators).
 //
-//   prepare_tiled_kernel       grid (NC, Hv, B), 256 threads. Shared: gam, decay [C] double; eg, r, beta [C];
+//   prepare_tiled_kernel       grid (NC, Hv, B), kParThreads. Shared: gam, decay [C] double; eg, r, beta [C];
 //                              Gam, Lm [C, C+1]; Q, K [C, K+1] (later the solve tile [C, NT], NT = min(K+V, 128)).
 //                              Stores W, U, P, eg, r exactly as prepare_chunk_kernel.
 //   forward_state_tiled_kernel grid (ceil(V/vt), Hv, B), vt in {8, 16, 32} chosen so the grid covers the SMs.
@@ -45,6 +45,14 @@ struct Dims {
 
 constexpr int kSolveBlock = 16;  // rows per block of the blocked forward substitution
 constexpr int kSolveCols = 128;  // widest column tile of the solve (NT)
+
+// Threads per block of the chunk-parallel kernels: one block works through a chunk alone, phase after phase, so at
+// a few blocks per SM its latency is the kernel's time; 512 threads halve every block-wide loop and give each
+// scheduler four warps to hide it (float32; float64 keeps 256, its registers would not fit). The prepare kernels and
+// the bf16 chunk gradient always take it, the chunk output and backward pre kernels while the grid is small
+// (par_threads, cuda/delta_rule_chunked_launch.cuh); the float32 chunk gradient keeps 256 (it measured slower).
+template <typename Tp>
+constexpr int kParThreads = sizeof(Tp) == 4 ? 512 : 256;
 
 // out(i, j, sum_{k < Kd} a(i, k) b(k, j)) for every i < M, j < N, by all threads of the block; no synchronization
 // inside (callers separate producers and consumers with __syncthreads). Two calls with the same M, N, TM, TN give
@@ -240,11 +248,10 @@ inline int64_t prepare_region(int64_t C, int64_t K, int64_t NT) {
 
 // Step 1, tiled: W, U, P, eg, r of chunk blockIdx.x of (b = blockIdx.z, hv = blockIdx.y).
 template <typename Tp>
-__global__ void __launch_bounds__(256) prepare_tiled_kernel(Dims d, int NT, Tp* __restrict__ Wg, Tp* __restrict__ Ug,
-                                                            Tp* __restrict__ Pg, Tp* __restrict__ EGg,
-                                                            Tp* __restrict__ Rg, const Tp* __restrict__ q,
-                                                            const Tp* __restrict__ k, const Tp* __restrict__ v,
-                                                            const Tp* __restrict__ g, const Tp* __restrict__ beta) {
+__global__ void __launch_bounds__(kParThreads<Tp>)
+    prepare_tiled_kernel(Dims d, int NT, Tp* __restrict__ Wg, Tp* __restrict__ Ug, Tp* __restrict__ Pg,
+                         Tp* __restrict__ EGg, Tp* __restrict__ Rg, const Tp* __restrict__ q, const Tp* __restrict__ k,
+                         const Tp* __restrict__ v, const Tp* __restrict__ g, const Tp* __restrict__ beta) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const int64_t n = blockIdx.x, hv = blockIdx.y, b = blockIdx.z;
   const int C = static_cast<int>(d.C), K = static_cast<int>(d.K), V = static_cast<int>(d.V);
