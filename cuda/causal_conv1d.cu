@@ -7,14 +7,15 @@
 // dx[t] = sum_w weight[c,w] dp[t+W-1-w], dinitial_state[j] = sum_w weight[c,w] dp[j-w],
 // dweight[c,w] = sum_{b,t} dp[t] x[t-W+1+w], dbias[c] = sum_{b,t} dp[t].
 //
-// Parallel decomposition: the forward, final_state, dp, dx and dinitial_state are one thread per output element,
-// grid-stride, the channel fastest so loads are coalesced. dweight and dbias (W <= kConvMaxW): two passes; a block of
-// 32 channels x 8 lanes owns a slice of rows, each lane a run of consecutive rows along which it slides its window of
-// W inputs (one load per row) and adds all W taps and the bias in double; lanes are added in lane order, then the
-// slices in slice order (the slice count depends only on the shapes: the same bits every run, no atomics). Wider
-// kernels use the generic column reduction of cuda/gated_deltanet_common.cuh. The double sums differ from the CPU's
-// (per OpenMP thread) only in their order; a dweight term before t = 0 without an initial state is 0 (the CPU adds
-// nothing there either). Without SiLU the backward reads dy directly instead of a copy of it.
+// Parallel decomposition: the forward, dp and dx are a thread per channel and a run of 16 time steps (grid
+// (channel blocks, time blocks, B): no index division), final_state and dinitial_state one thread per output
+// element, grid-stride; the channel is fastest so loads are coalesced. dweight and dbias (W <= kConvMaxW): two
+// passes; a block of 32 channels x 8 lanes owns a slice of rows, each lane a run of consecutive rows along which it
+// slides its window of W inputs (one load per row) and adds all W taps and the bias in double; lanes are added in
+// lane order, then the slices in slice order (the slice count depends only on the shapes: the same bits every run,
+// no atomics). Wider kernels use the generic column reduction of cuda/gated_deltanet_common.cuh. The double sums
+// differ from the CPU's (per OpenMP thread) only in their order; a dweight term before t = 0 without an initial state
+// is 0 (the CPU adds nothing there either). Without SiLU the backward reads dy directly instead of a copy of it.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -52,15 +53,27 @@ template <typename T> struct ConvGeometry {
   }
 };
 
-// y [B,T,C]: one thread per element.
+// The forward, dp and dx kernels: grid (ceil(C / threads), ceil(T / kConvRows), B), a thread per channel and a run
+// of kConvRows time steps (no index division; the channel fastest, so every load and store is coalesced).
+constexpr int64_t kConvRows = 16;
+
+struct ConvRows {
+  int64_t b, c, t0, t1;  // batch row, channel, time steps [t0, t1); c < 0: no channel for this thread
+};
+__device__ inline ConvRows conv_rows(int64_t C, int64_t T_) {
+  const int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x, t0 = blockIdx.y * kConvRows;
+  return {blockIdx.z, c < C ? c : -1, t0, min(T_, t0 + kConvRows)};
+}
+
+// y [B,T,C].
 template <typename T>
 __global__ void conv_forward_kernel(T* y, ConvGeometry<T> geo, const T* weight, const T* bias, bool silu) {
-  const int64_t n = geo.B * geo.T_ * geo.C;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(blockDim.x) * gridDim.x) {
-    const int64_t c = i % geo.C, bt = i / geo.C;
-    T p = geo.preactivation(weight, bias, bt / geo.T_, bt % geo.T_, c);
+  const ConvRows r = conv_rows(geo.C, geo.T_);
+  if (r.c < 0) return;
+  for (int64_t t = r.t0; t < r.t1; ++t) {
+    T p = geo.preactivation(weight, bias, r.b, t, r.c);
     if (silu) p = p * sigmoid_of(p);
-    y[i] = p;
+    y[(r.b * geo.T_ + t) * geo.C + r.c] = p;
   }
 }
 
@@ -76,26 +89,27 @@ template <typename T> __global__ void conv_final_state_kernel(T* fs, ConvGeometr
 // dp [B,T,C] = dy * silu'(p), p recomputed.
 template <typename T>
 __global__ void conv_dp_kernel(T* dp, const T* dy, ConvGeometry<T> geo, const T* weight, const T* bias) {
-  const int64_t n = geo.B * geo.T_ * geo.C;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(blockDim.x) * gridDim.x) {
-    const int64_t c = i % geo.C, bt = i / geo.C;
-    const T p = geo.preactivation(weight, bias, bt / geo.T_, bt % geo.T_, c), s = sigmoid_of(p);
+  const ConvRows r = conv_rows(geo.C, geo.T_);
+  if (r.c < 0) return;
+  for (int64_t t = r.t0; t < r.t1; ++t) {
+    const int64_t i = (r.b * geo.T_ + t) * geo.C + r.c;
+    const T p = geo.preactivation(weight, bias, r.b, t, r.c), s = sigmoid_of(p);
     dp[i] = dy[i] * s * (T(1) + p * (T(1) - s));
   }
 }
 
 // dx [B,T,C]: dx[t] = sum_w weight[c,w] dp[t+W-1-w] over outputs inside [0, T).
 template <typename T>
-__global__ void conv_dx_kernel(T* dx, const T* dp, const T* weight, int64_t B, int64_t T_, int64_t C, int64_t W) {
-  const int64_t n = B * T_ * C;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(blockDim.x) * gridDim.x) {
-    const int64_t c = i % C, bt = i / C, b = bt / T_, t = bt % T_;
+__global__ void conv_dx_kernel(T* dx, const T* dp, const T* weight, int64_t T_, int64_t C, int64_t W) {
+  const ConvRows r = conv_rows(C, T_);
+  if (r.c < 0) return;
+  for (int64_t t = r.t0; t < r.t1; ++t) {
     T s = T(0);
     for (int64_t w = 0; w < W; ++w) {
       const int64_t to = t + W - 1 - w;
-      if (to < T_) s += weight[c * W + w] * dp[(b * T_ + to) * C + c];
+      if (to < T_) s += weight[r.c * W + w] * dp[(r.b * T_ + to) * C + r.c];
     }
-    dx[i] = s;
+    dx[(r.b * T_ + t) * C + r.c] = s;
   }
 }
 
@@ -218,6 +232,15 @@ __global__ void conv_weight_finalize_kernel(T* dweight, T* dbias, const double* 
   }
 }
 
+// Launch shape of the forward, dp and dx kernels: up to kThreads channels per block (a multiple of 32 covering C).
+int conv_threads(int64_t C) { return static_cast<int>(std::min<int64_t>(kThreads, (C + 31) / 32 * 32)); }
+dim3 conv_grid(int64_t B, int64_t T_, int64_t C) {
+  const int64_t gx = (C + conv_threads(C) - 1) / conv_threads(C), gy = (T_ + kConvRows - 1) / kConvRows;
+  GDN_CHECK(gx <= INT32_MAX && gy <= 65535 && B <= 65535, "CUDA causal_conv1d: B {} x T {} x C {} is too large", B,
+            T_, C);
+  return dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy), static_cast<unsigned>(B));
+}
+
 void causal_conv1d_forward(const Tensor& y, const Tensor& final_state, const Tensor& x, const Tensor& weight,
                            const Tensor& bias, const Tensor& initial_state, bool silu) {
   GDN_CHECK(y.is_contiguous() && x.is_contiguous() && weight.is_contiguous(), "causal_conv1d: contiguous only");
@@ -227,8 +250,8 @@ void causal_conv1d_forward(const Tensor& y, const Tensor& final_state, const Ten
     const ConvGeometry<T> geo{B, T_, C, W, x.data<T>(), initial_state.defined() ? initial_state.data<T>() : nullptr};
     const T* bp = bias.defined() ? bias.data<T>() : nullptr;
     if (B * T_ * C > 0) {
-      conv_forward_kernel<T><<<grid_for(B * T_ * C), kThreads, 0, current_stream()>>>(y.data<T>(), geo,
-                                                                                      weight.data<T>(), bp, silu);
+      conv_forward_kernel<T><<<conv_grid(B, T_, C), conv_threads(C), 0, current_stream()>>>(
+          y.data<T>(), geo, weight.data<T>(), bp, silu);
       CUDA_CHECK_LAST();
     }
     if (final_state.defined() && B * C * (W - 1) > 0) {
@@ -257,12 +280,13 @@ void causal_conv1d_backward(const Tensor& dx, const Tensor& dweight, const Tenso
     const T* dp = dy.data<T>();
     if (silu && n > 0) {
       dp_buf = Tensor::empty({B, T_, C}, x.dtype(), x.device());
-      conv_dp_kernel<T><<<grid_for(n), kThreads, 0, current_stream()>>>(dp_buf.data<T>(), dy.data<T>(), geo, wp, bp);
+      conv_dp_kernel<T><<<conv_grid(B, T_, C), conv_threads(C), 0, current_stream()>>>(dp_buf.data<T>(), dy.data<T>(),
+                                                                                       geo, wp, bp);
       CUDA_CHECK_LAST();
       dp = dp_buf.data<T>();
     }
     if (n > 0) {
-      conv_dx_kernel<T><<<grid_for(n), kThreads, 0, current_stream()>>>(dx.data<T>(), dp, wp, B, T_, C, W);
+      conv_dx_kernel<T><<<conv_grid(B, T_, C), conv_threads(C), 0, current_stream()>>>(dx.data<T>(), dp, wp, T_, C, W);
       CUDA_CHECK_LAST();
     }
     if (dinitial_state.defined() && B * C * (W - 1) > 0) {

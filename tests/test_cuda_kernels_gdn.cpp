@@ -43,8 +43,9 @@ struct ConvShape {
   int64_t B, T, C, W;
 };
 // T = 1 and T = 2 are shorter than the W-1 = 3 inputs the final state keeps (part of it comes from the initial
-// state); W = 2 and 3 are other widths.
-const ConvShape kConvShapes[] = {{2, 130, 100, 4}, {2, 1, 37, 4}, {1, 2, 64, 4}, {2, 65, 128, 2}, {3, 17, 33, 3}};
+// state); W = 2 and 3 are other widths; C = 300 spans two blocks of channels.
+const ConvShape kConvShapes[] = {{2, 130, 100, 4}, {2, 1, 37, 4}, {1, 2, 64, 4},
+                                 {2, 65, 128, 2},  {3, 17, 33, 3}, {2, 40, 300, 4}};
 
 std::string conv_tag(const ConvShape& s) { return fmt::format("B{} T{} C{} W{}", s.B, s.T, s.C, s.W); }
 
