@@ -9,11 +9,12 @@
 //   keys by binary search and adds dout[pos[lo]], dout[pos[lo+1]], ... in T starting from 0, writing every element
 //   of dweight once (0 for ids that never occur). That is exactly the CPU loop's order (positions ascending), so the
 //   result is bit-identical to the CPU twin.
-// cross_entropy_forward: a block per row: m = max_j x_j (block_max), s = sum_j exp(x_j - m) (exp in T, sum in
-//   double), lse = m + log(s); the row's loss lse - x[t] and a kept flag go to a double scratch [2,N]; a one-block
-//   second pass adds them in a fixed order: loss = total / kept (0 when nothing is kept), count = kept. Everything
-//   stays on the device. The CPU sums exp() in T with Eigen's vectorised order; here it is double, so lse agrees to
-//   float rounding, not bit for bit.
+// cross_entropy_forward: a block per row, one pass over it: each thread keeps its running max m and sum
+//   s = sum_j exp(x_j - m) (exp in T, sum in double, rescaled when m grows; float32 rows read as float4), then the
+//   block's max M and sum of s exp(m - M), lse = M + log(sum); the row's loss lse - x[t] and a kept flag go to a
+//   double scratch [2,N]; a one-block second pass adds them in a fixed order: loss = total / kept (0 when nothing is
+//   kept), count = kept. Everything stays on the device. The CPU sums exp() in T with Eigen's vectorised order; here
+//   it is double, so lse agrees to float rounding, not bit for bit.
 // cross_entropy_backward: a block per row: dx_j = scale * exp(x_j - lse) - scale [j = t], scale = dloss / count
 //   (0 when count = 0), both read on the device; ignored rows are 0.
 // rms_norm_forward / rms_norm_backward: a warp per row for D <= 1024, else a block per row; sums of squares and
@@ -34,6 +35,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #include "cuda/cuda_kernels.h"
 #include "cuda/launch.h"
@@ -196,20 +198,49 @@ void embedding_backward(const Tensor& dweight, const Tensor& dout, const Tensor&
 
 constexpr int kRowThreads = 512;  // threads per block of the cross-entropy row kernels
 
-// A block per row: lse[i]; rows[i] = lse - x[t] (0 when ignored), rows[N + i] = 1 when kept.
+// One thread's running (max, sum of exp) over its elements of a row: s = sum exp(x - m) in double, exp in T, s
+// rescaled by exp(m_old - m_new) when a larger element arrives (one pass over the row instead of two).
+template <typename T> struct RowMaxSum {
+  T m = T(-INFINITY);
+  double s = 0;
+  __device__ void add(T x) {
+    if (x > m) {
+      s = m == T(-INFINITY) ? 0.0 : s * static_cast<double>(exp(m - x));
+      m = x;
+    }
+    if (m != T(-INFINITY)) s += static_cast<double>(exp(x - m));
+  }
+};
+
+// A block per row: lse[i]; rows[i] = lse - x[t] (0 when ignored), rows[N + i] = 1 when kept. float32 rows whose
+// length is a multiple of 4 (and 16-byte aligned) are read as float4.
 template <typename T>
 __global__ void cross_entropy_rows_kernel(T* __restrict__ lse, double* __restrict__ rows, const T* __restrict__ x,
                                           const int64_t* __restrict__ targets, int64_t N, int64_t V,
-                                          int64_t ignore_index) {
+                                          int64_t ignore_index, bool vec4) {
   __shared__ T smax[32];
   __shared__ double ssum[32];
   for (int64_t i = blockIdx.x; i < N; i += gridDim.x) {
     const T* xr = x + i * V;
-    T m = T(-INFINITY);
-    for (int64_t j = threadIdx.x; j < V; j += blockDim.x) m = max(m, xr[j]);
-    m = block_max(m, smax);
-    double s = 0;
-    for (int64_t j = threadIdx.x; j < V; j += blockDim.x) s += static_cast<double>(exp(xr[j] - m));
+    RowMaxSum<T> a;
+    if constexpr (std::is_same_v<T, float>) {
+      if (vec4) {
+        const float4* x4 = reinterpret_cast<const float4*>(xr);
+        for (int64_t j = threadIdx.x; j < V / 4; j += blockDim.x) {
+          const float4 q = x4[j];
+          a.add(q.x);
+          a.add(q.y);
+          a.add(q.z);
+          a.add(q.w);
+        }
+      } else {
+        for (int64_t j = threadIdx.x; j < V; j += blockDim.x) a.add(xr[j]);
+      }
+    } else {
+      for (int64_t j = threadIdx.x; j < V; j += blockDim.x) a.add(xr[j]);
+    }
+    const T m = block_max(a.m, smax);
+    double s = a.m == T(-INFINITY) ? 0.0 : a.s * static_cast<double>(exp(a.m - m));
     s = block_sum(s, ssum);
     if (threadIdx.x == 0) {
       const double l = static_cast<double>(m) + log(s);
@@ -258,8 +289,9 @@ void cross_entropy_forward(const Tensor& loss, const Tensor& lse, const Tensor& 
   dispatch_float(logits.dtype(), "cuda cross_entropy", [&](auto tag) {
     using T = decltype(tag);
     if (N > 0) {
+      const bool vec4 = V % 4 == 0 && reinterpret_cast<uintptr_t>(logits.data<T>()) % 16 == 0;
       cross_entropy_rows_kernel<T><<<grid_for(N, 1), kRowThreads, 0, stream>>>(
-          lse.data<T>(), rows.data<double>(), logits.data<T>(), targets.data<int64_t>(), N, V, ignore_index);
+          lse.data<T>(), rows.data<double>(), logits.data<T>(), targets.data<int64_t>(), N, V, ignore_index, vec4);
       CUDA_CHECK_LAST();
     }
     cross_entropy_mean_kernel<T><<<1, 1024, 0, stream>>>(loss.data<T>(), count.data<T>(), rows.data<double>(), N);
