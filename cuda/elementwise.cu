@@ -6,9 +6,11 @@
 // per-operand offsets and calls a small functor. The math mirrors ops/cpu/elementwise_cpu.cpp, the CPU twin that
 // tests/test_cuda.cpp treats as the truth. One thread per element, grid-stride loop. Dimensions are coalesced on the
 // host first (size-1 dimensions dropped, neighbours merged where every operand's strides allow), so contiguous
-// operands reach the kernel as one dimension and take a path without index division.
+// operands reach the kernel as one dimension and take a path without index division; two dimensions (a column
+// slice, a broadcast row) take a 2-D grid, also without division; more divide the index once per dimension.
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <array>
 #include <initializer_list>
 #include <type_traits>
@@ -92,10 +94,29 @@ template <int N, typename F> __global__ void strided_kernel(Geometry<N> g, F f) 
   }
 }
 
+// Two dimensions after coalescing (a column slice of a matrix, a broadcast row, a transpose): rows over blockIdx.y,
+// columns over the threads of blockIdx.x, so no element divides its index.
+template <int N, typename F> __global__ void strided2d_kernel(Geometry<N> g, F f) {
+  for (int64_t r = blockIdx.y; r < g.shape[0]; r += gridDim.y)
+    for (int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; c < g.shape[1];
+         c += int64_t(blockDim.x) * gridDim.x) {
+      int64_t off[N];
+      for (int k = 0; k < N; ++k) off[k] = r * g.strides[k][0] + c * g.strides[k][1];
+      f(off);
+    }
+}
+
 template <int N, typename F> void launch(const std::array<const Tensor*, N>& ts, const F& f) {
   Geometry<N> g = make_geometry<N>(ts);
   if (g.numel == 0) return;
-  strided_kernel<N, F><<<grid_for(g.numel), kThreads, 0, current_stream()>>>(g, f);
+  if (g.ndim == 2) {
+    const int64_t gx = std::min<int64_t>((g.shape[1] + kThreads - 1) / kThreads, 1024);
+    const int64_t gy = std::min<int64_t>(g.shape[0], 65535);
+    strided2d_kernel<N, F><<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy)), kThreads, 0,
+                             current_stream()>>>(g, f);
+  } else {
+    strided_kernel<N, F><<<grid_for(g.numel), kThreads, 0, current_stream()>>>(g, f);
+  }
   CUDA_CHECK_LAST();
 }
 

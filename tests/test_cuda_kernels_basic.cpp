@@ -77,6 +77,8 @@ void case_copy(Ctx& c) {
     both(Ctx::out({37, 100}, c.dt), c.normal({100}).as_strided({37, 100}, {0, 1}, 0));
   });
   c.run("[37,100] strided out", [&] { both(sparse_out_view(c, 37, 100), c.normal({37, 100})); });
+  c.run("[70000,3] transposed in (more rows than one grid column)",
+        [&] { both(Ctx::out({70000, 3}, c.dt), transposed(c.normal({3, 70000}))); });
   c.run("[2,65,3,33] permuted in (0,2,1,3)", [&] {
     Tensor base = c.normal({2, 3, 65, 33});
     both(Ctx::out({2, 65, 3, 33}, c.dt), permute(base, {0, 2, 1, 3}));
