@@ -5,7 +5,8 @@
 // concatenation of all tensors, and its data pointers), copied asynchronously through the pinned staging of the
 // copier, so nothing waits. Threads walk the concatenated index space; each thread finds its first tensor by binary
 // search over the rows' starts (sum_squares' grid-stride threads then advance through the table, their indices only
-// grow; adamw_step has one thread per element), so any mix of tiny and huge tensors costs one launch.
+// grow; adamw_step has one thread per kAdamWVec elements of one tensor), so any mix of tiny and huge tensors costs
+// one launch.
 //   sum_squares: pass 1, a fixed number of blocks (a function of the total size only) each add their grid-stride share
 //   of x^2 in double and reduce it with block_sum; pass 2, one block adds the partials in block order. The order of
 //   every addition is fixed, so the result is the same bits every run (it differs from the CPU's order by rounding).
@@ -19,6 +20,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "cuda/cuda_kernels.h"
@@ -33,14 +35,16 @@ constexpr int kPartials = 1024;  // at most this many blocks in sum_squares' fir
 // One row of the tensor table (int64 fields so the table is an int64 tensor on the device).
 struct TensorRow {
   int64_t begin;  // index of the tensor's first element in the concatenation
+  int64_t numel;
   int64_t p, m, v, g;  // device pointers (m, v, g unused by sum_squares)
 };
-static_assert(sizeof(TensorRow) == 5 * sizeof(int64_t), "TensorRow is five int64");
+constexpr size_t kRowFields = 6;
+static_assert(sizeof(TensorRow) == kRowFields * sizeof(int64_t), "TensorRow is six int64");
 
 // Uploads the rows (plus a sentinel row whose begin is the total) as an int64 tensor on `device`.
 Tensor upload_table(std::vector<TensorRow>& rows, int64_t total, Device device) {
-  rows.push_back({total, 0, 0, 0, 0});
-  std::vector<int64_t> flat(rows.size() * 5);
+  rows.push_back({total, 0, 0, 0, 0, 0});
+  std::vector<int64_t> flat(rows.size() * kRowFields);
   std::memcpy(flat.data(), rows.data(), flat.size() * sizeof(int64_t));
   return Tensor::from_int64(flat, {static_cast<int64_t>(flat.size())}, device);
 }
@@ -100,7 +104,7 @@ void sum_squares(const Tensor& out, const std::vector<Tensor>& xs) {
     GDN_CHECK(x.is_contiguous() && x.dtype() == dt && x.device() == out.device(),
               "CUDA sum_squares: contiguous tensors of one dtype on {}", out.device());
     if (x.numel() == 0) continue;
-    rows.push_back({total, reinterpret_cast<int64_t>(x.raw_data()), 0, 0, 0});
+    rows.push_back({total, x.numel(), reinterpret_cast<int64_t>(x.raw_data()), 0, 0, 0});
     total += x.numel();
   }
   const int nrows = static_cast<int>(rows.size());
@@ -123,13 +127,30 @@ struct AdamWConstants {
   double lr, step, beta1, beta2, eps, weight_decay, max_norm;
 };
 
-// lr and step come from c, or from schedule (device memory: (lr, step)) when it is given. One thread per element
-// (the grid covers the whole concatenation, so no thread strides across the table); thread 0 of each block works
-// out the step's constants once into shared memory (clip < 0: a non-finite norm, the step is skipped).
+// lr and step come from c, or from schedule (device memory: (lr, step)) when it is given. Each thread updates
+// kAdamWVec consecutive elements of the concatenation, in which every tensor begins at a multiple of kAdamWVec
+// (adamw_step pads the gaps), so the elements of one thread belong to one tensor; float32 runs whose four pointers
+// are 16-byte aligned are loaded and stored as float4. Thread 0 of each block works out the step's constants once
+// into shared memory (clip < 0: a non-finite norm, the step is skipped) and finds the block's first row by binary
+// search; the threads advance from that row. The arithmetic of each element is the CPU twin's, in T.
+constexpr int kAdamWVec = 4;
+
+template <typename T> struct AdamWStep {
+  T b1, b2, scale, decay, step_size, inv_sqrt_bc2, eps;
+  __device__ void operator()(T& w, T& m, T& v, T g) const {
+    const T gi = g * scale;
+    m = b1 * m + (T(1) - b1) * gi;
+    v = b2 * v + (T(1) - b2) * gi * gi;
+    w = w * decay - step_size * m / (sqrt(v) * inv_sqrt_bc2 + eps);
+  }
+};
+
 template <typename T>
 __global__ void adamw_kernel(const TensorRow* rows, int nrows, int64_t total, const double* grad_sq_norm,
                              const double* schedule, AdamWConstants c) {
   __shared__ double konst[4];  // clip, decay, step size, 1 / sqrt(bias correction 2)
+  __shared__ int first_row;
+  const int64_t block_first = blockIdx.x * int64_t(blockDim.x) * kAdamWVec;
   if (threadIdx.x == 0) {
     double clip = 1.0;
     if (grad_sq_norm != nullptr) {
@@ -142,25 +163,38 @@ __global__ void adamw_kernel(const TensorRow* rows, int nrows, int64_t total, co
     konst[1] = 1.0 - lr * c.weight_decay;
     konst[2] = lr / (1.0 - pow(c.beta1, step));
     konst[3] = 1.0 / sqrt(1.0 - pow(c.beta2, step));
+    first_row = block_first < total ? find_row(rows, nrows, block_first) : 0;
   }
   __syncthreads();
   if (konst[0] < 0) return;  // the whole step is skipped
-  const int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  const int64_t i = block_first + int64_t(threadIdx.x) * kAdamWVec;
   if (i >= total) return;
-  const T b1 = static_cast<T>(c.beta1), b2 = static_cast<T>(c.beta2), scale = static_cast<T>(konst[0]);
-  const T decay = static_cast<T>(konst[1]), step_size = static_cast<T>(konst[2]);
-  const T inv_sqrt_bc2 = static_cast<T>(konst[3]), eps = static_cast<T>(c.eps);
-  const TensorRow& r = rows[find_row(rows, nrows, i)];
+  const AdamWStep<T> op{static_cast<T>(c.beta1),    static_cast<T>(c.beta2),    static_cast<T>(konst[0]),
+                        static_cast<T>(konst[1]),   static_cast<T>(konst[2]),   static_cast<T>(konst[3]),
+                        static_cast<T>(c.eps)};
+  const TensorRow& r = rows[advance_row(rows, first_row, i)];
   const int64_t j = i - r.begin;
   T* w = reinterpret_cast<T*>(r.p);
   T* mp = reinterpret_cast<T*>(r.m);
   T* vp = reinterpret_cast<T*>(r.v);
-  const T gi = reinterpret_cast<const T*>(r.g)[j] * scale;
-  const T m = b1 * mp[j] + (T(1) - b1) * gi;
-  const T v = b2 * vp[j] + (T(1) - b2) * gi * gi;
-  mp[j] = m;
-  vp[j] = v;
-  w[j] = w[j] * decay - step_size * m / (sqrt(v) * inv_sqrt_bc2 + eps);
+  const T* gp = reinterpret_cast<const T*>(r.g);
+  const int64_t numel = r.numel;
+  if constexpr (std::is_same_v<T, float>) {
+    if (j + kAdamWVec <= numel && ((r.p | r.m | r.v | r.g) & 15) == 0) {
+      float4 w4 = *reinterpret_cast<float4*>(w + j), m4 = *reinterpret_cast<float4*>(mp + j);
+      float4 v4 = *reinterpret_cast<float4*>(vp + j);
+      const float4 g4 = *reinterpret_cast<const float4*>(gp + j);
+      op(w4.x, m4.x, v4.x, g4.x);
+      op(w4.y, m4.y, v4.y, g4.y);
+      op(w4.z, m4.z, v4.z, g4.z);
+      op(w4.w, m4.w, v4.w, g4.w);
+      *reinterpret_cast<float4*>(w + j) = w4;
+      *reinterpret_cast<float4*>(mp + j) = m4;
+      *reinterpret_cast<float4*>(vp + j) = v4;
+      return;
+    }
+  }
+  for (int64_t e = j; e < j + kAdamWVec && e < numel; ++e) op(w[e], mp[e], vp[e], gp[e]);
 }
 
 void adamw_step(const std::vector<Tensor>& params, const std::vector<Tensor>& ms, const std::vector<Tensor>& vs,
@@ -180,13 +214,14 @@ void adamw_step(const std::vector<Tensor>& params, const std::vector<Tensor>& ms
                 params[k].numel());
     }
     if (params[k].numel() == 0) continue;
-    rows.push_back({total, reinterpret_cast<int64_t>(params[k].raw_data()), reinterpret_cast<int64_t>(ms[k].raw_data()),
-                    reinterpret_cast<int64_t>(vs[k].raw_data()), reinterpret_cast<int64_t>(grads[k].raw_data())});
-    total += params[k].numel();
+    rows.push_back({total, params[k].numel(), reinterpret_cast<int64_t>(params[k].raw_data()),
+                    reinterpret_cast<int64_t>(ms[k].raw_data()), reinterpret_cast<int64_t>(vs[k].raw_data()),
+                    reinterpret_cast<int64_t>(grads[k].raw_data())});
+    total += (params[k].numel() + kAdamWVec - 1) / kAdamWVec * kAdamWVec;  // the next tensor starts aligned
   }
   if (total == 0) return;
-  GDN_CHECK(total <= ((int64_t{1} << 31) - 1) * kThreads, "CUDA adamw_step: {} elements, more than one grid covers",
-            total);
+  GDN_CHECK(total <= ((int64_t{1} << 31) - 1) * kThreads * kAdamWVec,
+            "CUDA adamw_step: {} elements, more than one grid covers", total);
   const double* norm = nullptr;
   if (grad_sq_norm.defined()) {
     GDN_CHECK(grad_sq_norm.dtype() == kFloat64 && grad_sq_norm.numel() == 1 && grad_sq_norm.device() == device,
@@ -205,7 +240,7 @@ void adamw_step(const std::vector<Tensor>& params, const std::vector<Tensor>& ms
   const auto* tr = reinterpret_cast<const TensorRow*>(table.data<int64_t>());
   dispatch_float(dt, "CUDA adamw_step", [&](auto tag) {
     using T = decltype(tag);
-    const unsigned blocks = grid_for(total, kThreads, (int64_t{1} << 31) - 1);  // one thread per element
+    const unsigned blocks = grid_for((total + kAdamWVec - 1) / kAdamWVec, kThreads, (int64_t{1} << 31) - 1);
     adamw_kernel<T><<<blocks, kThreads, 0, current_stream()>>>(tr, nrows, total, norm, sched, c);
     CUDA_CHECK_LAST();
   });
