@@ -154,18 +154,22 @@ struct AdamWParams {
                                               const Tensor& v, const Tensor& g, const Tensor& beta,             \
                                               const Tensor& initial_state, double scale))                       \
   /* Gated delta rule, chunked WY form (training), same shapes as the recurrent rows; chunk_states */           \
-  /* [B,Hv,NC,K,V] opt (NC = ceil(T/chunk_size)) receives the state at the start of every chunk */              \
+  /* [B,Hv,NC,K,V] opt (NC = ceil(T/chunk_size)) receives the state at the start of every chunk; saved opt */   \
+  /* receives whatever per-chunk scratch the backend wants the backward to reuse (may stay empty) */             \
   X(gated_delta_rule_chunked_forward, void(const Tensor& o, const Tensor& final_state,                          \
                                            const Tensor& chunk_states, const Tensor& q, const Tensor& k,        \
                                            const Tensor& v, const Tensor& g, const Tensor& beta,                \
-                                           const Tensor& initial_state, double scale, int64_t chunk_size))      \
-  /* gradients as in the recurrent row, from the forward's chunk_states [B,Hv,NC,K,V] */                         \
+                                           const Tensor& initial_state, double scale, int64_t chunk_size,       \
+                                           std::vector<Tensor>* saved))                                          \
+  /* gradients as in the recurrent row, from the forward's chunk_states [B,Hv,NC,K,V] and its saved list */      \
+  /* (empty: recomputed; same bits either way) */                                                               \
   X(gated_delta_rule_chunked_backward, void(const Tensor& dq, const Tensor& dk, const Tensor& dv,               \
                                             const Tensor& dg, const Tensor& dbeta,                              \
                                             const Tensor& dinitial_state, const Tensor& do_,                    \
                                             const Tensor& dfinal_state, const Tensor& q, const Tensor& k,       \
                                             const Tensor& v, const Tensor& g, const Tensor& beta,               \
-                                            const Tensor& chunk_states, double scale, int64_t chunk_size))
+                                            const Tensor& chunk_states, double scale, int64_t chunk_size,       \
+                                            const std::vector<Tensor>& saved))
 
 struct KernelTable {
 #define GDN_KERNEL_FIELD_(NAME, SIG) std::add_pointer_t<SIG> NAME = nullptr;

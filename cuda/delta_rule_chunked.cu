@@ -76,8 +76,10 @@
 #include <algorithm>
 #include <cstdlib>
 #include <initializer_list>
+#include <string>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "core/precision.h"
 #include "cuda/cuda_kernels.h"
@@ -239,6 +241,15 @@ struct Prepared {
   Tensor W, U, P, EG, R;
 };
 
+// The forward hands its step-1 scratch to the backward through `saved` (the op keeps it between the two): W, U, P,
+// eg, r of Prepared (5 tensors, W in the input's dtype) from the float32 / float64 paths, Wb, Kb, U, P, eg, r of
+// mma::Prepared (6, Wb in bfloat16) from the tensor-core path. The backward reuses it when its own path takes the
+// same layout (same kernel, same inputs: the same bits) and recomputes it otherwise.
+bool saved_matches(const std::vector<Tensor>& saved, const Dims& d, DType w_dtype, size_t count) {
+  return saved.size() == count && saved[0].dtype() == w_dtype && saved[0].dim() == 4 && saved[0].size(0) == d.B &&
+         saved[0].size(1) == d.Hv && saved[0].size(2) == d.T && saved[0].size(3) == d.K;
+}
+
 template <typename Tp>
 Prepared prepare(const Dims& d, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& g,
                  const Tensor& beta) {
@@ -283,7 +294,7 @@ dim3 state_grid(const Dims& d, int64_t vt = kVTile) {
 void gated_delta_rule_chunked_forward(const Tensor& o, const Tensor& final_state, const Tensor& chunk_states,
                                       const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& g,
                                       const Tensor& beta, const Tensor& initial_state, double scale,
-                                      int64_t chunk_size) {
+                                      int64_t chunk_size, std::vector<Tensor>* saved) {
   const char* name = "gated_delta_rule_chunked_forward";
   const Dims d = dims_of(q, v, chunk_size);
   check_inputs(name, d, chunk_size, {&o, &final_state, &chunk_states, &q, &k, &v, &g, &beta, &initial_state});
@@ -296,7 +307,10 @@ void gated_delta_rule_chunked_forward(const Tensor& o, const Tensor& final_state
       if (matmul_precision() == Precision::BFloat16 && use_split()) {
         const mma::Plan mp = mma::plan(d, false);
         if (mp.ok) {
-          mma::forward(d, mp, o, final_state, chunk_states, q, k, v, g, beta, initial_state, static_cast<float>(scale));
+          mma::Prepared keep;
+          mma::forward(d, mp, o, final_state, chunk_states, q, k, v, g, beta, initial_state, static_cast<float>(scale),
+                       saved ? &keep : nullptr);
+          if (saved) *saved = {keep.Wb, keep.Kb, keep.U, keep.P, keep.EG, keep.R};
           g_paths.forward = kPathMma;
           return;
         }
@@ -304,6 +318,7 @@ void gated_delta_rule_chunked_forward(const Tensor& o, const Tensor& final_state
     }
     Prepared p;
     if (d.NC > 0) p = prepare<Tp>(d, q, k, v, g, beta);
+    if (saved && d.NC > 0) *saved = {p.W, p.U, p.P, p.EG, p.R};
     const Tp sc = static_cast<Tp>(scale);
     const size_t es = sizeof(Tp);
     const RecurChoice rp = use_split() && d.NC > 0 ? plan_recur(d, es, [&](int vt, int nb) {
@@ -358,7 +373,7 @@ void gated_delta_rule_chunked_backward(const Tensor& dq, const Tensor& dk, const
                                        const Tensor& dbeta, const Tensor& dinitial_state, const Tensor& do_,
                                        const Tensor& dfinal_state, const Tensor& q, const Tensor& k, const Tensor& v,
                                        const Tensor& g, const Tensor& beta, const Tensor& chunk_states, double scale,
-                                       int64_t chunk_size) {
+                                       int64_t chunk_size, const std::vector<Tensor>& saved) {
   const char* name = "gated_delta_rule_chunked_backward";
   const Dims d = dims_of(q, v, chunk_size);
   check_inputs(
@@ -379,8 +394,11 @@ void gated_delta_rule_chunked_backward(const Tensor& dq, const Tensor& dk, const
         if (mp.ok) {
           const Tensor dqs = grouped ? Tensor::empty({d.B, d.Hv, d.T, d.K}, q.dtype(), dev) : dq;
           const Tensor dks = grouped ? Tensor::empty({d.B, d.Hv, d.T, d.K}, q.dtype(), dev) : dk;
+          const bool have = saved_matches(saved, d, kBFloat16, 6);
+          const mma::Prepared given = have ? mma::Prepared{saved[0], saved[1], saved[2], saved[3], saved[4], saved[5]}
+                                           : mma::Prepared{};
           mma::backward(d, mp, dqs, dks, grouped ? d.K : d.Hk * d.K, dv, dg, dbeta, dinitial_state, do_, dfinal_state,
-                        q, k, v, g, beta, chunk_states, sc);
+                        q, k, v, g, beta, chunk_states, sc, have ? &given : nullptr);
           if (grouped) key_head_sums<Tp>(d, dq, dk, dqs, dks);
           g_paths.backward = kPathMma;
           return;
@@ -390,7 +408,8 @@ void gated_delta_rule_chunked_backward(const Tensor& dq, const Tensor& dk, const
     Prepared p;
     Tensor dHend, Vn, dVn;
     if (d.NC > 0) {
-      p = prepare<Tp>(d, q, k, v, g, beta);
+      p = saved_matches(saved, d, q.dtype(), 5) ? Prepared{saved[0], saved[1], saved[2], saved[3], saved[4]}
+                                                : prepare<Tp>(d, q, k, v, g, beta);
       dHend = Tensor::empty({d.B, d.Hv, d.NC, d.K, d.V}, q.dtype(), dev);
       Vn = Tensor::empty({d.B, d.Hv, d.T, d.V}, q.dtype(), dev);
       dVn = Tensor::empty({d.B, d.Hv, d.T, d.V}, q.dtype(), dev);
@@ -469,6 +488,15 @@ void gated_delta_rule_chunked_backward(const Tensor& dq, const Tensor& dk, const
 DeltaRuleChunkedPaths delta_rule_chunked_last_paths() { return g_paths; }
 bool delta_rule_chunked_tensor_cores_allowed() { return use_split(); }
 bool delta_rule_chunked_backward_prefers_tensor_cores(int64_t B, int64_t Hv, int64_t NC, int64_t K) {
+  // GDN_DR_BACKWARD=tensor-cores / float32 overrides the rule (an A/B switch for benchmarks).
+  static const int forced = [] {
+    const char* e = std::getenv("GDN_DR_BACKWARD");
+    if (!e || !*e) return 0;
+    if (std::string(e) == "tensor-cores") return 1;
+    if (std::string(e) == "float32") return 2;
+    GDN_THROW("GDN_DR_BACKWARD must be tensor-cores or float32, got '{}'", e);
+  }();
+  if (forced) return forced == 1;
   return K >= 128 || B * Hv * NC <= 64;
 }
 

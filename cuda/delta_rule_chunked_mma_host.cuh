@@ -105,12 +105,14 @@ inline dim3 par_grid(const Dims& d, int vp) {
               static_cast<unsigned>(d.B));
 }
 
-// The forward on tensor cores: prepare, the recurrence, the chunk-parallel output.
+// The forward on tensor cores: prepare, the recurrence, the chunk-parallel output. keep (optional) receives the
+// prepared scratch for the backward.
 inline void forward(const Dims& d, const Plan& p, const Tensor& o, const Tensor& final_state,
                     const Tensor& chunk_states, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& g,
-                    const Tensor& beta, const Tensor& initial_state, float sc) {
+                    const Tensor& beta, const Tensor& initial_state, float sc, Prepared* keep) {
   const Device dev = q.device();
   const Prepared s = prepare(d, p, q, k, v, g, beta);
+  if (keep) *keep = s;
   const Tensor cs = chunk_states.defined() ? chunk_states : Tensor::empty({d.B, d.Hv, d.NC, d.K, d.V}, kFloat32, dev);
   const Tensor Vn = Tensor::empty({d.B, d.Hv, d.T, d.V}, kFloat32, dev);
   allow_smem(forward_recur_mma_kernel, p.recur);
@@ -127,14 +129,16 @@ inline void forward(const Dims& d, const Plan& p, const Tensor& o, const Tensor&
   CUDA_CHECK_LAST();
 }
 
-// The backward on tensor cores up to the per-value-head rows of dq, dk: prepare, the chunk-parallel part of the
-// state pass, the recurrence, chunk_grad_mma. dqr, dkr: the outputs (key_stride Hk K) or [B,Hv,T,K] scratch (K).
+// The backward on tensor cores up to the per-value-head rows of dq, dk: prepare (unless the forward's is given),
+// the chunk-parallel part of the state pass, the recurrence, chunk_grad_mma. dqr, dkr: the outputs (key_stride
+// Hk K) or [B,Hv,T,K] scratch (K).
 inline void backward(const Dims& d, const Plan& p, const Tensor& dqr, const Tensor& dkr, int64_t key_stride,
                      const Tensor& dv, const Tensor& dg, const Tensor& dbeta, const Tensor& dinitial_state,
                      const Tensor& do_, const Tensor& dfinal_state, const Tensor& q, const Tensor& k, const Tensor& v,
-                     const Tensor& g, const Tensor& beta, const Tensor& chunk_states, float sc) {
+                     const Tensor& g, const Tensor& beta, const Tensor& chunk_states, float sc,
+                     const Prepared* given) {
   const Device dev = q.device();
-  const Prepared s = prepare(d, p, q, k, v, g, beta);
+  const Prepared s = given ? *given : prepare(d, p, q, k, v, g, beta);
   const Tensor dHend = Tensor::empty({d.B, d.Hv, d.NC, d.K, d.V}, kFloat32, dev);
   const Tensor Vn = Tensor::empty({d.B, d.Hv, d.T, d.V}, kFloat32, dev);
   const Tensor dVn = Tensor::empty({d.B, d.Hv, d.T, d.V}, kFloat32, dev);

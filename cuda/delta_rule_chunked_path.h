@@ -25,7 +25,7 @@ bool delta_rule_chunked_tensor_cores_allowed();
 // or at most 64 (batch, value head, chunk) tiles of work. Measured on an H200 (docs/PERF.md): the bf16 backward beats
 // the float32 split kernels there (B4 T256 H4 K64: 0.256 vs 0.272 ms; K = V = 128: 19.1 vs 21.3 ms) and loses with
 // more tiles at K = 64 (B8 T512 H4: 0.575 vs 0.471 ms; B16 T512: 1.18 vs 0.93). The forward takes them wherever
-// they fit.
+// they fit. GDN_DR_BACKWARD=tensor-cores or float32 overrides the rule.
 bool delta_rule_chunked_backward_prefers_tensor_cores(int64_t B, int64_t Hv, int64_t NC, int64_t K);
 
 }  // namespace gdn::cuda

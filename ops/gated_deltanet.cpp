@@ -14,6 +14,8 @@
 #include "ops/gated_deltanet.h"
 
 #include <cmath>
+#include <utility>
+#include <vector>
 
 #include "autograd/node.h"
 #include "core/dispatch.h"
@@ -202,16 +204,19 @@ DeltaRuleOutput gated_delta_rule(const Tensor& q, const Tensor& k, const Tensor&
   const int64_t n_chunks = (T + chunk_size - 1) / chunk_size;
   Tensor chunk_states =
       needs_grad(inputs) ? Tensor::empty({B, Hv, n_chunks, K, V}, q.dtype(), dev) : Tensor();
+  // saved: the backend's per-chunk scratch of the forward (W, U, ... on CUDA), kept for the backward instead of
+  // being recomputed there.
+  std::vector<Tensor> saved;
   kernels::gated_delta_rule_chunked_forward(dev, o, final_state, chunk_states, qc, kc, vc, gc, bc, s0, scale,
-                                            chunk_size);
+                                            chunk_size, chunk_states.defined() ? &saved : nullptr);
   record("gated_delta_rule_chunked", {o, final_state}, inputs,
          [qc = qc.detach(), kc = kc.detach(), vc = vc.detach(), gc = gc.detach(), bc = bc.detach(),
-          s0 = detach_or_undefined(s0), chunk_states, scale, chunk_size, allocate_grads,
+          s0 = detach_or_undefined(s0), chunk_states, saved = std::move(saved), scale, chunk_size, allocate_grads,
           cotangents](const TensorList& grads) -> TensorList {
            auto [d_o, d_s] = cotangents(grads);
            TensorList d = allocate_grads(qc, kc, vc, gc, bc, s0);
            kernels::gated_delta_rule_chunked_backward(qc.device(), d[0], d[1], d[2], d[3], d[4], d[5], d_o, d_s, qc,
-                                                      kc, vc, gc, bc, chunk_states, scale, chunk_size);
+                                                      kc, vc, gc, bc, chunk_states, scale, chunk_size, saved);
            return d;
          });
   return {o, final_state};

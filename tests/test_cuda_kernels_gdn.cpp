@@ -424,11 +424,11 @@ void case_chunked_forward(Ctx& c) {
         Tensor cs = var.chunk_states_or_dinit ? Ctx::out({s.B, s.Hv, n_chunks(s), s.K, s.V}, c.dt) : Tensor();
         Tensor csg = c.gpu(cs);
         cpu_kernels().gated_delta_rule_chunked_forward(o, fs, cs, in.q, in.k, in.v, in.g, in.beta, in.s0, in.scale,
-                                                       s.chunk);
+                                                       s.chunk, nullptr);
         auto run_cuda = [&](const Tensor& og_, const Tensor& fsg_, const Tensor& csg_) {
           need_cuda(c.under_test().gated_delta_rule_chunked_forward, "gated_delta_rule_chunked_forward")(
               og_, fsg_, csg_, c.gpu(in.q), c.gpu(in.k), c.gpu(in.v), c.gpu(in.g), c.gpu(in.beta), c.gpu(in.s0),
-              in.scale, s.chunk);
+              in.scale, s.chunk, nullptr);
         };
         {
           PrecisionGuard f32(Precision::Float32);
@@ -469,20 +469,20 @@ void case_chunked_backward(Ctx& c) {
         // chunk_states from the CPU forward: both backwards read the same start states.
         Tensor o = Ctx::out({s.B, s.T, s.Hv, s.V}, c.dt), cs = Ctx::out({s.B, s.Hv, n_chunks(s), s.K, s.V}, c.dt);
         cpu_kernels().gated_delta_rule_chunked_forward(o, Tensor(), cs, in.q, in.k, in.v, in.g, in.beta, in.s0,
-                                                       in.scale, s.chunk);
+                                                       in.scale, s.chunk, nullptr);
         Tensor d_o = c.normal({s.B, s.T, s.Hv, s.V});
         Tensor dfs = var.final_or_dfinal ? c.normal({s.B, s.Hv, s.K, s.V}) : Tensor();
         DrGrads cpu(s, c.dt, var.chunk_states_or_dinit), gpu(cpu, c);
         cpu_kernels().gated_delta_rule_chunked_backward(cpu.dq, cpu.dk, cpu.dv, cpu.dg, cpu.dbeta, cpu.ds0, d_o, dfs,
-                                                        in.q, in.k, in.v, in.g, in.beta, cs, in.scale, s.chunk);
-        auto run_cuda = [&](const DrGrads& gr) {
+                                                        in.q, in.k, in.v, in.g, in.beta, cs, in.scale, s.chunk, {});
+        auto run_cuda = [&](const DrGrads& gr, const Tensor& states, const std::vector<Tensor>& saved) {
           need_cuda(c.under_test().gated_delta_rule_chunked_backward, "gated_delta_rule_chunked_backward")(
               gr.dq, gr.dk, gr.dv, gr.dg, gr.dbeta, gr.ds0, c.gpu(d_o), c.gpu(dfs), c.gpu(in.q), c.gpu(in.k),
-              c.gpu(in.v), c.gpu(in.g), c.gpu(in.beta), c.gpu(cs), in.scale, s.chunk);
+              c.gpu(in.v), c.gpu(in.g), c.gpu(in.beta), states, in.scale, s.chunk, saved);
         };
         {
           PrecisionGuard f32(Precision::Float32);
-          run_cuda(gpu);
+          run_cuda(gpu, c.gpu(cs), {});
           check_float32_path(c, true);
         }
         compare_grads(c, gpu, cpu);
@@ -490,7 +490,7 @@ void case_chunked_backward(Ctx& c) {
         DrGrads bf_out(s, c.dt, var.chunk_states_or_dinit), bf(bf_out, c);  // fresh NaN outputs
         {
           PrecisionGuard bf16(Precision::BFloat16);
-          run_cuda(bf);
+          run_cuda(bf, c.gpu(cs), {});
         }
         if (c.dt == kFloat32 && tensor_core_backward_shape(s)) {
           check_tensor_cores_ran(c, true, bf.dq, gpu.dq);
@@ -508,6 +508,30 @@ void case_chunked_backward(Ctx& c) {
           c.compare(std::string("dg") + tag, bf.dg, to_device(gpu.dg, kCPU), 0.0);
           c.compare(std::string("dbeta") + tag, bf.dbeta, to_device(gpu.dbeta, kCPU), 0.0);
           if (cpu.ds0.defined()) c.compare(std::string("dinitial_state") + tag, bf.ds0, to_device(gpu.ds0, kCPU), 0.0);
+        }
+        // The scratch the device forward keeps for the backward (the op layer's path): reusing it gives the bits of
+        // a backward that recomputes it, in both precision settings.
+        if (c.dev.is_cpu()) return;
+        for (Precision pr : {Precision::Float32, Precision::BFloat16}) {
+          PrecisionGuard guard(pr);
+          const Tensor csg = c.gpu(Ctx::out(cs.shape(), c.dt));
+          std::vector<Tensor> saved;
+          need_cuda(c.under_test().gated_delta_rule_chunked_forward, "gated_delta_rule_chunked_forward")(
+              c.gpu(Ctx::out(o.shape(), c.dt)), Tensor(), csg, c.gpu(in.q), c.gpu(in.k), c.gpu(in.v), c.gpu(in.g),
+              c.gpu(in.beta), c.gpu(in.s0), in.scale, s.chunk, &saved);
+          CHECK_MESSAGE(!saved.empty(), c.kernel << " [" << c.tag << "] the device forward kept nothing");
+          DrGrads fresh_out(s, c.dt, var.chunk_states_or_dinit), fresh(fresh_out, c);
+          DrGrads reused_out(s, c.dt, var.chunk_states_or_dinit), reused(reused_out, c);
+          run_cuda(fresh, csg, {});
+          run_cuda(reused, csg, saved);
+          const std::string tag = pr == Precision::Float32 ? " (saved scratch, float32, bitwise)"
+                                                           : " (saved scratch, BFloat16 setting, bitwise)";
+          c.compare("dq" + tag, reused.dq, to_device(fresh.dq, kCPU), 0.0);
+          c.compare("dk" + tag, reused.dk, to_device(fresh.dk, kCPU), 0.0);
+          c.compare("dv" + tag, reused.dv, to_device(fresh.dv, kCPU), 0.0);
+          c.compare("dg" + tag, reused.dg, to_device(fresh.dg, kCPU), 0.0);
+          c.compare("dbeta" + tag, reused.dbeta, to_device(fresh.dbeta, kCPU), 0.0);
+          if (cpu.ds0.defined()) c.compare("dinitial_state" + tag, reused.ds0, to_device(fresh.ds0, kCPU), 0.0);
         }
       });
     }

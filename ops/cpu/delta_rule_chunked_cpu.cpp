@@ -111,10 +111,11 @@ void prepare_chunk(Chunk<Tp>& c, const ConstRows<Tp>& Q, const ConstRows<Tp>& Kc
   c.P = c.P.cwiseProduct(c.Gam);
 }
 
+// The CPU keeps nothing for the backward (saved stays empty): its per-chunk W, U are recomputed there.
 void gated_delta_rule_chunked_forward(const Tensor& o, const Tensor& final_state, const Tensor& chunk_states,
                                       const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& g,
                                       const Tensor& beta, const Tensor& initial_state, double scale,
-                                      int64_t chunk_size) {
+                                      int64_t chunk_size, std::vector<Tensor>* /*saved*/) {
   const DeltaRuleShape s = shape_of(q, v);
   const int64_t K = s.K, V = s.V, T = s.T, C = chunk_size;
   const int64_t n_chunks = (T + C - 1) / C;
@@ -165,7 +166,7 @@ void gated_delta_rule_chunked_backward(const Tensor& dq, const Tensor& dk, const
                                        const Tensor& dbeta, const Tensor& dinitial_state, const Tensor& do_,
                                        const Tensor& dfinal_state, const Tensor& q, const Tensor& k, const Tensor& v,
                                        const Tensor& g, const Tensor& beta, const Tensor& chunk_states, double scale,
-                                       int64_t chunk_size) {
+                                       int64_t chunk_size, const std::vector<Tensor>& /*saved*/) {
   const DeltaRuleShape s = shape_of(q, v);
   const int64_t K = s.K, V = s.V, T = s.T, C = chunk_size;
   const int64_t n_chunks = (T + C - 1) / C;
