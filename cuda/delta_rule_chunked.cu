@@ -22,8 +22,9 @@
 // kParThreads, see cuda/delta_rule_chunked_tiled.cuh):
 //   prepare_chunk_kernel   grid (NC, Hv, B): gates, Gam, Lm in shared memory (see below); writes W [B,Hv,T,K],
 //                          U [B,Hv,T,V], P [B,Hv,NC,C,C], eg, r [B,Hv,T] to scratch. W and U by forward
-//                          substitution, one column per thread (K + V independent columns). Forward and backward
-//                          both run it.
+//                          substitution, one column per thread (K + V independent columns). The forward runs it
+//                          and hands its scratch to the backward through the op (`saved`); a backward without it
+//                          runs it again.
 //   forward_state_kernel   grid (ceil(V/32), Hv, B): H [K,32] in shared memory, sequential over chunks: stores
 //                          chunk_states, Vn = U - W H, O, H_next; final_state at the end.
 //   backward_state_kernel  grid (ceil(V/32), Hv, B): dH [K,32] in shared memory, chunks last to first: stores
@@ -50,14 +51,15 @@
 // and everywhere under GDN_DR_SPLIT=0.
 // Tensor-core path (cuda/delta_rule_chunked_mma*.cuh), for float32 tensors when gdn::matmul_precision() is
 // BFloat16, K and V multiples of 16 and every kernel's shared memory fits (checked on the host once per call,
-// cuda/delta_rule_chunked_mma_host.cuh), the backward only where it pays (K >= 128 or at most 64 (batch, head,
-// chunk) tiles, delta_rule_chunked_backward_prefers_tensor_cores in cuda/delta_rule_chunked_path.h): forward prepare_mma_kernel, forward_recur_mma_kernel,
-// chunk_output_mma_kernel; backward prepare_mma_kernel, backward_pre_mma_kernel, backward_recur_mma_kernel,
-// chunk_grad_mma_kernel. Their tile products (K K^T, Q K^T, W H, K^T Vn, Q H, P Vn, P^T dO, Q^T dO, K dH, W^T dVn and
-// the products of the chunk gradient) are bfloat16 wmma with float32 accumulation; the gates, Gam, Lm, both
-// triangular solves, the states H and dH and every epilogue stay float32 (the cumsums double). float64 tensors and
-// Precision::Float32 run the kernels below, unchanged. delta_rule_chunked_last_paths() (cuda/delta_rule_chunked_path.h)
-// records which path the last forward and backward ran.
+// cuda/delta_rule_chunked_mma_host.cuh; the backward unless GDN_DR_BACKWARD=float32,
+// delta_rule_chunked_backward_takes_tensor_cores in cuda/delta_rule_chunked_path.h): forward prepare_mma_kernel,
+// forward_recur_mma_kernel, chunk_output_mma_kernel; backward (prepare_mma_kernel unless the forward's scratch is
+// handed over), backward_pre_mma_kernel, backward_recur_mma_kernel, chunk_grad_mma_kernel. Their tile products (K
+// K^T, Q K^T, W H, K^T Vn, Q H, P Vn, P^T dO, Q^T dO, K dH, W^T dVn and the products of the chunk gradient) are
+// bfloat16 wmma with float32 accumulation; the gates, Gam, Lm, both triangular solves, the states H and dH and every
+// epilogue stay float32 (the cumsums double). float64 tensors and Precision::Float32 run the kernels below,
+// unchanged. delta_rule_chunked_last_paths() (cuda/delta_rule_chunked_path.h) records which path the last forward
+// and backward ran.
 // The untiled kernels above live in cuda/delta_rule_chunked_untiled.cuh. GDN_DR_UNTILED=1 selects them (and turns the
 // tensor-core path off). The untiled chunk_grad_kernel does its products with the same
 // tile_mm (operands read through L1) and its transposed solve as blocked backward substitution (16-row blocks from
@@ -389,7 +391,7 @@ void gated_delta_rule_chunked_backward(const Tensor& dq, const Tensor& dk, const
     const bool grouped = d.G > 1;
     if constexpr (std::is_same_v<Tp, float>) {  // bf16 tile products: float32 tensors under Precision::BFloat16
       if (matmul_precision() == Precision::BFloat16 && use_split() &&
-          delta_rule_chunked_backward_prefers_tensor_cores(d.B, d.Hv, d.NC, d.K)) {
+          delta_rule_chunked_backward_takes_tensor_cores()) {
         const mma::Plan mp = mma::plan(d, true);
         if (mp.ok) {
           const Tensor dqs = grouped ? Tensor::empty({d.B, d.Hv, d.T, d.K}, q.dtype(), dev) : dq;
@@ -487,17 +489,16 @@ void gated_delta_rule_chunked_backward(const Tensor& dq, const Tensor& dk, const
 
 DeltaRuleChunkedPaths delta_rule_chunked_last_paths() { return g_paths; }
 bool delta_rule_chunked_tensor_cores_allowed() { return use_split(); }
-bool delta_rule_chunked_backward_prefers_tensor_cores(int64_t B, int64_t Hv, int64_t NC, int64_t K) {
-  // GDN_DR_BACKWARD=tensor-cores / float32 overrides the rule (an A/B switch for benchmarks).
-  static const int forced = [] {
+bool delta_rule_chunked_backward_takes_tensor_cores() {
+  // GDN_DR_BACKWARD=float32 keeps the backward on the float32 kernels (=tensor-cores, the default, is accepted too):
+  // an A/B switch for benchmarks.
+  static const bool takes = [] {
     const char* e = std::getenv("GDN_DR_BACKWARD");
-    if (!e || !*e) return 0;
-    if (std::string(e) == "tensor-cores") return 1;
-    if (std::string(e) == "float32") return 2;
+    if (!e || !*e || std::string(e) == "tensor-cores") return true;
+    if (std::string(e) == "float32") return false;
     GDN_THROW("GDN_DR_BACKWARD must be tensor-cores or float32, got '{}'", e);
   }();
-  if (forced) return forced == 1;
-  return K >= 128 || B * Hv * NC <= 64;
+  return takes;
 }
 
 void register_delta_rule_chunked_kernels(KernelTable& t) {

@@ -21,11 +21,11 @@ DeltaRuleChunkedPaths delta_rule_chunked_last_paths();
 // (cuda/delta_rule_chunked.cu), which select the float32 kernels for every call.
 bool delta_rule_chunked_tensor_cores_allowed();
 
-// Whether a backward of this shape is worth the tensor cores (when allowed and their shared memory fits): K >= 128,
-// or at most 64 (batch, value head, chunk) tiles of work. Measured on an H200 (docs/PERF.md): the bf16 backward beats
-// the float32 split kernels there (B4 T256 H4 K64: 0.256 vs 0.272 ms; K = V = 128: 19.1 vs 21.3 ms) and loses with
-// more tiles at K = 64 (B8 T512 H4: 0.575 vs 0.471 ms; B16 T512: 1.18 vs 0.93). The forward takes them wherever
-// they fit. GDN_DR_BACKWARD=tensor-cores or float32 overrides the rule.
-bool delta_rule_chunked_backward_prefers_tensor_cores(int64_t B, int64_t Hv, int64_t NC, int64_t K);
+// Whether the backward takes the tensor cores where they are allowed and their shared memory fits: yes at every
+// shape since the 512-thread chunk-parallel kernels (docs/PERF.md, H200, bf16 fwd+bwd with the tensor-core vs the
+// float32 split backward: B4 T256 H4 K64 0.219 vs 0.330 ms, B8 T512 0.479 vs 0.573, B16 T512 0.929 vs 1.105,
+// B8 T2048 H8 3.49 vs 4.36, K = V = 128 15.1 vs 24.0); before them the float32 backward won at K = 64 beyond 64
+// (batch, value head, chunk) tiles. GDN_DR_BACKWARD=float32 says no (an A/B switch).
+bool delta_rule_chunked_backward_takes_tensor_cores();
 
 }  // namespace gdn::cuda

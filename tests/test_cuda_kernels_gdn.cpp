@@ -371,7 +371,7 @@ bool tensor_core_shape(const DrShape& s) {
 bool tensor_core_backward_shape(const DrShape& s) {
   if (!tensor_core_shape(s)) return false;
 #if GDN_WITH_CUDA
-  return cuda::delta_rule_chunked_backward_prefers_tensor_cores(s.B, s.Hv, n_chunks(s), s.K);
+  return cuda::delta_rule_chunked_backward_takes_tensor_cores();
 #else
   return true;
 #endif
