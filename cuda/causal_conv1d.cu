@@ -7,15 +7,16 @@
 // dx[t] = sum_w weight[c,w] dp[t+W-1-w], dinitial_state[j] = sum_w weight[c,w] dp[j-w],
 // dweight[c,w] = sum_{b,t} dp[t] x[t-W+1+w], dbias[c] = sum_{b,t} dp[t].
 //
-// Parallel decomposition: the forward, dp and dx are a thread per channel and a run of 16 time steps (grid
+// Parallel decomposition: the forward, dp and dx are a thread per channel and a run of 4 time steps (grid
 // (channel blocks, time blocks, B): no index division), final_state and dinitial_state one thread per output
 // element, grid-stride; the channel is fastest so loads are coalesced. dweight and dbias (W <= kConvMaxW): two
 // passes; a block of 32 channels x 8 lanes owns a slice of rows, each lane a run of consecutive rows along which it
 // slides its window of W inputs (one load per row) and adds all W taps and the bias in double; lanes are added in
-// lane order, then the slices in slice order (the slice count depends only on the shapes: the same bits every run,
-// no atomics). Wider kernels use the generic column reduction of cuda/gated_deltanet_common.cuh. The double sums
-// differ from the CPU's (per OpenMP thread) only in their order; a dweight term before t = 0 without an initial state
-// is 0 (the CPU adds nothing there either). Without SiLU the backward reads dy directly instead of a copy of it.
+// lane order, then the slices by a warp per column in a fixed order (warp_column_sum; the slice count depends only
+// on the shapes: the same bits every run, no atomics). Wider kernels use the generic column reduction of
+// cuda/gated_deltanet_common.cuh. The double sums differ from the CPU's (per OpenMP thread) only in their order; a
+// dweight term before t = 0 without an initial state is 0 (the CPU adds nothing there either). Without SiLU the
+// backward reads dy directly instead of a copy of it.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -55,7 +56,7 @@ template <typename T> struct ConvGeometry {
 
 // The forward, dp and dx kernels: grid (ceil(C / threads), ceil(T / kConvRows), B), a thread per channel and a run
 // of kConvRows time steps (no index division; the channel fastest, so every load and store is coalesced).
-constexpr int64_t kConvRows = 16;
+constexpr int64_t kConvRows = 4;
 
 struct ConvRows {
   int64_t b, c, t0, t1;  // batch row, channel, time steps [t0, t1); c < 0: no channel for this thread
@@ -159,7 +160,7 @@ template <typename T> struct ConvWeightStore {
 // channel and a run of consecutive rows, so it slides the window of its W inputs along the rows (one new load per
 // row) and adds all W taps and the bias at once, in double; no index division per term. Block (kColTile channels,
 // kRowLanes lanes); lane y of slice s takes rows [s*rps + y*lr, min(.., +lr)) with lr = ceil(rps / kRowLanes).
-// partial [S, W+1, C]: lanes added in lane order; conv_weight_finalize_kernel adds the slices in order.
+// partial [S, W+1, C]: lanes added in lane order; conv_weight_finalize_kernel adds the slices, a warp per column.
 constexpr int kConvMaxW = 8;
 
 template <typename T>
@@ -220,10 +221,10 @@ __global__ void conv_weight_partials_kernel(double* partial, ConvGeometry<T> geo
 template <typename T>
 __global__ void conv_weight_finalize_kernel(T* dweight, T* dbias, const double* partial, int64_t S, int64_t C,
                                             int64_t W) {
-  const int64_t M = (W + 1) * C;
-  for (int64_t m = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; m < M; m += int64_t(blockDim.x) * gridDim.x) {
-    double s = 0;
-    for (int64_t k = 0; k < S; ++k) s += partial[k * M + m];
+  const int64_t M = (W + 1) * C, warps = blockDim.x >> 5;
+  for (int64_t m = blockIdx.x * warps + (threadIdx.x >> 5); m < M; m += warps * gridDim.x) {
+    const double s = warp_column_sum(partial, S, M, m);
+    if ((threadIdx.x & 31) != 0) continue;
     const int64_t w = m / C, c = m % C;
     if (w < W)
       dweight[c * W + w] = static_cast<T>(s);
@@ -303,7 +304,7 @@ void causal_conv1d_backward(const Tensor& dx, const Tensor& dweight, const Tenso
       conv_weight_partials_kernel<T><<<grid, dim3(kColTile, kRowLanes), 0, current_stream()>>>(
           partial.data<double>(), geo, dp, plan.rows_per_slice);
       CUDA_CHECK_LAST();
-      conv_weight_finalize_kernel<T><<<grid_for((W + 1) * C), kThreads, 0, current_stream()>>>(
+      conv_weight_finalize_kernel<T><<<grid_for((W + 1) * C * 32), kThreads, 0, current_stream()>>>(
           dweight.data<T>(), dbp, partial.data<double>(), plan.slices, C, W);
       CUDA_CHECK_LAST();
     } else {

@@ -78,12 +78,12 @@ __global__ void column_partials_kernel(double* partial, int64_t R, int64_t M, in
   }
 }
 
-// store(m, sum) receives the slice partials of column m added in slice order.
+// store(m, sum) receives the slice partials of column m added by warp_column_sum, a warp per column.
 template <typename Store> __global__ void column_finalize_kernel(const double* partial, int64_t S, int64_t M, Store store) {
-  for (int64_t m = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; m < M; m += int64_t(blockDim.x) * gridDim.x) {
-    double s = 0;
-    for (int64_t k = 0; k < S; ++k) s += partial[k * M + m];
-    store(m, s);
+  const int64_t warps = blockDim.x >> 5;
+  for (int64_t m = blockIdx.x * warps + (threadIdx.x >> 5); m < M; m += warps * gridDim.x) {
+    const double s = warp_column_sum(partial, S, M, m);
+    if ((threadIdx.x & 31) == 0) store(m, s);
   }
 }
 
@@ -96,8 +96,8 @@ void column_reduce(Device device, int64_t R, int64_t M, const Term& term, const 
   column_partials_kernel<Term><<<grid, dim3(kColTile, kRowLanes), 0, current_stream()>>>(
       partial.data<double>(), R, M, plan.rows_per_slice, term);
   CUDA_CHECK_LAST();
-  column_finalize_kernel<Store><<<grid_for(M), kThreads, 0, current_stream()>>>(partial.data<double>(), plan.slices,
-                                                                              M, store);
+  column_finalize_kernel<Store><<<grid_for(M * 32), kThreads, 0, current_stream()>>>(partial.data<double>(),
+                                                                                   plan.slices, M, store);
   CUDA_CHECK_LAST();
 }
 

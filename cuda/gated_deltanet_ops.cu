@@ -19,9 +19,9 @@
 //   * parameter-gradient sums over rows (RMSNorm dw, gate dA_log / ddt_bias): a two-pass column reduction. The sum
 //     runs over R rows of a virtual [R, M] matrix of double terms. Pass 1: a block of 32 x 8 threads owns 32 columns
 //     and one slice of rows; each thread sums every 8th row of the slice, the 8 partials are added in order of
-//     threadIdx.y, and the block writes one double per column into partial [S, M]. Pass 2: one thread per column
-//     adds the S slice partials in slice order and converts to T. S depends only on the shapes, so two runs give
-//     identical bits; no atomics anywhere.
+//     threadIdx.y, and the block writes one double per column into partial [S, M]. Pass 2: one warp per column
+//     adds the S slice partials (lane-strided, then a fixed butterfly: warp_column_sum) and converts to T. S depends
+//     only on the shapes, so two runs give identical bits; no atomics anywhere.
 //
 // Mirroring the CPU twin (ops/cpu/gated_deltanet_cpu.cpp): the same expressions in the same operand order and
 // precision (T for elementwise math, double where the CPU keeps double), the same sigmoid form (branch on the sign)

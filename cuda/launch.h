@@ -1,4 +1,4 @@
-// cuda/launch.h — what every CUDA kernel file shares: launch geometry, the stream, block-wide sums.
+// cuda/launch.h — what every CUDA kernel file shares: launch geometry, the stream, block-wide and column sums.
 //
 // Kernels are launched on cuda::current_stream() (cuda/stream.h) and checked with CUDA_CHECK_LAST() right after.
 // block_sum() is the reduction of row-wise kernels (norms, cross-entropy, gate sums): warp shuffles, then one value
@@ -43,6 +43,16 @@ template <typename T> __device__ inline T block_sum(T v, T* scratch) {
   __syncthreads();
   v = lane < warps ? scratch[lane] : T(0);
   return warp_sum(v);
+}
+
+// The sum over k < S of partial[k * M + m] by one warp (m the same on every lane), the second pass of the
+// deterministic column reductions: lane l adds k = l, l + 32, ... in order, then warp_sum's fixed xor butterfly,
+// which leaves the same bits on every lane and every run. (One thread walking all S partials would wait on S loads in
+// a row.)
+__device__ inline double warp_column_sum(const double* partial, int64_t S, int64_t M, int64_t m) {
+  double s = 0;
+  for (int64_t k = threadIdx.x & 31; k < S; k += 32) s += partial[k * M + m];
+  return warp_sum(s);
 }
 
 // Maximum of v over the whole block, returned to every thread; same rules as block_sum.

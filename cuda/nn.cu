@@ -20,8 +20,8 @@
 // rms_norm_forward / rms_norm_backward: a warp per row for D <= 1024, else a block per row; sums of squares and
 //   dot products in double as on the CPU; dx = r * (dy * w - xh * mean(dy * w * xh)), xh = x * r. dw [D] = sum over
 //   rows of dy * xh in double: blocks of 32 columns x 8 row lanes, each block summing a fixed range of rows into a
-//   double partial [P,D] (lanes added in lane order), then a kernel adding the P partials in order (two-pass,
-//   deterministic; the CPU adds rows serially, so dw agrees to rounding of a double sum).
+//   double partial [P,D] (lanes added in lane order), then a warp per column adding the P partials in a fixed order
+//   (warp_column_sum; two-pass, deterministic; the CPU adds rows serially, so dw agrees to rounding of a double sum).
 //
 // Ids and targets out of range: the CPU twins throw (embedding: "id {} at position {} is outside [0, V)";
 // cross_entropy: "target {} at row {} outside [0, V)"). Reporting that from here would need a host read of device
@@ -416,10 +416,10 @@ __global__ void rms_norm_dw_kernel(T* __restrict__ dw, double* __restrict__ part
 template <typename T>
 __global__ void rms_norm_dw_partials_kernel(T* __restrict__ dw, const double* __restrict__ partial, int64_t D,
                                             int64_t P) {
-  for (int64_t d = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; d < D; d += int64_t(blockDim.x) * gridDim.x) {
-    double total = 0;
-    for (int64_t p = 0; p < P; ++p) total += partial[p * D + d];
-    dw[d] = static_cast<T>(total);
+  const int64_t warps = blockDim.x >> 5;
+  for (int64_t d = blockIdx.x * warps + (threadIdx.x >> 5); d < D; d += warps * gridDim.x) {
+    const double total = warp_column_sum(partial, P, D, d);
+    if ((threadIdx.x & 31) == 0) dw[d] = static_cast<T>(total);
   }
 }
 
@@ -469,10 +469,11 @@ void rms_norm_backward(const Tensor& dx, const Tensor& dw, const Tensor& dy, con
       }
       CUDA_CHECK_LAST();
     }
-    // dw: about 1024 blocks in all, each split at least 256 rows long, at most 256 splits.
+    // dw: about 1024 blocks in all, each split at least 64 rows long (8 per lane: a short chain of loads per
+    // thread), at most 256 splits.
     const int64_t gx = (D + kColX - 1) / kColX;
     GDN_CHECK(gx <= INT32_MAX, "CUDA rms_norm_backward: D = {}", D);
-    const int64_t P = std::max<int64_t>(1, std::min<int64_t>({(1024 + gx - 1) / gx, (N + 255) / 256, 256}));
+    const int64_t P = std::max<int64_t>(1, std::min<int64_t>({(1024 + gx - 1) / gx, (N + 63) / 64, 256}));
     Tensor partial;
     if (P > 1) partial = Tensor::empty({P, D}, kFloat64, x.device());
     double* pp = P > 1 ? partial.data<double>() : nullptr;
@@ -480,7 +481,7 @@ void rms_norm_backward(const Tensor& dx, const Tensor& dw, const Tensor& dy, con
                             stream>>>(dw.data<T>(), pp, dy.data<T>(), x.data<T>(), rstd.data<T>(), N, D, P);
     CUDA_CHECK_LAST();
     if (P > 1) {
-      rms_norm_dw_partials_kernel<T><<<grid_for(D), kThreads, 0, stream>>>(dw.data<T>(), pp, D, P);
+      rms_norm_dw_partials_kernel<T><<<grid_for(D * 32), kThreads, 0, stream>>>(dw.data<T>(), pp, D, P);
       CUDA_CHECK_LAST();
     }
   });
