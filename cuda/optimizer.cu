@@ -2,11 +2,11 @@
 // each ONE launch over a whole list of tensors (llm.c and PyTorch's "multi-tensor apply" idea).
 //
 // The list travels to the device as a small table (one row per tensor: its first element's index in the
-// concatenation of all tensors, and its data pointers), copied asynchronously through the pinned staging of the
-// copier, so nothing waits. Threads walk the concatenated index space; each thread finds its first tensor by binary
+// concatenation of all tensors, its size and its data pointers), copied asynchronously through the pinned staging
+// of the copier, so nothing waits. Every tensor starts at a multiple of kVec = 4 in the concatenation, and a thread
+// takes kVec elements of one tensor at a time (float4 where aligned); each thread finds its first tensor by binary
 // search over the rows' starts (sum_squares' grid-stride threads then advance through the table, their indices only
-// grow; adamw_step has one thread per kAdamWVec elements of one tensor), so any mix of tiny and huge tensors costs
-// one launch.
+// grow; adamw_step has one step per thread), so any mix of tiny and huge tensors costs one launch.
 //   sum_squares: pass 1, a fixed number of blocks (a function of the total size only) each add their grid-stride share
 //   of x^2 in double and reduce it with block_sum; pass 2, one block adds the partials in block order. The order of
 //   every addition is fixed, so the result is the same bits every run (it differs from the CPU's order by rounding).
@@ -39,6 +39,10 @@ struct TensorRow {
   int64_t p, m, v, g;  // device pointers (m, v, g unused by sum_squares)
 };
 constexpr size_t kRowFields = 6;
+// Elements per thread step of both kernels: every tensor begins at a multiple of kVec in the concatenation (the
+// gaps are padding that no thread touches), so the kVec elements of a step belong to one tensor.
+constexpr int kVec = 4;
+inline int64_t padded(int64_t n) { return (n + kVec - 1) / kVec * kVec; }
 static_assert(sizeof(TensorRow) == kRowFields * sizeof(int64_t), "TensorRow is six int64");
 
 // Uploads the rows (plus a sentinel row whose begin is the total) as an int64 tensor on `device`.
@@ -67,16 +71,32 @@ __device__ inline int find_row(const TensorRow* rows, int n, int64_t i) {
   return lo;
 }
 
+// Each thread step squares the kVec elements starting at i (float4 loads for aligned float32), in element order.
 template <typename T>
 __global__ void sum_squares_partials_kernel(double* partials, const TensorRow* rows, int nrows, int64_t total) {
   __shared__ double scratch[32];
   double s = 0;
-  const int64_t first = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  const int64_t first = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) * kVec;
+  const int64_t stride = int64_t(blockDim.x) * gridDim.x * kVec;
   int k = first < total ? find_row(rows, nrows, first) : 0;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(blockDim.x) * gridDim.x) {
+  for (int64_t i = first; i < total; i += stride) {
     k = advance_row(rows, k, i);
-    const double x = static_cast<double>(reinterpret_cast<const T*>(rows[k].p)[i - rows[k].begin]);
-    s += x * x;
+    const TensorRow& r = rows[k];
+    const int64_t j = i - r.begin;
+    const T* x = reinterpret_cast<const T*>(r.p);
+    bool done = false;
+    if constexpr (std::is_same_v<T, float>) {
+      if (j + kVec <= r.numel && (r.p & 15) == 0) {
+        const float4 v = *reinterpret_cast<const float4*>(x + j);
+        s += static_cast<double>(v.x) * v.x;
+        s += static_cast<double>(v.y) * v.y;
+        s += static_cast<double>(v.z) * v.z;
+        s += static_cast<double>(v.w) * v.w;
+        done = true;
+      }
+    }
+    if (!done)
+      for (int64_t e = j; e < j + kVec && e < r.numel; ++e) s += static_cast<double>(x[e]) * static_cast<double>(x[e]);
   }
   s = block_sum(s, scratch);
   if (threadIdx.x == 0) partials[blockIdx.x] = s;
@@ -105,11 +125,11 @@ void sum_squares(const Tensor& out, const std::vector<Tensor>& xs) {
               "CUDA sum_squares: contiguous tensors of one dtype on {}", out.device());
     if (x.numel() == 0) continue;
     rows.push_back({total, x.numel(), reinterpret_cast<int64_t>(x.raw_data()), 0, 0, 0});
-    total += x.numel();
+    total += padded(x.numel());
   }
   const int nrows = static_cast<int>(rows.size());
   Tensor table = upload_table(rows, total, out.device());
-  const unsigned blocks = grid_for(total, kThreads, kPartials);
+  const unsigned blocks = grid_for(total / kVec, kThreads, kPartials);
   Tensor partials = Tensor::empty({blocks}, kFloat64, out.device());
   const auto* tr = reinterpret_cast<const TensorRow*>(table.data<int64_t>());
   dispatch_float(dt, "CUDA sum_squares", [&](auto tag) {
@@ -128,13 +148,11 @@ struct AdamWConstants {
 };
 
 // lr and step come from c, or from schedule (device memory: (lr, step)) when it is given. Each thread updates
-// kAdamWVec consecutive elements of the concatenation, in which every tensor begins at a multiple of kAdamWVec
+// kVec consecutive elements of the concatenation, in which every tensor begins at a multiple of kVec
 // (adamw_step pads the gaps), so the elements of one thread belong to one tensor; float32 runs whose four pointers
 // are 16-byte aligned are loaded and stored as float4. Thread 0 of each block works out the step's constants once
 // into shared memory (clip < 0: a non-finite norm, the step is skipped) and finds the block's first row by binary
 // search; the threads advance from that row. The arithmetic of each element is the CPU twin's, in T.
-constexpr int kAdamWVec = 4;
-
 template <typename T> struct AdamWStep {
   T b1, b2, scale, decay, step_size, inv_sqrt_bc2, eps;
   __device__ void operator()(T& w, T& m, T& v, T g) const {
@@ -150,7 +168,7 @@ __global__ void adamw_kernel(const TensorRow* rows, int nrows, int64_t total, co
                              const double* schedule, AdamWConstants c) {
   __shared__ double konst[4];  // clip, decay, step size, 1 / sqrt(bias correction 2)
   __shared__ int first_row;
-  const int64_t block_first = blockIdx.x * int64_t(blockDim.x) * kAdamWVec;
+  const int64_t block_first = blockIdx.x * int64_t(blockDim.x) * kVec;
   if (threadIdx.x == 0) {
     double clip = 1.0;
     if (grad_sq_norm != nullptr) {
@@ -167,7 +185,7 @@ __global__ void adamw_kernel(const TensorRow* rows, int nrows, int64_t total, co
   }
   __syncthreads();
   if (konst[0] < 0) return;  // the whole step is skipped
-  const int64_t i = block_first + int64_t(threadIdx.x) * kAdamWVec;
+  const int64_t i = block_first + int64_t(threadIdx.x) * kVec;
   if (i >= total) return;
   const AdamWStep<T> op{static_cast<T>(c.beta1),    static_cast<T>(c.beta2),    static_cast<T>(konst[0]),
                         static_cast<T>(konst[1]),   static_cast<T>(konst[2]),   static_cast<T>(konst[3]),
@@ -180,7 +198,7 @@ __global__ void adamw_kernel(const TensorRow* rows, int nrows, int64_t total, co
   const T* gp = reinterpret_cast<const T*>(r.g);
   const int64_t numel = r.numel;
   if constexpr (std::is_same_v<T, float>) {
-    if (j + kAdamWVec <= numel && ((r.p | r.m | r.v | r.g) & 15) == 0) {
+    if (j + kVec <= numel && ((r.p | r.m | r.v | r.g) & 15) == 0) {
       float4 w4 = *reinterpret_cast<float4*>(w + j), m4 = *reinterpret_cast<float4*>(mp + j);
       float4 v4 = *reinterpret_cast<float4*>(vp + j);
       const float4 g4 = *reinterpret_cast<const float4*>(gp + j);
@@ -194,7 +212,7 @@ __global__ void adamw_kernel(const TensorRow* rows, int nrows, int64_t total, co
       return;
     }
   }
-  for (int64_t e = j; e < j + kAdamWVec && e < numel; ++e) op(w[e], mp[e], vp[e], gp[e]);
+  for (int64_t e = j; e < j + kVec && e < numel; ++e) op(w[e], mp[e], vp[e], gp[e]);
 }
 
 void adamw_step(const std::vector<Tensor>& params, const std::vector<Tensor>& ms, const std::vector<Tensor>& vs,
@@ -217,10 +235,10 @@ void adamw_step(const std::vector<Tensor>& params, const std::vector<Tensor>& ms
     rows.push_back({total, params[k].numel(), reinterpret_cast<int64_t>(params[k].raw_data()),
                     reinterpret_cast<int64_t>(ms[k].raw_data()), reinterpret_cast<int64_t>(vs[k].raw_data()),
                     reinterpret_cast<int64_t>(grads[k].raw_data())});
-    total += (params[k].numel() + kAdamWVec - 1) / kAdamWVec * kAdamWVec;  // the next tensor starts aligned
+    total += padded(params[k].numel());
   }
   if (total == 0) return;
-  GDN_CHECK(total <= ((int64_t{1} << 31) - 1) * kThreads * kAdamWVec,
+  GDN_CHECK(total <= ((int64_t{1} << 31) - 1) * kThreads * kVec,
             "CUDA adamw_step: {} elements, more than one grid covers", total);
   const double* norm = nullptr;
   if (grad_sq_norm.defined()) {
@@ -240,7 +258,7 @@ void adamw_step(const std::vector<Tensor>& params, const std::vector<Tensor>& ms
   const auto* tr = reinterpret_cast<const TensorRow*>(table.data<int64_t>());
   dispatch_float(dt, "CUDA adamw_step", [&](auto tag) {
     using T = decltype(tag);
-    const unsigned blocks = grid_for((total + kAdamWVec - 1) / kAdamWVec, kThreads, (int64_t{1} << 31) - 1);
+    const unsigned blocks = grid_for((total + kVec - 1) / kVec, kThreads, (int64_t{1} << 31) - 1);
     adamw_kernel<T><<<blocks, kThreads, 0, current_stream()>>>(tr, nrows, total, norm, sched, c);
     CUDA_CHECK_LAST();
   });
