@@ -5,10 +5,10 @@
 //   D <= 32 up to a block of 256), grid-stride over rows; coalesced along D.
 // embedding_backward: dweight [V,D] = sum over {i : ids[i] = v} of dout[i] (also scatter_add_rows, V = tokens).
 //   Deterministic, without atomics: (key = id, value = position) pairs are sorted by cub::DeviceRadixSort (stable,
-//   so equal ids keep position order), then a thread group per vocabulary row v finds its run [lo, hi) in the sorted
-//   keys by binary search and adds dout[pos[lo]], dout[pos[lo+1]], ... in T starting from 0, writing every element
-//   of dweight once (0 for ids that never occur). That is exactly the CPU loop's order (positions ascending), so the
-//   result is bit-identical to the CPU twin.
+//   so equal ids keep position order), a pass over the sorted keys writes where each vocabulary row's run starts,
+//   then a thread group per row v takes its run [lo, hi) and adds dout[pos[lo]], dout[pos[lo+1]], ... in T starting
+//   from 0, writing every element of dweight once (0 for ids that never occur). That is exactly the CPU loop's order
+//   (positions ascending), so the result is bit-identical to the CPU twin.
 // cross_entropy_forward: a block per row, one pass over it: each thread keeps its running max m and sum
 //   s = sum_j exp(x_j - m) (exp in T, sum in double, rescaled when m grows; float32 rows read as float4), then the
 //   block's max M and sum of s exp(m - M), lse = M + log(sum); the row's loss lse - x[t] and a kept flag go to a
@@ -16,7 +16,7 @@
 //   kept), count = kept. Everything stays on the device. The CPU sums exp() in T with Eigen's vectorised order; here
 //   it is double, so lse agrees to float rounding, not bit for bit.
 // cross_entropy_backward: a block per row: dx_j = scale * exp(x_j - lse) - scale [j = t], scale = dloss / count
-//   (0 when count = 0), both read on the device; ignored rows are 0.
+//   (0 when count = 0), both read on the device; ignored rows are 0; float32 rows as float4 where aligned.
 // rms_norm_forward / rms_norm_backward: a warp per row for D <= 1024, else a block per row; sums of squares and
 //   dot products in double as on the CPU; dx = r * (dy * w - xh * mean(dy * w * xh)), xh = x * r. dw [D] = sum over
 //   rows of dy * xh in double: blocks of 32 columns x 8 row lanes, each block summing a fixed range of rows into a
@@ -101,14 +101,15 @@ __global__ void embedding_keys_kernel(uint32_t* __restrict__ keys, int32_t* __re
   }
 }
 
-__device__ inline int64_t lower_bound(const uint32_t* keys, int64_t n, uint32_t v) {
-  int64_t lo = 0, hi = n;
-  while (lo < hi) {
-    const int64_t mid = (lo + hi) >> 1;
-    if (keys[mid] < v) lo = mid + 1;
-    else hi = mid;
+// starts [V + 1]: starts[v] = the first sorted position whose key is >= v, so row v's run is [starts[v],
+// starts[v + 1]). Thread k (0 <= k <= N) writes the rows between the previous key and its own, each row once.
+__global__ void embedding_starts_kernel(int32_t* __restrict__ starts, const uint32_t* __restrict__ keys, int64_t N,
+                                        int64_t V) {
+  for (int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; k <= N; k += int64_t(blockDim.x) * gridDim.x) {
+    const int64_t prev = k == 0 ? -1 : static_cast<int64_t>(keys[k - 1]);
+    const int64_t cur = k == N ? V : static_cast<int64_t>(keys[k]);
+    for (int64_t v = prev + 1; v <= cur; ++v) starts[v] = static_cast<int32_t>(k);
   }
-  return lo;
 }
 
 constexpr int kCols = 4;  // columns per thread of embedding_backward_kernel
@@ -116,11 +117,10 @@ constexpr int kCols = 4;  // columns per thread of embedding_backward_kernel
 // Block (tpr, 256 / tpr): threadIdx.y picks a vocabulary row v, threadIdx.x runs along D.
 template <typename T>
 __global__ void embedding_backward_kernel(T* __restrict__ dw, const T* __restrict__ dout,
-                                          const uint32_t* __restrict__ keys, const int32_t* __restrict__ pos,
-                                          int64_t N, int64_t V, int64_t D) {
+                                          const int32_t* __restrict__ starts, const int32_t* __restrict__ pos,
+                                          int64_t V, int64_t D) {
   for (int64_t v = blockIdx.x * int64_t(blockDim.y) + threadIdx.y; v < V; v += int64_t(gridDim.x) * blockDim.y) {
-    const int64_t lo = lower_bound(keys, N, static_cast<uint32_t>(v));
-    const int64_t hi = lower_bound(keys, N, static_cast<uint32_t>(v + 1));
+    const int64_t lo = starts[v], hi = starts[v + 1];
     // Each thread keeps kCols columns (blockDim.x apart) in registers, so every position k issues kCols independent
     // loads; each column still adds its rows in position order.
     for (int64_t d0 = threadIdx.x; d0 < D; d0 += int64_t(kCols) * blockDim.x) {
@@ -180,14 +180,17 @@ void embedding_backward(const Tensor& dweight, const Tensor& dout, const Tensor&
                                                end_bit, stream));
   }
 
-  // Threads per row: enough for kCols columns each, so that a block holds several vocabulary rows (their binary
-  // searches, the latency of this kernel, overlap).
+  // Each row's run of sorted positions, then the rows: threads per row enough for kCols columns each, so that a
+  // block holds several vocabulary rows.
+  Tensor starts = Tensor::empty({V + 1}, kInt32, dev);
+  embedding_starts_kernel<<<grid_for(N + 1), kThreads, 0, stream>>>(starts.data<int32_t>(), keys_out, N, V);
+  CUDA_CHECK_LAST();
   const int tpr = threads_for((D + kCols - 1) / kCols, kThreads);
   const dim3 block(tpr, kThreads / tpr);
   dispatch_float(dweight.dtype(), "cuda embedding_backward", [&](auto tag) {
     using T = decltype(tag);
     embedding_backward_kernel<T><<<grid_for(V, kThreads / tpr), block, 0, stream>>>(
-        dweight.data<T>(), dout.data<T>(), keys_out, pos_out, N, V, D);
+        dweight.data<T>(), dout.data<T>(), starts.data<int32_t>(), pos_out, V, D);
     CUDA_CHECK_LAST();
   });
 }
@@ -303,23 +306,33 @@ template <typename T>
 __global__ void cross_entropy_backward_kernel(T* __restrict__ dx, const T* __restrict__ dloss,
                                               const T* __restrict__ x, const T* __restrict__ lse,
                                               const T* __restrict__ count, const int64_t* __restrict__ targets,
-                                              int64_t N, int64_t V, int64_t ignore_index) {
+                                              int64_t N, int64_t V, int64_t ignore_index, bool vec4) {
   const T c = count[0];
   const T scale = c > T(0) ? dloss[0] / c : T(0);
   for (int64_t i = blockIdx.x; i < N; i += gridDim.x) {
     T* drow = dx + i * V;
     const int64_t t = targets[i];
-    if (t == ignore_index) {
-      for (int64_t j = threadIdx.x; j < V; j += blockDim.x) drow[j] = T(0);
-      continue;
-    }
+    const bool ignored = t == ignore_index;
     const T* xr = x + i * V;
-    const T l = lse[i];
-    for (int64_t j = threadIdx.x; j < V; j += blockDim.x) {
-      T v = scale * exp(xr[j] - l);
+    const T l = ignored ? T(0) : lse[i];
+    auto grad = [&](int64_t j, T xj) {
+      if (ignored) return T(0);
+      T v = scale * exp(xj - l);
       if (j == t) v -= scale;
-      drow[j] = v;
+      return v;
+    };
+    if constexpr (std::is_same_v<T, float>) {
+      if (vec4) {  // float32 rows of a multiple of 4, 16-byte aligned
+        for (int64_t q = threadIdx.x; q < V / 4; q += blockDim.x) {
+          const float4 v = reinterpret_cast<const float4*>(xr)[q];
+          const int64_t j = 4 * q;
+          reinterpret_cast<float4*>(drow)[q] =
+              make_float4(grad(j, v.x), grad(j + 1, v.y), grad(j + 2, v.z), grad(j + 3, v.w));
+        }
+        continue;
+      }
     }
+    for (int64_t j = threadIdx.x; j < V; j += blockDim.x) drow[j] = grad(j, xr[j]);
   }
 }
 
@@ -333,9 +346,11 @@ void cross_entropy_backward(const Tensor& dlogits, const Tensor& dloss, const Te
   if (N == 0 || V == 0) return;
   dispatch_float(logits.dtype(), "cuda cross_entropy_backward", [&](auto tag) {
     using T = decltype(tag);
+    const bool vec4 = V % 4 == 0 && reinterpret_cast<uintptr_t>(logits.data<T>()) % 16 == 0 &&
+                      reinterpret_cast<uintptr_t>(dlogits.data<T>()) % 16 == 0;
     cross_entropy_backward_kernel<T><<<grid_for(N, 1), kThreads, 0, current_stream()>>>(
         dlogits.data<T>(), dloss.data<T>(), logits.data<T>(), lse.data<T>(), count.data<T>(),
-        targets.data<int64_t>(), N, V, ignore_index);
+        targets.data<int64_t>(), N, V, ignore_index, vec4);
     CUDA_CHECK_LAST();
   });
 }
