@@ -5,7 +5,8 @@
 #   build     configure + build with the CUDA backend for sm_90 into build-gpu/ (all cores)
 #   harness   the CUDA-vs-CPU kernel harness and the CUDA model tests (gdn_tests -tc='cuda*'); the table of every
 #             kernel's max error goes to $OUT/harness.md
-#   sanitize  the same tests under compute-sanitizer memcheck, then the harness under racecheck (fewer delta-rule shapes)
+#   sanitize  the same tests under compute-sanitizer memcheck, then the harness under racecheck (fewer delta-rule shapes:
+#             RACE_SHAPES, default 0,5,7, entries of the harness's chunked shape list)
 #   suite     the whole ctest suite on this machine (GPU tests run instead of skipping)
 #   train     gdn-train --preset small on the GPU and on the CPU from the same seed: the losses of both runs compared
 #             (first 10 steps, first 100, final val loss); each run resumed on the other device; the medium preset
@@ -60,11 +61,12 @@ fi
 if want sanitize; then
   # racecheck is ~50x slower than memcheck: the chunked delta rule there runs three of its harness shapes (K = V = 64
   # and 128 on the split and tensor-core paths, K = 100 with chunk 16 on the tiled one), and the step tests are left out.
+  # With the 512-thread chunk-parallel kernels one shape takes 4-5 minutes on an H200 (RACE_SHAPES=5 picks fewer).
   compute-sanitizer --tool memcheck --error-exitcode 9 ./build-gpu/tests/gdn_tests -tc='cuda harness*,cuda step*' \
     > "$OUT/sanitizer_memcheck.log" 2>&1
   note "compute-sanitizer memcheck: rc=$?  $(grep -E 'ERROR SUMMARY' "$OUT/sanitizer_memcheck.log" | tail -1)"
-  GDN_HARNESS_DR_SHAPES=0,5,7 compute-sanitizer --tool racecheck --error-exitcode 9 ./build-gpu/tests/gdn_tests \
-    -tc='cuda harness*' > "$OUT/sanitizer_racecheck.log" 2>&1
+  GDN_HARNESS_DR_SHAPES=${RACE_SHAPES:-0,5,7} compute-sanitizer --tool racecheck --error-exitcode 9 \
+    ./build-gpu/tests/gdn_tests -tc='cuda harness*' > "$OUT/sanitizer_racecheck.log" 2>&1
   note "compute-sanitizer racecheck: rc=$?  $(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$OUT/sanitizer_racecheck.log" | tail -1)"
 fi
 
