@@ -16,6 +16,16 @@ enum class Precision { Float32, BFloat16 };
 Precision matmul_precision();
 void set_matmul_precision(Precision p);
 
+// Under BFloat16, a float32 GEMM of at least this many floating-point operations (2 P M N K) runs on bfloat16
+// operands: each operand is first copied into a compact bfloat16 buffer (one copy kernel each) and cuBLAS multiplies
+// those with float32 accumulation and a float32 result. A smaller one runs on the float32 operands with
+// CUBLAS_COMPUTE_32F_FAST_16BF, for which cuBLAS takes TF32 kernels (10-bit mantissas): there the two copies would
+// cost more than the faster bf16 kernel saves. Default 64 MFLOP (docs/PERF.md); the environment variable
+// GDN_GEMM_BF16_MIN_MFLOP, read at the first call, overrides it (0: every GEMM on bf16 operands) for A/B runs;
+// set_bf16_gemm_min_flops overrides both (tests).
+double bf16_gemm_min_flops();
+void set_bf16_gemm_min_flops(double flops);
+
 // Restores the previous precision when it goes out of scope (tests and benchmarks).
 class PrecisionGuard {
  public:

@@ -6,6 +6,7 @@
 
 #include "autograd/node.h"
 #include "core/dispatch.h"
+#include "core/precision.h"
 #include "ops/creation.h"
 #include "ops/elementwise.h"
 #include "ops/shape_ops.h"
@@ -167,6 +168,53 @@ Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor&
   return loss;
 }
 
+// The bf16 path of linear: under Precision::BFloat16, a float32 linear on a CUDA device whose product has at least
+// bf16_gemm_min_flops() (core/precision.h) multiplies bfloat16 copies (the gemm kernel takes bf16 operands with a
+// float32 out). Each operand is copied once: x and w in the forward, kept for the backward in place of the float32
+// ones, and the incoming gradient once in the backward for both of its products. Left to the gemm kernel, the same
+// products would copy w and g twice each (its own bf16 copies are per call).
+namespace {
+
+bool linear_takes_bf16(const Tensor& x, int64_t rows, int64_t in, int64_t out) {
+  return x.device().type == DeviceType::CUDA && x.dtype() == kFloat32 && matmul_precision() == Precision::BFloat16 &&
+         2.0 * static_cast<double>(rows) * in * out >= bf16_gemm_min_flops();
+}
+
+Tensor bf16_copy(const Tensor& t) {
+  Tensor o = Tensor::empty(t.shape(), kBFloat16, t.device());
+  kernels::copy(t.device(), o, t);
+  return o;
+}
+
+Tensor linear_bf16(const Tensor& x, const Tensor& weight, const Shape& out_shape) {
+  const int64_t in = weight.size(1), out_features = weight.size(0);
+  const Tensor xb = bf16_copy(reshape(x, {-1, in})), wb = bf16_copy(weight);  // [N, in], [out, in]
+  const int64_t N = xb.size(0);
+  Tensor out = Tensor::empty({1, N, out_features}, kFloat32, x.device());
+  gemm2(out, xb, transpose(wb, 0, 1), 0.0);
+  Tensor y = out.as_strided(out_shape, contiguous_strides(out_shape), 0);
+  const bool need_x = x.requires_grad(), need_w = weight.requires_grad();
+  record("linear", {y}, {x, weight},
+         [need_x, need_w, xb, wb, x_shape = x.shape(), N, in, out_features](const TensorList& g) -> TensorList {
+           const Tensor gb = bf16_copy(reshape(g[0], {N, out_features}));
+           Tensor dx, dw;
+           if (need_x) {
+             dx = Tensor::empty({1, N, in}, kFloat32, gb.device());
+             gemm2(dx, gb, wb, 0.0);
+             dx = dx.as_strided(x_shape, contiguous_strides(x_shape), 0);
+           }
+           if (need_w) {
+             dw = Tensor::empty({1, out_features, in}, kFloat32, gb.device());
+             gemm2(dw, transpose(gb, 0, 1), xb, 0.0);
+             dw = dw.as_strided({out_features, in}, {in, 1}, 0);  // [out, in]
+           }
+           return {dx, dw};
+         });
+  return y;
+}
+
+}  // namespace
+
 // Its own node rather than matmul(x, w^T): the weight's gradient comes out as g^T x, [out, in] and contiguous, so the
 // parameter adopts it as it is (autograd/engine.cpp); through the transposed view it would be a transposed [in, out]
 // product and need a copy per weight per step.
@@ -177,6 +225,8 @@ Tensor linear(const Tensor& x, const Tensor& weight) {
   const int64_t in = weight.size(1), out_features = weight.size(0);
   Shape out_shape = x.shape();
   out_shape.back() = out_features;
+  if (linear_takes_bf16(x, x.numel() / std::max<int64_t>(in, 1), in, out_features))
+    return linear_bf16(x, weight, out_shape);
   Tensor x3 = as_batched3(x.dim() == 2 ? x : reshape(x, {-1, in}));
   Tensor w3 = as_batched3(transpose(weight, 0, 1));
   Tensor out = Tensor::empty({1, x3.size(1), out_features}, x.dtype(), x.device());

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "core/precision.h"
 #include "tests/cuda_harness.h"
 #include "tests/test_helpers.h"
 
@@ -368,6 +369,58 @@ void case_gemm(Ctx& c) {
       cpu_kernels().gemm(o, a, b, g.alpha, g.beta);
       need_cuda(c.under_test().gemm, "gemm")(og, c.gpu(a), c.gpu(b), g.alpha, g.beta);
       c.compare("out", og, o, c.simple());
+    });
+  }
+  if (c.dt != kFloat32) return;
+  // bfloat16 operands with a float32 out (the path of ops/matmul.cpp's linear under bf16 products): both twins
+  // multiply the same bf16 values, whose products are exact in float32, so only the summation order differs.
+  // Under Precision::BFloat16 with float32 operands, a GEMM of at least bf16_gemm_min_flops() makes those bf16
+  // copies itself: it must equal the float32 product of the operands rounded to bfloat16; a smaller one runs on
+  // TF32 kernels, within 5e-3 of the float32 product. The first three shapes are above the default 64 MFLOP, the
+  // last below. (The self-test's CPU column has no such path and skips those rows.)
+  const G bf16_cases[] = {{1, 256, 320, 512, false, true, 0, 0, false, 1.0, 0.0},
+                          {1, 256, 320, 512, true, false, 8, 0, false, 1.0, 1.0},
+                          {3, 130, 256, 400, false, false, 0, 24, true, 0.5, 0.0},
+                          {1, 37, 100, 23, false, true, 0, 0, false, 1.0, 0.0}};
+  auto rounded = [](const Tensor& x) { return Ctx::with_dtype(Ctx::with_dtype(x, kBFloat16), kFloat32); };
+  const bool cuda_under_test = &c.under_test() != &cpu_kernels();
+  for (const G& g : bf16_cases) {
+    const double flops = 2.0 * static_cast<double>(g.P) * g.M * g.N * g.K;
+    const bool bf16_copies = flops >= bf16_gemm_min_flops();
+    const std::string tag = fmt::format("P{} M{} K{} N{} a {} b {}{} beta {}", g.P, g.M, g.K, g.N,
+                                        g.a_col ? "col" : "row", g.b_col ? "col" : "row",
+                                        g.b_bcast ? " batch-broadcast" : "", g.beta);
+    c.run("bfloat16 operands: " + tag, [&] {
+      // A compact bf16 buffer read row- or column-major, batch-broadcast when asked.
+      auto bf16_operand = [&](int64_t rows, int64_t cols, bool col_major, bool broadcast) {
+        Tensor t = Ctx::with_dtype(c.normal({g.P, rows, cols}), kBFloat16);
+        const int64_t batch = broadcast ? 0 : rows * cols;
+        return t.as_strided({g.P, rows, cols}, {batch, col_major ? 1 : cols, col_major ? rows : 1}, 0);
+      };
+      Tensor a = bf16_operand(g.M, g.K, g.a_col, false), b = bf16_operand(g.K, g.N, g.b_col, g.b_bcast);
+      Tensor o = g.beta != 0 ? c.normal({g.P, g.M, g.N}) : Ctx::out({g.P, g.M, g.N}, c.dt);
+      Tensor og = c.gpu(o);
+      cpu_kernels().gemm(o, a, b, g.alpha, g.beta);
+      need_cuda(c.under_test().gemm, "gemm")(og, c.gpu(a), c.gpu(b), g.alpha, g.beta);
+      c.compare("out", og, o, c.simple());
+    });
+    if (!cuda_under_test) continue;
+    c.run(fmt::format("Precision::BFloat16 ({}): {}", bf16_copies ? "bf16 copies" : "TF32", tag), [&] {
+      Tensor a = gemm_operand(c, g.P, g.M, g.K, g.a_col, g.a_ld, false);
+      Tensor b = gemm_operand(c, g.P, g.K, g.N, g.b_col, g.b_ld, g.b_bcast);
+      Tensor o = g.beta != 0 ? c.normal({g.P, g.M, g.N}) : Ctx::out({g.P, g.M, g.N}, c.dt);
+      Tensor og = c.gpu(o);
+      {
+        PrecisionGuard bf16(Precision::BFloat16);
+        need_cuda(c.under_test().gemm, "gemm")(og, c.gpu(a), c.gpu(b), g.alpha, g.beta);
+      }
+      if (bf16_copies) {
+        cpu_kernels().gemm(o, rounded(a), rounded(b), g.alpha, g.beta);
+        c.compare("out (bf16-rounded operands)", og, o, c.simple());
+      } else {
+        cpu_kernels().gemm(o, a, b, g.alpha, g.beta);
+        c.compare("out (TF32)", og, o, 5e-3);
+      }
     });
   }
 }

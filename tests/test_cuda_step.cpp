@@ -86,9 +86,20 @@ std::vector<double> train(Run& run, const ModelConfig& cfg, bool graph, int step
   return losses;
 }
 
-void graph_matches_eager(bool moe) {
+// Sets the bf16 GEMM threshold (core/precision.h) for a scope: 0 sends every GEMM of these small models through
+// bfloat16 operands (linear's own copies, the gemm kernel's for the other products).
+struct Bf16GemmThreshold {
+  double saved = bf16_gemm_min_flops();
+  explicit Bf16GemmThreshold(double flops) { set_bf16_gemm_min_flops(flops); }
+  ~Bf16GemmThreshold() { set_bf16_gemm_min_flops(saved); }
+};
+
+// Eager against graph in float32, or under Precision::BFloat16 with every GEMM on bf16 operands.
+void graph_matches_eager(bool moe, bool bf16 = false) {
   const std::optional<Device> dev = test::cuda_device_or_skip();
   if (!dev) return;
+  PrecisionGuard precision(bf16 ? Precision::BFloat16 : Precision::Float32);
+  Bf16GemmThreshold threshold(bf16 ? 0.0 : bf16_gemm_min_flops());
   const ModelConfig cfg = step_config(moe);
   Run eager(cfg, *dev), graph(cfg, *dev);
   std::vector<int64_t> ee, eg;
@@ -97,8 +108,8 @@ void graph_matches_eager(bool moe) {
   CHECK(ee == eg);
   for (size_t i = 0; i < eager.params.size(); ++i)
     CHECK(to_device(eager.params[i], kCPU).to_double_vector() == to_device(graph.params[i], kCPU).to_double_vector());
-  MESSAGE(fmt::format("{}: 6 steps, eager and graph losses {} .. {} identical", moe ? "MoE" : "dense", le.front(),
-                      le.back()));
+  MESSAGE(fmt::format("{}{}: 6 steps, eager and graph losses {} .. {} identical", moe ? "MoE" : "dense",
+                      bf16 ? " (bf16 operands)" : "", le.front(), le.back()));
 }
 
 // max |a - b| / max |b| (b on the CPU).
@@ -138,9 +149,18 @@ TEST_CASE("cuda step: the step replayed as a CUDA graph gives the eager step's b
   graph_matches_eager(true);
 }
 
-TEST_CASE("cuda step: bf16 products stay within bf16 rounding of the float32 CPU model") {
+TEST_CASE("cuda step: the step replayed as a CUDA graph gives the eager step's bits (dense, bf16 operands)") {
+  graph_matches_eager(false, true);
+}
+
+namespace {
+
+// bf16 products at the default threshold (these small GEMMs take TF32 kernels) and with every GEMM on bfloat16
+// operands (threshold 0): both stay within bf16 rounding of the float32 CPU model.
+void bf16_matches_cpu(double threshold_flops) {
   const std::optional<Device> dev = test::cuda_device_or_skip();
   if (!dev) return;
+  Bf16GemmThreshold threshold(threshold_flops);
   const ModelConfig cfg = step_config(false);
   GatedDeltaNetLM cpu_model(cfg, 11, kFloat32, kCPU), gpu_model(cfg, 11, kFloat32, *dev);
   const int64_t B = 2, T = 40;
@@ -161,8 +181,17 @@ TEST_CASE("cuda step: bf16 products stay within bf16 rounding of the float32 CPU
     worst = std::max(worst, e);
   }
   CHECK(worst > 1e-4);  // bf16 products really ran: float32 agrees to about 1e-6
-  MESSAGE(fmt::format("bf16 products: loss rel err {:.3g}, worst gradient {:.3g}", std::fabs(a - b) / std::fabs(b),
-                      worst));
+  MESSAGE(fmt::format("bf16 products (GEMMs on bf16 operands from {} MFLOP): loss rel err {:.3g}, worst gradient "
+                      "{:.3g}", threshold_flops / 1e6, std::fabs(a - b) / std::fabs(b), worst));
+}
+
+}  // namespace
+
+TEST_CASE("cuda step: bf16 products stay within bf16 rounding of the float32 CPU model") {
+  bf16_matches_cpu(bf16_gemm_min_flops());
+}
+TEST_CASE("cuda step: bf16 products stay within bf16 rounding of the float32 CPU model (all on bf16 operands)") {
+  bf16_matches_cpu(0.0);
 }
 
 TEST_CASE("cuda step: the fused lm_head + cross-entropy on the GPU matches the CPU's unfused loss (float64)") {
