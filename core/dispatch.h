@@ -75,7 +75,8 @@ struct AdamWParams {
   /* loss [1] = mean over rows with target != ignore of logsumexp - logit[target]; lse [N]; count [1] */        \
   X(cross_entropy_forward, void(const Tensor& loss, const Tensor& lse, const Tensor& count,                    \
                                 const Tensor& logits, const Tensor& targets, int64_t ignore_index))            \
-  /* dlogits [N,V] = dloss * (softmax - onehot) / count on kept rows, 0 on ignored rows */                      \
+  /* dlogits [N,V] = dloss * (softmax - onehot) / count on kept rows, 0 on ignored rows (logits' dtype, or   */ \
+  /* bfloat16 for float32 logits: the bf16 lm_head products of ops/matmul.h's linear_cross_entropy)         */ \
   X(cross_entropy_backward, void(const Tensor& dlogits, const Tensor& dloss, const Tensor& logits,             \
                                  const Tensor& lse, const Tensor& count, const Tensor& targets,                \
                                  int64_t ignore_index))                                                        \

@@ -16,7 +16,8 @@
 //   kept), count = kept. Everything stays on the device. The CPU sums exp() in T with Eigen's vectorised order; here
 //   it is double, so lse agrees to float rounding, not bit for bit.
 // cross_entropy_backward: a block per row: dx_j = scale * exp(x_j - lse) - scale [j = t], scale = dloss / count
-//   (0 when count = 0), both read on the device; ignored rows are 0; float32 rows as float4 where aligned.
+//   (0 when count = 0), both read on the device; ignored rows are 0; float32 rows as float4 where aligned. For
+//   float32 logits dx may be bfloat16 (each value rounded to nearest even once, as the CPU twin does).
 // rms_norm_forward / rms_norm_backward: a warp per row for D <= 1024, else a block per row; sums of squares and
 //   dot products in double as on the CPU; dx = r * (dy * w - xh * mean(dy * w * xh)), xh = x * r. dw [D] = sum over
 //   rows of dy * xh in double: blocks of 32 columns x 8 row lanes, each block summing a fixed range of rows into a
@@ -30,6 +31,7 @@
 // with a bad target as kept with a NaN loss (so the mean loss is NaN); embedding_backward skips bad ids (their dout
 // rows are dropped) and cross_entropy_backward omits the one-hot term of a bad target.
 #include <cub/device/device_radix_sort.cuh>
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -302,15 +304,21 @@ void cross_entropy_forward(const Tensor& loss, const Tensor& lse, const Tensor& 
   });
 }
 
-template <typename T>
-__global__ void cross_entropy_backward_kernel(T* __restrict__ dx, const T* __restrict__ dloss,
+template <typename O> __device__ inline O ce_out(float v) {
+  if constexpr (std::is_same_v<O, __nv_bfloat16>) return __float2bfloat16_rn(v);
+  else return v;
+}
+
+// T: the logits' type; O: dx's (T, or bfloat16 for float32 logits).
+template <typename T, typename O>
+__global__ void cross_entropy_backward_kernel(O* __restrict__ dx, const T* __restrict__ dloss,
                                               const T* __restrict__ x, const T* __restrict__ lse,
                                               const T* __restrict__ count, const int64_t* __restrict__ targets,
                                               int64_t N, int64_t V, int64_t ignore_index, bool vec4) {
   const T c = count[0];
   const T scale = c > T(0) ? dloss[0] / c : T(0);
   for (int64_t i = blockIdx.x; i < N; i += gridDim.x) {
-    T* drow = dx + i * V;
+    O* drow = dx + i * V;
     const int64_t t = targets[i];
     const bool ignored = t == ignore_index;
     const T* xr = x + i * V;
@@ -322,17 +330,25 @@ __global__ void cross_entropy_backward_kernel(T* __restrict__ dx, const T* __res
       return v;
     };
     if constexpr (std::is_same_v<T, float>) {
-      if (vec4) {  // float32 rows of a multiple of 4, 16-byte aligned
+      if (vec4) {  // float32 rows of a multiple of 4, 16-byte aligned (8-byte for bfloat16 dx)
         for (int64_t q = threadIdx.x; q < V / 4; q += blockDim.x) {
           const float4 v = reinterpret_cast<const float4*>(xr)[q];
           const int64_t j = 4 * q;
-          reinterpret_cast<float4*>(drow)[q] =
-              make_float4(grad(j, v.x), grad(j + 1, v.y), grad(j + 2, v.z), grad(j + 3, v.w));
+          if constexpr (std::is_same_v<O, float>) {
+            reinterpret_cast<float4*>(drow)[q] =
+                make_float4(grad(j, v.x), grad(j + 1, v.y), grad(j + 2, v.z), grad(j + 3, v.w));
+          } else {
+            auto* d2 = reinterpret_cast<__nv_bfloat162*>(drow) + 2 * q;
+            d2[0] = __floats2bfloat162_rn(grad(j, v.x), grad(j + 1, v.y));
+            d2[1] = __floats2bfloat162_rn(grad(j + 2, v.z), grad(j + 3, v.w));
+          }
         }
         continue;
       }
+      for (int64_t j = threadIdx.x; j < V; j += blockDim.x) drow[j] = ce_out<O>(grad(j, xr[j]));
+    } else {
+      for (int64_t j = threadIdx.x; j < V; j += blockDim.x) drow[j] = grad(j, xr[j]);
     }
-    for (int64_t j = threadIdx.x; j < V; j += blockDim.x) drow[j] = grad(j, xr[j]);
   }
 }
 
@@ -342,16 +358,26 @@ void cross_entropy_backward(const Tensor& dlogits, const Tensor& dloss, const Te
             "cross_entropy_backward: contiguous only");
   GDN_CHECK(logits.dim() == 2 && dlogits.shape() == logits.shape(), "cross_entropy_backward: dlogits {} logits {}",
             shape_str(dlogits.shape()), shape_str(logits.shape()));
+  const bool bf16_out = dlogits.dtype() == kBFloat16;
+  GDN_CHECK(dlogits.dtype() == logits.dtype() || (bf16_out && logits.dtype() == kFloat32),
+            "cross_entropy_backward: {} dlogits for {} logits", dlogits.dtype(), logits.dtype());
   const int64_t N = logits.size(0), V = logits.size(1);
   if (N == 0 || V == 0) return;
+  auto aligned = [](const void* p, uintptr_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; };
   dispatch_float(logits.dtype(), "cuda cross_entropy_backward", [&](auto tag) {
     using T = decltype(tag);
-    const bool vec4 = V % 4 == 0 && reinterpret_cast<uintptr_t>(logits.data<T>()) % 16 == 0 &&
-                      reinterpret_cast<uintptr_t>(dlogits.data<T>()) % 16 == 0;
-    cross_entropy_backward_kernel<T><<<grid_for(N, 1), kThreads, 0, current_stream()>>>(
-        dlogits.data<T>(), dloss.data<T>(), logits.data<T>(), lse.data<T>(), count.data<T>(),
-        targets.data<int64_t>(), N, V, ignore_index, vec4);
-    CUDA_CHECK_LAST();
+    const bool vec4 = V % 4 == 0 && aligned(logits.data<T>(), 16) && aligned(dlogits.raw_data(), bf16_out ? 8 : 16);
+    auto launch = [&](auto* out) {
+      using O = std::remove_pointer_t<decltype(out)>;
+      cross_entropy_backward_kernel<T, O><<<grid_for(N, 1), kThreads, 0, current_stream()>>>(
+          out, dloss.data<T>(), logits.data<T>(), lse.data<T>(), count.data<T>(), targets.data<int64_t>(), N, V,
+          ignore_index, vec4);
+      CUDA_CHECK_LAST();
+    };
+    if constexpr (std::is_same_v<T, float>) {
+      if (bf16_out) return launch(reinterpret_cast<__nv_bfloat16*>(dlogits.raw_data()));
+    }
+    launch(dlogits.data<T>());
   });
 }
 

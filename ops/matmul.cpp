@@ -97,6 +97,23 @@ void gemm2(const Tensor& out, const Tensor& a, const Tensor& b, double beta) {
   count_gemm(a3, b3);
 }
 
+// The bf16 paths of linear and linear_cross_entropy: under Precision::BFloat16, a float32 product x w^T on a CUDA
+// device with at least bf16_gemm_min_flops() (core/precision.h) multiplies bfloat16 copies (the gemm kernel takes bf16
+// operands with a float32 out). Each operand is copied once: x and w in the forward, kept for the backward in place
+// of the float32 ones, and the incoming gradient once in the backward for both of its products (linear_cross_entropy
+// has the cross-entropy backward write it in bfloat16 directly). Left to the gemm kernel, the same products would
+// copy w and g twice each (its own bf16 copies are per call).
+bool linear_takes_bf16(const Tensor& x, int64_t rows, int64_t in, int64_t out) {
+  return x.device().type == DeviceType::CUDA && x.dtype() == kFloat32 && matmul_precision() == Precision::BFloat16 &&
+         2.0 * static_cast<double>(rows) * in * out >= bf16_gemm_min_flops();
+}
+
+Tensor bf16_copy(const Tensor& t) {
+  Tensor o = Tensor::empty(t.shape(), kBFloat16, t.device());
+  kernels::copy(t.device(), o, t);
+  return o;
+}
+
 // linear_cross_entropy ignores no target: an ignore_index no int64 target can equal, so the kernels' range check
 // sees every row.
 constexpr int64_t kNoIgnore = INT64_MIN;
@@ -128,19 +145,22 @@ Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor&
   // now) and taken through both GEMMs: dx [N, D] and dw [V, D] for dloss = 1, scaled by the actual dloss later.
   Tensor dx = need_x ? Tensor::empty({1, N, D}, dt, dev) : Tensor();
   Tensor dw = need_w ? Tensor::empty({1, V, D}, dt, dev) : Tensor();
-  Tensor wt = transpose(w, 0, 1);  // [D, V] view
+  // The GEMM operands: x and w, or their bf16 copies with the dlogits made in bf16 by the cross-entropy backward.
+  const bool bf16 = linear_takes_bf16(x, N, D, V);
+  const Tensor xs = bf16 ? bf16_copy(xr) : xr, ws = bf16 ? bf16_copy(w) : w;
+  Tensor wt = transpose(ws, 0, 1);  // [D, V] view
   Tensor loss = zeros({}, dt, dev), lse = Tensor::empty({N}, dt, dev);
   {
     Tensor loss_c = Tensor::empty({}, dt, dev), count_c = Tensor::empty({1}, dt, dev);
     Tensor logits = Tensor::empty({1, chunk_rows, V}, dt, dev), dlogits, one, count;
     if (need_x || need_w) {
-      dlogits = Tensor::empty({chunk_rows, V}, dt, dev);
+      dlogits = Tensor::empty({chunk_rows, V}, bf16 ? kBFloat16 : dt, dev);
       one = full({}, 1.0, dt, dev);
       count = full({1}, static_cast<double>(N), dt, dev);
     }
     for (int64_t r0 = 0; r0 < N; r0 += chunk_rows) {
       const int64_t n = std::min(chunk_rows, N - r0);
-      Tensor lc = logits.as_strided({1, n, V}, {n * V, V, 1}, 0), xc = rows(xr, r0, n);
+      Tensor lc = logits.as_strided({1, n, V}, {n * V, V, 1}, 0), xc = rows(xs, r0, n);
       Tensor lse_c = lse.as_strided({n}, {1}, r0), t_c = t.as_strided({n}, {1}, t.offset() + r0);
       gemm2(lc, xc, wt, 0.0);
       kernels::cross_entropy_forward(dev, loss_c, lse_c, count_c, lc.as_strided({n, V}, {V, 1}, 0), t_c, kNoIgnore);
@@ -149,7 +169,7 @@ Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor&
       if (!need_x && !need_w) continue;
       Tensor dl = dlogits.as_strided({n, V}, {V, 1}, 0);
       kernels::cross_entropy_backward(dev, dl, one, lc.as_strided({n, V}, {V, 1}, 0), lse_c, count, t_c, kNoIgnore);
-      if (need_x) gemm2(dx.as_strided({1, n, D}, {n * D, D, 1}, r0 * D), dl, w, 0.0);
+      if (need_x) gemm2(dx.as_strided({1, n, D}, {n * D, D, 1}, r0 * D), dl, ws, 0.0);
       if (need_w) gemm2(dw, transpose(dl, 0, 1), xc, r0 == 0 ? 0.0 : 1.0);
     }
   }
@@ -168,23 +188,7 @@ Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor&
   return loss;
 }
 
-// The bf16 path of linear: under Precision::BFloat16, a float32 linear on a CUDA device whose product has at least
-// bf16_gemm_min_flops() (core/precision.h) multiplies bfloat16 copies (the gemm kernel takes bf16 operands with a
-// float32 out). Each operand is copied once: x and w in the forward, kept for the backward in place of the float32
-// ones, and the incoming gradient once in the backward for both of its products. Left to the gemm kernel, the same
-// products would copy w and g twice each (its own bf16 copies are per call).
 namespace {
-
-bool linear_takes_bf16(const Tensor& x, int64_t rows, int64_t in, int64_t out) {
-  return x.device().type == DeviceType::CUDA && x.dtype() == kFloat32 && matmul_precision() == Precision::BFloat16 &&
-         2.0 * static_cast<double>(rows) * in * out >= bf16_gemm_min_flops();
-}
-
-Tensor bf16_copy(const Tensor& t) {
-  Tensor o = Tensor::empty(t.shape(), kBFloat16, t.device());
-  kernels::copy(t.device(), o, t);
-  return o;
-}
 
 Tensor linear_bf16(const Tensor& x, const Tensor& weight, const Shape& out_shape) {
   const int64_t in = weight.size(1), out_features = weight.size(0);

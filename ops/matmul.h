@@ -25,6 +25,9 @@ Tensor linear(const Tensor& x, const Tensor& weight);  // x [..., in], weight [o
 // second accumulating with beta = 1). The backward only multiplies dx and dw by the incoming dloss. Memory: one
 // chunk of logits and one of dlogits instead of two [N, V] tensors, plus dx and dw held from forward to backward.
 // x [..., D], w [V, D], targets [...] int64 with as many elements as x has rows.
+// bf16 products (core/precision.h): on a CUDA device, linear and linear_cross_entropy with at least
+// bf16_gemm_min_flops() multiply bfloat16 copies of x, w and the incoming gradient, each made once per call (the
+// cross-entropy backward writes linear_cross_entropy's dlogits in bfloat16 directly), with float32 results.
 Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor& targets, int64_t chunk_rows = 0);
 
 // Floating-point operations (2 P M N K per product) of every GEMM matmul has issued, forward and backward, since the

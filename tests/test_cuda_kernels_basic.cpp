@@ -514,6 +514,14 @@ void case_cross_entropy_backward(Ctx& c) {
       need_cuda(c.under_test().cross_entropy_backward, "cross_entropy_backward")(
           dlg, c.gpu(dloss), c.gpu(logits), c.gpu(lse), c.gpu(count), c.gpu(t), s.ignore_index);
       c.compare("dlogits", dlg, dl, c.simple());
+      if (c.dt != kFloat32) return;
+      // bfloat16 dlogits (linear_cross_entropy's bf16 products): both twins round their float32 values once, so
+      // they differ only where those values straddle a rounding boundary (one bf16 step, 2^-8 relative).
+      Tensor db = Ctx::out({s.N, s.V}, kBFloat16), dbg = c.gpu(db);
+      cpu_kernels().cross_entropy_backward(db, dloss, logits, lse, count, t, s.ignore_index);
+      need_cuda(c.under_test().cross_entropy_backward, "cross_entropy_backward")(
+          dbg, c.gpu(dloss), c.gpu(logits), c.gpu(lse), c.gpu(count), c.gpu(t), s.ignore_index);
+      c.compare("dlogits (bfloat16)", dbg, db, 8e-3);
     });
   }
 }

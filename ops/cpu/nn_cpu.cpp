@@ -91,6 +91,14 @@ void cross_entropy_forward(const Tensor& loss, const Tensor& lse, const Tensor& 
 
 void cross_entropy_backward(const Tensor& dlogits, const Tensor& dloss, const Tensor& logits, const Tensor& lse,
                             const Tensor& count, const Tensor& targets, int64_t ignore_index) {
+  if (dlogits.dtype() == kBFloat16 && logits.dtype() == kFloat32) {  // float32 values, rounded once to bfloat16
+    Tensor d = Tensor::empty(dlogits.shape(), kFloat32, kCPU);
+    cross_entropy_backward(d, dloss, logits, lse, count, targets, ignore_index);
+    kernels::copy(kCPU, dlogits, d);
+    return;
+  }
+  GDN_CHECK(dlogits.dtype() == logits.dtype(), "cross_entropy_backward: {} dlogits for {} logits", dlogits.dtype(),
+            logits.dtype());
   const int64_t N = logits.size(0), V = logits.size(1);
   const auto* t = targets.data<int64_t>();
   dispatch_float(logits.dtype(), "cross_entropy_backward", [&](auto tag_) {
