@@ -93,7 +93,9 @@ void case_copy(Ctx& c) {
     both(Ctx::out({37, 100}, c.dt), transposed(Ctx::with_dtype(c.normal({100, 37}), other)));
   });
   if (c.dt == kFloat32) {
+    // [37,100]: contiguous, four elements per thread (float4 in); [5,7]: 35 elements, the general kernel.
     c.run("[37,100] float32 -> bfloat16", [&] { both(Ctx::out({37, 100}, kBFloat16), c.normal({37, 100}, 5.0)); });
+    c.run("[5,7] float32 -> bfloat16", [&] { both(Ctx::out({5, 7}, kBFloat16), c.normal({5, 7}, 5.0)); });
     c.run("[37,100] bfloat16 -> float32", [&] {
       both(Ctx::out({37, 100}, kFloat32), Ctx::with_dtype(c.normal({37, 100}, 5.0), kBFloat16));
     });
