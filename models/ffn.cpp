@@ -17,7 +17,8 @@ SwiGLU::SwiGLU(int64_t d_model, int64_t hidden, const InitContext& init)
       down_proj(init.normal({d_model, hidden})) {}
 
 Tensor SwiGLU::forward(const Tensor& x) const {
-  return linear(swiglu(linear(x, gate_proj), linear(x, up_proj)), down_proj);
+  const std::vector<Tensor> gate_up = linear_multi(x, {gate_proj, up_proj});  // one node, one x gradient
+  return linear(swiglu(gate_up[0], gate_up[1]), down_proj);
 }
 
 void SwiGLU::parameters(ParameterList& out, const std::string& prefix) const {

@@ -49,7 +49,10 @@ Tensor GatedDeltaNetLayer::forward(const Tensor& x, LayerCache* cache) const {
   const int64_t Hk = n_k_heads, Hv = n_v_heads, K = head_k_dim, V = head_v_dim;
   const int64_t key = Hk * K, value = Hv * V;
 
-  Tensor qkv = linear(x, in_proj);  // conv input q | k | v [B,T,2key+value], followed by z [B,T,value] when gated
+  // Both input projections as one node (ops/matmul.h linear_multi): the conv input q | k | v [B,T,2key+value]
+  // followed by z [B,T,value] when gated, and the gate input b | a [B,T,2Hv] (b [B,T,Hv] without the decay gate).
+  const std::vector<Tensor> proj = linear_multi(x, {in_proj, in_proj_gate});
+  Tensor qkv = proj[0];
   Tensor z;
   if (output_gate) {
     std::vector<Tensor> qkv_z = split(qkv, {2 * key + value, value}, -1);
@@ -60,10 +63,10 @@ Tensor GatedDeltaNetLayer::forward(const Tensor& x, LayerCache* cache) const {
   // constant zero tensor that the delta rule takes like any other g.
   Tensor g, beta;
   if (decay_gate) {
-    std::vector<Tensor> b_a = split(linear(x, in_proj_gate), {Hv, Hv}, -1);  // [B,T,2Hv] -> b | a
+    std::vector<Tensor> b_a = split(proj[1], {Hv, Hv}, -1);  // [B,T,2Hv] -> b | a
     std::tie(g, beta) = gdn_gate(b_a[1], b_a[0], A_log, dt_bias);
   } else {
-    beta = sigmoid(linear(x, in_proj_gate));  // [B,T,Hv]
+    beta = sigmoid(proj[1]);  // [B,T,Hv]
     g = zeros({B, T, Hv}, x.dtype(), x.device());
   }
 

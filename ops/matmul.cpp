@@ -219,6 +219,85 @@ Tensor linear_bf16(const Tensor& x, const Tensor& weight, const Shape& out_shape
 
 }  // namespace
 
+std::vector<Tensor> linear_multi(const Tensor& x, const std::vector<Tensor>& weights) {
+  GDN_CHECK(!weights.empty(), "linear_multi: no weights");
+  const int64_t in = x.size(-1), P = static_cast<int64_t>(weights.size());
+  int64_t total_out = 0;
+  bool same_shape = true;
+  for (const Tensor& w : weights) {
+    GDN_CHECK(w.dim() == 2 && w.size(1) == in, "linear_multi: input {} with weight {}", shape_str(x.shape()),
+              shape_str(w.shape()));
+    GDN_CHECK(x.dtype() == w.dtype() && x.device() == w.device(), "linear_multi: {} vs {}", x.str(), w.str());
+    total_out += w.size(0);
+    same_shape = same_shape && w.shape() == weights[0].shape();
+  }
+  const Device dev = x.device();
+  const DType dt = x.dtype();
+  const Tensor x2 = x.dim() == 2 ? x : reshape(x, {-1, in});
+  const int64_t N = x2.size(0);
+  const bool bf16 = linear_takes_bf16(x, N, in, total_out);
+  const Tensor xs = bf16 ? bf16_copy(x2) : x2.detach();
+  // The weights as GEMM operands: the parameters themselves, or bf16 copies; equal shapes under bf16 share one
+  // [P, out, in] copy, so that all P products are one batched GEMM.
+  std::vector<Tensor> ws(weights.size());
+  Tensor outs_all;
+  if (bf16 && same_shape && P > 1) {
+    const int64_t out_f = weights[0].size(0);
+    Tensor w_all = Tensor::empty({P, out_f, in}, kBFloat16, dev);
+    for (int64_t p = 0; p < P; ++p) {
+      ws[p] = w_all.as_strided({out_f, in}, {in, 1}, p * out_f * in);
+      kernels::copy(dev, ws[p], weights[p]);
+    }
+    outs_all = Tensor::empty({P, N, out_f}, kFloat32, dev);
+    const Tensor a = xs.as_strided({P, N, in}, {0, in, 1}, 0);
+    const Tensor b = w_all.as_strided({P, in, out_f}, {out_f * in, 1, in}, 0);  // w_p^T, column-major
+    kernels::gemm(dev, outs_all, a, b, 1.0, 0.0);
+    count_gemm(a, b);
+  }
+  std::vector<Tensor> ys(weights.size());
+  for (int64_t p = 0; p < P; ++p) {
+    const int64_t out_f = weights[p].size(0);
+    Shape out_shape = x.shape();
+    out_shape.back() = out_f;
+    if (outs_all.defined()) {
+      ys[p] = outs_all.as_strided(out_shape, contiguous_strides(out_shape), p * N * out_f);
+      continue;
+    }
+    ws[p] = bf16 ? bf16_copy(weights[p]) : weights[p].detach();
+    Tensor out = Tensor::empty({1, N, out_f}, dt, dev);
+    gemm2(out, xs, transpose(ws[p], 0, 1), 0.0);
+    ys[p] = out.as_strided(out_shape, contiguous_strides(out_shape), 0);
+  }
+  TensorList inputs{x};
+  inputs.insert(inputs.end(), weights.begin(), weights.end());
+  std::vector<bool> need_w;
+  for (const Tensor& w : weights) need_w.push_back(w.requires_grad());
+  record("linear_multi", ys, inputs,
+         [need_x = x.requires_grad(), need_w, xs, ws, bf16, x_shape = x.shape(), N, in](const TensorList& g) {
+           const size_t P = ws.size();
+           TensorList grads(P + 1);
+           Tensor dx;
+           for (size_t p = 0; p < P; ++p) {
+             if (!g[p].defined()) continue;
+             const int64_t out_f = ws[p].size(0);
+             const Tensor gp = bf16 ? bf16_copy(reshape(g[p], {N, out_f})) : reshape(g[p], {N, out_f});
+             if (need_x) {  // dx = sum_p g_p w_p: the first product writes, the others add (beta = 1)
+               const bool first = !dx.defined();
+               if (first) dx = Tensor::empty({1, N, in}, g[p].dtype(), g[p].device());
+               gemm2(dx, gp, ws[p], first ? 0.0 : 1.0);
+             }
+             if (need_w[p]) {
+               Tensor dw = Tensor::empty({1, out_f, in}, g[p].dtype(), g[p].device());
+               gemm2(dw, transpose(gp, 0, 1), xs, 0.0);
+               grads[p + 1] = dw.as_strided({out_f, in}, {in, 1}, 0);
+             }
+           }
+           if (dx.defined()) grads[0] = dx.as_strided(x_shape, contiguous_strides(x_shape), 0);
+           return grads;
+         });
+  return ys;
+}
+
 // Its own node rather than matmul(x, w^T): the weight's gradient comes out as g^T x, [out, in] and contiguous, so the
 // parameter adopts it as it is (autograd/engine.cpp); through the transposed view it would be a transposed [in, out]
 // product and need a copy per weight per step.

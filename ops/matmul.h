@@ -16,6 +16,11 @@ namespace gdn {
 
 Tensor matmul(const Tensor& a, const Tensor& b);
 Tensor linear(const Tensor& x, const Tensor& weight);  // x [..., in], weight [out, in] -> [..., out]
+// linear_multi(x, {w_1, ..., w_P}) = {linear(x, w_1), ..., linear(x, w_P)} as one node: the backward adds the P
+// products g_p w_p into one dx inside the GEMMs (beta = 1) instead of the engine summing P gradients of x, and under
+// bf16 products x is copied to bf16 once for all P; weights of one shape then share one bf16 copy [P, out, in] and
+// the P forward products are one batched GEMM (x broadcast over the batch).
+std::vector<Tensor> linear_multi(const Tensor& x, const std::vector<Tensor>& weights);
 
 // linear_cross_entropy(x, w, targets) = cross_entropy(linear(x, w), targets) (the mean over all N rows; every target
 // in [0, V)) without the [N, V] logits: the rows go through in chunks of `chunk_rows` (0 = as many as keep one

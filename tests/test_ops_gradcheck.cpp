@@ -240,6 +240,23 @@ TEST_CASE("gradcheck: cross_entropy with ignore index") {
   CHECK(std::isfinite(cross_entropy(big, Tensor::from_int64({1, 0}, {2})).item()));
 }
 
+TEST_CASE("gradcheck: linear_multi (weights of one shape and of two shapes)") {
+  Generator gen(8);
+  Tensor x = rand_leaf({2, 3, 4}, gen), w1 = rand_leaf({5, 4}, gen), w2 = rand_leaf({5, 4}, gen);
+  Tensor w3 = rand_leaf({2, 4}, gen);
+  CHECK_GRADCHECK([](const TensorList& in) -> TensorList { return linear_multi(in[0], {in[1], in[2]}); },
+                  {x, w1, w2});
+  CHECK_GRADCHECK([](const TensorList& in) -> TensorList { return linear_multi(in[0], {in[1], in[2], in[3]}); },
+                  {x, w1, w3, w2});
+  // The values of separate linears; one output left out of the loss still gives every other gradient.
+  std::vector<Tensor> ys = linear_multi(x, {w1, w3});
+  CHECK(test::max_abs_diff(ys[0], linear(x, w1)) == 0.0);
+  CHECK(test::max_abs_diff(ys[1], linear(x, w3)) == 0.0);
+  CHECK_GRADCHECK([](const TensorList& in) -> TensorList { return {linear_multi(in[0], {in[1], in[2]})[1]}; },
+                  {x, w1, w3});
+  CHECK_THROWS_AS(linear_multi(x, {w1, rand_leaf({5, 3}, gen)}), Error);
+}
+
 TEST_CASE("gradcheck: linear_cross_entropy (chunked lm_head + cross-entropy)") {
   Generator gen(21);
   Tensor x = rand_leaf({2, 4, 5}, gen), w = rand_leaf({9, 5}, gen, 2.0);  // N = 8 rows, V = 9, D = 5
