@@ -48,6 +48,8 @@ struct AdamWParams {
   X(fill, void(const Tensor& out, double value))                                                                \
   /* out = in, same shape, any strides, converting dtype */                                                     \
   X(copy, void(const Tensor& out, const Tensor& in))                                                            \
+  /* outs[i] (bfloat16) = ins[i] (float32) rounded to nearest even; contiguous, equal numel; one GPU launch */      \
+  X(copy_to_bf16, void(const std::vector<Tensor>& outs, const std::vector<Tensor>& ins))                        \
   /* out = op(in) */                                                                                            \
   X(unary, void(UnaryOp op, const Tensor& out, const Tensor& in))                                               \
   /* dx = dy * op'(x); y = op(x) is passed too (cheaper derivative for exp, sigmoid, tanh, sqrt) */             \

@@ -274,6 +274,60 @@ __global__ void float_to_bf16_kernel(uint2* __restrict__ out, const float4* __re
   }
 }
 
+// copy_to_bf16: every pair in one launch. The tensors are concatenated in a table of rows (each starting at a
+// multiple of 4, like the optimizer's), a thread step converts four elements of one row (float4 / 8-byte stores where
+// aligned, element by element at a row's tail); a thread finds its row by binary search over the begins.
+struct CastRow {
+  int64_t begin, numel, src, dst;  // src, dst: device pointers
+};
+
+__global__ void float_to_bf16_rows_kernel(const CastRow* __restrict__ rows, int nrows, int64_t quads) {
+  for (int64_t q = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; q < quads; q += int64_t(blockDim.x) * gridDim.x) {
+    const int64_t i = 4 * q;
+    int lo = 0, hi = nrows - 1;  // rows[lo].begin <= i < rows[lo + 1].begin
+    while (lo < hi) {
+      const int mid = (lo + hi + 1) / 2;
+      if (rows[mid].begin <= i) lo = mid;
+      else hi = mid - 1;
+    }
+    const CastRow r = rows[lo];
+    const int64_t e = i - r.begin;
+    const float* src = reinterpret_cast<const float*>(r.src) + e;
+    uint16_t* dst = reinterpret_cast<uint16_t*>(r.dst) + e;
+    if (e + 4 <= r.numel && reinterpret_cast<uintptr_t>(src) % 16 == 0 && reinterpret_cast<uintptr_t>(dst) % 8 == 0) {
+      const float4 v = *reinterpret_cast<const float4*>(src);
+      auto bits = [](float f) { return static_cast<uint32_t>(DeviceBFloat16::from_float(f).bits); };
+      *reinterpret_cast<uint2*>(dst) = make_uint2(bits(v.x) | bits(v.y) << 16, bits(v.z) | bits(v.w) << 16);
+    } else {
+      for (int64_t k = 0; k < 4 && e + k < r.numel; ++k) dst[k] = DeviceBFloat16::from_float(src[k]).bits;
+    }
+  }
+}
+
+void copy_to_bf16(const std::vector<Tensor>& outs, const std::vector<Tensor>& ins) {
+  GDN_CHECK(outs.size() == ins.size(), "CUDA copy_to_bf16: {} outputs for {} inputs", outs.size(), ins.size());
+  std::vector<int64_t> table;  // CastRow fields, then a sentinel row whose begin is the total
+  int64_t total = 0;
+  for (size_t i = 0; i < outs.size(); ++i) {
+    GDN_CHECK(outs[i].dtype() == kBFloat16 && ins[i].dtype() == kFloat32 && outs[i].is_contiguous() &&
+                  ins[i].is_contiguous() && outs[i].numel() == ins[i].numel() &&
+                  outs[i].device() == ins[i].device() && ins[i].device() == ins[0].device(),
+              "CUDA copy_to_bf16: tensor {}: {} <- {} (contiguous bfloat16 <- float32 of equal numel, one device)", i,
+              outs[i].str(), ins[i].str());
+    if (ins[i].numel() == 0) continue;
+    table.insert(table.end(), {total, ins[i].numel(), reinterpret_cast<int64_t>(ins[i].raw_data()),
+                               reinterpret_cast<int64_t>(outs[i].raw_data())});
+    total += (ins[i].numel() + 3) / 4 * 4;
+  }
+  if (total == 0) return;
+  const int nrows = static_cast<int>(table.size() / 4);
+  table.insert(table.end(), {total, 0, 0, 0});
+  const Tensor t = Tensor::from_int64(table, {static_cast<int64_t>(table.size())}, ins[0].device());
+  float_to_bf16_rows_kernel<<<grid_for(total / 4), kThreads, 0, current_stream()>>>(
+      reinterpret_cast<const CastRow*>(t.data<int64_t>()), nrows, total / 4);
+  CUDA_CHECK_LAST();
+}
+
 void copy(const Tensor& out, const Tensor& in) {
   if (out.dtype() == kBFloat16 && in.dtype() == kFloat32 && out.is_contiguous() && in.is_contiguous() &&
       out.shape() == in.shape() && out.numel() % 4 == 0 && reinterpret_cast<uintptr_t>(in.raw_data()) % 16 == 0 &&
@@ -420,6 +474,7 @@ void swiglu_backward(const Tensor& da, const Tensor& db, const Tensor& dy, const
 void register_elementwise_kernels(KernelTable& t) {
   t.fill = fill;
   t.copy = copy;
+  t.copy_to_bf16 = copy_to_bf16;
   t.unary = unary;
   t.unary_backward = unary_backward;
   t.binary = binary;

@@ -62,13 +62,25 @@ Tensor GatedDeltaNetLM::trunk(const Tensor& ids, ModelCache* cache, ModelOutput&
   return rms_norm(x, final_norm_, cfg_.norm_eps);
 }
 
+std::vector<Tensor> GatedDeltaNetLM::product_weights() const {
+  std::vector<Tensor> w;
+  for (const Block& b : blocks_) {
+    w.insert(w.end(), {b.attn.in_proj, b.attn.in_proj_gate, b.attn.out_proj});
+    if (!cfg_.is_moe()) w.insert(w.end(), {b.mlp.gate_proj, b.mlp.up_proj, b.mlp.down_proj});
+  }
+  w.push_back(lm_head_);
+  return w;
+}
+
 ModelOutput GatedDeltaNetLM::forward(const Tensor& ids, ModelCache* cache) const {
+  const Bf16WeightCopies::Scope bf16 = bf16_copies_.refresh(product_weights(), ids.numel());
   ModelOutput out;
   out.logits = linear(trunk(ids, cache, out), lm_head_);
   return out;
 }
 
 LossOutput GatedDeltaNetLM::loss(const Tensor& ids, const Tensor& targets, bool fused_head) const {
+  const Bf16WeightCopies::Scope bf16 = bf16_copies_.refresh(product_weights(), ids.numel());
   ModelOutput m;
   Tensor h = trunk(ids, nullptr, m);
   LossOutput out;

@@ -13,6 +13,7 @@
 #include "models/config.h"
 #include "models/ffn.h"
 #include "models/gated_deltanet_layer.h"
+#include "ops/matmul.h"
 
 namespace gdn {
 
@@ -62,12 +63,16 @@ class GatedDeltaNetLM {
  private:
   // Everything but the lm_head: the final norm's output [B,T,D]; fills out's MoE fields.
   Tensor trunk(const Tensor& ids, ModelCache* cache, ModelOutput& out) const;
+  // The weights of the dense products (input and output projections, SwiGLU, lm_head), gate_proj before up_proj:
+  // what forward() and loss() refresh into bf16_copies_ under bf16 products (ops/matmul.h Bf16WeightCopies).
+  std::vector<Tensor> product_weights() const;
 
   ModelConfig cfg_;
   DType dtype_;
   Device device_;
   Tensor embed_, final_norm_, lm_head_;
   std::vector<Block> blocks_;
+  mutable Bf16WeightCopies bf16_copies_;
 };
 
 // Checks a config for consistency before a model is built (throws gdn::UserError).

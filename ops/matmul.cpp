@@ -114,6 +114,14 @@ Tensor bf16_copy(const Tensor& t) {
   return o;
 }
 
+const Bf16WeightCopies* g_active_copies = nullptr;  // see Bf16WeightCopies::Scope
+
+// The weight's bf16 copy: the active Bf16WeightCopies' one, else a fresh copy.
+Tensor bf16_weight(const Tensor& w) {
+  const Tensor* c = Bf16WeightCopies::find(w);
+  return c ? *c : bf16_copy(w);
+}
+
 // linear_cross_entropy ignores no target: an ignore_index no int64 target can equal, so the kernels' range check
 // sees every row.
 constexpr int64_t kNoIgnore = INT64_MIN;
@@ -147,7 +155,7 @@ Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor&
   Tensor dw = need_w ? Tensor::empty({1, V, D}, dt, dev) : Tensor();
   // The GEMM operands: x and w, or their bf16 copies with the dlogits made in bf16 by the cross-entropy backward.
   const bool bf16 = linear_takes_bf16(x, N, D, V);
-  const Tensor xs = bf16 ? bf16_copy(xr) : xr, ws = bf16 ? bf16_copy(w) : w;
+  const Tensor xs = bf16 ? bf16_copy(xr) : xr, ws = bf16 ? bf16_weight(w) : w;
   Tensor wt = transpose(ws, 0, 1);  // [D, V] view
   Tensor loss = zeros({}, dt, dev), lse = Tensor::empty({N}, dt, dev);
   {
@@ -192,7 +200,7 @@ namespace {
 
 Tensor linear_bf16(const Tensor& x, const Tensor& weight, const Shape& out_shape) {
   const int64_t in = weight.size(1), out_features = weight.size(0);
-  const Tensor xb = bf16_copy(reshape(x, {-1, in})), wb = bf16_copy(weight);  // [N, in], [out, in]
+  const Tensor xb = bf16_copy(reshape(x, {-1, in})), wb = bf16_weight(weight);  // [N, in], [out, in]
   const int64_t N = xb.size(0);
   Tensor out = Tensor::empty({1, N, out_features}, kFloat32, x.device());
   gemm2(out, xb, transpose(wb, 0, 1), 0.0);
@@ -243,14 +251,25 @@ std::vector<Tensor> linear_multi(const Tensor& x, const std::vector<Tensor>& wei
   Tensor outs_all;
   if (bf16 && same_shape && P > 1) {
     const int64_t out_f = weights[0].size(0);
-    Tensor w_all = Tensor::empty({P, out_f, in}, kBFloat16, dev);
-    for (int64_t p = 0; p < P; ++p) {
-      ws[p] = w_all.as_strided({out_f, in}, {in, 1}, p * out_f * in);
-      kernels::copy(dev, ws[p], weights[p]);
+    // The copies of Bf16WeightCopies when they lie one after the other, else a fresh [P, out, in] copy.
+    const Tensor* first = Bf16WeightCopies::find(weights[0]);
+    bool adjacent = first != nullptr;
+    for (int64_t p = 1; p < P && adjacent; ++p) {
+      const Tensor* c = Bf16WeightCopies::find(weights[p]);
+      adjacent = c && c->storage() == first->storage() && c->offset() == first->offset() + p * out_f * in;
     }
+    Tensor w_all;  // [P, out, in]
+    if (adjacent) {
+      w_all = first->as_strided({P, out_f, in}, {out_f * in, in, 1}, first->offset());
+    } else {
+      w_all = Tensor::empty({P, out_f, in}, kBFloat16, dev);
+      for (int64_t p = 0; p < P; ++p)
+        kernels::copy(dev, w_all.as_strided({out_f, in}, {in, 1}, p * out_f * in), weights[p]);
+    }
+    for (int64_t p = 0; p < P; ++p) ws[p] = w_all.as_strided({out_f, in}, {in, 1}, w_all.offset() + p * out_f * in);
     outs_all = Tensor::empty({P, N, out_f}, kFloat32, dev);
     const Tensor a = xs.as_strided({P, N, in}, {0, in, 1}, 0);
-    const Tensor b = w_all.as_strided({P, in, out_f}, {out_f * in, 1, in}, 0);  // w_p^T, column-major
+    const Tensor b = w_all.as_strided({P, in, out_f}, {out_f * in, 1, in}, w_all.offset());  // w_p^T, column-major
     kernels::gemm(dev, outs_all, a, b, 1.0, 0.0);
     count_gemm(a, b);
   }
@@ -263,7 +282,7 @@ std::vector<Tensor> linear_multi(const Tensor& x, const std::vector<Tensor>& wei
       ys[p] = outs_all.as_strided(out_shape, contiguous_strides(out_shape), p * N * out_f);
       continue;
     }
-    ws[p] = bf16 ? bf16_copy(weights[p]) : weights[p].detach();
+    ws[p] = bf16 ? bf16_weight(weights[p]) : weights[p].detach();
     Tensor out = Tensor::empty({1, N, out_f}, dt, dev);
     gemm2(out, xs, transpose(ws[p], 0, 1), 0.0);
     ys[p] = out.as_strided(out_shape, contiguous_strides(out_shape), 0);
@@ -328,6 +347,55 @@ Tensor linear(const Tensor& x, const Tensor& weight) {
            return {dx, dw};
          });
   return y;
+}
+
+Bf16WeightCopies::Scope::Scope(const Bf16WeightCopies* active)
+    : previous_(g_active_copies), engaged_(active != nullptr) {
+  if (engaged_) g_active_copies = active;
+}
+Bf16WeightCopies::Scope::~Scope() {
+  if (engaged_) g_active_copies = previous_;
+}
+
+Bf16WeightCopies::Scope Bf16WeightCopies::refresh(const std::vector<Tensor>& weights, int64_t rows) {
+  if (weights.empty() || matmul_precision() != Precision::BFloat16 || weights[0].dtype() != kFloat32 ||
+      weights[0].device().type != DeviceType::CUDA)
+    return Scope(nullptr);
+  bool used = false;  // some product of `rows` rows takes the bf16 path (generation's one-token steps do not)
+  for (const Tensor& w : weights)
+    used = used || 2.0 * static_cast<double>(rows) * static_cast<double>(w.numel()) >= bf16_gemm_min_flops();
+  if (!used) return Scope(nullptr);
+  std::vector<const void*> sources;
+  for (const Tensor& w : weights) {
+    GDN_CHECK(w.dtype() == kFloat32 && w.device() == weights[0].device() && w.is_contiguous(),
+              "Bf16WeightCopies: weight {} (contiguous float32 on {} expected)", w.str(), weights[0].device());
+    sources.push_back(w.raw_data());
+  }
+  if (sources != sources_ || copies_.size() != weights.size()) {
+    // One buffer, every copy starting at a multiple of 8 elements (16 bytes, cuBLAS's preferred alignment).
+    std::vector<int64_t> begin;
+    int64_t total = 0;
+    for (const Tensor& w : weights) {
+      begin.push_back(total);
+      total += (w.numel() + 7) / 8 * 8;
+    }
+    const Tensor buffer = Tensor::empty({total}, kBFloat16, weights[0].device());
+    copies_.clear();
+    for (size_t k = 0; k < weights.size(); ++k)
+      copies_.push_back(buffer.as_strided(weights[k].shape(), contiguous_strides(weights[k].shape()), begin[k]));
+    sources_ = std::move(sources);
+  }
+  kernels::copy_to_bf16(weights[0].device(), copies_, weights);
+  return Scope(this);
+}
+
+const Tensor* Bf16WeightCopies::find(const Tensor& weight) {
+  if (!g_active_copies) return nullptr;
+  const auto& src = g_active_copies->sources_;
+  for (size_t k = 0; k < src.size(); ++k)
+    if (src[k] == weight.raw_data() && g_active_copies->copies_[k].shape() == weight.shape())
+      return &g_active_copies->copies_[k];
+  return nullptr;
 }
 
 }  // namespace gdn

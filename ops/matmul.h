@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "core/tensor.h"
 
@@ -34,6 +35,37 @@ std::vector<Tensor> linear_multi(const Tensor& x, const std::vector<Tensor>& wei
 // bf16_gemm_min_flops() multiply bfloat16 copies of x, w and the incoming gradient, each made once per call (the
 // cross-entropy backward writes linear_cross_entropy's dlogits in bfloat16 directly), with float32 results.
 Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor& targets, int64_t chunk_rows = 0);
+
+// Bf16WeightCopies: the bfloat16 copies of a model's weights for bf16 products, made for every weight in one launch
+// (kernels::copy_to_bf16) instead of one copy per product. refresh(weights, rows) — under Precision::BFloat16 with
+// float32 weights on a CUDA device, when a product of `rows` input rows with one of the weights reaches
+// bf16_gemm_min_flops(), else a no-op — writes every copy from the current float32 values, and until the returned
+// scope ends, linear, linear_multi and linear_cross_entropy take a weight's copy from here instead of making one.
+// The model refreshes at the start of each forward, so a copy is never older than its weight (the optimizer updates
+// the weights between forwards). The copies lie back to back in one buffer, in the order given, which is kept while
+// the list stays the same (a captured CUDA graph keeps its addresses): two weights of one shape given one after the
+// other are adjacent, and linear_multi multiplies them as one batched GEMM.
+class Bf16WeightCopies {
+ public:
+  class Scope {
+   public:
+    explicit Scope(const Bf16WeightCopies* active);
+    ~Scope();
+    Scope(const Scope&) = delete;
+    Scope& operator=(const Scope&) = delete;
+
+   private:
+    const Bf16WeightCopies* previous_;
+    bool engaged_;
+  };
+  [[nodiscard]] Scope refresh(const std::vector<Tensor>& weights, int64_t rows);
+  // The bf16 copy of `weight` (same shape) from the active scope's object, or nullptr.
+  static const Tensor* find(const Tensor& weight);
+
+ private:
+  std::vector<const void*> sources_;  // the float32 weights' data, in refresh order
+  std::vector<Tensor> copies_;        // views of one bfloat16 buffer
+};
 
 // Floating-point operations (2 P M N K per product) of every GEMM matmul has issued, forward and backward, since the
 // program started: bench-train divides it by the step time to show how close a step runs to the GEMM roofline.

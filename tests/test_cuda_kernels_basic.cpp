@@ -130,6 +130,25 @@ Tensor unary_input(Ctx& c, const UnaryInfo& u, int64_t rows, int64_t cols, doubl
   return transpose ? transposed(x) : x;
 }
 
+// Several float32 tensors into bfloat16 in one call: sizes with and without a multiple of 4 (the row tails), an empty
+// one, a single element, and one starting at an odd offset of its storage (no float4 there).
+void case_copy_to_bf16(Ctx& c) {
+  if (c.dt != kFloat32) return;
+  c.run("sizes 3700, 35, 0, 1, 1024 at offset 1, 65536", [&] {
+    std::vector<Tensor> ins = {c.normal({37, 100}, 5.0), c.normal({5, 7}), c.normal({0}), c.normal({1}),
+                               c.normal({1025}).as_strided({1024}, {1}, 1), c.normal({256, 256}, 0.01)};
+    std::vector<Tensor> outs, outs_gpu, ins_gpu;
+    for (const Tensor& x : ins) {
+      outs.push_back(Ctx::out(x.shape(), kBFloat16));
+      outs_gpu.push_back(c.gpu(outs.back()));
+      ins_gpu.push_back(c.gpu(x));
+    }
+    cpu_kernels().copy_to_bf16(outs, ins);
+    need_cuda(c.under_test().copy_to_bf16, "copy_to_bf16")(outs_gpu, ins_gpu);
+    for (size_t i = 0; i < outs.size(); ++i) c.compare(fmt::format("out {}", i), outs_gpu[i], outs[i], 0.0);
+  });
+}
+
 void case_unary(Ctx& c) {
   for (const UnaryInfo& u : kUnaryOps) {
     // scale 12 reaches the saturated ranges of sigmoid/softplus/logsigmoid/tanh (|x| up to ~50).
@@ -626,6 +645,7 @@ std::vector<HarnessCase> basic_harness_cases() {
   return {
       {"fill", "elementwise", case_fill},
       {"copy", "elementwise", case_copy},
+      {"copy_to_bf16", "elementwise", case_copy_to_bf16},
       {"unary", "elementwise", case_unary},
       {"unary_backward", "elementwise", case_unary_backward},
       {"binary", "elementwise", case_binary},

@@ -11,6 +11,8 @@
 #include <cmath>
 #include <optional>
 
+#include "autograd/grad_mode.h"
+#include "core/dispatch.h"
 #include "core/precision.h"
 #include "models/language_model.h"
 #include "tests/test_helpers.h"
@@ -202,6 +204,31 @@ TEST_CASE("cuda step: bf16 products stay within bf16 rounding of the float32 CPU
 }
 TEST_CASE("cuda step: bf16 products stay within bf16 rounding of the float32 CPU model (bf16 operands, fused loss)") {
   bf16_matches_cpu(0.0, true);
+}
+
+TEST_CASE("cuda step: bf16 weight copies follow their weights (a weight changed between two forwards)") {
+  // The model refreshes its bf16 weight copies at every forward (ops/matmul.h Bf16WeightCopies): after a weight is
+  // changed in place, the next loss must be the bits of a fresh model that had the change before its first forward.
+  const std::optional<Device> dev = test::cuda_device_or_skip();
+  if (!dev) return;
+  PrecisionGuard bf16(Precision::BFloat16);
+  Bf16GemmThreshold threshold(0.0);
+  const ModelConfig cfg = step_config(false);
+  GatedDeltaNetLM used(cfg, 11, kFloat32, *dev), fresh(cfg, 11, kFloat32, *dev);
+  const int64_t B = 2, T = 40;
+  const Tensor ids = Tensor::from_int64(random_ids(B * T, cfg.vocab_size, 1), {B, T}, *dev);
+  const Tensor tg = Tensor::from_int64(random_ids(B * T, cfg.vocab_size, 2), {B, T}, *dev);
+  NoGradGuard no_grad;
+  const double before = used.loss(ids, tg).loss.item();
+  for (GatedDeltaNetLM* m : {&used, &fresh})
+    for (const auto& p : m->parameters())
+      if (p.name.find("mlp.up_proj") != std::string::npos || p.name.find("in_proj_qkvz") != std::string::npos)
+        kernels::scalar(*dev, ScalarOp::Mul, p.value, p.value, 1.5);
+  const double after = used.loss(ids, tg).loss.item(), expected = fresh.loss(ids, tg).loss.item();
+  CHECK(after == expected);
+  CHECK(after != before);
+  MESSAGE(fmt::format("bf16 weight copies: loss {} before the change, {} after (a fresh model: {})", before, after,
+                      expected));
 }
 
 TEST_CASE("cuda step: the fused lm_head + cross-entropy on the GPU matches the CPU's unfused loss (float64)") {

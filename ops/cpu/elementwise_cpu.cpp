@@ -273,9 +273,21 @@ void swiglu_backward(const Tensor& da, const Tensor& db, const Tensor& dy, const
 
 }  // namespace
 
+void copy_to_bf16(const std::vector<Tensor>& outs, const std::vector<Tensor>& ins) {
+  GDN_CHECK(outs.size() == ins.size(), "copy_to_bf16: {} outputs for {} inputs", outs.size(), ins.size());
+  for (size_t i = 0; i < outs.size(); ++i) {
+    GDN_CHECK(outs[i].dtype() == kBFloat16 && ins[i].dtype() == kFloat32 && outs[i].is_contiguous() &&
+                  ins[i].is_contiguous() && outs[i].numel() == ins[i].numel(),
+              "copy_to_bf16: tensor {}: {} <- {} (contiguous bfloat16 <- float32 of equal numel)", i, outs[i].str(),
+              ins[i].str());
+    copy(outs[i].as_strided(ins[i].shape(), ins[i].strides(), outs[i].offset()), ins[i]);
+  }
+}
+
 void register_elementwise_kernels(KernelTable& t) {
   t.fill = fill;
   t.copy = copy;
+  t.copy_to_bf16 = copy_to_bf16;
   t.unary = unary;
   t.unary_backward = unary_backward;
   t.binary = binary;
