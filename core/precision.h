@@ -2,9 +2,9 @@
 //
 // Float32 (the default, and always on the CPU): every product is computed in the tensors' dtype, as the CPU twin
 // does. BFloat16: on the GPU, products of float32 tensors may round their inputs to bfloat16 and accumulate in
-// float32 on tensor cores (cuBLAS GEMMs with CUBLAS_COMPUTE_32F_FAST_16BF; the chunked delta rule's tile products);
-// tensors stay float32 in memory, and norms, softmax, cross-entropy, gates, the delta-rule state and the optimizer
-// keep float32 arithmetic. float64 tensors are never rounded. The trainer sets it from the config key "precision"
+// float32 on tensor cores (cuBLAS GEMMs, see bf16_gemm_min_flops below; the chunked delta rule's tile products);
+// tensors stay float32 in memory (the GEMMs' bfloat16 operand copies aside), and norms, softmax, cross-entropy,
+// gates, the delta-rule state and the optimizer keep float32 arithmetic. float64 tensors are never rounded. The trainer sets it from the config key "precision"
 // (train/config.h); it is read on the host when a kernel is launched, so it may change between steps, not within
 // a captured CUDA graph.
 #pragma once
@@ -17,10 +17,12 @@ Precision matmul_precision();
 void set_matmul_precision(Precision p);
 
 // Under BFloat16, a float32 GEMM of at least this many floating-point operations (2 P M N K) runs on bfloat16
-// operands: each operand is first copied into a compact bfloat16 buffer (one copy kernel each) and cuBLAS multiplies
-// those with float32 accumulation and a float32 result. A smaller one runs on the float32 operands with
-// CUBLAS_COMPUTE_32F_FAST_16BF, for which cuBLAS takes TF32 kernels (10-bit mantissas): there the two copies would
-// cost more than the faster bf16 kernel saves. Default 64 MFLOP (docs/PERF.md); the environment variable
+// operands: cuBLAS multiplies compact bfloat16 copies with float32 accumulation and a float32 result (the gemm kernel
+// makes the copies itself, one copy kernel per operand, unless the caller hands bfloat16 operands in: ops/matmul.h's
+// linear, linear_multi and linear_cross_entropy copy each operand once and take the weights from
+// Bf16WeightCopies). A smaller one runs on the float32 operands with CUBLAS_COMPUTE_32F_FAST_16BF, for which cuBLAS
+// takes TF32 kernels (10-bit mantissas): there the copies cost more than the faster bf16 kernel saves. Default 64
+// MFLOP (docs/PERF.md: 0, 64 and 256 measured within 1% of each other at medium and large); the environment variable
 // GDN_GEMM_BF16_MIN_MFLOP, read at the first call, overrides it (0: every GEMM on bf16 operands) for A/B runs;
 // set_bf16_gemm_min_flops overrides both (tests).
 double bf16_gemm_min_flops();
