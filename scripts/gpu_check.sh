@@ -6,7 +6,8 @@
 #   harness   the CUDA-vs-CPU kernel harness and the CUDA model tests (gdn_tests -tc='cuda*'); the table of every
 #             kernel's max error goes to $OUT/harness.md
 #   sanitize  the same tests under compute-sanitizer memcheck, then the harness under racecheck (fewer delta-rule shapes:
-#             RACE_SHAPES, default 0,5,7, entries of the harness's chunked shape list)
+#             RACE_SHAPES, default 0,5,7, entries of the harness's chunked shape list; RACE_VARIANTS, default all,
+#             entries of its list of optional-tensor variants, to split one shape over several calls)
 #   suite     the whole ctest suite on this machine (GPU tests run instead of skipping)
 #   train     gdn-train --preset small on the GPU and on the CPU from the same seed: the losses of both runs compared
 #             (first 10 steps, first 100, final val loss); each run resumed on the other device; the medium preset
@@ -61,11 +62,12 @@ fi
 if want sanitize; then
   # racecheck is ~50x slower than memcheck: the chunked delta rule there runs three of its harness shapes (K = V = 64
   # and 128 on the split and tensor-core paths, K = 100 with chunk 16 on the tiled one), and the step tests are left out.
-  # With the 512-thread chunk-parallel kernels one shape takes 4-5 minutes on an H200 (RACE_SHAPES=5 picks fewer).
+  # With the 512-thread chunk-parallel kernels one shape takes 4-5 minutes on an H200 (RACE_SHAPES=5 picks fewer);
+  # K = V = 128 (shape 5) ran past the 4 minutes given to it twice: RACE_SHAPES=5 RACE_VARIANTS=0,1 then 2,3,4.
   compute-sanitizer --tool memcheck --error-exitcode 9 ./build-gpu/tests/gdn_tests -tc='cuda harness*,cuda step*' \
     > "$OUT/sanitizer_memcheck.log" 2>&1
   note "compute-sanitizer memcheck: rc=$?  $(grep -E 'ERROR SUMMARY' "$OUT/sanitizer_memcheck.log" | tail -1)"
-  GDN_HARNESS_DR_SHAPES=${RACE_SHAPES:-0,5,7} compute-sanitizer --tool racecheck --error-exitcode 9 \
+  GDN_HARNESS_DR_SHAPES=${RACE_SHAPES:-0,5,7} GDN_HARNESS_DR_VARIANTS=${RACE_VARIANTS:-} compute-sanitizer --tool racecheck --error-exitcode 9 \
     ./build-gpu/tests/gdn_tests -tc='cuda harness*' > "$OUT/sanitizer_racecheck.log" 2>&1
   note "compute-sanitizer racecheck: rc=$?  $(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$OUT/sanitizer_racecheck.log" | tail -1)"
 fi

@@ -266,20 +266,23 @@ const DrShape kChunkedShapes[] = {
     {1, 64, 2, 2, 32, 100, 64},   {2, 130, 2, 4, 128, 128, 64}, {1, 130, 1, 2, 64, 128, 16}, {2, 37, 2, 2, 100, 64, 16},
     {1, 16, 2, 4, 128, 32, 16}};
 
-// GDN_HARNESS_DR_SHAPES=i,j,...: only those entries of kChunkedShapes (0-based), for a racecheck run that must fit
-// a time limit; unset: all of them.
-std::vector<DrShape> chunked_shapes() {
-  const char* e = std::getenv("GDN_HARNESS_DR_SHAPES");
-  if (!e || !*e) return {std::begin(kChunkedShapes), std::end(kChunkedShapes)};
-  std::vector<DrShape> picked;
+// The entries of `all` named by the environment variable `var` ("i,j,...", 0-based), or all of them when it is
+// unset: GDN_HARNESS_DR_SHAPES picks entries of kChunkedShapes and GDN_HARNESS_DR_VARIANTS entries of kDrVariants,
+// for a racecheck run of the chunked cases that must fit a time limit.
+template <typename T, size_t N> std::vector<T> picked(const char* var, const T (&all)[N]) {
+  const char* e = std::getenv(var);
+  if (!e || !*e) return {std::begin(all), std::end(all)};
+  std::vector<T> out;
   std::stringstream list(e);
   for (std::string item; std::getline(list, item, ',');) {
     const size_t i = std::stoul(item);
-    REQUIRE_MESSAGE(i < std::size(kChunkedShapes), "GDN_HARNESS_DR_SHAPES: no shape " << i);
-    picked.push_back(kChunkedShapes[i]);
+    REQUIRE_MESSAGE(i < N, var << ": no entry " << i);
+    out.push_back(all[i]);
   }
-  return picked;
+  return out;
 }
+std::vector<DrShape> chunked_shapes() { return picked("GDN_HARNESS_DR_SHAPES", kChunkedShapes); }
+std::vector<DrVariant> chunked_variants() { return picked("GDN_HARNESS_DR_VARIANTS", kDrVariants); }
 
 // float32 tolerances of the delta rule (float64: 1e-10 for all).
 constexpr double kTolO = 5e-3, kTolDqkv = 8e-3, kTolDgBeta = 2e-2, kTolState = 5e-3;
@@ -416,7 +419,7 @@ void check_tensor_cores_ran(Ctx& c, bool backward, const Tensor& bf16_result, co
 
 void case_chunked_forward(Ctx& c) {
   for (const DrShape& s : chunked_shapes()) {
-    for (const DrVariant& var : kDrVariants) {
+    for (const DrVariant& var : chunked_variants()) {
       c.run(fmt::format("{} {}", dr_tag(s, true), var.tag), [&] {
         DrInputs in = dr_inputs(c, s, var.strong, var.s0);
         Tensor o = Ctx::out({s.B, s.T, s.Hv, s.V}, c.dt), og = c.gpu(o);
@@ -463,7 +466,7 @@ void case_chunked_forward(Ctx& c) {
 
 void case_chunked_backward(Ctx& c) {
   for (const DrShape& s : chunked_shapes()) {
-    for (const DrVariant& var : kDrVariants) {
+    for (const DrVariant& var : chunked_variants()) {
       c.run(fmt::format("{} {}", dr_tag(s, true), var.tag), [&] {
         DrInputs in = dr_inputs(c, s, var.strong, var.s0);
         // chunk_states from the CPU forward: both backwards read the same start states.
