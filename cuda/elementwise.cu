@@ -294,7 +294,7 @@ __global__ void float_to_bf16_rows_kernel(const CastRow* __restrict__ rows, int 
     const int64_t e = i - r.begin;
     const float* src = reinterpret_cast<const float*>(r.src) + e;
     uint16_t* dst = reinterpret_cast<uint16_t*>(r.dst) + e;
-    if (e + 4 <= r.numel && reinterpret_cast<uintptr_t>(src) % 16 == 0 && reinterpret_cast<uintptr_t>(dst) % 8 == 0) {
+    if (e + 4 <= r.numel && is_aligned(src, 16) && is_aligned(dst, 8)) {
       const float4 v = *reinterpret_cast<const float4*>(src);
       auto bits = [](float f) { return static_cast<uint32_t>(DeviceBFloat16::from_float(f).bits); };
       *reinterpret_cast<uint2*>(dst) = make_uint2(bits(v.x) | bits(v.y) << 16, bits(v.z) | bits(v.w) << 16);
@@ -330,8 +330,8 @@ void copy_to_bf16(const std::vector<Tensor>& outs, const std::vector<Tensor>& in
 
 void copy(const Tensor& out, const Tensor& in) {
   if (out.dtype() == kBFloat16 && in.dtype() == kFloat32 && out.is_contiguous() && in.is_contiguous() &&
-      out.shape() == in.shape() && out.numel() % 4 == 0 && reinterpret_cast<uintptr_t>(in.raw_data()) % 16 == 0 &&
-      reinterpret_cast<uintptr_t>(out.raw_data()) % 8 == 0) {
+      out.shape() == in.shape() && out.numel() % 4 == 0 && is_aligned(in.raw_data(), 16) &&
+      is_aligned(out.raw_data(), 8)) {
     const int64_t n4 = out.numel() / 4;
     if (n4 == 0) return;
     float_to_bf16_kernel<<<grid_for(n4), kThreads, 0, current_stream()>>>(
@@ -431,7 +431,7 @@ __global__ void swiglu_backward_kernel(T* __restrict__ da, T* __restrict__ db, c
 
 bool aligned16(std::initializer_list<const Tensor*> ts) {
   for (const Tensor* t : ts)
-    if (reinterpret_cast<uintptr_t>(t->raw_data()) % 16 != 0) return false;
+    if (!is_aligned(t->raw_data(), 16)) return false;
   return true;
 }
 

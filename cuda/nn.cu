@@ -294,7 +294,7 @@ void cross_entropy_forward(const Tensor& loss, const Tensor& lse, const Tensor& 
   dispatch_float(logits.dtype(), "cuda cross_entropy", [&](auto tag) {
     using T = decltype(tag);
     if (N > 0) {
-      const bool vec4 = V % 4 == 0 && reinterpret_cast<uintptr_t>(logits.data<T>()) % 16 == 0;
+      const bool vec4 = V % 4 == 0 && is_aligned(logits.data<T>(), 16);
       cross_entropy_rows_kernel<T><<<grid_for(N, 1), kRowThreads, 0, stream>>>(
           lse.data<T>(), rows.data<double>(), logits.data<T>(), targets.data<int64_t>(), N, V, ignore_index, vec4);
       CUDA_CHECK_LAST();
@@ -363,10 +363,10 @@ void cross_entropy_backward(const Tensor& dlogits, const Tensor& dloss, const Te
             "cross_entropy_backward: {} dlogits for {} logits", dlogits.dtype(), logits.dtype());
   const int64_t N = logits.size(0), V = logits.size(1);
   if (N == 0 || V == 0) return;
-  auto aligned = [](const void* p, uintptr_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; };
   dispatch_float(logits.dtype(), "cuda cross_entropy_backward", [&](auto tag) {
     using T = decltype(tag);
-    const bool vec4 = V % 4 == 0 && aligned(logits.data<T>(), 16) && aligned(dlogits.raw_data(), bf16_out ? 8 : 16);
+    const bool vec4 =
+        V % 4 == 0 && is_aligned(logits.data<T>(), 16) && is_aligned(dlogits.raw_data(), bf16_out ? 8 : 16);
     auto launch = [&](auto* out) {
       using O = std::remove_pointer_t<decltype(out)>;
       cross_entropy_backward_kernel<T, O><<<grid_for(N, 1), kThreads, 0, current_stream()>>>(
