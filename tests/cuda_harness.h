@@ -113,9 +113,11 @@ struct HarnessCase {
   void (*run)(Ctx&);
 };
 
-// The cases of tests/test_cuda_kernels.cpp (elementwise, reductions, gemm, nn), tests/test_cuda_kernels_gdn.cpp
-// (Gated DeltaNet operators and the delta rule) and tests/test_cuda_kernels_moe.cpp (mixture of experts).
+// The cases of tests/test_cuda_kernels_basic.cpp (elementwise, reductions), tests/test_cuda_kernels_nn.cpp (gemm,
+// nn, optimizer), tests/test_cuda_kernels_gdn.cpp (Gated DeltaNet operators and the delta rule) and
+// tests/test_cuda_kernels_moe.cpp (mixture of experts).
 std::vector<HarnessCase> basic_harness_cases();
+std::vector<HarnessCase> nn_harness_cases();
 std::vector<HarnessCase> gdn_harness_cases();
 std::vector<HarnessCase> moe_harness_cases();
 
