@@ -264,19 +264,23 @@ void fill(const Tensor& out, double value) {
   });
 }
 
+// Four float32 values as four bfloat16 (CopyFn's rounding), packed for one 8-byte store, the first in the low bits.
+__device__ inline uint2 bf16x4(float4 v) {
+  auto bits = [](float f) { return static_cast<uint32_t>(DeviceBFloat16::from_float(f).bits); };
+  return make_uint2(bits(v.x) | bits(v.y) << 16, bits(v.z) | bits(v.w) << 16);
+}
+
 // float32 -> bfloat16 between contiguous tensors (the bf16 GEMM operands of ops/matmul.cpp): four elements per
 // thread step, one float4 load and one 8-byte store (16- and 8-byte aligned), the same rounding as CopyFn.
 __global__ void float_to_bf16_kernel(uint2* __restrict__ out, const float4* __restrict__ in, int64_t n4) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n4; i += int64_t(blockDim.x) * gridDim.x) {
-    const float4 v = in[i];
-    auto bits = [](float f) { return static_cast<uint32_t>(DeviceBFloat16::from_float(f).bits); };
-    out[i] = make_uint2(bits(v.x) | bits(v.y) << 16, bits(v.z) | bits(v.w) << 16);
+    out[i] = bf16x4(in[i]);
   }
 }
 
 // copy_to_bf16: every pair in one launch. The tensors are concatenated in a table of rows (each starting at a
 // multiple of 4, like the optimizer's), a thread step converts four elements of one row (float4 / 8-byte stores where
-// aligned, element by element at a row's tail); a thread finds its row by binary search over the begins.
+// aligned, element by element at a row's tail); a thread finds its row with find_row (cuda/launch.h).
 struct CastRow {
   int64_t begin, numel, src, dst;  // src, dst: device pointers
 };
@@ -284,20 +288,12 @@ struct CastRow {
 __global__ void float_to_bf16_rows_kernel(const CastRow* __restrict__ rows, int nrows, int64_t quads) {
   for (int64_t q = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; q < quads; q += int64_t(blockDim.x) * gridDim.x) {
     const int64_t i = 4 * q;
-    int lo = 0, hi = nrows - 1;  // rows[lo].begin <= i < rows[lo + 1].begin
-    while (lo < hi) {
-      const int mid = (lo + hi + 1) / 2;
-      if (rows[mid].begin <= i) lo = mid;
-      else hi = mid - 1;
-    }
-    const CastRow r = rows[lo];
+    const CastRow r = rows[find_row(rows, nrows, i)];
     const int64_t e = i - r.begin;
     const float* src = reinterpret_cast<const float*>(r.src) + e;
     uint16_t* dst = reinterpret_cast<uint16_t*>(r.dst) + e;
     if (e + 4 <= r.numel && is_aligned(src, 16) && is_aligned(dst, 8)) {
-      const float4 v = *reinterpret_cast<const float4*>(src);
-      auto bits = [](float f) { return static_cast<uint32_t>(DeviceBFloat16::from_float(f).bits); };
-      *reinterpret_cast<uint2*>(dst) = make_uint2(bits(v.x) | bits(v.y) << 16, bits(v.z) | bits(v.w) << 16);
+      *reinterpret_cast<uint2*>(dst) = bf16x4(*reinterpret_cast<const float4*>(src));
     } else {
       for (int64_t k = 0; k < 4 && e + k < r.numel; ++k) dst[k] = DeviceBFloat16::from_float(src[k]).bits;
     }

@@ -1,4 +1,5 @@
-// cuda/launch.h — what every CUDA kernel file shares: launch geometry, the stream, block-wide and column sums.
+// cuda/launch.h — what every CUDA kernel file shares: launch geometry, the stream, alignment, multi-tensor rows,
+// block-wide and column sums.
 //
 // Kernels are launched on cuda::current_stream() (cuda/stream.h) and checked with CUDA_CHECK_LAST() right after.
 // block_sum() is the reduction of row-wise kernels (norms, cross-entropy, gate sums): warp shuffles, then one value
@@ -26,6 +27,20 @@ inline unsigned grid_for(int64_t n, int threads = kThreads, int64_t cap = 65535)
 // Whether p is a multiple of `bytes`: the condition of the vector paths (16 for float4, 8 for four bfloat16 values).
 __host__ __device__ inline bool is_aligned(const void* p, uintptr_t bytes) {
   return reinterpret_cast<uintptr_t>(p) % bytes == 0;
+}
+
+// Multi-tensor kernels (AdamW, sum_squares, copy_to_bf16) see their tensors as rows of a table, each row with the
+// index `begin` of its first element in the concatenation, in increasing order, and row n a sentinel whose begin is
+// the total. find_row: the row of element i by binary search over the n rows (where a thread starts, so that no
+// thread walks the table from its first row).
+template <typename Row> __device__ inline int find_row(const Row* rows, int n, int64_t i) {
+  int lo = 0, hi = n - 1;  // rows[lo].begin <= i < rows[hi + 1].begin
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) / 2;
+    if (rows[mid].begin <= i) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
 }
 
 template <typename T> __device__ inline T warp_sum(T v) {

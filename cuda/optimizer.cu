@@ -59,18 +59,6 @@ __device__ inline int advance_row(const TensorRow* rows, int k, int64_t i) {
   return k;
 }
 
-// The row of element i by binary search over the n rows (row n is the sentinel): where a thread starts, so that no
-// thread walks the table from its first row.
-__device__ inline int find_row(const TensorRow* rows, int n, int64_t i) {
-  int lo = 0, hi = n - 1;  // rows[lo].begin <= i < rows[hi + 1].begin
-  while (lo < hi) {
-    const int mid = (lo + hi + 1) / 2;
-    if (rows[mid].begin <= i) lo = mid;
-    else hi = mid - 1;
-  }
-  return lo;
-}
-
 // Each thread step squares the kVec elements starting at i (float4 loads for aligned float32), in element order.
 template <typename T>
 __global__ void sum_squares_partials_kernel(double* partials, const TensorRow* rows, int nrows, int64_t total) {
