@@ -29,6 +29,10 @@
 // Shared memory: each kernel's Layout (below) gives the byte offsets, every piece 128-byte aligned, plus the warp
 // stages, one [16,16] float32 per warp: room for 16 warps (512 threads, kParThreads) in the chunk-parallel kernels,
 // 8 (256 threads) in the recurrences.
+// The four chunk-parallel kernels (prepare, chunk output, backward pre, chunk gradient) are templates over a Shape:
+// compiled for C = 64 with K = V = 64 and with K = V = 128 (the shapes of the presets and of FLA's benchmarks), where
+// the compiler folds their index arithmetic and they stage rows four floats per load, and for any shape (Generic).
+// Both give the same bits; the fixed shapes halved the kernels' time (they had been bound by integer instructions).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -136,6 +140,63 @@ __device__ __forceinline__ void stage_bf16(bf16* dst, int ld, int rows, int rows
       });
 }
 
+// The shape a kernel is compiled for: chunk length C, key and value head dims K, V, and (the chunk-parallel state
+// kernels) value tiles of 64 columns. Fixed shapes let the compiler fold every index, loop bound and shared-memory
+// offset derived from them (each phase's element loops divide by a constant, most of them by a power of two), and
+// their staging moves four floats per load (stage_rows). Shape<0, 0, 0> (Generic) reads them from Dims at run time
+// and stages one element per load; the host picks a fixed shape only where it applies (mma::with_shape).
+template <int C_, int K_, int V_>
+struct Shape {
+  static constexpr int C = C_, K = K_, V = V_;
+  static constexpr bool fixed = C_ != 0;
+};
+using Generic = Shape<0, 0, 0>;
+constexpr int kFixedTile = 64;  // value columns per block of the chunk-parallel state kernels at fixed shapes
+
+// d with the dimensions of S where S is fixed (the compiler then folds them like constants).
+template <typename S>
+__device__ __forceinline__ Dims shaped(Dims d) {
+  if constexpr (S::fixed) {
+    d.C = S::C;
+    d.K = S::K;
+    d.V = S::V;
+  }
+  return d;
+}
+
+// dst[i ld + c] = bf16(scale(i) row(i)[c]) for i < rows, c < cols; 0 for rows <= i < rows_pad. row(i) points at the
+// float32 row i. Fixed shapes: row(i) 16-byte aligned and cols a multiple of 4 (the host checks both), a float4 load
+// and one 8-byte store per four elements; Generic: stage_bf16. The bits are the same either way.
+template <typename S, typename FR, typename FS>
+__device__ __forceinline__ void stage_rows(bf16* dst, int ld, int rows, int rows_pad, int cols, FR row, FS scale) {
+  if constexpr (S::fixed) {
+    const int cv = cols / 4;
+    batched_copy<float4>(
+        rows_pad * cv,
+        [&](int e) {
+          const int i = e / cv;
+          if (i >= rows) return make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+          const float s = scale(i);
+          const float4 x = reinterpret_cast<const float4*>(row(i))[e - i * cv];
+          return make_float4(s * x.x, s * x.y, s * x.z, s * x.w);
+        },
+        [&](int e, float4 x) {
+          const int i = e / cv;
+          const __nv_bfloat162 lo = __floats2bfloat162_rn(x.x, x.y), hi = __floats2bfloat162_rn(x.z, x.w);
+          uint2 u;
+          u.x = *reinterpret_cast<const unsigned*>(&lo);
+          u.y = *reinterpret_cast<const unsigned*>(&hi);
+          *reinterpret_cast<uint2*>(dst + i * ld + (e - i * cv) * 4) = u;
+        });
+  } else {
+    stage_bf16(dst, ld, rows, rows_pad, cols, [&](int i, int c) { return scale(i) * row(i)[c]; });
+  }
+}
+// scale(i) of an unscaled stage_rows.
+struct Unscaled {
+  __device__ float operator()(int) const { return 1.0f; }
+};
+
 // 16 bytes global -> shared, asynchronous (cp_async_wait_all() completes it, as cp_async_elem).
 __device__ __forceinline__ void cp_async16(void* dst, const void* src) {
   const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(dst));
@@ -179,12 +240,15 @@ struct PrepareLayout {
 };
 
 // W (bf16), U, P, eg, r and K (bf16, per value head) of chunk blockIdx.x of (b = blockIdx.z, hv = blockIdx.y).
+template <typename S>
 __global__ void __launch_bounds__(kParThreads<float>)
     prepare_mma_kernel(Dims d, int NT, bf16* __restrict__ Wbg, float* __restrict__ Ug, float* __restrict__ Pg,
                        float* __restrict__ EGg, float* __restrict__ Rg, bf16* __restrict__ Kbg,
                        const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
                        const float* __restrict__ g, const float* __restrict__ beta) {
   extern __shared__ __align__(128) unsigned char smem_mma[];
+  d = shaped<S>(d);
+  if constexpr (S::fixed) NT = S::K + S::V < kSolveCols ? S::K + S::V : kSolveCols;
   const int64_t n = blockIdx.x, hv = blockIdx.y, b = blockIdx.z;
   const int C = static_cast<int>(d.C), K = static_cast<int>(d.K), V = static_cast<int>(d.V);
   const int Cp = static_cast<int>(pad16(C));
@@ -209,8 +273,8 @@ __global__ void __launch_bounds__(kParThreads<float>)
   const float* Qc = q + d.key_row(b, t0, hv);
   const float* Kc = k + d.key_row(b, t0, hv);
   const float* Vc = v + d.value_row(b, t0, hv);
-  stage_bf16(Qb, ldk, L, Cp, K, [&](int i, int c) { return Qc[i * ks + c]; });
-  stage_bf16(Kb, ldk, L, Cp, K, [&](int i, int c) { return Kc[i * ks + c]; });
+  stage_rows<S>(Qb, ldk, L, Cp, K, [&](int i) { return Qc + i * ks; }, Unscaled());
+  stage_rows<S>(Kb, ldk, L, Cp, K, [&](int i) { return Kc + i * ks; }, Unscaled());
   for (int i = threadIdx.x; i < L; i += blockDim.x) {
     EGg[hr + i] = eg[i];
     Rg[hr + i] = r[i];
@@ -240,7 +304,7 @@ __global__ void __launch_bounds__(kParThreads<float>)
   bf16* Wc = Wbg + hr * d.K;
   float* Uc = Ug + hr * d.V;
   for (int c0 = 0; c0 < K + V; c0 += NT) {
-    const int nc = min(NT, K + V - c0);
+    const int nc = (K + V) % NT == 0 ? NT : min(NT, K + V - c0);  // a constant for fixed shapes
     batched_copy<float>(
         L * nc,
         [&](int e) {
@@ -302,11 +366,14 @@ struct OutputLayout {
 };
 
 // O = scale ((eg ⊙ Q) H + P Vn) of chunk blockIdx.x / nvt, value columns [vp (blockIdx.x % nvt), +vp).
+template <typename S>
 __global__ void __launch_bounds__(kParThreads<float>)
     chunk_output_mma_kernel(Dims d, int vp, float* __restrict__ o, const float* __restrict__ chunk_states,
                             const float* __restrict__ Vng, const float* __restrict__ Pg,
                             const float* __restrict__ EGg, const float* __restrict__ q, float sc) {
   extern __shared__ __align__(128) unsigned char smem_mma[];
+  d = shaped<S>(d);
+  if constexpr (S::fixed) vp = kFixedTile;
   const int C = static_cast<int>(d.C), K = static_cast<int>(d.K), V = static_cast<int>(d.V);
   const int Cp = static_cast<int>(pad16(C));
   const int nvt = (V + vp - 1) / vp;
@@ -324,10 +391,10 @@ __global__ void __launch_bounds__(kParThreads<float>)
   const float* Qc = q + d.key_row(b, t0, hv);
   const float* Hc = chunk_states + d.chunk_state(b, hv, n) + c0;
   const float* P = Pg + (((b * d.Hv + hv) * d.NC + n) * d.C) * d.C;
-  stage_bf16(Qb, ldk, L, Cp, K, [&](int i, int c) { return EGg[hr + i] * Qc[i * d.Hk * d.K + c]; });
-  stage_bf16(Hb, ldv, K, K, nv, [&](int kk, int c) { return Hc[int64_t(kk) * V + c]; });
+  stage_rows<S>(Qb, ldk, L, Cp, K, [&](int i) { return Qc + i * d.Hk * d.K; }, [&](int i) { return EGg[hr + i]; });
+  stage_rows<S>(Hb, ldv, K, K, nv, [&](int kk) { return Hc + int64_t(kk) * V; }, Unscaled());
   stage_bf16(Pb, ldp, L, Cp, Cp, [&](int i, int j) { return j <= i ? P[i * C + j] : 0.0f; });
-  stage_bf16(Vb, ldv, L, Cp, nv, [&](int i, int c) { return Vng[(hr + i) * d.V + c0 + c]; });
+  stage_rows<S>(Vb, ldv, L, Cp, nv, [&](int i) { return Vng + (hr + i) * d.V + c0; }, Unscaled());
   __syncthreads();
   mma_tiles(
       L, nv, stage,
@@ -356,6 +423,7 @@ struct PreLayout {
 
 // The dH-independent part of the backward state pass for chunk blockIdx.x / nvt, value columns
 // [vp (blockIdx.x % nvt), +vp): Vn = U - W H -> Vng, A = scale P^T dO -> Ag, Qd = Q^T (scale eg ⊙ dO) -> Qdg.
+template <typename S>
 __global__ void __launch_bounds__(kParThreads<float>)
     backward_pre_mma_kernel(Dims d, int vp, float* __restrict__ Vng, float* __restrict__ Ag, float* __restrict__ Qdg,
                             const float* __restrict__ chunk_states, const bf16* __restrict__ Wbg,
@@ -363,6 +431,8 @@ __global__ void __launch_bounds__(kParThreads<float>)
                             const float* __restrict__ EGg, const float* __restrict__ q,
                             const float* __restrict__ do_, float sc) {
   extern __shared__ __align__(128) unsigned char smem_mma[];
+  d = shaped<S>(d);
+  if constexpr (S::fixed) vp = kFixedTile;
   const int C = static_cast<int>(d.C), K = static_cast<int>(d.K), V = static_cast<int>(d.V);
   const int Cp = static_cast<int>(pad16(C));
   const int nvt = (V + vp - 1) / vp;
@@ -388,10 +458,10 @@ __global__ void __launch_bounds__(kParThreads<float>)
     const int i = e / K, c = e - i * K;
     Wb[i * ldk + c] = i < L ? Wbg[(hr + i) * d.K + c] : __float2bfloat16(0.0f);
   }
-  stage_bf16(Qb, ldk, L, Cp, K, [&](int i, int c) { return Qc[i * d.Hk * d.K + c]; });
-  stage_bf16(Hb, ldv, K, K, nv, [&](int kk, int c) { return Hc[int64_t(kk) * V + c]; });
-  stage_bf16(dOb, ldv, L, Cp, nv, [&](int i, int c) { return dOc[i * vs + c]; });
-  stage_bf16(dOe, ldv, L, Cp, nv, [&](int i, int c) { return sc * EGg[hr + i] * dOc[i * vs + c]; });
+  stage_rows<S>(Qb, ldk, L, Cp, K, [&](int i) { return Qc + i * d.Hk * d.K; }, Unscaled());
+  stage_rows<S>(Hb, ldv, K, K, nv, [&](int kk) { return Hc + int64_t(kk) * V; }, Unscaled());
+  stage_rows<S>(dOb, ldv, L, Cp, nv, [&](int i) { return dOc + i * vs; }, Unscaled());
+  stage_rows<S>(dOe, ldv, L, Cp, nv, [&](int i) { return dOc + i * vs; }, [&](int i) { return sc * EGg[hr + i]; });
   stage_bf16(Pb, ldp, L, Cp, Cp, [&](int i, int j) { return j <= i ? P[i * C + j] : 0.0f; });
   __syncthreads();
   mma_tiles(

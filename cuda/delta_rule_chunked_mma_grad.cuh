@@ -67,6 +67,7 @@ struct GradLayout {
 
 // Every gradient of chunk blockIdx.x of (b = blockIdx.z, hv = blockIdx.y). dQ, dK rows go to dqr/dkr (the outputs
 // when Hv == Hk, row stride key_stride; else [B,Hv,T,K] scratch).
+template <typename S>
 __global__ void __launch_bounds__(kParThreads<float>)
     chunk_grad_mma_kernel(Dims d, float* __restrict__ dqr, float* __restrict__ dkr, int64_t key_stride,
                           float* __restrict__ dv, float* __restrict__ dg, float* __restrict__ dbeta,
@@ -77,6 +78,7 @@ __global__ void __launch_bounds__(kParThreads<float>)
                           const float* __restrict__ Vng, const float* __restrict__ dVng, const bf16* __restrict__ Wbg,
                           const float* __restrict__ Ug, const float* __restrict__ Pg, float sc) {
   extern __shared__ __align__(128) unsigned char smem_mma[];
+  d = shaped<S>(d);
   const int64_t n = blockIdx.x, hv = blockIdx.y, b = blockIdx.z;
   const int C = static_cast<int>(d.C), K = static_cast<int>(d.K), V = static_cast<int>(d.V);
   const int Cp = static_cast<int>(pad16(C));
@@ -120,7 +122,7 @@ __global__ void __launch_bounds__(kParThreads<float>)
   float* dK = dkr + (d.Hv == d.Hk ? d.key_row(b, t0, hv) : hr * K);
   const int64_t qs = key_stride;
 
-  stage_bf16(Kb, ldk, L, Cp, K, [&](int i, int c) { return Kc[i * ks + c]; });
+  stage_rows<S>(Kb, ldk, L, Cp, K, [&](int i) { return Kc + i * ks; }, Unscaled());
   __syncthreads();
   // KK = strictly_lower(K K^T)
   mma_tiles(
@@ -138,12 +140,12 @@ __global__ void __launch_bounds__(kParThreads<float>)
   bf16* dHb = at<bf16>(smem_mma, lay.dHb);
   float hdh = 0;
   for (int c0 = 0; c0 < V; c0 += kGradTile) {
-    const int nv = min(kGradTile, V - c0);
+    const int nv = V % kGradTile == 0 ? kGradTile : min(kGradTile, V - c0);  // a constant for fixed shapes
     const bool first = c0 == 0, last = c0 + kGradTile >= V;
     __syncthreads();  // the previous tile's readers are done
-    stage_bf16(dOb, ldt, L, Cp, nv, [&](int i, int c) { return dO[i * vs + c0 + c]; });
-    stage_bf16(Vnb, ldt, L, Cp, nv, [&](int i, int c) { return Vn[int64_t(i) * V + c0 + c]; });
-    stage_bf16(dVnb, ldt, L, Cp, nv, [&](int i, int c) { return dVn[int64_t(i) * V + c0 + c]; });
+    stage_rows<S>(dOb, ldt, L, Cp, nv, [&](int i) { return dO + i * vs + c0; }, Unscaled());
+    stage_rows<S>(Vnb, ldt, L, Cp, nv, [&](int i) { return Vn + int64_t(i) * V + c0; }, Unscaled());
+    stage_rows<S>(dVnb, ldt, L, Cp, nv, [&](int i) { return dVn + int64_t(i) * V + c0; }, Unscaled());
     for (int e = threadIdx.x; e < K * nv; e += blockDim.x) {
       const int kk = e / nv, c = e - kk * nv;
       const float h = H[int64_t(kk) * V + c0 + c], dh = dH[int64_t(kk) * V + c0 + c];
@@ -193,10 +195,10 @@ __global__ void __launch_bounds__(kParThreads<float>)
   float* Ps = at<float>(smem_mma, lay.Ps);  // [C, C+1]
   bf16* Qb = at<bf16>(smem_mma, lay.Qb);    // [Cp, K+8]
   stage_lower(Ps, ldc, Pg + (((b * d.Hv + hv) * d.NC + n) * d.C) * d.C, C, L);
-  stage_bf16(Qb, ldk, L, Cp, K, [&](int i, int c) { return Qc[i * ks + c]; });
-  for (int e = threadIdx.x; e < L * L; e += blockDim.x) {
-    const int i = e / L, j = e - i * L;
-    X[i * ldc + j] = j <= i ? sc * X[i * ldc + j] : 0.0f;  // dP
+  stage_rows<S>(Qb, ldk, L, Cp, K, [&](int i) { return Qc + i * ks; }, Unscaled());
+  for (int e = threadIdx.x; e < C * C; e += blockDim.x) {
+    const int i = e / C, j = e - i * C;
+    if (i < L && j < L) X[i * ldc + j] = j <= i ? sc * X[i * ldc + j] : 0.0f;  // dP
   }
   __syncthreads();
   // dgam = rowsum(dP ⊙ P) - colsum(dP ⊙ P) + rowdot(Q, dQi) - rowdot(K, dKi)
@@ -251,14 +253,14 @@ __global__ void __launch_bounds__(kParThreads<float>)
   __syncthreads();
 
   // ---- phase 3: [dWt | dUt] = A^T [-dVn H^T | dVn], backward substitution with Lm_ji = beta_j KK_ji Gam_ji (float32)
-  for (int e = threadIdx.x; e < L * L; e += blockDim.x) {
-    const int i = e / L, j = e - i * L;
-    X[i * ldc + j] = j < i ? bt[i] * KK[i * ldc + j] * Gam[i * ldc + j] : 0.0f;  // Lm
+  for (int e = threadIdx.x; e < C * C; e += blockDim.x) {
+    const int i = e / C, j = e - i * C;
+    if (i < L && j < L) X[i * ldc + j] = j < i ? bt[i] * KK[i * ldc + j] * Gam[i * ldc + j] : 0.0f;  // Lm
   }
   const int NT = min(K + V, kSolveCols);
   float* Xs = at<float>(smem_mma, lay.Xs);  // [C, NT]
   for (int cs0 = 0; cs0 < K + V; cs0 += NT) {
-    const int nc = min(NT, K + V - cs0);
+    const int nc = (K + V) % NT == 0 ? NT : min(NT, K + V - cs0);  // a constant for fixed shapes
     __syncthreads();  // Lm is written; the previous column tile is stored
     batched_copy<float>(
         L * nc,
@@ -338,13 +340,18 @@ __global__ void __launch_bounds__(kParThreads<float>)
   bf16* At = at<bf16>(smem_mma, lay.At);  // [Cp, 72]
   bf16* Bt = at<bf16>(smem_mma, lay.Bt);  // [Cp, 72]
   for (int k0 = 0; k0 < K + V; k0 += kGradTile) {
-    const int nk = min(kGradTile, K + V - k0);
+    const int nk = (K + V) % kGradTile == 0 ? kGradTile : min(kGradTile, K + V - k0);
     const bool first = k0 == 0, last = k0 + kGradTile >= K + V;
     __syncthreads();  // X (Lm) and the previous tile's readers are done
-    stage_bf16(At, ldt, L, Cp, nk, [&](int i, int c) {
-      const int col = k0 + c;
-      return col < K ? dWt[int64_t(i) * K + col] : dUt[int64_t(i) * V + (col - K)];
-    });
+    if constexpr (S::fixed && S::K % kGradTile == 0) {  // each tile lies in dWt or in dUt
+      const auto row = [&](int i) { return k0 < K ? dWt + int64_t(i) * K + k0 : dUt + int64_t(i) * V + (k0 - K); };
+      stage_rows<S>(At, ldt, L, Cp, nk, row, Unscaled());
+    } else {
+      stage_bf16(At, ldt, L, Cp, nk, [&](int i, int c) {
+        const int col = k0 + c;
+        return col < K ? dWt[int64_t(i) * K + col] : dUt[int64_t(i) * V + (col - K)];
+      });
+    }
     stage_bf16(Bt, ldt, L, Cp, nk, [&](int i, int c) {
       const int col = k0 + c;
       return col < K ? __bfloat162float(W[int64_t(i) * K + col]) : U[int64_t(i) * V + (col - K)];

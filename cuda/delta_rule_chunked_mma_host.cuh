@@ -14,6 +14,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <initializer_list>
 
 #include "core/dtype.h"
 #include "cuda/cuda_check.h"
@@ -64,6 +65,22 @@ inline Plan plan(const Dims& d, bool backward) {
   return p;
 }
 
+// Calls f(S()) with the Shape (cuda/delta_rule_chunked_mma.cuh) the chunk-parallel kernels of this call run:
+// Shape<64, 64, 64> or Shape<64, 128, 128> where d has those dimensions, the plan's value tile is kFixedTile and every
+// pointer in `rows` (the tensors staged four floats per load) is 16-byte aligned; Generic otherwise.
+template <typename F>
+void with_shape(const Dims& d, const Plan& p, std::initializer_list<const void*> rows, F f) {
+  bool aligned = true;
+  for (const void* r : rows) aligned = aligned && is_aligned(r, 16);
+  const bool tile = aligned && p.vp == kFixedTile && d.C == 64;
+  if (tile && d.K == 64 && d.V == 64)
+    f(Shape<64, 64, 64>());
+  else if (tile && d.K == 128 && d.V == 128)
+    f(Shape<64, 128, 128>());
+  else
+    f(Generic());
+}
+
 template <typename Kernel>
 void allow_smem(Kernel kernel, size_t bytes) {
   if (bytes > 48 * 1024)
@@ -89,11 +106,14 @@ inline Prepared prepare(const Dims& d, const Plan& p, const Tensor& q, const Ten
              Tensor::empty({d.B, d.Hv, d.T, d.V}, kFloat32, dev), Tensor::empty({d.B, d.Hv, d.NC, d.C, d.C}, kFloat32, dev),
              Tensor::empty({d.B, d.Hv, d.T}, kFloat32, dev), Tensor::empty({d.B, d.Hv, d.T}, kFloat32, dev)};
   const dim3 grid(static_cast<unsigned>(d.NC), static_cast<unsigned>(d.Hv), static_cast<unsigned>(d.B));
-  allow_smem(prepare_mma_kernel, p.prep);
-  prepare_mma_kernel<<<grid, kParThreads<float>, p.prep, current_stream()>>>(
-      d, p.NT, bf16_ptr(s.Wb), s.U.data<float>(), s.P.data<float>(), s.EG.data<float>(), s.R.data<float>(),
-      bf16_ptr(s.Kb), q.data<float>(), k.data<float>(), v.data<float>(), g.data<float>(), beta.data<float>());
-  CUDA_CHECK_LAST();
+  with_shape(d, p, {q.raw_data(), k.raw_data()}, [&](auto shape) {
+    using S = decltype(shape);
+    allow_smem(prepare_mma_kernel<S>, p.prep);
+    prepare_mma_kernel<S><<<grid, kParThreads<float>, p.prep, current_stream()>>>(
+        d, p.NT, bf16_ptr(s.Wb), s.U.data<float>(), s.P.data<float>(), s.EG.data<float>(), s.R.data<float>(),
+        bf16_ptr(s.Kb), q.data<float>(), k.data<float>(), v.data<float>(), g.data<float>(), beta.data<float>());
+    CUDA_CHECK_LAST();
+  });
   return s;
 }
 
@@ -120,13 +140,15 @@ inline void forward(const Dims& d, const Plan& p, const Tensor& o, const Tensor&
       d, p.vt, p.nbuf, ptr_or_null<float>(final_state), cs.data<float>(), Vn.data<float>(), bf16_ptr(s.Kb),
       bf16_ptr(s.Wb), s.U.data<float>(), s.EG.data<float>(), s.R.data<float>(), ptr_or_null<float>(initial_state));
   CUDA_CHECK_LAST();
-  allow_smem(chunk_output_mma_kernel, p.par);
   const dim3 ogrid = par_grid(d, p.vp);
-  chunk_output_mma_kernel<<<ogrid, par_threads<float>(ogrid.x * int64_t(ogrid.y) * ogrid.z), p.par,
-                            current_stream()>>>(
-      d, p.vp, o.data<float>(), cs.data<float>(), Vn.data<float>(), s.P.data<float>(), s.EG.data<float>(),
-      q.data<float>(), sc);
-  CUDA_CHECK_LAST();
+  with_shape(d, p, {q.raw_data(), cs.raw_data(), Vn.raw_data()}, [&](auto shape) {
+    using S = decltype(shape);
+    allow_smem(chunk_output_mma_kernel<S>, p.par);
+    chunk_output_mma_kernel<S><<<ogrid, par_threads<float>(ogrid.x * int64_t(ogrid.y) * ogrid.z), p.par,
+                                 current_stream()>>>(d, p.vp, o.data<float>(), cs.data<float>(), Vn.data<float>(),
+                                                     s.P.data<float>(), s.EG.data<float>(), q.data<float>(), sc);
+    CUDA_CHECK_LAST();
+  });
 }
 
 // The backward on tensor cores up to the per-value-head rows of dq, dk: prepare (unless the forward's is given),
@@ -142,13 +164,17 @@ inline void backward(const Dims& d, const Plan& p, const Tensor& dqr, const Tens
   const Tensor dHend = Tensor::empty({d.B, d.Hv, d.NC, d.K, d.V}, kFloat32, dev);
   const Tensor Vn = Tensor::empty({d.B, d.Hv, d.T, d.V}, kFloat32, dev);
   const Tensor dVn = Tensor::empty({d.B, d.Hv, d.T, d.V}, kFloat32, dev);
-  allow_smem(backward_pre_mma_kernel, p.par);
   const dim3 pgrid = par_grid(d, p.vp);
-  backward_pre_mma_kernel<<<pgrid, par_threads<float>(pgrid.x * int64_t(pgrid.y) * pgrid.z), p.par,
-                            current_stream()>>>(
-      d, p.vp, Vn.data<float>(), dVn.data<float>(), dHend.data<float>(), chunk_states.data<float>(), bf16_ptr(s.Wb),
-      s.U.data<float>(), s.P.data<float>(), s.EG.data<float>(), q.data<float>(), do_.data<float>(), sc);
-  CUDA_CHECK_LAST();
+  with_shape(d, p, {q.raw_data(), do_.raw_data(), chunk_states.raw_data()}, [&](auto shape) {
+    using S = decltype(shape);
+    allow_smem(backward_pre_mma_kernel<S>, p.par);
+    backward_pre_mma_kernel<S><<<pgrid, par_threads<float>(pgrid.x * int64_t(pgrid.y) * pgrid.z), p.par,
+                                 current_stream()>>>(
+        d, p.vp, Vn.data<float>(), dVn.data<float>(), dHend.data<float>(), chunk_states.data<float>(),
+        bf16_ptr(s.Wb), s.U.data<float>(), s.P.data<float>(), s.EG.data<float>(), q.data<float>(), do_.data<float>(),
+        sc);
+    CUDA_CHECK_LAST();
+  });
   allow_smem(backward_recur_mma_kernel, p.recur);
   backward_recur_mma_kernel<<<recur_grid(d, p.vt), kThreads, p.recur, current_stream()>>>(
       d, p.vt, p.nbuf, ptr_or_null<float>(dinitial_state), dHend.data<float>(), dVn.data<float>(),
@@ -157,13 +183,16 @@ inline void backward(const Dims& d, const Plan& p, const Tensor& dqr, const Tens
   const Tensor dWt = Tensor::empty({d.B, d.Hv, d.T, d.K}, kFloat32, dev);
   const Tensor dUt = Tensor::empty({d.B, d.Hv, d.T, d.V}, kFloat32, dev);
   const dim3 grid(static_cast<unsigned>(d.NC), static_cast<unsigned>(d.Hv), static_cast<unsigned>(d.B));
-  allow_smem(chunk_grad_mma_kernel, p.grad);
-  chunk_grad_mma_kernel<<<grid, kParThreads<float>, p.grad, current_stream()>>>(
-      d, dqr.data<float>(), dkr.data<float>(), key_stride, dv.data<float>(), dg.data<float>(), dbeta.data<float>(),
-      dWt.data<float>(), dUt.data<float>(), do_.data<float>(), q.data<float>(), k.data<float>(), v.data<float>(),
-      g.data<float>(), beta.data<float>(), chunk_states.data<float>(), dHend.data<float>(), Vn.data<float>(),
-      dVn.data<float>(), bf16_ptr(s.Wb), s.U.data<float>(), s.P.data<float>(), sc);
-  CUDA_CHECK_LAST();
+  with_shape(d, p, {q.raw_data(), k.raw_data(), do_.raw_data()}, [&](auto shape) {
+    using S = decltype(shape);
+    allow_smem(chunk_grad_mma_kernel<S>, p.grad);
+    chunk_grad_mma_kernel<S><<<grid, kParThreads<float>, p.grad, current_stream()>>>(
+        d, dqr.data<float>(), dkr.data<float>(), key_stride, dv.data<float>(), dg.data<float>(), dbeta.data<float>(),
+        dWt.data<float>(), dUt.data<float>(), do_.data<float>(), q.data<float>(), k.data<float>(), v.data<float>(),
+        g.data<float>(), beta.data<float>(), chunk_states.data<float>(), dHend.data<float>(), Vn.data<float>(),
+        dVn.data<float>(), bf16_ptr(s.Wb), s.U.data<float>(), s.P.data<float>(), sc);
+    CUDA_CHECK_LAST();
+  });
 }
 
 }  // namespace gdn::cuda::delta_rule_tiled::mma

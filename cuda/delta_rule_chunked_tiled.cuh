@@ -191,17 +191,18 @@ __device__ __forceinline__ void stage_rows(Tp* dst, int ld, const Tp* src, int64
 
 // The lower triangle (with diagonal) of P [L,L] (global, row stride C; only j <= i < L was written) into Ps (row
 // stride ld), 0 above the diagonal.
+// The loops run over [C, C] (a constant divisor where C is one) and skip the elements outside [L, L].
 template <typename Tp>
 __device__ __forceinline__ void stage_lower(Tp* Ps, int ld, const Tp* P, int C, int L) {
   batched_copy<Tp>(
-      L * L,
+      C * C,
       [&](int e) {
-        const int i = e / L, j = e - i * L;
-        return j <= i ? P[i * C + j] : Tp(0);
+        const int i = e / C, j = e - i * C;
+        return i < L && j <= i ? P[i * C + j] : Tp(0);
       },
       [&](int e, Tp x) {
-        const int i = e / L;
-        Ps[i * ld + (e - i * L)] = x;
+        const int i = e / C, j = e - i * C;
+        if (i < L && j < L) Ps[i * ld + j] = x;
       });
 }
 
