@@ -7,16 +7,17 @@
 // dx[t] = sum_w weight[c,w] dp[t+W-1-w], dinitial_state[j] = sum_w weight[c,w] dp[j-w],
 // dweight[c,w] = sum_{b,t} dp[t] x[t-W+1+w], dbias[c] = sum_{b,t} dp[t].
 //
-// Parallel decomposition: the forward, dp and dx are a thread per channel and a run of 4 time steps (grid
-// (channel blocks, time blocks, B): no index division), final_state and dinitial_state one thread per output
-// element, grid-stride; the channel is fastest so loads are coalesced. dweight and dbias (W <= kConvMaxW): two
-// passes; a block of 32 channels x 8 lanes owns a slice of rows, each lane a run of consecutive rows along which it
-// slides its window of W inputs (one load per row) and adds all W taps and the bias in double; lanes are added in
-// lane order, then the slices by a warp per column in a fixed order (warp_column_sum; the slice count depends only
-// on the shapes: the same bits every run, no atomics). Wider kernels use the generic column reduction of
-// cuda/gated_deltanet_common.cuh. The double sums differ from the CPU's (per OpenMP thread) only in their order; a
-// dweight term before t = 0 without an initial state is 0 (the CPU adds nothing there either). Without SiLU the
-// backward reads dy directly instead of a copy of it.
+// Parallel decomposition: the forward is a thread per channel and a run of kConvRows = 8 time steps (grid (channel
+// blocks, time blocks, B): no index division; the channel fastest, so loads are coalesced), its inputs loaded into
+// registers before any store; final_state one thread per output element. The backward (W <= kConvMaxW = 8) is one
+// pass, conv_backward_fused_kernel: a block of 32 channels x 8 lanes owns 64 time steps of one sequence, each lane 8
+// of them, recomputes p and dp in registers, writes dx (and dinitial_state), and adds its dweight / dbias terms in
+// double; lanes are added in lane order, then the blocks of a channel by a warp per column in a fixed order
+// (conv_weight_finalize_kernel; the block count depends only on the shapes: the same bits every run, no atomics).
+// Wider kernels: conv_dp_kernel, conv_dx_kernel, conv_dinit_kernel and the generic column reduction of
+// cuda/gated_deltanet_common.cuh (without SiLU the backward reads dy directly instead of a copy of it). The double
+// sums differ from the CPU's (per OpenMP thread) only in their order; a dweight term before t = 0 without an initial
+// state is 0 (the CPU adds nothing there either).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -56,7 +57,8 @@ template <typename T> struct ConvGeometry {
 
 // The forward, dp and dx kernels: grid (ceil(C / threads), ceil(T / kConvRows), B), a thread per channel and a run
 // of kConvRows time steps (no index division; the channel fastest, so every load and store is coalesced).
-constexpr int64_t kConvRows = 4;
+constexpr int kConvRows = 8;
+constexpr int kConvMaxW = 8;  // widest kernel of the register-window kernels
 
 struct ConvRows {
   int64_t b, c, t0, t1;  // batch row, channel, time steps [t0, t1); c < 0: no channel for this thread
@@ -66,9 +68,38 @@ __device__ inline ConvRows conv_rows(int64_t C, int64_t T_) {
   return {blockIdx.z, c < C ? c : -1, t0, min(T_, t0 + kConvRows)};
 }
 
-// y [B,T,C].
+// y [B,T,C], W <= kConvMaxW: the thread's inputs (its kConvRows rows and the W-1 before them) are loaded into
+// registers first, so their loads overlap (a store to y between them would have ordered them one after another).
 template <typename T>
-__global__ void conv_forward_kernel(T* y, ConvGeometry<T> geo, const T* weight, const T* bias, bool silu) {
+__global__ void conv_forward_kernel(T* __restrict__ y, ConvGeometry<T> geo, const T* __restrict__ weight,
+                                    const T* __restrict__ bias, bool silu) {
+  const ConvRows r = conv_rows(geo.C, geo.T_);
+  if (r.c < 0) return;
+  const int W = static_cast<int>(geo.W);
+  T wt[kConvMaxW], xs[kConvRows + kConvMaxW - 1];
+#pragma unroll
+  for (int w = 0; w < kConvMaxW; ++w) wt[w] = w < W ? weight[r.c * W + w] : T(0);
+#pragma unroll
+  for (int i = 0; i < kConvRows + kConvMaxW - 1; ++i) {
+    const int64_t t = r.t0 - (W - 1) + i;
+    xs[i] = i < kConvRows + W - 1 && t < geo.T_ ? geo.input(r.b, t, r.c) : T(0);
+  }
+  const T b0 = bias ? bias[r.c] : T(0);
+#pragma unroll
+  for (int i = 0; i < kConvRows; ++i) {
+    if (r.t0 + i >= r.t1) break;
+    T p = b0;  // the CPU's order: bias first, then w ascending
+#pragma unroll
+    for (int w = 0; w < kConvMaxW; ++w)
+      if (w < W) p += wt[w] * xs[i + w];
+    if (silu) p = p * sigmoid_of(p);
+    y[(r.b * geo.T_ + r.t0 + i) * geo.C + r.c] = p;
+  }
+}
+
+// y for W > kConvMaxW: p recomputed from global memory for every time step.
+template <typename T>
+__global__ void conv_forward_wide_kernel(T* y, ConvGeometry<T> geo, const T* weight, const T* bias, bool silu) {
   const ConvRows r = conv_rows(geo.C, geo.T_);
   if (r.c < 0) return;
   for (int64_t t = r.t0; t < r.t1; ++t) {
@@ -156,51 +187,82 @@ template <typename T> struct ConvWeightStore {
   }
 };
 
-// dweight [C,W] and dbias [C] for W <= kConvMaxW, deterministic in two passes like column_reduce, but a thread owns a
-// channel and a run of consecutive rows, so it slides the window of its W inputs along the rows (one new load per
-// row) and adds all W taps and the bias at once, in double; no index division per term. Block (kColTile channels,
-// kRowLanes lanes); lane y of slice s takes rows [s*rps + y*lr, min(.., +lr)) with lr = ceil(rps / kRowLanes).
-// partial [S, W+1, C]: lanes added in lane order; conv_weight_finalize_kernel adds the slices, a warp per column.
-constexpr int kConvMaxW = 8;
+// The whole backward for W <= kConvMaxW in one pass over dy and x: block (kColTile channels, kRowLanes lanes) owns
+// kRowLanes * kConvRun time steps of one sequence (grid.y = B * tiles, tiles = ceil(T / (kRowLanes kConvRun))); lane
+// y takes the kConvRun steps from t0 = tile start + y kConvRun. A thread loads its inputs x[t0-W+1 .. t0+kConvRun+W-2]
+// and dy[t0 .. t0+kConvRun+W-2] into registers, recomputes p and dp there (as conv_dp_kernel: the same values),
+// writes dx of its steps (as conv_dx_kernel, w ascending) and, when t0 = 0, dinitial_state of its sequence; its
+// dweight / dbias terms of its own steps go to the lanes' shared sums, added in lane order into partial [S, W+1, C]
+// (conv_weight_finalize_kernel adds the S = B * tiles blocks). No dp buffer, one launch where there were three.
+constexpr int kConvRun = 8;
 
 template <typename T>
-__global__ void conv_weight_partials_kernel(double* partial, ConvGeometry<T> geo, const T* dp, int64_t rows_per_slice) {
+__global__ void conv_backward_fused_kernel(T* __restrict__ dx, T* __restrict__ dinit, double* __restrict__ partial,
+                                           ConvGeometry<T> geo, const T* __restrict__ dy, const T* __restrict__ weight,
+                                           const T* __restrict__ bias, bool silu, int64_t tiles) {
   __shared__ double lanes[kRowLanes][kConvMaxW + 1][kColTile];
-  const int64_t C = geo.C, W = geo.W, R = geo.B * geo.T_;
-  const int64_t c = blockIdx.x * int64_t(kColTile) + threadIdx.x;
-  const int64_t lane_rows = (rows_per_slice + kRowLanes - 1) / kRowLanes;
-  const int64_t begin = blockIdx.y * rows_per_slice + threadIdx.y * lane_rows;
-  const int64_t end = std::min<int64_t>(std::min<int64_t>(R, (blockIdx.y + int64_t(1)) * rows_per_slice), begin + lane_rows);
+  constexpr int NX = kConvRun + 2 * (kConvMaxW - 1), ND = kConvRun + kConvMaxW - 1;
+  const int64_t C = geo.C, T_ = geo.T_, c = blockIdx.x * int64_t(kColTile) + threadIdx.x;
+  const int W = static_cast<int>(geo.W);
+  const int64_t b = blockIdx.y / tiles, t0 = (blockIdx.y % tiles) * (kRowLanes * kConvRun) + threadIdx.y * kConvRun;
   double acc[kConvMaxW + 1];
 #pragma unroll
   for (int w = 0; w <= kConvMaxW; ++w) acc[w] = 0;
-  if (c < C && begin < end) {
-    T win[kConvMaxW];  // win[w] = input at t - (W-1) + w
-    int64_t b = begin / geo.T_, t = begin % geo.T_;
+  if (c < C && t0 < T_) {
+    T wt[kConvMaxW], xs[NX], dp[ND];
 #pragma unroll
-    for (int w = 0; w < kConvMaxW; ++w)
-      if (w < W) win[w] = geo.input(b, t - (W - 1) + w, c);
-    for (int64_t r = begin; r < end; ++r) {
-      const double d = static_cast<double>(dp[r * C + c]);
+    for (int w = 0; w < kConvMaxW; ++w) wt[w] = w < W ? weight[c * W + w] : T(0);
 #pragma unroll
-      for (int w = 0; w < kConvMaxW; ++w)
-        if (w < W) acc[w] += d * static_cast<double>(win[w]);
-      acc[kConvMaxW] += d;
-      if (r + 1 == end) break;
-      if (++t == geo.T_) {  // the next row starts a new sequence: a fresh window
-        t = 0;
-        ++b;
+    for (int i = 0; i < NX; ++i) {  // xs[i] = input at t0 - (W-1) + i
+      const int64_t t = t0 - (W - 1) + i;
+      xs[i] = i < kConvRun + 2 * (W - 1) && t < T_ ? geo.input(b, t, c) : T(0);
+    }
+#pragma unroll
+    for (int i = 0; i < ND; ++i) {  // dp[i] at t0 + i, 0 past the sequence
+      const int64_t t = t0 + i;
+      dp[i] = i < kConvRun + W - 1 && t < T_ ? dy[(b * T_ + t) * C + c] : T(0);
+    }
+    const T b0 = bias ? bias[c] : T(0);
+    if (silu) {
+#pragma unroll
+      for (int i = 0; i < ND; ++i) {
+        T p = b0;
 #pragma unroll
         for (int w = 0; w < kConvMaxW; ++w)
-          if (w < W) win[w] = geo.input(b, w - (W - 1), c);
-      } else {  // slide: drop the oldest input, the newest is row r + 1's
-        const T next = geo.x[(r + 1) * C + c];
-#pragma unroll
-        for (int w = 0; w < kConvMaxW; ++w) {
-          if (w + 1 < kConvMaxW && w + 1 < W) win[w] = win[w + 1];
-          else if (w + 1 == W) win[w] = next;
-        }
+          if (w < W) p += wt[w] * xs[i + w];
+        const T sg = sigmoid_of(p);
+        dp[i] = dp[i] * sg * (T(1) + p * (T(1) - sg));
       }
+    }
+    // dx[t] = sum_w weight[w] dp[t + W-1-w], w ascending: u = W-1-w descending.
+#pragma unroll
+    for (int i = 0; i < kConvRun; ++i) {
+      if (t0 + i >= T_) break;
+      T sum = T(0);
+#pragma unroll
+      for (int u = kConvMaxW - 1; u >= 0; --u)
+        if (u < W && t0 + i + u < T_) sum += weight[c * W + (W - 1 - u)] * dp[i + u];
+      dx[(b * T_ + t0 + i) * C + c] = sum;
+    }
+    if (dinit && t0 == 0) {  // the input at j-(W-1) < 0 feeds the outputs j-w in [0, T)
+#pragma unroll
+      for (int j = 0; j < kConvMaxW - 1; ++j) {
+        if (j >= W - 1) break;
+        T sum = T(0);
+#pragma unroll
+        for (int w = 0; w <= j; ++w)
+          if (w < W && j - w < T_) sum += wt[w] * dp[j - w];
+        dinit[(b * C + c) * (W - 1) + j] = sum;
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < kConvRun; ++i) {
+      if (t0 + i >= T_) break;
+      const double d = static_cast<double>(dp[i]);
+#pragma unroll
+      for (int w = 0; w < kConvMaxW; ++w)
+        if (w < W) acc[w] += d * static_cast<double>(xs[i + w]);
+      acc[kConvMaxW] += d;
     }
   }
   if (c < C) {
@@ -210,11 +272,10 @@ __global__ void conv_weight_partials_kernel(double* partial, ConvGeometry<T> geo
     lanes[threadIdx.y][W][threadIdx.x] = acc[kConvMaxW];
   }
   __syncthreads();
-  // Thread (x, y) adds the lanes of tap y (and y + kRowLanes, ...) of channel c in lane order.
   for (int64_t w = threadIdx.y; w <= W && c < C; w += kRowLanes) {
-    double s = lanes[0][w][threadIdx.x];
-    for (int y = 1; y < kRowLanes; ++y) s += lanes[y][w][threadIdx.x];
-    partial[(blockIdx.y * (W + 1) + w) * C + c] = s;
+    double sum = lanes[0][w][threadIdx.x];
+    for (int y = 1; y < kRowLanes; ++y) sum += lanes[y][w][threadIdx.x];
+    partial[(blockIdx.y * (W + 1) + w) * C + c] = sum;
   }
 }
 
@@ -251,8 +312,9 @@ void causal_conv1d_forward(const Tensor& y, const Tensor& final_state, const Ten
     const ConvGeometry<T> geo{B, T_, C, W, x.data<T>(), initial_state.defined() ? initial_state.data<T>() : nullptr};
     const T* bp = bias.defined() ? bias.data<T>() : nullptr;
     if (B * T_ * C > 0) {
-      conv_forward_kernel<T><<<conv_grid(B, T_, C), conv_threads(C), 0, current_stream()>>>(
-          y.data<T>(), geo, weight.data<T>(), bp, silu);
+      const auto kernel = W <= kConvMaxW ? conv_forward_kernel<T> : conv_forward_wide_kernel<T>;
+      kernel<<<conv_grid(B, T_, C), conv_threads(C), 0, current_stream()>>>(y.data<T>(), geo, weight.data<T>(), bp,
+                                                                           silu);
       CUDA_CHECK_LAST();
     }
     if (final_state.defined() && B * C * (W - 1) > 0) {
@@ -275,8 +337,23 @@ void causal_conv1d_backward(const Tensor& dx, const Tensor& dweight, const Tenso
     const T* wp = weight.data<T>();
     const T* bp = bias.defined() ? bias.data<T>() : nullptr;
     const int64_t n = B * T_ * C;
+    T* dbp = dbias.defined() ? dbias.data<T>() : nullptr;
+    const int64_t tiles = (T_ + kRowLanes * kConvRun - 1) / (kRowLanes * kConvRun);
+    if (W <= kConvMaxW && n > 0 && B * tiles <= 65535) {  // one pass (conv_backward_fused_kernel)
+      Tensor partial = Tensor::empty({B * tiles, W + 1, C}, kFloat64, x.device());
+      const dim3 grid(static_cast<unsigned>((C + kColTile - 1) / kColTile), static_cast<unsigned>(B * tiles));
+      conv_backward_fused_kernel<T><<<grid, dim3(kColTile, kRowLanes), 0, current_stream()>>>(
+          dx.data<T>(), dinitial_state.defined() ? dinitial_state.data<T>() : nullptr, partial.data<double>(), geo,
+          dy.data<T>(), wp, bp, silu, tiles);
+      CUDA_CHECK_LAST();
+      conv_weight_finalize_kernel<T><<<grid_for((W + 1) * C * 32), kThreads, 0, current_stream()>>>(
+          dweight.data<T>(), dbp, partial.data<double>(), B * tiles, C, W);
+      CUDA_CHECK_LAST();
+      return;
+    }
 
-    // dp = dy * act'(p); without SiLU dp is dy itself.
+    // Wider kernels (and grids past 65535 tiles): dp = dy * act'(p) (without SiLU dp is dy itself), then dx,
+    // dinitial_state and the weight sums from it.
     Tensor dp_buf;
     const T* dp = dy.data<T>();
     if (silu && n > 0) {
@@ -296,21 +373,8 @@ void causal_conv1d_backward(const Tensor& dx, const Tensor& dweight, const Tenso
       CUDA_CHECK_LAST();
     }
     // dweight [C,W] and dbias [C]: sums over the B*T rows, in double.
-    T* dbp = dbias.defined() ? dbias.data<T>() : nullptr;
-    if (W <= kConvMaxW && C > 0) {
-      const ColumnPlan plan = column_plan(B * T_, C);
-      Tensor partial = Tensor::empty({plan.slices, W + 1, C}, kFloat64, x.device());
-      const dim3 grid(static_cast<unsigned>((C + kColTile - 1) / kColTile), static_cast<unsigned>(plan.slices));
-      conv_weight_partials_kernel<T><<<grid, dim3(kColTile, kRowLanes), 0, current_stream()>>>(
-          partial.data<double>(), geo, dp, plan.rows_per_slice);
-      CUDA_CHECK_LAST();
-      conv_weight_finalize_kernel<T><<<grid_for((W + 1) * C * 32), kThreads, 0, current_stream()>>>(
-          dweight.data<T>(), dbp, partial.data<double>(), plan.slices, C, W);
-      CUDA_CHECK_LAST();
-    } else {
-      const int64_t M = (W + (dbias.defined() ? 1 : 0)) * C;
-      column_reduce(x.device(), B * T_, M, ConvWeightTerm<T>{geo, dp}, ConvWeightStore<T>{dweight.data<T>(), dbp, C, W});
-    }
+    const int64_t M = (W + (dbias.defined() ? 1 : 0)) * C;
+    column_reduce(x.device(), B * T_, M, ConvWeightTerm<T>{geo, dp}, ConvWeightStore<T>{dweight.data<T>(), dbp, C, W});
   });
 }
 

@@ -81,6 +81,23 @@ void with_shape(const Dims& d, const Plan& p, std::initializer_list<const void*>
     f(Generic());
 }
 
+// The recurrence kernels for shape S and the plan's value tile: VT = vt (32 or 16, the tiles plan() chooses from) at
+// fixed shapes, 0 (vt read at run time) for Generic.
+template <typename S>
+auto forward_recur_for(int vt) {
+  if constexpr (S::fixed)
+    return vt == 32 ? forward_recur_mma_kernel<S, 32> : forward_recur_mma_kernel<S, 16>;
+  else
+    return forward_recur_mma_kernel<S, 0>;
+}
+template <typename S>
+auto backward_recur_for(int vt) {
+  if constexpr (S::fixed)
+    return vt == 32 ? backward_recur_mma_kernel<S, 32> : backward_recur_mma_kernel<S, 16>;
+  else
+    return backward_recur_mma_kernel<S, 0>;
+}
+
 template <typename Kernel>
 void allow_smem(Kernel kernel, size_t bytes) {
   if (bytes > 48 * 1024)
@@ -135,11 +152,14 @@ inline void forward(const Dims& d, const Plan& p, const Tensor& o, const Tensor&
   if (keep) *keep = s;
   const Tensor cs = chunk_states.defined() ? chunk_states : Tensor::empty({d.B, d.Hv, d.NC, d.K, d.V}, kFloat32, dev);
   const Tensor Vn = Tensor::empty({d.B, d.Hv, d.T, d.V}, kFloat32, dev);
-  allow_smem(forward_recur_mma_kernel, p.recur);
-  forward_recur_mma_kernel<<<recur_grid(d, p.vt), kThreads, p.recur, current_stream()>>>(
-      d, p.vt, p.nbuf, ptr_or_null<float>(final_state), cs.data<float>(), Vn.data<float>(), bf16_ptr(s.Kb),
-      bf16_ptr(s.Wb), s.U.data<float>(), s.EG.data<float>(), s.R.data<float>(), ptr_or_null<float>(initial_state));
-  CUDA_CHECK_LAST();
+  with_shape(d, p, {}, [&](auto shape) {
+    const auto kernel = forward_recur_for<decltype(shape)>(p.vt);
+    allow_smem(kernel, p.recur);
+    kernel<<<recur_grid(d, p.vt), kThreads, p.recur, current_stream()>>>(
+        d, p.vt, p.nbuf, ptr_or_null<float>(final_state), cs.data<float>(), Vn.data<float>(), bf16_ptr(s.Kb),
+        bf16_ptr(s.Wb), s.U.data<float>(), s.EG.data<float>(), s.R.data<float>(), ptr_or_null<float>(initial_state));
+    CUDA_CHECK_LAST();
+  });
   const dim3 ogrid = par_grid(d, p.vp);
   with_shape(d, p, {q.raw_data(), cs.raw_data(), Vn.raw_data()}, [&](auto shape) {
     using S = decltype(shape);
@@ -175,11 +195,14 @@ inline void backward(const Dims& d, const Plan& p, const Tensor& dqr, const Tens
         sc);
     CUDA_CHECK_LAST();
   });
-  allow_smem(backward_recur_mma_kernel, p.recur);
-  backward_recur_mma_kernel<<<recur_grid(d, p.vt), kThreads, p.recur, current_stream()>>>(
-      d, p.vt, p.nbuf, ptr_or_null<float>(dinitial_state), dHend.data<float>(), dVn.data<float>(),
-      ptr_or_null<float>(dfinal_state), bf16_ptr(s.Kb), bf16_ptr(s.Wb), s.EG.data<float>(), s.R.data<float>());
-  CUDA_CHECK_LAST();
+  with_shape(d, p, {}, [&](auto shape) {
+    const auto kernel = backward_recur_for<decltype(shape)>(p.vt);
+    allow_smem(kernel, p.recur);
+    kernel<<<recur_grid(d, p.vt), kThreads, p.recur, current_stream()>>>(
+        d, p.vt, p.nbuf, ptr_or_null<float>(dinitial_state), dHend.data<float>(), dVn.data<float>(),
+        ptr_or_null<float>(dfinal_state), bf16_ptr(s.Kb), bf16_ptr(s.Wb), s.EG.data<float>(), s.R.data<float>());
+    CUDA_CHECK_LAST();
+  });
   const Tensor dWt = Tensor::empty({d.B, d.Hv, d.T, d.K}, kFloat32, dev);
   const Tensor dUt = Tensor::empty({d.B, d.Hv, d.T, d.V}, kFloat32, dev);
   const dim3 grid(static_cast<unsigned>(d.NC), static_cast<unsigned>(d.Hv), static_cast<unsigned>(d.B));

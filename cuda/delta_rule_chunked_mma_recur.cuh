@@ -21,6 +21,9 @@
 
 namespace gdn::cuda::delta_rule_tiled::mma {
 
+// Both recurrences are templates over the Shape S and the value tile VT (0: vt read at run time): the host runs the
+// fixed shapes with VT = vt, 32 or 16 (forward_recur_for, backward_recur_for in
+// cuda/delta_rule_chunked_mma_host.cuh).
 struct RecurLayout {
   size_t H, Hb, Rb, stage, buf0, bufsz, bW, bK, bA, bQd, br, total;
   __host__ __device__ RecurLayout(int64_t C, int64_t K, int64_t vt, int nbuf, bool backward) {
@@ -43,6 +46,7 @@ struct RecurLayout {
 };
 
 // Forward recurrence for value columns [vt blockIdx.x, +vt) of (b = blockIdx.z, hv = blockIdx.y).
+template <typename S, int VT>
 __global__ void __launch_bounds__(256)
     forward_recur_mma_kernel(Dims d, int vt, int nbuf, float* __restrict__ final_state,
                              float* __restrict__ chunk_states, float* __restrict__ Vng, const bf16* __restrict__ Kbg,
@@ -50,10 +54,12 @@ __global__ void __launch_bounds__(256)
                              const float* __restrict__ EGg, const float* __restrict__ Rg,
                              const float* __restrict__ s0) {
   extern __shared__ __align__(128) unsigned char smem_mma[];
+  d = shaped<S>(d);
+  if constexpr (VT != 0) vt = VT;
   const int64_t hv = blockIdx.y, b = blockIdx.z;
   const int C = static_cast<int>(d.C), K = static_cast<int>(d.K), V = static_cast<int>(d.V);
   const int Cp = static_cast<int>(pad16(C));
-  const int c0 = blockIdx.x * vt, nv = min(vt, V - c0);
+  const int c0 = blockIdx.x * vt, nv = V % vt == 0 ? vt : min(vt, V - c0);
   const int ldk = K + kPadB, ldv = vt + kPadB;
   const RecurLayout lay(C, K, vt, nbuf, false);
   float* H = at<float>(smem_mma, lay.H);  // [K, vt]
@@ -139,6 +145,7 @@ __global__ void __launch_bounds__(256)
 
 // Backward recurrence for value columns [vt blockIdx.x, +vt) of (b, hv), chunks last to first. dHend holds Qd of
 // every chunk on entry (backward_pre_mma_kernel) and dH_end on exit; dVng holds A on entry and dVn on exit.
+template <typename S, int VT>
 __global__ void __launch_bounds__(256)
     backward_recur_mma_kernel(Dims d, int vt, int nbuf, float* __restrict__ dinitial_state,
                               float* __restrict__ dHend, float* __restrict__ dVng,
@@ -146,10 +153,12 @@ __global__ void __launch_bounds__(256)
                               const bf16* __restrict__ Wbg, const float* __restrict__ EGg,
                               const float* __restrict__ Rg) {
   extern __shared__ __align__(128) unsigned char smem_mma[];
+  d = shaped<S>(d);
+  if constexpr (VT != 0) vt = VT;
   const int64_t hv = blockIdx.y, b = blockIdx.z;
   const int C = static_cast<int>(d.C), K = static_cast<int>(d.K), V = static_cast<int>(d.V);
   const int Cp = static_cast<int>(pad16(C));
-  const int c0 = blockIdx.x * vt, nv = min(vt, V - c0);
+  const int c0 = blockIdx.x * vt, nv = V % vt == 0 ? vt : min(vt, V - c0);
   const int ldk = K + kPadB, ldv = vt + kPadB;
   const RecurLayout lay(C, K, vt, nbuf, true);
   float* dH = at<float>(smem_mma, lay.H);   // [K, vt]

@@ -43,9 +43,10 @@ struct ConvShape {
   int64_t B, T, C, W;
 };
 // T = 1 and T = 2 are shorter than the W-1 = 3 inputs the final state keeps (part of it comes from the initial
-// state); W = 2 and 3 are other widths; C = 300 spans two blocks of channels.
-const ConvShape kConvShapes[] = {{2, 130, 100, 4}, {2, 1, 37, 4}, {1, 2, 64, 4},
-                                 {2, 65, 128, 2},  {3, 17, 33, 3}, {2, 40, 300, 4}};
+// state); W = 2 and 3 are other widths; C = 300 spans two blocks of channels; T = 130 spans three tiles of the fused
+// backward (64 steps each); W = 10 is wider than its register window (kConvMaxW = 8: the multi-kernel path).
+const ConvShape kConvShapes[] = {{2, 130, 100, 4}, {2, 1, 37, 4},   {1, 2, 64, 4},   {2, 65, 128, 2},
+                                 {3, 17, 33, 3},   {2, 40, 300, 4}, {2, 21, 40, 10}};
 
 std::string conv_tag(const ConvShape& s) { return fmt::format("B{} T{} C{} W{}", s.B, s.T, s.C, s.W); }
 
