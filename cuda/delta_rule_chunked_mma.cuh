@@ -32,7 +32,8 @@
 // The four chunk-parallel kernels (prepare, chunk output, backward pre, chunk gradient) are templates over a Shape:
 // compiled for C = 64 with K = V = 64 and with K = V = 128 (the shapes of the presets and of FLA's benchmarks), where
 // the compiler folds their index arithmetic and they stage rows four floats per load, and for any shape (Generic).
-// Both give the same bits; the fixed shapes halved the kernels' time (they had been bound by integer instructions).
+// Both do the same arithmetic in the same order (the harness checks both against the CPU twin); the fixed shapes
+// halved the kernels' time (they had been bound by integer instructions).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -166,7 +167,7 @@ __device__ __forceinline__ Dims shaped(Dims d) {
 
 // dst[i ld + c] = bf16(scale(i) row(i)[c]) for i < rows, c < cols; 0 for rows <= i < rows_pad. row(i) points at the
 // float32 row i. Fixed shapes: row(i) 16-byte aligned and cols a multiple of 4 (the host checks both), a float4 load
-// and one 8-byte store per four elements; Generic: stage_bf16. The bits are the same either way.
+// and one 8-byte store per four elements; Generic: stage_bf16. Either way each element is scale(i) x rounded once.
 template <typename S, typename FR, typename FS>
 __device__ __forceinline__ void stage_rows(bf16* dst, int ld, int rows, int rows_pad, int cols, FR row, FS scale) {
   if constexpr (S::fixed) {
