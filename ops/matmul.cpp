@@ -2,6 +2,7 @@
 #include "ops/matmul.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <climits>
 
 #include "autograd/node.h"
@@ -126,6 +127,22 @@ Tensor bf16_weight(const Tensor& w) {
 // sees every row.
 constexpr int64_t kNoIgnore = INT64_MIN;
 
+// Bytes of one chunk's logits in linear_cross_entropy when chunk_rows is 0: 128 MiB, or GDN_LOSS_CHUNK_MIB (read at
+// the first call) for A/B runs, e.g. chunks small enough for their logits to stay in the GPU's L2 cache.
+int64_t loss_chunk_bytes() {
+  static const int64_t bytes = [] {
+    int64_t mib = 128;
+    if (const char* e = std::getenv("GDN_LOSS_CHUNK_MIB"); e && *e) {
+      char* end = nullptr;
+      const long long v = std::strtoll(e, &end, 10);
+      GDN_USER_CHECK(end && *end == '\0' && v >= 1, "GDN_LOSS_CHUNK_MIB must be a whole number >= 1, got '{}'", e);
+      mib = v;
+    }
+    return mib << 20;
+  }();
+  return bytes;
+}
+
 // Rows [r0, r0 + n) of a contiguous [N, C] matrix, as a contiguous [n, C] view.
 Tensor rows(const Tensor& m, int64_t r0, int64_t n) {
   return m.as_strided({n, m.size(1)}, {m.size(1), 1}, m.offset() + r0 * m.size(1));
@@ -144,7 +161,7 @@ Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor&
   const int64_t N = xr.size(0);
   GDN_CHECK(t.numel() == N && N > 0, "linear_cross_entropy: {} rows vs targets {}", N, shape_str(targets.shape()));
   if (chunk_rows <= 0)
-    chunk_rows = std::max<int64_t>(1, (int64_t{128} << 20) / (V * static_cast<int64_t>(element_size(x.dtype()))));
+    chunk_rows = std::max<int64_t>(1, loss_chunk_bytes() / (V * static_cast<int64_t>(element_size(x.dtype()))));
   chunk_rows = std::min(chunk_rows, N);
   const Device dev = x.device();
   const DType dt = x.dtype();
