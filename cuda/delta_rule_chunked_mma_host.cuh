@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <initializer_list>
+#include <utility>
 
 #include "core/dtype.h"
 #include "cuda/cuda_check.h"
@@ -81,21 +82,16 @@ void with_shape(const Dims& d, const Plan& p, std::initializer_list<const void*>
     f(Generic());
 }
 
-// The recurrence kernels for shape S and the plan's value tile: VT = vt (32 or 16, the tiles plan() chooses from) at
-// fixed shapes, 0 (vt read at run time) for Generic.
+// The recurrence kernels {forward, backward} for shape S and the plan's value tile: VT = vt (32 or 16, the tiles
+// plan() chooses from) at fixed shapes, 0 (vt read at run time) for Generic.
 template <typename S>
-auto forward_recur_for(int vt) {
-  if constexpr (S::fixed)
-    return vt == 32 ? forward_recur_mma_kernel<S, 32> : forward_recur_mma_kernel<S, 16>;
-  else
-    return forward_recur_mma_kernel<S, 0>;
-}
-template <typename S>
-auto backward_recur_for(int vt) {
-  if constexpr (S::fixed)
-    return vt == 32 ? backward_recur_mma_kernel<S, 32> : backward_recur_mma_kernel<S, 16>;
-  else
-    return backward_recur_mma_kernel<S, 0>;
+auto recur_kernels(int vt) {
+  if constexpr (S::fixed) {
+    if (vt == 32) return std::make_pair(forward_recur_mma_kernel<S, 32>, backward_recur_mma_kernel<S, 32>);
+    return std::make_pair(forward_recur_mma_kernel<S, 16>, backward_recur_mma_kernel<S, 16>);
+  } else {
+    return std::make_pair(forward_recur_mma_kernel<S, 0>, backward_recur_mma_kernel<S, 0>);
+  }
 }
 
 template <typename Kernel>
@@ -153,7 +149,7 @@ inline void forward(const Dims& d, const Plan& p, const Tensor& o, const Tensor&
   const Tensor cs = chunk_states.defined() ? chunk_states : Tensor::empty({d.B, d.Hv, d.NC, d.K, d.V}, kFloat32, dev);
   const Tensor Vn = Tensor::empty({d.B, d.Hv, d.T, d.V}, kFloat32, dev);
   with_shape(d, p, {}, [&](auto shape) {
-    const auto kernel = forward_recur_for<decltype(shape)>(p.vt);
+    const auto kernel = recur_kernels<decltype(shape)>(p.vt).first;
     allow_smem(kernel, p.recur);
     kernel<<<recur_grid(d, p.vt), kThreads, p.recur, current_stream()>>>(
         d, p.vt, p.nbuf, ptr_or_null<float>(final_state), cs.data<float>(), Vn.data<float>(), bf16_ptr(s.Kb),
@@ -196,7 +192,7 @@ inline void backward(const Dims& d, const Plan& p, const Tensor& dqr, const Tens
     CUDA_CHECK_LAST();
   });
   with_shape(d, p, {}, [&](auto shape) {
-    const auto kernel = backward_recur_for<decltype(shape)>(p.vt);
+    const auto kernel = recur_kernels<decltype(shape)>(p.vt).second;
     allow_smem(kernel, p.recur);
     kernel<<<recur_grid(d, p.vt), kThreads, p.recur, current_stream()>>>(
         d, p.vt, p.nbuf, ptr_or_null<float>(dinitial_state), dHend.data<float>(), dVn.data<float>(),

@@ -22,8 +22,7 @@
 namespace gdn::cuda::delta_rule_tiled::mma {
 
 // Both recurrences are templates over the Shape S and the value tile VT (0: vt read at run time): the host runs the
-// fixed shapes with VT = vt, 32 or 16 (forward_recur_for, backward_recur_for in
-// cuda/delta_rule_chunked_mma_host.cuh).
+// fixed shapes with VT = vt, 32 or 16 (recur_kernels in cuda/delta_rule_chunked_mma_host.cuh).
 struct RecurLayout {
   size_t H, Hb, Rb, stage, buf0, bufsz, bW, bK, bA, bQd, br, total;
   __host__ __device__ RecurLayout(int64_t C, int64_t K, int64_t vt, int nbuf, bool backward) {
