@@ -15,6 +15,10 @@
 #   generate  greedy gdn-generate of both small runs, on the device each was trained on, and of the GPU run on the CPU
 #   bench     bench-train for small, medium and large at vocabulary 49152: eager float32, the step as a CUDA graph in
 #             float32 and in bf16 products; medium B32 in bf16; a per-kernel profile of medium
+#   ab        (after build) this tree against another on the same card: AB_BASE (default .device/base: a copy made on
+#             the host with `mkdir -p .device/base && git archive REV | tar -x -C .device/base`) is built into
+#             build-base, then bench-gdn-ops (bf16) and bench-train (small, medium, large; medium B32; bf16, graph)
+#             run for the base and for this tree in turn, two rounds, so that both see the same card and clocks
 #   quality   small and medium trained in float32 and in bf16 (graph on): validation curves side by side
 #   seed      the seed's ungated model (seed-medium, vocabulary 8192 like medium) trained on the GPU for medium's steps,
 #             beside the gated medium run of the train stage
@@ -28,7 +32,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 OUT=${OUT:-/tmp/gdn-gpu}
 mkdir -p "$OUT"
-stages=${*:-build harness sanitize suite train generate bench quality seed hf}
+stages=${*:-build harness sanitize suite train generate bench quality seed hf}  # ab only when named
 want() { [[ " $stages " == *" $1 "* ]]; }
 summary="$OUT/summary.txt"
 : > "$summary"
@@ -136,6 +140,31 @@ if want bench; then
   $bin/bench-train --device cuda --presets medium --vocab 49152 --steps 10 --warmup 3 --precision bf16 --profile 10 \
     > "$OUT/bench_train_profile.md" 2>&1
   note "bench-train profile: rc=$?"
+fi
+
+if want ab; then
+  base=${AB_BASE:-.device/base}
+  [[ -f $base/CMakeLists.txt ]] || { note "ab: no tree at $base"; exit 1; }
+  t0=$(date +%s)
+  cmake -S "$base" -B build-base -G "$(command -v ninja >/dev/null && echo Ninja || echo 'Unix Makefiles')" \
+    -DGDN_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_INCLUDE_PATH="$inc" -DGDN_FMT_HEADER_ONLY=ON \
+    -DGDN_LIBTORCH=OFF > "$OUT/build_base.log" 2>&1 &&
+    cmake --build build-base -j "$(nproc)" --target bench-train bench-gdn-ops >> "$OUT/build_base.log" 2>&1 ||
+    { tail -40 "$OUT/build_base.log"; note "ab: base build FAILED"; exit 1; }
+  note "ab: base built in $(($(date +%s) - t0)) s"
+  for round in 1 2; do
+    for tree in base gpu; do
+      d=build-$tree/bin
+      note "ab round $round, $tree:"
+      $d/bench-gdn-ops --device cuda --precision bfloat16 --repeats 20 --warmup 3 > "$OUT/ab_ops_${tree}_$round.md" 2>&1
+      grep -E "^\| float32" "$OUT/ab_ops_${tree}_$round.md" | tee -a "$summary"
+      $d/bench-train --device cuda --presets small,medium,large --vocab 49152 --steps 50 --warmup 5 --precision bf16 \
+        > "$OUT/ab_train_${tree}_$round.md" 2>&1
+      $d/bench-train --device cuda --presets medium --batch 32 --vocab 49152 --steps 50 --warmup 5 --precision bf16 \
+        >> "$OUT/ab_train_${tree}_$round.md" 2>&1
+      grep -E "^\| (small|medium|large) " "$OUT/ab_train_${tree}_$round.md" | tee -a "$summary"
+    done
+  done
 fi
 
 if want quality; then
