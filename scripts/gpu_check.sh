@@ -9,9 +9,9 @@
 #             RACE_SHAPES, default 0,5,7, entries of the harness's chunked shape list; RACE_VARIANTS, default all,
 #             entries of its list of optional-tensor variants, to split one shape over several calls)
 #   suite     the whole ctest suite on this machine (GPU tests run instead of skipping)
-#   train     gdn-train --preset small on the GPU and on the CPU from the same seed: the losses of both runs compared
-#             (first 10 steps, first 100, final val loss); each run resumed on the other device; the medium preset
-#             trained to the end on the GPU
+#   train     gdn-train --preset small on the GPU (precision float32) and on the CPU from the same seed: the losses
+#             of both runs compared (first 10 steps, first 100, final val loss); each run resumed on the other
+#             device; the medium preset trained to the end on the GPU (default precision: bf16)
 #   generate  greedy gdn-generate of both small runs, on the device each was trained on, and of the GPU run on the CPU
 #   bench     bench-train for small, medium and large at vocabulary 49152: eager float32, the step as a CUDA graph in
 #             float32 and in bf16 products; medium B32 in bf16; a per-kernel profile of medium
@@ -88,7 +88,7 @@ if want train; then
     > "$OUT/train_small_cpu.log" 2>&1 &
   cpu_pid=$!
   $bin/gdn-train --preset small --data data/sotu --out runs/small-cuda --overwrite --set log_every=1 --device cuda \
-    > "$OUT/train_small_cuda.log" 2>&1
+    --set precision=float32 > "$OUT/train_small_cuda.log" 2>&1
   note "train small on cuda: rc=$? in $(($(date +%s) - t0)) s"
   wait $cpu_pid
   note "train small on cpu: rc=$? in $(($(date +%s) - t0)) s"
@@ -98,7 +98,8 @@ if want train; then
   # Checkpoints travel: a copy of the CPU run resumes on the GPU, a copy of the GPU run on the CPU (20 more steps).
   rm -rf runs/resumed-on-cuda runs/resumed-on-cpu
   cp -r runs/small-cpu runs/resumed-on-cuda && cp -r runs/small-cuda runs/resumed-on-cpu
-  $bin/gdn-train --out runs/resumed-on-cuda --resume --steps 1020 --device cuda > "$OUT/resume_on_cuda.log" 2>&1
+  $bin/gdn-train --out runs/resumed-on-cuda --resume --steps 1020 --device cuda --set precision=float32 \
+    > "$OUT/resume_on_cuda.log" 2>&1
   note "the CPU run resumed on cuda: rc=$?; $(python3 scripts/compare_runs.py --one runs/resumed-on-cuda/training_results.json)"
   OMP_NUM_THREADS=8 $bin/gdn-train --out runs/resumed-on-cpu --resume --steps 1020 --device cpu \
     > "$OUT/resume_on_cpu.log" 2>&1

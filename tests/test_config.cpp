@@ -342,6 +342,13 @@ TEST_CASE("config: validate rules") {
     c.device = "cpu";
     CHECK(!uses_bf16(c));
   }
+  {  // The default is auto: bf16 products on a GPU, float32 on the CPU.
+    TrainConfig c;
+    CHECK(c.precision == "auto");
+    CHECK(!uses_bf16(c));
+    c.device = "cuda:0";
+    CHECK(uses_bf16(c));
+  }
 
   // MoE rules apply only when n_experts > 0.
   TrainConfig c;

@@ -191,8 +191,8 @@ std::vector<ConfigField> make_fields() {
   f.push_back(train_field("dtype", &T::dtype, "parameter and activation type: float32 or float64",
                           [](C c) { return one_of(c.dtype, {"float32", "float64"}); }));
   f.push_back(train_field("precision", &T::precision,
-                          "products on the GPU: float32, bf16 (bfloat16 inputs, float32 accumulation) or auto (bf16 "
-                          "on a GPU with dtype float32)",
+                          "products on the GPU: auto (bf16 on a GPU with dtype float32, float32 otherwise), float32, "
+                          "or bf16 (bfloat16 inputs, float32 accumulation)",
                           [](C c) {
                             std::string bad = one_of(c.precision, {"float32", "bf16", "auto"});
                             if (!bad.empty() || c.precision != "bf16") return bad;
