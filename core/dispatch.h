@@ -82,11 +82,14 @@ struct AdamWParams {
   X(cross_entropy_backward, void(const Tensor& dlogits, const Tensor& dloss, const Tensor& logits,             \
                                  const Tensor& lse, const Tensor& count, const Tensor& targets,                \
                                  int64_t ignore_index))                                                        \
-  /* y [N,D] = x * rstd * w; rstd [N] = 1/sqrt(mean(x^2) + eps); contiguous */                                  \
-  X(rms_norm_forward, void(const Tensor& y, const Tensor& rstd, const Tensor& x, const Tensor& w, double eps))  \
-  /* dx [N,D], dw [D] (overwritten) from dy [N,D]; contiguous */                                                \
-  X(rms_norm_backward, void(const Tensor& dx, const Tensor& dw, const Tensor& dy, const Tensor& x,              \
-                            const Tensor& w, const Tensor& rstd))                                               \
+  /* y [N,D] = s * rstd * w; rstd [N] = 1/sqrt(mean(s^2) + eps) with s = x, or with r [N,D] given s = x + r, */ \
+  /* written to h [N,D] (the residual add fused with the norm after it); contiguous */                          \
+  X(rms_norm_forward, void(const Tensor& y, const Tensor& rstd, const Tensor& h, const Tensor& x,               \
+                           const Tensor& r, const Tensor& w, double eps))                                       \
+  /* dx [N,D], dw [D] (overwritten) from dy [N,D] (x: the norm's input); with dres [N,D] given, dx + dres */    \
+  /* (the gradient that reached the residual sum from its other consumers); contiguous */                       \
+  X(rms_norm_backward, void(const Tensor& dx, const Tensor& dw, const Tensor& dy, const Tensor& dres,           \
+                            const Tensor& x, const Tensor& w, const Tensor& rstd))                              \
   /* out [1] float64 = sum over every tensor of xs of its squared elements, accumulated in double; contiguous */ \
   X(sum_squares, void(const Tensor& out, const std::vector<Tensor>& xs))                                        \
   /* one AdamW step, in place, of every (params[i], ms[i], vs[i]) from grads[i] times the clip factor */         \

@@ -19,8 +19,9 @@
 //   (0 when count = 0), both read on the device; ignored rows are 0; float32 rows as float4 where aligned. For
 //   float32 logits dx may be bfloat16 (each value rounded to nearest even once, as the CPU twin does).
 // rms_norm_forward / rms_norm_backward: a warp per row for D <= 1024, else a block per row; sums of squares and
-//   dot products in double as on the CPU; dx = r * (dy * w - xh * mean(dy * w * xh)), xh = x * r. dw [D] = sum over
-//   rows of dy * xh in double: blocks of 32 columns x 8 row lanes, each block summing a fixed range of rows into a
+//   dot products in double as on the CPU; the residual add before the norm (h = x + r) and the residual gradient
+//   after it (dx + dres) fused in when given; dx = r * (dy * w - xh * mean(dy * w * xh)), xh = x * r. dw [D] = sum
+//   over rows of dy * xh in double: blocks of 32 columns x 8 row lanes, each block summing a fixed range of rows into a
 //   double partial [P,D] (lanes added in lane order), then a warp per column adding the P partials in a fixed order
 //   (warp_column_sum; two-pass, deterministic; the CPU adds rows serially, so dw agrees to rounding of a double sum).
 //
@@ -391,26 +392,42 @@ template <int G, typename V> __device__ inline V group_sum(V v, V* scratch) {
   else return block_sum(v, scratch);
 }
 
+// With res (the residual add fused in): s = x + res is written to h and normalised; else s = x (h unused).
 template <int G, typename T>
-__global__ void rms_norm_forward_kernel(T* __restrict__ y, T* __restrict__ rstd, const T* __restrict__ x,
-                                        const T* __restrict__ w, int64_t N, int64_t D, double eps) {
+__global__ void rms_norm_forward_kernel(T* __restrict__ y, T* __restrict__ rstd, T* __restrict__ h,
+                                        const T* __restrict__ x, const T* __restrict__ res, const T* __restrict__ w,
+                                        int64_t N, int64_t D, double eps) {
   __shared__ double scratch[32];
   constexpr int kRows = kThreads / G;
   const int lane = threadIdx.x % G;
   for (int64_t i = blockIdx.x * int64_t(kRows) + threadIdx.x / G; i < N; i += int64_t(gridDim.x) * kRows) {
     const T* row = x + i * D;
     double ss = 0;
-    for (int64_t d = lane; d < D; d += G) ss += static_cast<double>(row[d]) * row[d];
+    if (res) {
+      const T* rr = res + i * D;
+      for (int64_t d = lane; d < D; d += G) {
+        const T v = row[d] + rr[d];
+        h[i * D + d] = v;
+        ss += static_cast<double>(v) * v;
+      }
+    } else {
+      for (int64_t d = lane; d < D; d += G) ss += static_cast<double>(row[d]) * row[d];
+    }
     ss = group_sum<G>(ss, scratch);
     const T r = static_cast<T>(1.0 / sqrt(ss / D + eps));
     if (lane == 0) rstd[i] = r;
-    for (int64_t d = lane; d < D; d += G) y[i * D + d] = row[d] * r * w[d];
+    if (res)  // h read back by the lane that wrote each element
+      for (int64_t d = lane; d < D; d += G) y[i * D + d] = h[i * D + d] * r * w[d];
+    else
+      for (int64_t d = lane; d < D; d += G) y[i * D + d] = row[d] * r * w[d];
   }
 }
 
+// With dres: dx + dres (the residual sum's gradient from its other consumers).
 template <int G, typename T>
-__global__ void rms_norm_dx_kernel(T* __restrict__ dx, const T* __restrict__ dy, const T* __restrict__ x,
-                                   const T* __restrict__ w, const T* __restrict__ rstd, int64_t N, int64_t D) {
+__global__ void rms_norm_dx_kernel(T* __restrict__ dx, const T* __restrict__ dy, const T* __restrict__ dres,
+                                   const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ rstd,
+                                   int64_t N, int64_t D) {
   __shared__ double scratch[32];
   constexpr int kRows = kThreads / G;
   const int lane = threadIdx.x % G;
@@ -424,7 +441,8 @@ __global__ void rms_norm_dx_kernel(T* __restrict__ dx, const T* __restrict__ dy,
     const T mean_dot = static_cast<T>(dot / D);
     for (int64_t d = lane; d < D; d += G) {
       const T xh = xr[d] * r;
-      dx[i * D + d] = r * (g[d] * w[d] - xh * mean_dot);
+      const T v = r * (g[d] * w[d] - xh * mean_dot);
+      dx[i * D + d] = dres ? v + dres[i * D + d] : v;
     }
   }
 }
@@ -464,9 +482,13 @@ __global__ void rms_norm_dw_partials_kernel(T* __restrict__ dw, const double* __
   }
 }
 
-void rms_norm_forward(const Tensor& y, const Tensor& rstd, const Tensor& x, const Tensor& w, double eps) {
+void rms_norm_forward(const Tensor& y, const Tensor& rstd, const Tensor& h, const Tensor& x, const Tensor& r,
+                      const Tensor& w, double eps) {
   GDN_CHECK(x.is_contiguous() && y.is_contiguous() && w.is_contiguous() && rstd.is_contiguous(),
             "rms_norm: contiguous only");
+  GDN_CHECK(!r.defined() || (r.is_contiguous() && h.is_contiguous() && r.numel() == x.numel() &&
+                             h.numel() == x.numel() && r.dtype() == x.dtype() && h.dtype() == x.dtype()),
+            "rms_norm: the residual and the sum must be contiguous, of x's size and dtype");
   const int64_t D = x.size(-1);
   if (D == 0 || x.numel() == 0) return;
   const int64_t N = x.numel() / D;
@@ -474,22 +496,26 @@ void rms_norm_forward(const Tensor& y, const Tensor& rstd, const Tensor& x, cons
             shape_str(w.shape()), shape_str(rstd.shape()), shape_str(x.shape()));
   dispatch_float(x.dtype(), "cuda rms_norm", [&](auto tag) {
     using T = decltype(tag);
+    T* hp = r.defined() ? h.data<T>() : nullptr;
+    const T* rp = r.defined() ? r.data<T>() : nullptr;
     if (D <= 1024) {
       rms_norm_forward_kernel<32, T><<<grid_for(N, kThreads / 32), kThreads, 0, current_stream()>>>(
-          y.data<T>(), rstd.data<T>(), x.data<T>(), w.data<T>(), N, D, eps);
+          y.data<T>(), rstd.data<T>(), hp, x.data<T>(), rp, w.data<T>(), N, D, eps);
     } else {
       rms_norm_forward_kernel<kThreads, T><<<grid_for(N, 1), kThreads, 0, current_stream()>>>(
-          y.data<T>(), rstd.data<T>(), x.data<T>(), w.data<T>(), N, D, eps);
+          y.data<T>(), rstd.data<T>(), hp, x.data<T>(), rp, w.data<T>(), N, D, eps);
     }
     CUDA_CHECK_LAST();
   });
 }
 
-void rms_norm_backward(const Tensor& dx, const Tensor& dw, const Tensor& dy, const Tensor& x, const Tensor& w,
-                       const Tensor& rstd) {
+void rms_norm_backward(const Tensor& dx, const Tensor& dw, const Tensor& dy, const Tensor& dres, const Tensor& x,
+                       const Tensor& w, const Tensor& rstd) {
   GDN_CHECK(dx.is_contiguous() && dy.is_contiguous() && x.is_contiguous() && w.is_contiguous() &&
                 dw.is_contiguous() && rstd.is_contiguous(),
             "rms_norm_backward: contiguous only");
+  GDN_CHECK(!dres.defined() || (dres.is_contiguous() && dres.numel() == x.numel() && dres.dtype() == x.dtype()),
+            "rms_norm_backward: the residual gradient must be contiguous, of x's size and dtype");
   const int64_t D = x.size(-1);
   if (D == 0) return;
   const int64_t N = x.numel() / D;
@@ -500,13 +526,14 @@ void rms_norm_backward(const Tensor& dx, const Tensor& dw, const Tensor& dy, con
   cudaStream_t stream = current_stream();
   dispatch_float(x.dtype(), "cuda rms_norm_backward", [&](auto tag) {
     using T = decltype(tag);
+    const T* drp = dres.defined() ? dres.data<T>() : nullptr;
     if (N > 0) {
       if (D <= 1024) {
         rms_norm_dx_kernel<32, T><<<grid_for(N, kThreads / 32), kThreads, 0, stream>>>(
-            dx.data<T>(), dy.data<T>(), x.data<T>(), w.data<T>(), rstd.data<T>(), N, D);
+            dx.data<T>(), dy.data<T>(), drp, x.data<T>(), w.data<T>(), rstd.data<T>(), N, D);
       } else {
         rms_norm_dx_kernel<kThreads, T><<<grid_for(N, 1), kThreads, 0, stream>>>(
-            dx.data<T>(), dy.data<T>(), x.data<T>(), w.data<T>(), rstd.data<T>(), N, D);
+            dx.data<T>(), dy.data<T>(), drp, x.data<T>(), w.data<T>(), rstd.data<T>(), N, D);
       }
       CUDA_CHECK_LAST();
     }

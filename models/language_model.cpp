@@ -1,6 +1,8 @@
 // models/language_model.cpp — see language_model.h.
 #include "models/language_model.h"
 
+#include <tuple>
+
 #include "ops/ops.h"
 
 namespace gdn {
@@ -39,27 +41,34 @@ GatedDeltaNetLM::GatedDeltaNetLM(const ModelConfig& cfg, uint64_t seed, DType dt
 Tensor GatedDeltaNetLM::trunk(const Tensor& ids, ModelCache* cache, ModelOutput& out) const {
   GDN_CHECK(ids.dim() == 2, "forward: ids must be [B,T], got {}", shape_str(ids.shape()));
   if (cache && cache->layers.empty()) cache->layers.resize(blocks_.size());
+  // The residual stream x and the normalised input y of the next sublayer: each residual add is fused with the norm
+  // that follows it (add_rms_norm: the attention's norm of the next block, or the final norm after the last).
   Tensor x = embedding(embed_, ids);  // [B,T,D]
+  const double eps = cfg_.norm_eps;
+  Tensor y = rms_norm(x, blocks_.empty() ? final_norm_ : blocks_[0].attn_norm, eps);
   std::vector<Tensor> aux;
   for (size_t l = 0; l < blocks_.size(); ++l) {
     const Block& b = blocks_[l];
-    x = x + b.attn.forward(rms_norm(x, b.attn_norm, cfg_.norm_eps), cache ? &cache->layers[l] : nullptr);
-    Tensor h = rms_norm(x, b.ffn_norm, cfg_.norm_eps);
+    const Tensor& next_norm = l + 1 < blocks_.size() ? blocks_[l + 1].attn_norm : final_norm_;
+    Tensor h;
+    std::tie(x, h) = add_rms_norm(x, b.attn.forward(y, cache ? &cache->layers[l] : nullptr), b.ffn_norm, eps);
+    Tensor f;
     if (cfg_.is_moe()) {
       MoEOutput m = b.moe.forward(h);
-      x = x + m.y;
+      f = m.y;
       aux.push_back(m.aux_loss);
       out.expert_tokens.push_back(std::move(m.expert_tokens));
     } else {
-      x = x + b.mlp.forward(h);
+      f = b.mlp.forward(h);
     }
+    std::tie(x, y) = add_rms_norm(x, f, next_norm, eps);
   }
   if (!aux.empty()) {
     Tensor total = aux[0];
     for (size_t i = 1; i < aux.size(); ++i) total = total + aux[i];
     out.aux_loss = total * (1.0 / static_cast<double>(aux.size()));
   }
-  return rms_norm(x, final_norm_, cfg_.norm_eps);
+  return y;
 }
 
 std::vector<Tensor> GatedDeltaNetLM::product_weights() const {

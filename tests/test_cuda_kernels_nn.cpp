@@ -216,34 +216,43 @@ void case_cross_entropy_backward(Ctx& c) {
 
 const Shape kNormShapes[] = {{37, 100}, {260, 128}, {2, 65, 64}, {1, 32}, {5, 1000}};
 
+// Both kernels plain and with the residual fused in (forward: h = x + r normalised; backward: dx + dres).
 void case_rms_norm_forward(Ctx& c) {
   for (const Shape& s : kNormShapes) {
-    c.run(shape_str(s), [&] {
-      const int64_t D = s.back(), N = shape_numel(s) / D;
-      Tensor x = c.normal(s, 2.0), w = c.normal({D}, 1.0, 1.0);
-      Tensor y = Ctx::out(s, c.dt), r = Ctx::out({N}, c.dt), yg = c.gpu(y), rg = c.gpu(r);
-      cpu_kernels().rms_norm_forward(y, r, x, w, 1e-6);
-      need_cuda(c.under_test().rms_norm_forward, "rms_norm_forward")(yg, rg, c.gpu(x), c.gpu(w), 1e-6);
-      c.compare("y", yg, y, c.simple());
-      c.compare("rstd", rg, r, c.simple());
-    });
+    for (bool residual : {false, true}) {
+      c.run(shape_str(s) + (residual ? " residual" : ""), [&] {
+        const int64_t D = s.back(), N = shape_numel(s) / D;
+        Tensor x = c.normal(s, 2.0), w = c.normal({D}, 1.0, 1.0), res = residual ? c.normal(s) : Tensor();
+        Tensor y = Ctx::out(s, c.dt), r = Ctx::out({N}, c.dt), yg = c.gpu(y), rg = c.gpu(r);
+        Tensor h = residual ? Ctx::out(s, c.dt) : Tensor(), hg = c.gpu(h);
+        cpu_kernels().rms_norm_forward(y, r, h, x, res, w, 1e-6);
+        need_cuda(c.under_test().rms_norm_forward, "rms_norm_forward")(yg, rg, hg, c.gpu(x), c.gpu(res), c.gpu(w),
+                                                                       1e-6);
+        c.compare("y", yg, y, c.simple());
+        c.compare("rstd", rg, r, c.simple());
+        if (residual) c.compare("h = x + r", hg, h, 0.0);  // one rounded add: exact
+      });
+    }
   }
 }
 
 void case_rms_norm_backward(Ctx& c) {
   for (const Shape& s : kNormShapes) {
-    c.run(shape_str(s), [&] {
-      const int64_t D = s.back(), N = shape_numel(s) / D;
-      Tensor x = c.normal(s, 2.0), w = c.normal({D}, 1.0, 1.0), dy = c.normal(s);
-      Tensor y = Ctx::out(s, c.dt), r = Ctx::out({N}, c.dt);
-      cpu_kernels().rms_norm_forward(y, r, x, w, 1e-6);
-      Tensor dx = Ctx::out(s, c.dt), dw = Ctx::out({D}, c.dt), dxg = c.gpu(dx), dwg = c.gpu(dw);
-      cpu_kernels().rms_norm_backward(dx, dw, dy, x, w, r);
-      need_cuda(c.under_test().rms_norm_backward, "rms_norm_backward")(dxg, dwg, c.gpu(dy), c.gpu(x), c.gpu(w),
-                                                                       c.gpu(r));
-      c.compare("dx", dxg, dx, c.simple());
-      c.compare("dw", dwg, dw, c.simple());
-    });
+    for (bool residual : {false, true}) {
+      c.run(shape_str(s) + (residual ? " residual gradient" : ""), [&] {
+        const int64_t D = s.back(), N = shape_numel(s) / D;
+        Tensor x = c.normal(s, 2.0), w = c.normal({D}, 1.0, 1.0), dy = c.normal(s);
+        Tensor dres = residual ? c.normal(s) : Tensor();
+        Tensor y = Ctx::out(s, c.dt), r = Ctx::out({N}, c.dt);
+        cpu_kernels().rms_norm_forward(y, r, Tensor(), x, Tensor(), w, 1e-6);
+        Tensor dx = Ctx::out(s, c.dt), dw = Ctx::out({D}, c.dt), dxg = c.gpu(dx), dwg = c.gpu(dw);
+        cpu_kernels().rms_norm_backward(dx, dw, dy, dres, x, w, r);
+        need_cuda(c.under_test().rms_norm_backward, "rms_norm_backward")(dxg, dwg, c.gpu(dy), c.gpu(dres), c.gpu(x),
+                                                                         c.gpu(w), c.gpu(r));
+        c.compare("dx", dxg, dx, c.simple());
+        c.compare("dw", dwg, dw, c.simple());
+      });
+    }
   }
 }
 

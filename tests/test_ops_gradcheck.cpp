@@ -294,6 +294,27 @@ TEST_CASE("gradcheck: rms_norm") {
   CHECK(y[1] == doctest::Approx(4 / std::sqrt(12.5)));
 }
 
+TEST_CASE("gradcheck: add_rms_norm (the residual add fused with the norm after it)") {
+  Generator gen(24);
+  Tensor x = rand_leaf({2, 3, 8}, gen), r = rand_leaf({2, 3, 8}, gen), w = rand_leaf({8}, gen);
+  // Both outputs used (h further on, as the residual stream is), the norm alone (no gradient reaches h), h alone.
+  CHECK_GRADCHECK(
+      [](const TensorList& in) -> TensorList {
+        auto [h, y] = add_rms_norm(in[0], in[1], in[2]);
+        return {h * h, y};
+      },
+      {x, r, w});
+  CHECK_GRADCHECK([](const TensorList& in) -> TensorList { return {add_rms_norm(in[0], in[1], in[2]).second}; },
+                  {x, r, w});
+  CHECK_GRADCHECK([](const TensorList& in) -> TensorList { return {add_rms_norm(in[0], in[1], in[2]).first}; },
+                  {x, r, w});
+  // The same values as the unfused ops, bit for bit.
+  NoGradGuard no_grad;
+  auto [h, y] = add_rms_norm(x, r, w);
+  CHECK(test::max_abs_diff(h, x + r) == 0.0);
+  CHECK(test::max_abs_diff(y, rms_norm(x + r, w)) == 0.0);
+}
+
 TEST_CASE("ops: float32 and float64 agree") {
   Generator gen(15);
   Tensor a64 = randn({4, 8}, gen, kFloat64), w64 = randn({6, 8}, gen, kFloat64);

@@ -122,30 +122,43 @@ void cross_entropy_backward(const Tensor& dlogits, const Tensor& dloss, const Te
   });
 }
 
-void rms_norm_forward(const Tensor& y, const Tensor& rstd, const Tensor& x, const Tensor& w, double eps) {
+void rms_norm_forward(const Tensor& y, const Tensor& rstd, const Tensor& h, const Tensor& x, const Tensor& r,
+                      const Tensor& w, double eps) {
   GDN_CHECK(x.is_contiguous() && y.is_contiguous() && w.is_contiguous(), "rms_norm: contiguous only");
+  GDN_CHECK(!r.defined() || (r.is_contiguous() && h.is_contiguous() && r.numel() == x.numel() &&
+                             h.numel() == x.numel()),
+            "rms_norm: the residual and the sum must be contiguous, of x's size");
   const int64_t D = x.size(-1), N = x.numel() / D;
   dispatch_float(x.dtype(), "rms_norm", [&](auto tag_) {
     using scalar_t = decltype(tag_);
-    const auto* xp = x.data<scalar_t>();
     const auto* wp = w.data<scalar_t>();
     auto* yp = y.data<scalar_t>();
     auto* rp = rstd.data<scalar_t>();
+    const scalar_t* xp = x.data<scalar_t>();
+    if (r.defined()) {  // h = x + r, then h is the norm's input
+      const auto* res = r.data<scalar_t>();
+      auto* hp = h.data<scalar_t>();
+#pragma omp parallel for if (N * D >= kParallelGrain)
+      for (int64_t e = 0; e < N * D; ++e) hp[e] = xp[e] + res[e];
+      xp = hp;
+    }
 #pragma omp parallel for if (N * D >= kParallelGrain)
     for (int64_t i = 0; i < N; ++i) {
       const scalar_t* row = xp + i * D;
       double ss = 0;
       for (int64_t d = 0; d < D; ++d) ss += static_cast<double>(row[d]) * row[d];
-      const scalar_t r = static_cast<scalar_t>(1.0 / std::sqrt(ss / D + eps));
-      rp[i] = r;
-      for (int64_t d = 0; d < D; ++d) yp[i * D + d] = row[d] * r * wp[d];
+      const scalar_t rs = static_cast<scalar_t>(1.0 / std::sqrt(ss / D + eps));
+      rp[i] = rs;
+      for (int64_t d = 0; d < D; ++d) yp[i * D + d] = row[d] * rs * wp[d];
     }
   });
 }
 
-void rms_norm_backward(const Tensor& dx, const Tensor& dw, const Tensor& dy, const Tensor& x, const Tensor& w,
-                       const Tensor& rstd) {
+void rms_norm_backward(const Tensor& dx, const Tensor& dw, const Tensor& dy, const Tensor& dres, const Tensor& x,
+                       const Tensor& w, const Tensor& rstd) {
   GDN_CHECK(dx.is_contiguous() && dy.is_contiguous() && x.is_contiguous(), "rms_norm_backward: contiguous only");
+  GDN_CHECK(!dres.defined() || (dres.is_contiguous() && dres.numel() == x.numel()),
+            "rms_norm_backward: the residual gradient must be contiguous, of x's size");
   const int64_t D = x.size(-1), N = x.numel() / D;
   dispatch_float(x.dtype(), "rms_norm_backward", [&](auto tag_) {
     using scalar_t = decltype(tag_);
@@ -153,6 +166,7 @@ void rms_norm_backward(const Tensor& dx, const Tensor& dw, const Tensor& dy, con
     const auto* wp = w.data<scalar_t>();
     const auto* gp = dy.data<scalar_t>();
     const auto* rp = rstd.data<scalar_t>();
+    const scalar_t* dr = dres.defined() ? dres.data<scalar_t>() : nullptr;
     auto* dxp = dx.data<scalar_t>();
 #pragma omp parallel for if (N * D >= kParallelGrain)
     for (int64_t i = 0; i < N; ++i) {
@@ -162,7 +176,8 @@ void rms_norm_backward(const Tensor& dx, const Tensor& dw, const Tensor& dy, con
       const scalar_t mean_dot = static_cast<scalar_t>(dot / D);
       for (int64_t d = 0; d < D; ++d) {
         scalar_t xh = xp[i * D + d] * r;
-        dxp[i * D + d] = r * (gp[i * D + d] * wp[d] - xh * mean_dot);
+        const scalar_t v = r * (gp[i * D + d] * wp[d] - xh * mean_dot);
+        dxp[i * D + d] = dr ? v + dr[i * D + d] : v;
       }
     }
     std::vector<double> acc(D, 0.0);
