@@ -196,22 +196,27 @@ template <typename T> struct ConvWeightStore {
 // (conv_weight_finalize_kernel adds the S = B * tiles blocks). No dp buffer, one launch where there were three.
 constexpr int kConvRun = 8;
 
-template <typename T>
-__global__ void conv_backward_fused_kernel(T* __restrict__ dx, T* __restrict__ dinit, double* __restrict__ partial,
-                                           ConvGeometry<T> geo, const T* __restrict__ dy, const T* __restrict__ weight,
-                                           const T* __restrict__ bias, bool silu, int64_t tiles) {
-  __shared__ double lanes[kRowLanes][kConvMaxW + 1][kColTile];
-  constexpr int NX = kConvRun + 2 * (kConvMaxW - 1), ND = kConvRun + kConvMaxW - 1;
+// FW: the width the kernel is compiled for (4, the model's), or 0 for any W <= kConvMaxW read at run time: a
+// compiled width sizes the register arrays and unrolls every tap loop exactly, and float32 at W = 4 fits 64
+// registers, four blocks per SM (the kernel is latency-bound: each block loads, computes, stores, then reduces).
+template <typename T, int FW>
+__global__ void __launch_bounds__(kColTile* kRowLanes, FW != 0 && sizeof(T) == 4 ? 4 : 1)
+    conv_backward_fused_kernel(T* __restrict__ dx, T* __restrict__ dinit, double* __restrict__ partial,
+                               ConvGeometry<T> geo, const T* __restrict__ dy, const T* __restrict__ weight,
+                               const T* __restrict__ bias, bool silu, int64_t tiles) {
+  constexpr int MW = FW != 0 ? FW : kConvMaxW;  // the register arrays' width
+  __shared__ double lanes[kRowLanes][MW + 1][kColTile];
+  constexpr int NX = kConvRun + 2 * (MW - 1), ND = kConvRun + MW - 1;
   const int64_t C = geo.C, T_ = geo.T_, c = blockIdx.x * int64_t(kColTile) + threadIdx.x;
-  const int W = static_cast<int>(geo.W);
+  const int W = FW != 0 ? FW : static_cast<int>(geo.W);
   const int64_t b = blockIdx.y / tiles, t0 = (blockIdx.y % tiles) * (kRowLanes * kConvRun) + threadIdx.y * kConvRun;
-  double acc[kConvMaxW + 1];
+  double acc[MW + 1];
 #pragma unroll
-  for (int w = 0; w <= kConvMaxW; ++w) acc[w] = 0;
+  for (int w = 0; w <= MW; ++w) acc[w] = 0;
   if (c < C && t0 < T_) {
-    T wt[kConvMaxW], xs[NX], dp[ND];
+    T wt[MW], xs[NX], dp[ND];
 #pragma unroll
-    for (int w = 0; w < kConvMaxW; ++w) wt[w] = w < W ? weight[c * W + w] : T(0);
+    for (int w = 0; w < MW; ++w) wt[w] = w < W ? weight[c * W + w] : T(0);
 #pragma unroll
     for (int i = 0; i < NX; ++i) {  // xs[i] = input at t0 - (W-1) + i
       const int64_t t = t0 - (W - 1) + i;
@@ -228,7 +233,7 @@ __global__ void conv_backward_fused_kernel(T* __restrict__ dx, T* __restrict__ d
       for (int i = 0; i < ND; ++i) {
         T p = b0;
 #pragma unroll
-        for (int w = 0; w < kConvMaxW; ++w)
+        for (int w = 0; w < MW; ++w)
           if (w < W) p += wt[w] * xs[i + w];
         const T sg = sigmoid_of(p);
         dp[i] = dp[i] * sg * (T(1) + p * (T(1) - sg));
@@ -240,13 +245,13 @@ __global__ void conv_backward_fused_kernel(T* __restrict__ dx, T* __restrict__ d
       if (t0 + i >= T_) break;
       T sum = T(0);
 #pragma unroll
-      for (int u = kConvMaxW - 1; u >= 0; --u)
+      for (int u = MW - 1; u >= 0; --u)
         if (u < W && t0 + i + u < T_) sum += weight[c * W + (W - 1 - u)] * dp[i + u];
       dx[(b * T_ + t0 + i) * C + c] = sum;
     }
     if (dinit && t0 == 0) {  // the input at j-(W-1) < 0 feeds the outputs j-w in [0, T)
 #pragma unroll
-      for (int j = 0; j < kConvMaxW - 1; ++j) {
+      for (int j = 0; j < MW - 1; ++j) {
         if (j >= W - 1) break;
         T sum = T(0);
 #pragma unroll
@@ -260,16 +265,16 @@ __global__ void conv_backward_fused_kernel(T* __restrict__ dx, T* __restrict__ d
       if (t0 + i >= T_) break;
       const double d = static_cast<double>(dp[i]);
 #pragma unroll
-      for (int w = 0; w < kConvMaxW; ++w)
+      for (int w = 0; w < MW; ++w)
         if (w < W) acc[w] += d * static_cast<double>(xs[i + w]);
-      acc[kConvMaxW] += d;
+      acc[MW] += d;
     }
   }
   if (c < C) {
 #pragma unroll
-    for (int w = 0; w < kConvMaxW; ++w)
+    for (int w = 0; w < MW; ++w)
       if (w < W) lanes[threadIdx.y][w][threadIdx.x] = acc[w];
-    lanes[threadIdx.y][W][threadIdx.x] = acc[kConvMaxW];
+    lanes[threadIdx.y][W][threadIdx.x] = acc[MW];
   }
   __syncthreads();
   for (int64_t w = threadIdx.y; w <= W && c < C; w += kRowLanes) {
@@ -342,7 +347,8 @@ void causal_conv1d_backward(const Tensor& dx, const Tensor& dweight, const Tenso
     if (W <= kConvMaxW && n > 0 && B * tiles <= 65535) {  // one pass (conv_backward_fused_kernel)
       Tensor partial = Tensor::empty({B * tiles, W + 1, C}, kFloat64, x.device());
       const dim3 grid(static_cast<unsigned>((C + kColTile - 1) / kColTile), static_cast<unsigned>(B * tiles));
-      conv_backward_fused_kernel<T><<<grid, dim3(kColTile, kRowLanes), 0, current_stream()>>>(
+      const auto kernel = W == 4 ? conv_backward_fused_kernel<T, 4> : conv_backward_fused_kernel<T, 0>;
+      kernel<<<grid, dim3(kColTile, kRowLanes), 0, current_stream()>>>(
           dx.data<T>(), dinitial_state.defined() ? dinitial_state.data<T>() : nullptr, partial.data<double>(), geo,
           dy.data<T>(), wp, bp, silu, tiles);
       CUDA_CHECK_LAST();
