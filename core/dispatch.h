@@ -120,12 +120,14 @@ struct AdamWParams {
                                const Tensor& offsets))                                                          \
   /* ---- Gated DeltaNet (ops/gated_deltanet.h); all contiguous; "opt" = may be undefined (absent) ---- */       \
   /* y [B,T,C] = act(bias + sum_w weight[c,w] x[t-W+1+w]); x [B,T,C], weight [C,W], bias [C] opt, */              \
-  /* initial_state [B,C,W-1] opt (x before t=0), final_state [B,C,W-1] opt receives the last W-1 inputs */       \
-  X(causal_conv1d_forward, void(const Tensor& y, const Tensor& final_state, const Tensor& x,                    \
+  /* initial_state [B,C,W-1] opt (x before t=0), final_state [B,C,W-1] opt receives the last W-1 inputs; */      \
+  /* y is given as its channel parts ys, [B,T,C_i] each, in order (one part: y itself) */                        \
+  X(causal_conv1d_forward, void(const std::vector<Tensor>& ys, const Tensor& final_state, const Tensor& x,      \
                                 const Tensor& weight, const Tensor& bias, const Tensor& initial_state, bool silu)) \
-  /* dx [B,T,C], dweight [C,W], dbias [C] opt, dinitial_state [B,C,W-1] opt, from dy [B,T,C] */                   \
+  /* dx [B,T,C], dweight [C,W], dbias [C] opt, dinitial_state [B,C,W-1] opt, from dy [B,T,C] given as its */     \
+  /* channel parts dys, as the forward's ys */                                                                   \
   X(causal_conv1d_backward, void(const Tensor& dx, const Tensor& dweight, const Tensor& dbias,                  \
-                                 const Tensor& dinitial_state, const Tensor& dy, const Tensor& x,               \
+                                 const Tensor& dinitial_state, const std::vector<Tensor>& dys, const Tensor& x, \
                                  const Tensor& weight, const Tensor& bias, const Tensor& initial_state,         \
                                  bool silu))                                                                   \
   /* y [N,D] = x * rstd; rstd [N] = 1/sqrt(sum(x^2) + eps) */                                                   \

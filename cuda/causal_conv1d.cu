@@ -17,10 +17,13 @@
 // Wider kernels: conv_dp_kernel, conv_dx_kernel, conv_dinit_kernel and the generic column reduction of
 // cuda/gated_deltanet_common.cuh (without SiLU the backward reads dy directly instead of a copy of it). The double
 // sums differ from the CPU's (per OpenMP thread) only in their order; a dweight term before t = 0 without an initial
-// state is 0 (the CPU adds nothing there either).
+// state is 0 (the CPU adds nothing there either). The output y and the gradient dy may come as up to 4 channel parts
+// (ChannelParts: the layer's q | k | v, each its own tensor), read and written in place.
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <type_traits>
+#include <vector>
 
 #include "cuda/cuda_kernels.h"
 #include "cuda/gated_deltanet_common.cuh"
@@ -55,6 +58,38 @@ template <typename T> struct ConvGeometry {
   }
 };
 
+// A [B,T,C] conv output or gradient given as its channel parts: contiguous [B,T,C_i] tensors, in order, at most
+// kMaxParts (the layer's q | k | v come out as three). at(r, c): the element of row r = b*T + t, channel c.
+constexpr int kMaxParts = 4;
+template <typename T> struct ChannelParts {
+  T* p[kMaxParts];
+  int64_t c0[kMaxParts + 1];  // part i holds channels [c0[i], c0[i+1])
+  int n;
+  __device__ T& at(int64_t r, int64_t c) const {  // unrolled: constant indices keep the struct out of local memory
+#pragma unroll
+    for (int i = kMaxParts - 1; i > 0; --i)
+      if (i < n && c >= c0[i]) return p[i][r * (c0[i + 1] - c0[i]) + (c - c0[i])];
+    return p[0][r * c0[1] + c];
+  }
+};
+template <typename T>
+ChannelParts<T> channel_parts(const std::vector<Tensor>& parts, const Tensor& x, const char* what) {
+  GDN_CHECK(!parts.empty() && parts.size() <= static_cast<size_t>(kMaxParts), "{}: {} parts (1 to {})", what,
+            parts.size(), kMaxParts);
+  ChannelParts<T> cp{};
+  cp.n = static_cast<int>(parts.size());
+  for (int i = 0; i < cp.n; ++i) {
+    const Tensor& t = parts[i];
+    GDN_CHECK(t.is_contiguous() && t.dim() == 3 && t.size(0) == x.size(0) && t.size(1) == x.size(1) &&
+                  t.dtype() == x.dtype(),
+              "{}: part {} for x {} {}", what, shape_str(t.shape()), shape_str(x.shape()), x.dtype());
+    cp.p[i] = const_cast<T*>(t.data<std::remove_const_t<T>>());
+    cp.c0[i + 1] = cp.c0[i] + t.size(2);
+  }
+  GDN_CHECK(cp.c0[cp.n] == x.size(2), "{}: parts of {} channels for C = {}", what, cp.c0[cp.n], x.size(2));
+  return cp;
+}
+
 // The forward, dp and dx kernels: grid (ceil(C / threads), ceil(T / kConvRows), B), a thread per channel and a run
 // of kConvRows time steps (no index division; the channel fastest, so every load and store is coalesced).
 constexpr int kConvRows = 8;
@@ -71,7 +106,7 @@ __device__ inline ConvRows conv_rows(int64_t C, int64_t T_) {
 // y [B,T,C], W <= kConvMaxW: the thread's inputs (its kConvRows rows and the W-1 before them) are loaded into
 // registers first, so their loads overlap (a store to y between them would have ordered them one after another).
 template <typename T>
-__global__ void conv_forward_kernel(T* __restrict__ y, ConvGeometry<T> geo, const T* __restrict__ weight,
+__global__ void conv_forward_kernel(ChannelParts<T> y, ConvGeometry<T> geo, const T* __restrict__ weight,
                                     const T* __restrict__ bias, bool silu) {
   const ConvRows r = conv_rows(geo.C, geo.T_);
   if (r.c < 0) return;
@@ -93,19 +128,20 @@ __global__ void conv_forward_kernel(T* __restrict__ y, ConvGeometry<T> geo, cons
     for (int w = 0; w < kConvMaxW; ++w)
       if (w < W) p += wt[w] * xs[i + w];
     if (silu) p = p * sigmoid_of(p);
-    y[(r.b * geo.T_ + r.t0 + i) * geo.C + r.c] = p;
+    y.at(r.b * geo.T_ + r.t0 + i, r.c) = p;
   }
 }
 
 // y for W > kConvMaxW: p recomputed from global memory for every time step.
 template <typename T>
-__global__ void conv_forward_wide_kernel(T* y, ConvGeometry<T> geo, const T* weight, const T* bias, bool silu) {
+__global__ void conv_forward_wide_kernel(ChannelParts<T> y, ConvGeometry<T> geo, const T* weight, const T* bias,
+                                         bool silu) {
   const ConvRows r = conv_rows(geo.C, geo.T_);
   if (r.c < 0) return;
   for (int64_t t = r.t0; t < r.t1; ++t) {
     T p = geo.preactivation(weight, bias, r.b, t, r.c);
     if (silu) p = p * sigmoid_of(p);
-    y[(r.b * geo.T_ + t) * geo.C + r.c] = p;
+    y.at(r.b * geo.T_ + t, r.c) = p;
   }
 }
 
@@ -118,15 +154,21 @@ template <typename T> __global__ void conv_final_state_kernel(T* fs, ConvGeometr
   }
 }
 
-// dp [B,T,C] = dy * silu'(p), p recomputed.
+// dp [B,T,C] = dy * silu'(p), p recomputed (silu), or dy itself.
 template <typename T>
-__global__ void conv_dp_kernel(T* dp, const T* dy, ConvGeometry<T> geo, const T* weight, const T* bias) {
+__global__ void conv_dp_kernel(T* dp, ChannelParts<const T> dy, ConvGeometry<T> geo, const T* weight, const T* bias,
+                               bool silu) {
   const ConvRows r = conv_rows(geo.C, geo.T_);
   if (r.c < 0) return;
   for (int64_t t = r.t0; t < r.t1; ++t) {
-    const int64_t i = (r.b * geo.T_ + t) * geo.C + r.c;
+    const int64_t row = r.b * geo.T_ + t;
+    const T g = dy.at(row, r.c);
+    if (!silu) {
+      dp[row * geo.C + r.c] = g;
+      continue;
+    }
     const T p = geo.preactivation(weight, bias, r.b, t, r.c), s = sigmoid_of(p);
-    dp[i] = dy[i] * s * (T(1) + p * (T(1) - s));
+    dp[row * geo.C + r.c] = g * s * (T(1) + p * (T(1) - s));
   }
 }
 
@@ -202,7 +244,7 @@ constexpr int kConvRun = 8;
 template <typename T, int FW>
 __global__ void __launch_bounds__(kColTile* kRowLanes, FW != 0 && sizeof(T) == 4 ? 4 : 1)
     conv_backward_fused_kernel(T* __restrict__ dx, T* __restrict__ dinit, double* __restrict__ partial,
-                               ConvGeometry<T> geo, const T* __restrict__ dy, const T* __restrict__ weight,
+                               ConvGeometry<T> geo, ChannelParts<const T> dy, const T* __restrict__ weight,
                                const T* __restrict__ bias, bool silu, int64_t tiles) {
   constexpr int MW = FW != 0 ? FW : kConvMaxW;  // the register arrays' width
   __shared__ double lanes[kRowLanes][MW + 1][kColTile];
@@ -225,7 +267,7 @@ __global__ void __launch_bounds__(kColTile* kRowLanes, FW != 0 && sizeof(T) == 4
 #pragma unroll
     for (int i = 0; i < ND; ++i) {  // dp[i] at t0 + i, 0 past the sequence
       const int64_t t = t0 + i;
-      dp[i] = i < kConvRun + W - 1 && t < T_ ? dy[(b * T_ + t) * C + c] : T(0);
+      dp[i] = i < kConvRun + W - 1 && t < T_ ? dy.at(b * T_ + t, c) : T(0);
     }
     const T b0 = bias ? bias[c] : T(0);
     if (silu) {
@@ -308,9 +350,9 @@ dim3 conv_grid(int64_t B, int64_t T_, int64_t C) {
   return dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy), static_cast<unsigned>(B));
 }
 
-void causal_conv1d_forward(const Tensor& y, const Tensor& final_state, const Tensor& x, const Tensor& weight,
-                           const Tensor& bias, const Tensor& initial_state, bool silu) {
-  GDN_CHECK(y.is_contiguous() && x.is_contiguous() && weight.is_contiguous(), "causal_conv1d: contiguous only");
+void causal_conv1d_forward(const std::vector<Tensor>& ys, const Tensor& final_state, const Tensor& x,
+                           const Tensor& weight, const Tensor& bias, const Tensor& initial_state, bool silu) {
+  GDN_CHECK(x.is_contiguous() && weight.is_contiguous(), "causal_conv1d: contiguous only");
   const int64_t B = x.size(0), T_ = x.size(1), C = x.size(2), W = weight.size(1);
   dispatch_float(x.dtype(), "cuda causal_conv1d_forward", [&](auto tag_) {
     using T = decltype(tag_);
@@ -318,8 +360,8 @@ void causal_conv1d_forward(const Tensor& y, const Tensor& final_state, const Ten
     const T* bp = bias.defined() ? bias.data<T>() : nullptr;
     if (B * T_ * C > 0) {
       const auto kernel = W <= kConvMaxW ? conv_forward_kernel<T> : conv_forward_wide_kernel<T>;
-      kernel<<<conv_grid(B, T_, C), conv_threads(C), 0, current_stream()>>>(y.data<T>(), geo, weight.data<T>(), bp,
-                                                                           silu);
+      kernel<<<conv_grid(B, T_, C), conv_threads(C), 0, current_stream()>>>(
+          channel_parts<T>(ys, x, "causal_conv1d"), geo, weight.data<T>(), bp, silu);
       CUDA_CHECK_LAST();
     }
     if (final_state.defined() && B * C * (W - 1) > 0) {
@@ -331,9 +373,9 @@ void causal_conv1d_forward(const Tensor& y, const Tensor& final_state, const Ten
 }
 
 void causal_conv1d_backward(const Tensor& dx, const Tensor& dweight, const Tensor& dbias,
-                            const Tensor& dinitial_state, const Tensor& dy, const Tensor& x, const Tensor& weight,
-                            const Tensor& bias, const Tensor& initial_state, bool silu) {
-  GDN_CHECK(dx.is_contiguous() && dy.is_contiguous() && x.is_contiguous() && weight.is_contiguous(),
+                            const Tensor& dinitial_state, const std::vector<Tensor>& dys, const Tensor& x,
+                            const Tensor& weight, const Tensor& bias, const Tensor& initial_state, bool silu) {
+  GDN_CHECK(dx.is_contiguous() && x.is_contiguous() && weight.is_contiguous(),
             "causal_conv1d_backward: contiguous only");
   const int64_t B = x.size(0), T_ = x.size(1), C = x.size(2), W = weight.size(1);
   dispatch_float(x.dtype(), "cuda causal_conv1d_backward", [&](auto tag_) {
@@ -343,6 +385,7 @@ void causal_conv1d_backward(const Tensor& dx, const Tensor& dweight, const Tenso
     const T* bp = bias.defined() ? bias.data<T>() : nullptr;
     const int64_t n = B * T_ * C;
     T* dbp = dbias.defined() ? dbias.data<T>() : nullptr;
+    const ChannelParts<const T> dy = channel_parts<const T>(dys, x, "causal_conv1d_backward");
     const int64_t tiles = (T_ + kRowLanes * kConvRun - 1) / (kRowLanes * kConvRun);
     if (W <= kConvMaxW && n > 0 && B * tiles <= 65535) {  // one pass (conv_backward_fused_kernel)
       Tensor partial = Tensor::empty({B * tiles, W + 1, C}, kFloat64, x.device());
@@ -350,7 +393,7 @@ void causal_conv1d_backward(const Tensor& dx, const Tensor& dweight, const Tenso
       const auto kernel = W == 4 ? conv_backward_fused_kernel<T, 4> : conv_backward_fused_kernel<T, 0>;
       kernel<<<grid, dim3(kColTile, kRowLanes), 0, current_stream()>>>(
           dx.data<T>(), dinitial_state.defined() ? dinitial_state.data<T>() : nullptr, partial.data<double>(), geo,
-          dy.data<T>(), wp, bp, silu, tiles);
+          dy, wp, bp, silu, tiles);
       CUDA_CHECK_LAST();
       conv_weight_finalize_kernel<T><<<grid_for((W + 1) * C * 32), kThreads, 0, current_stream()>>>(
           dweight.data<T>(), dbp, partial.data<double>(), B * tiles, C, W);
@@ -358,14 +401,14 @@ void causal_conv1d_backward(const Tensor& dx, const Tensor& dweight, const Tenso
       return;
     }
 
-    // Wider kernels (and grids past 65535 tiles): dp = dy * act'(p) (without SiLU dp is dy itself), then dx,
-    // dinitial_state and the weight sums from it.
+    // Wider kernels (and grids past 65535 tiles): dp = dy * act'(p) (without SiLU dp is dy itself, read in place
+    // when it is one part), then dx, dinitial_state and the weight sums from it.
     Tensor dp_buf;
-    const T* dp = dy.data<T>();
-    if (silu && n > 0) {
+    const T* dp = dy.p[0];
+    if ((silu || dy.n > 1) && n > 0) {
       dp_buf = Tensor::empty({B, T_, C}, x.dtype(), x.device());
-      conv_dp_kernel<T><<<conv_grid(B, T_, C), conv_threads(C), 0, current_stream()>>>(dp_buf.data<T>(), dy.data<T>(),
-                                                                                       geo, wp, bp);
+      conv_dp_kernel<T><<<conv_grid(B, T_, C), conv_threads(C), 0, current_stream()>>>(dp_buf.data<T>(), dy, geo, wp,
+                                                                                       bp, silu);
       CUDA_CHECK_LAST();
       dp = dp_buf.data<T>();
     }

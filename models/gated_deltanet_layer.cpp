@@ -71,9 +71,9 @@ Tensor GatedDeltaNetLayer::forward(const Tensor& x, LayerCache* cache) const {
   }
 
   Tensor conv_final;
-  Tensor mixed = causal_conv1d(qkv, conv_weight, {}, /*silu=*/true, cache ? cache->conv_state : Tensor(),
-                               cache ? &conv_final : nullptr);
-  std::vector<Tensor> parts = split(mixed, {key, key, value}, -1);
+  const std::vector<Tensor> parts = causal_conv1d_parts(qkv, conv_weight, {key, key, value}, {}, /*silu=*/true,
+                                                        cache ? cache->conv_state : Tensor(),
+                                                        cache ? &conv_final : nullptr);  // q | k | v, each contiguous
   Tensor q = l2norm(reshape(parts[0], {B, T, Hk, K}));
   Tensor k = l2norm(reshape(parts[1], {B, T, Hk, K}));
   Tensor v = reshape(parts[2], {B, T, Hv, V});

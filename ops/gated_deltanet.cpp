@@ -38,8 +38,9 @@ void check_float_dtype(const char* op, const Tensor& ref, const Tensor& t, const
 
 }  // namespace
 
-Tensor causal_conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias, bool silu, const Tensor& initial_state,
-                     Tensor* final_state) {
+std::vector<Tensor> causal_conv1d_parts(const Tensor& x, const Tensor& weight, const std::vector<int64_t>& sizes,
+                                        const Tensor& bias, bool silu, const Tensor& initial_state,
+                                        Tensor* final_state) {
   GDN_CHECK(x.dim() == 3, "causal_conv1d: x must be [B,T,C], got {}", shape_str(x.shape()));
   GDN_CHECK(x.dtype() == kFloat32 || x.dtype() == kFloat64, "causal_conv1d: x must be float32 or float64, got {}",
             x.dtype());
@@ -55,22 +56,40 @@ Tensor causal_conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias, 
   check_float_dtype("causal_conv1d", x, weight, "weight");
   check_float_dtype("causal_conv1d", x, bias, "bias");
   check_float_dtype("causal_conv1d", x, initial_state, "initial_state");
+  int64_t total = 0;
+  for (int64_t s : sizes) {
+    GDN_CHECK(s >= 0, "causal_conv1d: part sizes must not be negative, got {}", s);
+    total += s;
+  }
+  GDN_CHECK(total == C && !sizes.empty() && sizes.size() <= 4, "causal_conv1d: {} parts of {} channels for C = {}",
+            sizes.size(), total, C);
 
   Tensor xc = contiguous(x), wc = contiguous(weight), bc = contiguous_or_undefined(bias);
   Tensor ic = contiguous_or_undefined(initial_state);
-  Tensor y = empty_like(xc);
+  std::vector<Tensor> ys;
+  for (int64_t s : sizes) ys.push_back(Tensor::empty({B, x.size(1), s}, x.dtype(), x.device()));
   Tensor fin = final_state ? Tensor::empty({B, C, W - 1}, x.dtype(), x.device()) : Tensor();
-  kernels::causal_conv1d_forward(x.device(), y, fin, xc, wc, bc, ic, silu);
+  kernels::causal_conv1d_forward(x.device(), ys, fin, xc, wc, bc, ic, silu);
   if (final_state) *final_state = fin;
-  record("causal_conv1d", {y}, {xc, wc, bc, ic},
-         [xc = xc.detach(), wc = wc.detach(), bc = detach_or_undefined(bc), ic = detach_or_undefined(ic),
+  record("causal_conv1d", ys, {xc, wc, bc, ic},
+         [xc = xc.detach(), wc = wc.detach(), bc = detach_or_undefined(bc), ic = detach_or_undefined(ic), sizes,
           silu](const TensorList& g) -> TensorList {
            Tensor dx = empty_like(xc), dw = empty_like(wc), db = empty_like_or_undefined(bc),
                   di = empty_like_or_undefined(ic);
-           kernels::causal_conv1d_backward(xc.device(), dx, dw, db, di, contiguous(g[0]), xc, wc, bc, ic, silu);
+           std::vector<Tensor> dys;
+           for (size_t i = 0; i < sizes.size(); ++i)
+             dys.push_back(g[i].defined() ? contiguous(g[i])
+                                          : zeros({xc.size(0), xc.size(1), sizes[i]}, xc.dtype(), xc.device()));
+           kernels::causal_conv1d_backward(xc.device(), dx, dw, db, di, dys, xc, wc, bc, ic, silu);
            return {dx, dw, db, di};
          });
-  return y;
+  return ys;
+}
+
+Tensor causal_conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias, bool silu, const Tensor& initial_state,
+                     Tensor* final_state) {
+  GDN_CHECK(x.dim() == 3, "causal_conv1d: x must be [B,T,C], got {}", shape_str(x.shape()));
+  return causal_conv1d_parts(x, weight, {x.size(2)}, bias, silu, initial_state, final_state)[0];
 }
 
 Tensor l2norm(const Tensor& x, double eps) {

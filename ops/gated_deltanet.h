@@ -5,6 +5,9 @@
 // dim. All operators take float32 or float64; state and gate sums are kept in at least float32.
 #pragma once
 
+#include <utility>
+#include <vector>
+
 #include "core/tensor.h"
 
 namespace gdn {
@@ -15,6 +18,11 @@ namespace gdn {
 // When final_state is non-null it receives the last W-1 inputs [B,C,W-1] (the generation cache), no gradient.
 Tensor causal_conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias = {}, bool silu = true,
                      const Tensor& initial_state = {}, Tensor* final_state = nullptr);
+// The same conv with y returned as its channel parts, consecutive ranges of `sizes` channels (adding up to C, at most
+// 4 parts), each its own contiguous [B,T,C_i] tensor: the layer's q | k | v without slicing copies either way.
+std::vector<Tensor> causal_conv1d_parts(const Tensor& x, const Tensor& weight, const std::vector<int64_t>& sizes,
+                                        const Tensor& bias = {}, bool silu = true, const Tensor& initial_state = {},
+                                        Tensor* final_state = nullptr);
 
 // x * rsqrt(sum(x^2) + eps) over the last dimension.
 Tensor l2norm(const Tensor& x, double eps = 1e-6);

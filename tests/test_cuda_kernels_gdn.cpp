@@ -50,22 +50,36 @@ const ConvShape kConvShapes[] = {{2, 130, 100, 4}, {2, 1, 37, 4},   {1, 2, 64, 4
 
 std::string conv_tag(const ConvShape& s) { return fmt::format("B{} T{} C{} W{}", s.B, s.T, s.C, s.W); }
 
+// The output (and, backward, its gradient) as one tensor or as three channel parts (the layer's q | k | v).
+std::vector<int64_t> conv_parts(int64_t C, bool three) {
+  if (!three) return {C};
+  return {C / 3, C / 3, C - 2 * (C / 3)};
+}
+std::vector<Tensor> conv_part_tensors(const ConvShape& s, bool three, DType dt) {
+  std::vector<Tensor> out;
+  for (int64_t w : conv_parts(s.C, three)) out.push_back(Ctx::out({s.B, s.T, w}, dt));
+  return out;
+}
+
 void case_causal_conv1d_forward(Ctx& c) {
   for (const ConvShape& s : kConvShapes) {
-    for (int flags = 0; flags < 16; ++flags) {
+    for (int flags = 0; flags < 32; ++flags) {
       const bool with_bias = flags & 1, with_init = flags & 2, with_final = flags & 4, silu = flags & 8;
-      c.run(fmt::format("{}{}{}{}{}", conv_tag(s), with_bias ? " bias" : "", with_init ? " initial_state" : "",
-                        with_final ? " final_state" : "", silu ? " silu" : ""),
+      const bool three = flags & 16;
+      c.run(fmt::format("{}{}{}{}{}{}", conv_tag(s), with_bias ? " bias" : "", with_init ? " initial_state" : "",
+                        with_final ? " final_state" : "", silu ? " silu" : "", three ? " three parts" : ""),
             [&] {
               Tensor x = c.normal({s.B, s.T, s.C}), w = c.normal({s.C, s.W}, 0.5);
               Tensor bias = with_bias ? c.normal({s.C}) : Tensor();
               Tensor init = with_init ? c.normal({s.B, s.C, s.W - 1}) : Tensor();
-              Tensor y = Ctx::out({s.B, s.T, s.C}, c.dt), yg = c.gpu(y);
+              const std::vector<Tensor> ys = conv_part_tensors(s, three, c.dt);
+              std::vector<Tensor> ygs;
+              for (const Tensor& y : ys) ygs.push_back(c.gpu(y));
               Tensor fin = with_final ? Ctx::out({s.B, s.C, s.W - 1}, c.dt) : Tensor(), fing = c.gpu(fin);
-              cpu_kernels().causal_conv1d_forward(y, fin, x, w, bias, init, silu);
+              cpu_kernels().causal_conv1d_forward(ys, fin, x, w, bias, init, silu);
               need_cuda(c.under_test().causal_conv1d_forward, "causal_conv1d_forward")(
-                  yg, fing, c.gpu(x), c.gpu(w), c.gpu(bias), c.gpu(init), silu);
-              c.compare("y", yg, y, c.simple());
+                  ygs, fing, c.gpu(x), c.gpu(w), c.gpu(bias), c.gpu(init), silu);
+              for (size_t i = 0; i < ys.size(); ++i) c.compare(fmt::format("y part {}", i), ygs[i], ys[i], c.simple());
               if (with_final) c.compare("final_state", fing, fin, 0.0);  // copies of inputs: exact
             });
     }
@@ -77,21 +91,28 @@ void case_causal_conv1d_backward(Ctx& c) {
     // bias: 0 absent, 1 present with dbias, 2 present without dbias; init: 0 absent, 1 with dinit, 2 without.
     for (int bias_mode = 0; bias_mode < 3; ++bias_mode) {
       for (int init_mode = 0; init_mode < 3; ++init_mode) {
-        for (bool silu : {false, true}) {
+        for (int variant = 0; variant < 3; ++variant) {  // 0: no SiLU; 1: SiLU; 2: SiLU, dy in three parts
+          const bool silu = variant > 0, three = variant == 2;
           const char* bias_tags[] = {"", " bias+dbias", " bias (no dbias)"};
           const char* init_tags[] = {"", " initial_state+dinitial_state", " initial_state (no dinitial_state)"};
-          c.run(fmt::format("{}{}{}{}", conv_tag(s), bias_tags[bias_mode], init_tags[init_mode], silu ? " silu" : ""),
+          c.run(fmt::format("{}{}{}{}{}", conv_tag(s), bias_tags[bias_mode], init_tags[init_mode], silu ? " silu" : "",
+                            three ? " three parts" : ""),
                 [&] {
-                  Tensor x = c.normal({s.B, s.T, s.C}), w = c.normal({s.C, s.W}, 0.5), dy = c.normal({s.B, s.T, s.C});
+                  Tensor x = c.normal({s.B, s.T, s.C}), w = c.normal({s.C, s.W}, 0.5);
+                  std::vector<Tensor> dys, dygs;
+                  for (int64_t width : conv_parts(s.C, three)) {
+                    dys.push_back(c.normal({s.B, s.T, width}));
+                    dygs.push_back(c.gpu(dys.back()));
+                  }
                   Tensor bias = bias_mode ? c.normal({s.C}) : Tensor();
                   Tensor init = init_mode ? c.normal({s.B, s.C, s.W - 1}) : Tensor();
                   Tensor dx = Ctx::out({s.B, s.T, s.C}, c.dt), dw = Ctx::out({s.C, s.W}, c.dt);
                   Tensor db = bias_mode == 1 ? Ctx::out({s.C}, c.dt) : Tensor();
                   Tensor dinit = init_mode == 1 ? Ctx::out({s.B, s.C, s.W - 1}, c.dt) : Tensor();
                   Tensor dxg = c.gpu(dx), dwg = c.gpu(dw), dbg = c.gpu(db), dinitg = c.gpu(dinit);
-                  cpu_kernels().causal_conv1d_backward(dx, dw, db, dinit, dy, x, w, bias, init, silu);
+                  cpu_kernels().causal_conv1d_backward(dx, dw, db, dinit, dys, x, w, bias, init, silu);
                   need_cuda(c.under_test().causal_conv1d_backward, "causal_conv1d_backward")(
-                      dxg, dwg, dbg, dinitg, c.gpu(dy), c.gpu(x), c.gpu(w), c.gpu(bias), c.gpu(init), silu);
+                      dxg, dwg, dbg, dinitg, dygs, c.gpu(x), c.gpu(w), c.gpu(bias), c.gpu(init), silu);
                   c.compare("dx", dxg, dx, c.simple());
                   c.compare("dweight", dwg, dw, c.simple());
                   if (db.defined()) c.compare("dbias", dbg, db, c.simple());

@@ -178,6 +178,24 @@ TEST_CASE("gradcheck: causal_conv1d") {
   CHECK_GRADCHECK([](const TensorList& x) -> TensorList { return {causal_conv1d(x[0], x[1])}; }, in);
 }
 
+TEST_CASE("causal_conv1d_parts: the output's channel parts equal slices of the whole, gradients too") {
+  Generator gen(4);
+  const int64_t B = 2, T = 6, C = 7, W = 4;
+  TensorList in = {rand_leaf({B, T, C}, gen), rand_leaf({C, W}, gen), rand_leaf({C}, gen)};
+  // Parts 2 | 2 | 3, each weighted differently downstream (part 1 unused: its gradient is zero).
+  CHECK_GRADCHECK(
+      [](const TensorList& x) -> TensorList {
+        std::vector<Tensor> p = causal_conv1d_parts(x[0], x[1], {2, 2, 3}, x[2]);
+        return {p[0], p[2] * p[2]};
+      },
+      in);
+  NoGradGuard no_grad;
+  Tensor full = causal_conv1d(in[0], in[1], in[2]);
+  std::vector<Tensor> parts = causal_conv1d_parts(in[0], in[1], {2, 2, 3}, in[2]);
+  CHECK(max_abs_diff(concat(parts, 2), full) == 0);
+  CHECK_THROWS_AS((void)causal_conv1d_parts(in[0], in[1], {2, 2}), Error);
+}
+
 TEST_CASE("causal_conv1d: token-by-token with state carry equals one full call") {
   Generator gen(2);
   const int64_t B = 2, T = 9, C = 5, W = 4;

@@ -85,16 +85,47 @@ template <typename T> std::vector<T> transpose_weight(const T* weight, int64_t C
   return wt;
 }
 
-void causal_conv1d_forward(const Tensor& y, const Tensor& final_state, const Tensor& x, const Tensor& weight,
-                           const Tensor& bias, const Tensor& initial_state, bool silu) {
-  GDN_CHECK(y.is_contiguous() && x.is_contiguous() && weight.is_contiguous(), "causal_conv1d: contiguous only");
+// The channel parts of a [B,T,C] conv output (or its gradient): contiguous [B,T,C_i] tensors of x's dtype whose
+// widths add up to C. One part is the whole tensor; several are gathered to / scattered from one [B*T, C] buffer.
+void check_channel_parts(const std::vector<Tensor>& parts, const Tensor& x, const char* what) {
+  int64_t c = 0;
+  for (const Tensor& p : parts) {
+    GDN_CHECK(p.is_contiguous() && p.dim() == 3 && p.size(0) == x.size(0) && p.size(1) == x.size(1) &&
+                  p.dtype() == x.dtype(),
+              "{}: part {} of {} must be contiguous [B,T,C_i] {}", what, shape_str(p.shape()), shape_str(x.shape()),
+              x.dtype());
+    c += p.size(2);
+  }
+  GDN_CHECK(!parts.empty() && c == x.size(2), "{}: parts of {} channels for C = {}", what, c, x.size(2));
+}
+template <typename T>
+void copy_channel_parts(T* full, const std::vector<Tensor>& parts, int64_t rows, int64_t C, bool to_parts) {
+  int64_t c0 = 0;
+  for (const Tensor& p : parts) {
+    const int64_t w = p.size(2);
+    T* pp = p.data<T>();
+    for (int64_t r = 0; r < rows; ++r) {
+      if (to_parts)
+        std::copy(full + r * C + c0, full + r * C + c0 + w, pp + r * w);
+      else
+        std::copy(pp + r * w, pp + r * w + w, full + r * C + c0);
+    }
+    c0 += w;
+  }
+}
+
+void causal_conv1d_forward(const std::vector<Tensor>& ys, const Tensor& final_state, const Tensor& x,
+                           const Tensor& weight, const Tensor& bias, const Tensor& initial_state, bool silu) {
+  GDN_CHECK(x.is_contiguous() && weight.is_contiguous(), "causal_conv1d: contiguous only");
+  check_channel_parts(ys, x, "causal_conv1d");
   const int64_t B = x.size(0), T_ = x.size(1), C = x.size(2), W = weight.size(1);
   dispatch_float(x.dtype(), "causal_conv1d_forward", [&](auto tag_) {
     using T = decltype(tag_);
     const ConvGeometry<T> geo{B, T_, C, W, x.data<T>(), initial_state.defined() ? initial_state.data<T>() : nullptr};
     const std::vector<T> wt = transpose_weight(weight.data<T>(), C, W);
     const T* bp = bias.defined() ? bias.data<T>() : nullptr;
-    T* yp = y.data<T>();
+    std::vector<T> full(ys.size() > 1 ? B * T_ * C : 0);
+    T* yp = ys.size() > 1 ? full.data() : ys[0].data<T>();
 #pragma omp parallel for if (B * T_ * C * W >= kParallelGrain)
     for (int64_t bt = 0; bt < B * T_; ++bt) {
       T* yr = yp + bt * C;
@@ -102,6 +133,7 @@ void causal_conv1d_forward(const Tensor& y, const Tensor& final_state, const Ten
       if (silu)
         for (int64_t c = 0; c < C; ++c) yr[c] = yr[c] * sigmoid_of(yr[c]);
     }
+    if (ys.size() > 1) copy_channel_parts(yp, ys, B * T_, C, /*to_parts=*/true);
     if (final_state.defined()) {  // the last W-1 inputs, oldest first
       T* fp = final_state.data<T>();
       for (int64_t b = 0; b < B; ++b)
@@ -112,17 +144,20 @@ void causal_conv1d_forward(const Tensor& y, const Tensor& final_state, const Ten
 }
 
 void causal_conv1d_backward(const Tensor& dx, const Tensor& dweight, const Tensor& dbias,
-                            const Tensor& dinitial_state, const Tensor& dy, const Tensor& x, const Tensor& weight,
-                            const Tensor& bias, const Tensor& initial_state, bool silu) {
-  GDN_CHECK(dx.is_contiguous() && dy.is_contiguous() && x.is_contiguous() && weight.is_contiguous(),
+                            const Tensor& dinitial_state, const std::vector<Tensor>& dys, const Tensor& x,
+                            const Tensor& weight, const Tensor& bias, const Tensor& initial_state, bool silu) {
+  GDN_CHECK(dx.is_contiguous() && x.is_contiguous() && weight.is_contiguous(),
             "causal_conv1d_backward: contiguous only");
+  check_channel_parts(dys, x, "causal_conv1d_backward");
   const int64_t B = x.size(0), T_ = x.size(1), C = x.size(2), W = weight.size(1);
   dispatch_float(x.dtype(), "causal_conv1d_backward", [&](auto tag_) {
     using T = decltype(tag_);
     const ConvGeometry<T> geo{B, T_, C, W, x.data<T>(), initial_state.defined() ? initial_state.data<T>() : nullptr};
     const std::vector<T> wt = transpose_weight(weight.data<T>(), C, W);
     const T* bp = bias.defined() ? bias.data<T>() : nullptr;
-    const T* dyp = dy.data<T>();
+    std::vector<T> dy_full(dys.size() > 1 ? B * T_ * C : 0);
+    if (dys.size() > 1) copy_channel_parts(dy_full.data(), dys, B * T_, C, /*to_parts=*/false);
+    const T* dyp = dys.size() > 1 ? dy_full.data() : dys[0].data<T>();
     const bool parallel = B * T_ * C * W >= kParallelGrain;
 
     // dp = dy * act'(p), p recomputed.
