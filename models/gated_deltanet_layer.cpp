@@ -49,24 +49,23 @@ Tensor GatedDeltaNetLayer::forward(const Tensor& x, LayerCache* cache) const {
   const int64_t Hk = n_k_heads, Hv = n_v_heads, K = head_k_dim, V = head_v_dim;
   const int64_t key = Hk * K, value = Hv * V;
 
-  // Both input projections as one node (ops/matmul.h linear_multi): the conv input q | k | v [B,T,2key+value]
-  // followed by z [B,T,value] when gated, and the gate input b | a [B,T,2Hv] (b [B,T,Hv] without the decay gate).
-  const std::vector<Tensor> proj = linear_multi(x, {in_proj, in_proj_gate});
-  Tensor qkv = proj[0];
-  Tensor z;
-  if (output_gate) {
-    std::vector<Tensor> qkv_z = split(qkv, {2 * key + value, value}, -1);
-    qkv = qkv_z[0];
-    z = reshape(qkv_z[1], {B, T, Hv, V});
-  }
+  // Both input projections as one node (ops/matmul.h linear_multi): the conv input q | k | v [B,T,2key+value] and,
+  // when gated, z [B,T,value] as two outputs of their own (row blocks of in_proj: no slicing copies either way), and
+  // the gate input b | a [B,T,2Hv] (b [B,T,Hv] without the decay gate).
+  const std::vector<Tensor> proj =
+      output_gate ? linear_multi(x, {in_proj, in_proj_gate}, {{2 * key + value, value}, {}})
+                  : linear_multi(x, {in_proj, in_proj_gate});
+  const Tensor& qkv = proj[0];
+  const Tensor z = output_gate ? reshape(proj[1], {B, T, Hv, V}) : Tensor();
+  const Tensor& gate_in = proj.back();
   // beta = sigmoid(b) and the log decay g: from the gate (b | a) with the decay gate, else g = 0 (alpha = 1), a
   // constant zero tensor that the delta rule takes like any other g.
   Tensor g, beta;
   if (decay_gate) {
-    std::vector<Tensor> b_a = split(proj[1], {Hv, Hv}, -1);  // [B,T,2Hv] -> b | a
+    std::vector<Tensor> b_a = split(gate_in, {Hv, Hv}, -1);  // [B,T,2Hv] -> b | a
     std::tie(g, beta) = gdn_gate(b_a[1], b_a[0], A_log, dt_bias);
   } else {
-    beta = sigmoid(proj[1]);  // [B,T,Hv]
+    beta = sigmoid(gate_in);  // [B,T,Hv]
     g = zeros({B, T, Hv}, x.dtype(), x.device());
   }
 

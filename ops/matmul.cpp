@@ -244,17 +244,35 @@ Tensor linear_bf16(const Tensor& x, const Tensor& weight, const Shape& out_shape
 
 }  // namespace
 
-std::vector<Tensor> linear_multi(const Tensor& x, const std::vector<Tensor>& weights) {
+std::vector<Tensor> linear_multi(const Tensor& x, const std::vector<Tensor>& weights,
+                                 const std::vector<std::vector<int64_t>>& parts) {
   GDN_CHECK(!weights.empty(), "linear_multi: no weights");
+  GDN_CHECK(parts.empty() || parts.size() == weights.size(), "linear_multi: {} part lists for {} weights",
+            parts.size(), weights.size());
   const int64_t in = x.size(-1), P = static_cast<int64_t>(weights.size());
   int64_t total_out = 0;
-  bool same_shape = true;
-  for (const Tensor& w : weights) {
+  bool same_shape = true, split = false;
+  // The pieces: row blocks of the weights, one output each (a weight without a part list is one piece).
+  struct Piece {
+    int64_t p, r0, rows;
+  };
+  std::vector<Piece> pieces;
+  for (int64_t p = 0; p < P; ++p) {
+    const Tensor& w = weights[p];
     GDN_CHECK(w.dim() == 2 && w.size(1) == in, "linear_multi: input {} with weight {}", shape_str(x.shape()),
               shape_str(w.shape()));
     GDN_CHECK(x.dtype() == w.dtype() && x.device() == w.device(), "linear_multi: {} vs {}", x.str(), w.str());
     total_out += w.size(0);
     same_shape = same_shape && w.shape() == weights[0].shape();
+    const std::vector<int64_t> rows = parts.empty() || parts[p].empty() ? std::vector<int64_t>{w.size(0)} : parts[p];
+    int64_t r0 = 0;
+    for (int64_t r : rows) {
+      GDN_CHECK(r >= 1, "linear_multi: part sizes must be positive, got {}", r);
+      pieces.push_back({p, r0, r});
+      r0 += r;
+    }
+    GDN_CHECK(r0 == w.size(0), "linear_multi: parts of {} rows for weight {}", r0, shape_str(w.shape()));
+    split = split || rows.size() > 1;
   }
   const Device dev = x.device();
   const DType dt = x.dtype();
@@ -263,10 +281,10 @@ std::vector<Tensor> linear_multi(const Tensor& x, const std::vector<Tensor>& wei
   const bool bf16 = linear_takes_bf16(x, N, in, total_out);
   const Tensor xs = bf16 ? bf16_copy(x2) : x2.detach();
   // The weights as GEMM operands: the parameters themselves, or bf16 copies; equal shapes under bf16 share one
-  // [P, out, in] copy, so that all P products are one batched GEMM.
+  // [P, out, in] copy, so that all P products are one batched GEMM (not with parts).
   std::vector<Tensor> ws(weights.size());
   Tensor outs_all;
-  if (bf16 && same_shape && P > 1) {
+  if (bf16 && same_shape && P > 1 && !split) {
     const int64_t out_f = weights[0].size(0);
     // The copies of Bf16WeightCopies when they lie one after the other, else a fresh [P, out, in] copy.
     const Tensor* first = Bf16WeightCopies::find(weights[0]);
@@ -289,45 +307,59 @@ std::vector<Tensor> linear_multi(const Tensor& x, const std::vector<Tensor>& wei
     const Tensor b = w_all.as_strided({P, in, out_f}, {out_f * in, 1, in}, w_all.offset());  // w_p^T, column-major
     kernels::gemm(dev, outs_all, a, b, 1.0, 0.0);
     count_gemm(a, b);
+  } else {
+    for (int64_t p = 0; p < P; ++p) ws[p] = bf16 ? bf16_weight(weights[p]) : weights[p].detach();
   }
-  std::vector<Tensor> ys(weights.size());
-  for (int64_t p = 0; p < P; ++p) {
-    const int64_t out_f = weights[p].size(0);
+  // Piece k's operand: rows [r0, r0 + rows) of its weight (a contiguous row block).
+  std::vector<Tensor> wk;
+  for (const Piece& q : pieces) wk.push_back(ws[q.p].as_strided({q.rows, in}, {in, 1}, ws[q.p].offset() + q.r0 * in));
+  std::vector<Tensor> ys(pieces.size());
+  for (size_t k = 0; k < pieces.size(); ++k) {
+    const int64_t out_f = pieces[k].rows;
     Shape out_shape = x.shape();
     out_shape.back() = out_f;
     if (outs_all.defined()) {
-      ys[p] = outs_all.as_strided(out_shape, contiguous_strides(out_shape), p * N * out_f);
+      ys[k] = outs_all.as_strided(out_shape, contiguous_strides(out_shape), static_cast<int64_t>(k) * N * out_f);
       continue;
     }
-    ws[p] = bf16 ? bf16_weight(weights[p]) : weights[p].detach();
     Tensor out = Tensor::empty({1, N, out_f}, dt, dev);
-    gemm2(out, xs, transpose(ws[p], 0, 1), 0.0);
-    ys[p] = out.as_strided(out_shape, contiguous_strides(out_shape), 0);
+    gemm2(out, xs, transpose(wk[k], 0, 1), 0.0);
+    ys[k] = out.as_strided(out_shape, contiguous_strides(out_shape), 0);
   }
   TensorList inputs{x};
   inputs.insert(inputs.end(), weights.begin(), weights.end());
   std::vector<bool> need_w;
   for (const Tensor& w : weights) need_w.push_back(w.requires_grad());
+  std::vector<int64_t> out_rows;
+  for (const Tensor& w : weights) out_rows.push_back(w.size(0));
   record("linear_multi", ys, inputs,
-         [need_x = x.requires_grad(), need_w, xs, ws, bf16, x_shape = x.shape(), N, in](const TensorList& g) {
-           const size_t P = ws.size();
-           TensorList grads(P + 1);
+         [need_x = x.requires_grad(), need_w, xs, wk, pieces, out_rows, bf16, x_shape = x.shape(), N,
+          in](const TensorList& g) {
+           TensorList grads(need_w.size() + 1);
            Tensor dx;
-           for (size_t p = 0; p < P; ++p) {
-             if (!g[p].defined()) continue;
-             const int64_t out_f = ws[p].size(0);
-             const Tensor gp = bf16 ? bf16_copy(reshape(g[p], {N, out_f})) : reshape(g[p], {N, out_f});
-             if (need_x) {  // dx = sum_p g_p w_p: the first product writes, the others add (beta = 1)
+           std::vector<Tensor> dw(need_w.size());  // [1, out_p, in] per weight, written piece by piece
+           for (size_t k = 0; k < pieces.size(); ++k) {
+             if (!g[k].defined()) continue;
+             const Piece& q = pieces[k];
+             const Tensor gk = bf16 ? bf16_copy(reshape(g[k], {N, q.rows})) : reshape(g[k], {N, q.rows});
+             if (need_x) {  // dx = sum_k g_k w_k: the first product writes, the others add (beta = 1)
                const bool first = !dx.defined();
-               if (first) dx = Tensor::empty({1, N, in}, g[p].dtype(), g[p].device());
-               gemm2(dx, gp, ws[p], first ? 0.0 : 1.0);
+               if (first) dx = Tensor::empty({1, N, in}, g[k].dtype(), g[k].device());
+               gemm2(dx, gk, wk[k], first ? 0.0 : 1.0);
              }
-             if (need_w[p]) {
-               Tensor dw = Tensor::empty({1, out_f, in}, g[p].dtype(), g[p].device());
-               gemm2(dw, transpose(gp, 0, 1), xs, 0.0);
-               grads[p + 1] = dw.as_strided({out_f, in}, {in, 1}, 0);
+             if (need_w[q.p]) {
+               if (!dw[q.p].defined()) dw[q.p] = Tensor::empty({1, out_rows[q.p], in}, g[k].dtype(), g[k].device());
+               gemm2(dw[q.p].as_strided({1, q.rows, in}, {q.rows * in, in, 1}, q.r0 * in), transpose(gk, 0, 1), xs,
+                     0.0);
              }
            }
+           for (size_t k = 0; k < pieces.size(); ++k) {  // the rows of a piece that got no gradient: zero
+             const Piece& q = pieces[k];
+             if (!g[k].defined() && dw[q.p].defined())
+               kernels::fill(dw[q.p].device(), dw[q.p].as_strided({q.rows, in}, {in, 1}, q.r0 * in), 0.0);
+           }
+           for (size_t p = 0; p < dw.size(); ++p)
+             if (dw[p].defined()) grads[p + 1] = dw[p].as_strided({out_rows[p], in}, {in, 1}, 0);
            if (dx.defined()) grads[0] = dx.as_strided(x_shape, contiguous_strides(x_shape), 0);
            return grads;
          });

@@ -21,7 +21,11 @@ Tensor linear(const Tensor& x, const Tensor& weight);  // x [..., in], weight [o
 // products g_p w_p into one dx inside the GEMMs (beta = 1) instead of the engine summing P gradients of x, and under
 // bf16 products x is copied to bf16 once for all P; weights of one shape then share one bf16 copy [P, out, in] and
 // the P forward products are one batched GEMM (x broadcast over the batch).
-std::vector<Tensor> linear_multi(const Tensor& x, const std::vector<Tensor>& weights);
+// With parts, weight p's outputs come as consecutive blocks of parts[p] features (row blocks of w_p, adding up to
+// its rows; an empty list: one output), each its own contiguous tensor (a GEMM each); w_p's gradient is still one
+// tensor, written block by block. The outputs are listed weight by weight, block by block.
+std::vector<Tensor> linear_multi(const Tensor& x, const std::vector<Tensor>& weights,
+                                 const std::vector<std::vector<int64_t>>& parts = {});
 
 // linear_cross_entropy(x, w, targets) = cross_entropy(linear(x, w), targets) (the mean over all N rows; every target
 // in [0, V)) without the [N, V] logits: the rows go through in chunks of `chunk_rows` (0 = as many as keep one

@@ -255,6 +255,22 @@ TEST_CASE("gradcheck: linear_multi (weights of one shape and of two shapes)") {
   CHECK_GRADCHECK([](const TensorList& in) -> TensorList { return {linear_multi(in[0], {in[1], in[2]})[1]}; },
                   {x, w1, w3});
   CHECK_THROWS_AS(linear_multi(x, {w1, rand_leaf({5, 3}, gen)}), Error);
+  // Parts: w1's outputs as blocks of 2 and 3 features, w3 whole; the blocks are slices of linear(x, w1). One block
+  // left out of the loss: its rows of w1's gradient are zero.
+  CHECK_GRADCHECK(
+      [](const TensorList& in) -> TensorList { return linear_multi(in[0], {in[1], in[2]}, {{2, 3}, {}}); },
+      {x, w1, w3});
+  CHECK_GRADCHECK(
+      [](const TensorList& in) -> TensorList {
+        std::vector<Tensor> y = linear_multi(in[0], {in[1], in[2]}, {{2, 3}, {}});
+        return {y[1], y[2]};
+      },
+      {x, w1, w3});
+  std::vector<Tensor> parts = linear_multi(x, {w1, w3}, {{2, 3}, {}});
+  REQUIRE(parts.size() == 3);
+  CHECK(test::max_abs_diff(concat({parts[0], parts[1]}, -1), linear(x, w1)) == 0.0);
+  CHECK(test::max_abs_diff(parts[2], linear(x, w3)) == 0.0);
+  CHECK_THROWS_AS(linear_multi(x, {w1, w3}, {{2, 2}, {}}), Error);
 }
 
 TEST_CASE("gradcheck: linear_cross_entropy (chunked lm_head + cross-entropy)") {
