@@ -82,6 +82,12 @@ struct AdamWParams {
   X(cross_entropy_backward, void(const Tensor& dlogits, const Tensor& dloss, const Tensor& logits,             \
                                  const Tensor& lse, const Tensor& count, const Tensor& targets,                \
                                  int64_t ignore_index))                                                        \
+  /* cross_entropy_forward (loss, lse, count) and, in the same pass over each row, dlogits = dscale [1] *      */ \
+  /* (softmax - onehot) on kept rows, 0 on ignored ones: the backward for a dloss / count known beforehand     */ \
+  /* (dlogits' dtypes as cross_entropy_backward's) */                                                             \
+  X(cross_entropy_fused, void(const Tensor& loss, const Tensor& lse, const Tensor& count, const Tensor& dlogits, \
+                              const Tensor& dscale, const Tensor& logits, const Tensor& targets,               \
+                              int64_t ignore_index))                                                           \
   /* y [N,D] = s * rstd * w; rstd [N] = 1/sqrt(mean(s^2) + eps) with s = x, or with r [N,D] given s = x + r, */ \
   /* written to h [N,D] (the residual add fused with the norm after it); contiguous */                          \
   X(rms_norm_forward, void(const Tensor& y, const Tensor& rstd, const Tensor& h, const Tensor& x,               \

@@ -42,6 +42,7 @@
 
 #include "cuda/cuda_kernels.h"
 #include "cuda/launch.h"
+#include "cuda/stream.h"
 
 namespace gdn::cuda {
 
@@ -218,48 +219,67 @@ template <typename T> struct RowMaxSum {
   }
 };
 
-// A block per row: lse[i]; rows[i] = lse - x[t] (0 when ignored), rows[N + i] = 1 when kept. float32 rows whose
-// length is a multiple of 4 (and 16-byte aligned) are read as float4.
+// One thread's pass over its elements of row xr (float32 rows of a multiple of 4, 16-byte aligned, as float4): their
+// running max and sum; each element also copied to stash when given (the fused kernel's row in shared memory).
+template <typename T>
+__device__ RowMaxSum<T> row_max_sum(const T* __restrict__ xr, int64_t V, bool vec4, T* __restrict__ stash) {
+  RowMaxSum<T> a;
+  if constexpr (std::is_same_v<T, float>) {
+    if (vec4) {
+      const float4* x4 = reinterpret_cast<const float4*>(xr);
+      for (int64_t j = threadIdx.x; j < V / 4; j += blockDim.x) {
+        const float4 q = x4[j];
+        a.add(q.x);
+        a.add(q.y);
+        a.add(q.z);
+        a.add(q.w);
+        if (stash) reinterpret_cast<float4*>(stash)[j] = q;
+      }
+      return a;
+    }
+  }
+  for (int64_t j = threadIdx.x; j < V; j += blockDim.x) {
+    const T v = xr[j];
+    a.add(v);
+    if (stash) stash[j] = v;
+  }
+  return a;
+}
+
+// The row's lse from every thread's (max, sum), returned to all threads (through *sl; ends with a block barrier);
+// thread 0 writes lse[i], rows[i] = lse - x[t] (0 when ignored) and rows[N + i] = 1 when kept.
+template <typename T>
+__device__ T row_lse(const RowMaxSum<T>& a, T* lse, double* rows, const T* xr, int64_t t, int64_t i, int64_t N,
+                     int64_t V, int64_t ignore_index, T* smax, double* ssum, T* sl) {
+  const T m = block_max(a.m, smax);
+  double s = a.m == T(-INFINITY) ? 0.0 : a.s * static_cast<double>(exp(a.m - m));
+  s = block_sum(s, ssum);
+  if (threadIdx.x == 0) {
+    const double l = static_cast<double>(m) + log(s);
+    lse[i] = static_cast<T>(l);
+    *sl = static_cast<T>(l);
+    if (t == ignore_index) {
+      rows[i] = 0;
+      rows[N + i] = 0;
+    } else {
+      rows[i] = t >= 0 && t < V ? l - static_cast<double>(xr[t]) : static_cast<double>(NAN);
+      rows[N + i] = 1;
+    }
+  }
+  __syncthreads();
+  return *sl;
+}
+
+// A block per row: lse[i], rows[i], rows[N + i] (row_lse).
 template <typename T>
 __global__ void cross_entropy_rows_kernel(T* __restrict__ lse, double* __restrict__ rows, const T* __restrict__ x,
                                           const int64_t* __restrict__ targets, int64_t N, int64_t V,
                                           int64_t ignore_index, bool vec4) {
-  __shared__ T smax[32];
+  __shared__ T smax[32], sl;
   __shared__ double ssum[32];
   for (int64_t i = blockIdx.x; i < N; i += gridDim.x) {
     const T* xr = x + i * V;
-    RowMaxSum<T> a;
-    if constexpr (std::is_same_v<T, float>) {
-      if (vec4) {
-        const float4* x4 = reinterpret_cast<const float4*>(xr);
-        for (int64_t j = threadIdx.x; j < V / 4; j += blockDim.x) {
-          const float4 q = x4[j];
-          a.add(q.x);
-          a.add(q.y);
-          a.add(q.z);
-          a.add(q.w);
-        }
-      } else {
-        for (int64_t j = threadIdx.x; j < V; j += blockDim.x) a.add(xr[j]);
-      }
-    } else {
-      for (int64_t j = threadIdx.x; j < V; j += blockDim.x) a.add(xr[j]);
-    }
-    const T m = block_max(a.m, smax);
-    double s = a.m == T(-INFINITY) ? 0.0 : a.s * static_cast<double>(exp(a.m - m));
-    s = block_sum(s, ssum);
-    if (threadIdx.x == 0) {
-      const double l = static_cast<double>(m) + log(s);
-      lse[i] = static_cast<T>(l);
-      const int64_t t = targets[i];
-      if (t == ignore_index) {
-        rows[i] = 0;
-        rows[N + i] = 0;
-      } else {
-        rows[i] = t >= 0 && t < V ? l - static_cast<double>(xr[t]) : static_cast<double>(NAN);
-        rows[N + i] = 1;
-      }
-    }
+    row_lse(row_max_sum<T>(xr, V, vec4, nullptr), lse, rows, xr, targets[i], i, N, V, ignore_index, smax, ssum, &sl);
   }
 }
 
@@ -305,80 +325,166 @@ void cross_entropy_forward(const Tensor& loss, const Tensor& lse, const Tensor& 
   });
 }
 
-template <typename O> __device__ inline O ce_out(float v) {
+// A gradient value in dx's type: rounded once to bfloat16 (from float32 logits), else as it is.
+template <typename O, typename V> __device__ inline O ce_out(V v) {
   if constexpr (std::is_same_v<O, __nv_bfloat16>) return __float2bfloat16_rn(v);
   else return v;
 }
 
-// T: the logits' type; O: dx's (T, or bfloat16 for float32 logits).
+// One row of dx: scale * exp(x_j - l) - scale [j = t], 0 when the row is ignored. T: the logits' type; O: dx's (T, or
+// bfloat16 for float32 logits). xr in global or shared memory; float32 rows of a multiple of 4 as float4 where vec4
+// (16-byte aligned; dx 8-byte aligned for bfloat16).
+template <typename T, typename O>
+__device__ void write_grad_row(O* __restrict__ drow, const T* __restrict__ xr, T scale, T l, int64_t t, bool ignored,
+                               int64_t V, bool vec4) {
+  auto grad = [&](int64_t j, T xj) {
+    if (ignored) return T(0);
+    T v = scale * exp(xj - l);
+    if (j == t) v -= scale;
+    return v;
+  };
+  if constexpr (std::is_same_v<T, float>) {
+    if (vec4) {
+      for (int64_t q = threadIdx.x; q < V / 4; q += blockDim.x) {
+        const float4 v = reinterpret_cast<const float4*>(xr)[q];
+        const int64_t j = 4 * q;
+        if constexpr (std::is_same_v<O, float>) {
+          reinterpret_cast<float4*>(drow)[q] =
+              make_float4(grad(j, v.x), grad(j + 1, v.y), grad(j + 2, v.z), grad(j + 3, v.w));
+        } else {
+          auto* d2 = reinterpret_cast<__nv_bfloat162*>(drow) + 2 * q;
+          d2[0] = __floats2bfloat162_rn(grad(j, v.x), grad(j + 1, v.y));
+          d2[1] = __floats2bfloat162_rn(grad(j + 2, v.z), grad(j + 3, v.w));
+        }
+      }
+      return;
+    }
+  }
+  for (int64_t j = threadIdx.x; j < V; j += blockDim.x) drow[j] = ce_out<O>(grad(j, xr[j]));
+}
+
+// scale = dloss / count (0 when count = 0), or dloss itself when count is null.
+template <typename T>
+__device__ T ce_scale(const T* dloss, const T* count) {
+  if (!count) return dloss[0];
+  const T c = count[0];
+  return c > T(0) ? dloss[0] / c : T(0);
+}
+
 template <typename T, typename O>
 __global__ void cross_entropy_backward_kernel(O* __restrict__ dx, const T* __restrict__ dloss,
                                               const T* __restrict__ x, const T* __restrict__ lse,
                                               const T* __restrict__ count, const int64_t* __restrict__ targets,
                                               int64_t N, int64_t V, int64_t ignore_index, bool vec4) {
-  const T c = count[0];
-  const T scale = c > T(0) ? dloss[0] / c : T(0);
+  const T scale = ce_scale(dloss, count);
   for (int64_t i = blockIdx.x; i < N; i += gridDim.x) {
-    O* drow = dx + i * V;
     const int64_t t = targets[i];
     const bool ignored = t == ignore_index;
-    const T* xr = x + i * V;
-    const T l = ignored ? T(0) : lse[i];
-    auto grad = [&](int64_t j, T xj) {
-      if (ignored) return T(0);
-      T v = scale * exp(xj - l);
-      if (j == t) v -= scale;
-      return v;
-    };
-    if constexpr (std::is_same_v<T, float>) {
-      if (vec4) {  // float32 rows of a multiple of 4, 16-byte aligned (8-byte for bfloat16 dx)
-        for (int64_t q = threadIdx.x; q < V / 4; q += blockDim.x) {
-          const float4 v = reinterpret_cast<const float4*>(xr)[q];
-          const int64_t j = 4 * q;
-          if constexpr (std::is_same_v<O, float>) {
-            reinterpret_cast<float4*>(drow)[q] =
-                make_float4(grad(j, v.x), grad(j + 1, v.y), grad(j + 2, v.z), grad(j + 3, v.w));
-          } else {
-            auto* d2 = reinterpret_cast<__nv_bfloat162*>(drow) + 2 * q;
-            d2[0] = __floats2bfloat162_rn(grad(j, v.x), grad(j + 1, v.y));
-            d2[1] = __floats2bfloat162_rn(grad(j + 2, v.z), grad(j + 3, v.w));
-          }
-        }
-        continue;
-      }
-      for (int64_t j = threadIdx.x; j < V; j += blockDim.x) drow[j] = ce_out<O>(grad(j, xr[j]));
-    } else {
-      for (int64_t j = threadIdx.x; j < V; j += blockDim.x) drow[j] = grad(j, xr[j]);
-    }
+    write_grad_row(dx + i * V, x + i * V, scale, ignored ? T(0) : lse[i], t, ignored, V, vec4);
   }
 }
 
-void cross_entropy_backward(const Tensor& dlogits, const Tensor& dloss, const Tensor& logits, const Tensor& lse,
-                            const Tensor& count, const Tensor& targets, int64_t ignore_index) {
+// The forward and the backward of a row in one pass over the logits (cross_entropy_fused): the row is read once from
+// global memory into shared memory (dynamic, V elements) while its max and sum run, then dx comes from there.
+template <typename T, typename O>
+__global__ void cross_entropy_fused_kernel(O* __restrict__ dx, T* __restrict__ lse, double* __restrict__ rows,
+                                           const T* __restrict__ x, const int64_t* __restrict__ targets,
+                                           const T* __restrict__ dscale, int64_t N, int64_t V, int64_t ignore_index,
+                                           bool vec4) {
+  extern __shared__ __align__(16) unsigned char ce_row[];
+  T* row = reinterpret_cast<T*>(ce_row);
+  __shared__ T smax[32], sl;
+  __shared__ double ssum[32];
+  const T scale = dscale[0];
+  for (int64_t i = blockIdx.x; i < N; i += gridDim.x) {
+    const T* xr = x + i * V;
+    const int64_t t = targets[i];
+    const bool ignored = t == ignore_index;
+    const T l = row_lse(row_max_sum<T>(xr, V, vec4, row), lse, rows, xr, t, i, N, V, ignore_index, smax, ssum, &sl);
+    write_grad_row(dx + i * V, row, scale, ignored ? T(0) : l, t, ignored, V, vec4);
+    __syncthreads();  // the row's readers are done before the next row is stashed
+  }
+}
+
+// The checks shared by the backward and the fused kernel: contiguous, dlogits of the logits' shape, in their dtype or
+// in bfloat16 for float32 logits.
+void check_dlogits(const Tensor& dlogits, const Tensor& logits, const Tensor& lse, const Tensor& targets,
+                   const char* what) {
   GDN_CHECK(dlogits.is_contiguous() && logits.is_contiguous() && lse.is_contiguous() && targets.is_contiguous(),
-            "cross_entropy_backward: contiguous only");
-  GDN_CHECK(logits.dim() == 2 && dlogits.shape() == logits.shape(), "cross_entropy_backward: dlogits {} logits {}",
+            "{}: contiguous only", what);
+  GDN_CHECK(logits.dim() == 2 && dlogits.shape() == logits.shape(), "{}: dlogits {} logits {}", what,
             shape_str(dlogits.shape()), shape_str(logits.shape()));
+  GDN_CHECK(dlogits.dtype() == logits.dtype() || (dlogits.dtype() == kBFloat16 && logits.dtype() == kFloat32),
+            "{}: {} dlogits for {} logits", what, dlogits.dtype(), logits.dtype());
+}
+
+// f(out, vec4) with dlogits' typed pointer (T, or bfloat16 for float32 logits) and whether float4 rows apply.
+template <typename T, typename F>
+void with_dlogits(const Tensor& dlogits, const Tensor& logits, F f) {
   const bool bf16_out = dlogits.dtype() == kBFloat16;
-  GDN_CHECK(dlogits.dtype() == logits.dtype() || (bf16_out && logits.dtype() == kFloat32),
-            "cross_entropy_backward: {} dlogits for {} logits", dlogits.dtype(), logits.dtype());
+  const int64_t V = logits.size(1);
+  const bool vec4 = V % 4 == 0 && is_aligned(logits.data<T>(), 16) && is_aligned(dlogits.raw_data(), bf16_out ? 8 : 16);
+  if constexpr (std::is_same_v<T, float>) {
+    if (bf16_out) return f(reinterpret_cast<__nv_bfloat16*>(dlogits.raw_data()), vec4);
+  }
+  f(dlogits.data<T>(), vec4);
+}
+
+// dlogits from the logits and their lse: scale = dloss / count, or dloss itself when count is null.
+void grad_rows(const Tensor& dlogits, const Tensor& dloss, const Tensor* count, const Tensor& logits,
+               const Tensor& lse, const Tensor& targets, int64_t ignore_index) {
   const int64_t N = logits.size(0), V = logits.size(1);
   if (N == 0 || V == 0) return;
   dispatch_float(logits.dtype(), "cuda cross_entropy_backward", [&](auto tag) {
     using T = decltype(tag);
-    const bool vec4 =
-        V % 4 == 0 && is_aligned(logits.data<T>(), 16) && is_aligned(dlogits.raw_data(), bf16_out ? 8 : 16);
-    auto launch = [&](auto* out) {
+    with_dlogits<T>(dlogits, logits, [&](auto* out, bool vec4) {
       using O = std::remove_pointer_t<decltype(out)>;
       cross_entropy_backward_kernel<T, O><<<grid_for(N, 1), kThreads, 0, current_stream()>>>(
-          out, dloss.data<T>(), logits.data<T>(), lse.data<T>(), count.data<T>(), targets.data<int64_t>(), N, V,
-          ignore_index, vec4);
+          out, dloss.data<T>(), logits.data<T>(), lse.data<T>(), count ? count->data<T>() : nullptr,
+          targets.data<int64_t>(), N, V, ignore_index, vec4);
       CUDA_CHECK_LAST();
-    };
-    if constexpr (std::is_same_v<T, float>) {
-      if (bf16_out) return launch(reinterpret_cast<__nv_bfloat16*>(dlogits.raw_data()));
-    }
-    launch(dlogits.data<T>());
+    });
+  });
+}
+
+void cross_entropy_backward(const Tensor& dlogits, const Tensor& dloss, const Tensor& logits, const Tensor& lse,
+                            const Tensor& count, const Tensor& targets, int64_t ignore_index) {
+  check_dlogits(dlogits, logits, lse, targets, "cross_entropy_backward");
+  grad_rows(dlogits, dloss, &count, logits, lse, targets, ignore_index);
+}
+
+void cross_entropy_fused(const Tensor& loss, const Tensor& lse, const Tensor& count, const Tensor& dlogits,
+                         const Tensor& dscale, const Tensor& logits, const Tensor& targets, int64_t ignore_index) {
+  check_dlogits(dlogits, logits, lse, targets, "cross_entropy_fused");
+  GDN_CHECK(targets.dtype() == kInt64 && targets.numel() == logits.size(0) && lse.numel() == logits.size(0),
+            "cross_entropy_fused: targets {} / lse {} for logits {}", shape_str(targets.shape()),
+            shape_str(lse.shape()), shape_str(logits.shape()));
+  const int64_t N = logits.size(0), V = logits.size(1);
+  const size_t row_bytes = static_cast<size_t>(V) * element_size(logits.dtype());
+  int optin = 0;
+  CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, current_device()));
+  if (N == 0 || V == 0 || row_bytes + 4096 > static_cast<size_t>(optin)) {  // no row in shared memory: two passes
+    cross_entropy_forward(loss, lse, count, logits, targets, ignore_index);
+    grad_rows(dlogits, dscale, nullptr, logits, lse, targets, ignore_index);
+    return;
+  }
+  Tensor rows = Tensor::empty({2, N}, kFloat64, logits.device());
+  dispatch_float(logits.dtype(), "cuda cross_entropy_fused", [&](auto tag) {
+    using T = decltype(tag);
+    with_dlogits<T>(dlogits, logits, [&](auto* out, bool vec4) {
+      using O = std::remove_pointer_t<decltype(out)>;
+      const auto kernel = cross_entropy_fused_kernel<T, O>;
+      if (row_bytes > 48 * 1024)
+        CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        static_cast<int>(row_bytes)));
+      kernel<<<grid_for(N, 1), 1024, row_bytes, current_stream()>>>(out, lse.data<T>(), rows.data<double>(),
+                                                                     logits.data<T>(), targets.data<int64_t>(),
+                                                                     dscale.data<T>(), N, V, ignore_index, vec4);
+      CUDA_CHECK_LAST();
+    });
+    cross_entropy_mean_kernel<T><<<1, 1024, 0, current_stream()>>>(loss.data<T>(), count.data<T>(),
+                                                                  rows.data<double>(), N);
+    CUDA_CHECK_LAST();
   });
 }
 
@@ -562,6 +668,7 @@ void register_nn_kernels(KernelTable& t) {
   t.embedding_backward = embedding_backward;
   t.cross_entropy_forward = cross_entropy_forward;
   t.cross_entropy_backward = cross_entropy_backward;
+  t.cross_entropy_fused = cross_entropy_fused;
   t.rms_norm_forward = rms_norm_forward;
   t.rms_norm_backward = rms_norm_backward;
 }

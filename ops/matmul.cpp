@@ -177,23 +177,27 @@ Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor&
   Tensor loss = zeros({}, dt, dev), lse = Tensor::empty({N}, dt, dev);
   {
     Tensor loss_c = Tensor::empty({}, dt, dev), count_c = Tensor::empty({1}, dt, dev);
-    Tensor logits = Tensor::empty({1, chunk_rows, V}, dt, dev), dlogits, one, count;
+    Tensor logits = Tensor::empty({1, chunk_rows, V}, dt, dev), dlogits, dscale;
     if (need_x || need_w) {
       dlogits = Tensor::empty({chunk_rows, V}, bf16 ? kBFloat16 : dt, dev);
-      one = full({}, 1.0, dt, dev);
-      count = full({1}, static_cast<double>(N), dt, dev);
+      dscale = full({1}, 1.0 / static_cast<double>(N), dt, dev);  // dloss / count for dloss = 1
     }
     for (int64_t r0 = 0; r0 < N; r0 += chunk_rows) {
       const int64_t n = std::min(chunk_rows, N - r0);
       Tensor lc = logits.as_strided({1, n, V}, {n * V, V, 1}, 0), xc = rows(xs, r0, n);
       Tensor lse_c = lse.as_strided({n}, {1}, r0), t_c = t.as_strided({n}, {1}, t.offset() + r0);
+      const Tensor l2 = lc.as_strided({n, V}, {V, 1}, 0);
       gemm2(lc, xc, wt, 0.0);
-      kernels::cross_entropy_forward(dev, loss_c, lse_c, count_c, lc.as_strided({n, V}, {V, 1}, 0), t_c, kNoIgnore);
+      Tensor dl;
+      if (need_x || need_w) {  // the chunk's loss and dlogits in one pass over its logits
+        dl = dlogits.as_strided({n, V}, {V, 1}, 0);
+        kernels::cross_entropy_fused(dev, loss_c, lse_c, count_c, dl, dscale, l2, t_c, kNoIgnore);
+      } else {
+        kernels::cross_entropy_forward(dev, loss_c, lse_c, count_c, l2, t_c, kNoIgnore);
+      }
       kernels::scalar(dev, ScalarOp::Mul, loss_c, loss_c, static_cast<double>(n) / static_cast<double>(N));
       kernels::binary(dev, BinaryOp::Add, loss, loss, loss_c);
-      if (!need_x && !need_w) continue;
-      Tensor dl = dlogits.as_strided({n, V}, {V, 1}, 0);
-      kernels::cross_entropy_backward(dev, dl, one, lc.as_strided({n, V}, {V, 1}, 0), lse_c, count, t_c, kNoIgnore);
+      if (!dl.defined()) continue;
       if (need_x) gemm2(dx.as_strided({1, n, D}, {n * D, D, 1}, r0 * D), dl, ws, 0.0);
       if (need_w) gemm2(dw, transpose(dl, 0, 1), xc, r0 == 0 ? 0.0 : 1.0);
     }

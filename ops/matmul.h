@@ -31,14 +31,15 @@ std::vector<Tensor> linear_multi(const Tensor& x, const std::vector<Tensor>& wei
 // in [0, V)) without the [N, V] logits: the rows go through in chunks of `chunk_rows` (0 = as many as keep one
 // chunk's logits near 128 MiB; the environment variable GDN_LOSS_CHUNK_MIB sets another size, for A/B runs). Per
 // chunk: logits = x_c w^T (GEMM), the cross-entropy kernel, loss += loss_c n_c / N; and when gradients are wanted, at
-// once (liger-kernel's idea: the mean's 1/N is known in the forward), dlogits = (softmax - onehot) / N (the
-// cross-entropy backward kernel), dx_c = dlogits w and dw += dlogits^T x_c (GEMMs, the second accumulating with
-// beta = 1). The backward only multiplies dx and dw by the incoming dloss. Memory: one chunk of logits and one of
-// dlogits instead of two [N, V] tensors, plus dx and dw held from forward to backward.
+// once (liger-kernel's idea: the mean's 1/N is known in the forward), dlogits = (softmax - onehot) / N, made by the
+// same kernel in the same pass over the chunk's logits (cross_entropy_fused), dx_c = dlogits w and dw += dlogits^T x_c
+// (GEMMs, the second accumulating with beta = 1). The backward only multiplies dx and dw by the incoming dloss.
+// Memory: one chunk of logits and one of dlogits instead of two [N, V] tensors, plus dx and dw held from forward to
+// backward.
 // x [..., D], w [V, D], targets [...] int64 with as many elements as x has rows.
 // bf16 products (core/precision.h): on a CUDA device, linear and linear_cross_entropy with at least
 // bf16_gemm_min_flops() multiply bfloat16 copies of x, w and the incoming gradient, each made once per call (the
-// cross-entropy backward writes linear_cross_entropy's dlogits in bfloat16 directly), with float32 results.
+// fused cross-entropy kernel writes linear_cross_entropy's dlogits in bfloat16 directly), with float32 results.
 Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor& targets, int64_t chunk_rows = 0);
 
 // Bf16WeightCopies: the bfloat16 copies of a model's weights for bf16 products, made for every weight in one launch

@@ -214,6 +214,33 @@ void case_cross_entropy_backward(Ctx& c) {
   }
 }
 
+// The one-pass forward + backward against the CPU twin (its forward, then its backward with dloss / count = dscale),
+// float32 / float64 dlogits and bfloat16 dlogits for float32 logits; the shapes' rows fit in shared memory, and the
+// widest (V = 50000, 195 KiB of float32) takes the fused kernel too (its float64 rows the two-pass fallback).
+void case_cross_entropy_fused(Ctx& c) {
+  std::vector<CeShape> shapes(std::begin(kCeShapes), std::end(kCeShapes));
+  shapes.push_back({3, 50000, -100, false});
+  for (const CeShape& s : shapes) {
+    c.run(ce_tag(s), [&] {
+      Tensor logits = c.normal({s.N, s.V}, 4.0), t = ce_targets(c, s.N, s.V, s.ignore_index, s.all_ignored);
+      Tensor dscale = c.uniform({1}, 0.01, 0.5);
+      for (DType dld : {c.dt, kBFloat16}) {
+        if (dld == kBFloat16 && c.dt != kFloat32) continue;
+        Tensor loss = Ctx::out({1}, c.dt), lse = Ctx::out({s.N}, c.dt), count = Ctx::out({1}, c.dt);
+        Tensor dl = Ctx::out({s.N, s.V}, dld);
+        Tensor lossg = c.gpu(loss), lseg = c.gpu(lse), countg = c.gpu(count), dlg = c.gpu(dl);
+        cpu_kernels().cross_entropy_fused(loss, lse, count, dl, dscale, logits, t, s.ignore_index);
+        need_cuda(c.under_test().cross_entropy_fused, "cross_entropy_fused")(
+            lossg, lseg, countg, dlg, c.gpu(dscale), c.gpu(logits), c.gpu(t), s.ignore_index);
+        c.compare("loss", lossg, loss, c.simple());
+        c.compare("lse", lseg, lse, c.simple());
+        c.compare("count", countg, count, 0.0);
+        c.compare(dld == kBFloat16 ? "dlogits (bfloat16)" : "dlogits", dlg, dl, dld == kBFloat16 ? 8e-3 : c.simple());
+      }
+    });
+  }
+}
+
 const Shape kNormShapes[] = {{37, 100}, {260, 128}, {2, 65, 64}, {1, 32}, {5, 1000}};
 
 // Both kernels plain and with the residual fused in (forward: h = x + r normalised; backward: dx + dres).
@@ -324,6 +351,7 @@ std::vector<HarnessCase> nn_harness_cases() {
       {"embedding_backward", "nn", case_embedding_backward},
       {"cross_entropy_forward", "nn", case_cross_entropy_forward},
       {"cross_entropy_backward", "nn", case_cross_entropy_backward},
+      {"cross_entropy_fused", "nn", case_cross_entropy_fused},
       {"rms_norm_forward", "nn", case_rms_norm_forward},
       {"rms_norm_backward", "nn", case_rms_norm_backward},
       {"sum_squares", "nn", case_sum_squares},

@@ -122,6 +122,14 @@ void cross_entropy_backward(const Tensor& dlogits, const Tensor& dloss, const Te
   });
 }
 
+void cross_entropy_fused(const Tensor& loss, const Tensor& lse, const Tensor& count, const Tensor& dlogits,
+                         const Tensor& dscale, const Tensor& logits, const Tensor& targets, int64_t ignore_index) {
+  cross_entropy_forward(loss, lse, count, logits, targets, ignore_index);
+  Tensor one = Tensor::empty({1}, logits.dtype(), kCPU);  // the backward's scale: dloss / 1 = dscale
+  kernels::fill(kCPU, one, 1.0);
+  cross_entropy_backward(dlogits, dscale, logits, lse, one, targets, ignore_index);
+}
+
 void rms_norm_forward(const Tensor& y, const Tensor& rstd, const Tensor& h, const Tensor& x, const Tensor& r,
                       const Tensor& w, double eps) {
   GDN_CHECK(x.is_contiguous() && y.is_contiguous() && w.is_contiguous(), "rms_norm: contiguous only");
@@ -195,6 +203,7 @@ void register_nn_kernels(KernelTable& t) {
   t.embedding_backward = embedding_backward;
   t.cross_entropy_forward = cross_entropy_forward;
   t.cross_entropy_backward = cross_entropy_backward;
+  t.cross_entropy_fused = cross_entropy_fused;
   t.rms_norm_forward = rms_norm_forward;
   t.rms_norm_backward = rms_norm_backward;
 }
