@@ -57,8 +57,8 @@ void accumulate_into_leaf(TensorImpl& leaf, const Tensor& g) {
 void check_grad(const Tensor& g, const Shape& shape, DType dtype, const std::string& node_name, size_t input) {
   GDN_CHECK(g.shape() == shape, "backward of '{}' returned a gradient of shape {} for input {} of shape {}",
             node_name, shape_str(g.shape()), input, shape_str(shape));
-  GDN_CHECK(g.dtype() == dtype, "backward of '{}' returned a {} gradient for a {} input {}", node_name, g.dtype(),
-            dtype, input);
+  GDN_CHECK(g.dtype() == dtype || (dtype == kBFloat16 && g.dtype() == kFloat32),
+            "backward of '{}' returned a {} gradient for a {} input {}", node_name, g.dtype(), dtype, input);
 }
 }  // namespace
 

@@ -3,8 +3,12 @@
 // backward(roots, grads) walks the graph from the roots' nodes: it counts, for each node, how many consumers will
 // send it a gradient, then processes nodes in reverse topological order (Kahn's algorithm on the reversed graph,
 // newest node first among the ready ones), summing each node's incoming gradients before calling its closure once.
-// Leaves accumulate into .grad with +=; on_leaf_ready hears of each leaf whose gradient is complete. With retain_graph=false the closures (and their saved tensors) are freed as
-// soon as they ran, so a second backward through the same graph is a loud error, not silent garbage.
+// Leaves accumulate into .grad with +=; on_leaf_ready hears of each leaf whose gradient is complete. With
+// retain_graph=false the closures (and their saved tensors) are freed as soon as they ran, so a second backward
+// through the same graph is a loud error, not silent garbage.
+// A gradient has its tensor's shape and dtype, with one exception: a bfloat16 activation (a norm's or swiglu's output
+// stored in bf16 for a bf16 GEMM, ops/matmul.h linear_input_dtype) gets a float32 gradient, as bf16 storage is for
+// the product's operand only; its producer's backward then reads a float32 dy like any other.
 #pragma once
 
 #include <functional>

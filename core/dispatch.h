@@ -58,7 +58,8 @@ struct AdamWParams {
   X(binary, void(BinaryOp op, const Tensor& out, const Tensor& a, const Tensor& b))                             \
   /* out = in op s */                                                                                           \
   X(scalar, void(ScalarOp op, const Tensor& out, const Tensor& in, double s))                                   \
-  /* y = silu(a) * b (SwiGLU's activation); y, a, b of one shape, contiguous */                                 \
+  /* y = silu(a) * b (SwiGLU's activation); y, a, b of one shape, contiguous; y may be bfloat16 for float32 */  \
+  /* a, b (the operand of a bf16 GEMM, each value rounded once to nearest even; so for every "y may be") */     \
   X(swiglu_forward, void(const Tensor& y, const Tensor& a, const Tensor& b))                                    \
   /* da = dy * b * silu'(a), db = dy * silu(a); silu'(a) = s (1 + a (1 - s)), s = sigmoid(a); contiguous */      \
   X(swiglu_backward, void(const Tensor& da, const Tensor& db, const Tensor& dy, const Tensor& a, const Tensor& b)) \
@@ -89,7 +90,7 @@ struct AdamWParams {
                               const Tensor& dscale, const Tensor& logits, const Tensor& targets,               \
                               int64_t ignore_index))                                                           \
   /* y [N,D] = s * rstd * w; rstd [N] = 1/sqrt(mean(s^2) + eps) with s = x, or with r [N,D] given s = x + r, */ \
-  /* written to h [N,D] (the residual add fused with the norm after it); contiguous */                          \
+  /* written to h [N,D] (the residual add fused with the norm after it); contiguous; y may be bfloat16 */     \
   X(rms_norm_forward, void(const Tensor& y, const Tensor& rstd, const Tensor& h, const Tensor& x,               \
                            const Tensor& r, const Tensor& w, double eps))                                       \
   /* dx [N,D], dw [D] (overwritten) from dy [N,D] (x: the norm's input); with dres [N,D] given, dx + dres */    \
@@ -140,7 +141,7 @@ struct AdamWParams {
   X(l2norm_forward, void(const Tensor& y, const Tensor& rstd, const Tensor& x, double eps))                      \
   /* dx [N,D] = rstd * (dy - (dy . y) y) */                                                                     \
   X(l2norm_backward, void(const Tensor& dx, const Tensor& dy, const Tensor& y, const Tensor& rstd))             \
-  /* y [N,V] = x * rstd * w * silu(z); rstd [N] = 1/sqrt(mean(x^2) + eps); z [N,V], w [V] */                     \
+  /* y [N,V] = x * rstd * w * silu(z); rstd [N] = 1/sqrt(mean(x^2) + eps); z [N,V], w [V]; y may be bf16 */     \
   X(rms_norm_gated_forward, void(const Tensor& y, const Tensor& rstd, const Tensor& x, const Tensor& z,         \
                                  const Tensor& w, double eps))                                                 \
   /* dx, dz [N,V], dw [V] (overwritten) from dy [N,V] */                                                        \

@@ -383,8 +383,9 @@ template <typename T> __device__ void swiglu_grads(T dy, T a, T b, T& da, T& db)
   db = dy * (a * s);
 }
 
-template <typename T>
-__global__ void swiglu_forward_kernel(T* __restrict__ y, const T* __restrict__ a, const T* __restrict__ b, int64_t n,
+// Y: T, or bfloat16 for float32 inputs (the down projection's bf16 operand, rounded once).
+template <typename T, typename Y>
+__global__ void swiglu_forward_kernel(Y* __restrict__ y, const T* __restrict__ a, const T* __restrict__ b, int64_t n,
                                       bool vec) {
   const int64_t first = blockIdx.x * int64_t(blockDim.x) + threadIdx.x, stride = int64_t(blockDim.x) * gridDim.x;
   int64_t scalar_from = 0;
@@ -392,13 +393,15 @@ __global__ void swiglu_forward_kernel(T* __restrict__ y, const T* __restrict__ a
     if (vec) {
       for (int64_t i = first; i < n / 4; i += stride) {
         const float4 av = reinterpret_cast<const float4*>(a)[i], bv = reinterpret_cast<const float4*>(b)[i];
-        reinterpret_cast<float4*>(y)[i] = make_float4(swiglu_value(av.x, bv.x), swiglu_value(av.y, bv.y),
-                                                      swiglu_value(av.z, bv.z), swiglu_value(av.w, bv.w));
+        const float4 v = make_float4(swiglu_value(av.x, bv.x), swiglu_value(av.y, bv.y), swiglu_value(av.z, bv.z),
+                                     swiglu_value(av.w, bv.w));
+        if constexpr (std::is_same_v<Y, float>) reinterpret_cast<float4*>(y)[i] = v;
+        else reinterpret_cast<uint2*>(y)[i] = bf16x4(v);
       }
       scalar_from = n / 4 * 4;
     }
   }
-  for (int64_t i = scalar_from + first; i < n; i += stride) y[i] = swiglu_value(a[i], b[i]);
+  for (int64_t i = scalar_from + first; i < n; i += stride) y[i] = out_value<Y>(swiglu_value(a[i], b[i]));
 }
 
 template <typename T>
@@ -439,14 +442,18 @@ bool contiguous_like(std::initializer_list<const Tensor*> ts) {
 }
 
 void swiglu_forward(const Tensor& y, const Tensor& a, const Tensor& b) {
-  GDN_CHECK(contiguous_like({&y, &a, &b}), "CUDA swiglu: y, a, b must be contiguous, of one shape and dtype");
+  GDN_CHECK(contiguous_like({&a, &b}) && y.is_contiguous() && y.shape() == a.shape() &&
+                (y.dtype() == a.dtype() || (y.dtype() == kBFloat16 && a.dtype() == kFloat32)),
+            "CUDA swiglu: y, a, b must be contiguous, of one shape and dtype (y may be bfloat16 for float32 a, b)");
   const int64_t n = y.numel();
   if (n == 0) return;
-  dispatch_float(y.dtype(), "cuda swiglu_forward", [&](auto tag) {
+  dispatch_float(a.dtype(), "cuda swiglu_forward", [&](auto tag) {
     using T = decltype(tag);
-    const bool vec = aligned16({&y, &a, &b});
-    swiglu_forward_kernel<T><<<grid_for(vec ? (n + 3) / 4 : n), kThreads, 0, current_stream()>>>(
-        y.data<T>(), a.data<T>(), b.data<T>(), n, vec);
+    const bool vec = aligned16({&a, &b}) && is_aligned(y.raw_data(), y.dtype() == kBFloat16 ? 8 : 16);
+    with_output<T>(y, [&](auto* yp) {
+      swiglu_forward_kernel<T><<<grid_for(vec ? (n + 3) / 4 : n), kThreads, 0, current_stream()>>>(
+          yp, a.data<T>(), b.data<T>(), n, vec);
+    });
     CUDA_CHECK_LAST();
   });
 }

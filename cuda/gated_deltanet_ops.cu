@@ -4,7 +4,8 @@
 //
 // Math (glossary H heads, N rows, D row width):
 //   l2norm: y = x r, r = 1/sqrt(sum x^2 + eps); dx = r (dy - (dy . y) y).
-//   gated RMSNorm: n = x r, r = 1/sqrt(mean x^2 + eps), y = n w silu(z);
+//   gated RMSNorm: n = x r, r = 1/sqrt(mean x^2 + eps), y = n w silu(z) (y may be bfloat16 for float32 x: the operand
+//          of a bf16 GEMM, rounded once);
 //          dn = dy w silu(z), dx = r (dn - n mean(dn n)), dz = dy n w silu'(z), dw = sum_rows dy n silu(z).
 //   gate:  A = exp(min(A_log, kGateALogMax)), raw = -A softplus(a + dt_bias), g = max(raw, kGateMin) (a NaN stays
 //          NaN), beta = sigmoid(b) (the guards: core/dispatch.h, docs/MATH.md "Gates"); where raw is above
@@ -81,8 +82,8 @@ __global__ void l2norm_backward_kernel(T* dx, const T* dy, const T* y, const T* 
   }
 }
 
-template <typename T>
-__global__ void rms_norm_gated_forward_kernel(T* y, T* rstd, const T* x, const T* z, const T* w, int64_t N, int64_t D,
+template <typename T, typename Y>
+__global__ void rms_norm_gated_forward_kernel(Y* y, T* rstd, const T* x, const T* z, const T* w, int64_t N, int64_t D,
                                               double eps) {
   const int lane = threadIdx.x & 31;
   GDN_FOR_EACH_WARP_ROW(i, N) {
@@ -94,7 +95,7 @@ __global__ void rms_norm_gated_forward_kernel(T* y, T* rstd, const T* x, const T
     if (lane == 0) rstd[i] = r;
     for (int64_t d = lane; d < D; d += 32) {
       const T zv = z[i * D + d];
-      y[i * D + d] = xr[d] * r * w[d] * zv * sigmoid_of(zv);
+      y[i * D + d] = out_value<Y>(xr[d] * r * w[d] * zv * sigmoid_of(zv));
     }
   }
 }
@@ -171,10 +172,14 @@ void rms_norm_gated_forward(const Tensor& y, const Tensor& rstd, const Tensor& x
             "rms_norm_gated: contiguous only");
   const int64_t D = x.size(-1), N = D > 0 ? x.numel() / D : 0;
   if (N == 0) return;
+  GDN_CHECK(y.dtype() == x.dtype() || (y.dtype() == kBFloat16 && x.dtype() == kFloat32),
+            "rms_norm_gated: a {} output for {} input", y.dtype(), x.dtype());
   dispatch_float(x.dtype(), "cuda rms_norm_gated_forward", [&](auto tag_) {
     using T = decltype(tag_);
-    rms_norm_gated_forward_kernel<T><<<row_grid(N), kThreads, 0, current_stream()>>>(
-        y.data<T>(), rstd.data<T>(), x.data<T>(), z.data<T>(), w.data<T>(), N, D, eps);
+    with_output<T>(y, [&](auto* yp) {
+      rms_norm_gated_forward_kernel<T><<<row_grid(N), kThreads, 0, current_stream()>>>(
+          yp, rstd.data<T>(), x.data<T>(), z.data<T>(), w.data<T>(), N, D, eps);
+    });
     CUDA_CHECK_LAST();
   });
 }

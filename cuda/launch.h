@@ -7,11 +7,14 @@
 // tests rely on when they compare two runs, and which float atomics would not give.
 #pragma once
 
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
+#include "core/tensor.h"
 #include "cuda/cuda_check.h"
 #include "cuda/stream.h"
 
@@ -84,6 +87,21 @@ template <typename T> __device__ inline T block_max(T v, T* scratch) {
   __syncthreads();
   v = lane < warps ? scratch[lane] : scratch[0];
   return warp_max(v);
+}
+
+// Outputs that may be stored in bfloat16 from float32 inputs (a norm's or swiglu's output that only a bf16 GEMM reads):
+// out_value<O>(v) is v in the output's type, rounded once to nearest even where O is bfloat16; with_output<T>(y, f)
+// calls f with y's typed pointer, T* or __nv_bfloat16* (the latter only for T = float).
+template <typename O, typename V> __device__ inline O out_value(V v) {
+  if constexpr (std::is_same_v<O, __nv_bfloat16>) return __float2bfloat16_rn(static_cast<float>(v));
+  else return static_cast<O>(v);
+}
+
+template <typename T, typename F> void with_output(const Tensor& y, F f) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (y.dtype() == kBFloat16) return f(reinterpret_cast<__nv_bfloat16*>(y.raw_data()));
+  }
+  f(y.data<T>());
 }
 
 }  // namespace gdn::cuda

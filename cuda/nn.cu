@@ -20,10 +20,12 @@
 //   float32 logits dx may be bfloat16 (each value rounded to nearest even once, as the CPU twin does).
 // rms_norm_forward / rms_norm_backward: a warp per row for D <= 1024, else a block per row; sums of squares and
 //   dot products in double as on the CPU; the residual add before the norm (h = x + r) and the residual gradient
-//   after it (dx + dres) fused in when given; dx = r * (dy * w - xh * mean(dy * w * xh)), xh = x * r. dw [D] = sum
-//   over rows of dy * xh in double: blocks of 32 columns x 8 row lanes, each block summing a fixed range of rows into a
-//   double partial [P,D] (lanes added in lane order), then a warp per column adding the P partials in a fixed order
-//   (warp_column_sum; two-pass, deterministic; the CPU adds rows serially, so dw agrees to rounding of a double sum).
+//   after it (dx + dres) fused in when given; y may be bfloat16 for float32 x (each value rounded once: the operand
+//   of a bf16 GEMM, written by the norm instead of a copy kernel). dx = r * (dy * w - xh * mean(dy * w * xh)),
+//   xh = x * r. dw [D] = sum over rows of dy * xh in double: blocks of 32 columns x 8 row lanes, each block summing a
+//   fixed range of rows into a double partial [P,D] (lanes added in lane order), then a warp per column adding the P
+//   partials in a fixed order (warp_column_sum; two-pass, deterministic; the CPU adds rows serially, so dw agrees to
+//   rounding of a double sum).
 //
 // Ids and targets out of range: the CPU twins throw (embedding: "id {} at position {} is outside [0, V)";
 // cross_entropy: "target {} at row {} outside [0, V)"). Reporting that from here would need a host read of device
@@ -325,12 +327,6 @@ void cross_entropy_forward(const Tensor& loss, const Tensor& lse, const Tensor& 
   });
 }
 
-// A gradient value in dx's type: rounded once to bfloat16 (from float32 logits), else as it is.
-template <typename O, typename V> __device__ inline O ce_out(V v) {
-  if constexpr (std::is_same_v<O, __nv_bfloat16>) return __float2bfloat16_rn(v);
-  else return v;
-}
-
 // One row of dx: scale * exp(x_j - l) - scale [j = t], 0 when the row is ignored. T: the logits' type; O: dx's (T, or
 // bfloat16 for float32 logits). xr in global or shared memory; float32 rows of a multiple of 4 as float4 where vec4
 // (16-byte aligned; dx 8-byte aligned for bfloat16).
@@ -360,7 +356,7 @@ __device__ void write_grad_row(O* __restrict__ drow, const T* __restrict__ xr, T
       return;
     }
   }
-  for (int64_t j = threadIdx.x; j < V; j += blockDim.x) drow[j] = ce_out<O>(grad(j, xr[j]));
+  for (int64_t j = threadIdx.x; j < V; j += blockDim.x) drow[j] = out_value<O>(grad(j, xr[j]));
 }
 
 // scale = dloss / count (0 when count = 0), or dloss itself when count is null.
@@ -499,8 +495,8 @@ template <int G, typename V> __device__ inline V group_sum(V v, V* scratch) {
 }
 
 // With res (the residual add fused in): s = x + res is written to h and normalised; else s = x (h unused).
-template <int G, typename T>
-__global__ void rms_norm_forward_kernel(T* __restrict__ y, T* __restrict__ rstd, T* __restrict__ h,
+template <int G, typename T, typename Y>
+__global__ void rms_norm_forward_kernel(Y* __restrict__ y, T* __restrict__ rstd, T* __restrict__ h,
                                         const T* __restrict__ x, const T* __restrict__ res, const T* __restrict__ w,
                                         int64_t N, int64_t D, double eps) {
   __shared__ double scratch[32];
@@ -523,9 +519,9 @@ __global__ void rms_norm_forward_kernel(T* __restrict__ y, T* __restrict__ rstd,
     const T r = static_cast<T>(1.0 / sqrt(ss / D + eps));
     if (lane == 0) rstd[i] = r;
     if (res)  // h read back by the lane that wrote each element
-      for (int64_t d = lane; d < D; d += G) y[i * D + d] = h[i * D + d] * r * w[d];
+      for (int64_t d = lane; d < D; d += G) y[i * D + d] = out_value<Y>(h[i * D + d] * r * w[d]);
     else
-      for (int64_t d = lane; d < D; d += G) y[i * D + d] = row[d] * r * w[d];
+      for (int64_t d = lane; d < D; d += G) y[i * D + d] = out_value<Y>(row[d] * r * w[d]);
   }
 }
 
@@ -567,7 +563,8 @@ __global__ void rms_norm_dw_kernel(T* __restrict__ dw, double* __restrict__ part
   const int64_t r0 = min(N, p * chunk), r1 = min(N, r0 + chunk);
   double acc = 0;
   if (d < D)
-    for (int64_t i = r0 + threadIdx.y; i < r1; i += kColY) acc += static_cast<double>(dy[i * D + d]) * x[i * D + d] * rstd[i];
+    for (int64_t i = r0 + threadIdx.y; i < r1; i += kColY)
+      acc += static_cast<double>(dy[i * D + d]) * x[i * D + d] * rstd[i];
   lanes[threadIdx.y][threadIdx.x] = acc;
   __syncthreads();
   if (threadIdx.y == 0 && d < D) {
@@ -600,17 +597,22 @@ void rms_norm_forward(const Tensor& y, const Tensor& rstd, const Tensor& h, cons
   const int64_t N = x.numel() / D;
   GDN_CHECK(w.numel() == D && rstd.numel() == N && y.numel() == x.numel(), "rms_norm: w {} rstd {} for x {}",
             shape_str(w.shape()), shape_str(rstd.shape()), shape_str(x.shape()));
+  GDN_CHECK(y.dtype() == x.dtype() || (y.dtype() == kBFloat16 && x.dtype() == kFloat32),
+            "rms_norm: a {} output for {} input", y.dtype(), x.dtype());
   dispatch_float(x.dtype(), "cuda rms_norm", [&](auto tag) {
     using T = decltype(tag);
     T* hp = r.defined() ? h.data<T>() : nullptr;
     const T* rp = r.defined() ? r.data<T>() : nullptr;
-    if (D <= 1024) {
-      rms_norm_forward_kernel<32, T><<<grid_for(N, kThreads / 32), kThreads, 0, current_stream()>>>(
-          y.data<T>(), rstd.data<T>(), hp, x.data<T>(), rp, w.data<T>(), N, D, eps);
-    } else {
-      rms_norm_forward_kernel<kThreads, T><<<grid_for(N, 1), kThreads, 0, current_stream()>>>(
-          y.data<T>(), rstd.data<T>(), hp, x.data<T>(), rp, w.data<T>(), N, D, eps);
-    }
+    with_output<T>(y, [&](auto* yp) {
+      using Y = std::remove_pointer_t<decltype(yp)>;
+      if (D <= 1024) {
+        rms_norm_forward_kernel<32, T, Y><<<grid_for(N, kThreads / 32), kThreads, 0, current_stream()>>>(
+            yp, rstd.data<T>(), hp, x.data<T>(), rp, w.data<T>(), N, D, eps);
+      } else {
+        rms_norm_forward_kernel<kThreads, T, Y><<<grid_for(N, 1), kThreads, 0, current_stream()>>>(
+            yp, rstd.data<T>(), hp, x.data<T>(), rp, w.data<T>(), N, D, eps);
+      }
+    });
     CUDA_CHECK_LAST();
   });
 }

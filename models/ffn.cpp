@@ -18,8 +18,11 @@ SwiGLU::SwiGLU(int64_t d_model, int64_t hidden, const InitContext& init)
 
 Tensor SwiGLU::forward(const Tensor& x) const {
   const std::vector<Tensor> gate_up = linear_multi(x, {gate_proj, up_proj});  // one node, one x gradient
-  return linear(swiglu(gate_up[0], gate_up[1]), down_proj);
+  // The activation in bfloat16 where down_proj multiplies bf16 copies (swiglu writes the operand itself).
+  return linear(swiglu(gate_up[0], gate_up[1], linear_input_dtype(gate_up[0], down_proj.size(0))), down_proj);
 }
+
+DType SwiGLU::input_dtype(const Tensor& x) const { return linear_input_dtype(x, gate_proj.size(0) + up_proj.size(0)); }
 
 void SwiGLU::parameters(ParameterList& out, const std::string& prefix) const {
   add_param(out, prefix + "gate_proj.weight", gate_proj, true);

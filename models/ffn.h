@@ -23,6 +23,8 @@ struct SwiGLU {
   SwiGLU() = default;
   SwiGLU(int64_t d_model, int64_t hidden, const InitContext& init);
   Tensor forward(const Tensor& x) const;  // [..., D] -> [..., D]
+  // The dtype in which forward wants x: bfloat16 where gate_proj | up_proj multiply bf16 copies, else x's.
+  DType input_dtype(const Tensor& x) const;
   void parameters(ParameterList& out, const std::string& prefix) const;
 };
 

@@ -86,9 +86,16 @@ Tensor GatedDeltaNetLayer::forward(const Tensor& x, LayerCache* cache) const {
     cache->conv_state = conv_final;
     cache->ssm_state = rule.final_state;
   }
-  // Per value head: RMSNorm times silu(z), or RMSNorm alone without the output gate. [B,T,Hv,V]
-  Tensor o = output_gate ? rms_norm_gated(rule.o, z, norm_weight, norm_eps) : rms_norm(rule.o, norm_weight, norm_eps);
+  // Per value head: RMSNorm times silu(z), or RMSNorm alone without the output gate. [B,T,Hv,V], in bfloat16 where
+  // out_proj multiplies bf16 copies (the norm writes the operand itself).
+  const DType o_dtype = linear_input_dtype(rule.o, out_proj.size(0));
+  Tensor o = output_gate ? rms_norm_gated(rule.o, z, norm_weight, norm_eps, o_dtype)
+                         : rms_norm(rule.o, norm_weight, norm_eps, o_dtype);
   return linear(reshape(o, {B, T, value}), out_proj);
+}
+
+DType GatedDeltaNetLayer::input_dtype(const Tensor& x) const {
+  return linear_input_dtype(x, in_proj.size(0) + in_proj_gate.size(0));
 }
 
 void GatedDeltaNetLayer::parameters(ParameterList& out, const std::string& prefix) const {

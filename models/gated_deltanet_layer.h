@@ -47,6 +47,9 @@ struct GatedDeltaNetLayer {
   GatedDeltaNetLayer(const ModelConfig& cfg, const InitContext& init);
   // x [B,T,D] -> [B,T,D]. cache: null for training; else read (if set) and updated.
   Tensor forward(const Tensor& x, LayerCache* cache = nullptr) const;
+  // The dtype in which forward wants x (its norm writes it so): bfloat16 where the input projections multiply bf16
+  // copies (ops/matmul.h linear_input_dtype), else x's.
+  DType input_dtype(const Tensor& x) const;
   void parameters(ParameterList& out, const std::string& prefix) const;
 
  private:

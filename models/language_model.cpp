@@ -42,16 +42,23 @@ Tensor GatedDeltaNetLM::trunk(const Tensor& ids, ModelCache* cache, ModelOutput&
   GDN_CHECK(ids.dim() == 2, "forward: ids must be [B,T], got {}", shape_str(ids.shape()));
   if (cache && cache->layers.empty()) cache->layers.resize(blocks_.size());
   // The residual stream x and the normalised input y of the next sublayer: each residual add is fused with the norm
-  // that follows it (add_rms_norm: the attention's norm of the next block, or the final norm after the last).
+  // that follows it (add_rms_norm: the attention's norm of the next block, or the final norm after the last). Each
+  // norm writes y in the dtype its reader's products want (bfloat16 under bf16 products: no copy for the GEMM).
   Tensor x = embedding(embed_, ids);  // [B,T,D]
   const double eps = cfg_.norm_eps;
-  Tensor y = rms_norm(x, blocks_.empty() ? final_norm_ : blocks_[0].attn_norm, eps);
+  // The dtype of the input of block l's attention (l = blocks_.size(): of lm_head) and of its FFN.
+  auto attn_dtype = [&](size_t l) {
+    return l < blocks_.size() ? blocks_[l].attn.input_dtype(x) : linear_input_dtype(x, lm_head_.size(0));
+  };
+  auto ffn_dtype = [&](size_t l) { return cfg_.is_moe() ? x.dtype() : blocks_[l].mlp.input_dtype(x); };
+  Tensor y = rms_norm(x, blocks_.empty() ? final_norm_ : blocks_[0].attn_norm, eps, attn_dtype(0));
   std::vector<Tensor> aux;
   for (size_t l = 0; l < blocks_.size(); ++l) {
     const Block& b = blocks_[l];
     const Tensor& next_norm = l + 1 < blocks_.size() ? blocks_[l + 1].attn_norm : final_norm_;
     Tensor h;
-    std::tie(x, h) = add_rms_norm(x, b.attn.forward(y, cache ? &cache->layers[l] : nullptr), b.ffn_norm, eps);
+    std::tie(x, h) =
+        add_rms_norm(x, b.attn.forward(y, cache ? &cache->layers[l] : nullptr), b.ffn_norm, eps, ffn_dtype(l));
     Tensor f;
     if (cfg_.is_moe()) {
       MoEOutput m = b.moe.forward(h);
@@ -61,7 +68,7 @@ Tensor GatedDeltaNetLM::trunk(const Tensor& ids, ModelCache* cache, ModelOutput&
     } else {
       f = b.mlp.forward(h);
     }
-    std::tie(x, y) = add_rms_norm(x, f, next_norm, eps);
+    std::tie(x, y) = add_rms_norm(x, f, next_norm, eps, attn_dtype(l + 1));
   }
   if (!aux.empty()) {
     Tensor total = aux[0];

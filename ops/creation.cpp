@@ -32,8 +32,18 @@ Tensor to_dtype(const Tensor& x, DType dtype) {
   if (x.dtype() == dtype) return x;
   Tensor y = Tensor::empty(x.shape(), dtype, x.device());
   kernels::copy(x.device(), y, x);
-  record("to_dtype", {y}, {x}, [from = x.dtype()](const TensorList& g) -> TensorList { return {to_dtype(g[0], from)}; });
+  // The gradient cast back, except that a bfloat16 activation's gradient stays float32 (autograd/engine.h).
+  record("to_dtype", {y}, {x}, [from = x.dtype()](const TensorList& g) -> TensorList {
+    return {from == kBFloat16 && g[0].dtype() == kFloat32 ? g[0] : to_dtype(g[0], from)};
+  });
   return y;
+}
+
+DType output_dtype(const char* op, const Tensor& x, std::optional<DType> out) {
+  if (!out || *out == x.dtype()) return x.dtype();
+  GDN_CHECK(*out == kBFloat16 && x.dtype() == kFloat32, "{}: a {} output for a {} input (bfloat16 for float32 only)",
+            op, *out, x.dtype());
+  return kBFloat16;
 }
 
 Tensor to_device(const Tensor& x, Device device) {

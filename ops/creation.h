@@ -1,8 +1,11 @@
 // ops/creation.h — making tensors and moving them between layouts, dtypes and devices.
 //
 // zeros/ones/full fill fresh memory through the fill kernel (so they work on any device). contiguous, clone and
-// to_dtype are differentiable copies: their backward passes the gradient through (cast back for to_dtype).
+// to_dtype are differentiable copies: their backward passes the gradient through (cast back for to_dtype, but a
+// bfloat16 activation's gradient stays float32: autograd/engine.h).
 #pragma once
+
+#include <optional>
 
 #include "core/tensor.h"
 
@@ -18,5 +21,10 @@ Tensor contiguous(const Tensor& x);         // x itself when already contiguous
 Tensor clone(const Tensor& x);              // always a fresh contiguous copy
 Tensor to_dtype(const Tensor& x, DType dtype);  // x itself when the dtype already matches
 Tensor to_device(const Tensor& x, Device device);  // a contiguous copy on another device
+
+// The output dtype of an op whose output may be stored in bfloat16 for a bf16 GEMM (ops/matmul.h linear_input_dtype:
+// rms_norm, add_rms_norm, rms_norm_gated, swiglu): x's own when `out` is unset, else `out`, which must be x's or
+// bfloat16 for float32 x.
+DType output_dtype(const char* op, const Tensor& x, std::optional<DType> out);
 
 }  // namespace gdn

@@ -96,18 +96,18 @@ Tensor logsigmoid(const Tensor& x) { return unary_op(UnaryOp::LogSigmoid, "logsi
 Tensor tanh(const Tensor& x) { return unary_op(UnaryOp::Tanh, "tanh", x); }
 Tensor abs(const Tensor& x) { return unary_op(UnaryOp::Abs, "abs", x); }
 
-Tensor swiglu(const Tensor& a, const Tensor& b) {
+Tensor swiglu(const Tensor& a, const Tensor& b, std::optional<DType> out) {
   check_pair(a, b, "swiglu");
   GDN_CHECK(a.shape() == b.shape(), "swiglu: a {} and b {} must have one shape", shape_str(a.shape()),
             shape_str(b.shape()));
   const Tensor ac = contiguous(a), bc = contiguous(b);
-  Tensor y = empty_like(ac);
+  Tensor y = Tensor::empty(ac.shape(), output_dtype("swiglu", a, out), a.device());
   kernels::swiglu_forward(a.device(), y, ac, bc);
   const bool need_a = a.requires_grad(), need_b = b.requires_grad();
   record("swiglu", {y}, {a, b},
          [need_a, need_b, a = ac.detach(), b = bc.detach()](const TensorList& g) -> TensorList {
            Tensor da = empty_like(a), db = empty_like(b);
-           kernels::swiglu_backward(a.device(), da, db, contiguous(g[0]), a, b);
+           kernels::swiglu_backward(a.device(), da, db, contiguous(to_dtype(g[0], a.dtype())), a, b);
            return {need_a ? da : Tensor(), need_b ? db : Tensor()};
          });
   return y;

@@ -9,6 +9,8 @@
 // where sum_to reduces the broadcast dimensions away (ops/reduce.h).
 #pragma once
 
+#include <optional>
+
 #include "core/tensor.h"
 
 namespace gdn {
@@ -32,7 +34,8 @@ Tensor div(const Tensor& a, const Tensor& b);
 
 // silu(a) * b in one kernel each way (SwiGLU's activation): a and b of one shape, no broadcasting. Backward: one
 // swiglu_backward kernel, da = dy * b * silu'(a) and db = dy * silu(a) (saves a and b, not silu(a)).
-Tensor swiglu(const Tensor& a, const Tensor& b);
+// out: y's dtype (unset: a's; bfloat16 for float32 a, b where a bf16 GEMM is its only reader, ops/creation.h).
+Tensor swiglu(const Tensor& a, const Tensor& b, std::optional<DType> out = std::nullopt);
 
 Tensor add(const Tensor& x, double s);
 Tensor mul(const Tensor& x, double s);

@@ -108,7 +108,7 @@ Tensor l2norm(const Tensor& x, double eps) {
   return y;
 }
 
-Tensor rms_norm_gated(const Tensor& x, const Tensor& z, const Tensor& weight, double eps) {
+Tensor rms_norm_gated(const Tensor& x, const Tensor& z, const Tensor& weight, double eps, std::optional<DType> out) {
   GDN_CHECK(x.dim() >= 1, "rms_norm_gated: x must have a last dimension");
   const int64_t V = x.size(-1);
   GDN_CHECK(z.shape() == x.shape(), "rms_norm_gated: z {} must match x {}", shape_str(z.shape()),
@@ -118,13 +118,14 @@ Tensor rms_norm_gated(const Tensor& x, const Tensor& z, const Tensor& weight, do
   check_float_dtype("rms_norm_gated", x, z, "z");
   check_float_dtype("rms_norm_gated", x, weight, "weight");
   Tensor xc = contiguous(x), zc = contiguous(z), wc = contiguous(weight);
-  Tensor y = empty_like(xc);
+  Tensor y = Tensor::empty(xc.shape(), output_dtype("rms_norm_gated", x, out), x.device());
   Tensor rstd = Tensor::empty({x.numel() / V}, x.dtype(), x.device());
   kernels::rms_norm_gated_forward(x.device(), y, rstd, xc, zc, wc, eps);
   record("rms_norm_gated", {y}, {xc, zc, wc},
          [xc = xc.detach(), zc = zc.detach(), wc = wc.detach(), rstd](const TensorList& g) -> TensorList {
            Tensor dx = empty_like(xc), dz = empty_like(zc), dw = empty_like(wc);
-           kernels::rms_norm_gated_backward(xc.device(), dx, dz, dw, contiguous(g[0]), xc, zc, wc, rstd);
+           kernels::rms_norm_gated_backward(xc.device(), dx, dz, dw, contiguous(to_dtype(g[0], xc.dtype())), xc, zc,
+                                            wc, rstd);
            return {dx, dz, dw};
          });
   return y;

@@ -5,6 +5,7 @@
 // dim. All operators take float32 or float64; state and gate sums are kept in at least float32.
 #pragma once
 
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -28,7 +29,9 @@ std::vector<Tensor> causal_conv1d_parts(const Tensor& x, const Tensor& weight, c
 Tensor l2norm(const Tensor& x, double eps = 1e-6);
 
 // rmsnorm(x) * weight * silu(z) over the last dimension. x, z [..., V], weight [V].
-Tensor rms_norm_gated(const Tensor& x, const Tensor& z, const Tensor& weight, double eps = 1e-6);
+// out: the output's dtype (unset: x's; bfloat16 for float32 x where a bf16 GEMM is its only reader, ops/creation.h).
+Tensor rms_norm_gated(const Tensor& x, const Tensor& z, const Tensor& weight, double eps = 1e-6,
+                      std::optional<DType> out = std::nullopt);
 
 // The gate's two guards, kGateALogMax and kGateMin, are part of the gate kernels' contract: core/dispatch.h.
 

@@ -104,15 +104,29 @@ void gemm2(const Tensor& out, const Tensor& a, const Tensor& b, double beta) {
 // of the float32 ones, and the incoming gradient once in the backward for both of its products (linear_cross_entropy
 // has the cross-entropy backward write it in bfloat16 directly). Left to the gemm kernel, the same products would
 // copy w and g twice each (its own bf16 copies are per call).
+// x may already be bfloat16: written so by its producer for this product (linear_input_dtype); bf16_copy then
+// returns it as it is.
 bool linear_takes_bf16(const Tensor& x, int64_t rows, int64_t in, int64_t out) {
-  return x.device().type == DeviceType::CUDA && x.dtype() == kFloat32 && matmul_precision() == Precision::BFloat16 &&
+  return x.device().type == DeviceType::CUDA && (x.dtype() == kFloat32 || x.dtype() == kBFloat16) &&
+         matmul_precision() == Precision::BFloat16 &&
          2.0 * static_cast<double>(rows) * in * out >= bf16_gemm_min_flops();
 }
 
 Tensor bf16_copy(const Tensor& t) {
+  if (t.dtype() == kBFloat16) return t.detach();
   Tensor o = Tensor::empty(t.shape(), kBFloat16, t.device());
   kernels::copy(t.device(), o, t);
   return o;
+}
+
+// A bfloat16 x given to a float32 product (a producer's choice that no longer holds): x converted back, as a node.
+bool bf16_input_for_float32(const Tensor& x, const Tensor& weight) {
+  return x.dtype() == kBFloat16 && weight.dtype() == kFloat32;
+}
+
+void check_input(const char* op, const Tensor& x, const Tensor& w) {
+  GDN_CHECK((x.dtype() == w.dtype() || bf16_input_for_float32(x, w)) && x.device() == w.device(), "{}: {} vs {}", op,
+            x.str(), w.str());
 }
 
 const Bf16WeightCopies* g_active_copies = nullptr;  // see Bf16WeightCopies::Scope
@@ -155,16 +169,18 @@ Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor&
   GDN_CHECK(weight.dim() == 2 && weight.size(1) == D, "linear_cross_entropy: input {} with weight {}",
             shape_str(x.shape()), shape_str(weight.shape()));
   GDN_CHECK(targets.dtype() == kInt64, "linear_cross_entropy: targets must be int64, got {}", targets.dtype());
-  GDN_CHECK(x.dtype() == weight.dtype() && x.device() == weight.device(), "linear_cross_entropy: {} vs {}", x.str(),
-            weight.str());
+  check_input("linear_cross_entropy", x, weight);
+  const int64_t rows_in = x.numel() / std::max<int64_t>(D, 1);
+  if (bf16_input_for_float32(x, weight) && !linear_takes_bf16(x, rows_in, D, V))
+    return linear_cross_entropy(to_dtype(x, kFloat32), weight, targets, chunk_rows);
   Tensor xr = contiguous(reshape(x, {-1, D})), w = contiguous(weight), t = contiguous(reshape(targets, {-1}));
   const int64_t N = xr.size(0);
   GDN_CHECK(t.numel() == N && N > 0, "linear_cross_entropy: {} rows vs targets {}", N, shape_str(targets.shape()));
   if (chunk_rows <= 0)
-    chunk_rows = std::max<int64_t>(1, loss_chunk_bytes() / (V * static_cast<int64_t>(element_size(x.dtype()))));
+    chunk_rows = std::max<int64_t>(1, loss_chunk_bytes() / (V * static_cast<int64_t>(element_size(weight.dtype()))));
   chunk_rows = std::min(chunk_rows, N);
   const Device dev = x.device();
-  const DType dt = x.dtype();
+  const DType dt = weight.dtype();
   const bool need_x = needs_grad({x}), need_w = needs_grad({weight});
   // With gradients wanted, each chunk's dlogits are made at once (the mean is over all N rows, so dloss / N is known
   // now) and taken through both GEMMs: dx [N, D] and dw [V, D] for dloss = 1, scaled by the actual dloss later.
@@ -209,7 +225,8 @@ Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor&
     auto scaled = [&](const Tensor& d, const Shape& shape) {
       Tensor out = Tensor::empty(shape, d.dtype(), d.device());
       Tensor dv = d.as_strided(shape, contiguous_strides(shape), 0);
-      kernels::binary(d.device(), BinaryOp::Mul, out, dv, g[0].as_strided(shape, Strides(shape.size(), 0), g[0].offset()));
+      const Tensor scale = g[0].as_strided(shape, Strides(shape.size(), 0), g[0].offset());
+      kernels::binary(d.device(), BinaryOp::Mul, out, dv, scale);
       return out;
     };
     return {dx.defined() ? scaled(dx, x_shape) : Tensor(), dw.defined() ? scaled(dw, {V, D}) : Tensor()};
@@ -265,7 +282,7 @@ std::vector<Tensor> linear_multi(const Tensor& x, const std::vector<Tensor>& wei
     const Tensor& w = weights[p];
     GDN_CHECK(w.dim() == 2 && w.size(1) == in, "linear_multi: input {} with weight {}", shape_str(x.shape()),
               shape_str(w.shape()));
-    GDN_CHECK(x.dtype() == w.dtype() && x.device() == w.device(), "linear_multi: {} vs {}", x.str(), w.str());
+    check_input("linear_multi", x, w);
     total_out += w.size(0);
     same_shape = same_shape && w.shape() == weights[0].shape();
     const std::vector<int64_t> rows = parts.empty() || parts[p].empty() ? std::vector<int64_t>{w.size(0)} : parts[p];
@@ -279,10 +296,11 @@ std::vector<Tensor> linear_multi(const Tensor& x, const std::vector<Tensor>& wei
     split = split || rows.size() > 1;
   }
   const Device dev = x.device();
-  const DType dt = x.dtype();
+  const DType dt = weights[0].dtype();
   const Tensor x2 = x.dim() == 2 ? x : reshape(x, {-1, in});
   const int64_t N = x2.size(0);
   const bool bf16 = linear_takes_bf16(x, N, in, total_out);
+  if (bf16_input_for_float32(x, weights[0]) && !bf16) return linear_multi(to_dtype(x, kFloat32), weights, parts);
   const Tensor xs = bf16 ? bf16_copy(x2) : x2.detach();
   // The weights as GEMM operands: the parameters themselves, or bf16 copies; equal shapes under bf16 share one
   // [P, out, in] copy, so that all P products are one batched GEMM (not with parts).
@@ -370,18 +388,25 @@ std::vector<Tensor> linear_multi(const Tensor& x, const std::vector<Tensor>& wei
   return ys;
 }
 
+DType linear_input_dtype(const Tensor& x, int64_t out_features) {
+  const int64_t in = x.dim() > 0 ? x.size(-1) : 1;
+  const int64_t rows = x.numel() / std::max<int64_t>(in, 1);
+  return x.dtype() == kFloat32 && linear_takes_bf16(x, rows, in, out_features) ? kBFloat16 : x.dtype();
+}
+
 // Its own node rather than matmul(x, w^T): the weight's gradient comes out as g^T x, [out, in] and contiguous, so the
 // parameter adopts it as it is (autograd/engine.cpp); through the transposed view it would be a transposed [in, out]
 // product and need a copy per weight per step.
 Tensor linear(const Tensor& x, const Tensor& weight) {
   GDN_CHECK(weight.dim() == 2 && weight.size(1) == x.size(-1), "linear: input {} with weight {}",
             shape_str(x.shape()), shape_str(weight.shape()));
-  GDN_CHECK(x.dtype() == weight.dtype() && x.device() == weight.device(), "linear: {} vs {}", x.str(), weight.str());
+  check_input("linear", x, weight);
   const int64_t in = weight.size(1), out_features = weight.size(0);
   Shape out_shape = x.shape();
   out_shape.back() = out_features;
   if (linear_takes_bf16(x, x.numel() / std::max<int64_t>(in, 1), in, out_features))
     return linear_bf16(x, weight, out_shape);
+  if (bf16_input_for_float32(x, weight)) return linear(to_dtype(x, kFloat32), weight);
   Tensor x3 = as_batched3(x.dim() == 2 ? x : reshape(x, {-1, in}));
   Tensor w3 = as_batched3(transpose(weight, 0, 1));
   Tensor out = Tensor::empty({1, x3.size(1), out_features}, x.dtype(), x.device());

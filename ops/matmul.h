@@ -42,6 +42,14 @@ std::vector<Tensor> linear_multi(const Tensor& x, const std::vector<Tensor>& wei
 // fused cross-entropy kernel writes linear_cross_entropy's dlogits in bfloat16 directly), with float32 results.
 Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor& targets, int64_t chunk_rows = 0);
 
+// linear_input_dtype(x, out): the dtype in which linear, linear_multi and linear_cross_entropy want x [..., in] for
+// `out` output features in all: bfloat16 where they multiply bf16 copies (float32 x, bf16 products, a CUDA device, at
+// least bf16_gemm_min_flops()), else x's own. A producer whose output only such a product reads (a norm, swiglu)
+// writes it in that dtype, and the product takes it as its operand with no copy. The three ops accept a bfloat16 x
+// for float32 weights either way (converted back to float32 where they multiply in float32); the gradient they
+// return for it is float32 (a bfloat16 activation's gradient is float32: autograd/engine.h).
+DType linear_input_dtype(const Tensor& x, int64_t out_features);
+
 // Bf16WeightCopies: the bfloat16 copies of a model's weights for bf16 products, made for every weight in one launch
 // (kernels::copy_to_bf16) instead of one copy per product. refresh(weights, rows) — under Precision::BFloat16 with
 // float32 weights on a CUDA device, when a product of `rows` input rows with one of the weights reaches

@@ -49,24 +49,25 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
   return loss;
 }
 
-Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps) {
+Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps, std::optional<DType> out) {
   const int64_t D = x.size(-1);
   GDN_CHECK(weight.dim() == 1 && weight.size(0) == D, "rms_norm: weight {} for input {}",
             shape_str(weight.shape()), shape_str(x.shape()));
   GDN_CHECK(x.dtype() == weight.dtype(), "rms_norm: dtype {} vs {}", x.dtype(), weight.dtype());
   Tensor xc = contiguous(x), w = contiguous(weight);
-  Tensor y = empty_like(xc);
+  Tensor y = Tensor::empty(xc.shape(), output_dtype("rms_norm", x, out), x.device());
   Tensor rstd = Tensor::empty({x.numel() / D}, x.dtype(), x.device());
   kernels::rms_norm_forward(x.device(), y, rstd, Tensor(), xc, Tensor(), w, eps);
   record("rms_norm", {y}, {xc, w}, [xc = xc.detach(), w = w.detach(), rstd](const TensorList& g) -> TensorList {
     Tensor dx = empty_like(xc), dw = empty_like(w);
-    kernels::rms_norm_backward(xc.device(), dx, dw, contiguous(g[0]), Tensor(), xc, w, rstd);
+    kernels::rms_norm_backward(xc.device(), dx, dw, contiguous(to_dtype(g[0], xc.dtype())), Tensor(), xc, w, rstd);
     return {dx, dw};
   });
   return y;
 }
 
-std::pair<Tensor, Tensor> add_rms_norm(const Tensor& x, const Tensor& r, const Tensor& weight, double eps) {
+std::pair<Tensor, Tensor> add_rms_norm(const Tensor& x, const Tensor& r, const Tensor& weight, double eps,
+                                       std::optional<DType> out) {
   const int64_t D = x.size(-1);
   GDN_CHECK(r.shape() == x.shape(), "add_rms_norm: residual {} for input {}", shape_str(r.shape()),
             shape_str(x.shape()));
@@ -75,14 +76,14 @@ std::pair<Tensor, Tensor> add_rms_norm(const Tensor& x, const Tensor& r, const T
   GDN_CHECK(x.dtype() == r.dtype() && x.dtype() == weight.dtype() && x.device() == r.device(),
             "add_rms_norm: {} + {} with weight {}", x.str(), r.str(), weight.str());
   Tensor xc = contiguous(x), rc = contiguous(r), w = contiguous(weight);
-  Tensor h = empty_like(xc), y = empty_like(xc);
+  Tensor h = empty_like(xc), y = Tensor::empty(xc.shape(), output_dtype("add_rms_norm", x, out), x.device());
   Tensor rstd = Tensor::empty({x.numel() / D}, x.dtype(), x.device());
   kernels::rms_norm_forward(x.device(), y, rstd, h, xc, rc, w, eps);
   // The gradient of h: what reached it from its other consumers (g[0]) plus the norm's; x and r both get it.
   record("add_rms_norm", {h, y}, {xc, rc, w},
          [h = h.detach(), w = w.detach(), rstd](const TensorList& g) -> TensorList {
            Tensor dh = empty_like(h), dw = empty_like(w);
-           const Tensor dy = g[1].defined() ? contiguous(g[1]) : zeros_like(h);
+           const Tensor dy = g[1].defined() ? contiguous(to_dtype(g[1], h.dtype())) : zeros_like(h);
            kernels::rms_norm_backward(h.device(), dh, dw, dy, g[0].defined() ? contiguous(g[0]) : Tensor(), h, w,
                                       rstd);
            return {dh, dh, dw};

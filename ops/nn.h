@@ -12,6 +12,7 @@
 //   backward (MoE token dispatch and combine); they run on the embedding kernels, which do exactly this.
 #pragma once
 
+#include <optional>
 #include <utility>
 
 #include "core/tensor.h"
@@ -20,8 +21,11 @@ namespace gdn {
 
 Tensor embedding(const Tensor& weight, const Tensor& ids);
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index = -100);
-Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps = 1e-6);
-std::pair<Tensor, Tensor> add_rms_norm(const Tensor& x, const Tensor& r, const Tensor& weight, double eps = 1e-6);
+// out: the normalised output's dtype (unset: x's; bfloat16 for float32 x where a bf16 GEMM is its only reader,
+// ops/creation.h output_dtype; h stays in x's dtype).
+Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps = 1e-6, std::optional<DType> out = std::nullopt);
+std::pair<Tensor, Tensor> add_rms_norm(const Tensor& x, const Tensor& r, const Tensor& weight, double eps = 1e-6,
+                                       std::optional<DType> out = std::nullopt);
 Tensor softmax(const Tensor& x, int64_t dim = -1);
 Tensor gather_rows(const Tensor& x, const Tensor& idx);
 Tensor scatter_add_rows(const Tensor& src, const Tensor& idx, int64_t num_rows);

@@ -250,11 +250,14 @@ void case_swiglu(Ctx& c, bool backward) {
                                    std::tuple{"[1001]", Shape{1001}, 2.0}}) {
     c.run(tag, [&] {
       Tensor a = c.normal(shape, scale), b = c.normal(shape);
-      if (!backward) {
-        Tensor y = Ctx::out(shape, c.dt), yg = c.gpu(y);
-        cpu_kernels().swiglu_forward(y, a, b);
-        need_cuda(c.under_test().swiglu_forward, "swiglu_forward")(yg, c.gpu(a), c.gpu(b));
-        c.compare("y", yg, y, c.simple());
+      if (!backward) {  // y in the inputs' dtype, and in bfloat16 for float32 inputs (a bf16 GEMM's operand)
+        for (DType yd : {c.dt, kBFloat16}) {
+          if (yd == kBFloat16 && c.dt != kFloat32) continue;
+          Tensor y = Ctx::out(shape, yd), yg = c.gpu(y);
+          cpu_kernels().swiglu_forward(y, a, b);
+          need_cuda(c.under_test().swiglu_forward, "swiglu_forward")(yg, c.gpu(a), c.gpu(b));
+          c.compare(yd == kBFloat16 ? "y (bfloat16)" : "y", yg, y, yd == kBFloat16 ? 8e-3 : c.simple());
+        }
         return;
       }
       Tensor dy = c.normal(shape);

@@ -162,12 +162,15 @@ void case_rms_norm_gated_forward(Ctx& c) {
   for (const Shape& s : kRowShapes) {
     c.run(shape_str(s), [&] {
       Tensor x = c.normal(s, 2.0), z = c.normal(s, 2.0), w = c.normal({s.back()}, 1.0, 1.0);
-      Tensor y = Ctx::out(s, c.dt), r = Ctx::out(without_last(s), c.dt), yg = c.gpu(y), rg = c.gpu(r);
-      cpu_kernels().rms_norm_gated_forward(y, r, x, z, w, 1e-6);
-      need_cuda(c.under_test().rms_norm_gated_forward, "rms_norm_gated_forward")(yg, rg, c.gpu(x), c.gpu(z),
-                                                                                 c.gpu(w), 1e-6);
-      c.compare("y", yg, y, c.simple());
-      c.compare("rstd", rg, r, c.simple());
+      for (DType yd : {c.dt, kBFloat16}) {  // y also in bfloat16 for float32 x (out_proj's bf16 operand)
+        if (yd == kBFloat16 && c.dt != kFloat32) continue;
+        Tensor y = Ctx::out(s, yd), r = Ctx::out(without_last(s), c.dt), yg = c.gpu(y), rg = c.gpu(r);
+        cpu_kernels().rms_norm_gated_forward(y, r, x, z, w, 1e-6);
+        need_cuda(c.under_test().rms_norm_gated_forward, "rms_norm_gated_forward")(yg, rg, c.gpu(x), c.gpu(z),
+                                                                                   c.gpu(w), 1e-6);
+        c.compare(yd == kBFloat16 ? "y (bfloat16)" : "y", yg, y, yd == kBFloat16 ? 8e-3 : c.simple());
+        c.compare("rstd", rg, r, c.simple());
+      }
     });
   }
 }

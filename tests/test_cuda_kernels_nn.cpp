@@ -250,14 +250,17 @@ void case_rms_norm_forward(Ctx& c) {
       c.run(shape_str(s) + (residual ? " residual" : ""), [&] {
         const int64_t D = s.back(), N = shape_numel(s) / D;
         Tensor x = c.normal(s, 2.0), w = c.normal({D}, 1.0, 1.0), res = residual ? c.normal(s) : Tensor();
-        Tensor y = Ctx::out(s, c.dt), r = Ctx::out({N}, c.dt), yg = c.gpu(y), rg = c.gpu(r);
-        Tensor h = residual ? Ctx::out(s, c.dt) : Tensor(), hg = c.gpu(h);
-        cpu_kernels().rms_norm_forward(y, r, h, x, res, w, 1e-6);
-        need_cuda(c.under_test().rms_norm_forward, "rms_norm_forward")(yg, rg, hg, c.gpu(x), c.gpu(res), c.gpu(w),
-                                                                       1e-6);
-        c.compare("y", yg, y, c.simple());
-        c.compare("rstd", rg, r, c.simple());
-        if (residual) c.compare("h = x + r", hg, h, 0.0);  // one rounded add: exact
+        for (DType yd : {c.dt, kBFloat16}) {  // y also in bfloat16 for float32 x (a bf16 GEMM's operand)
+          if (yd == kBFloat16 && c.dt != kFloat32) continue;
+          Tensor y = Ctx::out(s, yd), r = Ctx::out({N}, c.dt), yg = c.gpu(y), rg = c.gpu(r);
+          Tensor h = residual ? Ctx::out(s, c.dt) : Tensor(), hg = c.gpu(h);
+          cpu_kernels().rms_norm_forward(y, r, h, x, res, w, 1e-6);
+          need_cuda(c.under_test().rms_norm_forward, "rms_norm_forward")(yg, rg, hg, c.gpu(x), c.gpu(res), c.gpu(w),
+                                                                         1e-6);
+          c.compare(yd == kBFloat16 ? "y (bfloat16)" : "y", yg, y, yd == kBFloat16 ? 8e-3 : c.simple());
+          c.compare("rstd", rg, r, c.simple());
+          if (residual) c.compare("h = x + r", hg, h, 0.0);  // one rounded add: exact
+        }
       });
     }
   }

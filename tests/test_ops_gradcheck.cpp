@@ -1,6 +1,10 @@
 // tests/test_ops_gradcheck.cpp — one fp64 finite-difference gradcheck per op of the foundation, on random shapes
 // including broadcast and non-contiguous inputs, plus forward values checked against hand computations.
 #include <cmath>
+#include <functional>
+#include <optional>
+#include <utility>
+#include <vector>
 
 #include "tests/test_helpers.h"
 
@@ -329,6 +333,47 @@ TEST_CASE("gradcheck: add_rms_norm (the residual add fused with the norm after i
   auto [h, y] = add_rms_norm(x, r, w);
   CHECK(test::max_abs_diff(h, x + r) == 0.0);
   CHECK(test::max_abs_diff(y, rms_norm(x + r, w)) == 0.0);
+}
+
+// The producers of a bf16 GEMM's operand (ops/matmul.h linear_input_dtype) with out = bfloat16: the float32 result
+// rounded once, bit for bit; through a linear (which, on the CPU, takes it back to float32) the gradients are those of
+// the float32 op followed by that rounding, the gradient of the bfloat16 tensor staying float32 (two consumers: the
+// engine adds two float32 gradients); bfloat16 out of float64 is an error.
+TEST_CASE("ops: rms_norm, add_rms_norm, rms_norm_gated and swiglu with a bfloat16 output") {
+  Generator gen(31);
+  auto leaf = [&](const Shape& s) { return to_dtype(rand_leaf(s, gen), kFloat32).detach().set_requires_grad(true); };
+  Tensor x = leaf({3, 4, 16}), r = leaf({3, 4, 16}), z = leaf({3, 4, 16}), w = leaf({16}), lw = leaf({5, 16});
+  using Producer = std::function<Tensor(std::optional<DType>)>;
+  const std::vector<std::pair<const char*, Producer>> producers = {
+      {"rms_norm", [&](std::optional<DType> o) { return rms_norm(x, w, 1e-6, o); }},
+      {"add_rms_norm", [&](std::optional<DType> o) { return add_rms_norm(x, r, w, 1e-6, o).second; }},
+      {"rms_norm_gated", [&](std::optional<DType> o) { return rms_norm_gated(x, z, w, 1e-6, o); }},
+      {"swiglu", [&](std::optional<DType> o) { return swiglu(x, z, o); }},
+  };
+  for (const auto& [name, produce] : producers) {
+    CAPTURE(name);
+    const TensorList leaves{x, r, z, w, lw};
+    auto grads = [&](const Tensor& y) {
+      clear_grads(leaves);
+      backward(sum(linear(y, lw) * linear(y, lw)));
+      std::vector<Tensor> g;
+      for (const Tensor& t : leaves) g.push_back(t.grad().defined() ? clone(t.grad()) : Tensor());
+      return g;
+    };
+    // The float32 op, then one rounding to bfloat16 and back.
+    auto rounded = [&] { return to_dtype(to_dtype(produce(std::nullopt), kBFloat16), kFloat32); };
+    const Tensor yb = produce(kBFloat16);
+    CHECK(yb.dtype() == kBFloat16);
+    CHECK(test::max_abs_diff(to_dtype(yb, kFloat32), rounded()) == 0.0);
+    const std::vector<Tensor> got = grads(yb), want = grads(rounded());
+    for (size_t i = 0; i < got.size(); ++i) {
+      REQUIRE(got[i].defined() == want[i].defined());
+      if (got[i].defined()) CHECK(test::max_abs_diff(got[i], want[i]) == 0.0);
+    }
+  }
+  Tensor x64 = rand_leaf({2, 8}, gen);
+  CHECK_THROWS_WITH_AS(rms_norm(x64, ones({8}, kFloat64), 1e-6, kBFloat16), doctest::Contains("bfloat16 for float32"),
+                       Error);
 }
 
 TEST_CASE("ops: float32 and float64 agree") {

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <type_traits>
 
 #include "core/tensor.h"
 
@@ -23,6 +24,23 @@ template <size_t N> bool all_contiguous_same_shape(const std::array<const Tensor
   for (const Tensor* t : ts)
     if (!t->is_contiguous() || t->shape() != ts[0]->shape()) return false;
   return true;
+}
+
+// Outputs that may be stored in bfloat16 from float32 inputs (a norm's or swiglu's output that only a bf16 GEMM
+// reads; the CUDA twins round the same way): f(y's typed pointer), T* or bfloat16* (the latter only for T = float);
+// out_value<Y>(v) is v rounded once to nearest even where Y is bfloat16.
+template <typename T, typename F> void with_output(const Tensor& y, F&& f) {
+  GDN_CHECK(y.dtype() == dtype_of<T>::value || (y.dtype() == kBFloat16 && std::is_same_v<T, float>),
+            "a {} output for {} inputs", y.dtype(), dtype_of<T>::value);
+  if constexpr (std::is_same_v<T, float>) {
+    if (y.dtype() == kBFloat16) return f(y.data<bfloat16>());
+  }
+  f(y.data<T>());
+}
+
+template <typename Y, typename V> Y out_value(V v) {
+  if constexpr (std::is_same_v<Y, bfloat16>) return bfloat16(static_cast<float>(v));
+  else return static_cast<Y>(v);
 }
 
 // body(begin, end) over [0, n), split into one contiguous range per thread when n >= grain. Inner loops written

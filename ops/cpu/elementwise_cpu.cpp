@@ -238,15 +238,18 @@ void scalar(ScalarOp op, const Tensor& out, const Tensor& in, double s) {
 }
 
 // SwiGLU: one pass each way, one element per iteration (the same expressions as the CUDA twin).
+// y may be bfloat16 for float32 a, b (each value rounded once).
 void swiglu_forward(const Tensor& y, const Tensor& a, const Tensor& b) {
   GDN_CHECK(all_contiguous_same_shape<3>({&y, &a, &b}), "swiglu: y, a, b must be contiguous and of one shape");
-  dispatch_float(y.dtype(), "swiglu_forward", [&](auto tag_) {
+  dispatch_float(a.dtype(), "swiglu_forward", [&](auto tag_) {
     using T = decltype(tag_);
-    T* o = y.data<T>();
     const T* ap = a.data<T>();
     const T* bp = b.data<T>();
-    parallel_for(y.numel(), kParallelGrain, [&](int64_t lo, int64_t hi) {
-      for (int64_t i = lo; i < hi; ++i) o[i] = ap[i] * sigmoid_of(ap[i]) * bp[i];
+    with_output<T>(y, [&](auto* o) {
+      using Y = std::remove_pointer_t<decltype(o)>;
+      parallel_for(y.numel(), kParallelGrain, [&](int64_t lo, int64_t hi) {
+        for (int64_t i = lo; i < hi; ++i) o[i] = out_value<Y>(ap[i] * sigmoid_of(ap[i]) * bp[i]);
+      });
     });
   });
 }

@@ -295,19 +295,21 @@ void rms_norm_gated_forward(const Tensor& y, const Tensor& rstd, const Tensor& x
     const T* xp = x.data<T>();
     const T* zp = z.data<T>();
     const T* wp = w.data<T>();
-    T* yp = y.data<T>();
     T* rp = rstd.data<T>();
+    with_output<T>(y, [&](auto* yp) {  // y may be bfloat16 for float32 x
+      using Y = std::remove_pointer_t<decltype(yp)>;
 #pragma omp parallel for if (N * D >= kParallelGrain)
-    for (int64_t i = 0; i < N; ++i) {
-      double ss = 0;
-      for (int64_t d = 0; d < D; ++d) ss += static_cast<double>(xp[i * D + d]) * xp[i * D + d];
-      const T r = static_cast<T>(1.0 / std::sqrt(ss / D + eps));
-      rp[i] = r;
-      for (int64_t d = 0; d < D; ++d) {
-        const T zv = zp[i * D + d];
-        yp[i * D + d] = xp[i * D + d] * r * wp[d] * zv * sigmoid_of(zv);
+      for (int64_t i = 0; i < N; ++i) {
+        double ss = 0;
+        for (int64_t d = 0; d < D; ++d) ss += static_cast<double>(xp[i * D + d]) * xp[i * D + d];
+        const T r = static_cast<T>(1.0 / std::sqrt(ss / D + eps));
+        rp[i] = r;
+        for (int64_t d = 0; d < D; ++d) {
+          const T zv = zp[i * D + d];
+          yp[i * D + d] = out_value<Y>(xp[i * D + d] * r * wp[d] * zv * sigmoid_of(zv));
+        }
       }
-    }
+    });
   });
 }
 

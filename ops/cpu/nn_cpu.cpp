@@ -140,7 +140,6 @@ void rms_norm_forward(const Tensor& y, const Tensor& rstd, const Tensor& h, cons
   dispatch_float(x.dtype(), "rms_norm", [&](auto tag_) {
     using scalar_t = decltype(tag_);
     const auto* wp = w.data<scalar_t>();
-    auto* yp = y.data<scalar_t>();
     auto* rp = rstd.data<scalar_t>();
     const scalar_t* xp = x.data<scalar_t>();
     if (r.defined()) {  // h = x + r, then h is the norm's input
@@ -150,15 +149,18 @@ void rms_norm_forward(const Tensor& y, const Tensor& rstd, const Tensor& h, cons
       for (int64_t e = 0; e < N * D; ++e) hp[e] = xp[e] + res[e];
       xp = hp;
     }
+    with_output<scalar_t>(y, [&](auto* yp) {  // y may be bfloat16 for float32 x
+      using Y = std::remove_pointer_t<decltype(yp)>;
 #pragma omp parallel for if (N * D >= kParallelGrain)
-    for (int64_t i = 0; i < N; ++i) {
-      const scalar_t* row = xp + i * D;
-      double ss = 0;
-      for (int64_t d = 0; d < D; ++d) ss += static_cast<double>(row[d]) * row[d];
-      const scalar_t rs = static_cast<scalar_t>(1.0 / std::sqrt(ss / D + eps));
-      rp[i] = rs;
-      for (int64_t d = 0; d < D; ++d) yp[i * D + d] = row[d] * rs * wp[d];
-    }
+      for (int64_t i = 0; i < N; ++i) {
+        const scalar_t* row = xp + i * D;
+        double ss = 0;
+        for (int64_t d = 0; d < D; ++d) ss += static_cast<double>(row[d]) * row[d];
+        const scalar_t rs = static_cast<scalar_t>(1.0 / std::sqrt(ss / D + eps));
+        rp[i] = rs;
+        for (int64_t d = 0; d < D; ++d) yp[i * D + d] = out_value<Y>(row[d] * rs * wp[d]);
+      }
+    });
   });
 }
 
