@@ -69,7 +69,8 @@ struct AdamWParams {
   X(max_dim, void(const Tensor& values, const Tensor& indices, const Tensor& in, int64_t dim))                  \
   /* dx = 0 except dx[.., indices, ..] = dy along dim (max backward); contiguous */                           \
   X(scatter_dim, void(const Tensor& dx, const Tensor& dy, const Tensor& indices, int64_t dim))                  \
-  /* out [P,M,N] = alpha * a [P,M,K] @ b [P,K,N] + beta * out; each matrix row- or column-major */              \
+  /* out [P,M,N] = alpha * a [P,M,K] @ b [P,K,N] + beta * out; each matrix row- or column-major; operands */   \
+  /* of out's dtype, or bfloat16 ones with a float32 or bfloat16 out (float32 accumulation, rounded once) */     \
   X(gemm, void(const Tensor& out, const Tensor& a, const Tensor& b, double alpha, double beta))                 \
   /* out [N,D] = weight [V,D][ids [N]] */                                                                       \
   X(embedding_forward, void(const Tensor& out, const Tensor& weight, const Tensor& ids))                        \

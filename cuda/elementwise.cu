@@ -374,8 +374,10 @@ void scalar(ScalarOp op, const Tensor& out, const Tensor& in, double s) {
 
 // SwiGLU's activation: contiguous operands of one shape (the op makes them so), one element per thread and step,
 // the CPU twin's expressions.
-// SwiGLU: element i of each operand at [i]; float32 operands whose pointers are all 16-byte aligned go four
-// elements per thread through float4 loads and stores (vec), the rest one element per thread.
+// SwiGLU: element i of each operand at [i]; float32 arithmetic may read and write bfloat16 storage (a, b, da, db:
+// the FFN's gate | up products under bf16 products; y: the down projection's operand), rounded once per store.
+// Operands whose pointers are all aligned for four elements (16 bytes float32, 8 bytes bfloat16) go four elements
+// per thread through vector loads and stores (vec), the rest one element per thread.
 template <typename T> __device__ T swiglu_value(T a, T b) { return a * sigmoid_of(a) * b; }
 template <typename T> __device__ void swiglu_grads(T dy, T a, T b, T& da, T& db) {
   const T s = sigmoid_of(a);
@@ -383,55 +385,63 @@ template <typename T> __device__ void swiglu_grads(T dy, T a, T b, T& da, T& db)
   db = dy * (a * s);
 }
 
-// Y: T, or bfloat16 for float32 inputs (the down projection's bf16 operand, rounded once).
-template <typename T, typename Y>
-__global__ void swiglu_forward_kernel(Y* __restrict__ y, const T* __restrict__ a, const T* __restrict__ b, int64_t n,
+// Four consecutive elements (the i-th group of four) as float4, from float32 or bfloat16 storage, and back.
+__device__ inline float4 load4(const float* p, int64_t i) { return reinterpret_cast<const float4*>(p)[i]; }
+__device__ inline float4 load4(const __nv_bfloat16* p, int64_t i) {
+  const uint2 u = reinterpret_cast<const uint2*>(p)[i];
+  return make_float4(__uint_as_float(u.x << 16), __uint_as_float(u.x & 0xffff0000u), __uint_as_float(u.y << 16),
+                     __uint_as_float(u.y & 0xffff0000u));
+}
+__device__ inline void store4(float* p, int64_t i, float4 v) { reinterpret_cast<float4*>(p)[i] = v; }
+__device__ inline void store4(__nv_bfloat16* p, int64_t i, float4 v) { reinterpret_cast<uint2*>(p)[i] = bf16x4(v); }
+
+// T: the arithmetic; A: a and b's storage (T, or bfloat16 for T = float); Y: y's (the same choice).
+template <typename T, typename A, typename Y>
+__global__ void swiglu_forward_kernel(Y* __restrict__ y, const A* __restrict__ a, const A* __restrict__ b, int64_t n,
                                       bool vec) {
   const int64_t first = blockIdx.x * int64_t(blockDim.x) + threadIdx.x, stride = int64_t(blockDim.x) * gridDim.x;
   int64_t scalar_from = 0;
   if constexpr (std::is_same_v<T, float>) {
     if (vec) {
       for (int64_t i = first; i < n / 4; i += stride) {
-        const float4 av = reinterpret_cast<const float4*>(a)[i], bv = reinterpret_cast<const float4*>(b)[i];
-        const float4 v = make_float4(swiglu_value(av.x, bv.x), swiglu_value(av.y, bv.y), swiglu_value(av.z, bv.z),
-                                     swiglu_value(av.w, bv.w));
-        if constexpr (std::is_same_v<Y, float>) reinterpret_cast<float4*>(y)[i] = v;
-        else reinterpret_cast<uint2*>(y)[i] = bf16x4(v);
+        const float4 av = load4(a, i), bv = load4(b, i);
+        store4(y, i, make_float4(swiglu_value(av.x, bv.x), swiglu_value(av.y, bv.y), swiglu_value(av.z, bv.z),
+                                 swiglu_value(av.w, bv.w)));
       }
       scalar_from = n / 4 * 4;
     }
   }
-  for (int64_t i = scalar_from + first; i < n; i += stride) y[i] = out_value<Y>(swiglu_value(a[i], b[i]));
+  for (int64_t i = scalar_from + first; i < n; i += stride)
+    y[i] = out_value<Y>(swiglu_value(in_value<T>(a[i]), in_value<T>(b[i])));
 }
 
-template <typename T>
-__global__ void swiglu_backward_kernel(T* __restrict__ da, T* __restrict__ db, const T* __restrict__ dy,
-                                       const T* __restrict__ a, const T* __restrict__ b, int64_t n, bool vec) {
+// T: the arithmetic and dy's storage; A: a, b, da and db's (T, or bfloat16 for T = float).
+template <typename T, typename A>
+__global__ void swiglu_backward_kernel(A* __restrict__ da, A* __restrict__ db, const T* __restrict__ dy,
+                                       const A* __restrict__ a, const A* __restrict__ b, int64_t n, bool vec) {
   const int64_t first = blockIdx.x * int64_t(blockDim.x) + threadIdx.x, stride = int64_t(blockDim.x) * gridDim.x;
   int64_t scalar_from = 0;
   if constexpr (std::is_same_v<T, float>) {
     if (vec) {
       for (int64_t i = first; i < n / 4; i += stride) {
-        const float4 g = reinterpret_cast<const float4*>(dy)[i], av = reinterpret_cast<const float4*>(a)[i],
-                     bv = reinterpret_cast<const float4*>(b)[i];
+        const float4 g = load4(dy, i), av = load4(a, i), bv = load4(b, i);
         float4 ga, gb;
         swiglu_grads(g.x, av.x, bv.x, ga.x, gb.x);
         swiglu_grads(g.y, av.y, bv.y, ga.y, gb.y);
         swiglu_grads(g.z, av.z, bv.z, ga.z, gb.z);
         swiglu_grads(g.w, av.w, bv.w, ga.w, gb.w);
-        reinterpret_cast<float4*>(da)[i] = ga;
-        reinterpret_cast<float4*>(db)[i] = gb;
+        store4(da, i, ga);
+        store4(db, i, gb);
       }
       scalar_from = n / 4 * 4;
     }
   }
-  for (int64_t i = scalar_from + first; i < n; i += stride) swiglu_grads(dy[i], a[i], b[i], da[i], db[i]);
-}
-
-bool aligned16(std::initializer_list<const Tensor*> ts) {
-  for (const Tensor* t : ts)
-    if (!is_aligned(t->raw_data(), 16)) return false;
-  return true;
+  for (int64_t i = scalar_from + first; i < n; i += stride) {
+    T ga, gb;
+    swiglu_grads(dy[i], in_value<T>(a[i]), in_value<T>(b[i]), ga, gb);
+    da[i] = out_value<A>(ga);
+    db[i] = out_value<A>(gb);
+  }
 }
 
 bool contiguous_like(std::initializer_list<const Tensor*> ts) {
@@ -441,33 +451,54 @@ bool contiguous_like(std::initializer_list<const Tensor*> ts) {
   return true;
 }
 
+// Whether every tensor's data is aligned for four elements of its dtype (the vec paths).
+bool aligned4(std::initializer_list<const Tensor*> ts) {
+  for (const Tensor* t : ts)
+    if (!is_aligned(t->raw_data(), 4 * element_size(t->dtype()))) return false;
+  return true;
+}
+
+// The arithmetic type of an operand stored in `dt`: float32 for bfloat16 storage.
+DType arithmetic(DType dt) { return dt == kBFloat16 ? kFloat32 : dt; }
+
+// a, b of one dtype (float32, float64, or bfloat16 with float32 arithmetic); y in theirs or the other of float32 and
+// bfloat16 when those are the arithmetic.
 void swiglu_forward(const Tensor& y, const Tensor& a, const Tensor& b) {
-  GDN_CHECK(contiguous_like({&a, &b}) && y.is_contiguous() && y.shape() == a.shape() &&
-                (y.dtype() == a.dtype() || (y.dtype() == kBFloat16 && a.dtype() == kFloat32)),
-            "CUDA swiglu: y, a, b must be contiguous, of one shape and dtype (y may be bfloat16 for float32 a, b)");
+  const DType ar = arithmetic(a.dtype());
+  GDN_CHECK(contiguous_like({&a, &b}) && y.is_contiguous() && y.shape() == a.shape() && arithmetic(y.dtype()) == ar,
+            "CUDA swiglu: y, a, b must be contiguous, of one shape and dtype (or bfloat16 storage of float32)");
   const int64_t n = y.numel();
   if (n == 0) return;
-  dispatch_float(a.dtype(), "cuda swiglu_forward", [&](auto tag) {
+  dispatch_float(ar, "cuda swiglu_forward", [&](auto tag) {
     using T = decltype(tag);
-    const bool vec = aligned16({&a, &b}) && is_aligned(y.raw_data(), y.dtype() == kBFloat16 ? 8 : 16);
-    with_output<T>(y, [&](auto* yp) {
-      swiglu_forward_kernel<T><<<grid_for(vec ? (n + 3) / 4 : n), kThreads, 0, current_stream()>>>(
-          yp, a.data<T>(), b.data<T>(), n, vec);
+    const bool vec = aligned4({&y, &a, &b});
+    with_storage<T>(a, [&](auto* ap) {
+      with_storage<T>(y, [&](auto* yp) {
+        swiglu_forward_kernel<T><<<grid_for(vec ? (n + 3) / 4 : n), kThreads, 0, current_stream()>>>(
+            yp, ap, static_cast<decltype(ap)>(b.raw_data()), n, vec);
+      });
     });
     CUDA_CHECK_LAST();
   });
 }
 
+// a, b, da, db of one dtype (as in the forward); dy in the arithmetic type.
 void swiglu_backward(const Tensor& da, const Tensor& db, const Tensor& dy, const Tensor& a, const Tensor& b) {
-  GDN_CHECK(contiguous_like({&da, &db, &dy, &a, &b}),
-            "CUDA swiglu_backward: da, db, dy, a, b must be contiguous, of one shape and dtype");
+  const DType ar = arithmetic(a.dtype());
+  GDN_CHECK(contiguous_like({&da, &db, &a, &b}) && dy.is_contiguous() && dy.shape() == a.shape() && dy.dtype() == ar,
+            "CUDA swiglu_backward: da, db, dy, a, b must be contiguous, of one shape and dtype (a, b, da, db may be "
+            "bfloat16 storage of float32)");
   const int64_t n = dy.numel();
   if (n == 0) return;
-  dispatch_float(dy.dtype(), "cuda swiglu_backward", [&](auto tag) {
+  dispatch_float(ar, "cuda swiglu_backward", [&](auto tag) {
     using T = decltype(tag);
-    const bool vec = aligned16({&da, &db, &dy, &a, &b});
-    swiglu_backward_kernel<T><<<grid_for(vec ? (n + 3) / 4 : n), kThreads, 0, current_stream()>>>(
-        da.data<T>(), db.data<T>(), dy.data<T>(), a.data<T>(), b.data<T>(), n, vec);
+    const bool vec = aligned4({&da, &db, &dy, &a, &b});
+    with_storage<T>(a, [&](auto* ap) {
+      using A = std::remove_pointer_t<decltype(ap)>;
+      swiglu_backward_kernel<T><<<grid_for(vec ? (n + 3) / 4 : n), kThreads, 0, current_stream()>>>(
+          static_cast<A*>(da.raw_data()), static_cast<A*>(db.raw_data()), dy.data<T>(), ap,
+          static_cast<const A*>(b.raw_data()), n, vec);
+    });
     CUDA_CHECK_LAST();
   });
 }

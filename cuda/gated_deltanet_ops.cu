@@ -176,7 +176,7 @@ void rms_norm_gated_forward(const Tensor& y, const Tensor& rstd, const Tensor& x
             "rms_norm_gated: a {} output for {} input", y.dtype(), x.dtype());
   dispatch_float(x.dtype(), "cuda rms_norm_gated_forward", [&](auto tag_) {
     using T = decltype(tag_);
-    with_output<T>(y, [&](auto* yp) {
+    with_storage<T>(y, [&](auto* yp) {
       rms_norm_gated_forward_kernel<T><<<row_grid(N), kThreads, 0, current_stream()>>>(
           yp, rstd.data<T>(), x.data<T>(), z.data<T>(), w.data<T>(), N, D, eps);
     });

@@ -6,9 +6,9 @@
 // transposed view, row stride 1) needs op T with leading dimension = its column stride. So, as on the CPU,
 // transposed views reach the GEMM without a copy. The handle is created once and bound to cuda::current_stream().
 // cuBLAS takes int dimensions and leading dimensions: larger ones are refused, never silently narrowed.
-// dtypes: out float32 or float64 with operands of the same dtype, or bfloat16 operands with a float32 out
+// dtypes: out float32 or float64 with operands of the same dtype, or bfloat16 operands with a float32 or bfloat16 out
 // (cublasGemmStridedBatchedEx with CUDA_R_16BF operands and CUBLAS_COMPUTE_32F: bf16 tensor cores, float32
-// accumulation; ops/matmul.cpp's linear hands its bf16 copies in). Precision (core/precision.h): float32 GEMMs run as
+// accumulation, a bfloat16 out rounded once at the end; ops/matmul.cpp's linear hands its bf16 copies in). Precision (core/precision.h): float32 GEMMs run as
 // SGEMM (exact float32 products, no TF32) under Precision::Float32. Under Precision::BFloat16, one of at least
 // bf16_gemm_min_flops() first copies A and B into compact bfloat16 buffers of the same layout (row- or column-major;
 // the copy kernel rounds to nearest even) and takes the bf16 path; a smaller one passes the float32 operands with
@@ -80,9 +80,10 @@ void gemm(const Tensor& out, const Tensor& a, const Tensor& b, double alpha, dou
   GDN_CHECK(b.size(0) == P && b.size(1) == K && out.size(1) == M && out.size(2) == N, "CUDA gemm: {} x {} -> {}",
             shape_str(a.shape()), shape_str(b.shape()), shape_str(out.shape()));
   const bool bf16_operands = a.dtype() == kBFloat16;
-  GDN_CHECK(a.dtype() == b.dtype() && (bf16_operands ? out.dtype() == kFloat32 : out.dtype() == a.dtype()),
-            "CUDA gemm: {} x {} -> {} (operands of the out's dtype, or bfloat16 ones with a float32 out)", a.dtype(),
-            b.dtype(), out.dtype());
+  GDN_CHECK(a.dtype() == b.dtype() &&
+                (bf16_operands ? out.dtype() == kFloat32 || out.dtype() == kBFloat16 : out.dtype() == a.dtype()),
+            "CUDA gemm: {} x {} -> {} (operands of the out's dtype, or bfloat16 ones with a float32 or bfloat16 out)",
+            a.dtype(), b.dtype(), out.dtype());
   const bool bf16_precision = out.dtype() == kFloat32 && matmul_precision() == Precision::BFloat16;
   if (!bf16_operands && bf16_precision && 2.0 * static_cast<double>(P) * M * N * K >= bf16_gemm_min_flops()) {
     gemm(out, bf16_copy(a), bf16_copy(b), alpha, beta);
@@ -96,10 +97,11 @@ void gemm(const Tensor& out, const Tensor& a, const Tensor& b, double alpha, dou
               shape_str(b.shape()));
   const float al = static_cast<float>(alpha), be = static_cast<float>(beta);
   if (bf16_operands) {
+    const bool bf16_out = out.dtype() == kBFloat16;
     CUBLAS_CHECK(cublasGemmStridedBatchedEx(handle(), ob.op, oa.op, N, M, K, &al, b.data<bfloat16>(), CUDA_R_16BF,
                                             ob.ld, sb, a.data<bfloat16>(), CUDA_R_16BF, oa.ld, sa, &be,
-                                            out.data<float>(), CUDA_R_32F, N, M * N, P, CUBLAS_COMPUTE_32F,
-                                            CUBLAS_GEMM_DEFAULT));
+                                            out.raw_data(), bf16_out ? CUDA_R_16BF : CUDA_R_32F, N, M * N, P,
+                                            CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   } else if (bf16_precision) {
     CUBLAS_CHECK(cublasGemmStridedBatchedEx(handle(), ob.op, oa.op, N, M, K, &al, b.data<float>(), CUDA_R_32F, ob.ld,
                                             sb, a.data<float>(), CUDA_R_32F, oa.ld, sa, &be, out.data<float>(),

@@ -89,19 +89,25 @@ template <typename T> __device__ inline T block_max(T v, T* scratch) {
   return warp_max(v);
 }
 
-// Outputs that may be stored in bfloat16 from float32 inputs (a norm's or swiglu's output that only a bf16 GEMM reads):
-// out_value<O>(v) is v in the output's type, rounded once to nearest even where O is bfloat16; with_output<T>(y, f)
-// calls f with y's typed pointer, T* or __nv_bfloat16* (the latter only for T = float).
+// Tensors that may be stored in bfloat16 while the arithmetic is float32 (a bf16 GEMM's operand written by a norm or
+// swiglu; the FFN's hidden products): with_storage<T>(t, f) calls f with t's typed pointer, T* or __nv_bfloat16*
+// (the latter only for T = float); out_value<O>(v) is v in the stored type, rounded once to nearest even where O is
+// bfloat16; in_value<T>(x) a stored value in the arithmetic type.
 template <typename O, typename V> __device__ inline O out_value(V v) {
   if constexpr (std::is_same_v<O, __nv_bfloat16>) return __float2bfloat16_rn(static_cast<float>(v));
   else return static_cast<O>(v);
 }
 
-template <typename T, typename F> void with_output(const Tensor& y, F f) {
+template <typename T, typename S> __device__ inline T in_value(S x) {
+  if constexpr (std::is_same_v<S, __nv_bfloat16>) return __bfloat162float(x);
+  else return static_cast<T>(x);
+}
+
+template <typename T, typename F> void with_storage(const Tensor& t, F f) {
   if constexpr (std::is_same_v<T, float>) {
-    if (y.dtype() == kBFloat16) return f(reinterpret_cast<__nv_bfloat16*>(y.raw_data()));
+    if (t.dtype() == kBFloat16) return f(reinterpret_cast<__nv_bfloat16*>(t.raw_data()));
   }
-  f(y.data<T>());
+  f(t.data<T>());
 }
 
 }  // namespace gdn::cuda

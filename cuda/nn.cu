@@ -603,7 +603,7 @@ void rms_norm_forward(const Tensor& y, const Tensor& rstd, const Tensor& h, cons
     using T = decltype(tag);
     T* hp = r.defined() ? h.data<T>() : nullptr;
     const T* rp = r.defined() ? r.data<T>() : nullptr;
-    with_output<T>(y, [&](auto* yp) {
+    with_storage<T>(y, [&](auto* yp) {
       using Y = std::remove_pointer_t<decltype(yp)>;
       if (D <= 1024) {
         rms_norm_forward_kernel<32, T, Y><<<grid_for(N, kThreads / 32), kThreads, 0, current_stream()>>>(

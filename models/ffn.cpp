@@ -17,8 +17,12 @@ SwiGLU::SwiGLU(int64_t d_model, int64_t hidden, const InitContext& init)
       down_proj(init.normal({d_model, hidden})) {}
 
 Tensor SwiGLU::forward(const Tensor& x) const {
-  const std::vector<Tensor> gate_up = linear_multi(x, {gate_proj, up_proj});  // one node, one x gradient
-  // The activation in bfloat16 where down_proj multiplies bf16 copies (swiglu writes the operand itself).
+  // One node, one x gradient. On bf16 products gate | up come out in bfloat16: swiglu reads them with float32
+  // arithmetic and returns their gradients in bfloat16, the operands of the backward's GEMMs (no copy either way);
+  // it writes its output in bfloat16 where down_proj multiplies bf16 copies.
+  const bool bf16 = linear_input_dtype(x, gate_proj.size(0) + up_proj.size(0)) == kBFloat16;
+  const std::vector<Tensor> gate_up =
+      linear_multi(x, {gate_proj, up_proj}, {}, bf16 ? std::optional<DType>(kBFloat16) : std::nullopt);
   return linear(swiglu(gate_up[0], gate_up[1], linear_input_dtype(gate_up[0], down_proj.size(0))), down_proj);
 }
 

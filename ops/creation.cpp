@@ -41,9 +41,9 @@ Tensor to_dtype(const Tensor& x, DType dtype) {
 
 DType output_dtype(const char* op, const Tensor& x, std::optional<DType> out) {
   if (!out || *out == x.dtype()) return x.dtype();
-  GDN_CHECK(*out == kBFloat16 && x.dtype() == kFloat32, "{}: a {} output for a {} input (bfloat16 for float32 only)",
-            op, *out, x.dtype());
-  return kBFloat16;
+  const bool pair = (*out == kBFloat16 && x.dtype() == kFloat32) || (*out == kFloat32 && x.dtype() == kBFloat16);
+  GDN_CHECK(pair, "{}: a {} output for a {} input (bfloat16 for float32 only, or the reverse)", op, *out, x.dtype());
+  return *out;
 }
 
 Tensor to_device(const Tensor& x, Device device) {

@@ -23,8 +23,8 @@ Tensor to_dtype(const Tensor& x, DType dtype);  // x itself when the dtype alrea
 Tensor to_device(const Tensor& x, Device device);  // a contiguous copy on another device
 
 // The output dtype of an op whose output may be stored in bfloat16 for a bf16 GEMM (ops/matmul.h linear_input_dtype:
-// rms_norm, add_rms_norm, rms_norm_gated, swiglu): x's own when `out` is unset, else `out`, which must be x's or
-// bfloat16 for float32 x.
+// rms_norm, add_rms_norm, rms_norm_gated, swiglu): x's own when `out` is unset, else `out`, which must be x's,
+// bfloat16 for float32 x or float32 for bfloat16 x (float32 arithmetic on bf16 storage).
 DType output_dtype(const char* op, const Tensor& x, std::optional<DType> out);
 
 }  // namespace gdn

@@ -106,8 +106,11 @@ Tensor swiglu(const Tensor& a, const Tensor& b, std::optional<DType> out) {
   const bool need_a = a.requires_grad(), need_b = b.requires_grad();
   record("swiglu", {y}, {a, b},
          [need_a, need_b, a = ac.detach(), b = bc.detach()](const TensorList& g) -> TensorList {
+           // da, db in a's dtype (bfloat16 a: bf16 gradients, the operands of its producer's bf16 GEMMs); dy in the
+           // arithmetic type.
            Tensor da = empty_like(a), db = empty_like(b);
-           kernels::swiglu_backward(a.device(), da, db, contiguous(to_dtype(g[0], a.dtype())), a, b);
+           const DType arithmetic = a.dtype() == kBFloat16 ? kFloat32 : a.dtype();
+           kernels::swiglu_backward(a.device(), da, db, contiguous(to_dtype(g[0], arithmetic)), a, b);
            return {need_a ? da : Tensor(), need_b ? db : Tensor()};
          });
   return y;

@@ -34,7 +34,9 @@ Tensor div(const Tensor& a, const Tensor& b);
 
 // silu(a) * b in one kernel each way (SwiGLU's activation): a and b of one shape, no broadcasting. Backward: one
 // swiglu_backward kernel, da = dy * b * silu'(a) and db = dy * silu(a) (saves a and b, not silu(a)).
-// out: y's dtype (unset: a's; bfloat16 for float32 a, b where a bf16 GEMM is its only reader, ops/creation.h).
+// out: y's dtype (unset: a's; bfloat16 for float32 a, b where a bf16 GEMM is its only reader, ops/creation.h). a and
+// b may be bfloat16 (the gate | up products stored in bf16, linear_multi's out): float32 arithmetic, y in float32 or
+// bfloat16, and their gradients in bfloat16.
 Tensor swiglu(const Tensor& a, const Tensor& b, std::optional<DType> out = std::nullopt);
 
 Tensor add(const Tensor& x, double s);

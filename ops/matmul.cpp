@@ -266,7 +266,7 @@ Tensor linear_bf16(const Tensor& x, const Tensor& weight, const Shape& out_shape
 }  // namespace
 
 std::vector<Tensor> linear_multi(const Tensor& x, const std::vector<Tensor>& weights,
-                                 const std::vector<std::vector<int64_t>>& parts) {
+                                 const std::vector<std::vector<int64_t>>& parts, std::optional<DType> out) {
   GDN_CHECK(!weights.empty(), "linear_multi: no weights");
   GDN_CHECK(parts.empty() || parts.size() == weights.size(), "linear_multi: {} part lists for {} weights",
             parts.size(), weights.size());
@@ -300,7 +300,11 @@ std::vector<Tensor> linear_multi(const Tensor& x, const std::vector<Tensor>& wei
   const Tensor x2 = x.dim() == 2 ? x : reshape(x, {-1, in});
   const int64_t N = x2.size(0);
   const bool bf16 = linear_takes_bf16(x, N, in, total_out);
-  if (bf16_input_for_float32(x, weights[0]) && !bf16) return linear_multi(to_dtype(x, kFloat32), weights, parts);
+  if (bf16_input_for_float32(x, weights[0]) && !bf16)
+    return linear_multi(to_dtype(x, kFloat32), weights, parts, out);
+  const DType out_dt = out.value_or(dt);  // the outputs' dtype: the weights', or bfloat16 (bf16 products only)
+  GDN_CHECK(out_dt == dt || (out_dt == kBFloat16 && bf16), "linear_multi: {} outputs for {} weights ({})", out_dt, dt,
+            bf16 ? "bf16 products" : "not on bf16 products: outputs in the weights' dtype");
   const Tensor xs = bf16 ? bf16_copy(x2) : x2.detach();
   // The weights as GEMM operands: the parameters themselves, or bf16 copies; equal shapes under bf16 share one
   // [P, out, in] copy, so that all P products are one batched GEMM (not with parts).
@@ -324,7 +328,7 @@ std::vector<Tensor> linear_multi(const Tensor& x, const std::vector<Tensor>& wei
         kernels::copy(dev, w_all.as_strided({out_f, in}, {in, 1}, p * out_f * in), weights[p]);
     }
     for (int64_t p = 0; p < P; ++p) ws[p] = w_all.as_strided({out_f, in}, {in, 1}, w_all.offset() + p * out_f * in);
-    outs_all = Tensor::empty({P, N, out_f}, kFloat32, dev);
+    outs_all = Tensor::empty({P, N, out_f}, out_dt, dev);
     const Tensor a = xs.as_strided({P, N, in}, {0, in, 1}, 0);
     const Tensor b = w_all.as_strided({P, in, out_f}, {out_f * in, 1, in}, w_all.offset());  // w_p^T, column-major
     kernels::gemm(dev, outs_all, a, b, 1.0, 0.0);
@@ -344,9 +348,9 @@ std::vector<Tensor> linear_multi(const Tensor& x, const std::vector<Tensor>& wei
       ys[k] = outs_all.as_strided(out_shape, contiguous_strides(out_shape), static_cast<int64_t>(k) * N * out_f);
       continue;
     }
-    Tensor out = Tensor::empty({1, N, out_f}, dt, dev);
-    gemm2(out, xs, transpose(wk[k], 0, 1), 0.0);
-    ys[k] = out.as_strided(out_shape, contiguous_strides(out_shape), 0);
+    Tensor y = Tensor::empty({1, N, out_f}, out_dt, dev);
+    gemm2(y, xs, transpose(wk[k], 0, 1), 0.0);
+    ys[k] = y.as_strided(out_shape, contiguous_strides(out_shape), 0);
   }
   TensorList inputs{x};
   inputs.insert(inputs.end(), weights.begin(), weights.end());
@@ -355,7 +359,7 @@ std::vector<Tensor> linear_multi(const Tensor& x, const std::vector<Tensor>& wei
   std::vector<int64_t> out_rows;
   for (const Tensor& w : weights) out_rows.push_back(w.size(0));
   record("linear_multi", ys, inputs,
-         [need_x = x.requires_grad(), need_w, xs, wk, pieces, out_rows, bf16, x_shape = x.shape(), N,
+         [need_x = x.requires_grad(), need_w, xs, wk, pieces, out_rows, bf16, dt, x_shape = x.shape(), N,
           in](const TensorList& g) {
            TensorList grads(need_w.size() + 1);
            Tensor dx;
@@ -366,11 +370,11 @@ std::vector<Tensor> linear_multi(const Tensor& x, const std::vector<Tensor>& wei
              const Tensor gk = bf16 ? bf16_copy(reshape(g[k], {N, q.rows})) : reshape(g[k], {N, q.rows});
              if (need_x) {  // dx = sum_k g_k w_k: the first product writes, the others add (beta = 1)
                const bool first = !dx.defined();
-               if (first) dx = Tensor::empty({1, N, in}, g[k].dtype(), g[k].device());
+               if (first) dx = Tensor::empty({1, N, in}, dt, g[k].device());
                gemm2(dx, gk, wk[k], first ? 0.0 : 1.0);
              }
              if (need_w[q.p]) {
-               if (!dw[q.p].defined()) dw[q.p] = Tensor::empty({1, out_rows[q.p], in}, g[k].dtype(), g[k].device());
+               if (!dw[q.p].defined()) dw[q.p] = Tensor::empty({1, out_rows[q.p], in}, dt, g[k].device());
                gemm2(dw[q.p].as_strided({1, q.rows, in}, {q.rows * in, in, 1}, q.r0 * in), transpose(gk, 0, 1), xs,
                      0.0);
              }
@@ -391,7 +395,8 @@ std::vector<Tensor> linear_multi(const Tensor& x, const std::vector<Tensor>& wei
 DType linear_input_dtype(const Tensor& x, int64_t out_features) {
   const int64_t in = x.dim() > 0 ? x.size(-1) : 1;
   const int64_t rows = x.numel() / std::max<int64_t>(in, 1);
-  return x.dtype() == kFloat32 && linear_takes_bf16(x, rows, in, out_features) ? kBFloat16 : x.dtype();
+  if (x.dtype() != kFloat32 && x.dtype() != kBFloat16) return x.dtype();
+  return linear_takes_bf16(x, rows, in, out_features) ? kBFloat16 : kFloat32;
 }
 
 // Its own node rather than matmul(x, w^T): the weight's gradient comes out as g^T x, [out, in] and contiguous, so the

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "core/tensor.h"
@@ -24,8 +25,11 @@ Tensor linear(const Tensor& x, const Tensor& weight);  // x [..., in], weight [o
 // With parts, weight p's outputs come as consecutive blocks of parts[p] features (row blocks of w_p, adding up to
 // its rows; an empty list: one output), each its own contiguous tensor (a GEMM each); w_p's gradient is still one
 // tensor, written block by block. The outputs are listed weight by weight, block by block.
+// out: the outputs' dtype, the weights' or, on bf16 products only, bfloat16 (the float32-accumulated products rounded
+// once: the FFN's gate | up for swiglu, whose gradients then come back in bfloat16 with no copy either way).
 std::vector<Tensor> linear_multi(const Tensor& x, const std::vector<Tensor>& weights,
-                                 const std::vector<std::vector<int64_t>>& parts = {});
+                                 const std::vector<std::vector<int64_t>>& parts = {},
+                                 std::optional<DType> out = std::nullopt);
 
 // linear_cross_entropy(x, w, targets) = cross_entropy(linear(x, w), targets) (the mean over all N rows; every target
 // in [0, V)) without the [N, V] logits: the rows go through in chunks of `chunk_rows` (0 = as many as keep one
@@ -43,8 +47,8 @@ std::vector<Tensor> linear_multi(const Tensor& x, const std::vector<Tensor>& wei
 Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor& targets, int64_t chunk_rows = 0);
 
 // linear_input_dtype(x, out): the dtype in which linear, linear_multi and linear_cross_entropy want x [..., in] for
-// `out` output features in all: bfloat16 where they multiply bf16 copies (float32 x, bf16 products, a CUDA device, at
-// least bf16_gemm_min_flops()), else x's own. A producer whose output only such a product reads (a norm, swiglu)
+// `out` output features in all: bfloat16 where they multiply bf16 copies (float32 or bfloat16 x, bf16 products, a
+// CUDA device, at least bf16_gemm_min_flops()), else float32 (float64 x: float64). A producer whose output only such a product reads (a norm, swiglu)
 // writes it in that dtype, and the product takes it as its operand with no copy. The three ops accept a bfloat16 x
 // for float32 weights either way (converted back to float32 where they multiply in float32); the gradient they
 // return for it is float32 (a bfloat16 activation's gradient is float32: autograd/engine.h).

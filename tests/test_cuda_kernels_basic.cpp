@@ -5,6 +5,8 @@
 // Tolerances (normwise): float64 1e-12, float32 1e-5; copies, fills, gathers and integer outputs exact.
 #include <algorithm>
 #include <cmath>
+#include <utility>
+#include <vector>
 
 #include "tests/cuda_harness.h"
 #include "tests/test_helpers.h"
@@ -250,22 +252,29 @@ void case_swiglu(Ctx& c, bool backward) {
                                    std::tuple{"[1001]", Shape{1001}, 2.0}}) {
     c.run(tag, [&] {
       Tensor a = c.normal(shape, scale), b = c.normal(shape);
-      if (!backward) {  // y in the inputs' dtype, and in bfloat16 for float32 inputs (a bf16 GEMM's operand)
-        for (DType yd : {c.dt, kBFloat16}) {
-          if (yd == kBFloat16 && c.dt != kFloat32) continue;
+      // Storage (of a, b and y; of a, b, da and db): the dtype, and for float32 bfloat16 storage of y, of a and b,
+      // and of all three (the FFN's bf16 products: gate | up and the down projection's operand).
+      std::vector<std::pair<DType, DType>> storage{{c.dt, c.dt}};
+      if (c.dt == kFloat32)
+        storage.insert(storage.end(), {{kFloat32, kBFloat16}, {kBFloat16, kFloat32}, {kBFloat16, kBFloat16}});
+      for (auto [ad, yd] : storage) {
+        const Tensor as = Ctx::with_dtype(a, ad), bs = Ctx::with_dtype(b, ad);
+        const std::string what = fmt::format(" (a, b {}, y {})", dtype_name(ad), dtype_name(yd));
+        if (!backward) {
           Tensor y = Ctx::out(shape, yd), yg = c.gpu(y);
-          cpu_kernels().swiglu_forward(y, a, b);
-          need_cuda(c.under_test().swiglu_forward, "swiglu_forward")(yg, c.gpu(a), c.gpu(b));
-          c.compare(yd == kBFloat16 ? "y (bfloat16)" : "y", yg, y, yd == kBFloat16 ? 8e-3 : c.simple());
+          cpu_kernels().swiglu_forward(y, as, bs);
+          need_cuda(c.under_test().swiglu_forward, "swiglu_forward")(yg, c.gpu(as), c.gpu(bs));
+          c.compare("y" + what, yg, y, yd == kBFloat16 ? 8e-3 : c.simple());  // one rounding apart at most
+          continue;
         }
-        return;
+        if (yd != c.dt && ad == c.dt) continue;  // the backward has no y
+        Tensor dy = c.normal(shape);
+        Tensor da = Ctx::out(shape, ad), db = Ctx::out(shape, ad), dag = c.gpu(da), dbg = c.gpu(db);
+        cpu_kernels().swiglu_backward(da, db, dy, as, bs);
+        need_cuda(c.under_test().swiglu_backward, "swiglu_backward")(dag, dbg, c.gpu(dy), c.gpu(as), c.gpu(bs));
+        c.compare("da" + what, dag, da, ad == kBFloat16 ? 8e-3 : c.simple());
+        c.compare("db" + what, dbg, db, ad == kBFloat16 ? 8e-3 : c.simple());
       }
-      Tensor dy = c.normal(shape);
-      Tensor da = Ctx::out(shape, c.dt), db = Ctx::out(shape, c.dt), dag = c.gpu(da), dbg = c.gpu(db);
-      cpu_kernels().swiglu_backward(da, db, dy, a, b);
-      need_cuda(c.under_test().swiglu_backward, "swiglu_backward")(dag, dbg, c.gpu(dy), c.gpu(a), c.gpu(b));
-      c.compare("da", dag, da, c.simple());
-      c.compare("db", dbg, db, c.simple());
     });
   }
 }

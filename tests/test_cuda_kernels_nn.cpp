@@ -86,11 +86,14 @@ void case_gemm(Ctx& c) {
         return t.as_strided({g.P, rows, cols}, {batch, col_major ? 1 : cols, col_major ? rows : 1}, 0);
       };
       Tensor a = bf16_operand(g.M, g.K, g.a_col, false), b = bf16_operand(g.K, g.N, g.b_col, g.b_bcast);
-      Tensor o = g.beta != 0 ? c.normal({g.P, g.M, g.N}) : Ctx::out({g.P, g.M, g.N}, c.dt);
-      Tensor og = c.gpu(o);
-      cpu_kernels().gemm(o, a, b, g.alpha, g.beta);
-      need_cuda(c.under_test().gemm, "gemm")(og, c.gpu(a), c.gpu(b), g.alpha, g.beta);
-      c.compare("out", og, o, c.simple());
+      // out in float32, and in bfloat16 (the FFN's gate | up products under bf16 products: rounded once).
+      for (DType od : {kFloat32, kBFloat16}) {
+        Tensor o = g.beta != 0 ? Ctx::with_dtype(c.normal({g.P, g.M, g.N}), od) : Ctx::out({g.P, g.M, g.N}, od);
+        Tensor og = c.gpu(o);
+        cpu_kernels().gemm(o, a, b, g.alpha, g.beta);
+        need_cuda(c.under_test().gemm, "gemm")(og, c.gpu(a), c.gpu(b), g.alpha, g.beta);
+        c.compare(od == kBFloat16 ? "out (bfloat16)" : "out", og, o, od == kBFloat16 ? 8e-3 : c.simple());
+      }
     });
     if (!cuda_under_test) continue;
     c.run(fmt::format("Precision::BFloat16 ({}): {}", bf16_copies ? "bf16 copies" : "TF32", tag), [&] {

@@ -371,6 +371,23 @@ TEST_CASE("ops: rms_norm, add_rms_norm, rms_norm_gated and swiglu with a bfloat1
       if (got[i].defined()) CHECK(test::max_abs_diff(got[i], want[i]) == 0.0);
     }
   }
+  // swiglu on bfloat16 storage (the FFN's gate | up under bf16 products): float32 arithmetic on the stored values, y
+  // in float32 or bfloat16, the gradients of a and b in bfloat16: those of the float32 op, rounded once.
+  auto bf16_leaf = [](const Tensor& t) { return to_dtype(t, kBFloat16).detach().set_requires_grad(true); };
+  auto f32_leaf = [](const Tensor& t) { return to_dtype(t, kFloat32).detach().set_requires_grad(true); };
+  for (DType yd : {kFloat32, kBFloat16}) {
+    CAPTURE(yd);
+    const Tensor ab = bf16_leaf(x), bb = bf16_leaf(z), af = f32_leaf(ab), bf = f32_leaf(bb);
+    const Tensor yb = swiglu(ab, bb, yd), yf = swiglu(af, bf, yd);
+    CHECK(yb.dtype() == yd);
+    CHECK(test::max_abs_diff(to_dtype(yb, kFloat32), to_dtype(yf, kFloat32)) == 0.0);
+    backward(sum(linear(yb, lw) * linear(yb, lw)));
+    backward(sum(linear(yf, lw) * linear(yf, lw)));
+    for (auto [g, want] : {std::pair{ab.grad(), af.grad()}, std::pair{bb.grad(), bf.grad()}}) {
+      CHECK(g.dtype() == kBFloat16);
+      CHECK(test::max_abs_diff(to_dtype(g, kFloat32), to_dtype(to_dtype(want, kBFloat16), kFloat32)) == 0.0);
+    }
+  }
   Tensor x64 = rand_leaf({2, 8}, gen);
   CHECK_THROWS_WITH_AS(rms_norm(x64, ones({8}, kFloat64), 1e-6, kBFloat16), doctest::Contains("bfloat16 for float32"),
                        Error);

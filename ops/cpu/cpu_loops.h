@@ -26,21 +26,27 @@ template <size_t N> bool all_contiguous_same_shape(const std::array<const Tensor
   return true;
 }
 
-// Outputs that may be stored in bfloat16 from float32 inputs (a norm's or swiglu's output that only a bf16 GEMM
-// reads; the CUDA twins round the same way): f(y's typed pointer), T* or bfloat16* (the latter only for T = float);
-// out_value<Y>(v) is v rounded once to nearest even where Y is bfloat16.
-template <typename T, typename F> void with_output(const Tensor& y, F&& f) {
-  GDN_CHECK(y.dtype() == dtype_of<T>::value || (y.dtype() == kBFloat16 && std::is_same_v<T, float>),
-            "a {} output for {} inputs", y.dtype(), dtype_of<T>::value);
+// Tensors that may be stored in bfloat16 while the arithmetic is float32 (a bf16 GEMM's operand written by a norm or
+// swiglu; the FFN's hidden products; the CUDA twins round the same way): with_storage<T>(t, f) calls f with t's typed
+// pointer, T* or bfloat16* (the latter only for T = float); out_value<Y>(v) is v rounded once to nearest even where Y
+// is bfloat16; in_value<T>(x) a stored value in the arithmetic type.
+template <typename T, typename F> void with_storage(const Tensor& t, F&& f) {
+  GDN_CHECK(t.dtype() == dtype_of<T>::value || (t.dtype() == kBFloat16 && std::is_same_v<T, float>),
+            "a {} tensor where {} arithmetic runs", t.dtype(), dtype_of<T>::value);
   if constexpr (std::is_same_v<T, float>) {
-    if (y.dtype() == kBFloat16) return f(y.data<bfloat16>());
+    if (t.dtype() == kBFloat16) return f(t.data<bfloat16>());
   }
-  f(y.data<T>());
+  f(t.data<T>());
 }
 
 template <typename Y, typename V> Y out_value(V v) {
   if constexpr (std::is_same_v<Y, bfloat16>) return bfloat16(static_cast<float>(v));
   else return static_cast<Y>(v);
+}
+
+template <typename T, typename S> T in_value(S x) {
+  if constexpr (std::is_same_v<S, bfloat16>) return static_cast<float>(x);
+  else return static_cast<T>(x);
 }
 
 // body(begin, end) over [0, n), split into one contiguous range per thread when n >= grain. Inner loops written

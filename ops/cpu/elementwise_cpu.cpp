@@ -237,39 +237,48 @@ void scalar(ScalarOp op, const Tensor& out, const Tensor& in, double s) {
   });
 }
 
-// SwiGLU: one pass each way, one element per iteration (the same expressions as the CUDA twin).
-// y may be bfloat16 for float32 a, b (each value rounded once).
+// SwiGLU: one pass each way, one element per iteration (the same expressions as the CUDA twin). Storage may be
+// bfloat16 with float32 arithmetic: a, b (and da, db) the FFN's gate | up products under bf16 products, y the down
+// projection's operand; each stored value rounded once. dy is in the arithmetic type.
 void swiglu_forward(const Tensor& y, const Tensor& a, const Tensor& b) {
-  GDN_CHECK(all_contiguous_same_shape<3>({&y, &a, &b}), "swiglu: y, a, b must be contiguous and of one shape");
-  dispatch_float(a.dtype(), "swiglu_forward", [&](auto tag_) {
+  GDN_CHECK(all_contiguous_same_shape<3>({&y, &a, &b}) && a.dtype() == b.dtype(),
+            "swiglu: y, a, b must be contiguous and of one shape, a and b of one dtype");
+  dispatch_float(a.dtype() == kBFloat16 ? kFloat32 : a.dtype(), "swiglu_forward", [&](auto tag_) {
     using T = decltype(tag_);
-    const T* ap = a.data<T>();
-    const T* bp = b.data<T>();
-    with_output<T>(y, [&](auto* o) {
-      using Y = std::remove_pointer_t<decltype(o)>;
-      parallel_for(y.numel(), kParallelGrain, [&](int64_t lo, int64_t hi) {
-        for (int64_t i = lo; i < hi; ++i) o[i] = out_value<Y>(ap[i] * sigmoid_of(ap[i]) * bp[i]);
+    with_storage<T>(a, [&](auto* ap) {
+      const auto* bp = static_cast<decltype(ap)>(b.raw_data());
+      with_storage<T>(y, [&](auto* o) {
+        using Y = std::remove_pointer_t<decltype(o)>;
+        parallel_for(y.numel(), kParallelGrain, [&](int64_t lo, int64_t hi) {
+          for (int64_t i = lo; i < hi; ++i) {
+            const T x = in_value<T>(ap[i]);
+            o[i] = out_value<Y>(x * sigmoid_of(x) * in_value<T>(bp[i]));
+          }
+        });
       });
     });
   });
 }
 
 void swiglu_backward(const Tensor& da, const Tensor& db, const Tensor& dy, const Tensor& a, const Tensor& b) {
-  GDN_CHECK(all_contiguous_same_shape<5>({&da, &db, &dy, &a, &b}),
-            "swiglu_backward: da, db, dy, a, b must be contiguous and of one shape");
+  GDN_CHECK(all_contiguous_same_shape<5>({&da, &db, &dy, &a, &b}) && a.dtype() == b.dtype() &&
+                da.dtype() == a.dtype() && db.dtype() == a.dtype(),
+            "swiglu_backward: da, db, dy, a, b must be contiguous and of one shape, da, db, a, b of one dtype");
   dispatch_float(dy.dtype(), "swiglu_backward", [&](auto tag_) {
     using T = decltype(tag_);
-    T* dap = da.data<T>();
-    T* dbp = db.data<T>();
     const T* g = dy.data<T>();
-    const T* ap = a.data<T>();
-    const T* bp = b.data<T>();
-    parallel_for(dy.numel(), kParallelGrain, [&](int64_t lo, int64_t hi) {
-      for (int64_t i = lo; i < hi; ++i) {
-        const T x = ap[i], s = sigmoid_of(x);
-        dap[i] = g[i] * bp[i] * (s * (T(1) + x * (T(1) - s)));
-        dbp[i] = g[i] * (x * s);
-      }
+    with_storage<T>(a, [&](auto* ap) {
+      using A = std::remove_pointer_t<decltype(ap)>;
+      const A* bp = static_cast<const A*>(b.raw_data());
+      A* dap = static_cast<A*>(da.raw_data());
+      A* dbp = static_cast<A*>(db.raw_data());
+      parallel_for(dy.numel(), kParallelGrain, [&](int64_t lo, int64_t hi) {
+        for (int64_t i = lo; i < hi; ++i) {
+          const T x = in_value<T>(ap[i]), s = sigmoid_of(x);
+          dap[i] = out_value<A>(g[i] * in_value<T>(bp[i]) * (s * (T(1) + x * (T(1) - s))));
+          dbp[i] = out_value<A>(g[i] * (x * s));
+        }
+      });
     });
   });
 }

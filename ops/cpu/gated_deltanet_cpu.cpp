@@ -296,7 +296,7 @@ void rms_norm_gated_forward(const Tensor& y, const Tensor& rstd, const Tensor& x
     const T* zp = z.data<T>();
     const T* wp = w.data<T>();
     T* rp = rstd.data<T>();
-    with_output<T>(y, [&](auto* yp) {  // y may be bfloat16 for float32 x
+    with_storage<T>(y, [&](auto* yp) {  // y may be bfloat16 for float32 x
       using Y = std::remove_pointer_t<decltype(yp)>;
 #pragma omp parallel for if (N * D >= kParallelGrain)
       for (int64_t i = 0; i < N; ++i) {

@@ -35,14 +35,20 @@ void gemm(const Tensor& out, const Tensor& a, const Tensor& b, double alpha, dou
   GDN_CHECK(b.size(0) == P && b.size(1) == K && out.size(0) == P && out.size(1) == M && out.size(2) == N,
             "gemm: shapes {} x {} -> {}", shape_str(a.shape()), shape_str(b.shape()), shape_str(out.shape()));
   if (a.dtype() == kBFloat16 || b.dtype() == kBFloat16) {
-    // bfloat16 operands with a float32 out (the CUDA twin's tensor-core path): their exact float32 values, multiplied
-    // in float32 (a product of two bfloat16 values is exact in float32; only the summation order differs).
-    GDN_CHECK(a.dtype() == kBFloat16 && b.dtype() == kBFloat16 && out.dtype() == kFloat32,
-              "gemm: {} x {} -> {} (bfloat16 operands need a float32 out)", a.dtype(), b.dtype(), out.dtype());
+    // bfloat16 operands with a float32 or bfloat16 out (the CUDA twin's tensor-core path): their exact float32
+    // values, multiplied in float32 (a product of two bfloat16 values is exact in float32; only the summation order
+    // differs); a bfloat16 out is the float32 result (beta times its float32 value added first) rounded once.
+    GDN_CHECK(a.dtype() == kBFloat16 && b.dtype() == kBFloat16 && (out.dtype() == kFloat32 || out.dtype() == kBFloat16),
+              "gemm: {} x {} -> {} (bfloat16 operands need a float32 or bfloat16 out)", a.dtype(), b.dtype(),
+              out.dtype());
     Tensor af = Tensor::empty(a.shape(), kFloat32, kCPU), bf = Tensor::empty(b.shape(), kFloat32, kCPU);
     kernels::copy(kCPU, af, a);
     kernels::copy(kCPU, bf, b);
-    gemm(out, af, bf, alpha, beta);
+    if (out.dtype() == kFloat32) return gemm(out, af, bf, alpha, beta);
+    Tensor of = Tensor::empty(out.shape(), kFloat32, kCPU);
+    if (beta != 0) kernels::copy(kCPU, of, out);
+    gemm(of, af, bf, alpha, beta);
+    kernels::copy(kCPU, out, of);
     return;
   }
   GDN_CHECK(a.dtype() == out.dtype() && b.dtype() == out.dtype(), "gemm: {} x {} -> {}", a.dtype(), b.dtype(),

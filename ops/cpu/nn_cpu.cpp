@@ -149,7 +149,7 @@ void rms_norm_forward(const Tensor& y, const Tensor& rstd, const Tensor& h, cons
       for (int64_t e = 0; e < N * D; ++e) hp[e] = xp[e] + res[e];
       xp = hp;
     }
-    with_output<scalar_t>(y, [&](auto* yp) {  // y may be bfloat16 for float32 x
+    with_storage<scalar_t>(y, [&](auto* yp) {  // y may be bfloat16 for float32 x
       using Y = std::remove_pointer_t<decltype(yp)>;
 #pragma omp parallel for if (N * D >= kParallelGrain)
       for (int64_t i = 0; i < N; ++i) {
