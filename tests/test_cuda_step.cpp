@@ -183,9 +183,11 @@ void bf16_matches_cpu(double threshold_flops, bool fused_loss = false) {
     INFO("parameter ", pc[i].name, " gradient error ", e);
     // The decay gate's A_log and dt_bias (one value per head) get sums over every token of terms of both signs,
     // which cancel: with every product on bf16 operands (the gradients rounded to bf16 before each product) their
-    // normwise error reaches 8e-2 here, against 5e-2 for every other parameter.
+    // normwise error reaches 8e-2 here. The other parameters: 5e-2 at the default threshold; with every product on
+    // bf16 operands, where the FFN's gate | up products are also stored in bf16 (two more roundings on the way down
+    // through each layer, as under PyTorch's autocast), 7.5e-2 (worst seen 5.4e-2: layers.1.attn.out_proj, H200).
     const bool gate = pc[i].name.find("A_log") != std::string::npos || pc[i].name.find("dt_bias") != std::string::npos;
-    CHECK(e <= (gate && threshold_flops == 0 ? 0.15 : 5e-2));
+    CHECK(e <= (threshold_flops == 0 ? (gate ? 0.15 : 7.5e-2) : 5e-2));
     worst = std::max(worst, e);
   }
   CHECK(worst > 1e-4);  // bf16 products really ran: float32 agrees to about 1e-6
