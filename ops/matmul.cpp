@@ -104,8 +104,8 @@ void gemm2(const Tensor& out, const Tensor& a, const Tensor& b, double beta) {
 // of the float32 ones, and the incoming gradient once in the backward for both of its products (linear_cross_entropy
 // has the cross-entropy backward write it in bfloat16 directly). Left to the gemm kernel, the same products would
 // copy w and g twice each (its own bf16 copies are per call).
-// x may already be bfloat16: written so by its producer for this product (linear_input_dtype); bf16_copy then
-// returns it as it is.
+// x (or an incoming gradient) may already be bfloat16: written so by its producer for this product
+// (linear_input_dtype; swiglu's gradients of linear_multi's bf16 outputs); bf16_copy then returns it as it is.
 bool linear_takes_bf16(const Tensor& x, int64_t rows, int64_t in, int64_t out) {
   return x.device().type == DeviceType::CUDA && (x.dtype() == kFloat32 || x.dtype() == kBFloat16) &&
          matmul_precision() == Precision::BFloat16 &&

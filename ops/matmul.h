@@ -43,7 +43,8 @@ std::vector<Tensor> linear_multi(const Tensor& x, const std::vector<Tensor>& wei
 // x [..., D], w [V, D], targets [...] int64 with as many elements as x has rows.
 // bf16 products (core/precision.h): on a CUDA device, linear and linear_cross_entropy with at least
 // bf16_gemm_min_flops() multiply bfloat16 copies of x, w and the incoming gradient, each made once per call (the
-// fused cross-entropy kernel writes linear_cross_entropy's dlogits in bfloat16 directly), with float32 results.
+// fused cross-entropy kernel writes linear_cross_entropy's dlogits in bfloat16 directly), with float32 results; an x
+// or a gradient that is already bfloat16 (linear_input_dtype below, linear_multi's out) is used as it is.
 Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor& targets, int64_t chunk_rows = 0);
 
 // linear_input_dtype(x, out): the dtype in which linear, linear_multi and linear_cross_entropy want x [..., in] for
