@@ -76,11 +76,13 @@ struct AdamWParams {
   X(embedding_forward, void(const Tensor& out, const Tensor& weight, const Tensor& ids))                        \
   /* dweight [V,D] = scatter-add of dout [N,D] rows at ids [N] (dweight is overwritten, zeros elsewhere) */      \
   X(embedding_backward, void(const Tensor& dweight, const Tensor& dout, const Tensor& ids))                     \
-  /* loss [1] = mean over rows with target != ignore of logsumexp - logit[target]; lse [N]; count [1] */        \
+  /* loss [1] = mean over rows with target != ignore of logsumexp - logit[target]; lse [N]; count [1]; the */  \
+  /* logits may be bfloat16 (the bf16 lm_head's, float32 arithmetic: loss, lse, count float32) */               \
   X(cross_entropy_forward, void(const Tensor& loss, const Tensor& lse, const Tensor& count,                    \
                                 const Tensor& logits, const Tensor& targets, int64_t ignore_index))            \
   /* dlogits [N,V] = dloss * (softmax - onehot) / count on kept rows, 0 on ignored rows (logits' dtype, or   */ \
   /* bfloat16 for float32 logits: the bf16 lm_head products of ops/matmul.h's linear_cross_entropy)         */ \
+  /* (bfloat16 logits: dlogits bfloat16, dloss float32)                                                     */ \
   X(cross_entropy_backward, void(const Tensor& dlogits, const Tensor& dloss, const Tensor& logits,             \
                                  const Tensor& lse, const Tensor& count, const Tensor& targets,                \
                                  int64_t ignore_index))                                                        \

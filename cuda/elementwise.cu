@@ -385,16 +385,6 @@ template <typename T> __device__ void swiglu_grads(T dy, T a, T b, T& da, T& db)
   db = dy * (a * s);
 }
 
-// Four consecutive elements (the i-th group of four) as float4, from float32 or bfloat16 storage, and back.
-__device__ inline float4 load4(const float* p, int64_t i) { return reinterpret_cast<const float4*>(p)[i]; }
-__device__ inline float4 load4(const __nv_bfloat16* p, int64_t i) {
-  const uint2 u = reinterpret_cast<const uint2*>(p)[i];
-  return make_float4(__uint_as_float(u.x << 16), __uint_as_float(u.x & 0xffff0000u), __uint_as_float(u.y << 16),
-                     __uint_as_float(u.y & 0xffff0000u));
-}
-__device__ inline void store4(float* p, int64_t i, float4 v) { reinterpret_cast<float4*>(p)[i] = v; }
-__device__ inline void store4(__nv_bfloat16* p, int64_t i, float4 v) { reinterpret_cast<uint2*>(p)[i] = bf16x4(v); }
-
 // T: the arithmetic; A: a and b's storage (T, or bfloat16 for T = float); Y: y's (the same choice).
 template <typename T, typename A, typename Y>
 __global__ void swiglu_forward_kernel(Y* __restrict__ y, const A* __restrict__ a, const A* __restrict__ b, int64_t n,

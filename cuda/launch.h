@@ -103,6 +103,21 @@ template <typename T, typename S> __device__ inline T in_value(S x) {
   else return static_cast<T>(x);
 }
 
+// Four consecutive elements (the i-th group of four; 16-byte aligned float32, 8-byte aligned bfloat16) as float4,
+// and back (bfloat16 rounded to nearest even).
+__device__ inline float4 load4(const float* p, int64_t i) { return reinterpret_cast<const float4*>(p)[i]; }
+__device__ inline float4 load4(const __nv_bfloat16* p, int64_t i) {
+  const uint2 u = reinterpret_cast<const uint2*>(p)[i];
+  return make_float4(__uint_as_float(u.x << 16), __uint_as_float(u.x & 0xffff0000u), __uint_as_float(u.y << 16),
+                     __uint_as_float(u.y & 0xffff0000u));
+}
+__device__ inline void store4(float* p, int64_t i, float4 v) { reinterpret_cast<float4*>(p)[i] = v; }
+__device__ inline void store4(__nv_bfloat16* p, int64_t i, float4 v) {
+  const __nv_bfloat162 lo = __floats2bfloat162_rn(v.x, v.y), hi = __floats2bfloat162_rn(v.z, v.w);
+  reinterpret_cast<uint2*>(p)[i] =
+      make_uint2(*reinterpret_cast<const uint32_t*>(&lo), *reinterpret_cast<const uint32_t*>(&hi));
+}
+
 template <typename T, typename F> void with_storage(const Tensor& t, F f) {
   if constexpr (std::is_same_v<T, float>) {
     if (t.dtype() == kBFloat16) return f(reinterpret_cast<__nv_bfloat16*>(t.raw_data()));

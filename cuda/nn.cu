@@ -221,28 +221,30 @@ template <typename T> struct RowMaxSum {
   }
 };
 
-// One thread's pass over its elements of row xr (float32 rows of a multiple of 4, 16-byte aligned, as float4): their
-// running max and sum; each element also copied to stash when given (the fused kernel's row in shared memory).
-template <typename T>
-__device__ RowMaxSum<T> row_max_sum(const T* __restrict__ xr, int64_t V, bool vec4, T* __restrict__ stash) {
+// One thread's pass over its elements of row xr (L: the logits' storage, T or bfloat16 for T = float; rows of a
+// multiple of 4, aligned, four elements per load where vec4): their running max and sum; each element also copied to
+// stash when given (the fused kernel's row in shared memory, in L).
+template <typename T, typename L>
+__device__ RowMaxSum<T> row_max_sum(const L* __restrict__ xr, int64_t V, bool vec4, L* __restrict__ stash) {
   RowMaxSum<T> a;
   if constexpr (std::is_same_v<T, float>) {
     if (vec4) {
-      const float4* x4 = reinterpret_cast<const float4*>(xr);
+      using Raw = std::conditional_t<std::is_same_v<L, float>, float4, uint2>;  // four elements of L
       for (int64_t j = threadIdx.x; j < V / 4; j += blockDim.x) {
-        const float4 q = x4[j];
+        const Raw raw = reinterpret_cast<const Raw*>(xr)[j];
+        if (stash) reinterpret_cast<Raw*>(stash)[j] = raw;
+        const float4 q = load4(reinterpret_cast<const L*>(&raw), 0);
         a.add(q.x);
         a.add(q.y);
         a.add(q.z);
         a.add(q.w);
-        if (stash) reinterpret_cast<float4*>(stash)[j] = q;
       }
       return a;
     }
   }
   for (int64_t j = threadIdx.x; j < V; j += blockDim.x) {
-    const T v = xr[j];
-    a.add(v);
+    const L v = xr[j];
+    a.add(in_value<T>(v));
     if (stash) stash[j] = v;
   }
   return a;
@@ -250,8 +252,8 @@ __device__ RowMaxSum<T> row_max_sum(const T* __restrict__ xr, int64_t V, bool ve
 
 // The row's lse from every thread's (max, sum), returned to all threads (through *sl; ends with a block barrier);
 // thread 0 writes lse[i], rows[i] = lse - x[t] (0 when ignored) and rows[N + i] = 1 when kept.
-template <typename T>
-__device__ T row_lse(const RowMaxSum<T>& a, T* lse, double* rows, const T* xr, int64_t t, int64_t i, int64_t N,
+template <typename T, typename L>
+__device__ T row_lse(const RowMaxSum<T>& a, T* lse, double* rows, const L* xr, int64_t t, int64_t i, int64_t N,
                      int64_t V, int64_t ignore_index, T* smax, double* ssum, T* sl) {
   const T m = block_max(a.m, smax);
   double s = a.m == T(-INFINITY) ? 0.0 : a.s * static_cast<double>(exp(a.m - m));
@@ -264,7 +266,7 @@ __device__ T row_lse(const RowMaxSum<T>& a, T* lse, double* rows, const T* xr, i
       rows[i] = 0;
       rows[N + i] = 0;
     } else {
-      rows[i] = t >= 0 && t < V ? l - static_cast<double>(xr[t]) : static_cast<double>(NAN);
+      rows[i] = t >= 0 && t < V ? l - static_cast<double>(in_value<T>(xr[t])) : static_cast<double>(NAN);
       rows[N + i] = 1;
     }
   }
@@ -273,16 +275,28 @@ __device__ T row_lse(const RowMaxSum<T>& a, T* lse, double* rows, const T* xr, i
 }
 
 // A block per row: lse[i], rows[i], rows[N + i] (row_lse).
-template <typename T>
-__global__ void cross_entropy_rows_kernel(T* __restrict__ lse, double* __restrict__ rows, const T* __restrict__ x,
+template <typename T, typename L>
+__global__ void cross_entropy_rows_kernel(T* __restrict__ lse, double* __restrict__ rows, const L* __restrict__ x,
                                           const int64_t* __restrict__ targets, int64_t N, int64_t V,
                                           int64_t ignore_index, bool vec4) {
   __shared__ T smax[32], sl;
   __shared__ double ssum[32];
   for (int64_t i = blockIdx.x; i < N; i += gridDim.x) {
-    const T* xr = x + i * V;
-    row_lse(row_max_sum<T>(xr, V, vec4, nullptr), lse, rows, xr, targets[i], i, N, V, ignore_index, smax, ssum, &sl);
+    const L* xr = x + i * V;
+    row_lse(row_max_sum<T>(xr, V, vec4, static_cast<L*>(nullptr)), lse, rows, xr, targets[i], i, N, V,
+            ignore_index, smax, ssum, &sl);
   }
+}
+
+// The arithmetic type of logits stored in `dt` (float32 for bfloat16 logits: lse, loss and count are float32 then).
+DType ce_arithmetic(DType dt) { return dt == kBFloat16 ? kFloat32 : dt; }
+
+// Whether the rows take the four-element path: V a multiple of 4, every pointer aligned for four of its elements.
+bool ce_vec4(int64_t V, std::initializer_list<const Tensor*> ts) {
+  if (V % 4 != 0) return false;
+  for (const Tensor* t : ts)
+    if (!is_aligned(t->raw_data(), 4 * element_size(t->dtype()))) return false;
+  return true;
 }
 
 // One block: loss = sum(rows[0:N]) / kept, count = kept = sum(rows[N:2N]).
@@ -314,12 +328,14 @@ void cross_entropy_forward(const Tensor& loss, const Tensor& lse, const Tensor& 
             shape_str(targets.shape()), shape_str(lse.shape()), shape_str(logits.shape()));
   cudaStream_t stream = current_stream();
   Tensor rows = Tensor::empty({2, std::max<int64_t>(N, 1)}, kFloat64, logits.device());
-  dispatch_float(logits.dtype(), "cuda cross_entropy", [&](auto tag) {
+  dispatch_float(ce_arithmetic(logits.dtype()), "cuda cross_entropy", [&](auto tag) {
     using T = decltype(tag);
     if (N > 0) {
-      const bool vec4 = V % 4 == 0 && is_aligned(logits.data<T>(), 16);
-      cross_entropy_rows_kernel<T><<<grid_for(N, 1), kRowThreads, 0, stream>>>(
-          lse.data<T>(), rows.data<double>(), logits.data<T>(), targets.data<int64_t>(), N, V, ignore_index, vec4);
+      const bool vec4 = ce_vec4(V, {&logits});
+      with_storage<T>(logits, [&](auto* lp) {
+        cross_entropy_rows_kernel<T><<<grid_for(N, 1), kRowThreads, 0, stream>>>(
+            lse.data<T>(), rows.data<double>(), lp, targets.data<int64_t>(), N, V, ignore_index, vec4);
+      });
       CUDA_CHECK_LAST();
     }
     cross_entropy_mean_kernel<T><<<1, 1024, 0, stream>>>(loss.data<T>(), count.data<T>(), rows.data<double>(), N);
@@ -327,11 +343,11 @@ void cross_entropy_forward(const Tensor& loss, const Tensor& lse, const Tensor& 
   });
 }
 
-// One row of dx: scale * exp(x_j - l) - scale [j = t], 0 when the row is ignored. T: the logits' type; O: dx's (T, or
-// bfloat16 for float32 logits). xr in global or shared memory; float32 rows of a multiple of 4 as float4 where vec4
-// (16-byte aligned; dx 8-byte aligned for bfloat16).
-template <typename T, typename O>
-__device__ void write_grad_row(O* __restrict__ drow, const T* __restrict__ xr, T scale, T l, int64_t t, bool ignored,
+// One row of dx: scale * exp(x_j - l) - scale [j = t], 0 when the row is ignored. T: the arithmetic; L: the logits'
+// storage, O: dx's (each T, or bfloat16 for T = float). xr in global or shared memory; rows of a multiple of 4 four
+// elements per load and store where vec4 (every pointer aligned for four of its elements).
+template <typename T, typename L, typename O>
+__device__ void write_grad_row(O* __restrict__ drow, const L* __restrict__ xr, T scale, T l, int64_t t, bool ignored,
                                int64_t V, bool vec4) {
   auto grad = [&](int64_t j, T xj) {
     if (ignored) return T(0);
@@ -342,21 +358,14 @@ __device__ void write_grad_row(O* __restrict__ drow, const T* __restrict__ xr, T
   if constexpr (std::is_same_v<T, float>) {
     if (vec4) {
       for (int64_t q = threadIdx.x; q < V / 4; q += blockDim.x) {
-        const float4 v = reinterpret_cast<const float4*>(xr)[q];
+        const float4 v = load4(xr, q);
         const int64_t j = 4 * q;
-        if constexpr (std::is_same_v<O, float>) {
-          reinterpret_cast<float4*>(drow)[q] =
-              make_float4(grad(j, v.x), grad(j + 1, v.y), grad(j + 2, v.z), grad(j + 3, v.w));
-        } else {
-          auto* d2 = reinterpret_cast<__nv_bfloat162*>(drow) + 2 * q;
-          d2[0] = __floats2bfloat162_rn(grad(j, v.x), grad(j + 1, v.y));
-          d2[1] = __floats2bfloat162_rn(grad(j + 2, v.z), grad(j + 3, v.w));
-        }
+        store4(drow, q, make_float4(grad(j, v.x), grad(j + 1, v.y), grad(j + 2, v.z), grad(j + 3, v.w)));
       }
       return;
     }
   }
-  for (int64_t j = threadIdx.x; j < V; j += blockDim.x) drow[j] = out_value<O>(grad(j, xr[j]));
+  for (int64_t j = threadIdx.x; j < V; j += blockDim.x) drow[j] = out_value<O>(grad(j, in_value<T>(xr[j])));
 }
 
 // scale = dloss / count (0 when count = 0), or dloss itself when count is null.
@@ -367,9 +376,9 @@ __device__ T ce_scale(const T* dloss, const T* count) {
   return c > T(0) ? dloss[0] / c : T(0);
 }
 
-template <typename T, typename O>
+template <typename T, typename L, typename O>
 __global__ void cross_entropy_backward_kernel(O* __restrict__ dx, const T* __restrict__ dloss,
-                                              const T* __restrict__ x, const T* __restrict__ lse,
+                                              const L* __restrict__ x, const T* __restrict__ lse,
                                               const T* __restrict__ count, const int64_t* __restrict__ targets,
                                               int64_t N, int64_t V, int64_t ignore_index, bool vec4) {
   const T scale = ce_scale(dloss, count);
@@ -382,18 +391,18 @@ __global__ void cross_entropy_backward_kernel(O* __restrict__ dx, const T* __res
 
 // The forward and the backward of a row in one pass over the logits (cross_entropy_fused): the row is read once from
 // global memory into shared memory (dynamic, V elements) while its max and sum run, then dx comes from there.
-template <typename T, typename O>
+template <typename T, typename L, typename O>
 __global__ void cross_entropy_fused_kernel(O* __restrict__ dx, T* __restrict__ lse, double* __restrict__ rows,
-                                           const T* __restrict__ x, const int64_t* __restrict__ targets,
+                                           const L* __restrict__ x, const int64_t* __restrict__ targets,
                                            const T* __restrict__ dscale, int64_t N, int64_t V, int64_t ignore_index,
                                            bool vec4) {
   extern __shared__ __align__(16) unsigned char ce_row[];
-  T* row = reinterpret_cast<T*>(ce_row);
+  L* row = reinterpret_cast<L*>(ce_row);
   __shared__ T smax[32], sl;
   __shared__ double ssum[32];
   const T scale = dscale[0];
   for (int64_t i = blockIdx.x; i < N; i += gridDim.x) {
-    const T* xr = x + i * V;
+    const L* xr = x + i * V;
     const int64_t t = targets[i];
     const bool ignored = t == ignore_index;
     const T l = row_lse(row_max_sum<T>(xr, V, vec4, row), lse, rows, xr, t, i, N, V, ignore_index, smax, ssum, &sl);
@@ -403,7 +412,7 @@ __global__ void cross_entropy_fused_kernel(O* __restrict__ dx, T* __restrict__ l
 }
 
 // The checks shared by the backward and the fused kernel: contiguous, dlogits of the logits' shape, in their dtype or
-// in bfloat16 for float32 logits.
+// in bfloat16 for float32 logits; the logits may be bfloat16 (float32 arithmetic).
 void check_dlogits(const Tensor& dlogits, const Tensor& logits, const Tensor& lse, const Tensor& targets,
                    const char* what) {
   GDN_CHECK(dlogits.is_contiguous() && logits.is_contiguous() && lse.is_contiguous() && targets.is_contiguous(),
@@ -414,16 +423,12 @@ void check_dlogits(const Tensor& dlogits, const Tensor& logits, const Tensor& ls
             "{}: {} dlogits for {} logits", what, dlogits.dtype(), logits.dtype());
 }
 
-// f(out, vec4) with dlogits' typed pointer (T, or bfloat16 for float32 logits) and whether float4 rows apply.
+// f(logits, dlogits, vec4) with the typed pointers (T, or bfloat16 for T = float) and whether four-element rows
+// apply.
 template <typename T, typename F>
 void with_dlogits(const Tensor& dlogits, const Tensor& logits, F f) {
-  const bool bf16_out = dlogits.dtype() == kBFloat16;
-  const int64_t V = logits.size(1);
-  const bool vec4 = V % 4 == 0 && is_aligned(logits.data<T>(), 16) && is_aligned(dlogits.raw_data(), bf16_out ? 8 : 16);
-  if constexpr (std::is_same_v<T, float>) {
-    if (bf16_out) return f(reinterpret_cast<__nv_bfloat16*>(dlogits.raw_data()), vec4);
-  }
-  f(dlogits.data<T>(), vec4);
+  const bool vec4 = ce_vec4(logits.size(1), {&logits, &dlogits});
+  with_storage<T>(logits, [&](auto* lp) { with_storage<T>(dlogits, [&](auto* dp) { f(lp, dp, vec4); }); });
 }
 
 // dlogits from the logits and their lse: scale = dloss / count, or dloss itself when count is null.
@@ -431,13 +436,12 @@ void grad_rows(const Tensor& dlogits, const Tensor& dloss, const Tensor* count, 
                const Tensor& lse, const Tensor& targets, int64_t ignore_index) {
   const int64_t N = logits.size(0), V = logits.size(1);
   if (N == 0 || V == 0) return;
-  dispatch_float(logits.dtype(), "cuda cross_entropy_backward", [&](auto tag) {
+  dispatch_float(ce_arithmetic(logits.dtype()), "cuda cross_entropy_backward", [&](auto tag) {
     using T = decltype(tag);
-    with_dlogits<T>(dlogits, logits, [&](auto* out, bool vec4) {
-      using O = std::remove_pointer_t<decltype(out)>;
-      cross_entropy_backward_kernel<T, O><<<grid_for(N, 1), kThreads, 0, current_stream()>>>(
-          out, dloss.data<T>(), logits.data<T>(), lse.data<T>(), count ? count->data<T>() : nullptr,
-          targets.data<int64_t>(), N, V, ignore_index, vec4);
+    with_dlogits<T>(dlogits, logits, [&](auto* lp, auto* out, bool vec4) {
+      cross_entropy_backward_kernel<T><<<grid_for(N, 1), kThreads, 0, current_stream()>>>(
+          out, dloss.data<T>(), lp, lse.data<T>(), count ? count->data<T>() : nullptr, targets.data<int64_t>(), N, V,
+          ignore_index, vec4);
       CUDA_CHECK_LAST();
     });
   });
@@ -465,17 +469,18 @@ void cross_entropy_fused(const Tensor& loss, const Tensor& lse, const Tensor& co
     return;
   }
   Tensor rows = Tensor::empty({2, N}, kFloat64, logits.device());
-  dispatch_float(logits.dtype(), "cuda cross_entropy_fused", [&](auto tag) {
+  dispatch_float(ce_arithmetic(logits.dtype()), "cuda cross_entropy_fused", [&](auto tag) {
     using T = decltype(tag);
-    with_dlogits<T>(dlogits, logits, [&](auto* out, bool vec4) {
+    with_dlogits<T>(dlogits, logits, [&](auto* lp, auto* out, bool vec4) {
+      using L = std::remove_pointer_t<decltype(lp)>;
       using O = std::remove_pointer_t<decltype(out)>;
-      const auto kernel = cross_entropy_fused_kernel<T, O>;
+      const auto kernel = cross_entropy_fused_kernel<T, L, O>;
       if (row_bytes > 48 * 1024)
         CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                         static_cast<int>(row_bytes)));
-      kernel<<<grid_for(N, 1), 1024, row_bytes, current_stream()>>>(out, lse.data<T>(), rows.data<double>(),
-                                                                     logits.data<T>(), targets.data<int64_t>(),
-                                                                     dscale.data<T>(), N, V, ignore_index, vec4);
+      kernel<<<grid_for(N, 1), 1024, row_bytes, current_stream()>>>(out, lse.data<T>(), rows.data<double>(), lp,
+                                                                     targets.data<int64_t>(), dscale.data<T>(), N, V,
+                                                                     ignore_index, vec4);
       CUDA_CHECK_LAST();
     });
     cross_entropy_mean_kernel<T><<<1, 1024, 0, current_stream()>>>(loss.data<T>(), count.data<T>(),

@@ -1,8 +1,10 @@
 // models/language_model.cpp — see language_model.h.
 #include "models/language_model.h"
 
+#include <optional>
 #include <tuple>
 
+#include "autograd/grad_mode.h"
 #include "ops/ops.h"
 
 namespace gdn {
@@ -103,7 +105,11 @@ LossOutput GatedDeltaNetLM::loss(const Tensor& ids, const Tensor& targets, bool 
   if (fused_head) {
     out.ce = linear_cross_entropy(h, lm_head_, targets);
   } else {
-    out.logits = linear(h, lm_head_);
+    // On bf16 products a training step's logits are stored in bfloat16: the cross-entropy reads them with float32
+    // arithmetic and writes their gradient in bfloat16, the lm_head backward's operand (no float32 [N, V] tensor
+    // either way, and no copy). Evaluation (no gradients) keeps float32 logits.
+    const bool bf16_logits = GradMode::enabled() && linear_input_dtype(h, lm_head_.size(0)) == kBFloat16;
+    out.logits = linear(h, lm_head_, bf16_logits ? std::optional<DType>(kBFloat16) : std::nullopt);
     out.ce = cross_entropy(out.logits, targets);
   }
   out.loss = out.ce;

@@ -37,7 +37,7 @@ struct ModelOutput {
 struct LossOutput {
   Tensor loss;     // what backward() is called on: cross-entropy + coef * aux
   Tensor ce;       // cross-entropy alone
-  Tensor logits;   // [B,T,V]; undefined with fused_head
+  Tensor logits;   // [B,T,V]; undefined with fused_head; bfloat16 in a training step on bf16 products
   Tensor aux_loss; // undefined for dense models
   std::vector<Tensor> expert_tokens;  // per layer: [E] int64 on the device (read on the host only when logged)
 };

@@ -236,11 +236,11 @@ Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor&
 
 namespace {
 
-Tensor linear_bf16(const Tensor& x, const Tensor& weight, const Shape& out_shape) {
+Tensor linear_bf16(const Tensor& x, const Tensor& weight, const Shape& out_shape, DType out_dtype) {
   const int64_t in = weight.size(1), out_features = weight.size(0);
   const Tensor xb = bf16_copy(reshape(x, {-1, in})), wb = bf16_weight(weight);  // [N, in], [out, in]
   const int64_t N = xb.size(0);
-  Tensor out = Tensor::empty({1, N, out_features}, kFloat32, x.device());
+  Tensor out = Tensor::empty({1, N, out_features}, out_dtype, x.device());
   gemm2(out, xb, transpose(wb, 0, 1), 0.0);
   Tensor y = out.as_strided(out_shape, contiguous_strides(out_shape), 0);
   const bool need_x = x.requires_grad(), need_w = weight.requires_grad();
@@ -402,22 +402,25 @@ DType linear_input_dtype(const Tensor& x, int64_t out_features) {
 // Its own node rather than matmul(x, w^T): the weight's gradient comes out as g^T x, [out, in] and contiguous, so the
 // parameter adopts it as it is (autograd/engine.cpp); through the transposed view it would be a transposed [in, out]
 // product and need a copy per weight per step.
-Tensor linear(const Tensor& x, const Tensor& weight) {
+Tensor linear(const Tensor& x, const Tensor& weight, std::optional<DType> out) {
   GDN_CHECK(weight.dim() == 2 && weight.size(1) == x.size(-1), "linear: input {} with weight {}",
             shape_str(x.shape()), shape_str(weight.shape()));
   check_input("linear", x, weight);
   const int64_t in = weight.size(1), out_features = weight.size(0);
   Shape out_shape = x.shape();
   out_shape.back() = out_features;
-  if (linear_takes_bf16(x, x.numel() / std::max<int64_t>(in, 1), in, out_features))
-    return linear_bf16(x, weight, out_shape);
+  const bool bf16 = linear_takes_bf16(x, x.numel() / std::max<int64_t>(in, 1), in, out_features);
+  const DType out_dt = out.value_or(weight.dtype());
+  GDN_CHECK(out_dt == weight.dtype() || (out_dt == kBFloat16 && bf16), "linear: a {} output for {} weights ({})",
+            out_dt, weight.dtype(), bf16 ? "bf16 products" : "not on bf16 products: outputs in the weights' dtype");
+  if (bf16) return linear_bf16(x, weight, out_shape, out_dt);
   if (bf16_input_for_float32(x, weight)) return linear(to_dtype(x, kFloat32), weight);
   Tensor x3 = as_batched3(x.dim() == 2 ? x : reshape(x, {-1, in}));
   Tensor w3 = as_batched3(transpose(weight, 0, 1));
-  Tensor out = Tensor::empty({1, x3.size(1), out_features}, x.dtype(), x.device());
-  kernels::gemm(x.device(), out, x3, w3, 1.0, 0.0);
+  Tensor o = Tensor::empty({1, x3.size(1), out_features}, x.dtype(), x.device());
+  kernels::gemm(x.device(), o, x3, w3, 1.0, 0.0);
   count_gemm(x3, w3);
-  Tensor y = out.as_strided(out_shape, contiguous_strides(out_shape), 0);
+  Tensor y = o.as_strided(out_shape, contiguous_strides(out_shape), 0);
   const bool need_x = x.requires_grad(), need_w = weight.requires_grad();
   record("linear", {y}, {x, weight},
          [need_x, need_w, x = x.detach(), weight = weight.detach()](const TensorList& g) -> TensorList {

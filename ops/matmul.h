@@ -17,7 +17,9 @@
 namespace gdn {
 
 Tensor matmul(const Tensor& a, const Tensor& b);
-Tensor linear(const Tensor& x, const Tensor& weight);  // x [..., in], weight [out, in] -> [..., out]
+// x [..., in], weight [out, in] -> [..., out]; out: the output's dtype, the weight's or, on bf16 products only,
+// bfloat16 (the lm_head's logits for the cross-entropy, which returns their gradient in bfloat16).
+Tensor linear(const Tensor& x, const Tensor& weight, std::optional<DType> out = std::nullopt);
 // linear_multi(x, {w_1, ..., w_P}) = {linear(x, w_1), ..., linear(x, w_P)} as one node: the backward adds the P
 // products g_p w_p into one dx inside the GEMMs (beta = 1) instead of the engine summing P gradients of x, and under
 // bf16 products x is copied to bf16 once for all P; weights of one shape then share one bf16 copy [P, out, in] and

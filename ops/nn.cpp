@@ -36,14 +36,16 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
   Tensor x = reshape(contiguous(logits), {-1, V});
   Tensor t = contiguous(targets);
   const int64_t N = x.size(0);
-  Tensor loss = Tensor::empty({}, x.dtype(), x.device());
-  Tensor lse = Tensor::empty({N}, x.dtype(), x.device());
-  Tensor count = Tensor::empty({1}, x.dtype(), x.device());
+  // bfloat16 logits (the bf16 lm_head's): float32 arithmetic, so loss, lse and count are float32; dlogits bfloat16.
+  const DType at = x.dtype() == kBFloat16 ? kFloat32 : x.dtype();
+  Tensor loss = Tensor::empty({}, at, x.device());
+  Tensor lse = Tensor::empty({N}, at, x.device());
+  Tensor count = Tensor::empty({1}, at, x.device());
   kernels::cross_entropy_forward(x.device(), loss, lse, count, x, t, ignore_index);
   record("cross_entropy", {loss}, {x},
          [x = x.detach(), t, lse, count, ignore_index](const TensorList& g) -> TensorList {
            Tensor dx = empty_like(x);
-           kernels::cross_entropy_backward(dx.device(), dx, g[0], x, lse, count, t, ignore_index);
+           kernels::cross_entropy_backward(dx.device(), dx, contiguous(g[0]), x, lse, count, t, ignore_index);
            return {dx};
          });
   return loss;

@@ -2,7 +2,8 @@
 //
 // embedding(weight [V,D], ids [...] int64|int32) -> [..., D]; backward scatter-adds rows into dweight.
 // cross_entropy(logits [..., V], targets [...] int64, ignore_index) -> scalar mean over kept rows; fused
-//   log-softmax + NLL (saves the per-row logsumexp, not the probabilities).
+//   log-softmax + NLL (saves the per-row logsumexp, not the probabilities). bfloat16 logits (the bf16 lm_head's):
+//   float32 arithmetic and loss, their gradient in bfloat16.
 // rms_norm(x [..., D], w [D], eps) -> x / sqrt(mean(x^2) + eps) * w (saves x and 1/rms per row).
 // add_rms_norm(x, r, w, eps) -> {h = x + r, rms_norm(h, w, eps)}: a pre-norm block's residual add and the norm after
 //   it in one kernel each way (one pass over x and r forward; backward, the norm's dh plus the gradient h got from

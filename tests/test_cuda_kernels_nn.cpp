@@ -5,6 +5,9 @@
 // gathers and integer outputs exact.
 #include <algorithm>
 #include <cmath>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "core/precision.h"
 #include "tests/cuda_harness.h"
@@ -189,6 +192,17 @@ void case_cross_entropy_forward(Ctx& c) {
       c.compare("loss", lg, loss, c.simple());
       c.compare("lse", lseg, lse, c.simple());
       c.compare("count", cg, count, 0.0);
+      if (c.dt != kFloat32) return;
+      // bfloat16 logits (the bf16 lm_head's in a training step): both twins read the same bf16 values with float32
+      // arithmetic.
+      const Tensor lb = Ctx::with_dtype(logits, kBFloat16);
+      Tensor lgb = c.gpu(loss), lsegb = c.gpu(lse), cgb = c.gpu(count);
+      cpu_kernels().cross_entropy_forward(loss, lse, count, lb, t, s.ignore_index);
+      need_cuda(c.under_test().cross_entropy_forward, "cross_entropy_forward")(lgb, lsegb, cgb, c.gpu(lb), c.gpu(t),
+                                                                               s.ignore_index);
+      c.compare("loss (bfloat16 logits)", lgb, loss, c.simple());
+      c.compare("lse (bfloat16 logits)", lsegb, lse, c.simple());
+      c.compare("count (bfloat16 logits)", cgb, count, 0.0);
     });
   }
 }
@@ -213,13 +227,21 @@ void case_cross_entropy_backward(Ctx& c) {
       need_cuda(c.under_test().cross_entropy_backward, "cross_entropy_backward")(
           dbg, c.gpu(dloss), c.gpu(logits), c.gpu(lse), c.gpu(count), c.gpu(t), s.ignore_index);
       c.compare("dlogits (bfloat16)", dbg, db, 8e-3);
+      // bfloat16 logits and dlogits.
+      const Tensor lb = Ctx::with_dtype(logits, kBFloat16);
+      Tensor dbb = Ctx::out({s.N, s.V}, kBFloat16), dbbg = c.gpu(dbb);
+      cpu_kernels().cross_entropy_backward(dbb, dloss, lb, lse, count, t, s.ignore_index);
+      need_cuda(c.under_test().cross_entropy_backward, "cross_entropy_backward")(
+          dbbg, c.gpu(dloss), c.gpu(lb), c.gpu(lse), c.gpu(count), c.gpu(t), s.ignore_index);
+      c.compare("dlogits (bfloat16 logits)", dbbg, dbb, 8e-3);
     });
   }
 }
 
 // The one-pass forward + backward against the CPU twin (its forward, then its backward with dloss / count = dscale),
-// float32 / float64 dlogits and bfloat16 dlogits for float32 logits; the shapes' rows fit in shared memory, and the
-// widest (V = 50000, 195 KiB of float32) takes the fused kernel too (its float64 rows the two-pass fallback).
+// float32 / float64 dlogits, bfloat16 dlogits for float32 logits, and both bfloat16; the shapes' rows fit in shared
+// memory, and the widest (V = 50000, 195 KiB of float32) takes the fused kernel too (its float64 rows the two-pass
+// fallback).
 void case_cross_entropy_fused(Ctx& c) {
   std::vector<CeShape> shapes(std::begin(kCeShapes), std::end(kCeShapes));
   shapes.push_back({3, 50000, -100, false});
@@ -227,18 +249,22 @@ void case_cross_entropy_fused(Ctx& c) {
     c.run(ce_tag(s), [&] {
       Tensor logits = c.normal({s.N, s.V}, 4.0), t = ce_targets(c, s.N, s.V, s.ignore_index, s.all_ignored);
       Tensor dscale = c.uniform({1}, 0.01, 0.5);
-      for (DType dld : {c.dt, kBFloat16}) {
-        if (dld == kBFloat16 && c.dt != kFloat32) continue;
+      // (logits, dlogits): the dtype's, bfloat16 dlogits for float32 logits, and both bfloat16.
+      std::vector<std::pair<DType, DType>> dtypes{{c.dt, c.dt}};
+      if (c.dt == kFloat32) dtypes.insert(dtypes.end(), {{kFloat32, kBFloat16}, {kBFloat16, kBFloat16}});
+      for (auto [ld, dld] : dtypes) {
+        const Tensor lx = Ctx::with_dtype(logits, ld);
+        const std::string what = ld == kBFloat16 ? " (bfloat16 logits)" : dld == kBFloat16 ? " (bfloat16)" : "";
         Tensor loss = Ctx::out({1}, c.dt), lse = Ctx::out({s.N}, c.dt), count = Ctx::out({1}, c.dt);
         Tensor dl = Ctx::out({s.N, s.V}, dld);
         Tensor lossg = c.gpu(loss), lseg = c.gpu(lse), countg = c.gpu(count), dlg = c.gpu(dl);
-        cpu_kernels().cross_entropy_fused(loss, lse, count, dl, dscale, logits, t, s.ignore_index);
+        cpu_kernels().cross_entropy_fused(loss, lse, count, dl, dscale, lx, t, s.ignore_index);
         need_cuda(c.under_test().cross_entropy_fused, "cross_entropy_fused")(
-            lossg, lseg, countg, dlg, c.gpu(dscale), c.gpu(logits), c.gpu(t), s.ignore_index);
-        c.compare("loss", lossg, loss, c.simple());
-        c.compare("lse", lseg, lse, c.simple());
-        c.compare("count", countg, count, 0.0);
-        c.compare(dld == kBFloat16 ? "dlogits (bfloat16)" : "dlogits", dlg, dl, dld == kBFloat16 ? 8e-3 : c.simple());
+            lossg, lseg, countg, dlg, c.gpu(dscale), c.gpu(lx), c.gpu(t), s.ignore_index);
+        c.compare("loss" + what, lossg, loss, c.simple());
+        c.compare("lse" + what, lseg, lse, c.simple());
+        c.compare("count" + what, countg, count, 0.0);
+        c.compare("dlogits" + what, dlg, dl, dld == kBFloat16 ? 8e-3 : c.simple());
       }
     });
   }

@@ -393,6 +393,22 @@ TEST_CASE("ops: rms_norm, add_rms_norm, rms_norm_gated and swiglu with a bfloat1
                        Error);
 }
 
+// bfloat16 logits (the bf16 lm_head's in a training step): the loss of their float32 values, in float32, and their
+// gradient in bfloat16, the float32 gradient rounded once.
+TEST_CASE("ops: cross_entropy of bfloat16 logits") {
+  Generator gen(32);
+  const Tensor lb = to_dtype(randn({6, 11}, gen, kFloat32), kBFloat16).set_requires_grad(true);
+  const Tensor lf = to_dtype(lb, kFloat32).detach().set_requires_grad(true);
+  const Tensor t = Tensor::from_int64({0, 10, 3, -100, 7, 7}, {6});
+  const Tensor loss_b = cross_entropy(lb, t), loss_f = cross_entropy(lf, t);
+  CHECK(loss_b.dtype() == kFloat32);
+  CHECK(loss_b.item() == loss_f.item());
+  backward(loss_b * 3.0);
+  backward(loss_f * 3.0);
+  CHECK(lb.grad().dtype() == kBFloat16);
+  CHECK(test::max_abs_diff(to_dtype(lb.grad(), kFloat32), to_dtype(to_dtype(lf.grad(), kBFloat16), kFloat32)) == 0.0);
+}
+
 TEST_CASE("ops: float32 and float64 agree") {
   Generator gen(15);
   Tensor a64 = randn({4, 8}, gen, kFloat64), w64 = randn({6, 8}, gen, kFloat64);
