@@ -11,6 +11,7 @@ void register_elementwise_kernels(KernelTable& t);           // cuda/elementwise
 void register_reduce_kernels(KernelTable& t);                // cuda/reduce.cu
 void register_gemm_kernels(KernelTable& t);                  // cuda/gemm_cublas.cpp
 void register_nn_kernels(KernelTable& t);                    // cuda/nn.cu
+void register_cross_entropy_kernels(KernelTable& t);         // cuda/cross_entropy.cu
 void register_optimizer_kernels(KernelTable& t);             // cuda/optimizer.cu
 void register_moe_kernels(KernelTable& t);                   // cuda/moe.cu
 void register_gated_deltanet_ops_kernels(KernelTable& t);    // cuda/gated_deltanet_ops.cu
@@ -23,6 +24,7 @@ inline void register_cuda_kernels(KernelTable& t) {
   register_reduce_kernels(t);
   register_gemm_kernels(t);
   register_nn_kernels(t);
+  register_cross_entropy_kernels(t);
   register_optimizer_kernels(t);
   register_moe_kernels(t);
   register_gated_deltanet_ops_kernels(t);

@@ -55,7 +55,8 @@ inline unsigned row_grid(int64_t N) { return grid_for(N, kWarpsPerBlock); }
   for (int64_t row = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) / 32; row < (N);                            \
        row += int64_t(blockDim.x) * gridDim.x / 32)
 
-template <typename T> __global__ void l2norm_forward_kernel(T* y, T* rstd, const T* x, int64_t N, int64_t D, double eps) {
+template <typename T>
+__global__ void l2norm_forward_kernel(T* y, T* rstd, const T* x, int64_t N, int64_t D, double eps) {
   const int lane = threadIdx.x & 31;
   GDN_FOR_EACH_WARP_ROW(i, N) {
     const T* xr = x + i * D;

@@ -93,7 +93,8 @@ __global__ void sum_rows_kernel(T* __restrict__ out, double* __restrict__ partia
     int64_t r0, r1;
     split_range(g.R, S, s, r0, r1);
     double acc = 0;
-    for (int64_t r = r0 + threadIdx.x; r < r1; r += blockDim.x) acc += static_cast<double>(in[in_base + red_offset(g, r)]);
+    for (int64_t r = r0 + threadIdx.x; r < r1; r += blockDim.x)
+      acc += static_cast<double>(in[in_base + red_offset(g, r)]);
     acc = block_sum(acc, scratch);
     if (threadIdx.x == 0) {
       if (partial) partial[s * g.M + m] = acc;

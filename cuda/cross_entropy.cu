@@ -1,0 +1,330 @@
+// cuda/cross_entropy.cu — CUDA kernels of the cross-entropy over [N, V] logits: forward, backward and the two in one
+// pass (float32 and float64; bfloat16 logits with float32 arithmetic). The CPU twins are in ops/cpu/nn_cpu.cpp.
+//
+// cross_entropy_forward: a block per row, one pass over it: each thread keeps its running max m and sum
+//   s = sum_j exp(x_j - m) (exp in T, sum in double, rescaled when m grows; rows four elements per load where
+//   aligned), then the block's max M and sum of s exp(m - M), lse = M + log(sum); the row's loss lse - x[t] and a
+//   kept flag go to a double scratch [2,N]; a one-block second pass adds them in a fixed order: loss = total / kept
+//   (0 when nothing is kept), count = kept. Everything stays on the device. The CPU sums exp() in T with Eigen's vectorised order; here
+//   it is double, so lse agrees to float rounding, not bit for bit.
+// cross_entropy_backward: a block per row: dx_j = scale * exp(x_j - lse) - scale [j = t], scale = dloss / count
+//   (0 when count = 0), both read on the device; ignored rows are 0; four elements per load and store where aligned.
+//   For float32 logits dx may be bfloat16 (each value rounded to nearest even once, as the CPU twin does).
+// cross_entropy_fused: both in one pass over each row, the row held in shared memory between them (dx for a scale
+//   known beforehand: linear_cross_entropy's dloss / N); rows too wide for shared memory take the two kernels.
+// bfloat16 logits (the bf16 lm_head's in a training step): float32 arithmetic on their values (T = float, L the
+//   storage), loss, lse and count in float32, dx in bfloat16.
+//
+// Targets out of range: the CPU twin throws ("target {} at row {} outside [0, V)"). Reporting that from here would
+// need a host read of device memory (a sync), which the kernels must not do. Instead no kernel reads or writes out of
+// bounds, and the bad value shows up loudly in the results: cross_entropy_forward counts a row with a bad target as
+// kept with a NaN loss (so the mean loss is NaN) and cross_entropy_backward omits the one-hot term of a bad target.
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdint>
+#include <initializer_list>
+#include <type_traits>
+
+#include "cuda/cuda_kernels.h"
+#include "cuda/launch.h"
+#include "cuda/stream.h"
+
+namespace gdn::cuda {
+
+namespace {
+
+constexpr int kRowThreads = 512;  // threads per block of the cross-entropy row kernels
+
+// One thread's running (max, sum of exp) over its elements of a row: s = sum exp(x - m) in double, exp in T, s
+// rescaled by exp(m_old - m_new) when a larger element arrives (one pass over the row instead of two).
+template <typename T> struct RowMaxSum {
+  T m = T(-INFINITY);
+  double s = 0;
+  __device__ void add(T x) {
+    if (x > m) {
+      s = m == T(-INFINITY) ? 0.0 : s * static_cast<double>(exp(m - x));
+      m = x;
+    }
+    if (m != T(-INFINITY)) s += static_cast<double>(exp(x - m));
+  }
+};
+
+// One thread's pass over its elements of row xr (L: the logits' storage, T or bfloat16 for T = float; rows of a
+// multiple of 4, aligned, four elements per load where vec4): their running max and sum; each element also copied to
+// stash when given (the fused kernel's row in shared memory, in L).
+template <typename T, typename L>
+__device__ RowMaxSum<T> row_max_sum(const L* __restrict__ xr, int64_t V, bool vec4, L* __restrict__ stash) {
+  RowMaxSum<T> a;
+  if constexpr (std::is_same_v<T, float>) {
+    if (vec4) {
+      using Raw = std::conditional_t<std::is_same_v<L, float>, float4, uint2>;  // four elements of L
+      for (int64_t j = threadIdx.x; j < V / 4; j += blockDim.x) {
+        const Raw raw = reinterpret_cast<const Raw*>(xr)[j];
+        if (stash) reinterpret_cast<Raw*>(stash)[j] = raw;
+        const float4 q = load4(reinterpret_cast<const L*>(&raw), 0);
+        a.add(q.x);
+        a.add(q.y);
+        a.add(q.z);
+        a.add(q.w);
+      }
+      return a;
+    }
+  }
+  for (int64_t j = threadIdx.x; j < V; j += blockDim.x) {
+    const L v = xr[j];
+    a.add(in_value<T>(v));
+    if (stash) stash[j] = v;
+  }
+  return a;
+}
+
+// The row's lse from every thread's (max, sum), returned to all threads (through *sl; ends with a block barrier);
+// thread 0 writes lse[i], rows[i] = lse - x[t] (0 when ignored) and rows[N + i] = 1 when kept.
+template <typename T, typename L>
+__device__ T row_lse(const RowMaxSum<T>& a, T* lse, double* rows, const L* xr, int64_t t, int64_t i, int64_t N,
+                     int64_t V, int64_t ignore_index, T* smax, double* ssum, T* sl) {
+  const T m = block_max(a.m, smax);
+  double s = a.m == T(-INFINITY) ? 0.0 : a.s * static_cast<double>(exp(a.m - m));
+  s = block_sum(s, ssum);
+  if (threadIdx.x == 0) {
+    const double l = static_cast<double>(m) + log(s);
+    lse[i] = static_cast<T>(l);
+    *sl = static_cast<T>(l);
+    if (t == ignore_index) {
+      rows[i] = 0;
+      rows[N + i] = 0;
+    } else {
+      rows[i] = t >= 0 && t < V ? l - static_cast<double>(in_value<T>(xr[t])) : static_cast<double>(NAN);
+      rows[N + i] = 1;
+    }
+  }
+  __syncthreads();
+  return *sl;
+}
+
+// A block per row: lse[i], rows[i], rows[N + i] (row_lse).
+template <typename T, typename L>
+__global__ void cross_entropy_rows_kernel(T* __restrict__ lse, double* __restrict__ rows, const L* __restrict__ x,
+                                          const int64_t* __restrict__ targets, int64_t N, int64_t V,
+                                          int64_t ignore_index, bool vec4) {
+  __shared__ T smax[32], sl;
+  __shared__ double ssum[32];
+  for (int64_t i = blockIdx.x; i < N; i += gridDim.x) {
+    const L* xr = x + i * V;
+    row_lse(row_max_sum<T>(xr, V, vec4, static_cast<L*>(nullptr)), lse, rows, xr, targets[i], i, N, V,
+            ignore_index, smax, ssum, &sl);
+  }
+}
+
+// The arithmetic type of logits stored in `dt` (float32 for bfloat16 logits: lse, loss and count are float32 then).
+DType ce_arithmetic(DType dt) { return dt == kBFloat16 ? kFloat32 : dt; }
+
+// Whether the rows take the four-element path: V a multiple of 4, every pointer aligned for four of its elements.
+bool ce_vec4(int64_t V, std::initializer_list<const Tensor*> ts) {
+  if (V % 4 != 0) return false;
+  for (const Tensor* t : ts)
+    if (!is_aligned(t->raw_data(), 4 * element_size(t->dtype()))) return false;
+  return true;
+}
+
+// One block: loss = sum(rows[0:N]) / kept, count = kept = sum(rows[N:2N]).
+template <typename T>
+__global__ void cross_entropy_mean_kernel(T* __restrict__ loss, T* __restrict__ count, const double* __restrict__ rows,
+                                          int64_t N) {
+  __shared__ double scratch[32];
+  double total = 0, kept = 0;
+  for (int64_t i = threadIdx.x; i < N; i += blockDim.x) {
+    total += rows[i];
+    kept += rows[N + i];
+  }
+  total = block_sum(total, scratch);
+  kept = block_sum(kept, scratch);
+  if (threadIdx.x == 0) {
+    loss[0] = static_cast<T>(kept > 0 ? total / kept : 0.0);
+    count[0] = static_cast<T>(kept);
+  }
+}
+
+void cross_entropy_forward(const Tensor& loss, const Tensor& lse, const Tensor& count, const Tensor& logits,
+                           const Tensor& targets, int64_t ignore_index) {
+  GDN_CHECK(logits.is_contiguous() && targets.is_contiguous() && lse.is_contiguous(),
+            "cross_entropy: contiguous only");
+  GDN_CHECK(logits.dim() == 2, "cross_entropy: logits must be [N, V], got {}", shape_str(logits.shape()));
+  GDN_CHECK(targets.dtype() == kInt64, "cross_entropy: targets must be int64, got {}", targets.dtype());
+  const int64_t N = logits.size(0), V = logits.size(1);
+  GDN_CHECK(targets.numel() == N && lse.numel() == N, "cross_entropy: targets {} / lse {} for logits {}",
+            shape_str(targets.shape()), shape_str(lse.shape()), shape_str(logits.shape()));
+  cudaStream_t stream = current_stream();
+  Tensor rows = Tensor::empty({2, std::max<int64_t>(N, 1)}, kFloat64, logits.device());
+  dispatch_float(ce_arithmetic(logits.dtype()), "cuda cross_entropy", [&](auto tag) {
+    using T = decltype(tag);
+    if (N > 0) {
+      const bool vec4 = ce_vec4(V, {&logits});
+      with_storage<T>(logits, [&](auto* lp) {
+        cross_entropy_rows_kernel<T><<<grid_for(N, 1), kRowThreads, 0, stream>>>(
+            lse.data<T>(), rows.data<double>(), lp, targets.data<int64_t>(), N, V, ignore_index, vec4);
+      });
+      CUDA_CHECK_LAST();
+    }
+    cross_entropy_mean_kernel<T><<<1, 1024, 0, stream>>>(loss.data<T>(), count.data<T>(), rows.data<double>(), N);
+    CUDA_CHECK_LAST();
+  });
+}
+
+// One row of dx: scale * exp(x_j - l) - scale [j = t], 0 when the row is ignored. T: the arithmetic; L: the logits'
+// storage, O: dx's (each T, or bfloat16 for T = float). xr in global or shared memory; rows of a multiple of 4 four
+// elements per load and store where vec4 (every pointer aligned for four of its elements).
+template <typename T, typename L, typename O>
+__device__ void write_grad_row(O* __restrict__ drow, const L* __restrict__ xr, T scale, T l, int64_t t, bool ignored,
+                               int64_t V, bool vec4) {
+  auto grad = [&](int64_t j, T xj) {
+    if (ignored) return T(0);
+    T v = scale * exp(xj - l);
+    if (j == t) v -= scale;
+    return v;
+  };
+  if constexpr (std::is_same_v<T, float>) {
+    if (vec4) {
+      for (int64_t q = threadIdx.x; q < V / 4; q += blockDim.x) {
+        const float4 v = load4(xr, q);
+        const int64_t j = 4 * q;
+        store4(drow, q, make_float4(grad(j, v.x), grad(j + 1, v.y), grad(j + 2, v.z), grad(j + 3, v.w)));
+      }
+      return;
+    }
+  }
+  for (int64_t j = threadIdx.x; j < V; j += blockDim.x) drow[j] = out_value<O>(grad(j, in_value<T>(xr[j])));
+}
+
+// scale = dloss / count (0 when count = 0), or dloss itself when count is null.
+template <typename T>
+__device__ T ce_scale(const T* dloss, const T* count) {
+  if (!count) return dloss[0];
+  const T c = count[0];
+  return c > T(0) ? dloss[0] / c : T(0);
+}
+
+template <typename T, typename L, typename O>
+__global__ void cross_entropy_backward_kernel(O* __restrict__ dx, const T* __restrict__ dloss,
+                                              const L* __restrict__ x, const T* __restrict__ lse,
+                                              const T* __restrict__ count, const int64_t* __restrict__ targets,
+                                              int64_t N, int64_t V, int64_t ignore_index, bool vec4) {
+  const T scale = ce_scale(dloss, count);
+  for (int64_t i = blockIdx.x; i < N; i += gridDim.x) {
+    const int64_t t = targets[i];
+    const bool ignored = t == ignore_index;
+    write_grad_row(dx + i * V, x + i * V, scale, ignored ? T(0) : lse[i], t, ignored, V, vec4);
+  }
+}
+
+// The forward and the backward of a row in one pass over the logits (cross_entropy_fused): the row is read once from
+// global memory into shared memory (dynamic, V elements) while its max and sum run, then dx comes from there.
+template <typename T, typename L, typename O>
+__global__ void cross_entropy_fused_kernel(O* __restrict__ dx, T* __restrict__ lse, double* __restrict__ rows,
+                                           const L* __restrict__ x, const int64_t* __restrict__ targets,
+                                           const T* __restrict__ dscale, int64_t N, int64_t V, int64_t ignore_index,
+                                           bool vec4) {
+  extern __shared__ __align__(16) unsigned char ce_row[];
+  L* row = reinterpret_cast<L*>(ce_row);
+  __shared__ T smax[32], sl;
+  __shared__ double ssum[32];
+  const T scale = dscale[0];
+  for (int64_t i = blockIdx.x; i < N; i += gridDim.x) {
+    const L* xr = x + i * V;
+    const int64_t t = targets[i];
+    const bool ignored = t == ignore_index;
+    const T l = row_lse(row_max_sum<T>(xr, V, vec4, row), lse, rows, xr, t, i, N, V, ignore_index, smax, ssum, &sl);
+    write_grad_row(dx + i * V, row, scale, ignored ? T(0) : l, t, ignored, V, vec4);
+    __syncthreads();  // the row's readers are done before the next row is stashed
+  }
+}
+
+// The checks shared by the backward and the fused kernel: contiguous, dlogits of the logits' shape, in their dtype or
+// in bfloat16 for float32 logits; the logits may be bfloat16 (float32 arithmetic).
+void check_dlogits(const Tensor& dlogits, const Tensor& logits, const Tensor& lse, const Tensor& targets,
+                   const char* what) {
+  GDN_CHECK(dlogits.is_contiguous() && logits.is_contiguous() && lse.is_contiguous() && targets.is_contiguous(),
+            "{}: contiguous only", what);
+  GDN_CHECK(logits.dim() == 2 && dlogits.shape() == logits.shape(), "{}: dlogits {} logits {}", what,
+            shape_str(dlogits.shape()), shape_str(logits.shape()));
+  GDN_CHECK(dlogits.dtype() == logits.dtype() || (dlogits.dtype() == kBFloat16 && logits.dtype() == kFloat32),
+            "{}: {} dlogits for {} logits", what, dlogits.dtype(), logits.dtype());
+}
+
+// f(logits, dlogits, vec4) with the typed pointers (T, or bfloat16 for T = float) and whether four-element rows
+// apply.
+template <typename T, typename F>
+void with_dlogits(const Tensor& dlogits, const Tensor& logits, F f) {
+  const bool vec4 = ce_vec4(logits.size(1), {&logits, &dlogits});
+  with_storage<T>(logits, [&](auto* lp) { with_storage<T>(dlogits, [&](auto* dp) { f(lp, dp, vec4); }); });
+}
+
+// dlogits from the logits and their lse: scale = dloss / count, or dloss itself when count is null.
+void grad_rows(const Tensor& dlogits, const Tensor& dloss, const Tensor* count, const Tensor& logits,
+               const Tensor& lse, const Tensor& targets, int64_t ignore_index) {
+  const int64_t N = logits.size(0), V = logits.size(1);
+  if (N == 0 || V == 0) return;
+  dispatch_float(ce_arithmetic(logits.dtype()), "cuda cross_entropy_backward", [&](auto tag) {
+    using T = decltype(tag);
+    with_dlogits<T>(dlogits, logits, [&](auto* lp, auto* out, bool vec4) {
+      cross_entropy_backward_kernel<T><<<grid_for(N, 1), kThreads, 0, current_stream()>>>(
+          out, dloss.data<T>(), lp, lse.data<T>(), count ? count->data<T>() : nullptr, targets.data<int64_t>(), N, V,
+          ignore_index, vec4);
+      CUDA_CHECK_LAST();
+    });
+  });
+}
+
+void cross_entropy_backward(const Tensor& dlogits, const Tensor& dloss, const Tensor& logits, const Tensor& lse,
+                            const Tensor& count, const Tensor& targets, int64_t ignore_index) {
+  check_dlogits(dlogits, logits, lse, targets, "cross_entropy_backward");
+  grad_rows(dlogits, dloss, &count, logits, lse, targets, ignore_index);
+}
+
+void cross_entropy_fused(const Tensor& loss, const Tensor& lse, const Tensor& count, const Tensor& dlogits,
+                         const Tensor& dscale, const Tensor& logits, const Tensor& targets, int64_t ignore_index) {
+  check_dlogits(dlogits, logits, lse, targets, "cross_entropy_fused");
+  GDN_CHECK(targets.dtype() == kInt64 && targets.numel() == logits.size(0) && lse.numel() == logits.size(0),
+            "cross_entropy_fused: targets {} / lse {} for logits {}", shape_str(targets.shape()),
+            shape_str(lse.shape()), shape_str(logits.shape()));
+  const int64_t N = logits.size(0), V = logits.size(1);
+  const size_t row_bytes = static_cast<size_t>(V) * element_size(logits.dtype());
+  int optin = 0;
+  CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, current_device()));
+  if (N == 0 || V == 0 || row_bytes + 4096 > static_cast<size_t>(optin)) {  // no row in shared memory: two passes
+    cross_entropy_forward(loss, lse, count, logits, targets, ignore_index);
+    grad_rows(dlogits, dscale, nullptr, logits, lse, targets, ignore_index);
+    return;
+  }
+  Tensor rows = Tensor::empty({2, N}, kFloat64, logits.device());
+  dispatch_float(ce_arithmetic(logits.dtype()), "cuda cross_entropy_fused", [&](auto tag) {
+    using T = decltype(tag);
+    with_dlogits<T>(dlogits, logits, [&](auto* lp, auto* out, bool vec4) {
+      using L = std::remove_pointer_t<decltype(lp)>;
+      using O = std::remove_pointer_t<decltype(out)>;
+      const auto kernel = cross_entropy_fused_kernel<T, L, O>;
+      if (row_bytes > 48 * 1024)
+        CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        static_cast<int>(row_bytes)));
+      kernel<<<grid_for(N, 1), 1024, row_bytes, current_stream()>>>(out, lse.data<T>(), rows.data<double>(), lp,
+                                                                     targets.data<int64_t>(), dscale.data<T>(), N, V,
+                                                                     ignore_index, vec4);
+      CUDA_CHECK_LAST();
+    });
+    cross_entropy_mean_kernel<T><<<1, 1024, 0, current_stream()>>>(loss.data<T>(), count.data<T>(),
+                                                                  rows.data<double>(), N);
+    CUDA_CHECK_LAST();
+  });
+}
+
+}  // namespace
+
+void register_cross_entropy_kernels(KernelTable& t) {
+  t.cross_entropy_forward = cross_entropy_forward;
+  t.cross_entropy_backward = cross_entropy_backward;
+  t.cross_entropy_fused = cross_entropy_fused;
+}
+
+}  // namespace gdn::cuda
