@@ -180,29 +180,25 @@ std::string ce_tag(const CeShape& s) {
   return fmt::format("N{} V{} ignore_index {}{}", s.N, s.V, s.ignore_index, s.all_ignored ? " all rows ignored" : "");
 }
 
+// Logits in the dtype, and for float32 also in bfloat16 (the bf16 lm_head's in a training step: both twins read the
+// same bf16 values with float32 arithmetic).
 void case_cross_entropy_forward(Ctx& c) {
   for (const CeShape& s : kCeShapes) {
     c.run(ce_tag(s), [&] {
       Tensor logits = c.normal({s.N, s.V}, 4.0), t = ce_targets(c, s.N, s.V, s.ignore_index, s.all_ignored);
-      Tensor loss = Ctx::out({1}, c.dt), lse = Ctx::out({s.N}, c.dt), count = Ctx::out({1}, c.dt);
-      Tensor lg = c.gpu(loss), lseg = c.gpu(lse), cg = c.gpu(count);
-      cpu_kernels().cross_entropy_forward(loss, lse, count, logits, t, s.ignore_index);
-      need_cuda(c.under_test().cross_entropy_forward, "cross_entropy_forward")(lg, lseg, cg, c.gpu(logits), c.gpu(t),
-                                                                               s.ignore_index);
-      c.compare("loss", lg, loss, c.simple());
-      c.compare("lse", lseg, lse, c.simple());
-      c.compare("count", cg, count, 0.0);
-      if (c.dt != kFloat32) return;
-      // bfloat16 logits (the bf16 lm_head's in a training step): both twins read the same bf16 values with float32
-      // arithmetic.
-      const Tensor lb = Ctx::with_dtype(logits, kBFloat16);
-      Tensor lgb = c.gpu(loss), lsegb = c.gpu(lse), cgb = c.gpu(count);
-      cpu_kernels().cross_entropy_forward(loss, lse, count, lb, t, s.ignore_index);
-      need_cuda(c.under_test().cross_entropy_forward, "cross_entropy_forward")(lgb, lsegb, cgb, c.gpu(lb), c.gpu(t),
-                                                                               s.ignore_index);
-      c.compare("loss (bfloat16 logits)", lgb, loss, c.simple());
-      c.compare("lse (bfloat16 logits)", lsegb, lse, c.simple());
-      c.compare("count (bfloat16 logits)", cgb, count, 0.0);
+      for (DType ld : {c.dt, kBFloat16}) {
+        if (ld == kBFloat16 && c.dt != kFloat32) continue;
+        const Tensor lx = Ctx::with_dtype(logits, ld);
+        const std::string what = ld == kBFloat16 ? " (bfloat16 logits)" : "";
+        Tensor loss = Ctx::out({1}, c.dt), lse = Ctx::out({s.N}, c.dt), count = Ctx::out({1}, c.dt);
+        Tensor lg = c.gpu(loss), lseg = c.gpu(lse), cg = c.gpu(count);
+        cpu_kernels().cross_entropy_forward(loss, lse, count, lx, t, s.ignore_index);
+        need_cuda(c.under_test().cross_entropy_forward, "cross_entropy_forward")(lg, lseg, cg, c.gpu(lx), c.gpu(t),
+                                                                                 s.ignore_index);
+        c.compare("loss" + what, lg, loss, c.simple());
+        c.compare("lse" + what, lseg, lse, c.simple());
+        c.compare("count" + what, cg, count, 0.0);
+      }
     });
   }
 }
