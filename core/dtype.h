@@ -46,6 +46,10 @@ inline std::string_view dtype_name(DType t) {
 
 inline bool is_floating(DType t) { return t == DType::Float32 || t == DType::Float64 || t == DType::BFloat16; }
 
+// The type kernels compute in for tensors stored in t: float32 for bfloat16 storage (a bf16 activation, the FFN's
+// gate | up, bf16 logits), t itself otherwise.
+inline DType arithmetic_dtype(DType t) { return t == DType::BFloat16 ? DType::Float32 : t; }
+
 // bfloat16: the top 16 bits of an IEEE float32; conversion rounds to nearest even.
 struct bfloat16 {
   uint16_t bits = 0;

@@ -5,8 +5,8 @@
 //   s = sum_j exp(x_j - m) (exp in T, sum in double, rescaled when m grows; rows four elements per load where
 //   aligned), then the block's max M and sum of s exp(m - M), lse = M + log(sum); the row's loss lse - x[t] and a
 //   kept flag go to a double scratch [2,N]; a one-block second pass adds them in a fixed order: loss = total / kept
-//   (0 when nothing is kept), count = kept. Everything stays on the device. The CPU sums exp() in T with Eigen's vectorised order; here
-//   it is double, so lse agrees to float rounding, not bit for bit.
+//   (0 when nothing is kept), count = kept. Everything stays on the device. The CPU sums exp() in T with Eigen's
+//   vectorised order; here it is double, so lse agrees to float rounding, not bit for bit.
 // cross_entropy_backward: a block per row: dx_j = scale * exp(x_j - lse) - scale [j = t], scale = dloss / count
 //   (0 when count = 0), both read on the device; ignored rows are 0; four elements per load and store where aligned.
 //   For float32 logits dx may be bfloat16 (each value rounded to nearest even once, as the CPU twin does).
@@ -118,16 +118,8 @@ __global__ void cross_entropy_rows_kernel(T* __restrict__ lse, double* __restric
   }
 }
 
-// The arithmetic type of logits stored in `dt` (float32 for bfloat16 logits: lse, loss and count are float32 then).
-DType ce_arithmetic(DType dt) { return dt == kBFloat16 ? kFloat32 : dt; }
-
 // Whether the rows take the four-element path: V a multiple of 4, every pointer aligned for four of its elements.
-bool ce_vec4(int64_t V, std::initializer_list<const Tensor*> ts) {
-  if (V % 4 != 0) return false;
-  for (const Tensor* t : ts)
-    if (!is_aligned(t->raw_data(), 4 * element_size(t->dtype()))) return false;
-  return true;
-}
+bool ce_vec4(int64_t V, std::initializer_list<const Tensor*> ts) { return V % 4 == 0 && aligned4(ts); }
 
 // One block: loss = sum(rows[0:N]) / kept, count = kept = sum(rows[N:2N]).
 template <typename T>
@@ -158,7 +150,7 @@ void cross_entropy_forward(const Tensor& loss, const Tensor& lse, const Tensor& 
             shape_str(targets.shape()), shape_str(lse.shape()), shape_str(logits.shape()));
   cudaStream_t stream = current_stream();
   Tensor rows = Tensor::empty({2, std::max<int64_t>(N, 1)}, kFloat64, logits.device());
-  dispatch_float(ce_arithmetic(logits.dtype()), "cuda cross_entropy", [&](auto tag) {
+  dispatch_float(arithmetic_dtype(logits.dtype()), "cuda cross_entropy", [&](auto tag) {
     using T = decltype(tag);
     if (N > 0) {
       const bool vec4 = ce_vec4(V, {&logits});
@@ -266,7 +258,7 @@ void grad_rows(const Tensor& dlogits, const Tensor& dloss, const Tensor* count, 
                const Tensor& lse, const Tensor& targets, int64_t ignore_index) {
   const int64_t N = logits.size(0), V = logits.size(1);
   if (N == 0 || V == 0) return;
-  dispatch_float(ce_arithmetic(logits.dtype()), "cuda cross_entropy_backward", [&](auto tag) {
+  dispatch_float(arithmetic_dtype(logits.dtype()), "cuda cross_entropy_backward", [&](auto tag) {
     using T = decltype(tag);
     with_dlogits<T>(dlogits, logits, [&](auto* lp, auto* out, bool vec4) {
       cross_entropy_backward_kernel<T><<<grid_for(N, 1), kThreads, 0, current_stream()>>>(
@@ -299,7 +291,7 @@ void cross_entropy_fused(const Tensor& loss, const Tensor& lse, const Tensor& co
     return;
   }
   Tensor rows = Tensor::empty({2, N}, kFloat64, logits.device());
-  dispatch_float(ce_arithmetic(logits.dtype()), "cuda cross_entropy_fused", [&](auto tag) {
+  dispatch_float(arithmetic_dtype(logits.dtype()), "cuda cross_entropy_fused", [&](auto tag) {
     using T = decltype(tag);
     with_dlogits<T>(dlogits, logits, [&](auto* lp, auto* out, bool vec4) {
       using L = std::remove_pointer_t<decltype(lp)>;

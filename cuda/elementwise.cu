@@ -441,21 +441,12 @@ bool contiguous_like(std::initializer_list<const Tensor*> ts) {
   return true;
 }
 
-// Whether every tensor's data is aligned for four elements of its dtype (the vec paths).
-bool aligned4(std::initializer_list<const Tensor*> ts) {
-  for (const Tensor* t : ts)
-    if (!is_aligned(t->raw_data(), 4 * element_size(t->dtype()))) return false;
-  return true;
-}
-
-// The arithmetic type of an operand stored in `dt`: float32 for bfloat16 storage.
-DType arithmetic(DType dt) { return dt == kBFloat16 ? kFloat32 : dt; }
-
 // a, b of one dtype (float32, float64, or bfloat16 with float32 arithmetic); y in theirs or the other of float32 and
 // bfloat16 when those are the arithmetic.
 void swiglu_forward(const Tensor& y, const Tensor& a, const Tensor& b) {
-  const DType ar = arithmetic(a.dtype());
-  GDN_CHECK(contiguous_like({&a, &b}) && y.is_contiguous() && y.shape() == a.shape() && arithmetic(y.dtype()) == ar,
+  const DType ar = arithmetic_dtype(a.dtype());
+  GDN_CHECK(contiguous_like({&a, &b}) && y.is_contiguous() && y.shape() == a.shape() &&
+                arithmetic_dtype(y.dtype()) == ar,
             "CUDA swiglu: y, a, b must be contiguous, of one shape and dtype (or bfloat16 storage of float32)");
   const int64_t n = y.numel();
   if (n == 0) return;
@@ -474,7 +465,7 @@ void swiglu_forward(const Tensor& y, const Tensor& a, const Tensor& b) {
 
 // a, b, da, db of one dtype (as in the forward); dy in the arithmetic type.
 void swiglu_backward(const Tensor& da, const Tensor& db, const Tensor& dy, const Tensor& a, const Tensor& b) {
-  const DType ar = arithmetic(a.dtype());
+  const DType ar = arithmetic_dtype(a.dtype());
   GDN_CHECK(contiguous_like({&da, &db, &a, &b}) && dy.is_contiguous() && dy.shape() == a.shape() && dy.dtype() == ar,
             "CUDA swiglu_backward: da, db, dy, a, b must be contiguous, of one shape and dtype (a, b, da, db may be "
             "bfloat16 storage of float32)");

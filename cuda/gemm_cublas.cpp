@@ -8,8 +8,9 @@
 // cuBLAS takes int dimensions and leading dimensions: larger ones are refused, never silently narrowed.
 // dtypes: out float32 or float64 with operands of the same dtype, or bfloat16 operands with a float32 or bfloat16 out
 // (cublasGemmStridedBatchedEx with CUDA_R_16BF operands and CUBLAS_COMPUTE_32F: bf16 tensor cores, float32
-// accumulation, a bfloat16 out rounded once at the end; ops/matmul.cpp's linear hands its bf16 copies in). Precision (core/precision.h): float32 GEMMs run as
-// SGEMM (exact float32 products, no TF32) under Precision::Float32. Under Precision::BFloat16, one of at least
+// accumulation, a bfloat16 out rounded once at the end; ops/matmul.cpp's linear hands its bf16 copies in).
+// Precision (core/precision.h): float32 GEMMs run as SGEMM (exact float32 products, no TF32) under
+// Precision::Float32. Under Precision::BFloat16, one of at least
 // bf16_gemm_min_flops() first copies A and B into compact bfloat16 buffers of the same layout (row- or column-major;
 // the copy kernel rounds to nearest even) and takes the bf16 path; a smaller one passes the float32 operands with
 // CUBLAS_COMPUTE_32F_FAST_16BF (cuBLAS picks TF32 tensor-core kernels for those). float64 is always DGEMM. The

@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <initializer_list>
 #include <type_traits>
 
 #include "core/tensor.h"
@@ -116,6 +117,13 @@ __device__ inline void store4(__nv_bfloat16* p, int64_t i, float4 v) {
   const __nv_bfloat162 lo = __floats2bfloat162_rn(v.x, v.y), hi = __floats2bfloat162_rn(v.z, v.w);
   reinterpret_cast<uint2*>(p)[i] =
       make_uint2(*reinterpret_cast<const uint32_t*>(&lo), *reinterpret_cast<const uint32_t*>(&hi));
+}
+
+// Whether every tensor's data is aligned for four elements of its dtype (the four-element load and store paths).
+inline bool aligned4(std::initializer_list<const Tensor*> ts) {
+  for (const Tensor* t : ts)
+    if (!is_aligned(t->raw_data(), 4 * element_size(t->dtype()))) return false;
+  return true;
 }
 
 template <typename T, typename F> void with_storage(const Tensor& t, F f) {

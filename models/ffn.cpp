@@ -20,13 +20,15 @@ Tensor SwiGLU::forward(const Tensor& x) const {
   // One node, one x gradient. On bf16 products gate | up come out in bfloat16: swiglu reads them with float32
   // arithmetic and returns their gradients in bfloat16, the operands of the backward's GEMMs (no copy either way);
   // it writes its output in bfloat16 where down_proj multiplies bf16 copies.
-  const bool bf16 = linear_input_dtype(x, gate_proj.size(0) + up_proj.size(0)) == kBFloat16;
+  const bool bf16 = input_dtype(x) == kBFloat16;
   const std::vector<Tensor> gate_up =
       linear_multi(x, {gate_proj, up_proj}, {}, bf16 ? std::optional<DType>(kBFloat16) : std::nullopt);
   return linear(swiglu(gate_up[0], gate_up[1], linear_input_dtype(gate_up[0], down_proj.size(0))), down_proj);
 }
 
-DType SwiGLU::input_dtype(const Tensor& x) const { return linear_input_dtype(x, gate_proj.size(0) + up_proj.size(0)); }
+DType SwiGLU::input_dtype(const Tensor& x) const {
+  return linear_input_dtype(x, gate_proj.size(0) + up_proj.size(0));
+}
 
 void SwiGLU::parameters(ParameterList& out, const std::string& prefix) const {
   add_param(out, prefix + "gate_proj.weight", gate_proj, true);

@@ -109,8 +109,7 @@ Tensor swiglu(const Tensor& a, const Tensor& b, std::optional<DType> out) {
            // da, db in a's dtype (bfloat16 a: bf16 gradients, the operands of its producer's bf16 GEMMs); dy in the
            // arithmetic type.
            Tensor da = empty_like(a), db = empty_like(b);
-           const DType arithmetic = a.dtype() == kBFloat16 ? kFloat32 : a.dtype();
-           kernels::swiglu_backward(a.device(), da, db, contiguous(to_dtype(g[0], arithmetic)), a, b);
+           kernels::swiglu_backward(a.device(), da, db, contiguous(to_dtype(g[0], arithmetic_dtype(a.dtype()))), a, b);
            return {need_a ? da : Tensor(), need_b ? db : Tensor()};
          });
   return y;

@@ -51,8 +51,9 @@ Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor&
 
 // linear_input_dtype(x, out): the dtype in which linear, linear_multi and linear_cross_entropy want x [..., in] for
 // `out` output features in all: bfloat16 where they multiply bf16 copies (float32 or bfloat16 x, bf16 products, a
-// CUDA device, at least bf16_gemm_min_flops()), else float32 (float64 x: float64). A producer whose output only such a product reads (a norm, swiglu)
-// writes it in that dtype, and the product takes it as its operand with no copy. The three ops accept a bfloat16 x
+// CUDA device, at least bf16_gemm_min_flops()), else float32 (float64 x: float64). A producer whose output only
+// such a product reads (a norm, swiglu) writes it in that dtype, and the product takes it as its operand with no
+// copy. The three ops accept a bfloat16 x
 // for float32 weights either way (converted back to float32 where they multiply in float32); the gradient they
 // return for it is float32 (a bfloat16 activation's gradient is float32: autograd/engine.h).
 DType linear_input_dtype(const Tensor& x, int64_t out_features);

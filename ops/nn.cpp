@@ -37,7 +37,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
   Tensor t = contiguous(targets);
   const int64_t N = x.size(0);
   // bfloat16 logits (the bf16 lm_head's): float32 arithmetic, so loss, lse and count are float32; dlogits bfloat16.
-  const DType at = x.dtype() == kBFloat16 ? kFloat32 : x.dtype();
+  const DType at = arithmetic_dtype(x.dtype());
   Tensor loss = Tensor::empty({}, at, x.device());
   Tensor lse = Tensor::empty({N}, at, x.device());
   Tensor count = Tensor::empty({1}, at, x.device());

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "core/dispatch.h"
 #include "core/tensor.h"
 
 namespace gdn::cpu {
@@ -47,6 +48,13 @@ template <typename Y, typename V> Y out_value(V v) {
 template <typename T, typename S> T in_value(S x) {
   if constexpr (std::is_same_v<S, bfloat16>) return static_cast<float>(x);
   else return static_cast<T>(x);
+}
+
+// A float32 copy of t (bfloat16 operands and logits: their exact values, for kernels that compute in float32).
+inline Tensor float32_copy(const Tensor& t) {
+  Tensor f = Tensor::empty(t.shape(), kFloat32, kCPU);
+  kernels::copy(kCPU, f, t);
+  return f;
 }
 
 // body(begin, end) over [0, n), split into one contiguous range per thread when n >= grain. Inner loops written

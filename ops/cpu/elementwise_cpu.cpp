@@ -243,7 +243,7 @@ void scalar(ScalarOp op, const Tensor& out, const Tensor& in, double s) {
 void swiglu_forward(const Tensor& y, const Tensor& a, const Tensor& b) {
   GDN_CHECK(all_contiguous_same_shape<3>({&y, &a, &b}) && a.dtype() == b.dtype(),
             "swiglu: y, a, b must be contiguous and of one shape, a and b of one dtype");
-  dispatch_float(a.dtype() == kBFloat16 ? kFloat32 : a.dtype(), "swiglu_forward", [&](auto tag_) {
+  dispatch_float(arithmetic_dtype(a.dtype()), "swiglu_forward", [&](auto tag_) {
     using T = decltype(tag_);
     with_storage<T>(a, [&](auto* ap) {
       const auto* bp = static_cast<decltype(ap)>(b.raw_data());

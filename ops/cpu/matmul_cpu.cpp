@@ -38,15 +38,13 @@ void gemm(const Tensor& out, const Tensor& a, const Tensor& b, double alpha, dou
     // bfloat16 operands with a float32 or bfloat16 out (the CUDA twin's tensor-core path): their exact float32
     // values, multiplied in float32 (a product of two bfloat16 values is exact in float32; only the summation order
     // differs); a bfloat16 out is the float32 result (beta times its float32 value added first) rounded once.
-    GDN_CHECK(a.dtype() == kBFloat16 && b.dtype() == kBFloat16 && (out.dtype() == kFloat32 || out.dtype() == kBFloat16),
+    const bool out_ok = out.dtype() == kFloat32 || out.dtype() == kBFloat16;
+    GDN_CHECK(a.dtype() == kBFloat16 && b.dtype() == kBFloat16 && out_ok,
               "gemm: {} x {} -> {} (bfloat16 operands need a float32 or bfloat16 out)", a.dtype(), b.dtype(),
               out.dtype());
-    Tensor af = Tensor::empty(a.shape(), kFloat32, kCPU), bf = Tensor::empty(b.shape(), kFloat32, kCPU);
-    kernels::copy(kCPU, af, a);
-    kernels::copy(kCPU, bf, b);
+    const Tensor af = float32_copy(a), bf = float32_copy(b);
     if (out.dtype() == kFloat32) return gemm(out, af, bf, alpha, beta);
-    Tensor of = Tensor::empty(out.shape(), kFloat32, kCPU);
-    if (beta != 0) kernels::copy(kCPU, of, out);
+    const Tensor of = beta != 0 ? float32_copy(out) : Tensor::empty(out.shape(), kFloat32, kCPU);
     gemm(of, af, bf, alpha, beta);
     kernels::copy(kCPU, out, of);
     return;

@@ -60,11 +60,8 @@ void embedding_backward(const Tensor& dweight, const Tensor& dout, const Tensor&
 void cross_entropy_forward(const Tensor& loss, const Tensor& lse, const Tensor& count, const Tensor& logits,
                            const Tensor& targets, int64_t ignore_index) {
   GDN_CHECK(logits.is_contiguous() && targets.is_contiguous(), "cross_entropy: contiguous only");
-  if (logits.dtype() == kBFloat16) {  // bfloat16 logits: their exact float32 values, float32 arithmetic
-    Tensor f = Tensor::empty(logits.shape(), kFloat32, kCPU);
-    kernels::copy(kCPU, f, logits);
-    return cross_entropy_forward(loss, lse, count, f, targets, ignore_index);
-  }
+  if (logits.dtype() == kBFloat16)  // bfloat16 logits: their exact float32 values, float32 arithmetic
+    return cross_entropy_forward(loss, lse, count, float32_copy(logits), targets, ignore_index);
   const int64_t N = logits.size(0), V = logits.size(1);
   const auto* t = targets.data<int64_t>();
   for (int64_t i = 0; i < N; ++i)
@@ -96,11 +93,8 @@ void cross_entropy_forward(const Tensor& loss, const Tensor& lse, const Tensor& 
 
 void cross_entropy_backward(const Tensor& dlogits, const Tensor& dloss, const Tensor& logits, const Tensor& lse,
                             const Tensor& count, const Tensor& targets, int64_t ignore_index) {
-  if (logits.dtype() == kBFloat16) {  // bfloat16 logits: their exact float32 values (dlogits in bfloat16)
-    Tensor f = Tensor::empty(logits.shape(), kFloat32, kCPU);
-    kernels::copy(kCPU, f, logits);
-    return cross_entropy_backward(dlogits, dloss, f, lse, count, targets, ignore_index);
-  }
+  if (logits.dtype() == kBFloat16)  // bfloat16 logits: their exact float32 values (dlogits in bfloat16)
+    return cross_entropy_backward(dlogits, dloss, float32_copy(logits), lse, count, targets, ignore_index);
   if (dlogits.dtype() == kBFloat16 && logits.dtype() == kFloat32) {  // float32 values, rounded once to bfloat16
     Tensor d = Tensor::empty(dlogits.shape(), kFloat32, kCPU);
     cross_entropy_backward(d, dloss, logits, lse, count, targets, ignore_index);
