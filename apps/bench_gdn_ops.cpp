@@ -12,7 +12,8 @@
 // products of the chunked kernels on bfloat16 tensor cores with float32 accumulation where K and V are multiples of
 // 16 and the shared memory fits (cuda/delta_rule_chunked_mma*.cuh), else the float32 kernels. The "path" column names
 // the kernels the last forward / backward of the row ran (cuda/delta_rule_chunked_path.h: "bf16 tensor cores",
-// "float32 split", "float32 tiled", "float32 untiled"; "cpu" on the CPU).
+// "float32 split", "float32 tiled", "float32 untiled"; "cpu" on the CPU). --shape B,T,H,K[,V] times that one shape
+// instead of the list (V = K when left out), e.g. to profile one size alone.
 #include <omp.h>
 
 #include <fmt/format.h>
@@ -23,6 +24,8 @@
 #include <cmath>
 #include <cstdio>
 #include <functional>
+#include <optional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -63,6 +66,23 @@ double median_ms(const std::function<void()>& fn, int warmup, int repeats, Devic
   return ms[ms.size() / 2];
 }
 
+// "B,T,H,K" or "B,T,H,K,V" (positive integers; V = K when left out), or nothing.
+std::optional<BenchShape> parse_shape(const std::string& text) {
+  const std::vector<std::string> parts = split_commas(text);
+  if (parts.size() != 4 && parts.size() != 5) return std::nullopt;
+  int64_t x[5];
+  for (size_t i = 0; i < parts.size(); ++i) {
+    size_t used = 0;
+    try {
+      x[i] = std::stoll(parts[i], &used);
+    } catch (const std::exception&) {
+      return std::nullopt;
+    }
+    if (used != parts[i].size() || x[i] <= 0) return std::nullopt;
+  }
+  return BenchShape{x[0], x[1], x[2], x[3], parts.size() == 5 ? x[4] : x[3]};
+}
+
 // "forward / backward" paths of the last chunked calls on the device; "cpu" on the CPU.
 std::string chunked_paths(bool on_cpu) {
 #if GDN_WITH_CUDA
@@ -85,7 +105,7 @@ int main(int argc, char** argv) {
   int threads = omp_get_num_procs();
   int repeats = 10, warmup = 2;
   int64_t chunk_size = 64;
-  std::string device_name = "cpu", dtype_name = "float32", precision_name = "float32";
+  std::string device_name = "cpu", dtype_name = "float32", precision_name = "float32", shape_text;
   app.add_option("--threads", threads, "OpenMP threads (default: all cores)")->check(CLI::PositiveNumber);
   app.add_option("--repeats", repeats, "timed runs per measurement (the median is printed)")
       ->check(CLI::PositiveNumber);
@@ -96,6 +116,7 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"float32", "float64", "both"}));
   app.add_option("--precision", precision_name, "products of float32 tensors on CUDA: float32 (default) or bfloat16")
       ->check(CLI::IsMember({"float32", "bfloat16"}));
+  app.add_option("--shape", shape_text, "B,T,H,K[,V]: time this shape only (V = K when left out)");
   if (auto rc = gdn::parse_command_line(app, argc, argv, "bench-gdn-ops")) return *rc;
   omp_set_num_threads(threads);
   const Device device = init_device(device_name);
@@ -106,13 +127,22 @@ int main(int argc, char** argv) {
   }
   PrecisionGuard precision(precision_name == "bfloat16" ? Precision::BFloat16 : Precision::Float32);
 
-  const std::vector<BenchShape> shapes =
+  std::vector<BenchShape> shapes =
       on_cpu ? std::vector<BenchShape>{{4, 256, 4, 64, 64}, {1, 2048, 4, 64, 64}}
              : std::vector<BenchShape>{{4, 256, 4, 64, 64},
                                        {8, 512, 4, 64, 64},
                                        {16, 512, 4, 64, 64},
                                        {8, 2048, 8, 64, 64},
                                        {4, 4096, 16, 128, 128}};
+  if (!shape_text.empty()) {
+    const std::optional<BenchShape> one = parse_shape(shape_text);
+    if (!one) {
+      std::fprintf(stderr, "bench-gdn-ops: error: --shape wants B,T,H,K or B,T,H,K,V (positive integers), got '%s'\n",
+                   shape_text.c_str());
+      return 2;
+    }
+    shapes = {*one};
+  }
   std::vector<DType> dtypes;
   if (dtype_name != "float64") dtypes.push_back(kFloat32);
   if (dtype_name != "float32") dtypes.push_back(kFloat64);

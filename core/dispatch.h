@@ -151,7 +151,8 @@ struct AdamWParams {
   X(rms_norm_gated_backward, void(const Tensor& dx, const Tensor& dz, const Tensor& dw, const Tensor& dy,       \
                                   const Tensor& x, const Tensor& z, const Tensor& w, const Tensor& rstd))      \
   /* g [B,T,H] = max(-exp(min(A_log, kGateALogMax)) softplus(a + dt_bias), kGateMin), beta = sigmoid(b) */    \
-  /* [B,T,H]; A_log, dt_bias [H] */                                                                             \
+  /* [B,T,H]; A_log, dt_bias [H]; a, b (and da, db below) rows of H with any row stride (Tensor::row_stride: */ \
+  /* column windows of the layer's [B,T,2H] b | a projection, read and written in place); g, beta contiguous */  \
   X(gdn_gate_forward, void(const Tensor& g, const Tensor& beta, const Tensor& a, const Tensor& b,               \
                            const Tensor& A_log, const Tensor& dt_bias))                                        \
   /* da, db [B,T,H], dA_log, ddt_bias [H] (sums over B,T) from dg, dbeta [B,T,H]; 0 where a guard is active */ \

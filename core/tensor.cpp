@@ -99,6 +99,32 @@ bool Tensor::is_contiguous() const {
   return true;
 }
 
+int64_t Tensor::row_stride() const {
+  const auto& s = impl().shape;
+  const auto& st = impl().strides;
+  const int64_t n = static_cast<int64_t>(s.size());
+  const int64_t width = n > 0 ? s[n - 1] : 1;
+  if (n > 0 && width > 1 && st[n - 1] != 1) return -1;
+  int64_t rs = -1, expected = -1;  // the row stride, and the stride the next size > 1 dimension up must have
+  for (int64_t i = n - 2; i >= 0; --i) {
+    if (s[i] == 1) continue;
+    if (rs < 0) {
+      rs = st[i];
+    } else if (st[i] != expected) {
+      return -1;
+    }
+    expected = st[i] * s[i];
+  }
+  if (rs < 0) return width;  // a single row
+  return rs >= width ? rs : -1;
+}
+
+int64_t Tensor::checked_row_stride(const char* what) const {
+  const int64_t s = row_stride();
+  GDN_CHECK(s > 0, "{}: {} must be rows of unit stride (a contiguous tensor or a column window of one)", what, str());
+  return s;
+}
+
 std::string Tensor::str() const {
   if (!defined()) return "undefined";
   return fmt::format("{}{} {}", dtype(), shape_str(shape()), device());

@@ -60,6 +60,11 @@ class Tensor {
   DType dtype() const { return impl().dtype; }
   Device device() const { return impl().storage ? impl().storage->device() : kCPU; }
   bool is_contiguous() const;
+  // For a view whose last dimension has unit stride and whose leading dimensions collapse into one index of rows: the
+  // stride between rows (a contiguous tensor: its last size; a column window of a wider contiguous [rows, S] tensor:
+  // S). -1 for any other layout, or rows that overlap. checked_row_stride: the same, or an error naming `what`.
+  int64_t row_stride() const;
+  int64_t checked_row_stride(const char* what) const;
   const std::shared_ptr<Storage>& storage() const { return impl().storage; }
   std::string str() const;  // "float32[2, 3] cpu"
 

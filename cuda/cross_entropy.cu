@@ -3,12 +3,14 @@
 //
 // cross_entropy_forward: a block per row, one pass over it: each thread keeps its running max m and sum
 //   s = sum_j exp(x_j - m) (exp in T, sum in double, rescaled when m grows; rows four elements per load where
-//   aligned), then the block's max M and sum of s exp(m - M), lse = M + log(sum); the row's loss lse - x[t] and a
-//   kept flag go to a double scratch [2,N]; a one-block second pass adds them in a fixed order: loss = total / kept
-//   (0 when nothing is kept), count = kept. Everything stays on the device. The CPU sums exp() in T with Eigen's
-//   vectorised order; here it is double, so lse agrees to float rounding, not bit for bit.
+//   aligned, kLoadBatch such loads in flight per thread before the first is used), then the block's max M and sum of
+//   s exp(m - M), lse = M + log(sum); the row's loss lse - x[t] and a kept flag go to a double scratch [2,N]; a
+//   one-block second pass adds them in a fixed order: loss = total / kept (0 when nothing is kept), count = kept.
+//   Everything stays on the device. The CPU sums exp() in T with Eigen's vectorised order; here it is double, so lse
+//   agrees to float rounding, not bit for bit.
 // cross_entropy_backward: a block per row: dx_j = scale * exp(x_j - lse) - scale [j = t], scale = dloss / count
-//   (0 when count = 0), both read on the device; ignored rows are 0; four elements per load and store where aligned.
+//   (0 when count = 0), both read on the device; ignored rows are 0; four elements per load and store where aligned,
+//   kLoadBatch such loads in flight per thread (as in the forward).
 //   For float32 logits dx may be bfloat16 (each value rounded to nearest even once, as the CPU twin does).
 // cross_entropy_fused: both in one pass over each row, the row held in shared memory between them (dx for a scale
 //   known beforehand: linear_cross_entropy's dloss / N); rows too wide for shared memory take the two kernels.
@@ -36,6 +38,7 @@ namespace gdn::cuda {
 namespace {
 
 constexpr int kRowThreads = 512;  // threads per block of the cross-entropy row kernels
+constexpr int kLoadBatch = 4;     // loads of four elements each thread issues before it uses the first
 
 // One thread's running (max, sum of exp) over its elements of a row: s = sum exp(x - m) in double, exp in T, s
 // rescaled by exp(m_old - m_new) when a larger element arrives (one pass over the row instead of two).
@@ -60,15 +63,28 @@ __device__ RowMaxSum<T> row_max_sum(const L* __restrict__ xr, int64_t V, bool ve
   if constexpr (std::is_same_v<T, float>) {
     if (vec4) {
       using Raw = std::conditional_t<std::is_same_v<L, float>, float4, uint2>;  // four elements of L
-      for (int64_t j = threadIdx.x; j < V / 4; j += blockDim.x) {
-        const Raw raw = reinterpret_cast<const Raw*>(xr)[j];
-        if (stash) reinterpret_cast<Raw*>(stash)[j] = raw;
+      const Raw* x4 = reinterpret_cast<const Raw*>(xr);
+      Raw* s4 = reinterpret_cast<Raw*>(stash);
+      auto take = [&](const Raw& raw, int64_t j) {
+        if (stash) s4[j] = raw;
         const float4 q = load4(reinterpret_cast<const L*>(&raw), 0);
         a.add(q.x);
         a.add(q.y);
         a.add(q.z);
         a.add(q.w);
+      };
+      // kLoadBatch groups of four in flight per thread before any is used (a row is a few dozen loads per thread:
+      // one at a time, each waits out the memory latency), then added in the same order as one at a time.
+      const int64_t n4 = V / 4, step = blockDim.x;
+      int64_t j = threadIdx.x;
+      for (; j + (kLoadBatch - 1) * step < n4; j += kLoadBatch * step) {
+        Raw raw[kLoadBatch];
+#pragma unroll
+        for (int k = 0; k < kLoadBatch; ++k) raw[k] = x4[j + k * step];
+#pragma unroll
+        for (int k = 0; k < kLoadBatch; ++k) take(raw[k], j + k * step);
       }
+      for (; j < n4; j += step) take(x4[j], j);
       return a;
     }
   }
@@ -179,11 +195,20 @@ __device__ void write_grad_row(O* __restrict__ drow, const L* __restrict__ xr, T
   };
   if constexpr (std::is_same_v<T, float>) {
     if (vec4) {
-      for (int64_t q = threadIdx.x; q < V / 4; q += blockDim.x) {
-        const float4 v = load4(xr, q);
+      auto put = [&](const float4& v, int64_t q) {
         const int64_t j = 4 * q;
         store4(drow, q, make_float4(grad(j, v.x), grad(j + 1, v.y), grad(j + 2, v.z), grad(j + 3, v.w)));
+      };
+      const int64_t n4 = V / 4, step = blockDim.x;
+      int64_t q = threadIdx.x;
+      for (; q + (kLoadBatch - 1) * step < n4; q += kLoadBatch * step) {  // kLoadBatch loads in flight, as above
+        float4 v[kLoadBatch];
+#pragma unroll
+        for (int k = 0; k < kLoadBatch; ++k) v[k] = load4(xr, q + k * step);
+#pragma unroll
+        for (int k = 0; k < kLoadBatch; ++k) put(v[k], q + k * step);
       }
+      for (; q < n4; q += step) put(load4(xr, q), q);
       return;
     }
   }

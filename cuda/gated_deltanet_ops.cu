@@ -205,28 +205,34 @@ void rms_norm_gated_backward(const Tensor& dx, const Tensor& dz, const Tensor& d
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// gate: rows of H heads, element i has head i % H
+// gate: rows of H heads, element i has row i / H and head i % H; a, b, da, db are read and written at row * (their
+// row stride) + head (column windows of the layer's b | a projection), g, beta, dg, dbeta contiguous.
+
+// The row strides of a, b, da, db.
+struct GateStrides {
+  int64_t a, b, da, db;
+};
 
 template <typename T>
 __global__ void gate_forward_kernel(T* g, T* beta, const T* a, const T* b, const T* A_log, const T* dt_bias, int64_t N,
-                                    int64_t H) {
+                                    int64_t H, GateStrides st) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < N; i += int64_t(blockDim.x) * gridDim.x) {
-    const int64_t h = i % H;
-    g[i] = clamp_gate(raw_gate(A_log[h], a[i] + dt_bias[h]).raw);
-    beta[i] = sigmoid_of(b[i]);
+    const int64_t r = i / H, h = i - r * H;
+    g[i] = clamp_gate(raw_gate(A_log[h], a[r * st.a + h] + dt_bias[h]).raw);
+    beta[i] = sigmoid_of(b[r * st.b + h]);
   }
 }
 
 template <typename T>
 __global__ void gate_backward_kernel(T* da, T* db, const T* dg, const T* dbeta, const T* a, const T* b,
-                                     const T* A_log, const T* dt_bias, int64_t N, int64_t H) {
+                                     const T* A_log, const T* dt_bias, int64_t N, int64_t H, GateStrides st) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < N; i += int64_t(blockDim.x) * gridDim.x) {
-    const int64_t h = i % H;
-    const T xa = a[i] + dt_bias[h];
+    const int64_t r = i / H, h = i - r * H;
+    const T xa = a[r * st.a + h] + dt_bias[h];
     const RawGate<T> rg = raw_gate(A_log[h], xa);
-    da[i] = rg.raw < static_cast<T>(kGateMin) ? T(0) : dg[i] * (-rg.A) * sigmoid_of(xa);
-    const T s = sigmoid_of(b[i]);
-    db[i] = dbeta[i] * s * (T(1) - s);
+    da[r * st.da + h] = rg.raw < static_cast<T>(kGateMin) ? T(0) : dg[i] * (-rg.A) * sigmoid_of(xa);
+    const T s = sigmoid_of(b[r * st.b + h]);
+    db[r * st.db + h] = dbeta[i] * s * (T(1) - s);
   }
 }
 
@@ -235,12 +241,12 @@ __global__ void gate_backward_kernel(T* da, T* db, const T* dg, const T* dbeta, 
 template <typename T> struct GateParamTerm {
   const T *dg, *da, *a, *A_log, *dt_bias;
   int64_t H;
+  GateStrides st;
   __device__ double operator()(int64_t r, int64_t m) const {
-    if (m >= H) return static_cast<double>(da[r * H + (m - H)]);
-    const int64_t i = r * H + m;
-    const RawGate<T> rg = raw_gate(A_log[m], a[i] + dt_bias[m]);
+    if (m >= H) return static_cast<double>(da[r * st.da + (m - H)]);
+    const RawGate<T> rg = raw_gate(A_log[m], a[r * st.a + m] + dt_bias[m]);
     if (rg.raw < static_cast<T>(kGateMin) || !(A_log[m] < static_cast<T>(kGateALogMax))) return 0.0;
-    return static_cast<double>(dg[i]) * rg.raw;
+    return static_cast<double>(dg[r * H + m]) * rg.raw;
   }
 };
 
@@ -257,15 +263,15 @@ template <typename T> struct GateParamStore {
 
 void gdn_gate_forward(const Tensor& g, const Tensor& beta, const Tensor& a, const Tensor& b, const Tensor& A_log,
                       const Tensor& dt_bias) {
-  GDN_CHECK(g.is_contiguous() && beta.is_contiguous() && a.is_contiguous() && b.is_contiguous() &&
-                A_log.is_contiguous() && dt_bias.is_contiguous(),
-            "gdn_gate: contiguous only");
+  GDN_CHECK(g.is_contiguous() && beta.is_contiguous() && A_log.is_contiguous() && dt_bias.is_contiguous(),
+            "gdn_gate: g, beta, A_log, dt_bias contiguous only");
   const int64_t H = A_log.numel(), N = a.numel();
   if (N == 0 || H == 0) return;
+  const GateStrides st{a.checked_row_stride("gdn_gate: a"), b.checked_row_stride("gdn_gate: b"), 0, 0};
   dispatch_float(a.dtype(), "cuda gdn_gate_forward", [&](auto tag_) {
     using T = decltype(tag_);
     gate_forward_kernel<T><<<grid_for(N), kThreads, 0, current_stream()>>>(
-        g.data<T>(), beta.data<T>(), a.data<T>(), b.data<T>(), A_log.data<T>(), dt_bias.data<T>(), N, H);
+        g.data<T>(), beta.data<T>(), a.data<T>(), b.data<T>(), A_log.data<T>(), dt_bias.data<T>(), N, H, st);
     CUDA_CHECK_LAST();
   });
 }
@@ -273,24 +279,25 @@ void gdn_gate_forward(const Tensor& g, const Tensor& beta, const Tensor& a, cons
 void gdn_gate_backward(const Tensor& da, const Tensor& db, const Tensor& dA_log, const Tensor& ddt_bias,
                        const Tensor& dg, const Tensor& dbeta, const Tensor& a, const Tensor& b, const Tensor& A_log,
                        const Tensor& dt_bias) {
-  GDN_CHECK(da.is_contiguous() && db.is_contiguous() && dg.is_contiguous() && dbeta.is_contiguous() &&
-                a.is_contiguous() && b.is_contiguous(),
-            "gdn_gate_backward: contiguous only");
+  GDN_CHECK(dg.is_contiguous() && dbeta.is_contiguous(), "gdn_gate_backward: dg, dbeta contiguous only");
   GDN_CHECK(A_log.is_contiguous() && dt_bias.is_contiguous() && dA_log.is_contiguous() && ddt_bias.is_contiguous(),
             "gdn_gate_backward: contiguous only");
   const int64_t H = A_log.numel(), N = a.numel();
   if (H == 0) return;
+  const GateStrides st{a.checked_row_stride("gdn_gate_backward: a"), b.checked_row_stride("gdn_gate_backward: b"),
+                       da.checked_row_stride("gdn_gate_backward: da"),
+                       db.checked_row_stride("gdn_gate_backward: db")};
   dispatch_float(a.dtype(), "cuda gdn_gate_backward", [&](auto tag_) {
     using T = decltype(tag_);
     if (N > 0) {
       gate_backward_kernel<T><<<grid_for(N), kThreads, 0, current_stream()>>>(
           da.data<T>(), db.data<T>(), dg.data<T>(), dbeta.data<T>(), a.data<T>(), b.data<T>(), A_log.data<T>(),
-          dt_bias.data<T>(), N, H);
+          dt_bias.data<T>(), N, H, st);
       CUDA_CHECK_LAST();
     }
     // dA_log, ddt_bias [H]: sums over the N / H rows, in double.
     column_reduce(a.device(), N / H, 2 * H,
-                  GateParamTerm<T>{dg.data<T>(), da.data<T>(), a.data<T>(), A_log.data<T>(), dt_bias.data<T>(), H},
+                  GateParamTerm<T>{dg.data<T>(), da.data<T>(), a.data<T>(), A_log.data<T>(), dt_bias.data<T>(), H, st},
                   GateParamStore<T>{dA_log.data<T>(), ddt_bias.data<T>(), H});
   });
 }

@@ -13,7 +13,9 @@
 // Non-contiguous inputs are made contiguous first (a recorded copy, so gradients still reach the original view).
 #include "ops/gated_deltanet.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <utility>
 #include <vector>
 
@@ -131,6 +133,26 @@ Tensor rms_norm_gated(const Tensor& x, const Tensor& z, const Tensor& weight, do
   return y;
 }
 
+namespace {
+
+// Where gdn_gate's backward writes da and db: when a and b are the two halves of the rows of one [.., 2H] tensor (the
+// layer's b | a, split), the same halves of one fresh contiguous [.., 2H] buffer, which split's backward then takes as
+// the gradient of the whole with no copy (ops/shape_ops.h); else two contiguous tensors.
+std::pair<Tensor, Tensor> gate_input_grads(const Tensor& a, const Tensor& b) {
+  const int64_t H = a.size(-1);
+  const bool halves = a.storage() == b.storage() && a.row_stride() == 2 * H && b.row_stride() == 2 * H &&
+                      std::abs(a.offset() - b.offset()) == H;
+  if (!halves) return {empty_like(a), empty_like(b)};
+  Shape whole = a.shape();
+  whole.back() = 2 * H;
+  const Tensor buf = Tensor::empty(whole, a.dtype(), a.device());
+  const Strides st = contiguous_strides(whole);
+  const int64_t first = std::min(a.offset(), b.offset());
+  return {buf.as_strided(a.shape(), st, a.offset() - first), buf.as_strided(b.shape(), st, b.offset() - first)};
+}
+
+}  // namespace
+
 std::pair<Tensor, Tensor> gdn_gate(const Tensor& a, const Tensor& b, const Tensor& A_log, const Tensor& dt_bias) {
   GDN_CHECK(a.dim() >= 1 && a.shape() == b.shape(), "gdn_gate: a {} and b {} must be [B,T,Hv] of equal shape",
             shape_str(a.shape()), shape_str(b.shape()));
@@ -142,15 +164,19 @@ std::pair<Tensor, Tensor> gdn_gate(const Tensor& a, const Tensor& b, const Tenso
   check_float_dtype("gdn_gate", a, b, "b");
   check_float_dtype("gdn_gate", a, A_log, "A_log");
   check_float_dtype("gdn_gate", a, dt_bias, "dt_bias");
-  Tensor ac = contiguous(a), bc = contiguous(b), Ac = contiguous(A_log), dc = contiguous(dt_bias);
-  Tensor g = empty_like(ac), beta = empty_like(bc);
+  // a and b as they are when they are rows of unit stride (the layer's b | a projection split into two column
+  // windows: the kernels read them in place), else contiguous copies.
+  auto rows = [](const Tensor& t) { return t.row_stride() > 0 ? t : contiguous(t); };
+  Tensor ac = rows(a), bc = rows(b), Ac = contiguous(A_log), dc = contiguous(dt_bias);
+  Tensor g = Tensor::empty(a.shape(), a.dtype(), a.device()), beta = Tensor::empty(b.shape(), b.dtype(), b.device());
   kernels::gdn_gate_forward(a.device(), g, beta, ac, bc, Ac, dc);
   record("gdn_gate", {g, beta}, {ac, bc, Ac, dc},
          [ac = ac.detach(), bc = bc.detach(), Ac = Ac.detach(), dc = dc.detach()](const TensorList& grads)
              -> TensorList {
            Tensor dg = grads[0].defined() ? contiguous(grads[0]) : zeros_like(ac);
            Tensor dbeta = grads[1].defined() ? contiguous(grads[1]) : zeros_like(bc);
-           Tensor da = empty_like(ac), db = empty_like(bc), dA = empty_like(Ac), ddt = empty_like(dc);
+           auto [da, db] = gate_input_grads(ac, bc);
+           Tensor dA = empty_like(Ac), ddt = empty_like(dc);
            kernels::gdn_gate_backward(ac.device(), da, db, dA, ddt, dg, dbeta, ac, bc, Ac, dc);
            return {da, db, dA, ddt};
          });

@@ -36,7 +36,9 @@ Tensor rms_norm_gated(const Tensor& x, const Tensor& z, const Tensor& weight, do
 // The gate's two guards, kGateALogMax and kGateMin, are part of the gate kernels' contract: core/dispatch.h.
 
 // g = max(-exp(min(A_log, kGateALogMax)) * softplus(a + dt_bias), kGateMin) (log decay, in [kGateMin, 0]),
-// beta = sigmoid(b). a, b [B,T,Hv], A_log, dt_bias [Hv]. Returns {g, beta}. NaN inputs give NaN outputs.
+// beta = sigmoid(b). a, b [B,T,Hv], A_log, dt_bias [Hv]. Returns {g, beta}. NaN inputs give NaN outputs. a and b may
+// be column windows of one tensor (the layer's b | a split): read in place, and their gradients written as the same
+// windows of one buffer, which the split takes whole.
 std::pair<Tensor, Tensor> gdn_gate(const Tensor& a, const Tensor& b, const Tensor& A_log, const Tensor& dt_bias);
 
 enum class DeltaRuleMode { Chunked, Recurrent };

@@ -4,7 +4,8 @@
 // they are new tensors over the same Storage with other strides. Backward:
 //   reshape -> reshape back; permute -> inverse permutation; slice -> zeros with dy written into the slice;
 //   expand -> sum over the expanded dimensions; concat -> slices of dy; split -> one buffer holding every
-//   part's gradient (one node for all parts).
+//   part's gradient (one node for all parts; no copy when the parts' gradients already are windows of one such
+//   buffer, as gdn_gate writes them).
 #pragma once
 
 #include <vector>

@@ -82,6 +82,8 @@ if "$bin/gdn-train" --init-from "$tmp/hf" --data "$tmp/ok.txt" --out "$tmp/ft" -
 else echo "FAIL --init-from:"; tail -3 "$tmp/ft.log"; fail=1; fi
 expect "export with nothing to do" "nothing to do" "$bin/gdn-export" --run "$tmp/run"
 expect "import into a used folder" "already holds a run" "$bin/gdn-import" --from "$tmp/hf" --out "$tmp/imp"
+expect "bench-gdn-ops shape not four or five numbers" "--shape wants B,T,H,K" "$bin/bench-gdn-ops" --shape 4,256,4
+expect "bench-gdn-ops shape with a zero" "--shape wants B,T,H,K" "$bin/bench-gdn-ops" --shape 4,256,0,64
 expect "import without a folder" "is not a folder" "$bin/gdn-import" --from "$tmp/nohf" --out "$tmp/imp2"
 sed 's/"linear_attention"/"full_attention"/' "$tmp/hf/config.json" >"$tmp/cfg.json" && cp "$tmp/cfg.json" "$tmp/hf/config.json"
 expect "import of a full-attention layer" "'layer_types'" "$bin/gdn-import" --from "$tmp/hf" --out "$tmp/imp2"

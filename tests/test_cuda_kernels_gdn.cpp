@@ -198,48 +198,59 @@ const Shape kGateShapes[] = {{2, 130, 4}, {2, 65, 3}, {1, 1, 8}, {3, 37, 32}};
 // a: N(0, 9), or "large" uniform in [-5, 40] (softplus past its linear threshold 20, g down to about -300).
 Tensor gate_a(Ctx& c, const Shape& s, bool large) { return large ? c.uniform(s, -5.0, 40.0) : c.normal(s, 3.0); }
 
-void case_gdn_gate_forward(Ctx& c) {
+// {a, b}: the two column halves of one [.., 2H] tensor (b | a, the layer's gate projection split), holding the values
+// of x and y (undefined: a fresh output's).
+std::pair<Tensor, Tensor> gate_halves(const Shape& s, DType dt, const Tensor& x = {}, const Tensor& y = {}) {
+  Shape whole = s;
+  const int64_t H = whole.back();
+  whole.back() = 2 * H;
+  const Tensor w = Ctx::out(whole, dt);
+  const Strides st = contiguous_strides(whole);
+  Tensor a = w.as_strided(s, st, H), b = w.as_strided(s, st, 0);
+  if (x.defined()) cpu_kernels().copy(a, x);
+  if (y.defined()) cpu_kernels().copy(b, y);
+  return {a, b};
+}
+
+// Plain, and with a, b (da, db) column windows of one [.., 2H] tensor, read (written) in place. large: A_log up to 90
+// and large a, so both guards act (A_log > kGateALogMax, g clamped at kGateMin).
+void case_gdn_gate(Ctx& c, bool backward) {
   for (const Shape& s : kGateShapes) {
     for (bool large : {false, true}) {
-      c.run(fmt::format("{}{}", shape_str(s), large ? " large a and A_log (guards)" : ""), [&] {
-        const int64_t H = s.back();
-        Tensor a = gate_a(c, s, large), b = c.normal(s, 3.0);
-        // large: A_log up to 90 and large a, so both gate guards (A_log > kGateALogMax, g clamped at kGateMin) act.
-        Tensor A_log = c.uniform({H}, -1.0, large ? 90.0 : 2.0), dt_bias = c.normal({H});
-        Tensor g = Ctx::out(s, c.dt), beta = Ctx::out(s, c.dt), gg = c.gpu(g), betag = c.gpu(beta);
-        cpu_kernels().gdn_gate_forward(g, beta, a, b, A_log, dt_bias);
-        need_cuda(c.under_test().gdn_gate_forward, "gdn_gate_forward")(gg, betag, c.gpu(a), c.gpu(b), c.gpu(A_log),
-                                                                       c.gpu(dt_bias));
-        c.compare("g", gg, g, c.simple());
-        c.compare("beta", betag, beta, c.simple());
-      });
+      for (bool windows : {false, true}) {
+        const std::string tag = fmt::format("{}{}{}", shape_str(s), large ? " large a and A_log (guards)" : "",
+                                            windows ? " windows of b | a" : "");
+        c.run(tag, [&] {
+          const int64_t H = s.back();
+          Tensor a = gate_a(c, s, large), b = c.normal(s, 3.0);
+          if (windows) std::tie(a, b) = gate_halves(s, c.dt, a, b);
+          Tensor A_log = c.uniform({H}, -1.0, large ? 90.0 : 2.0), dt_bias = c.normal({H});
+          if (!backward) {
+            Tensor g = Ctx::out(s, c.dt), beta = Ctx::out(s, c.dt), gg = c.gpu(g), betag = c.gpu(beta);
+            cpu_kernels().gdn_gate_forward(g, beta, a, b, A_log, dt_bias);
+            need_cuda(c.under_test().gdn_gate_forward, "gdn_gate_forward")(gg, betag, c.gpu(a), c.gpu(b),
+                                                                           c.gpu(A_log), c.gpu(dt_bias));
+            c.compare("g", gg, g, c.simple());
+            c.compare("beta", betag, beta, c.simple());
+            return;
+          }
+          Tensor dg = c.normal(s), dbeta = c.normal(s), dA = Ctx::out({H}, c.dt), ddt = Ctx::out({H}, c.dt);
+          auto [da, db] = windows ? gate_halves(s, c.dt) : std::pair{Ctx::out(s, c.dt), Ctx::out(s, c.dt)};
+          Tensor dag = c.gpu(da), dbg = c.gpu(db), dAg = c.gpu(dA), ddtg = c.gpu(ddt);
+          cpu_kernels().gdn_gate_backward(da, db, dA, ddt, dg, dbeta, a, b, A_log, dt_bias);
+          need_cuda(c.under_test().gdn_gate_backward, "gdn_gate_backward")(
+              dag, dbg, dAg, ddtg, c.gpu(dg), c.gpu(dbeta), c.gpu(a), c.gpu(b), c.gpu(A_log), c.gpu(dt_bias));
+          c.compare("da", dag, da, c.simple());
+          c.compare("db", dbg, db, c.simple());
+          c.compare("dA_log", dAg, dA, c.simple());
+          c.compare("ddt_bias", ddtg, ddt, c.simple());
+        });
+      }
     }
   }
 }
-
-void case_gdn_gate_backward(Ctx& c) {
-  for (const Shape& s : kGateShapes) {
-    for (bool large : {false, true}) {
-      c.run(fmt::format("{}{}", shape_str(s), large ? " large a and A_log (guards)" : ""), [&] {
-        const int64_t H = s.back();
-        Tensor a = gate_a(c, s, large), b = c.normal(s, 3.0);
-        // large: A_log up to 90 and large a, so both gate guards (A_log > kGateALogMax, g clamped at kGateMin) act.
-        Tensor A_log = c.uniform({H}, -1.0, large ? 90.0 : 2.0), dt_bias = c.normal({H});
-        Tensor dg = c.normal(s), dbeta = c.normal(s);
-        Tensor da = Ctx::out(s, c.dt), db = Ctx::out(s, c.dt), dA = Ctx::out({H}, c.dt), ddt = Ctx::out({H}, c.dt);
-        Tensor dag = c.gpu(da), dbg = c.gpu(db), dAg = c.gpu(dA), ddtg = c.gpu(ddt);
-        cpu_kernels().gdn_gate_backward(da, db, dA, ddt, dg, dbeta, a, b, A_log, dt_bias);
-        need_cuda(c.under_test().gdn_gate_backward, "gdn_gate_backward")(
-            dag, dbg, dAg, ddtg, c.gpu(dg), c.gpu(dbeta), c.gpu(a), c.gpu(b), c.gpu(A_log), c.gpu(dt_bias));
-        c.compare("da", dag, da, c.simple());
-        c.compare("db", dbg, db, c.simple());
-        c.compare("dA_log", dAg, dA, c.simple());
-        c.compare("ddt_bias", ddtg, ddt, c.simple());
-      });
-    }
-  }
-}
-
+void case_gdn_gate_forward(Ctx& c) { case_gdn_gate(c, false); }
+void case_gdn_gate_backward(Ctx& c) { case_gdn_gate(c, true); }
 // ---------------------------------------------------------------------------------------------------------------
 // gated delta rule
 

@@ -254,6 +254,33 @@ TEST_CASE("gradcheck: gdn_gate") {
   // Only one of the two outputs used: the other's gradient is undefined and must count as zero.
   CHECK_GRADCHECK(
       [](const TensorList& x) -> TensorList { return {gdn_gate(x[0], x[1], x[2], x[3]).first}; }, in);
+  // a and b the two halves of one [.., 2H] tensor, as the layer splits its b | a projection: read in place, and the
+  // gradient of the whole made without a copy (split's backward takes gdn_gate's one buffer), used twice so that the
+  // engine adds it to another; also a and b the other way round, and each half used alone.
+  TensorList packed = {rand_leaf({2, 3, 8}, gen), in[2], in[3]};
+  for (bool swapped : {false, true}) {
+    CAPTURE(swapped);
+    CHECK_GRADCHECK(
+        [swapped](const TensorList& x) -> TensorList {
+          std::vector<Tensor> h = split(x[0], {4, 4}, -1);
+          auto [g, beta] = gdn_gate(h[swapped ? 0 : 1], h[swapped ? 1 : 0], x[1], x[2]);
+          return {g, beta, x[0] * 0.5};
+        },
+        packed);
+    CHECK_GRADCHECK(
+        [swapped](const TensorList& x) -> TensorList {
+          std::vector<Tensor> h = split(x[0], {4, 4}, -1);
+          return {gdn_gate(h[swapped ? 0 : 1], h[swapped ? 1 : 0], x[1], x[2]).second};
+        },
+        packed);
+  }
+  // The same values as on contiguous copies.
+  NoGradGuard no_grad;
+  std::vector<Tensor> h = split(packed[0], {4, 4}, -1);
+  auto [g1, b1] = gdn_gate(h[1], h[0], packed[1], packed[2]);
+  auto [g2, b2] = gdn_gate(contiguous(h[1]), contiguous(h[0]), packed[1], packed[2]);
+  CHECK(test::max_abs_diff(g1, g2) == 0.0);
+  CHECK(test::max_abs_diff(b1, b2) == 0.0);
 }
 
 TEST_CASE("gdn_gate: the guards keep g finite for a huge A_log (float32 and float64), through the delta rule") {

@@ -42,6 +42,18 @@ TEST_CASE("tensor: views share storage") {
   CHECK(stepped.to_double_vector() == std::vector<double>{1, 3, 4, 6});
 }
 
+TEST_CASE("tensor: row_stride of contiguous tensors, column windows and other layouts") {
+  Tensor t = Tensor::empty({2, 3, 8});
+  CHECK(t.row_stride() == 8);
+  CHECK(t.as_strided({2, 3, 4}, t.strides(), 4).row_stride() == 8);  // a column window: the wider row
+  CHECK(t.as_strided({1, 1, 5}, {99, 7, 1}, 0).row_stride() == 5);    // one row: any leading strides
+  CHECK(t.as_strided({3, 2, 4}, {8, 24, 1}, 0).row_stride() == -1);   // leading dimensions that do not collapse
+  CHECK(t.as_strided({2, 4}, {1, 2}, 0).row_stride() == -1);          // last dimension not of unit stride
+  CHECK(t.as_strided({6, 4}, {2, 1}, 0).row_stride() == -1);          // overlapping rows
+  CHECK_THROWS_WITH_AS(t.as_strided({2, 4}, {1, 2}, 0).checked_row_stride("op: x"),
+                       doctest::Contains("op: x: float32[2, 4] cpu must be rows of unit stride"), Error);
+}
+
 TEST_CASE("shape: element counts that overflow int64 are refused, not wrapped") {
   CHECK(shape_numel({}) == 1);
   CHECK(shape_numel({2, 0, 5}) == 0);

@@ -363,19 +363,19 @@ void rms_norm_gated_backward(const Tensor& dx, const Tensor& dz, const Tensor& d
 
 void gdn_gate_forward(const Tensor& g, const Tensor& beta, const Tensor& a, const Tensor& b, const Tensor& A_log,
                       const Tensor& dt_bias) {
-  GDN_CHECK(g.is_contiguous() && beta.is_contiguous() && a.is_contiguous() && b.is_contiguous() &&
-                A_log.is_contiguous() && dt_bias.is_contiguous(),
-            "gdn_gate: contiguous only");
+  GDN_CHECK(g.is_contiguous() && beta.is_contiguous() && A_log.is_contiguous() && dt_bias.is_contiguous(),
+            "gdn_gate: g, beta, A_log, dt_bias contiguous only");
   const int64_t H = A_log.numel(), N = a.numel();
+  const int64_t sa = a.checked_row_stride("gdn_gate: a"), sb = b.checked_row_stride("gdn_gate: b");
   dispatch_float(a.dtype(), "gdn_gate_forward", [&](auto tag_) {
     using T = decltype(tag_);
     const T *ap = a.data<T>(), *bp = b.data<T>(), *alp = A_log.data<T>(), *dtp = dt_bias.data<T>();
     T *gp = g.data<T>(), *betap = beta.data<T>();
 #pragma omp parallel for if (N >= kParallelGrain)
     for (int64_t i = 0; i < N; ++i) {
-      const int64_t h = i % H;
-      gp[i] = clamp_gate(raw_gate(alp[h], ap[i] + dtp[h]).raw);
-      betap[i] = sigmoid_of(bp[i]);
+      const int64_t r = i / H, h = i - r * H;
+      gp[i] = clamp_gate(raw_gate(alp[h], ap[r * sa + h] + dtp[h]).raw);
+      betap[i] = sigmoid_of(bp[r * sb + h]);
     }
   });
 }
@@ -383,10 +383,11 @@ void gdn_gate_forward(const Tensor& g, const Tensor& beta, const Tensor& a, cons
 void gdn_gate_backward(const Tensor& da, const Tensor& db, const Tensor& dA_log, const Tensor& ddt_bias,
                        const Tensor& dg, const Tensor& dbeta, const Tensor& a, const Tensor& b, const Tensor& A_log,
                        const Tensor& dt_bias) {
-  GDN_CHECK(da.is_contiguous() && db.is_contiguous() && dg.is_contiguous() && dbeta.is_contiguous() &&
-                a.is_contiguous() && b.is_contiguous(),
-            "gdn_gate_backward: contiguous only");
+  GDN_CHECK(dg.is_contiguous() && dbeta.is_contiguous(), "gdn_gate_backward: dg, dbeta contiguous only");
   const int64_t H = A_log.numel(), N = a.numel();
+  const int64_t sa = a.checked_row_stride("gdn_gate_backward: a"), sb = b.checked_row_stride("gdn_gate_backward: b");
+  const int64_t sda = da.checked_row_stride("gdn_gate_backward: da");
+  const int64_t sdb = db.checked_row_stride("gdn_gate_backward: db");
   dispatch_float(a.dtype(), "gdn_gate_backward", [&](auto tag_) {
     using T = decltype(tag_);
     const T *ap = a.data<T>(), *bp = b.data<T>(), *alp = A_log.data<T>(), *dtp = dt_bias.data<T>();
@@ -394,14 +395,15 @@ void gdn_gate_backward(const Tensor& da, const Tensor& db, const Tensor& dA_log,
     T *dap = da.data<T>(), *dbp = db.data<T>();
     std::vector<double> dA_acc(H, 0.0), ddt_acc(H, 0.0);
     for (int64_t i = 0; i < N; ++i) {  // serial: the [H] sums collide across rows (N is B*T*H, small)
-      const int64_t h = i % H;
-      const T xa = ap[i] + dtp[h];
+      const int64_t r = i / H, h = i - r * H;
+      const T xa = ap[r * sa + h] + dtp[h];
       const RawGate<T> rg = raw_gate(alp[h], xa);
       const bool clamped = rg.raw < static_cast<T>(kGateMin);  // g = kGateMin, constant in a, A_log, dt_bias
-      dap[i] = clamped ? T(0) : dgp[i] * (-rg.A) * sigmoid_of(xa);
-      const T s = sigmoid_of(bp[i]);
-      dbp[i] = dbetap[i] * s * (T(1) - s);
-      ddt_acc[h] += dap[i];
+      const T dai = clamped ? T(0) : dgp[i] * (-rg.A) * sigmoid_of(xa);
+      dap[r * sda + h] = dai;
+      const T s = sigmoid_of(bp[r * sb + h]);
+      dbp[r * sdb + h] = dbetap[i] * s * (T(1) - s);
+      ddt_acc[h] += dai;
       if (!clamped && alp[h] < static_cast<T>(kGateALogMax)) dA_acc[h] += static_cast<double>(dgp[i]) * rg.raw;
     }
     T *dAp = dA_log.data<T>(), *ddtp = ddt_bias.data<T>();
