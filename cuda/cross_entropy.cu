@@ -3,7 +3,9 @@
 //
 // cross_entropy_forward: a block per row, one pass over it: each thread keeps its running max m and sum
 //   s = sum_j exp(x_j - m) (exp in T, sum in double, rescaled when m grows; rows four elements per load where
-//   aligned, kLoadBatch such loads in flight per thread before the first is used), then the block's max M and sum of
+//   aligned, kLoadBatch such loads in flight per thread before the first is used; float rows take the values of
+//   those loads as one group: m moves once to the group's max, the group's exps are summed in float and that sum is
+//   added to s in double, one conversion and one double add per group), then the block's max M and sum of
 //   s exp(m - M), lse = M + log(sum); the row's loss lse - x[t] and a kept flag go to a double scratch [2,N]; a
 //   one-block second pass adds them in a fixed order: loss = total / kept (0 when nothing is kept), count = kept.
 //   Everything stays on the device. The CPU sums exp() in T with Eigen's vectorised order; here it is double, so lse
@@ -52,6 +54,24 @@ template <typename T> struct RowMaxSum {
     }
     if (m != T(-INFINITY)) s += static_cast<double>(exp(x - m));
   }
+  // The n values of x at once (T = float): m moves once to their max, their exps are summed in float, then that sum
+  // is added to s. NaN and infinite values give what add() would: a NaN never raises m (fmaxf skips it) but its exp
+  // makes s NaN once m is finite; +inf makes m = inf and exp(inf - inf) = NaN.
+  template <int n>
+  __device__ void add_group(const float (&x)[n]) {
+    float bm = x[0];
+#pragma unroll
+    for (int i = 1; i < n; ++i) bm = fmaxf(bm, x[i]);
+    if (bm > m) {
+      s = m == T(-INFINITY) ? 0.0 : s * static_cast<double>(exp(m - bm));
+      m = bm;
+    }
+    if (m == T(-INFINITY)) return;
+    float t = 0;
+#pragma unroll
+    for (int i = 0; i < n; ++i) t += exp(x[i] - m);
+    s += static_cast<double>(t);
+  }
 };
 
 // One thread's pass over its elements of row xr (L: the logits' storage, T or bfloat16 for T = float; rows of a
@@ -65,26 +85,30 @@ __device__ RowMaxSum<T> row_max_sum(const L* __restrict__ xr, int64_t V, bool ve
       using Raw = std::conditional_t<std::is_same_v<L, float>, float4, uint2>;  // four elements of L
       const Raw* x4 = reinterpret_cast<const Raw*>(xr);
       Raw* s4 = reinterpret_cast<Raw*>(stash);
-      auto take = [&](const Raw& raw, int64_t j) {
+      // The four values of L of one load into x[0 .. 3] (and the raw load into the stash).
+      auto take = [&](const Raw& raw, int64_t j, float* x) {
         if (stash) s4[j] = raw;
         const float4 q = load4(reinterpret_cast<const L*>(&raw), 0);
-        a.add(q.x);
-        a.add(q.y);
-        a.add(q.z);
-        a.add(q.w);
+        x[0] = q.x, x[1] = q.y, x[2] = q.z, x[3] = q.w;
       };
-      // kLoadBatch groups of four in flight per thread before any is used (a row is a few dozen loads per thread:
-      // one at a time, each waits out the memory latency), then added in the same order as one at a time.
+      // kLoadBatch loads in flight per thread before any is used (a row is a few dozen loads per thread: one at a
+      // time, each waits out the memory latency), their 4 kLoadBatch values added as one group.
       const int64_t n4 = V / 4, step = blockDim.x;
       int64_t j = threadIdx.x;
       for (; j + (kLoadBatch - 1) * step < n4; j += kLoadBatch * step) {
         Raw raw[kLoadBatch];
 #pragma unroll
         for (int k = 0; k < kLoadBatch; ++k) raw[k] = x4[j + k * step];
+        float x[4 * kLoadBatch];
 #pragma unroll
-        for (int k = 0; k < kLoadBatch; ++k) take(raw[k], j + k * step);
+        for (int k = 0; k < kLoadBatch; ++k) take(raw[k], j + k * step, x + 4 * k);
+        a.add_group(x);
       }
-      for (; j < n4; j += step) take(x4[j], j);
+      for (; j < n4; j += step) {
+        float x[4];
+        take(x4[j], j, x);
+        a.add_group(x);
+      }
       return a;
     }
   }

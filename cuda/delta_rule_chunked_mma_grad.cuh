@@ -6,23 +6,26 @@
 // One block of 512 threads (kParThreads) per chunk, grid (NC, Hv, B). Shared memory (GradLayout):
 //   persistent  gam, decay [C] double; eg, r, beta, dgam, db, kd [C], 32 for block_sum (float32);
 //               Gam, KK, X [C, C+1] float32 (X: dP, dQK, Lm, dL in turn); K [Cp, K+8] bf16; Xb [Cp, Cp+8] bf16
-//               (the bf16 operand made from X); the warp stages
+//               (the bf16 operand made from X); the warp stages; Xs [C, K+V] float32, which holds dWt from phase 1
+//               and [dWt | dUt] from phase 3 on (they never leave shared memory)
 //   region      reused by the phases:
 //     1. value tiles of 64 columns, bf16: dO, Vn, dVn [Cp, 72], H, dH [K, 72]. Tensor cores: X += dO Vn^T,
-//        dQ += dO H^T, dWt += dVn H^T, dK += Vn dH^T (the transposed operands loaded col_major); dQ, dK, dWt
-//        accumulate in float32 in global memory (the outputs / the dWt scratch), each element read and written by its
-//        one owner lane, with their row scales (scale eg, -1, r) when the last tile is added; sum(H ⊙ dH) in float32.
+//        dQ += dO H^T, dWt += dVn H^T, dK += Vn dH^T (the transposed operands loaded col_major); dQ, dK accumulate
+//        in float32 in global memory (the outputs), dWt in Xs, each element read and written by its one owner lane,
+//        with their row scales (scale eg, -1, r) when the last tile is added; sum(H ⊙ dH) in float32.
 //     2. P [C, C+1] float32, Q [Cp, K+8] bf16: dgam from dP ⊙ P and the row dots Q·dQi, K·dKi (float32, Q and K
-//        read from global); dQK = dP ⊙ Gam (float32, its bf16 copy in Xb); tensor cores: dQ += dQK K,
-//        dK += dQK^T Q (the zero 16-blocks of the triangle skipped).
-//     3. the float32 solve tile [C, NT]: [dWt | dUt] = A^T [-dVn H^T | dVn] by the blocked backward substitution of
-//        chunk_grad_tiled_kernel, entirely float32 (diagonal blocks and block updates).
-//     4. inner tiles of 64 columns of [dWt | dUt] and [W | U] as bf16 [Cp, 72]: tensor cores dL = -(dWt W^T +
-//        dUt U^T) into X (float32 accumulated over the tiles); dK += beta eg dWt, dv = beta dUt, dbeta and dgam
-//        terms in float32; then Z = diag(beta) Pm + (diag(beta) Pm)^T with Pm = dL ⊙ Gam (float32, rounded once into
-//        Xb) and on tensor cores dK += Z K (= beta ⊙ (Pm K) + Pm^T (beta ⊙ K)); dg = reverse cumsum of dgam (double).
+//        read from global; a warp per row); dQK = dP ⊙ Gam (float32, its bf16 copy in Xb); tensor cores:
+//        dQ += dQK K, dK += dQK^T Q (the zero 16-blocks of the triangle skipped).
+//     3. [dWt | dUt] = A^T [-dVn H^T | dVn] in place in Xs by the blocked backward substitution of
+//        chunk_grad_tiled_kernel over all K + V columns, entirely float32 (diagonal blocks and block updates).
+//     4. inner tiles of 64 columns of [dWt | dUt] (from Xs) and [W | U] as bf16 [Cp, 72]: tensor cores
+//        dL = -(dWt W^T + dUt U^T) into X (float32 accumulated over the tiles); dv = beta dUt, dbeta and dgam terms
+//        in float32 (a warp per row); then Z = diag(beta) Pm + (diag(beta) Pm)^T with Pm = dL ⊙ Gam (float32,
+//        rounded once into Xb) and on tensor cores dK += beta eg dWt + Z K (= beta ⊙ (Pm K) + Pm^T (beta ⊙ K));
+//        dg = reverse cumsum of dgam (double).
 // Each output element has one owner lane and a fixed order (value tiles in order, the tensor cores' fixed order
-// inside a tile): no atomics, identical bits run to run.
+// inside a tile, warp_sum's fixed butterfly): no atomics, identical bits run to run. Xs makes the shared memory grow
+// with K + V (225,792 bytes at C = 64, K = V = 128); plan() falls back to the float32 kernels where it does not fit.
 #pragma once
 
 #include "cuda/delta_rule_chunked_grad.cuh"
@@ -34,10 +37,9 @@ namespace gdn::cuda::delta_rule_tiled::mma {
 constexpr int kGradTile = 64;  // value columns per phase-1 tile, inner columns per phase-4 tile
 
 struct GradLayout {
-  size_t gam, vec, Gam, KK, X, Kb, Xb, stage, region, dOb, Vnb, dVnb, Hb, dHb, Ps, Qb, Xs, At, Bt, total;
+  size_t gam, vec, Gam, KK, X, Kb, Xb, stage, Xs, region, dOb, Vnb, dVnb, Hb, dHb, Ps, Qb, At, Bt, total;
   __host__ __device__ GradLayout(int64_t C, int64_t K, int64_t V) {
     const int64_t Cp = pad16(C), ldc = C + 1, ldt = kGradTile + kPadB;
-    const int64_t NT = (K + V) < kSolveCols ? (K + V) : kSolveCols;
     Carve c;
     gam = c.take<double>(2 * C);
     vec = c.take<float>(6 * C + 32);
@@ -47,8 +49,9 @@ struct GradLayout {
     Kb = c.take<bf16>(Cp * (K + kPadB));
     Xb = c.take<bf16>(Cp * (Cp + kPadB));
     stage = c.take<float>(kParWarps * kStage);
+    Xs = c.take<float>(C * (K + V));
     region = c.off;
-    Carve p1 = c, p2 = c, p3 = c, p4 = c;
+    Carve p1 = c, p2 = c, p4 = c;
     dOb = p1.take<bf16>(Cp * ldt);
     Vnb = p1.take<bf16>(Cp * ldt);
     dVnb = p1.take<bf16>(Cp * ldt);
@@ -56,11 +59,9 @@ struct GradLayout {
     dHb = p1.take<bf16>(K * ldt);
     Ps = p2.take<float>(C * ldc);
     Qb = p2.take<bf16>(Cp * (K + kPadB));
-    Xs = p3.take<float>(C * NT);
     At = p4.take<bf16>(Cp * ldt);
     Bt = p4.take<bf16>(Cp * ldt);
     total = p1.off > p2.off ? p1.off : p2.off;
-    total = total > p3.off ? total : p3.off;
     total = total > p4.off ? total : p4.off;
   }
 };
@@ -71,7 +72,7 @@ template <typename S>
 __global__ void __launch_bounds__(kParThreads<float>)
     chunk_grad_mma_kernel(Dims d, float* __restrict__ dqr, float* __restrict__ dkr, int64_t key_stride,
                           float* __restrict__ dv, float* __restrict__ dg, float* __restrict__ dbeta,
-                          float* __restrict__ dWtg, float* __restrict__ dUtg, const float* __restrict__ do_,
+                          const float* __restrict__ do_,
                           const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
                           const float* __restrict__ g, const float* __restrict__ beta,
                           const float* __restrict__ chunk_states, const float* __restrict__ dHend,
@@ -116,8 +117,8 @@ __global__ void __launch_bounds__(kParThreads<float>)
   const float* dVn = dVng + hr * V;
   const bf16* W = Wbg + hr * K;
   const float* U = Ug + hr * V;
-  float* dWt = dWtg + hr * K;
-  float* dUt = dUtg + hr * V;
+  const int NX = K + V;
+  float* Xs = at<float>(smem_mma, lay.Xs);  // [C, K+V]: dWt, then [dWt | dUt]
   float* dQ = dqr + (d.Hv == d.Hk ? d.key_row(b, t0, hv) : hr * K);
   float* dK = dkr + (d.Hv == d.Hk ? d.key_row(b, t0, hv) : hr * K);
   const int64_t qs = key_stride;
@@ -175,9 +176,9 @@ __global__ void __launch_bounds__(kParThreads<float>)
         L, K, stage,
         [&](int tm, int tn, Acc& acc) { mma_acc<RowMajor, ColMajor>(acc, tm, tn, 0, nv, dVnb, ldt, Hb, ldt); },
         [&](int i, int kk, float s) {
-          float x = first ? s : dWt[int64_t(i) * K + kk] + s;
+          float x = first ? s : Xs[i * NX + kk] + s;
           if (last) x = -x;
-          dWt[int64_t(i) * K + kk] = x;
+          Xs[i * NX + kk] = x;
         });
     // dKi = r ⊙ (Vn dH^T)
     mma_tiles(
@@ -201,32 +202,32 @@ __global__ void __launch_bounds__(kParThreads<float>)
     if (i < L && j < L) X[i * ldc + j] = j <= i ? sc * X[i * ldc + j] : 0.0f;  // dP
   }
   __syncthreads();
-  // dgam = rowsum(dP ⊙ P) - colsum(dP ⊙ P) + rowdot(Q, dQi) - rowdot(K, dKi)
-  for (int i = threadIdx.x; i < L; i += blockDim.x) {
-    float rs = 0, cs = 0;
-    for (int j = 0; j < L; ++j) rs += X[i * ldc + j] * Ps[i * ldc + j];
-    for (int j = 0; j < L; ++j) cs += X[j * ldc + i] * Ps[j * ldc + i];
-    dgam[i] = rs - cs;
-  }
-  __syncthreads();
+  // dgam = rowsum(dP ⊙ P) - colsum(dP ⊙ P) + rowdot(Q, dQi) - rowdot(K, dKi), a warp per row
   for (int i = warp; i < L; i += nwarps) {
-    float qd = 0, kdi = 0;
+    float rs = 0, cs = 0, qd = 0, kdi = 0;
+    for (int j = lane; j < L; j += 32) {
+      rs += X[i * ldc + j] * Ps[i * ldc + j];
+      cs += X[j * ldc + i] * Ps[j * ldc + i];
+    }
     for (int kk = lane; kk < K; kk += 32) {
       qd += Qc[i * ks + kk] * dQ[i * qs + kk];
       kdi += Kc[i * ks + kk] * dK[i * qs + kk];
     }
+    rs = warp_sum(rs);
+    cs = warp_sum(cs);
     qd = warp_sum(qd);
     kdi = warp_sum(kdi);
     if (lane == 0) {
       kd[i] = kdi;
-      dgam[i] = dgam[i] + qd - kdi;
+      dgam[i] = (rs - cs) + qd - kdi;
     }
   }
   __syncthreads();
-  if (threadIdx.x == 0) {
+  if (warp == 0) {
     float kdsum = 0;
-    for (int i = 0; i < L; ++i) kdsum += kd[i];
-    dgam[L - 1] += eg[L - 1] * hdh + kdsum;
+    for (int i = lane; i < L; i += 32) kdsum += kd[i];
+    kdsum = warp_sum(kdsum);
+    if (lane == 0) dgam[L - 1] += eg[L - 1] * hdh + kdsum;
   }
   // dQK = dP ⊙ Gam in X, its bf16 copy in Xb (zero outside [L, L])
   for (int e = threadIdx.x; e < Cp * Cp; e += blockDim.x) {
@@ -257,69 +258,44 @@ __global__ void __launch_bounds__(kParThreads<float>)
     const int i = e / C, j = e - i * C;
     if (i < L && j < L) X[i * ldc + j] = j < i ? bt[i] * KK[i * ldc + j] * Gam[i * ldc + j] : 0.0f;  // Lm
   }
-  const int NT = min(K + V, kSolveCols);
-  float* Xs = at<float>(smem_mma, lay.Xs);  // [C, NT]
-  for (int cs0 = 0; cs0 < K + V; cs0 += NT) {
-    const int nc = (K + V) % NT == 0 ? NT : min(NT, K + V - cs0);  // a constant for fixed shapes
-    __syncthreads();  // Lm is written; the previous column tile is stored
-    batched_copy<float>(
-        L * nc,
-        [&](int e) {
-          const int i = e / nc, col = cs0 + (e - i * nc);
-          return col < K ? dWt[int64_t(i) * K + col] : dVn[int64_t(i) * V + (col - K)];
-        },
-        [&](int e, float x) {
-          const int i = e / nc;
-          Xs[i * NT + (e - i * nc)] = x;
-        });
-    __syncthreads();
-    for (int r1 = L; r1 > 0; r1 -= kSolveBlock) {
-      const int r0 = max(0, r1 - kSolveBlock), rb = r1 - r0;
-      tile_mm<4, 2, float>(
-          rb, nc, L - r1, [&](int i, int j) { return X[(r1 + j) * ldc + r0 + i]; },
-          [&](int j, int c) { return Xs[(r1 + j) * NT + c]; },
-          [&](int i, int c, float s) { Xs[(r0 + i) * NT + c] -= s; });
-      __syncthreads();
-      for (int c = threadIdx.x; c < nc; c += blockDim.x) {
-        float x[kSolveBlock];
-#pragma unroll
-        for (int i = 0; i < kSolveBlock; ++i) x[i] = i < rb ? Xs[(r0 + i) * NT + c] : 0.0f;
-#pragma unroll
-        for (int j = kSolveBlock - 1; j > 0; --j)
-#pragma unroll
-          for (int i = 0; i < j; ++i)
-            if (j < rb) x[i] -= X[(r0 + j) * ldc + r0 + i] * x[j];
-#pragma unroll
-        for (int i = 0; i < kSolveBlock - 1; ++i)
-          if (i < rb - 1) Xs[(r0 + i) * NT + c] = x[i];
-      }
-      __syncthreads();
-    }
-    for (int e = threadIdx.x; e < L * nc; e += blockDim.x) {
-      const int i = e / nc, col = cs0 + (e - i * nc);
-      const float x = Xs[i * NT + (col - cs0)];
-      if (col < K)
-        dWt[int64_t(i) * K + col] = x;
-      else
-        dUt[int64_t(i) * V + (col - K)] = x;
-    }
-  }
-  __syncthreads();
-
-  // ---- phase 4
-  // dK += (beta eg) ⊙ dWt, dV = beta ⊙ dUt
+  // The right-hand side's dVn columns next to dWt (phase 1's) in Xs; the solve runs over all K + V columns in place.
   batched_copy<float>(
-      L * K,
-      [&](int e) {
-        const int i = e / K, kk = e - i * K;
-        return dK[i * qs + kk] + bt[i] * eg[i] * dWt[int64_t(i) * K + kk];
-      },
+      L * V, [&](int e) { return dVn[e]; },
       [&](int e, float x) {
-        const int i = e / K;
-        dK[i * qs + (e - i * K)] = x;
+        const int i = e / V;
+        Xs[i * NX + K + (e - i * V)] = x;
       });
+  __syncthreads();
+  for (int r1 = L; r1 > 0; r1 -= kSolveBlock) {
+    const int r0 = max(0, r1 - kSolveBlock), rb = r1 - r0;
+    tile_mm<4, 2, float>(
+        rb, NX, L - r1, [&](int i, int j) { return X[(r1 + j) * ldc + r0 + i]; },
+        [&](int j, int c) { return Xs[(r1 + j) * NX + c]; }, [&](int i, int c, float s) { Xs[(r0 + i) * NX + c] -= s; });
+    __syncthreads();
+    for (int c = threadIdx.x; c < NX; c += blockDim.x) {
+      float x[kSolveBlock];
+#pragma unroll
+      for (int i = 0; i < kSolveBlock; ++i) x[i] = i < rb ? Xs[(r0 + i) * NX + c] : 0.0f;
+#pragma unroll
+      for (int j = kSolveBlock - 1; j > 0; --j)
+#pragma unroll
+        for (int i = 0; i < j; ++i)
+          if (j < rb) x[i] -= X[(r0 + j) * ldc + r0 + i] * x[j];
+#pragma unroll
+      for (int i = 0; i < kSolveBlock - 1; ++i)
+        if (i < rb - 1) Xs[(r0 + i) * NX + c] = x[i];
+    }
+    __syncthreads();
+  }
+
+  // ---- phase 4 (dWt, dUt in Xs)
+  // dV = beta ⊙ dUt
   batched_copy<float>(
-      L * V, [&](int e) { return bt[e / V] * dUt[e]; },
+      L * V,
+      [&](int e) {
+        const int i = e / V;
+        return bt[i] * Xs[i * NX + K + (e - i * V)];
+      },
       [&](int e, float x) {
         const int i = e / V;
         dv[d.value_row(b, t0 + i, hv) + (e - i * V)] = x;
@@ -327,8 +303,8 @@ __global__ void __launch_bounds__(kParThreads<float>)
   // dbeta = eg ⊙ rowdot(K, dWt) + rowdot(V, dUt); dgam += beta eg ⊙ rowdot(K, dWt)
   for (int i = warp; i < L; i += nwarps) {
     float wk = 0, vu = 0;
-    for (int kk = lane; kk < K; kk += 32) wk += Kc[i * ks + kk] * dWt[int64_t(i) * K + kk];
-    for (int cc = lane; cc < V; cc += 32) vu += Vc[i * vs + cc] * dUt[int64_t(i) * V + cc];
+    for (int kk = lane; kk < K; kk += 32) wk += Kc[i * ks + kk] * Xs[i * NX + kk];
+    for (int cc = lane; cc < V; cc += 32) vu += Vc[i * vs + cc] * Xs[i * NX + K + cc];
     wk = warp_sum(wk);
     vu = warp_sum(vu);
     if (lane == 0) {
@@ -343,15 +319,7 @@ __global__ void __launch_bounds__(kParThreads<float>)
     const int nk = (K + V) % kGradTile == 0 ? kGradTile : min(kGradTile, K + V - k0);
     const bool first = k0 == 0, last = k0 + kGradTile >= K + V;
     __syncthreads();  // X (Lm) and the previous tile's readers are done
-    if constexpr (S::fixed && S::K % kGradTile == 0) {  // each tile lies in dWt or in dUt
-      const auto row = [&](int i) { return k0 < K ? dWt + int64_t(i) * K + k0 : dUt + int64_t(i) * V + (k0 - K); };
-      stage_rows<S>(At, ldt, L, Cp, nk, row, Unscaled());
-    } else {
-      stage_bf16(At, ldt, L, Cp, nk, [&](int i, int c) {
-        const int col = k0 + c;
-        return col < K ? dWt[int64_t(i) * K + col] : dUt[int64_t(i) * V + (col - K)];
-      });
-    }
+    stage_bf16(At, ldt, L, Cp, nk, [&](int i, int c) { return Xs[i * NX + k0 + c]; });
     stage_bf16(Bt, ldt, L, Cp, nk, [&](int i, int c) {
       const int col = k0 + c;
       return col < K ? __bfloat162float(W[int64_t(i) * K + col]) : U[int64_t(i) * V + (col - K)];
@@ -369,19 +337,23 @@ __global__ void __launch_bounds__(kParThreads<float>)
         });
   }
   __syncthreads();
-  // With m_ij = dl_ij Lm_ij: dgam_j += sum_{j'<j} m_jj' then -= m_ij for i > j (the CPU's order);
-  // dbeta_j += (dl_jj' Gam_jj') KK_jj'.
-  for (int j = threadIdx.x; j < L; j += blockDim.x) {
-    float dgi = 0, dbj = db[j];
-    for (int jj = 0; jj < j; ++jj) {
+  // With m_ij = dl_ij Lm_ij: dgam_j += sum_{j'<j} m_jj' - sum_{i>j} m_ij; dbeta_j += sum_{j'<j} (dl_jj' Gam_jj') KK_jj'
+  // (a warp per row j, each sum over the lanes then warp_sum).
+  for (int j = warp; j < L; j += nwarps) {
+    float dgi = 0, dbj = 0, dgc = 0;
+    for (int jj = lane; jj < j; jj += 32) {
       const float dl = X[j * ldc + jj];
       dgi += dl * (bt[j] * KK[j * ldc + jj] * Gam[j * ldc + jj]);
       dbj += dl * Gam[j * ldc + jj] * KK[j * ldc + jj];
     }
-    float dgj = dgam[j] + dgi;
-    for (int i = j + 1; i < L; ++i) dgj -= X[i * ldc + j] * (bt[i] * KK[i * ldc + j] * Gam[i * ldc + j]);
-    dgam[j] = dgj;
-    db[j] = dbj;
+    for (int i = j + 1 + lane; i < L; i += 32) dgc += X[i * ldc + j] * (bt[i] * KK[i * ldc + j] * Gam[i * ldc + j]);
+    dgi = warp_sum(dgi);
+    dbj = warp_sum(dbj);
+    dgc = warp_sum(dgc);
+    if (lane == 0) {
+      dgam[j] = dgam[j] + dgi - dgc;
+      db[j] = db[j] + dbj;
+    }
   }
   __syncthreads();
   // Z = diag(beta) Pm + (diag(beta) Pm)^T, Pm = dL ⊙ Gam (strictly lower), into Xb; then dK += Z K.
@@ -397,13 +369,24 @@ __global__ void __launch_bounds__(kParThreads<float>)
     Xb[i * ldx + j] = __float2bfloat16(z);
   }
   __syncthreads();
+  // dK += (beta eg) ⊙ dWt + Z K
   mma_tiles(
       L, K, stage, [&](int tm, int tn, Acc& acc) { mma_acc<RowMajor, RowMajor>(acc, tm, tn, 0, Cp, Xb, ldx, Kb, ldk); },
-      [&](int i, int kk, float s) { dK[i * qs + kk] += s; });
-  // dg = reverse cumsum of dgam (double), dbeta
-  if (threadIdx.x == 0) {
-    double acc = 0;
-    for (int i = L - 1; i >= 0; --i) {
+      [&](int i, int kk, float s) { dK[i * qs + kk] = (dK[i * qs + kk] + bt[i] * eg[i] * Xs[i * NX + kk]) + s; });
+  // dg = reverse cumsum of dgam (double; warp 0: lane l sums its segment of rows, counted from the last, then a scan
+  // over the lanes gives each segment the sum of the rows after it), dbeta
+  if (warp == 0) {
+    const int per = (L + 31) / 32, hi = L - lane * per, lo = max(0, hi - per);
+    double seg = 0;
+    for (int i = hi - 1; i >= lo; --i) seg += static_cast<double>(dgam[i]);
+    double incl = seg;
+    for (int o = 1; o < 32; o <<= 1) {
+      const double t = __shfl_up_sync(0xffffffffu, incl, o);
+      if (lane >= o) incl += t;
+    }
+    double acc = __shfl_up_sync(0xffffffffu, incl, 1);
+    if (lane == 0) acc = 0;
+    for (int i = hi - 1; i >= lo; --i) {
       acc += static_cast<double>(dgam[i]);
       dg[d.gate(b, t0 + i, hv)] = static_cast<float>(acc);
       dbeta[d.gate(b, t0 + i, hv)] = db[i];

@@ -199,17 +199,15 @@ inline void backward(const Dims& d, const Plan& p, const Tensor& dqr, const Tens
         ptr_or_null<float>(dfinal_state), bf16_ptr(s.Kb), bf16_ptr(s.Wb), s.EG.data<float>(), s.R.data<float>());
     CUDA_CHECK_LAST();
   });
-  const Tensor dWt = Tensor::empty({d.B, d.Hv, d.T, d.K}, kFloat32, dev);
-  const Tensor dUt = Tensor::empty({d.B, d.Hv, d.T, d.V}, kFloat32, dev);
   const dim3 grid(static_cast<unsigned>(d.NC), static_cast<unsigned>(d.Hv), static_cast<unsigned>(d.B));
   with_shape(d, p, {q.raw_data(), k.raw_data(), do_.raw_data()}, [&](auto shape) {
     using S = decltype(shape);
     allow_smem(chunk_grad_mma_kernel<S>, p.grad);
     chunk_grad_mma_kernel<S><<<grid, kParThreads<float>, p.grad, current_stream()>>>(
         d, dqr.data<float>(), dkr.data<float>(), key_stride, dv.data<float>(), dg.data<float>(), dbeta.data<float>(),
-        dWt.data<float>(), dUt.data<float>(), do_.data<float>(), q.data<float>(), k.data<float>(), v.data<float>(),
-        g.data<float>(), beta.data<float>(), chunk_states.data<float>(), dHend.data<float>(), Vn.data<float>(),
-        dVn.data<float>(), bf16_ptr(s.Wb), s.U.data<float>(), s.P.data<float>(), sc);
+        do_.data<float>(), q.data<float>(), k.data<float>(), v.data<float>(), g.data<float>(), beta.data<float>(),
+        chunk_states.data<float>(), dHend.data<float>(), Vn.data<float>(), dVn.data<float>(), bf16_ptr(s.Wb),
+        s.U.data<float>(), s.P.data<float>(), sc);
     CUDA_CHECK_LAST();
   });
 }
