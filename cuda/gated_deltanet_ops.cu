@@ -15,8 +15,10 @@
 // Parallel decomposition:
 //   * elementwise passes (gate forward, gate da / db): one thread per output element, grid-stride, the head index
 //     fastest so loads are coalesced.
-//   * row reductions (l2norm, gated RMSNorm): one warp per row of D, grid-stride over rows; the row sums are kept
-//     in double like the CPU (lane partials, then warp shuffles).
+//   * row reductions (l2norm, gated RMSNorm): G lanes per row of D (a warp for D > 64; 16 lanes for D <= 64 and 8
+//     for D <= 32, so that a warp works on 2 or 4 rows at once and keeps more loads in flight: the heads' rows are
+//     64 wide), grid-stride over rows; the row sums are kept in double like the CPU (lane partials, then shuffles
+//     within the group).
 //   * parameter-gradient sums over rows (RMSNorm dw, gate dA_log / ddt_bias): a two-pass column reduction. The sum
 //     runs over R rows of a virtual [R, M] matrix of double terms. Pass 1: a block of 32 x 8 threads owns 32 columns
 //     and one slice of rows; each thread sums every 8th row of the slice, the 8 partials are added in order of
@@ -32,6 +34,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <type_traits>
 
 #include "cuda/cuda_kernels.h"
 #include "cuda/gated_deltanet_common.cuh"
@@ -44,79 +47,111 @@ namespace {
 using namespace gdn_common;
 
 // ---------------------------------------------------------------------------------------------------------------
-// row-wise norms: one warp per row of D
+// row-wise norms: G lanes per row of D
 
-constexpr int kWarpsPerBlock = kThreads / 32;
+// Lanes per row for rows of D: 8, 16 or 32.
+inline int row_lanes(int64_t D) { return D <= 32 ? 8 : D <= 64 ? 16 : 32; }
 
-inline unsigned row_grid(int64_t N) { return grid_for(N, kWarpsPerBlock); }
+inline unsigned row_grid(int64_t N, int G) { return grid_for(N, kThreads / G); }
 
-// Loops `row` over this warp's rows (grid-stride); the loop condition is the same for the whole warp.
-#define GDN_FOR_EACH_WARP_ROW(row, N)                                                                              \
-  for (int64_t row = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) / 32; row < (N);                            \
-       row += int64_t(blockDim.x) * gridDim.x / 32)
-
-template <typename T>
-__global__ void l2norm_forward_kernel(T* y, T* rstd, const T* x, int64_t N, int64_t D, double eps) {
-  const int lane = threadIdx.x & 31;
-  GDN_FOR_EACH_WARP_ROW(i, N) {
-    const T* xr = x + i * D;
-    double ss = 0;
-    for (int64_t d = lane; d < D; d += 32) ss += static_cast<double>(xr[d]) * xr[d];
-    ss = warp_sum(ss);
-    const T r = static_cast<T>(1.0 / sqrt(ss + eps));
-    if (lane == 0) rstd[i] = r;
-    for (int64_t d = lane; d < D; d += 32) y[i * D + d] = xr[d] * r;
+// Calls f(std::integral_constant<int, G>()) with G = row_lanes(D).
+template <typename F>
+void with_row_lanes(int64_t D, F f) {
+  switch (row_lanes(D)) {
+    case 8: f(std::integral_constant<int, 8>()); break;
+    case 16: f(std::integral_constant<int, 16>()); break;
+    default: f(std::integral_constant<int, 32>());
   }
 }
 
-template <typename T>
+// Sum of v over the G lanes of a group (G divides 32; every lane of the warp calls it).
+template <int G, typename T>
+__device__ inline T group_sum(T v) {
+  for (int offset = G / 2; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  return v;
+}
+
+// Loops `row` over the rows of this thread's group of G lanes (grid-stride). The loop runs while the warp's first row
+// of the step is below N, the same condition for the whole warp (the shuffles need every lane); `row < N` tells a
+// group whether its own row exists.
+#define GDN_FOR_EACH_GROUP_ROW(G, row, N)                                                                           \
+  for (int64_t row = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) / (G), first_ = row - (threadIdx.x & 31) / (G); \
+       first_ < (N); row += int64_t(blockDim.x) * gridDim.x / (G), first_ += int64_t(blockDim.x) * gridDim.x / (G))
+
+template <int G, typename T>
+__global__ void l2norm_forward_kernel(T* y, T* rstd, const T* x, int64_t N, int64_t D, double eps) {
+  const int lane = threadIdx.x % G;
+  GDN_FOR_EACH_GROUP_ROW(G, i, N) {
+    const bool on = i < N;
+    const T* xr = x + i * D;
+    double ss = 0;
+    if (on)
+      for (int64_t d = lane; d < D; d += G) ss += static_cast<double>(xr[d]) * xr[d];
+    ss = group_sum<G>(ss);
+    if (!on) continue;
+    const T r = static_cast<T>(1.0 / sqrt(ss + eps));
+    if (lane == 0) rstd[i] = r;
+    for (int64_t d = lane; d < D; d += G) y[i * D + d] = xr[d] * r;
+  }
+}
+
+template <int G, typename T>
 __global__ void l2norm_backward_kernel(T* dx, const T* dy, const T* y, const T* rstd, int64_t N, int64_t D) {
-  const int lane = threadIdx.x & 31;
-  GDN_FOR_EACH_WARP_ROW(i, N) {
+  const int lane = threadIdx.x % G;
+  GDN_FOR_EACH_GROUP_ROW(G, i, N) {
+    const bool on = i < N;
     const T* gr = dy + i * D;
     const T* yr = y + i * D;
     double dot = 0;
-    for (int64_t d = lane; d < D; d += 32) dot += static_cast<double>(gr[d]) * yr[d];
-    const T dt = static_cast<T>(warp_sum(dot));
+    if (on)
+      for (int64_t d = lane; d < D; d += G) dot += static_cast<double>(gr[d]) * yr[d];
+    const T dt = static_cast<T>(group_sum<G>(dot));
+    if (!on) continue;
     const T r = rstd[i];
-    for (int64_t d = lane; d < D; d += 32) dx[i * D + d] = r * (gr[d] - dt * yr[d]);
+    for (int64_t d = lane; d < D; d += G) dx[i * D + d] = r * (gr[d] - dt * yr[d]);
   }
 }
 
-template <typename T, typename Y>
+template <int G, typename T, typename Y>
 __global__ void rms_norm_gated_forward_kernel(Y* y, T* rstd, const T* x, const T* z, const T* w, int64_t N, int64_t D,
                                               double eps) {
-  const int lane = threadIdx.x & 31;
-  GDN_FOR_EACH_WARP_ROW(i, N) {
+  const int lane = threadIdx.x % G;
+  GDN_FOR_EACH_GROUP_ROW(G, i, N) {
+    const bool on = i < N;
     const T* xr = x + i * D;
     double ss = 0;
-    for (int64_t d = lane; d < D; d += 32) ss += static_cast<double>(xr[d]) * xr[d];
-    ss = warp_sum(ss);
+    if (on)
+      for (int64_t d = lane; d < D; d += G) ss += static_cast<double>(xr[d]) * xr[d];
+    ss = group_sum<G>(ss);
+    if (!on) continue;
     const T r = static_cast<T>(1.0 / sqrt(ss / D + eps));
     if (lane == 0) rstd[i] = r;
-    for (int64_t d = lane; d < D; d += 32) {
+    for (int64_t d = lane; d < D; d += G) {
       const T zv = z[i * D + d];
       y[i * D + d] = out_value<Y>(xr[d] * r * w[d] * zv * sigmoid_of(zv));
     }
   }
 }
 
-template <typename T>
+template <int G, typename T>
 __global__ void rms_norm_gated_backward_kernel(T* dx, T* dz, const T* dy, const T* x, const T* z, const T* w,
                                                const T* rstd, int64_t N, int64_t D) {
-  const int lane = threadIdx.x & 31;
-  GDN_FOR_EACH_WARP_ROW(i, N) {
-    const T r = rstd[i];
+  const int lane = threadIdx.x % G;
+  GDN_FOR_EACH_GROUP_ROW(G, i, N) {
+    const bool on = i < N;
+    const T r = on ? rstd[i] : T(0);
     double dot = 0;  // sum dn * n
-    for (int64_t d = lane; d < D; d += 32) {
-      const int64_t k = i * D + d;
-      const T zv = z[k], s = sigmoid_of(zv), n = x[k] * r;
-      const T gy = dy[k];
-      dot += static_cast<double>(gy * w[d] * zv * s) * n;
-      dz[k] = gy * n * w[d] * s * (T(1) + zv * (T(1) - s));
-    }
-    const T mean_dot = static_cast<T>(warp_sum(dot) / D);
-    for (int64_t d = lane; d < D; d += 32) {
+    if (on)
+      for (int64_t d = lane; d < D; d += G) {
+        const int64_t k = i * D + d;
+        const T zv = z[k], s = sigmoid_of(zv), n = x[k] * r;
+        const T gy = dy[k];
+        dot += static_cast<double>(gy * w[d] * zv * s) * n;
+        dz[k] = gy * n * w[d] * s * (T(1) + zv * (T(1) - s));
+      }
+    const T mean_dot = static_cast<T>(group_sum<G>(dot) / D);
+    if (!on) continue;
+    for (int64_t d = lane; d < D; d += G) {
       const int64_t k = i * D + d;
       const T zv = z[k], n = x[k] * r;
       const T dn = dy[k] * w[d] * zv * sigmoid_of(zv);
@@ -125,7 +160,7 @@ __global__ void rms_norm_gated_backward_kernel(T* dx, T* dz, const T* dy, const 
   }
 }
 
-#undef GDN_FOR_EACH_WARP_ROW
+#undef GDN_FOR_EACH_GROUP_ROW
 
 // dw[d] terms: dy n silu(z) for row r, column d.
 template <typename T> struct RmsGatedWeightTerm {
@@ -149,8 +184,11 @@ void l2norm_forward(const Tensor& y, const Tensor& rstd, const Tensor& x, double
   if (N == 0) return;
   dispatch_float(x.dtype(), "cuda l2norm_forward", [&](auto tag_) {
     using T = decltype(tag_);
-    l2norm_forward_kernel<T><<<row_grid(N), kThreads, 0, current_stream()>>>(y.data<T>(), rstd.data<T>(),
-                                                                              x.data<T>(), N, D, eps);
+    with_row_lanes(D, [&](auto g) {
+      constexpr int G = decltype(g)::value;
+      l2norm_forward_kernel<G><<<row_grid(N, G), kThreads, 0, current_stream()>>>(y.data<T>(), rstd.data<T>(),
+                                                                                 x.data<T>(), N, D, eps);
+    });
     CUDA_CHECK_LAST();
   });
 }
@@ -161,8 +199,11 @@ void l2norm_backward(const Tensor& dx, const Tensor& dy, const Tensor& y, const 
   if (N == 0) return;
   dispatch_float(y.dtype(), "cuda l2norm_backward", [&](auto tag_) {
     using T = decltype(tag_);
-    l2norm_backward_kernel<T><<<row_grid(N), kThreads, 0, current_stream()>>>(dx.data<T>(), dy.data<T>(),
-                                                                               y.data<T>(), rstd.data<T>(), N, D);
+    with_row_lanes(D, [&](auto g) {
+      constexpr int G = decltype(g)::value;
+      l2norm_backward_kernel<G><<<row_grid(N, G), kThreads, 0, current_stream()>>>(dx.data<T>(), dy.data<T>(),
+                                                                                  y.data<T>(), rstd.data<T>(), N, D);
+    });
     CUDA_CHECK_LAST();
   });
 }
@@ -178,8 +219,12 @@ void rms_norm_gated_forward(const Tensor& y, const Tensor& rstd, const Tensor& x
   dispatch_float(x.dtype(), "cuda rms_norm_gated_forward", [&](auto tag_) {
     using T = decltype(tag_);
     with_storage<T>(y, [&](auto* yp) {
-      rms_norm_gated_forward_kernel<T><<<row_grid(N), kThreads, 0, current_stream()>>>(
-          yp, rstd.data<T>(), x.data<T>(), z.data<T>(), w.data<T>(), N, D, eps);
+      using Y = std::remove_pointer_t<decltype(yp)>;
+      with_row_lanes(D, [&](auto g) {
+        constexpr int G = decltype(g)::value;
+        rms_norm_gated_forward_kernel<G, T, Y><<<row_grid(N, G), kThreads, 0, current_stream()>>>(
+            yp, rstd.data<T>(), x.data<T>(), z.data<T>(), w.data<T>(), N, D, eps);
+      });
     });
     CUDA_CHECK_LAST();
   });
@@ -194,8 +239,11 @@ void rms_norm_gated_backward(const Tensor& dx, const Tensor& dz, const Tensor& d
   dispatch_float(x.dtype(), "cuda rms_norm_gated_backward", [&](auto tag_) {
     using T = decltype(tag_);
     if (N > 0) {
-      rms_norm_gated_backward_kernel<T><<<row_grid(N), kThreads, 0, current_stream()>>>(
-          dx.data<T>(), dz.data<T>(), dy.data<T>(), x.data<T>(), z.data<T>(), w.data<T>(), rstd.data<T>(), N, D);
+      with_row_lanes(D, [&](auto g) {
+        constexpr int G = decltype(g)::value;
+        rms_norm_gated_backward_kernel<G, T><<<row_grid(N, G), kThreads, 0, current_stream()>>>(
+            dx.data<T>(), dz.data<T>(), dy.data<T>(), x.data<T>(), z.data<T>(), w.data<T>(), rstd.data<T>(), N, D);
+      });
       CUDA_CHECK_LAST();
     }
     // dw [D]: sums over the N rows, in double.
