@@ -270,7 +270,8 @@ __global__ void __launch_bounds__(kParThreads<float>)
     const int r0 = max(0, r1 - kSolveBlock), rb = r1 - r0;
     tile_mm<4, 2, float>(
         rb, NX, L - r1, [&](int i, int j) { return X[(r1 + j) * ldc + r0 + i]; },
-        [&](int j, int c) { return Xs[(r1 + j) * NX + c]; }, [&](int i, int c, float s) { Xs[(r0 + i) * NX + c] -= s; });
+        [&](int j, int c) { return Xs[(r1 + j) * NX + c]; },
+        [&](int i, int c, float s) { Xs[(r0 + i) * NX + c] -= s; });
     __syncthreads();
     for (int c = threadIdx.x; c < NX; c += blockDim.x) {
       float x[kSolveBlock];

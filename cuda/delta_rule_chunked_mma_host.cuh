@@ -7,8 +7,9 @@
 // memory (prepare_mma, the recurrence with vt in {32, 16} and one or two buffers, the chunk-parallel kernel with
 // vp in {64, 32, 16}, chunk_grad_mma). When any check fails the caller runs the float32 kernels instead, unchanged.
 // The recurrence's (vt, nbuf) come from choose_recur (cuda/delta_rule_chunked_launch.cuh), as the float32 split
-// path's do: fewest waves of resident blocks, then two buffers, then the narrowest tile. Nothing here reads device memory; the scratch tensors come from the
-// caching allocator on the current stream (a captured CUDA graph replays the same launches).
+// path's do: fewest waves of resident blocks, then two buffers, then the narrowest tile. Nothing here reads device
+// memory; the scratch tensors come from the caching allocator on the current stream (a captured CUDA graph replays
+// the same launches).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -116,7 +117,8 @@ inline Prepared prepare(const Dims& d, const Plan& p, const Tensor& q, const Ten
                         const Tensor& g, const Tensor& beta) {
   const Device dev = q.device();
   Prepared s{Tensor::empty({d.B, d.Hv, d.T, d.K}, kBFloat16, dev), Tensor::empty({d.B, d.Hv, d.T, d.K}, kBFloat16, dev),
-             Tensor::empty({d.B, d.Hv, d.T, d.V}, kFloat32, dev), Tensor::empty({d.B, d.Hv, d.NC, d.C, d.C}, kFloat32, dev),
+             Tensor::empty({d.B, d.Hv, d.T, d.V}, kFloat32, dev),
+             Tensor::empty({d.B, d.Hv, d.NC, d.C, d.C}, kFloat32, dev),
              Tensor::empty({d.B, d.Hv, d.T}, kFloat32, dev), Tensor::empty({d.B, d.Hv, d.T}, kFloat32, dev)};
   const dim3 grid(static_cast<unsigned>(d.NC), static_cast<unsigned>(d.Hv), static_cast<unsigned>(d.B));
   with_shape(d, p, {q.raw_data(), k.raw_data()}, [&](auto shape) {
