@@ -91,8 +91,8 @@ __device__ RowMaxSum<T> row_max_sum(const L* __restrict__ xr, int64_t V, bool ve
         const float4 q = load4(reinterpret_cast<const L*>(&raw), 0);
         x[0] = q.x, x[1] = q.y, x[2] = q.z, x[3] = q.w;
       };
-      // kLoadBatch loads in flight per thread before any is used (a row is a few dozen loads per thread: one at a
-      // time, each waits out the memory latency), their 4 kLoadBatch values added as one group.
+      // kLoadBatch loads in flight per thread before any is used, their 4 kLoadBatch values added as one group (one
+      // update of the max, one double add: the per-value conversion and double add had bounded the kernel).
       const int64_t n4 = V / 4, step = blockDim.x;
       int64_t j = threadIdx.x;
       for (; j + (kLoadBatch - 1) * step < n4; j += kLoadBatch * step) {
