@@ -18,7 +18,7 @@
 //   * row reductions (l2norm, gated RMSNorm): G lanes per row of D (a warp for D > 64; 16 lanes for D <= 64 and 8
 //     for D <= 32, so that a warp works on 2 or 4 rows at once and keeps more loads in flight: the heads' rows are
 //     64 wide), grid-stride over rows; the row sums are kept in double like the CPU (lane partials, then shuffles
-//     within the group).
+//     within the group: warp_sum<G>).
 //   * parameter-gradient sums over rows (RMSNorm dw, gate dA_log / ddt_bias): a two-pass column reduction. The sum
 //     runs over R rows of a virtual [R, M] matrix of double terms. Pass 1: a block of 32 x 8 threads owns 32 columns
 //     and one slice of rows; each thread sums every 8th row of the slice, the 8 partials are added in order of
@@ -64,13 +64,6 @@ void with_row_lanes(int64_t D, F f) {
   }
 }
 
-// Sum of v over the G lanes of a group (G divides 32; every lane of the warp calls it).
-template <int G, typename T>
-__device__ inline T group_sum(T v) {
-  for (int offset = G / 2; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
-  return v;
-}
-
 // Loops `row` over the rows of this thread's group of G lanes (grid-stride). The loop runs while the warp's first row
 // of the step is below N, the same condition for the whole warp (the shuffles need every lane); `row < N` tells a
 // group whether its own row exists.
@@ -87,7 +80,7 @@ __global__ void l2norm_forward_kernel(T* y, T* rstd, const T* x, int64_t N, int6
     double ss = 0;
     if (on)
       for (int64_t d = lane; d < D; d += G) ss += static_cast<double>(xr[d]) * xr[d];
-    ss = group_sum<G>(ss);
+    ss = warp_sum<G>(ss);
     if (!on) continue;
     const T r = static_cast<T>(1.0 / sqrt(ss + eps));
     if (lane == 0) rstd[i] = r;
@@ -105,7 +98,7 @@ __global__ void l2norm_backward_kernel(T* dx, const T* dy, const T* y, const T* 
     double dot = 0;
     if (on)
       for (int64_t d = lane; d < D; d += G) dot += static_cast<double>(gr[d]) * yr[d];
-    const T dt = static_cast<T>(group_sum<G>(dot));
+    const T dt = static_cast<T>(warp_sum<G>(dot));
     if (!on) continue;
     const T r = rstd[i];
     for (int64_t d = lane; d < D; d += G) dx[i * D + d] = r * (gr[d] - dt * yr[d]);
@@ -122,7 +115,7 @@ __global__ void rms_norm_gated_forward_kernel(Y* y, T* rstd, const T* x, const T
     double ss = 0;
     if (on)
       for (int64_t d = lane; d < D; d += G) ss += static_cast<double>(xr[d]) * xr[d];
-    ss = group_sum<G>(ss);
+    ss = warp_sum<G>(ss);
     if (!on) continue;
     const T r = static_cast<T>(1.0 / sqrt(ss / D + eps));
     if (lane == 0) rstd[i] = r;
@@ -149,7 +142,7 @@ __global__ void rms_norm_gated_backward_kernel(T* dx, T* dz, const T* dy, const 
         dot += static_cast<double>(gy * w[d] * zv * s) * n;
         dz[k] = gy * n * w[d] * s * (T(1) + zv * (T(1) - s));
       }
-    const T mean_dot = static_cast<T>(group_sum<G>(dot) / D);
+    const T mean_dot = static_cast<T>(warp_sum<G>(dot) / D);
     if (!on) continue;
     for (int64_t d = lane; d < D; d += G) {
       const int64_t k = i * D + d;

@@ -47,8 +47,10 @@ template <typename Row> __device__ inline int find_row(const Row* rows, int n, i
   return lo;
 }
 
-template <typename T> __device__ inline T warp_sum(T v) {
-  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+// Sum of v over each aligned group of W lanes (W a power of two up to 32; the whole warp by default), returned to
+// every lane of the group; every lane of the warp calls it.
+template <int W = 32, typename T> __device__ inline T warp_sum(T v) {
+  for (int offset = W / 2; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
   return v;
 }
 
