@@ -157,6 +157,10 @@ int64_t loss_chunk_bytes() {
   return bytes;
 }
 
+// Bytes of one group's dlogits in linear_cross_entropy when group_rows is 0: their GEMMs (dx, dw += ...) run once
+// per group, so that dw, float32 [V, D], is read and written once per group rather than once per chunk.
+constexpr int64_t kLossGroupBytes = int64_t{1} << 30;
+
 // Rows [r0, r0 + n) of a contiguous [N, C] matrix, as a contiguous [n, C] view.
 Tensor rows(const Tensor& m, int64_t r0, int64_t n) {
   return m.as_strided({n, m.size(1)}, {m.size(1), 1}, m.offset() + r0 * m.size(1));
@@ -164,7 +168,8 @@ Tensor rows(const Tensor& m, int64_t r0, int64_t n) {
 
 }  // namespace
 
-Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor& targets, int64_t chunk_rows) {
+Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor& targets, int64_t chunk_rows,
+                            int64_t group_rows) {
   const int64_t D = x.size(-1), V = weight.size(0);
   GDN_CHECK(weight.dim() == 2 && weight.size(1) == D, "linear_cross_entropy: input {} with weight {}",
             shape_str(x.shape()), shape_str(weight.shape()));
@@ -172,50 +177,57 @@ Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor&
   check_input("linear_cross_entropy", x, weight);
   const int64_t rows_in = x.numel() / std::max<int64_t>(D, 1);
   if (bf16_input_for_float32(x, weight) && !linear_takes_bf16(x, rows_in, D, V))
-    return linear_cross_entropy(to_dtype(x, kFloat32), weight, targets, chunk_rows);
+    return linear_cross_entropy(to_dtype(x, kFloat32), weight, targets, chunk_rows, group_rows);
   Tensor xr = contiguous(reshape(x, {-1, D})), w = contiguous(weight), t = contiguous(reshape(targets, {-1}));
   const int64_t N = xr.size(0);
   GDN_CHECK(t.numel() == N && N > 0, "linear_cross_entropy: {} rows vs targets {}", N, shape_str(targets.shape()));
-  if (chunk_rows <= 0)
-    chunk_rows = std::max<int64_t>(1, loss_chunk_bytes() / (V * static_cast<int64_t>(element_size(weight.dtype()))));
-  chunk_rows = std::min(chunk_rows, N);
   const Device dev = x.device();
   const DType dt = weight.dtype();
-  const bool need_x = needs_grad({x}), need_w = needs_grad({weight});
+  const bool need_x = needs_grad({x}), need_w = needs_grad({weight}), grads = need_x || need_w;
+  // The GEMM operands: x and w, or their bf16 copies; then the logits and the dlogits are bf16 too (ldt).
+  const bool bf16 = linear_takes_bf16(x, N, D, V);
+  const DType ldt = bf16 ? kBFloat16 : dt;
+  const int64_t row_bytes = V * static_cast<int64_t>(element_size(ldt));
+  if (chunk_rows <= 0) chunk_rows = std::max<int64_t>(1, loss_chunk_bytes() / row_bytes);
+  chunk_rows = std::min(chunk_rows, N);
+  if (group_rows <= 0) group_rows = std::max<int64_t>(1, kLossGroupBytes / row_bytes);
+  group_rows = std::min(std::max(group_rows / chunk_rows, int64_t{1}) * chunk_rows, N);  // whole chunks
   // With gradients wanted, each chunk's dlogits are made at once (the mean is over all N rows, so dloss / N is known
-  // now) and taken through both GEMMs: dx [N, D] and dw [V, D] for dloss = 1, scaled by the actual dloss later.
+  // now) into the group's dlogits, which go through both GEMMs when the group is complete: dx [N, D] and dw [V, D]
+  // for dloss = 1, scaled by the actual dloss later.
   Tensor dx = need_x ? Tensor::empty({1, N, D}, dt, dev) : Tensor();
   Tensor dw = need_w ? Tensor::empty({1, V, D}, dt, dev) : Tensor();
-  // The GEMM operands: x and w, or their bf16 copies with the dlogits made in bf16 by the cross-entropy backward.
-  const bool bf16 = linear_takes_bf16(x, N, D, V);
   const Tensor xs = bf16 ? bf16_copy(xr) : xr, ws = bf16 ? bf16_weight(w) : w;
   Tensor wt = transpose(ws, 0, 1);  // [D, V] view
   Tensor loss = zeros({}, dt, dev), lse = Tensor::empty({N}, dt, dev);
   {
     Tensor loss_c = Tensor::empty({}, dt, dev), count_c = Tensor::empty({1}, dt, dev);
-    Tensor logits = Tensor::empty({1, chunk_rows, V}, dt, dev), dlogits, dscale;
-    if (need_x || need_w) {
-      dlogits = Tensor::empty({chunk_rows, V}, bf16 ? kBFloat16 : dt, dev);
+    Tensor logits = Tensor::empty({1, chunk_rows, V}, ldt, dev), dlogits, dscale;
+    if (grads) {
+      dlogits = Tensor::empty({group_rows, V}, ldt, dev);
       dscale = full({1}, 1.0 / static_cast<double>(N), dt, dev);  // dloss / count for dloss = 1
     }
-    for (int64_t r0 = 0; r0 < N; r0 += chunk_rows) {
-      const int64_t n = std::min(chunk_rows, N - r0);
-      Tensor lc = logits.as_strided({1, n, V}, {n * V, V, 1}, 0), xc = rows(xs, r0, n);
-      Tensor lse_c = lse.as_strided({n}, {1}, r0), t_c = t.as_strided({n}, {1}, t.offset() + r0);
-      const Tensor l2 = lc.as_strided({n, V}, {V, 1}, 0);
-      gemm2(lc, xc, wt, 0.0);
-      Tensor dl;
-      if (need_x || need_w) {  // the chunk's loss and dlogits in one pass over its logits
-        dl = dlogits.as_strided({n, V}, {V, 1}, 0);
-        kernels::cross_entropy_fused(dev, loss_c, lse_c, count_c, dl, dscale, l2, t_c, kNoIgnore);
-      } else {
-        kernels::cross_entropy_forward(dev, loss_c, lse_c, count_c, l2, t_c, kNoIgnore);
+    for (int64_t g0 = 0; g0 < N; g0 += group_rows) {
+      const int64_t gn = std::min(group_rows, N - g0);
+      for (int64_t r0 = g0; r0 < g0 + gn; r0 += chunk_rows) {
+        const int64_t n = std::min(chunk_rows, g0 + gn - r0);
+        Tensor lc = logits.as_strided({1, n, V}, {n * V, V, 1}, 0);
+        Tensor lse_c = lse.as_strided({n}, {1}, r0), t_c = t.as_strided({n}, {1}, t.offset() + r0);
+        const Tensor l2 = lc.as_strided({n, V}, {V, 1}, 0);
+        gemm2(lc, rows(xs, r0, n), wt, 0.0);
+        if (grads) {  // the chunk's loss and dlogits in one pass over its logits
+          kernels::cross_entropy_fused(dev, loss_c, lse_c, count_c, rows(dlogits, r0 - g0, n), dscale, l2, t_c,
+                                       kNoIgnore);
+        } else {
+          kernels::cross_entropy_forward(dev, loss_c, lse_c, count_c, l2, t_c, kNoIgnore);
+        }
+        kernels::scalar(dev, ScalarOp::Mul, loss_c, loss_c, static_cast<double>(n) / static_cast<double>(N));
+        kernels::binary(dev, BinaryOp::Add, loss, loss, loss_c);
       }
-      kernels::scalar(dev, ScalarOp::Mul, loss_c, loss_c, static_cast<double>(n) / static_cast<double>(N));
-      kernels::binary(dev, BinaryOp::Add, loss, loss, loss_c);
-      if (!dl.defined()) continue;
-      if (need_x) gemm2(dx.as_strided({1, n, D}, {n * D, D, 1}, r0 * D), dl, ws, 0.0);
-      if (need_w) gemm2(dw, transpose(dl, 0, 1), xc, r0 == 0 ? 0.0 : 1.0);
+      if (!grads) continue;
+      const Tensor dl = rows(dlogits, 0, gn);
+      if (need_x) gemm2(dx.as_strided({1, gn, D}, {gn * D, D, 1}, g0 * D), dl, ws, 0.0);
+      if (need_w) gemm2(dw, transpose(dl, 0, 1), rows(xs, g0, gn), g0 == 0 ? 0.0 : 1.0);
     }
   }
   if (!need_x && !need_w) return loss;

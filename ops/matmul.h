@@ -35,19 +35,23 @@ std::vector<Tensor> linear_multi(const Tensor& x, const std::vector<Tensor>& wei
 
 // linear_cross_entropy(x, w, targets) = cross_entropy(linear(x, w), targets) (the mean over all N rows; every target
 // in [0, V)) without the [N, V] logits: the rows go through in chunks of `chunk_rows` (0 = as many as keep one
-// chunk's logits near 128 MiB; the environment variable GDN_LOSS_CHUNK_MIB sets another size, for A/B runs). Per
-// chunk: logits = x_c w^T (GEMM), the cross-entropy kernel, loss += loss_c n_c / N; and when gradients are wanted, at
-// once (liger-kernel's idea: the mean's 1/N is known in the forward), dlogits = (softmax - onehot) / N, made by the
-// same kernel in the same pass over the chunk's logits (cross_entropy_fused), dx_c = dlogits w and dw += dlogits^T x_c
-// (GEMMs, the second accumulating with beta = 1). The backward only multiplies dx and dw by the incoming dloss.
-// Memory: one chunk of logits and one of dlogits instead of two [N, V] tensors, plus dx and dw held from forward to
-// backward.
+// chunk's logits near 128 MiB; the environment variable GDN_LOSS_CHUNK_MIB sets another size, for A/B runs, e.g.
+// chunks whose logits stay in the GPU's L2 cache). Per chunk: logits = x_c w^T (GEMM), the cross-entropy kernel,
+// loss += loss_c n_c / N; and when gradients are wanted, at once (liger-kernel's idea: the mean's 1/N is known in the
+// forward), dlogits = (softmax - onehot) / N, made by the same kernel in the same pass over the chunk's logits
+// (cross_entropy_fused) into the dlogits of the chunk's group: `group_rows` rows, whole chunks (0 = as many as keep
+// a group's dlogits near 1 GiB). Per group: dx_g = dlogits w and dw += dlogits^T x_g (GEMMs, the second with beta =
+// 1 after the first group). The backward only multiplies dx and dw by the incoming dloss.
+// Memory: one chunk of logits and one group of dlogits (all N rows where they fit 1 GiB) instead of two [N, V]
+// tensors, plus dx and dw held from forward to backward.
 // x [..., D], w [V, D], targets [...] int64 with as many elements as x has rows.
 // bf16 products (core/precision.h): on a CUDA device, linear and linear_cross_entropy with at least
-// bf16_gemm_min_flops() multiply bfloat16 copies of x, w and the incoming gradient, each made once per call (the
-// fused cross-entropy kernel writes linear_cross_entropy's dlogits in bfloat16 directly), with float32 results; an x
+// bf16_gemm_min_flops() multiply bfloat16 copies of x, w and the incoming gradient, each made once per call, with
+// float32 results (linear_cross_entropy's logits and dlogits are then bfloat16: the GEMM writes its logits rounded
+// once, the fused cross-entropy kernel reads them with float32 arithmetic and writes the dlogits in bfloat16); an x
 // or a gradient that is already bfloat16 (linear_input_dtype below, linear_multi's out) is used as it is.
-Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor& targets, int64_t chunk_rows = 0);
+Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor& targets, int64_t chunk_rows = 0,
+                            int64_t group_rows = 0);
 
 // linear_input_dtype(x, out): the dtype in which linear, linear_multi and linear_cross_entropy want x [..., in] for
 // `out` output features in all: bfloat16 where they multiply bf16 copies (float32 or bfloat16 x, bf16 products, a

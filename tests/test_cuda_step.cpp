@@ -253,13 +253,14 @@ TEST_CASE("cuda step: the fused lm_head + cross-entropy on the GPU matches the C
     INFO("parameter ", pc[i].name);
     CHECK(normwise(pg[i].value.grad(), pc[i].value.grad()) <= 1e-9);
   }
-  // The op alone in several row chunks (7 + 7 + ... + 3 of 80 rows), against the CPU's unfused loss.
+  // The op alone in several row chunks (7 + 7 + ... + 3 of 80 rows) and groups of three chunks (dw accumulated over
+  // four groups), against the CPU's unfused loss.
   Generator gen(5);
   Tensor x = randn({80, 24}, gen, kFloat64), w = randn({333, 24}, gen, kFloat64);
   Tensor t = Tensor::from_int64(random_ids(80, 333, 6), {80});
   Tensor xc = x.detach().set_requires_grad(true), wc = w.detach().set_requires_grad(true);
   Tensor xg = to_device(x, *dev).set_requires_grad(true), wg = to_device(w, *dev).set_requires_grad(true);
-  Tensor plain = cross_entropy(linear(xc, wc), t), fused = linear_cross_entropy(xg, wg, to_device(t, *dev), 7);
+  Tensor plain = cross_entropy(linear(xc, wc), t), fused = linear_cross_entropy(xg, wg, to_device(t, *dev), 7, 21);
   CHECK(std::fabs(fused.item() - plain.item()) <= 1e-12 * std::fabs(plain.item()));
   backward(plain);
   backward(fused);

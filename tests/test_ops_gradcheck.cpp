@@ -281,15 +281,20 @@ TEST_CASE("gradcheck: linear_cross_entropy (chunked lm_head + cross-entropy)") {
   Generator gen(21);
   Tensor x = rand_leaf({2, 4, 5}, gen), w = rand_leaf({9, 5}, gen, 2.0);  // N = 8 rows, V = 9, D = 5
   Tensor targets = Tensor::from_int64({3, 0, 8, 1, 1, 7, 2, 5}, {2, 4});
-  for (int64_t chunk : {int64_t{3}, int64_t{8}, int64_t{0}}) {  // chunks of 3 (3 + 3 + 2), one chunk, automatic
+  // (chunk rows, group rows): chunks of 3 (3 + 3 + 2) in one group, in groups of 6 (3 + 3 | 2: dw accumulated over
+  // two groups), a group per chunk; groups of 5 rounded down to whole chunks of 2 (4 + 4); one chunk; automatic.
+  const std::vector<std::pair<int64_t, int64_t>> sizes{{3, 0}, {3, 6}, {3, 3}, {2, 5}, {8, 0}, {0, 0}};
+  for (const auto& [chunk, group] : sizes) {
     CAPTURE(chunk);
-    CHECK_GRADCHECK([targets, chunk](const TensorList& in) -> TensorList {
-      return {linear_cross_entropy(in[0], in[1], targets, chunk)};
+    CAPTURE(group);
+    CHECK_GRADCHECK([targets, chunk, group](const TensorList& in) -> TensorList {
+      return {linear_cross_entropy(in[0], in[1], targets, chunk, group)};
     }, {x, w});
     // The same value and gradients as the unfused cross_entropy(linear(x, w)).
     Tensor xa = x.detach().set_requires_grad(true), wa = w.detach().set_requires_grad(true);
     Tensor xb = x.detach().set_requires_grad(true), wb = w.detach().set_requires_grad(true);
-    Tensor fused = linear_cross_entropy(xa, wa, targets, chunk), plain = cross_entropy(linear(xb, wb), targets);
+    Tensor fused = linear_cross_entropy(xa, wa, targets, chunk, group);
+    Tensor plain = cross_entropy(linear(xb, wb), targets);
     CHECK(fused.item() == doctest::Approx(plain.item()).epsilon(1e-13));
     backward(fused);
     backward(plain);
