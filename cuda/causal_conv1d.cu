@@ -7,13 +7,17 @@
 // dx[t] = sum_w weight[c,w] dp[t+W-1-w], dinitial_state[j] = sum_w weight[c,w] dp[j-w],
 // dweight[c,w] = sum_{b,t} dp[t] x[t-W+1+w], dbias[c] = sum_{b,t} dp[t].
 //
-// Parallel decomposition: the forward is a thread per channel and a run of kConvRows = 8 time steps (grid (channel
+// Parallel decomposition: the forward is a thread per V channels and a run of kConvRows = 8 time steps (grid (channel
 // blocks, time blocks, B): no index division; the channel fastest, so loads are coalesced), its inputs loaded into
-// registers before any store; final_state one thread per output element. The backward (W <= kConvMaxW = 8) is one
-// pass, conv_backward_fused_kernel: a block of 32 channels x 8 lanes owns 64 time steps of one sequence, each lane 8
-// of them, recomputes p and dp in registers, writes dx (and dinitial_state), and adds its dweight / dbias terms in
-// double; lanes are added in lane order, then the blocks of a channel by a warp per column in a fixed order
-// (conv_weight_finalize_kernel; the block count depends only on the shapes: the same bits every run, no atomics).
+// registers before any store, its part of the output looked up once; final_state one thread per output element. The
+// backward (W <= kConvMaxW = 8) is one pass, conv_backward_fused_kernel: a block of 32 threads of V channels x 8
+// lanes owns 64 time steps of one sequence, each lane 8 of them, recomputes p and dp in registers, writes dx (and
+// dinitial_state), and adds its dweight (and, when asked for, dbias) terms in double; lanes are added in lane order,
+// then the blocks of a column in a fixed order (conv_weight_finalize_kernel, 32 columns a block, coalesced; the block
+// count depends only on the shapes: the same bits every run, no atomics). V = 4 forward (float4) and 2 backward
+// (float2) for float32 at W = 4 when C, the part widths and the pointers allow it (groups_of), else 1; W = 4 is
+// compiled in (register arrays of 4 taps), other widths read at run time. The sigmoid is sigmoid_of without its
+// branch (sigmoid_nb: the same bits).
 // Wider kernels: conv_dp_kernel, conv_dx_kernel, conv_dinit_kernel and the generic column reduction of
 // cuda/gated_deltanet_common.cuh (without SiLU the backward reads dy directly instead of a copy of it). The double
 // sums differ from the CPU's (per OpenMP thread) only in their order; a dweight term before t = 0 without an initial
@@ -35,6 +39,47 @@ namespace {
 
 using namespace gdn_common;
 
+// Channels per thread of the V-wide paths: float32 only (float4 / float2 accesses).
+template <typename T, int V> constexpr int kVec = std::is_same_v<T, float> ? V : 1;
+
+// V consecutive elements at p: one 16-byte (V = 4) or 8-byte (V = 2) access of float32 aligned to V elements, else one
+// at a time. The loads read tensors that the kernel does not write (x, dy), so they take the read-only path (__ldg);
+// the stores are __stwb (the default write-back policy), so that each stays one vector store (nvcc splits a plain
+// float2 store into two).
+template <int V, typename T> __device__ inline void load_v(T (&v)[V], const T* p) {
+  static_assert(V == 1 || std::is_same_v<T, float>, "the 2- and 4-wide accesses are float2 / float4");
+  if constexpr (V == 4) {
+    const float4 q = __ldg(reinterpret_cast<const float4*>(p));
+    v[0] = q.x, v[1] = q.y, v[2] = q.z, v[3] = q.w;
+  } else if constexpr (V == 2) {
+    const float2 q = __ldg(reinterpret_cast<const float2*>(p));
+    v[0] = q.x, v[1] = q.y;
+  } else {
+#pragma unroll
+    for (int k = 0; k < V; ++k) v[k] = p[k];
+  }
+}
+template <int V, typename T> __device__ inline void store_v(T* p, const T (&v)[V]) {
+  static_assert(V == 1 || std::is_same_v<T, float>, "the 2- and 4-wide accesses are float2 / float4");
+  if constexpr (V == 4) {
+    __stwb(reinterpret_cast<float4*>(p), make_float4(v[0], v[1], v[2], v[3]));
+  } else if constexpr (V == 2) {
+    __stwb(reinterpret_cast<float2*>(p), make_float2(v[0], v[1]));
+  } else {
+#pragma unroll
+    for (int k = 0; k < V; ++k) p[k] = v[k];
+  }
+}
+
+// sigmoid_of (the CPU's 1 / (1 + exp(-x)) for x >= 0, e / (1 + e) with e = exp(x) below) without its branch: the same
+// operations on the same values, so the same bits, with one exp and one division where a warp of mixed signs would
+// run both branches.
+template <typename T> __device__ inline T sigmoid_nb(T x) {
+  const bool pos = x >= T(0);
+  const T e = exp(pos ? -x : x);
+  return (pos ? T(1) : e) / (T(1) + e);
+}
+
 // The geometry of one conv call, and the input at (b, t, c) for any t >= -(W-1) (initial state or 0 before t=0).
 template <typename T> struct ConvGeometry {
   int64_t B, T_, C, W;
@@ -43,6 +88,12 @@ template <typename T> struct ConvGeometry {
   __device__ T input(int64_t b, int64_t t, int64_t c) const {
     if (t >= 0) return x[(b * T_ + t) * C + c];
     return init ? init[(b * C + c) * (W - 1) + (W - 1 + t)] : T(0);
+  }
+  // The inputs at (b, t, c .. c+V-1): one load_v from x for t >= 0, else one input() per channel.
+  template <int V> __device__ void inputs(T (&v)[V], int64_t b, int64_t t, int64_t c) const {
+    if (t >= 0) return load_v(v, x + (b * T_ + t) * C + c);
+#pragma unroll
+    for (int k = 0; k < V; ++k) v[k] = input(b, t, c + k);
   }
   // p = bias + sum_w weight[c,w] x[t-W+1+w], in the CPU's order (bias first, then w ascending).
   __device__ T preactivation(const T* weight, const T* bias, int64_t b, int64_t t, int64_t c) const {
@@ -65,11 +116,19 @@ template <typename T> struct ChannelParts {
   T* p[kMaxParts];
   int64_t c0[kMaxParts + 1];  // part i holds channels [c0[i], c0[i+1])
   int n;
-  __device__ T& at(int64_t r, int64_t c) const {  // unrolled: constant indices keep the struct out of local memory
+  struct Column {  // channel c of one part: the element of row r is p[r * stride]
+    T* p;
+    int64_t stride;
+  };
+  __device__ Column locate(int64_t c) const {  // unrolled: constant indices keep the struct out of local memory
 #pragma unroll
     for (int i = kMaxParts - 1; i > 0; --i)
-      if (i < n && c >= c0[i]) return p[i][r * (c0[i + 1] - c0[i]) + (c - c0[i])];
-    return p[0][r * c0[1] + c];
+      if (i < n && c >= c0[i]) return {p[i] + (c - c0[i]), c0[i + 1] - c0[i]};
+    return {p[0] + c, c0[1]};
+  }
+  __device__ T& at(int64_t r, int64_t c) const {
+    const Column col = locate(c);
+    return col.p[r * col.stride];
   }
 };
 template <typename T>
@@ -90,45 +149,75 @@ ChannelParts<T> channel_parts(const std::vector<Tensor>& parts, const Tensor& x,
   return cp;
 }
 
-// The forward, dp and dx kernels: grid (ceil(C / threads), ceil(T / kConvRows), B), a thread per channel and a run
-// of kConvRows time steps (no index division; the channel fastest, so every load and store is coalesced).
+// Whether a call may give each thread V channels: every part boundary (and C) a multiple of V, so that a thread's
+// channels lie in one part, and every part and tensor in `ps` aligned to V elements (then so is every row's group).
+template <typename T> bool groups_of(int V, const ChannelParts<T>& cp, std::initializer_list<const void*> ps) {
+  const uintptr_t bytes = V * sizeof(T);
+  for (int i = 0; i < cp.n; ++i)
+    if (cp.c0[i + 1] % V != 0 || !is_aligned(cp.p[i], bytes)) return false;
+  for (const void* p : ps)
+    if (!is_aligned(p, bytes)) return false;
+  return true;
+}
+
+// The forward, dp and dx kernels: grid (ceil(C / (V x threads)), ceil(T / kConvRows), B), a thread per V channels
+// (the dp and dx kernels: 1) and a run of kConvRows time steps (no index division; the channel fastest, so every
+// load and store is coalesced).
 constexpr int kConvRows = 8;
 constexpr int kConvMaxW = 8;  // widest kernel of the register-window kernels
 
 struct ConvRows {
-  int64_t b, c, t0, t1;  // batch row, channel, time steps [t0, t1); c < 0: no channel for this thread
+  int64_t b, c, t0, t1;  // batch row, first channel, time steps [t0, t1); c < 0: no channel for this thread
 };
-__device__ inline ConvRows conv_rows(int64_t C, int64_t T_) {
-  const int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x, t0 = blockIdx.y * kConvRows;
+__device__ inline ConvRows conv_rows(int64_t C, int64_t T_, int V = 1) {
+  const int64_t c = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) * V, t0 = blockIdx.y * kConvRows;
   return {blockIdx.z, c < C ? c : -1, t0, min(T_, t0 + kConvRows)};
 }
 
-// y [B,T,C], W <= kConvMaxW: the thread's inputs (its kConvRows rows and the W-1 before them) are loaded into
-// registers first, so their loads overlap (a store to y between them would have ordered them one after another).
-template <typename T>
-__global__ void conv_forward_kernel(ChannelParts<T> y, ConvGeometry<T> geo, const T* __restrict__ weight,
-                                    const T* __restrict__ bias, bool silu) {
-  const ConvRows r = conv_rows(geo.C, geo.T_);
+// y [B,T,C], W <= kConvMaxW (FW: W compiled in, or 0 for any W read at run time), V channels per thread: the thread's
+// inputs (its kConvRows rows and the W-1 before them) are loaded into registers first, so their loads overlap (a
+// store to y between them would have ordered them one after another). Its part of y is looked up once.
+template <typename T, int FW, int V>
+__global__ void __launch_bounds__(kThreads)
+    conv_forward_kernel(ChannelParts<T> y, ConvGeometry<T> geo, const T* __restrict__ weight,
+                        const T* __restrict__ bias, bool silu) {
+  constexpr int MW = FW != 0 ? FW : kConvMaxW;  // the register arrays' width
+  const ConvRows r = conv_rows(geo.C, geo.T_, V);
   if (r.c < 0) return;
-  const int W = static_cast<int>(geo.W);
-  T wt[kConvMaxW], xs[kConvRows + kConvMaxW - 1];
+  const int W = FW != 0 ? FW : static_cast<int>(geo.W);
+  T wt[MW][V], xs[kConvRows + MW - 1][V], b0[V];
 #pragma unroll
-  for (int w = 0; w < kConvMaxW; ++w) wt[w] = w < W ? weight[r.c * W + w] : T(0);
+  for (int k = 0; k < V; ++k) {
+    b0[k] = bias ? bias[r.c + k] : T(0);
 #pragma unroll
-  for (int i = 0; i < kConvRows + kConvMaxW - 1; ++i) {
-    const int64_t t = r.t0 - (W - 1) + i;
-    xs[i] = i < kConvRows + W - 1 && t < geo.T_ ? geo.input(r.b, t, r.c) : T(0);
+    for (int w = 0; w < MW; ++w) wt[w][k] = w < W ? weight[(r.c + k) * W + w] : T(0);
   }
-  const T b0 = bias ? bias[r.c] : T(0);
+#pragma unroll
+  for (int i = 0; i < kConvRows + MW - 1; ++i) {
+    const int64_t t = r.t0 - (W - 1) + i;
+    if (i < kConvRows + W - 1 && t < geo.T_) {
+      geo.inputs(xs[i], r.b, t, r.c);
+    } else {
+#pragma unroll
+      for (int k = 0; k < V; ++k) xs[i][k] = T(0);
+    }
+  }
+  const typename ChannelParts<T>::Column out = y.locate(r.c);
+  T* yr = out.p + (r.b * geo.T_ + r.t0) * out.stride;
 #pragma unroll
   for (int i = 0; i < kConvRows; ++i) {
     if (r.t0 + i >= r.t1) break;
-    T p = b0;  // the CPU's order: bias first, then w ascending
+    T v[V];
 #pragma unroll
-    for (int w = 0; w < kConvMaxW; ++w)
-      if (w < W) p += wt[w] * xs[i + w];
-    if (silu) p = p * sigmoid_of(p);
-    y.at(r.b * geo.T_ + r.t0 + i, r.c) = p;
+    for (int k = 0; k < V; ++k) {
+      T p = b0[k];  // the CPU's order: bias first, then w ascending
+#pragma unroll
+      for (int w = 0; w < MW; ++w)
+        if (w < W) p += wt[w][k] * xs[i + w][k];
+      if (silu) p = p * sigmoid_nb(p);
+      v[k] = p;
+    }
+    store_v(yr + i * out.stride, v);
   }
 }
 
@@ -140,7 +229,7 @@ __global__ void conv_forward_wide_kernel(ChannelParts<T> y, ConvGeometry<T> geo,
   if (r.c < 0) return;
   for (int64_t t = r.t0; t < r.t1; ++t) {
     T p = geo.preactivation(weight, bias, r.b, t, r.c);
-    if (silu) p = p * sigmoid_of(p);
+    if (silu) p = p * sigmoid_nb(p);
     y.at(r.b * geo.T_ + t, r.c) = p;
   }
 }
@@ -167,7 +256,7 @@ __global__ void conv_dp_kernel(T* dp, ChannelParts<const T> dy, ConvGeometry<T> 
       dp[row * geo.C + r.c] = g;
       continue;
     }
-    const T p = geo.preactivation(weight, bias, r.b, t, r.c), s = sigmoid_of(p);
+    const T p = geo.preactivation(weight, bias, r.b, t, r.c), s = sigmoid_nb(p);
     dp[row * geo.C + r.c] = g * s * (T(1) + p * (T(1) - s));
   }
 }
@@ -229,124 +318,176 @@ template <typename T> struct ConvWeightStore {
   }
 };
 
-// The whole backward for W <= kConvMaxW in one pass over dy and x: block (kColTile channels, kRowLanes lanes) owns
-// kRowLanes * kConvRun time steps of one sequence (grid.y = B * tiles, tiles = ceil(T / (kRowLanes kConvRun))); lane
-// y takes the kConvRun steps from t0 = tile start + y kConvRun. A thread loads its inputs x[t0-W+1 .. t0+kConvRun+W-2]
-// and dy[t0 .. t0+kConvRun+W-2] into registers, recomputes p and dp there (as conv_dp_kernel: the same values),
-// writes dx of its steps (as conv_dx_kernel, w ascending) and, when t0 = 0, dinitial_state of its sequence; its
-// dweight / dbias terms of its own steps go to the lanes' shared sums, added in lane order into partial [S, W+1, C]
-// (conv_weight_finalize_kernel adds the S = B * tiles blocks). No dp buffer, one launch where there were three.
+// The whole backward for W <= kConvMaxW in one pass over dy and x: block (kColTile threads of V channels, kRowLanes
+// lanes) owns kRowLanes * kConvRun time steps of one sequence (grid.y = B * tiles, tiles = ceil(T / (kRowLanes
+// kConvRun))); lane y takes the kConvRun steps from t0 = tile start + y kConvRun. A thread loads its inputs
+// x[t0-W+1 .. t0+kConvRun+W-2] and dy[t0 .. t0+kConvRun+W-2] into registers, recomputes p and dp there (as
+// conv_dp_kernel: the same values), writes dx of its steps (as conv_dx_kernel, w ascending) and, when t0 = 0,
+// dinitial_state of its sequence; its dweight (and, when asked for, dbias) terms of its own steps go to the lanes'
+// shared sums, added in lane order into partial [S, nb, C] (nb = W, or W + 1 with dbias; conv_weight_finalize_kernel
+// adds the S = B * tiles blocks). No dp buffer, one launch where there were three.
 constexpr int kConvRun = 8;
 
 // FW: the width the kernel is compiled for (4, the model's), or 0 for any W <= kConvMaxW read at run time: a
-// compiled width sizes the register arrays and unrolls every tap loop exactly, and float32 at W = 4 fits 64
-// registers, four blocks per SM (the kernel is latency-bound: each block loads, computes, stores, then reduces).
-template <typename T, int FW>
-__global__ void __launch_bounds__(kColTile* kRowLanes, FW != 0 && sizeof(T) == 4 ? 4 : 1)
+// compiled width sizes the register arrays and unrolls every tap loop exactly. Each block loads, computes, stores,
+// then reduces, so blocks per SM keep loads in flight: float32 at W = 4 fits 64 registers at V = 1 (four blocks per
+// SM) and stays under 128 at V = 2 (two blocks, each thread with twice the bytes per load). V = 4 would need more
+// than 128 (x, dy, the taps and 4 x (W+1) double sums) and spilled there.
+template <typename T, int FW, int V>
+__global__ void __launch_bounds__(kColTile* kRowLanes, FW != 0 && sizeof(T) == 4 ? (V == 1 ? 4 : 2) : 1)
     conv_backward_fused_kernel(T* __restrict__ dx, T* __restrict__ dinit, double* __restrict__ partial,
                                ConvGeometry<T> geo, ChannelParts<const T> dy, const T* __restrict__ weight,
-                               const T* __restrict__ bias, bool silu, int64_t tiles) {
-  constexpr int MW = FW != 0 ? FW : kConvMaxW;  // the register arrays' width
-  __shared__ double lanes[kRowLanes][MW + 1][kColTile];
+                               const T* __restrict__ bias, bool silu, int nb, int64_t tiles) {
+  constexpr int MW = FW != 0 ? FW : kConvMaxW, CT = kColTile * V;  // register arrays' width; the block's channels
+  __shared__ double lanes[kRowLanes][MW + 1][CT];
   constexpr int NX = kConvRun + 2 * (MW - 1), ND = kConvRun + MW - 1;
-  const int64_t C = geo.C, T_ = geo.T_, c = blockIdx.x * int64_t(kColTile) + threadIdx.x;
+  const int64_t C = geo.C, T_ = geo.T_, c = (blockIdx.x * int64_t(kColTile) + threadIdx.x) * V;
   const int W = FW != 0 ? FW : static_cast<int>(geo.W);
   const int64_t b = blockIdx.y / tiles, t0 = (blockIdx.y % tiles) * (kRowLanes * kConvRun) + threadIdx.y * kConvRun;
-  double acc[MW + 1];
+  double acc[MW + 1][V];
 #pragma unroll
-  for (int w = 0; w <= MW; ++w) acc[w] = 0;
+  for (int w = 0; w <= MW; ++w)
+#pragma unroll
+    for (int k = 0; k < V; ++k) acc[w][k] = 0;
   if (c < C && t0 < T_) {
-    T wt[MW], xs[NX], dp[ND];
+    T wt[MW][V], xs[NX][V], dp[ND][V], b0[V];
 #pragma unroll
-    for (int w = 0; w < MW; ++w) wt[w] = w < W ? weight[c * W + w] : T(0);
+    for (int k = 0; k < V; ++k) {
+      b0[k] = bias ? bias[c + k] : T(0);
+#pragma unroll
+      for (int w = 0; w < MW; ++w) wt[w][k] = w < W ? weight[(c + k) * W + w] : T(0);
+    }
 #pragma unroll
     for (int i = 0; i < NX; ++i) {  // xs[i] = input at t0 - (W-1) + i
       const int64_t t = t0 - (W - 1) + i;
-      xs[i] = i < kConvRun + 2 * (W - 1) && t < T_ ? geo.input(b, t, c) : T(0);
+      if (i < kConvRun + 2 * (W - 1) && t < T_) {
+        geo.inputs(xs[i], b, t, c);
+      } else {
+#pragma unroll
+        for (int k = 0; k < V; ++k) xs[i][k] = T(0);
+      }
     }
+    const typename ChannelParts<const T>::Column g = dy.locate(c);
 #pragma unroll
     for (int i = 0; i < ND; ++i) {  // dp[i] at t0 + i, 0 past the sequence
       const int64_t t = t0 + i;
-      dp[i] = i < kConvRun + W - 1 && t < T_ ? dy.at(b * T_ + t, c) : T(0);
-    }
-    const T b0 = bias ? bias[c] : T(0);
-    if (silu) {
+      if (i < kConvRun + W - 1 && t < T_) {
+        load_v(dp[i], g.p + (b * T_ + t) * g.stride);
+      } else {
 #pragma unroll
-      for (int i = 0; i < ND; ++i) {
-        T p = b0;
-#pragma unroll
-        for (int w = 0; w < MW; ++w)
-          if (w < W) p += wt[w] * xs[i + w];
-        const T sg = sigmoid_of(p);
-        dp[i] = dp[i] * sg * (T(1) + p * (T(1) - sg));
+        for (int k = 0; k < V; ++k) dp[i][k] = T(0);
       }
     }
-    // dx[t] = sum_w weight[w] dp[t + W-1-w], w ascending: u = W-1-w descending.
+    if (silu) {
+#pragma unroll
+      for (int i = 0; i < ND; ++i)
+#pragma unroll
+        for (int k = 0; k < V; ++k) {
+          T p = b0[k];
+#pragma unroll
+          for (int w = 0; w < MW; ++w)
+            if (w < W) p += wt[w][k] * xs[i + w][k];
+          const T sg = sigmoid_nb(p);
+          dp[i][k] = dp[i][k] * sg * (T(1) + p * (T(1) - sg));
+        }
+    }
+    // dx[t] = sum_w weight[w] dp[t + W-1-w], w ascending: u = W-1-w descending (weight w from wt when W is compiled
+    // in, else from memory: a run-time index would put wt in local memory).
 #pragma unroll
     for (int i = 0; i < kConvRun; ++i) {
       if (t0 + i >= T_) break;
-      T sum = T(0);
+      T v[V];
 #pragma unroll
-      for (int u = MW - 1; u >= 0; --u)
-        if (u < W && t0 + i + u < T_) sum += weight[c * W + (W - 1 - u)] * dp[i + u];
-      dx[(b * T_ + t0 + i) * C + c] = sum;
+      for (int k = 0; k < V; ++k) {
+        T sum = T(0);
+#pragma unroll
+        for (int u = MW - 1; u >= 0; --u) {
+          if (u >= W || t0 + i + u >= T_) continue;
+          if constexpr (FW != 0) sum += wt[FW - 1 - u][k] * dp[i + u][k];
+          else sum += weight[(c + k) * W + (W - 1 - u)] * dp[i + u][k];
+        }
+        v[k] = sum;
+      }
+      store_v(dx + (b * T_ + t0 + i) * C + c, v);
     }
     if (dinit && t0 == 0) {  // the input at j-(W-1) < 0 feeds the outputs j-w in [0, T)
 #pragma unroll
       for (int j = 0; j < MW - 1; ++j) {
         if (j >= W - 1) break;
-        T sum = T(0);
 #pragma unroll
-        for (int w = 0; w <= j; ++w)
-          if (w < W && j - w < T_) sum += wt[w] * dp[j - w];
-        dinit[(b * C + c) * (W - 1) + j] = sum;
+        for (int k = 0; k < V; ++k) {
+          T sum = T(0);
+#pragma unroll
+          for (int w = 0; w <= j; ++w)
+            if (w < W && j - w < T_) sum += wt[w][k] * dp[j - w][k];
+          dinit[(b * C + c + k) * (W - 1) + j] = sum;
+        }
       }
     }
 #pragma unroll
     for (int i = 0; i < kConvRun; ++i) {
       if (t0 + i >= T_) break;
-      const double d = static_cast<double>(dp[i]);
 #pragma unroll
-      for (int w = 0; w < MW; ++w)
-        if (w < W) acc[w] += d * static_cast<double>(xs[i + w]);
-      acc[MW] += d;
+      for (int k = 0; k < V; ++k) {
+        const double d = static_cast<double>(dp[i][k]);
+#pragma unroll
+        for (int w = 0; w < MW; ++w)
+          if (w < W) acc[w][k] += d * static_cast<double>(xs[i + w][k]);
+        acc[MW][k] += d;
+      }
     }
   }
   if (c < C) {
 #pragma unroll
-    for (int w = 0; w < MW; ++w)
-      if (w < W) lanes[threadIdx.y][w][threadIdx.x] = acc[w];
-    lanes[threadIdx.y][W][threadIdx.x] = acc[MW];
+    for (int k = 0; k < V; ++k) {
+#pragma unroll
+      for (int w = 0; w < MW; ++w)
+        if (w < W) lanes[threadIdx.y][w][threadIdx.x * V + k] = acc[w][k];
+      lanes[threadIdx.y][W][threadIdx.x * V + k] = acc[MW][k];
+    }
   }
   __syncthreads();
-  for (int64_t w = threadIdx.y; w <= W && c < C; w += kRowLanes) {
-    double sum = lanes[0][w][threadIdx.x];
-    for (int y = 1; y < kRowLanes; ++y) sum += lanes[y][w][threadIdx.x];
-    partial[(blockIdx.y * (W + 1) + w) * C + c] = sum;
+  // Column (w, j) of the block: its kRowLanes lane sums in lane order; consecutive threads take consecutive channels.
+  const int64_t cb = blockIdx.x * int64_t(CT);
+  for (int m = threadIdx.y * kColTile + threadIdx.x; m < nb * CT; m += kColTile * kRowLanes) {
+    const int w = m / CT, j = m % CT;
+    if (cb + j >= C) continue;
+    double sum = lanes[0][w][j];
+    for (int y = 1; y < kRowLanes; ++y) sum += lanes[y][w][j];
+    partial[(blockIdx.y * int64_t(nb) + w) * C + cb + j] = sum;
   }
 }
 
+// dweight [C,W] and dbias [C] from partial [S, M / C, C] (column m = w C + c, w = W: dbias). Block (32, 32) over 32
+// columns: thread (x, y) adds the partials k = y, y + 32, ... of column x in order (each warp's loads are 32
+// consecutive doubles), then warp y adds column y's 32 sums with warp_sum's fixed butterfly: the order of
+// warp_column_sum, so the same bits on every run.
 template <typename T>
-__global__ void conv_weight_finalize_kernel(T* dweight, T* dbias, const double* partial, int64_t S, int64_t C,
-                                            int64_t W) {
-  const int64_t M = (W + 1) * C, warps = blockDim.x >> 5;
-  for (int64_t m = blockIdx.x * warps + (threadIdx.x >> 5); m < M; m += warps * gridDim.x) {
-    const double s = warp_column_sum(partial, S, M, m);
-    if ((threadIdx.x & 31) != 0) continue;
-    const int64_t w = m / C, c = m % C;
-    if (w < W)
-      dweight[c * W + w] = static_cast<T>(s);
-    else if (dbias)
-      dbias[c] = static_cast<T>(s);
-  }
+__global__ void __launch_bounds__(1024) conv_weight_finalize_kernel(T* dweight, T* dbias, const double* partial,
+                                                                   int64_t S, int64_t C, int64_t W, int64_t M) {
+  __shared__ double sums[32][33];
+  const int64_t m0 = blockIdx.x * int64_t(32);
+  double s = 0;
+  if (m0 + threadIdx.x < M)
+    for (int64_t k = threadIdx.y; k < S; k += 32) s += partial[k * M + m0 + threadIdx.x];
+  sums[threadIdx.y][threadIdx.x] = s;
+  __syncthreads();
+  s = warp_sum(sums[threadIdx.x][threadIdx.y]);
+  const int64_t m = m0 + threadIdx.y, w = m / C, c = m % C;
+  if (threadIdx.x != 0 || m >= M) return;
+  if (w < W)
+    dweight[c * W + w] = static_cast<T>(s);
+  else
+    dbias[c] = static_cast<T>(s);
 }
 
-// Launch shape of the forward, dp and dx kernels: up to kThreads channels per block (a multiple of 32 covering C).
-int conv_threads(int64_t C) { return static_cast<int>(std::min<int64_t>(kThreads, (C + 31) / 32 * 32)); }
-dim3 conv_grid(int64_t B, int64_t T_, int64_t C) {
-  const int64_t gx = (C + conv_threads(C) - 1) / conv_threads(C), gy = (T_ + kConvRows - 1) / kConvRows;
-  GDN_CHECK(gx <= INT32_MAX && gy <= 65535 && B <= 65535, "CUDA causal_conv1d: B {} x T {} x C {} is too large", B,
-            T_, C);
+// Launch shape of the forward, dp and dx kernels over G threads across the channels (C, or C / 4 on the 4-wide
+// path): up to kThreads per block (a multiple of 32 covering G).
+int conv_threads(int64_t G) { return static_cast<int>(std::min<int64_t>(kThreads, (G + 31) / 32 * 32)); }
+dim3 conv_grid(int64_t B, int64_t T_, int64_t G) {
+  const int64_t gx = (G + conv_threads(G) - 1) / conv_threads(G), gy = (T_ + kConvRows - 1) / kConvRows;
+  GDN_CHECK(gx <= INT32_MAX && gy <= 65535 && B <= 65535,
+            "CUDA causal_conv1d: B {} x T {} x {} channel threads is too large", B, T_, G);
   return dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy), static_cast<unsigned>(B));
 }
 
@@ -358,10 +499,16 @@ void causal_conv1d_forward(const std::vector<Tensor>& ys, const Tensor& final_st
     using T = decltype(tag_);
     const ConvGeometry<T> geo{B, T_, C, W, x.data<T>(), initial_state.defined() ? initial_state.data<T>() : nullptr};
     const T* bp = bias.defined() ? bias.data<T>() : nullptr;
-    if (B * T_ * C > 0) {
-      const auto kernel = W <= kConvMaxW ? conv_forward_kernel<T> : conv_forward_wide_kernel<T>;
-      kernel<<<conv_grid(B, T_, C), conv_threads(C), 0, current_stream()>>>(
-          channel_parts<T>(ys, x, "causal_conv1d"), geo, weight.data<T>(), bp, silu);
+    if (B * T_ * C > 0) {  // W = 4 compiled in, 4 channels per float32 thread where rows allow float4
+      const ChannelParts<T> y = channel_parts<T>(ys, x, "causal_conv1d");
+      constexpr int V = kVec<T, 4>;
+      const bool wide = W == 4 && groups_of(V, y, {x.raw_data()});
+      const int64_t G = wide ? C / V : C;
+      const auto kernel = W > kConvMaxW ? conv_forward_wide_kernel<T>
+                          : W != 4      ? conv_forward_kernel<T, 0, 1>
+                          : wide        ? conv_forward_kernel<T, 4, V>
+                                        : conv_forward_kernel<T, 4, 1>;
+      kernel<<<conv_grid(B, T_, G), conv_threads(G), 0, current_stream()>>>(y, geo, weight.data<T>(), bp, silu);
       CUDA_CHECK_LAST();
     }
     if (final_state.defined() && B * C * (W - 1) > 0) {
@@ -388,15 +535,22 @@ void causal_conv1d_backward(const Tensor& dx, const Tensor& dweight, const Tenso
     const ChannelParts<const T> dy = channel_parts<const T>(dys, x, "causal_conv1d_backward");
     const int64_t tiles = (T_ + kRowLanes * kConvRun - 1) / (kRowLanes * kConvRun);
     if (W <= kConvMaxW && n > 0 && B * tiles <= 65535) {  // one pass (conv_backward_fused_kernel)
-      Tensor partial = Tensor::empty({B * tiles, W + 1, C}, kFloat64, x.device());
-      const dim3 grid(static_cast<unsigned>((C + kColTile - 1) / kColTile), static_cast<unsigned>(B * tiles));
-      const auto kernel = W == 4 ? conv_backward_fused_kernel<T, 4> : conv_backward_fused_kernel<T, 0>;
+      const int nb = static_cast<int>(W) + (dbp ? 1 : 0);
+      Tensor partial = Tensor::empty({B * tiles, nb, C}, kFloat64, x.device());
+      constexpr int V = kVec<T, 2>;
+      const bool wide = W == 4 && groups_of(V, dy, {x.raw_data(), dx.raw_data()});
+      const int64_t G = wide ? C / V : C;
+      const dim3 grid(static_cast<unsigned>((G + kColTile - 1) / kColTile), static_cast<unsigned>(B * tiles));
+      const auto kernel = W != 4 ? conv_backward_fused_kernel<T, 0, 1>
+                          : wide ? conv_backward_fused_kernel<T, 4, V>
+                                 : conv_backward_fused_kernel<T, 4, 1>;
       kernel<<<grid, dim3(kColTile, kRowLanes), 0, current_stream()>>>(
           dx.data<T>(), dinitial_state.defined() ? dinitial_state.data<T>() : nullptr, partial.data<double>(), geo,
-          dy, wp, bp, silu, tiles);
+          dy, wp, bp, silu, nb, tiles);
       CUDA_CHECK_LAST();
-      conv_weight_finalize_kernel<T><<<grid_for((W + 1) * C * 32), kThreads, 0, current_stream()>>>(
-          dweight.data<T>(), dbp, partial.data<double>(), B * tiles, C, W);
+      const int64_t M = nb * C;
+      conv_weight_finalize_kernel<T><<<static_cast<unsigned>((M + 31) / 32), dim3(32, 32), 0, current_stream()>>>(
+          dweight.data<T>(), dbp, partial.data<double>(), B * tiles, C, W, M);
       CUDA_CHECK_LAST();
       return;
     }

@@ -19,18 +19,24 @@
 //     for D <= 32, so that a warp works on 2 or 4 rows at once and keeps more loads in flight: the heads' rows are
 //     64 wide), grid-stride over rows; the row sums are kept in double like the CPU (lane partials, then shuffles
 //     within the group: warp_sum<G>).
-//   * parameter-gradient sums over rows (RMSNorm dw, gate dA_log / ddt_bias): a two-pass column reduction. The sum
-//     runs over R rows of a virtual [R, M] matrix of double terms. Pass 1: a block of 32 x 8 threads owns 32 columns
-//     and one slice of rows; each thread sums every 8th row of the slice, the 8 partials are added in order of
-//     threadIdx.y, and the block writes one double per column into partial [S, M]. Pass 2: one warp per column
-//     adds the S slice partials (lane-strided, then a fixed butterfly: warp_column_sum) and converts to T. S depends
-//     only on the shapes, so two runs give identical bits; no atomics anywhere.
+//   * gated RMSNorm backward for D <= 128 (at most 4 columns per lane): one kernel for dx, dz and the first pass of
+//     dw. Each lane holds its columns' dy, x, z of a row in registers from the row sum to dx (they are read from
+//     memory once) and adds its columns' dw terms in double over the rows it visits; the grid (at most 1024 blocks)
+//     depends only on N and D. The block adds its groups' sums in order of the group (shared memory) into its row of
+//     a double partial [S, D]; pass 2 is the column reduction's (below). Wider rows: the row kernel for dx, dz, then
+//     the column reduction for dw.
+//   * parameter-gradient sums over rows (gated RMSNorm dw for D > 128, gate dA_log / ddt_bias): a two-pass column
+//     reduction. The sum runs over R rows of a virtual [R, M] matrix of double terms. Pass 1: a block of 32 x 8
+//     threads owns 32 columns and one slice of rows; each thread sums every 8th row of the slice, the 8 partials are
+//     added in order of threadIdx.y, and the block writes one double per column into partial [S, M]. Pass 2: one warp
+//     per column adds the S slice partials (lane-strided, then a fixed butterfly: warp_column_sum) and converts to T.
+//     S depends only on the shapes, so two runs give identical bits; no atomics anywhere.
 //
 // Mirroring the CPU twin (ops/cpu/gated_deltanet_cpu.cpp): the same expressions in the same operand order and
 // precision (T for elementwise math, double where the CPU keeps double), the same sigmoid form (branch on the sign)
 // and softplus threshold (x > 20). Differences are only in the order of the double sums: the row sums of the norms
 // go lane-strided then through a shuffle tree (the CPU adds sequentially), and the parameter-gradient sums go by
-// slice (the CPU adds per OpenMP thread); both are double sums rounded to T at the end.
+// slice or by block (the CPU adds per OpenMP thread); both are double sums rounded to T at the end.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -53,6 +59,12 @@ using namespace gdn_common;
 inline int row_lanes(int64_t D) { return D <= 32 ? 8 : D <= 64 ? 16 : 32; }
 
 inline unsigned row_grid(int64_t N, int G) { return grid_for(N, kThreads / G); }
+
+// The one-pass gated RMSNorm backward: columns per lane (rows up to kRowCols * G wide: D <= 128), and its blocks at
+// most (each writes one row of double dw partials; for N rows of 64 at 16 rows per block, 2 rows per group from
+// N = 32768 on).
+constexpr int kRowCols = 4;
+constexpr int64_t kRowBlocks = 1024;
 
 // Calls f(std::integral_constant<int, G>()) with G = row_lanes(D).
 template <typename F>
@@ -153,6 +165,64 @@ __global__ void rms_norm_gated_backward_kernel(T* dx, T* dz, const T* dy, const 
   }
 }
 
+// One pass for D <= kRowCols * G: lane l of a group owns columns l, l + G, ... (kRowCols of them, those below D),
+// keeps its values of a row in registers from the first phase (dz, the row sum) to the second (dx), and adds its
+// columns' dw terms over the rows it visits in double. At the end the block adds them group by group in order of
+// the group (shared memory) and writes its row of partial [gridDim.x, D].
+template <int G, typename T>
+__global__ void rms_norm_gated_backward_rows_kernel(T* dx, T* dz, double* partial, const T* dy, const T* x,
+                                                    const T* z, const T* w, const T* rstd, int64_t N, int64_t D) {
+  constexpr int kGroups = kThreads / G;
+  __shared__ double group_dw[kGroups][kRowCols * G];
+  const int lane = threadIdx.x % G;
+  T wv[kRowCols];
+  double acc[kRowCols];
+#pragma unroll
+  for (int j = 0; j < kRowCols; ++j) {
+    wv[j] = lane + j * G < D ? w[lane + j * G] : T(0);
+    acc[j] = 0;
+  }
+  GDN_FOR_EACH_GROUP_ROW(G, i, N) {
+    const bool on = i < N;
+    const T r = on ? rstd[i] : T(0);
+    T gy[kRowCols], xv[kRowCols], zv[kRowCols];
+#pragma unroll
+    for (int j = 0; j < kRowCols; ++j) {  // the row's loads, all issued ahead of its stores
+      const int64_t d = lane + j * G;
+      const bool in = on && d < D;
+      gy[j] = in ? dy[i * D + d] : T(0);
+      xv[j] = in ? x[i * D + d] : T(0);
+      zv[j] = in ? z[i * D + d] : T(0);
+    }
+    T dn[kRowCols], nv[kRowCols];
+    double dot = 0;  // sum dn * n
+#pragma unroll
+    for (int j = 0; j < kRowCols; ++j) {
+      const int64_t d = lane + j * G;
+      const T s = sigmoid_of(zv[j]), n = xv[j] * r;
+      dn[j] = gy[j] * wv[j] * zv[j] * s;
+      nv[j] = n;
+      if (!on || d >= D) continue;
+      dot += static_cast<double>(dn[j]) * n;
+      dz[i * D + d] = gy[j] * n * wv[j] * s * (T(1) + zv[j] * (T(1) - s));
+      acc[j] += static_cast<double>(gy[j] * n * zv[j] * s);
+    }
+    const T mean_dot = static_cast<T>(warp_sum<G>(dot) / D);
+    if (!on) continue;
+#pragma unroll
+    for (int j = 0; j < kRowCols; ++j)
+      if (lane + j * G < D) dx[i * D + lane + j * G] = r * (dn[j] - nv[j] * mean_dot);
+  }
+#pragma unroll
+  for (int j = 0; j < kRowCols; ++j) group_dw[threadIdx.x / G][lane + j * G] = acc[j];
+  __syncthreads();
+  for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
+    double s = 0;
+    for (int g = 0; g < kGroups; ++g) s += group_dw[g][d];
+    partial[blockIdx.x * D + d] = s;
+  }
+}
+
 #undef GDN_FOR_EACH_GROUP_ROW
 
 // dw[d] terms: dy n silu(z) for row r, column d.
@@ -229,17 +299,33 @@ void rms_norm_gated_backward(const Tensor& dx, const Tensor& dz, const Tensor& d
                 z.is_contiguous() && w.is_contiguous(),
             "rms_norm_gated_backward: contiguous only");
   const int64_t D = x.size(-1), N = D > 0 ? x.numel() / D : 0;
+  if (D == 0) return;
+  cudaStream_t stream = current_stream();
   dispatch_float(x.dtype(), "cuda rms_norm_gated_backward", [&](auto tag_) {
     using T = decltype(tag_);
-    if (N > 0) {
+    if (D <= kRowCols * row_lanes(D)) {
+      // One pass over the rows (also for N = 0: one block writes zero partials), then dw [D] from the S block
+      // partials, a warp per column (S depends only on N and D).
       with_row_lanes(D, [&](auto g) {
         constexpr int G = decltype(g)::value;
-        rms_norm_gated_backward_kernel<G, T><<<row_grid(N, G), kThreads, 0, current_stream()>>>(
-            dx.data<T>(), dz.data<T>(), dy.data<T>(), x.data<T>(), z.data<T>(), w.data<T>(), rstd.data<T>(), N, D);
+        const unsigned S = grid_for(N, kThreads / G, kRowBlocks);
+        Tensor partial = Tensor::empty({static_cast<int64_t>(S), D}, kFloat64, x.device());
+        rms_norm_gated_backward_rows_kernel<G, T><<<S, kThreads, 0, stream>>>(
+            dx.data<T>(), dz.data<T>(), partial.data<double>(), dy.data<T>(), x.data<T>(), z.data<T>(), w.data<T>(),
+            rstd.data<T>(), N, D);
+        CUDA_CHECK_LAST();
+        column_finalize_kernel<CastStore<T>><<<grid_for(D * 32), kThreads, 0, stream>>>(
+            partial.data<double>(), S, D, CastStore<T>{dw.data<T>()});
+        CUDA_CHECK_LAST();
       });
+      return;
+    }
+    // Wider rows: a warp per row for dx and dz, then dw [D] by the two-pass column reduction.
+    if (N > 0) {
+      rms_norm_gated_backward_kernel<32, T><<<row_grid(N, 32), kThreads, 0, stream>>>(
+          dx.data<T>(), dz.data<T>(), dy.data<T>(), x.data<T>(), z.data<T>(), w.data<T>(), rstd.data<T>(), N, D);
       CUDA_CHECK_LAST();
     }
-    // dw [D]: sums over the N rows, in double.
     column_reduce(x.device(), N, D, RmsGatedWeightTerm<T>{dy.data<T>(), x.data<T>(), z.data<T>(), rstd.data<T>(), D},
                   CastStore<T>{dw.data<T>()});
   });

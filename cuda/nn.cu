@@ -13,10 +13,14 @@
 //   dot products in double as on the CPU; the residual add before the norm (h = x + r) and the residual gradient
 //   after it (dx + dres) fused in when given; y may be bfloat16 for float32 x (each value rounded once: the operand
 //   of a bf16 GEMM, written by the norm instead of a copy kernel). dx = r * (dy * w - xh * mean(dy * w * xh)),
-//   xh = x * r. dw [D] = sum over rows of dy * xh in double: blocks of 32 columns x 8 row lanes, each block summing a
-//   fixed range of rows into a double partial [P,D] (lanes added in lane order), then a warp per column adding the P
-//   partials in a fixed order (warp_column_sum; two-pass, deterministic; the CPU adds rows serially, so dw agrees to
-//   rounding of a double sum).
+//   xh = x * r. dw [D] = sum over rows of dy * xh in double, in two passes without atomics. For D <= 512 the dx
+//   kernel makes the first pass itself (dy and x read once): lane l of a row's warp holds the row's values of its
+//   columns l, l + 32, ... in registers and adds their dw terms over the rows it visits (grid-stride over at most 512
+//   blocks of 8 warps: a grid that depends only on N), and each block adds its warps' sums in warp order into its row
+//   of a double partial [P, D]. For wider rows a separate kernel reads dy and x again: blocks of 32 columns x 8 row
+//   lanes, each summing a fixed range of rows into partial [P, D] (lanes added in lane order). Then a warp per column
+//   adds the P partials in a fixed order (warp_column_sum). Same bits on every run; the CPU adds rows serially, so dw
+//   agrees to rounding of a double sum.
 //
 // Ids out of range: the CPU twin throws ("id {} at position {} is outside [0, V)"). Reporting that from here would
 // need a host read of device memory (a sync), which the kernels must not do. Instead no kernel reads or writes out of
@@ -255,6 +259,63 @@ __global__ void rms_norm_dx_kernel(T* __restrict__ dx, const T* __restrict__ dy,
   }
 }
 
+// One pass for D <= 32 * C (a warp per row): lane l owns columns l, l + 32, ... (C of them, those below D), keeps
+// its values of a row (dy, x, w, dres) in registers from the dot product to dx, and adds its columns' dw terms
+// dy * xh over the rows it visits in double. At the end the block adds them warp by warp in order of the warp (shared
+// memory) and writes its row of partial [gridDim.x, D]. With dres: dx + dres. The launch bounds hold float32 at 3
+// blocks per SM for C <= 8 (2 for C = 16) without spills.
+template <int C, typename T>
+__global__ void __launch_bounds__(kThreads, sizeof(T) == 4 ? (C <= 8 ? 3 : 2) : 1)
+    rms_norm_backward_rows_kernel(T* __restrict__ dx, double* __restrict__ partial, const T* __restrict__ dy,
+                                  const T* __restrict__ dres, const T* __restrict__ x, const T* __restrict__ w,
+                                  const T* __restrict__ rstd, int64_t N, int64_t D) {
+  constexpr int kRows = kThreads / 32;
+  __shared__ double warp_dw[kRows][C * 32];
+  const int lane = threadIdx.x & 31;
+  T wv[C];
+  double acc[C];
+#pragma unroll
+  for (int j = 0; j < C; ++j) {
+    wv[j] = lane + j * 32 < D ? w[lane + j * 32] : T(0);
+    acc[j] = 0;
+  }
+  for (int64_t i = blockIdx.x * int64_t(kRows) + threadIdx.x / 32; i < N; i += int64_t(gridDim.x) * kRows) {
+    const T r = rstd[i];
+    T g[C], xv[C], rv[C];
+#pragma unroll
+    for (int j = 0; j < C; ++j) {
+      const int64_t d = lane + j * 32;
+      g[j] = d < D ? dy[i * D + d] : T(0);
+      xv[j] = d < D ? x[i * D + d] : T(0);
+      rv[j] = dres && d < D ? dres[i * D + d] : T(0);
+    }
+    double dot = 0;
+#pragma unroll
+    for (int j = 0; j < C; ++j) {
+      if (lane + j * 32 >= D) continue;
+      dot += static_cast<double>(g[j]) * wv[j] * xv[j] * r;
+      acc[j] += static_cast<double>(g[j]) * xv[j] * r;
+    }
+    dot = warp_sum(dot);
+    const T mean_dot = static_cast<T>(dot / D);
+#pragma unroll
+    for (int j = 0; j < C; ++j) {
+      const int64_t d = lane + j * 32;
+      const T xh = xv[j] * r;
+      const T v = r * (g[j] * wv[j] - xh * mean_dot);
+      if (d < D) dx[i * D + d] = dres ? v + rv[j] : v;
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < C; ++j) warp_dw[threadIdx.x / 32][lane + j * 32] = acc[j];
+  __syncthreads();
+  for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
+    double total = 0;
+    for (int k = 0; k < kRows; ++k) total += warp_dw[k][d];
+    partial[blockIdx.x * D + d] = total;
+  }
+}
+
 constexpr int kColX = 32, kColY = 8;
 
 // Block (32, 8), blockIdx.x: 32 columns, blockIdx.y: split p of the rows. Writes dw (P == 1) or partial [P, D].
@@ -289,6 +350,18 @@ __global__ void rms_norm_dw_partials_kernel(T* __restrict__ dw, const double* __
     const double total = warp_column_sum(partial, P, D, d);
     if ((threadIdx.x & 31) == 0) dw[d] = static_cast<T>(total);
   }
+}
+
+// The one-pass backward: columns per lane C = 4, 8 or 16 for rows up to 32 * C wide, and its blocks at most (each
+// writes one row of double dw partials; at 8 rows per block, 2 rows per warp from N = 8192 on).
+constexpr int kRowColsMax = 16;
+constexpr int64_t kRowBlocks = 512;
+
+// Calls f(std::integral_constant<int, C>()) with the smallest C of 4, 8, 16 such that D <= 32 * C.
+template <typename F> void with_row_cols(int64_t D, F f) {
+  if (D <= 128) f(std::integral_constant<int, 4>());
+  else if (D <= 256) f(std::integral_constant<int, 8>());
+  else f(std::integral_constant<int, kRowColsMax>());
 }
 
 void rms_norm_forward(const Tensor& y, const Tensor& rstd, const Tensor& h, const Tensor& x, const Tensor& r,
@@ -341,6 +414,21 @@ void rms_norm_backward(const Tensor& dx, const Tensor& dw, const Tensor& dy, con
   dispatch_float(x.dtype(), "cuda rms_norm_backward", [&](auto tag) {
     using T = decltype(tag);
     const T* drp = dres.defined() ? dres.data<T>() : nullptr;
+    if (D <= 32 * kRowColsMax) {
+      // One pass over the rows (also for N = 0: one block writes zero partials), then dw [D] from the P block
+      // partials, a warp per column. P depends only on N.
+      const unsigned P = grid_for(N, kThreads / 32, kRowBlocks);
+      Tensor partial = Tensor::empty({static_cast<int64_t>(P), D}, kFloat64, x.device());
+      with_row_cols(D, [&](auto c) {
+        rms_norm_backward_rows_kernel<decltype(c)::value, T><<<P, kThreads, 0, stream>>>(
+            dx.data<T>(), partial.data<double>(), dy.data<T>(), drp, x.data<T>(), w.data<T>(), rstd.data<T>(), N, D);
+      });
+      CUDA_CHECK_LAST();
+      rms_norm_dw_partials_kernel<T><<<grid_for(D * 32), kThreads, 0, stream>>>(dw.data<T>(), partial.data<double>(),
+                                                                               D, P);
+      CUDA_CHECK_LAST();
+      return;
+    }
     if (N > 0) {
       if (D <= 1024) {
         rms_norm_dx_kernel<32, T><<<grid_for(N, kThreads / 32), kThreads, 0, stream>>>(

@@ -44,9 +44,11 @@ struct ConvShape {
 };
 // T = 1 and T = 2 are shorter than the W-1 = 3 inputs the final state keeps (part of it comes from the initial
 // state); W = 2 and 3 are other widths; C = 300 spans two blocks of channels; T = 130 spans three tiles of the fused
-// backward (64 steps each); W = 10 is wider than its register window (kConvMaxW = 8: the multi-kernel path).
-const ConvShape kConvShapes[] = {{2, 130, 100, 4}, {2, 1, 37, 4},   {1, 2, 64, 4},   {2, 65, 128, 2},
-                                 {3, 17, 33, 3},   {2, 40, 300, 4}, {2, 21, 40, 10}};
+// backward (64 steps each); W = 10 is wider than its register window (kConvMaxW = 8: the multi-kernel path). At W = 4
+// float32 takes the 4- and 2-channel-per-thread kernels where C and the part widths allow (C = 100, 64 and 300 as one
+// part, 300 and 24 as three; C = 24 with T = 9 also ends in a partial run), the one-channel ones elsewhere.
+const ConvShape kConvShapes[] = {{2, 130, 100, 4}, {2, 1, 37, 4},   {1, 2, 64, 4},    {2, 65, 128, 2},
+                                 {3, 17, 33, 3},   {2, 40, 300, 4}, {2, 21, 40, 10}, {3, 9, 24, 4}};
 
 std::string conv_tag(const ConvShape& s) { return fmt::format("B{} T{} C{} W{}", s.B, s.T, s.C, s.W); }
 
