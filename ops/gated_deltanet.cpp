@@ -38,14 +38,25 @@ void check_float_dtype(const char* op, const Tensor& ref, const Tensor& t, const
             ref.device());
 }
 
+// The parameters (and states) of an op whose activation input may be stored in bfloat16: in its arithmetic dtype.
+void check_arithmetic_dtype(const char* op, const Tensor& ref, const Tensor& t, const char* name) {
+  if (!t.defined()) return;
+  const DType ad = arithmetic_dtype(ref.dtype());
+  GDN_CHECK(t.dtype() == ad, "{}: {} is {} but the inputs compute in {}", op, name, t.dtype(), ad);
+  GDN_CHECK(t.device() == ref.device(), "{}: {} is on {} but the inputs are on {}", op, name, t.device(),
+            ref.device());
+}
+
+// float32 or float64, or bfloat16 storage of float32 arithmetic.
+bool float_or_bf16(DType t) { return t == kFloat32 || t == kFloat64 || t == kBFloat16; }
+
 }  // namespace
 
 std::vector<Tensor> causal_conv1d_parts(const Tensor& x, const Tensor& weight, const std::vector<int64_t>& sizes,
                                         const Tensor& bias, bool silu, const Tensor& initial_state,
                                         Tensor* final_state) {
   GDN_CHECK(x.dim() == 3, "causal_conv1d: x must be [B,T,C], got {}", shape_str(x.shape()));
-  GDN_CHECK(x.dtype() == kFloat32 || x.dtype() == kFloat64, "causal_conv1d: x must be float32 or float64, got {}",
-            x.dtype());
+  GDN_CHECK(float_or_bf16(x.dtype()), "causal_conv1d: x must be float32, float64 or bfloat16, got {}", x.dtype());
   const int64_t B = x.size(0), C = x.size(2);
   GDN_CHECK(weight.dim() == 2 && weight.size(0) == C && weight.size(1) >= 1,
             "causal_conv1d: weight must be [C={},W], got {}", C, shape_str(weight.shape()));
@@ -55,9 +66,9 @@ std::vector<Tensor> causal_conv1d_parts(const Tensor& x, const Tensor& weight, c
   GDN_CHECK(!initial_state.defined() || initial_state.shape() == Shape({B, C, W - 1}),
             "causal_conv1d: initial_state must be [B,C,W-1] = [{}, {}, {}], got {}", B, C, W - 1,
             shape_str(initial_state.shape()));
-  check_float_dtype("causal_conv1d", x, weight, "weight");
-  check_float_dtype("causal_conv1d", x, bias, "bias");
-  check_float_dtype("causal_conv1d", x, initial_state, "initial_state");
+  check_arithmetic_dtype("causal_conv1d", x, weight, "weight");
+  check_arithmetic_dtype("causal_conv1d", x, bias, "bias");
+  check_arithmetic_dtype("causal_conv1d", x, initial_state, "initial_state");
   int64_t total = 0;
   for (int64_t s : sizes) {
     GDN_CHECK(s >= 0, "causal_conv1d: part sizes must not be negative, got {}", s);
@@ -68,20 +79,22 @@ std::vector<Tensor> causal_conv1d_parts(const Tensor& x, const Tensor& weight, c
 
   Tensor xc = contiguous(x), wc = contiguous(weight), bc = contiguous_or_undefined(bias);
   Tensor ic = contiguous_or_undefined(initial_state);
+  const DType ad = arithmetic_dtype(x.dtype());  // of the outputs and the final state
   std::vector<Tensor> ys;
-  for (int64_t s : sizes) ys.push_back(Tensor::empty({B, x.size(1), s}, x.dtype(), x.device()));
-  Tensor fin = final_state ? Tensor::empty({B, C, W - 1}, x.dtype(), x.device()) : Tensor();
+  for (int64_t s : sizes) ys.push_back(Tensor::empty({B, x.size(1), s}, ad, x.device()));
+  Tensor fin = final_state ? Tensor::empty({B, C, W - 1}, ad, x.device()) : Tensor();
   kernels::causal_conv1d_forward(x.device(), ys, fin, xc, wc, bc, ic, silu);
   if (final_state) *final_state = fin;
   record("causal_conv1d", ys, {xc, wc, bc, ic},
          [xc = xc.detach(), wc = wc.detach(), bc = detach_or_undefined(bc), ic = detach_or_undefined(ic), sizes,
           silu](const TensorList& g) -> TensorList {
+           // dx in x's dtype (bfloat16 x: a bf16 gradient, the operand of its producer's bf16 GEMMs).
            Tensor dx = empty_like(xc), dw = empty_like(wc), db = empty_like_or_undefined(bc),
                   di = empty_like_or_undefined(ic);
            std::vector<Tensor> dys;
            for (size_t i = 0; i < sizes.size(); ++i)
              dys.push_back(g[i].defined() ? contiguous(g[i])
-                                          : zeros({xc.size(0), xc.size(1), sizes[i]}, xc.dtype(), xc.device()));
+                                          : zeros({xc.size(0), xc.size(1), sizes[i]}, wc.dtype(), xc.device()));
            kernels::causal_conv1d_backward(xc.device(), dx, dw, db, di, dys, xc, wc, bc, ic, silu);
            return {dx, dw, db, di};
          });
@@ -117,7 +130,9 @@ Tensor rms_norm_gated(const Tensor& x, const Tensor& z, const Tensor& weight, do
             shape_str(x.shape()));
   GDN_CHECK(weight.dim() == 1 && weight.size(0) == V, "rms_norm_gated: weight must be [V={}], got {}", V,
             shape_str(weight.shape()));
-  check_float_dtype("rms_norm_gated", x, z, "z");
+  GDN_CHECK(z.dtype() == x.dtype() || (z.dtype() == kBFloat16 && x.dtype() == kFloat32),
+            "rms_norm_gated: z is {} for {} x (x's dtype, or bfloat16 for float32 x)", z.dtype(), x.dtype());
+  GDN_CHECK(z.device() == x.device(), "rms_norm_gated: z is on {} but x is on {}", z.device(), x.device());
   check_float_dtype("rms_norm_gated", x, weight, "weight");
   Tensor xc = contiguous(x), zc = contiguous(z), wc = contiguous(weight);
   Tensor y = Tensor::empty(xc.shape(), output_dtype("rms_norm_gated", x, out), x.device());
@@ -125,6 +140,7 @@ Tensor rms_norm_gated(const Tensor& x, const Tensor& z, const Tensor& weight, do
   kernels::rms_norm_gated_forward(x.device(), y, rstd, xc, zc, wc, eps);
   record("rms_norm_gated", {y}, {xc, zc, wc},
          [xc = xc.detach(), zc = zc.detach(), wc = wc.detach(), rstd](const TensorList& g) -> TensorList {
+           // dz in z's dtype (bfloat16 z: a bf16 gradient, the operand of its producer's bf16 GEMMs).
            Tensor dx = empty_like(xc), dz = empty_like(zc), dw = empty_like(wc);
            kernels::rms_norm_gated_backward(xc.device(), dx, dz, dw, contiguous(to_dtype(g[0], xc.dtype())), xc, zc,
                                             wc, rstd);
@@ -161,21 +177,23 @@ std::pair<Tensor, Tensor> gdn_gate(const Tensor& a, const Tensor& b, const Tenso
             shape_str(A_log.shape()));
   GDN_CHECK(dt_bias.dim() == 1 && dt_bias.size(0) == H, "gdn_gate: dt_bias must be [Hv={}], got {}", H,
             shape_str(dt_bias.shape()));
+  GDN_CHECK(float_or_bf16(a.dtype()), "gdn_gate: a must be float32, float64 or bfloat16, got {}", a.dtype());
   check_float_dtype("gdn_gate", a, b, "b");
-  check_float_dtype("gdn_gate", a, A_log, "A_log");
-  check_float_dtype("gdn_gate", a, dt_bias, "dt_bias");
+  check_arithmetic_dtype("gdn_gate", a, A_log, "A_log");
+  check_arithmetic_dtype("gdn_gate", a, dt_bias, "dt_bias");
   // a and b as they are when they are rows of unit stride (the layer's b | a projection split into two column
   // windows: the kernels read them in place), else contiguous copies.
   auto rows = [](const Tensor& t) { return t.row_stride() > 0 ? t : contiguous(t); };
   Tensor ac = rows(a), bc = rows(b), Ac = contiguous(A_log), dc = contiguous(dt_bias);
-  Tensor g = Tensor::empty(a.shape(), a.dtype(), a.device()), beta = Tensor::empty(b.shape(), b.dtype(), b.device());
+  const DType ad = arithmetic_dtype(a.dtype());  // of g and beta (a, b may be bfloat16 storage)
+  Tensor g = Tensor::empty(a.shape(), ad, a.device()), beta = Tensor::empty(b.shape(), ad, b.device());
   kernels::gdn_gate_forward(a.device(), g, beta, ac, bc, Ac, dc);
   record("gdn_gate", {g, beta}, {ac, bc, Ac, dc},
          [ac = ac.detach(), bc = bc.detach(), Ac = Ac.detach(), dc = dc.detach()](const TensorList& grads)
              -> TensorList {
-           Tensor dg = grads[0].defined() ? contiguous(grads[0]) : zeros_like(ac);
-           Tensor dbeta = grads[1].defined() ? contiguous(grads[1]) : zeros_like(bc);
-           auto [da, db] = gate_input_grads(ac, bc);
+           Tensor dg = grads[0].defined() ? contiguous(grads[0]) : zeros(ac.shape(), Ac.dtype(), ac.device());
+           Tensor dbeta = grads[1].defined() ? contiguous(grads[1]) : zeros(bc.shape(), Ac.dtype(), bc.device());
+           auto [da, db] = gate_input_grads(ac, bc);  // in a's dtype (bfloat16 a, b: bf16 gradients)
            Tensor dA = empty_like(Ac), ddt = empty_like(dc);
            kernels::gdn_gate_backward(ac.device(), da, db, dA, ddt, dg, dbeta, ac, bc, Ac, dc);
            return {da, db, dA, ddt};

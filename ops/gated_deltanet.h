@@ -2,7 +2,11 @@
 //
 // Math: docs/MATH.md ("Gated DeltaNet layer" and the two "Gated delta rule" sections); shapes use the glossary B batch,
 // T time, C channels, W conv width, H heads (Hk key heads, Hv value heads, Hv a multiple of Hk), K key dim, V value
-// dim. All operators take float32 or float64; state and gate sums are kept in at least float32.
+// dim. All operators take float32 or float64; state and gate sums are kept in at least float32. The inputs that come
+// straight from the layer's input projection may also be bfloat16 storage with float32 arithmetic (its outputs under
+// bf16 products, ops/matmul.h linear_multi's out): causal_conv1d's x, rms_norm_gated's z (for float32 x) and
+// gdn_gate's a and b. Their other tensors and outputs are then float32, and the gradients of those bf16 inputs come
+// back in bfloat16 (the operands of the projection's backward GEMMs, with no copy).
 #pragma once
 
 #include <optional>

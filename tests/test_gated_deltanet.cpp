@@ -10,6 +10,7 @@
 // Inputs follow FLA's recipe: q, k random then l2-normalised, beta = sigmoid(random), g = logsigmoid(random) / n.
 #include <cmath>
 
+#include "autograd/engine.h"
 #include "core/dispatch.h"
 #include "ops/gated_deltanet.h"
 #include "tests/test_helpers.h"
@@ -281,6 +282,90 @@ TEST_CASE("gradcheck: gdn_gate") {
   auto [g2, b2] = gdn_gate(contiguous(h[1]), contiguous(h[0]), packed[1], packed[2]);
   CHECK(test::max_abs_diff(g1, g2) == 0.0);
   CHECK(test::max_abs_diff(b1, b2) == 0.0);
+}
+
+namespace {
+Tensor leaf_of(Tensor t) {
+  t.set_requires_grad(true);
+  return t;
+}
+}  // namespace
+
+// The layer's input projection outputs under bf16 products reach the conv, the gated norm and the gate in bfloat16:
+// the ops read them with float32 arithmetic (the same outputs, bit for bit, as for float32 inputs holding the same
+// rounded values) and return their gradients in bfloat16 (the float32 gradients rounded once). The gate's a and b
+// are the two halves of one bf16 b | a tensor, whose gradient split's backward takes whole (the one bf16 buffer).
+TEST_CASE("causal_conv1d, rms_norm_gated, gdn_gate: bfloat16 inputs, float32 arithmetic, bfloat16 gradients") {
+  Generator gen(11);
+  // A bfloat16 leaf and a float32 leaf of the same (rounded) values.
+  auto pair_of = [&](const Shape& shape) {
+    NoGradGuard no_grad;
+    Tensor b = to_dtype(randn(shape, gen), kBFloat16), f = to_dtype(b, kFloat32);
+    b.set_requires_grad(true);
+    f.set_requires_grad(true);
+    return std::pair{b, f};
+  };
+  auto f32_leaf = [&](const Shape& s, double mean = 0.0) { return leaf_of(randn(s, gen, kFloat32, kCPU, mean)); };
+  auto twin = [](const Tensor& t) { return leaf_of(clone(t.detach())); };  // a second leaf with t's values
+  auto rounded = [](const Tensor& t) { return to_dtype(t, kBFloat16); };
+
+  SUBCASE("causal_conv1d_parts") {
+    const int64_t B = 2, T = 9, C = 7, W = 4;
+    auto [xb, xf] = pair_of({B, T, C});
+    Tensor wb = f32_leaf({C, W}), wf = twin(wb);
+    const std::vector<Tensor> pb = causal_conv1d_parts(xb, wb, {2, 2, 3}), pf = causal_conv1d_parts(xf, wf, {2, 2, 3});
+    TensorList cot;
+    for (size_t i = 0; i < pb.size(); ++i) {
+      CHECK(pb[i].dtype() == kFloat32);
+      CHECK(max_abs_diff(pb[i], pf[i]) == 0.0);
+      cot.push_back(randn(pb[i].shape(), gen));
+    }
+    backward(TensorList(pb.begin(), pb.end()), cot);
+    backward(TensorList(pf.begin(), pf.end()), cot);
+    REQUIRE(xb.grad().dtype() == kBFloat16);
+    CHECK(max_abs_diff(xb.grad(), rounded(xf.grad())) == 0.0);
+    CHECK(max_abs_diff(wb.grad(), wf.grad()) == 0.0);
+    // The weights (and states) must be float32 for bfloat16 x.
+    CHECK_THROWS_AS((void)causal_conv1d(xb.detach(), to_dtype(wb.detach(), kFloat64)), Error);
+  }
+
+  SUBCASE("rms_norm_gated") {
+    const Shape s = {2, 5, 3, 8};
+    Tensor x = f32_leaf(s), w = f32_leaf({8}, 1.0), xf = twin(x), wf = twin(w);
+    auto [zb, zf] = pair_of(s);
+    const Tensor yb = rms_norm_gated(x, zb, w), yf = rms_norm_gated(xf, zf, wf);
+    CHECK(yb.dtype() == kFloat32);
+    CHECK(max_abs_diff(yb, yf) == 0.0);
+    const Tensor cot = randn(s, gen);
+    CHECK(max_abs_diff(rms_norm_gated(x.detach(), zb.detach(), w.detach(), 1e-6, kBFloat16), rounded(yf)) == 0.0);
+    backward({yb}, {cot});
+    backward({yf}, {cot});
+    REQUIRE(zb.grad().dtype() == kBFloat16);
+    CHECK(max_abs_diff(zb.grad(), rounded(zf.grad())) == 0.0);
+    CHECK(max_abs_diff(x.grad(), xf.grad()) == 0.0);
+    CHECK(max_abs_diff(w.grad(), wf.grad()) == 0.0);
+    CHECK_THROWS_AS((void)rms_norm_gated(to_dtype(x.detach(), kFloat64), zb.detach(), to_dtype(w.detach(), kFloat64)),
+                    Error);
+  }
+
+  SUBCASE("gdn_gate on the halves of one b | a") {
+    const int64_t H = 4;
+    auto [bab, baf] = pair_of({2, 5, 2 * H});
+    Tensor A_log = f32_leaf({H}), dt_bias = f32_leaf({H}), A_log_f = twin(A_log), dt_bias_f = twin(dt_bias);
+    std::vector<Tensor> hb = split(bab, {H, H}, -1), hf = split(baf, {H, H}, -1);
+    auto [gb, betab] = gdn_gate(hb[1], hb[0], A_log, dt_bias);
+    auto [gf, betaf] = gdn_gate(hf[1], hf[0], A_log_f, dt_bias_f);
+    CHECK((gb.dtype() == kFloat32 && betab.dtype() == kFloat32));
+    CHECK(max_abs_diff(gb, gf) == 0.0);
+    CHECK(max_abs_diff(betab, betaf) == 0.0);
+    const TensorList cot = {randn(gb.shape(), gen), randn(gb.shape(), gen)};
+    backward({gb, betab}, cot);
+    backward({gf, betaf}, cot);
+    REQUIRE(bab.grad().dtype() == kBFloat16);
+    CHECK(max_abs_diff(bab.grad(), rounded(baf.grad())) == 0.0);
+    CHECK(max_abs_diff(A_log.grad(), A_log_f.grad()) == 0.0);
+    CHECK(max_abs_diff(dt_bias.grad(), dt_bias_f.grad()) == 0.0);
+  }
 }
 
 TEST_CASE("gdn_gate: the guards keep g finite for a huge A_log (float32 and float64), through the delta rule") {
