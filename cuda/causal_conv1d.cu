@@ -1,5 +1,8 @@
 // cuda/causal_conv1d.cu — CUDA twin of the causal depthwise conv1d of ops/cpu/gated_deltanet_cpu.cpp (forward and
-// backward, float32 and float64).
+// backward, float32 and float64; x and dx may also be bfloat16 storage of float32 arithmetic, the layer's in_proj
+// output and its gradient under bf16 products, each value widened exactly on load and dx rounded once on store; y,
+// the weights and the states stay float32). The building blocks (vector accesses, geometry, channel parts) are in
+// cuda/causal_conv1d_common.cuh.
 //
 // Math (B batch, T time, C channels, W conv width): p[t,c] = bias[c] + sum_w weight[c,w] x[t-W+1+w, c], y = silu(p)
 // or p; x before t = 0 comes from initial_state [B,C,W-1] (oldest first) or is 0; final_state [B,C,W-1] = the inputs
@@ -15,9 +18,9 @@
 // dinitial_state), and adds its dweight (and, when asked for, dbias) terms in double; lanes are added in lane order,
 // then the blocks of a column in a fixed order (conv_weight_finalize_kernel, 32 columns a block, coalesced; the block
 // count depends only on the shapes: the same bits every run, no atomics). V = 4 forward (float4) and 2 backward
-// (float2) for float32 at W = 4 when C, the part widths and the pointers allow it (groups_of), else 1; W = 4 is
-// compiled in (register arrays of 4 taps), other widths read at run time. The sigmoid is sigmoid_of without its
-// branch (sigmoid_nb: the same bits).
+// (float2) for float32 at W = 4 when C, the part widths and the pointers allow it (groups_of), else 1 (bfloat16 x and
+// dx: 8- and 4-byte accesses); W = 4 is compiled in (register arrays of 4 taps), other widths read at run time. The
+// sigmoid is sigmoid_of without its branch (sigmoid_nb: the same bits).
 // Wider kernels: conv_dp_kernel, conv_dx_kernel, conv_dinit_kernel and the generic column reduction of
 // cuda/gated_deltanet_common.cuh (without SiLU the backward reads dy directly instead of a copy of it). The double
 // sums differ from the CPU's (per OpenMP thread) only in their order; a dweight term before t = 0 without an initial
@@ -29,6 +32,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "cuda/causal_conv1d_common.cuh"
 #include "cuda/cuda_kernels.h"
 #include "cuda/gated_deltanet_common.cuh"
 #include "cuda/launch.h"
@@ -38,148 +42,14 @@ namespace gdn::cuda {
 namespace {
 
 using namespace gdn_common;
-
-// Channels per thread of the V-wide paths: float32 only (float4 / float2 accesses).
-template <typename T, int V> constexpr int kVec = std::is_same_v<T, float> ? V : 1;
-
-// V consecutive elements at p: one 16-byte (V = 4) or 8-byte (V = 2) access of float32 aligned to V elements, else one
-// at a time. The loads read tensors that the kernel does not write (x, dy), so they take the read-only path (__ldg);
-// the stores are __stwb (the default write-back policy), so that each stays one vector store (nvcc splits a plain
-// float2 store into two).
-template <int V, typename T> __device__ inline void load_v(T (&v)[V], const T* p) {
-  static_assert(V == 1 || std::is_same_v<T, float>, "the 2- and 4-wide accesses are float2 / float4");
-  if constexpr (V == 4) {
-    const float4 q = __ldg(reinterpret_cast<const float4*>(p));
-    v[0] = q.x, v[1] = q.y, v[2] = q.z, v[3] = q.w;
-  } else if constexpr (V == 2) {
-    const float2 q = __ldg(reinterpret_cast<const float2*>(p));
-    v[0] = q.x, v[1] = q.y;
-  } else {
-#pragma unroll
-    for (int k = 0; k < V; ++k) v[k] = p[k];
-  }
-}
-template <int V, typename T> __device__ inline void store_v(T* p, const T (&v)[V]) {
-  static_assert(V == 1 || std::is_same_v<T, float>, "the 2- and 4-wide accesses are float2 / float4");
-  if constexpr (V == 4) {
-    __stwb(reinterpret_cast<float4*>(p), make_float4(v[0], v[1], v[2], v[3]));
-  } else if constexpr (V == 2) {
-    __stwb(reinterpret_cast<float2*>(p), make_float2(v[0], v[1]));
-  } else {
-#pragma unroll
-    for (int k = 0; k < V; ++k) p[k] = v[k];
-  }
-}
-
-// sigmoid_of (the CPU's 1 / (1 + exp(-x)) for x >= 0, e / (1 + e) with e = exp(x) below) without its branch: the same
-// operations on the same values, so the same bits, with one exp and one division where a warp of mixed signs would
-// run both branches.
-template <typename T> __device__ inline T sigmoid_nb(T x) {
-  const bool pos = x >= T(0);
-  const T e = exp(pos ? -x : x);
-  return (pos ? T(1) : e) / (T(1) + e);
-}
-
-// The geometry of one conv call, and the input at (b, t, c) for any t >= -(W-1) (initial state or 0 before t=0).
-template <typename T> struct ConvGeometry {
-  int64_t B, T_, C, W;
-  const T* x;     // [B,T,C]
-  const T* init;  // [B,C,W-1] or null
-  __device__ T input(int64_t b, int64_t t, int64_t c) const {
-    if (t >= 0) return x[(b * T_ + t) * C + c];
-    return init ? init[(b * C + c) * (W - 1) + (W - 1 + t)] : T(0);
-  }
-  // The inputs at (b, t, c .. c+V-1): one load_v from x for t >= 0, else one input() per channel.
-  template <int V> __device__ void inputs(T (&v)[V], int64_t b, int64_t t, int64_t c) const {
-    if (t >= 0) return load_v(v, x + (b * T_ + t) * C + c);
-#pragma unroll
-    for (int k = 0; k < V; ++k) v[k] = input(b, t, c + k);
-  }
-  // p = bias + sum_w weight[c,w] x[t-W+1+w], in the CPU's order (bias first, then w ascending).
-  __device__ T preactivation(const T* weight, const T* bias, int64_t b, int64_t t, int64_t c) const {
-    T p = bias ? bias[c] : T(0);
-    for (int64_t w = 0; w < W; ++w) {
-      const int64_t ts = t - (W - 1) + w;
-      if (ts >= 0)
-        p += weight[c * W + w] * x[(b * T_ + ts) * C + c];
-      else if (init)
-        p += weight[c * W + w] * input(b, ts, c);
-    }
-    return p;
-  }
-};
-
-// A [B,T,C] conv output or gradient given as its channel parts: contiguous [B,T,C_i] tensors, in order, at most
-// kMaxParts (the layer's q | k | v come out as three). at(r, c): the element of row r = b*T + t, channel c.
-constexpr int kMaxParts = 4;
-template <typename T> struct ChannelParts {
-  T* p[kMaxParts];
-  int64_t c0[kMaxParts + 1];  // part i holds channels [c0[i], c0[i+1])
-  int n;
-  struct Column {  // channel c of one part: the element of row r is p[r * stride]
-    T* p;
-    int64_t stride;
-  };
-  __device__ Column locate(int64_t c) const {  // unrolled: constant indices keep the struct out of local memory
-#pragma unroll
-    for (int i = kMaxParts - 1; i > 0; --i)
-      if (i < n && c >= c0[i]) return {p[i] + (c - c0[i]), c0[i + 1] - c0[i]};
-    return {p[0] + c, c0[1]};
-  }
-  __device__ T& at(int64_t r, int64_t c) const {
-    const Column col = locate(c);
-    return col.p[r * col.stride];
-  }
-};
-template <typename T>
-ChannelParts<T> channel_parts(const std::vector<Tensor>& parts, const Tensor& x, const char* what) {
-  GDN_CHECK(!parts.empty() && parts.size() <= static_cast<size_t>(kMaxParts), "{}: {} parts (1 to {})", what,
-            parts.size(), kMaxParts);
-  ChannelParts<T> cp{};
-  cp.n = static_cast<int>(parts.size());
-  for (int i = 0; i < cp.n; ++i) {
-    const Tensor& t = parts[i];
-    GDN_CHECK(t.is_contiguous() && t.dim() == 3 && t.size(0) == x.size(0) && t.size(1) == x.size(1) &&
-                  t.dtype() == x.dtype(),
-              "{}: part {} for x {} {}", what, shape_str(t.shape()), shape_str(x.shape()), x.dtype());
-    cp.p[i] = const_cast<T*>(t.data<std::remove_const_t<T>>());
-    cp.c0[i + 1] = cp.c0[i] + t.size(2);
-  }
-  GDN_CHECK(cp.c0[cp.n] == x.size(2), "{}: parts of {} channels for C = {}", what, cp.c0[cp.n], x.size(2));
-  return cp;
-}
-
-// Whether a call may give each thread V channels: every part boundary (and C) a multiple of V, so that a thread's
-// channels lie in one part, and every part and tensor in `ps` aligned to V elements (then so is every row's group).
-template <typename T> bool groups_of(int V, const ChannelParts<T>& cp, std::initializer_list<const void*> ps) {
-  const uintptr_t bytes = V * sizeof(T);
-  for (int i = 0; i < cp.n; ++i)
-    if (cp.c0[i + 1] % V != 0 || !is_aligned(cp.p[i], bytes)) return false;
-  for (const void* p : ps)
-    if (!is_aligned(p, bytes)) return false;
-  return true;
-}
-
-// The forward, dp and dx kernels: grid (ceil(C / (V x threads)), ceil(T / kConvRows), B), a thread per V channels
-// (the dp and dx kernels: 1) and a run of kConvRows time steps (no index division; the channel fastest, so every
-// load and store is coalesced).
-constexpr int kConvRows = 8;
-constexpr int kConvMaxW = 8;  // widest kernel of the register-window kernels
-
-struct ConvRows {
-  int64_t b, c, t0, t1;  // batch row, first channel, time steps [t0, t1); c < 0: no channel for this thread
-};
-__device__ inline ConvRows conv_rows(int64_t C, int64_t T_, int V = 1) {
-  const int64_t c = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) * V, t0 = blockIdx.y * kConvRows;
-  return {blockIdx.z, c < C ? c : -1, t0, min(T_, t0 + kConvRows)};
-}
+using namespace conv1d;
 
 // y [B,T,C], W <= kConvMaxW (FW: W compiled in, or 0 for any W read at run time), V channels per thread: the thread's
 // inputs (its kConvRows rows and the W-1 before them) are loaded into registers first, so their loads overlap (a
 // store to y between them would have ordered them one after another). Its part of y is looked up once.
-template <typename T, int FW, int V>
+template <typename T, int FW, int V, typename S>
 __global__ void __launch_bounds__(kThreads)
-    conv_forward_kernel(ChannelParts<T> y, ConvGeometry<T> geo, const T* __restrict__ weight,
+    conv_forward_kernel(ChannelParts<T> y, ConvGeometry<T, S> geo, const T* __restrict__ weight,
                         const T* __restrict__ bias, bool silu) {
   constexpr int MW = FW != 0 ? FW : kConvMaxW;  // the register arrays' width
   const ConvRows r = conv_rows(geo.C, geo.T_, V);
@@ -222,8 +92,8 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // y for W > kConvMaxW: p recomputed from global memory for every time step.
-template <typename T>
-__global__ void conv_forward_wide_kernel(ChannelParts<T> y, ConvGeometry<T> geo, const T* weight, const T* bias,
+template <typename T, typename S>
+__global__ void conv_forward_wide_kernel(ChannelParts<T> y, ConvGeometry<T, S> geo, const T* weight, const T* bias,
                                          bool silu) {
   const ConvRows r = conv_rows(geo.C, geo.T_);
   if (r.c < 0) return;
@@ -235,7 +105,7 @@ __global__ void conv_forward_wide_kernel(ChannelParts<T> y, ConvGeometry<T> geo,
 }
 
 // final_state [B,C,W-1] = the inputs at T-(W-1)+j, oldest first (from the initial state or 0 when T < W-1).
-template <typename T> __global__ void conv_final_state_kernel(T* fs, ConvGeometry<T> geo) {
+template <typename T, typename S> __global__ void conv_final_state_kernel(T* fs, ConvGeometry<T, S> geo) {
   const int64_t K = geo.W - 1, n = geo.B * geo.C * K;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(blockDim.x) * gridDim.x) {
     const int64_t j = i % K, bc = i / K;
@@ -244,9 +114,9 @@ template <typename T> __global__ void conv_final_state_kernel(T* fs, ConvGeometr
 }
 
 // dp [B,T,C] = dy * silu'(p), p recomputed (silu), or dy itself.
-template <typename T>
-__global__ void conv_dp_kernel(T* dp, ChannelParts<const T> dy, ConvGeometry<T> geo, const T* weight, const T* bias,
-                               bool silu) {
+template <typename T, typename S>
+__global__ void conv_dp_kernel(T* dp, ChannelParts<const T> dy, ConvGeometry<T, S> geo, const T* weight,
+                               const T* bias, bool silu) {
   const ConvRows r = conv_rows(geo.C, geo.T_);
   if (r.c < 0) return;
   for (int64_t t = r.t0; t < r.t1; ++t) {
@@ -261,9 +131,9 @@ __global__ void conv_dp_kernel(T* dp, ChannelParts<const T> dy, ConvGeometry<T> 
   }
 }
 
-// dx [B,T,C]: dx[t] = sum_w weight[c,w] dp[t+W-1-w] over outputs inside [0, T).
-template <typename T>
-__global__ void conv_dx_kernel(T* dx, const T* dp, const T* weight, int64_t T_, int64_t C, int64_t W) {
+// dx [B,T,C]: dx[t] = sum_w weight[c,w] dp[t+W-1-w] over outputs inside [0, T); stored as S (x's storage).
+template <typename T, typename S>
+__global__ void conv_dx_kernel(S* dx, const T* dp, const T* weight, int64_t T_, int64_t C, int64_t W) {
   const ConvRows r = conv_rows(C, T_);
   if (r.c < 0) return;
   for (int64_t t = r.t0; t < r.t1; ++t) {
@@ -272,7 +142,7 @@ __global__ void conv_dx_kernel(T* dx, const T* dp, const T* weight, int64_t T_, 
       const int64_t to = t + W - 1 - w;
       if (to < T_) s += weight[r.c * W + w] * dp[(r.b * T_ + to) * C + r.c];
     }
-    dx[(r.b * T_ + t) * C + r.c] = s;
+    dx[(r.b * T_ + t) * C + r.c] = out_value<S>(s);
   }
 }
 
@@ -292,15 +162,15 @@ __global__ void conv_dinit_kernel(T* di, const T* dp, const T* weight, int64_t B
 }
 
 // Column m < W*C is (w = m / C, c = m % C): dp[r,c] x[t-W+1+w, c]; column W*C + c is dbias's dp[r,c]. r = b*T + t.
-template <typename T> struct ConvWeightTerm {
-  ConvGeometry<T> geo;
+template <typename T, typename S> struct ConvWeightTerm {
+  ConvGeometry<T, S> geo;
   const T* dp;
   __device__ double operator()(int64_t r, int64_t m) const {
     const int64_t C = geo.C, w = m / C, c = m % C;
     const double d = static_cast<double>(dp[r * C + c]);
     if (w == geo.W) return d;
     const int64_t b = r / geo.T_, t = r % geo.T_, ts = t - (geo.W - 1) + w;
-    if (ts >= 0) return d * static_cast<double>(geo.x[(r - (geo.W - 1) + w) * C + c]);
+    if (ts >= 0) return d * static_cast<double>(in_value<T>(geo.x[(r - (geo.W - 1) + w) * C + c]));
     return geo.init ? d * static_cast<double>(geo.input(b, ts, c)) : 0.0;
   }
 };
@@ -333,10 +203,10 @@ constexpr int kConvRun = 8;
 // then reduces, so blocks per SM keep loads in flight: float32 at W = 4 fits 64 registers at V = 1 (four blocks per
 // SM) and stays under 128 at V = 2 (two blocks, each thread with twice the bytes per load). V = 4 would need more
 // than 128 (x, dy, the taps and 4 x (W+1) double sums) and spilled there.
-template <typename T, int FW, int V>
+template <typename T, int FW, int V, typename S>
 __global__ void __launch_bounds__(kColTile* kRowLanes, FW != 0 && sizeof(T) == 4 ? (V == 1 ? 4 : 2) : 1)
-    conv_backward_fused_kernel(T* __restrict__ dx, T* __restrict__ dinit, double* __restrict__ partial,
-                               ConvGeometry<T> geo, ChannelParts<const T> dy, const T* __restrict__ weight,
+    conv_backward_fused_kernel(S* __restrict__ dx, T* __restrict__ dinit, double* __restrict__ partial,
+                               ConvGeometry<T, S> geo, ChannelParts<const T> dy, const T* __restrict__ weight,
                                const T* __restrict__ bias, bool silu, int nb, int64_t tiles) {
   constexpr int MW = FW != 0 ? FW : kConvMaxW, CT = kColTile * V;  // register arrays' width; the block's channels
   __shared__ double lanes[kRowLanes][MW + 1][CT];
@@ -495,27 +365,30 @@ void causal_conv1d_forward(const std::vector<Tensor>& ys, const Tensor& final_st
                            const Tensor& weight, const Tensor& bias, const Tensor& initial_state, bool silu) {
   GDN_CHECK(x.is_contiguous() && weight.is_contiguous(), "causal_conv1d: contiguous only");
   const int64_t B = x.size(0), T_ = x.size(1), C = x.size(2), W = weight.size(1);
-  dispatch_float(x.dtype(), "cuda causal_conv1d_forward", [&](auto tag_) {
+  dispatch_float(arithmetic_dtype(x.dtype()), "cuda causal_conv1d_forward", [&](auto tag_) {
     using T = decltype(tag_);
-    const ConvGeometry<T> geo{B, T_, C, W, x.data<T>(), initial_state.defined() ? initial_state.data<T>() : nullptr};
-    const T* bp = bias.defined() ? bias.data<T>() : nullptr;
-    if (B * T_ * C > 0) {  // W = 4 compiled in, 4 channels per float32 thread where rows allow float4
-      const ChannelParts<T> y = channel_parts<T>(ys, x, "causal_conv1d");
-      constexpr int V = kVec<T, 4>;
-      const bool wide = W == 4 && groups_of(V, y, {x.raw_data()});
-      const int64_t G = wide ? C / V : C;
-      const auto kernel = W > kConvMaxW ? conv_forward_wide_kernel<T>
-                          : W != 4      ? conv_forward_kernel<T, 0, 1>
-                          : wide        ? conv_forward_kernel<T, 4, V>
-                                        : conv_forward_kernel<T, 4, 1>;
-      kernel<<<conv_grid(B, T_, G), conv_threads(G), 0, current_stream()>>>(y, geo, weight.data<T>(), bp, silu);
-      CUDA_CHECK_LAST();
-    }
-    if (final_state.defined() && B * C * (W - 1) > 0) {
-      conv_final_state_kernel<T><<<grid_for(B * C * (W - 1)), kThreads, 0, current_stream()>>>(
-          final_state.data<T>(), geo);
-      CUDA_CHECK_LAST();
-    }
+    with_storage<T>(x, [&](auto* xp) {  // x may be bfloat16 for float32 arithmetic
+      using S = std::remove_pointer_t<decltype(xp)>;
+      const ConvGeometry<T, S> geo{B, T_, C, W, xp, initial_state.defined() ? initial_state.data<T>() : nullptr};
+      const T* bp = bias.defined() ? bias.data<T>() : nullptr;
+      if (B * T_ * C > 0) {  // W = 4 compiled in, 4 channels per float32 thread where rows allow float4
+        const ChannelParts<T> y = channel_parts<T>(ys, x, "causal_conv1d");
+        constexpr int V = kVec<T, 4>;
+        const bool wide = W == 4 && groups_of(V, y, {x.raw_data()});
+        const int64_t G = wide ? C / V : C;
+        const auto kernel = W > kConvMaxW ? conv_forward_wide_kernel<T, S>
+                            : W != 4      ? conv_forward_kernel<T, 0, 1, S>
+                            : wide        ? conv_forward_kernel<T, 4, V, S>
+                                          : conv_forward_kernel<T, 4, 1, S>;
+        kernel<<<conv_grid(B, T_, G), conv_threads(G), 0, current_stream()>>>(y, geo, weight.data<T>(), bp, silu);
+        CUDA_CHECK_LAST();
+      }
+      if (final_state.defined() && B * C * (W - 1) > 0) {
+        conv_final_state_kernel<T, S><<<grid_for(B * C * (W - 1)), kThreads, 0, current_stream()>>>(
+            final_state.data<T>(), geo);
+        CUDA_CHECK_LAST();
+      }
+    });
   });
 }
 
@@ -524,60 +397,66 @@ void causal_conv1d_backward(const Tensor& dx, const Tensor& dweight, const Tenso
                             const Tensor& weight, const Tensor& bias, const Tensor& initial_state, bool silu) {
   GDN_CHECK(dx.is_contiguous() && x.is_contiguous() && weight.is_contiguous(),
             "causal_conv1d_backward: contiguous only");
+  GDN_CHECK(dx.dtype() == x.dtype(), "causal_conv1d_backward: dx is {} for {} x", dx.dtype(), x.dtype());
   const int64_t B = x.size(0), T_ = x.size(1), C = x.size(2), W = weight.size(1);
-  dispatch_float(x.dtype(), "cuda causal_conv1d_backward", [&](auto tag_) {
+  dispatch_float(arithmetic_dtype(x.dtype()), "cuda causal_conv1d_backward", [&](auto tag_) {
     using T = decltype(tag_);
-    const ConvGeometry<T> geo{B, T_, C, W, x.data<T>(), initial_state.defined() ? initial_state.data<T>() : nullptr};
-    const T* wp = weight.data<T>();
-    const T* bp = bias.defined() ? bias.data<T>() : nullptr;
-    const int64_t n = B * T_ * C;
-    T* dbp = dbias.defined() ? dbias.data<T>() : nullptr;
-    const ChannelParts<const T> dy = channel_parts<const T>(dys, x, "causal_conv1d_backward");
-    const int64_t tiles = (T_ + kRowLanes * kConvRun - 1) / (kRowLanes * kConvRun);
-    if (W <= kConvMaxW && n > 0 && B * tiles <= 65535) {  // one pass (conv_backward_fused_kernel)
-      const int nb = static_cast<int>(W) + (dbp ? 1 : 0);
-      Tensor partial = Tensor::empty({B * tiles, nb, C}, kFloat64, x.device());
-      constexpr int V = kVec<T, 2>;
-      const bool wide = W == 4 && groups_of(V, dy, {x.raw_data(), dx.raw_data()});
-      const int64_t G = wide ? C / V : C;
-      const dim3 grid(static_cast<unsigned>((G + kColTile - 1) / kColTile), static_cast<unsigned>(B * tiles));
-      const auto kernel = W != 4 ? conv_backward_fused_kernel<T, 0, 1>
-                          : wide ? conv_backward_fused_kernel<T, 4, V>
-                                 : conv_backward_fused_kernel<T, 4, 1>;
-      kernel<<<grid, dim3(kColTile, kRowLanes), 0, current_stream()>>>(
-          dx.data<T>(), dinitial_state.defined() ? dinitial_state.data<T>() : nullptr, partial.data<double>(), geo,
-          dy, wp, bp, silu, nb, tiles);
-      CUDA_CHECK_LAST();
-      const int64_t M = nb * C;
-      conv_weight_finalize_kernel<T><<<static_cast<unsigned>((M + 31) / 32), dim3(32, 32), 0, current_stream()>>>(
-          dweight.data<T>(), dbp, partial.data<double>(), B * tiles, C, W, M);
-      CUDA_CHECK_LAST();
-      return;
-    }
+    with_storage<T>(x, [&](auto* xp) {  // x and dx may be bfloat16 for float32 arithmetic
+      using S = std::remove_pointer_t<decltype(xp)>;
+      S* dxp = static_cast<S*>(dx.raw_data());
+      const ConvGeometry<T, S> geo{B, T_, C, W, xp, initial_state.defined() ? initial_state.data<T>() : nullptr};
+      const T* wp = weight.data<T>();
+      const T* bp = bias.defined() ? bias.data<T>() : nullptr;
+      const int64_t n = B * T_ * C;
+      T* dbp = dbias.defined() ? dbias.data<T>() : nullptr;
+      const ChannelParts<const T> dy = channel_parts<const T>(dys, x, "causal_conv1d_backward");
+      const int64_t tiles = (T_ + kRowLanes * kConvRun - 1) / (kRowLanes * kConvRun);
+      if (W <= kConvMaxW && n > 0 && B * tiles <= 65535) {  // one pass (conv_backward_fused_kernel)
+        const int nb = static_cast<int>(W) + (dbp ? 1 : 0);
+        Tensor partial = Tensor::empty({B * tiles, nb, C}, kFloat64, x.device());
+        constexpr int V = kVec<T, 2>;
+        const bool wide = W == 4 && groups_of(V, dy, {x.raw_data(), dx.raw_data()});
+        const int64_t G = wide ? C / V : C;
+        const dim3 grid(static_cast<unsigned>((G + kColTile - 1) / kColTile), static_cast<unsigned>(B * tiles));
+        const auto kernel = W != 4 ? conv_backward_fused_kernel<T, 0, 1, S>
+                            : wide ? conv_backward_fused_kernel<T, 4, V, S>
+                                   : conv_backward_fused_kernel<T, 4, 1, S>;
+        kernel<<<grid, dim3(kColTile, kRowLanes), 0, current_stream()>>>(
+            dxp, dinitial_state.defined() ? dinitial_state.data<T>() : nullptr, partial.data<double>(), geo, dy, wp,
+            bp, silu, nb, tiles);
+        CUDA_CHECK_LAST();
+        const int64_t M = nb * C;
+        conv_weight_finalize_kernel<T><<<static_cast<unsigned>((M + 31) / 32), dim3(32, 32), 0, current_stream()>>>(
+            dweight.data<T>(), dbp, partial.data<double>(), B * tiles, C, W, M);
+        CUDA_CHECK_LAST();
+        return;
+      }
 
-    // Wider kernels (and grids past 65535 tiles): dp = dy * act'(p) (without SiLU dp is dy itself, read in place
-    // when it is one part), then dx, dinitial_state and the weight sums from it.
-    Tensor dp_buf;
-    const T* dp = dy.p[0];
-    if ((silu || dy.n > 1) && n > 0) {
-      dp_buf = Tensor::empty({B, T_, C}, x.dtype(), x.device());
-      conv_dp_kernel<T><<<conv_grid(B, T_, C), conv_threads(C), 0, current_stream()>>>(dp_buf.data<T>(), dy, geo, wp,
-                                                                                       bp, silu);
-      CUDA_CHECK_LAST();
-      dp = dp_buf.data<T>();
-    }
-    if (n > 0) {
-      conv_dx_kernel<T><<<conv_grid(B, T_, C), conv_threads(C), 0, current_stream()>>>(dx.data<T>(), dp, wp, T_, C, W);
-      CUDA_CHECK_LAST();
-    }
-    if (dinitial_state.defined() && B * C * (W - 1) > 0) {
-      conv_dinit_kernel<T><<<grid_for(B * C * (W - 1)), kThreads, 0, current_stream()>>>(
-          dinitial_state.data<T>(), dp, wp, B, T_, C, W);
-      CUDA_CHECK_LAST();
-    }
-    // dweight [C,W] and dbias [C]: sums over the B*T rows, in double.
-    const int64_t M = (W + (dbias.defined() ? 1 : 0)) * C;
-    column_reduce(x.device(), B * T_, M, ConvWeightTerm<T>{geo, dp}, ConvWeightStore<T>{dweight.data<T>(), dbp, C, W});
+      // Wider kernels (and grids past 65535 tiles): dp = dy * act'(p) (without SiLU dp is dy itself, read in place
+      // when it is one part), then dx, dinitial_state and the weight sums from it.
+      Tensor dp_buf;
+      const T* dp = dy.p[0];
+      if ((silu || dy.n > 1) && n > 0) {
+        dp_buf = Tensor::empty({B, T_, C}, weight.dtype(), x.device());
+        conv_dp_kernel<T, S><<<conv_grid(B, T_, C), conv_threads(C), 0, current_stream()>>>(dp_buf.data<T>(), dy,
+                                                                                            geo, wp, bp, silu);
+        CUDA_CHECK_LAST();
+        dp = dp_buf.data<T>();
+      }
+      if (n > 0) {
+        conv_dx_kernel<T, S><<<conv_grid(B, T_, C), conv_threads(C), 0, current_stream()>>>(dxp, dp, wp, T_, C, W);
+        CUDA_CHECK_LAST();
+      }
+      if (dinitial_state.defined() && B * C * (W - 1) > 0) {
+        conv_dinit_kernel<T><<<grid_for(B * C * (W - 1)), kThreads, 0, current_stream()>>>(
+            dinitial_state.data<T>(), dp, wp, B, T_, C, W);
+        CUDA_CHECK_LAST();
+      }
+      // dweight [C,W] and dbias [C]: sums over the B*T rows, in double.
+      const int64_t M = (W + (dbias.defined() ? 1 : 0)) * C;
+      column_reduce(x.device(), B * T_, M, ConvWeightTerm<T, S>{geo, dp},
+                    ConvWeightStore<T>{dweight.data<T>(), dbp, C, W});
+    });
   });
 }
 

@@ -1,5 +1,7 @@
 // cuda/gated_deltanet_ops.cu — CUDA kernels of the small Gated DeltaNet operators: l2norm, gated RMSNorm and the
-// decay/write-strength gate; float32 and float64. The causal conv1d is in cuda/causal_conv1d.cu, the delta rule
+// decay/write-strength gate; float32 and float64. The gated RMSNorm's z and dz and the gate's a, b, da and db may be
+// bfloat16 storage of float32 arithmetic (the layer's in_proj outputs under bf16 products and their gradients: each
+// value widened exactly on load, rounded once on store). The causal conv1d is in cuda/causal_conv1d.cu, the delta rule
 // elsewhere; the scalar helpers and the column reduction they share are in cuda/gated_deltanet_common.cuh.
 //
 // Math (glossary H heads, N rows, D row width):
@@ -117,8 +119,8 @@ __global__ void l2norm_backward_kernel(T* dx, const T* dy, const T* y, const T* 
   }
 }
 
-template <int G, typename T, typename Y>
-__global__ void rms_norm_gated_forward_kernel(Y* y, T* rstd, const T* x, const T* z, const T* w, int64_t N, int64_t D,
+template <int G, typename T, typename Y, typename Z>
+__global__ void rms_norm_gated_forward_kernel(Y* y, T* rstd, const T* x, const Z* z, const T* w, int64_t N, int64_t D,
                                               double eps) {
   const int lane = threadIdx.x % G;
   GDN_FOR_EACH_GROUP_ROW(G, i, N) {
@@ -132,14 +134,14 @@ __global__ void rms_norm_gated_forward_kernel(Y* y, T* rstd, const T* x, const T
     const T r = static_cast<T>(1.0 / sqrt(ss / D + eps));
     if (lane == 0) rstd[i] = r;
     for (int64_t d = lane; d < D; d += G) {
-      const T zv = z[i * D + d];
+      const T zv = in_value<T>(z[i * D + d]);
       y[i * D + d] = out_value<Y>(xr[d] * r * w[d] * zv * sigmoid_of(zv));
     }
   }
 }
 
-template <int G, typename T>
-__global__ void rms_norm_gated_backward_kernel(T* dx, T* dz, const T* dy, const T* x, const T* z, const T* w,
+template <int G, typename T, typename Z>
+__global__ void rms_norm_gated_backward_kernel(T* dx, Z* dz, const T* dy, const T* x, const Z* z, const T* w,
                                                const T* rstd, int64_t N, int64_t D) {
   const int lane = threadIdx.x % G;
   GDN_FOR_EACH_GROUP_ROW(G, i, N) {
@@ -149,16 +151,16 @@ __global__ void rms_norm_gated_backward_kernel(T* dx, T* dz, const T* dy, const 
     if (on)
       for (int64_t d = lane; d < D; d += G) {
         const int64_t k = i * D + d;
-        const T zv = z[k], s = sigmoid_of(zv), n = x[k] * r;
+        const T zv = in_value<T>(z[k]), s = sigmoid_of(zv), n = x[k] * r;
         const T gy = dy[k];
         dot += static_cast<double>(gy * w[d] * zv * s) * n;
-        dz[k] = gy * n * w[d] * s * (T(1) + zv * (T(1) - s));
+        dz[k] = out_value<Z>(gy * n * w[d] * s * (T(1) + zv * (T(1) - s)));
       }
     const T mean_dot = static_cast<T>(warp_sum<G>(dot) / D);
     if (!on) continue;
     for (int64_t d = lane; d < D; d += G) {
       const int64_t k = i * D + d;
-      const T zv = z[k], n = x[k] * r;
+      const T zv = in_value<T>(z[k]), n = x[k] * r;
       const T dn = dy[k] * w[d] * zv * sigmoid_of(zv);
       dx[k] = r * (dn - n * mean_dot);
     }
@@ -169,9 +171,9 @@ __global__ void rms_norm_gated_backward_kernel(T* dx, T* dz, const T* dy, const 
 // keeps its values of a row in registers from the first phase (dz, the row sum) to the second (dx), and adds its
 // columns' dw terms over the rows it visits in double. At the end the block adds them group by group in order of
 // the group (shared memory) and writes its row of partial [gridDim.x, D].
-template <int G, typename T>
-__global__ void rms_norm_gated_backward_rows_kernel(T* dx, T* dz, double* partial, const T* dy, const T* x,
-                                                    const T* z, const T* w, const T* rstd, int64_t N, int64_t D) {
+template <int G, typename T, typename Z>
+__global__ void rms_norm_gated_backward_rows_kernel(T* dx, Z* dz, double* partial, const T* dy, const T* x,
+                                                    const Z* z, const T* w, const T* rstd, int64_t N, int64_t D) {
   constexpr int kGroups = kThreads / G;
   __shared__ double group_dw[kGroups][kRowCols * G];
   const int lane = threadIdx.x % G;
@@ -192,7 +194,7 @@ __global__ void rms_norm_gated_backward_rows_kernel(T* dx, T* dz, double* partia
       const bool in = on && d < D;
       gy[j] = in ? dy[i * D + d] : T(0);
       xv[j] = in ? x[i * D + d] : T(0);
-      zv[j] = in ? z[i * D + d] : T(0);
+      zv[j] = in ? in_value<T>(z[i * D + d]) : T(0);
     }
     T dn[kRowCols], nv[kRowCols];
     double dot = 0;  // sum dn * n
@@ -204,7 +206,7 @@ __global__ void rms_norm_gated_backward_rows_kernel(T* dx, T* dz, double* partia
       nv[j] = n;
       if (!on || d >= D) continue;
       dot += static_cast<double>(dn[j]) * n;
-      dz[i * D + d] = gy[j] * n * wv[j] * s * (T(1) + zv[j] * (T(1) - s));
+      dz[i * D + d] = out_value<Z>(gy[j] * n * wv[j] * s * (T(1) + zv[j] * (T(1) - s)));
       acc[j] += static_cast<double>(gy[j] * n * zv[j] * s);
     }
     const T mean_dot = static_cast<T>(warp_sum<G>(dot) / D);
@@ -226,12 +228,14 @@ __global__ void rms_norm_gated_backward_rows_kernel(T* dx, T* dz, double* partia
 #undef GDN_FOR_EACH_GROUP_ROW
 
 // dw[d] terms: dy n silu(z) for row r, column d.
-template <typename T> struct RmsGatedWeightTerm {
-  const T *dy, *x, *z, *rstd;
+template <typename T, typename Z> struct RmsGatedWeightTerm {
+  const T *dy, *x;
+  const Z* z;
+  const T* rstd;
   int64_t D;
   __device__ double operator()(int64_t r, int64_t d) const {
     const int64_t k = r * D + d;
-    const T zv = z[k], s = sigmoid_of(zv), n = x[k] * rstd[r];
+    const T zv = in_value<T>(z[k]), s = sigmoid_of(zv), n = x[k] * rstd[r];
     return static_cast<double>(dy[k] * n * zv * s);
   }
 };
@@ -279,14 +283,19 @@ void rms_norm_gated_forward(const Tensor& y, const Tensor& rstd, const Tensor& x
   if (N == 0) return;
   GDN_CHECK(y.dtype() == x.dtype() || (y.dtype() == kBFloat16 && x.dtype() == kFloat32),
             "rms_norm_gated: a {} output for {} input", y.dtype(), x.dtype());
+  GDN_CHECK(z.dtype() == x.dtype() || (z.dtype() == kBFloat16 && x.dtype() == kFloat32),
+            "rms_norm_gated: a {} z for {} x", z.dtype(), x.dtype());
   dispatch_float(x.dtype(), "cuda rms_norm_gated_forward", [&](auto tag_) {
     using T = decltype(tag_);
     with_storage<T>(y, [&](auto* yp) {
-      using Y = std::remove_pointer_t<decltype(yp)>;
-      with_row_lanes(D, [&](auto g) {
-        constexpr int G = decltype(g)::value;
-        rms_norm_gated_forward_kernel<G, T, Y><<<row_grid(N, G), kThreads, 0, current_stream()>>>(
-            yp, rstd.data<T>(), x.data<T>(), z.data<T>(), w.data<T>(), N, D, eps);
+      with_storage<T>(z, [&](auto* zp) {
+        using Y = std::remove_pointer_t<decltype(yp)>;
+        using Z = std::remove_pointer_t<decltype(zp)>;
+        with_row_lanes(D, [&](auto g) {
+          constexpr int G = decltype(g)::value;
+          rms_norm_gated_forward_kernel<G, T, Y, Z><<<row_grid(N, G), kThreads, 0, current_stream()>>>(
+              yp, rstd.data<T>(), x.data<T>(), zp, w.data<T>(), N, D, eps);
+        });
       });
     });
     CUDA_CHECK_LAST();
@@ -300,78 +309,99 @@ void rms_norm_gated_backward(const Tensor& dx, const Tensor& dz, const Tensor& d
             "rms_norm_gated_backward: contiguous only");
   const int64_t D = x.size(-1), N = D > 0 ? x.numel() / D : 0;
   if (D == 0) return;
+  GDN_CHECK(dz.dtype() == z.dtype() && (z.dtype() == x.dtype() || (z.dtype() == kBFloat16 && x.dtype() == kFloat32)),
+            "rms_norm_gated_backward: z {} and dz {} for {} x", z.dtype(), dz.dtype(), x.dtype());
   cudaStream_t stream = current_stream();
   dispatch_float(x.dtype(), "cuda rms_norm_gated_backward", [&](auto tag_) {
     using T = decltype(tag_);
-    if (D <= kRowCols * row_lanes(D)) {
-      // One pass over the rows (also for N = 0: one block writes zero partials), then dw [D] from the S block
-      // partials, a warp per column (S depends only on N and D).
-      with_row_lanes(D, [&](auto g) {
-        constexpr int G = decltype(g)::value;
-        const unsigned S = grid_for(N, kThreads / G, kRowBlocks);
-        Tensor partial = Tensor::empty({static_cast<int64_t>(S), D}, kFloat64, x.device());
-        rms_norm_gated_backward_rows_kernel<G, T><<<S, kThreads, 0, stream>>>(
-            dx.data<T>(), dz.data<T>(), partial.data<double>(), dy.data<T>(), x.data<T>(), z.data<T>(), w.data<T>(),
-            rstd.data<T>(), N, D);
+    with_storage<T>(z, [&](auto* zp) {  // z and dz: T, or bfloat16 for float32
+      using Z = std::remove_pointer_t<decltype(zp)>;
+      Z* dzp = static_cast<Z*>(dz.raw_data());
+      if (D <= kRowCols * row_lanes(D)) {
+        // One pass over the rows (also for N = 0: one block writes zero partials), then dw [D] from the S block
+        // partials, a warp per column (S depends only on N and D).
+        with_row_lanes(D, [&](auto g) {
+          constexpr int G = decltype(g)::value;
+          const unsigned S = grid_for(N, kThreads / G, kRowBlocks);
+          Tensor partial = Tensor::empty({static_cast<int64_t>(S), D}, kFloat64, x.device());
+          rms_norm_gated_backward_rows_kernel<G, T, Z><<<S, kThreads, 0, stream>>>(
+              dx.data<T>(), dzp, partial.data<double>(), dy.data<T>(), x.data<T>(), zp, w.data<T>(), rstd.data<T>(),
+              N, D);
+          CUDA_CHECK_LAST();
+          column_finalize_kernel<CastStore<T>><<<grid_for(D * 32), kThreads, 0, stream>>>(
+              partial.data<double>(), S, D, CastStore<T>{dw.data<T>()});
+          CUDA_CHECK_LAST();
+        });
+        return;
+      }
+      // Wider rows: a warp per row for dx and dz, then dw [D] by the two-pass column reduction.
+      if (N > 0) {
+        rms_norm_gated_backward_kernel<32, T, Z><<<row_grid(N, 32), kThreads, 0, stream>>>(
+            dx.data<T>(), dzp, dy.data<T>(), x.data<T>(), zp, w.data<T>(), rstd.data<T>(), N, D);
         CUDA_CHECK_LAST();
-        column_finalize_kernel<CastStore<T>><<<grid_for(D * 32), kThreads, 0, stream>>>(
-            partial.data<double>(), S, D, CastStore<T>{dw.data<T>()});
-        CUDA_CHECK_LAST();
-      });
-      return;
-    }
-    // Wider rows: a warp per row for dx and dz, then dw [D] by the two-pass column reduction.
-    if (N > 0) {
-      rms_norm_gated_backward_kernel<32, T><<<row_grid(N, 32), kThreads, 0, stream>>>(
-          dx.data<T>(), dz.data<T>(), dy.data<T>(), x.data<T>(), z.data<T>(), w.data<T>(), rstd.data<T>(), N, D);
-      CUDA_CHECK_LAST();
-    }
-    column_reduce(x.device(), N, D, RmsGatedWeightTerm<T>{dy.data<T>(), x.data<T>(), z.data<T>(), rstd.data<T>(), D},
-                  CastStore<T>{dw.data<T>()});
+      }
+      column_reduce(x.device(), N, D, RmsGatedWeightTerm<T, Z>{dy.data<T>(), x.data<T>(), zp, rstd.data<T>(), D},
+                    CastStore<T>{dw.data<T>()});
+    });
   });
 }
 
 // ---------------------------------------------------------------------------------------------------------------
 // gate: rows of H heads, element i has row i / H and head i % H; a, b, da, db are read and written at row * (their
-// row stride) + head (column windows of the layer's b | a projection), g, beta, dg, dbeta contiguous.
+// row stride) + head (column windows of the layer's b | a projection), g, beta, dg, dbeta contiguous. A: the storage
+// of a, b, da, db (T, or bfloat16 for T = float: the projection's output under bf16 products, its gradient rounded
+// once); everything else is T.
 
 // The row strides of a, b, da, db.
 struct GateStrides {
   int64_t a, b, da, db;
 };
 
-template <typename T>
-__global__ void gate_forward_kernel(T* g, T* beta, const T* a, const T* b, const T* A_log, const T* dt_bias, int64_t N,
+template <typename T, typename A>
+__global__ void gate_forward_kernel(T* g, T* beta, const A* a, const A* b, const T* A_log, const T* dt_bias, int64_t N,
                                     int64_t H, GateStrides st) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < N; i += int64_t(blockDim.x) * gridDim.x) {
     const int64_t r = i / H, h = i - r * H;
-    g[i] = clamp_gate(raw_gate(A_log[h], a[r * st.a + h] + dt_bias[h]).raw);
-    beta[i] = sigmoid_of(b[r * st.b + h]);
+    g[i] = clamp_gate(raw_gate(A_log[h], in_value<T>(a[r * st.a + h]) + dt_bias[h]).raw);
+    beta[i] = sigmoid_of(in_value<T>(b[r * st.b + h]));
   }
 }
 
-template <typename T>
-__global__ void gate_backward_kernel(T* da, T* db, const T* dg, const T* dbeta, const T* a, const T* b,
+// da at element i, before it is stored: 0 where g is clamped.
+template <typename T, typename A>
+__device__ inline T gate_da(T dg, A a, T A_log, T dt_bias) {
+  const T xa = in_value<T>(a) + dt_bias;
+  const RawGate<T> rg = raw_gate(A_log, xa);
+  return rg.raw < static_cast<T>(kGateMin) ? T(0) : dg * (-rg.A) * sigmoid_of(xa);
+}
+
+template <typename T, typename A>
+__global__ void gate_backward_kernel(A* da, A* db, const T* dg, const T* dbeta, const A* a, const A* b,
                                      const T* A_log, const T* dt_bias, int64_t N, int64_t H, GateStrides st) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < N; i += int64_t(blockDim.x) * gridDim.x) {
     const int64_t r = i / H, h = i - r * H;
-    const T xa = a[r * st.a + h] + dt_bias[h];
-    const RawGate<T> rg = raw_gate(A_log[h], xa);
-    da[r * st.da + h] = rg.raw < static_cast<T>(kGateMin) ? T(0) : dg[i] * (-rg.A) * sigmoid_of(xa);
-    const T s = sigmoid_of(b[r * st.b + h]);
-    db[r * st.db + h] = dbeta[i] * s * (T(1) - s);
+    da[r * st.da + h] = out_value<A>(gate_da(dg[i], a[r * st.a + h], A_log[h], dt_bias[h]));
+    const T s = sigmoid_of(in_value<T>(b[r * st.b + h]));
+    db[r * st.db + h] = out_value<A>(dbeta[i] * s * (T(1) - s));
   }
 }
 
 // Columns 0..H-1: dA_log terms dg * raw where no guard is active (0 elsewhere); columns H..2H-1: ddt_bias terms, the
-// da values already written. Row r = b*T + t.
-template <typename T> struct GateParamTerm {
-  const T *dg, *da, *a, *A_log, *dt_bias;
+// da values already written (T storage) or, for bfloat16 da, recomputed in T (the sum of the unrounded values, as
+// the CPU adds them). Row r = b*T + t.
+template <typename T, typename A> struct GateParamTerm {
+  const T* dg;
+  const A *da, *a;
+  const T *A_log, *dt_bias;
   int64_t H;
   GateStrides st;
   __device__ double operator()(int64_t r, int64_t m) const {
-    if (m >= H) return static_cast<double>(da[r * st.da + (m - H)]);
-    const RawGate<T> rg = raw_gate(A_log[m], a[r * st.a + m] + dt_bias[m]);
+    if (m >= H) {
+      const int64_t h = m - H;
+      if constexpr (std::is_same_v<A, T>) return static_cast<double>(da[r * st.da + h]);
+      else return static_cast<double>(gate_da(dg[r * H + h], a[r * st.a + h], A_log[h], dt_bias[h]));
+    }
+    const RawGate<T> rg = raw_gate(A_log[m], in_value<T>(a[r * st.a + m]) + dt_bias[m]);
     if (rg.raw < static_cast<T>(kGateMin) || !(A_log[m] < static_cast<T>(kGateALogMax))) return 0.0;
     return static_cast<double>(dg[r * H + m]) * rg.raw;
   }
@@ -394,11 +424,16 @@ void gdn_gate_forward(const Tensor& g, const Tensor& beta, const Tensor& a, cons
             "gdn_gate: g, beta, A_log, dt_bias contiguous only");
   const int64_t H = A_log.numel(), N = a.numel();
   if (N == 0 || H == 0) return;
+  GDN_CHECK(b.dtype() == a.dtype(), "gdn_gate: a is {}, b {}", a.dtype(), b.dtype());
   const GateStrides st{a.checked_row_stride("gdn_gate: a"), b.checked_row_stride("gdn_gate: b"), 0, 0};
-  dispatch_float(a.dtype(), "cuda gdn_gate_forward", [&](auto tag_) {
+  dispatch_float(arithmetic_dtype(a.dtype()), "cuda gdn_gate_forward", [&](auto tag_) {
     using T = decltype(tag_);
-    gate_forward_kernel<T><<<grid_for(N), kThreads, 0, current_stream()>>>(
-        g.data<T>(), beta.data<T>(), a.data<T>(), b.data<T>(), A_log.data<T>(), dt_bias.data<T>(), N, H, st);
+    with_storage<T>(a, [&](auto* ap) {
+      using A = std::remove_pointer_t<decltype(ap)>;
+      gate_forward_kernel<T, A><<<grid_for(N), kThreads, 0, current_stream()>>>(
+          g.data<T>(), beta.data<T>(), ap, static_cast<const A*>(b.raw_data()), A_log.data<T>(), dt_bias.data<T>(), N,
+          H, st);
+    });
     CUDA_CHECK_LAST();
   });
 }
@@ -414,18 +449,25 @@ void gdn_gate_backward(const Tensor& da, const Tensor& db, const Tensor& dA_log,
   const GateStrides st{a.checked_row_stride("gdn_gate_backward: a"), b.checked_row_stride("gdn_gate_backward: b"),
                        da.checked_row_stride("gdn_gate_backward: da"),
                        db.checked_row_stride("gdn_gate_backward: db")};
-  dispatch_float(a.dtype(), "cuda gdn_gate_backward", [&](auto tag_) {
+  GDN_CHECK(b.dtype() == a.dtype() && da.dtype() == a.dtype() && db.dtype() == a.dtype(),
+            "gdn_gate_backward: a, b, da, db must be of one dtype, got {}, {}, {}, {}", a.dtype(), b.dtype(),
+            da.dtype(), db.dtype());
+  dispatch_float(arithmetic_dtype(a.dtype()), "cuda gdn_gate_backward", [&](auto tag_) {
     using T = decltype(tag_);
-    if (N > 0) {
-      gate_backward_kernel<T><<<grid_for(N), kThreads, 0, current_stream()>>>(
-          da.data<T>(), db.data<T>(), dg.data<T>(), dbeta.data<T>(), a.data<T>(), b.data<T>(), A_log.data<T>(),
-          dt_bias.data<T>(), N, H, st);
-      CUDA_CHECK_LAST();
-    }
-    // dA_log, ddt_bias [H]: sums over the N / H rows, in double.
-    column_reduce(a.device(), N / H, 2 * H,
-                  GateParamTerm<T>{dg.data<T>(), da.data<T>(), a.data<T>(), A_log.data<T>(), dt_bias.data<T>(), H, st},
-                  GateParamStore<T>{dA_log.data<T>(), ddt_bias.data<T>(), H});
+    with_storage<T>(a, [&](auto* ap) {
+      using A = std::remove_pointer_t<decltype(ap)>;
+      A *dap = static_cast<A*>(da.raw_data()), *dbp = static_cast<A*>(db.raw_data());
+      if (N > 0) {
+        gate_backward_kernel<T, A><<<grid_for(N), kThreads, 0, current_stream()>>>(
+            dap, dbp, dg.data<T>(), dbeta.data<T>(), ap, static_cast<const A*>(b.raw_data()), A_log.data<T>(),
+            dt_bias.data<T>(), N, H, st);
+        CUDA_CHECK_LAST();
+      }
+      // dA_log, ddt_bias [H]: sums over the N / H rows, in double.
+      column_reduce(a.device(), N / H, 2 * H,
+                    GateParamTerm<T, A>{dg.data<T>(), dap, ap, A_log.data<T>(), dt_bias.data<T>(), H, st},
+                    GateParamStore<T>{dA_log.data<T>(), ddt_bias.data<T>(), H});
+    });
   });
 }
 
