@@ -114,10 +114,11 @@ struct HarnessCase {
 };
 
 // The cases of tests/test_cuda_kernels_basic.cpp (elementwise, reductions), tests/test_cuda_kernels_nn.cpp (gemm,
-// nn, optimizer), tests/test_cuda_kernels_gdn.cpp (Gated DeltaNet operators and the delta rule) and
-// tests/test_cuda_kernels_moe.cpp (mixture of experts).
+// nn, optimizer), tests/test_cuda_kernels_gdn_ops.cpp (the small Gated DeltaNet operators),
+// tests/test_cuda_kernels_gdn.cpp (the delta rule) and tests/test_cuda_kernels_moe.cpp (mixture of experts).
 std::vector<HarnessCase> basic_harness_cases();
 std::vector<HarnessCase> nn_harness_cases();
+std::vector<HarnessCase> gdn_ops_harness_cases();
 std::vector<HarnessCase> gdn_harness_cases();
 std::vector<HarnessCase> moe_harness_cases();
 

@@ -6,8 +6,9 @@
 // the contract allows them and every optional tensor both present and absent, and compares every output
 // (tests/cuda_harness.h: normwise error, integer outputs exact). This file holds the machinery, the registry and the
 // doctest cases; the cases are in tests/test_cuda_kernels_basic.cpp (elementwise, reductions),
-// tests/test_cuda_kernels_nn.cpp (GEMM, nn, optimizer), tests/test_cuda_kernels_gdn.cpp (Gated DeltaNet) and
-// tests/test_cuda_kernels_moe.cpp (mixture of experts).
+// tests/test_cuda_kernels_nn.cpp (GEMM, nn, optimizer), tests/test_cuda_kernels_gdn_ops.cpp (Gated DeltaNet conv,
+// norms, gate), tests/test_cuda_kernels_gdn.cpp (the delta rule) and tests/test_cuda_kernels_moe.cpp (mixture of
+// experts).
 //
 // Cases:
 //   "cuda harness: every kernel in the list has a harness case" — the registry against the X-macro list (no GPU).
@@ -186,6 +187,7 @@ std::vector<std::string> kernel_list() {
 std::vector<HarnessCase> all_cases() {
   std::vector<HarnessCase> all = basic_harness_cases();
   for (const HarnessCase& h : nn_harness_cases()) all.push_back(h);
+  for (const HarnessCase& h : gdn_ops_harness_cases()) all.push_back(h);
   for (const HarnessCase& h : gdn_harness_cases()) all.push_back(h);
   for (const HarnessCase& h : moe_harness_cases()) all.push_back(h);
   return all;
