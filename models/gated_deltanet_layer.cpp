@@ -7,6 +7,7 @@
 #include "models/gated_deltanet_layer.h"
 
 #include <cmath>
+#include <optional>
 #include <tuple>
 
 #include "ops/ops.h"
@@ -52,9 +53,14 @@ Tensor GatedDeltaNetLayer::forward(const Tensor& x, LayerCache* cache) const {
   // Both input projections as one node (ops/matmul.h linear_multi): the conv input q | k | v [B,T,2key+value] and,
   // when gated, z [B,T,value] as two outputs of their own (row blocks of in_proj: no slicing copies either way), and
   // the gate input b | a [B,T,2Hv] (b [B,T,Hv] without the decay gate).
+  // On bf16 products, with the decay gate and no generation cache, the outputs come out in bfloat16: the conv, the
+  // gated norm and the gate read them with float32 arithmetic and return their gradients in bfloat16, the operands
+  // of the projection's backward GEMMs (no copy either way). The conv's state and every output stay float32.
+  const std::optional<DType> proj_dtype =
+      decay_gate && cache == nullptr && input_dtype(x) == kBFloat16 ? std::optional<DType>(kBFloat16) : std::nullopt;
   const std::vector<Tensor> proj =
-      output_gate ? linear_multi(x, {in_proj, in_proj_gate}, {{2 * key + value, value}, {}})
-                  : linear_multi(x, {in_proj, in_proj_gate});
+      output_gate ? linear_multi(x, {in_proj, in_proj_gate}, {{2 * key + value, value}, {}}, proj_dtype)
+                  : linear_multi(x, {in_proj, in_proj_gate}, {}, proj_dtype);
   const Tensor& qkv = proj[0];
   const Tensor z = output_gate ? reshape(proj[1], {B, T, Hv, V}) : Tensor();
   const Tensor& gate_in = proj.back();

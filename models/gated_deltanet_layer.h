@@ -8,6 +8,9 @@
 //   y     = out_proj(rms_norm_gated(o, z, norm.weight))                    [B,T,D]
 // With a cache (generation) the conv tail and the delta-rule state are read and written, so feeding a sequence in
 // pieces gives the same outputs as feeding it whole; one token costs O(1) work.
+// Under bf16 products (core/precision.h) without a cache, the decay-gated layer keeps the projection's outputs
+// q | k | v, z and b | a in bfloat16 (rounded once from float32 sums): the conv, the gated norm and the gate read them
+// with float32 arithmetic and write their gradients in bfloat16.
 //
 // The two gates can be switched off (ModelConfig::decay_gate, ::output_gate); with both off the layer is FLA's plain
 // DeltaNet (docs/MATH.md, "The ungated variant"):
