@@ -4,8 +4,9 @@
 // does. BFloat16: on the GPU, products of float32 tensors may round their inputs to bfloat16 and accumulate in
 // float32 on tensor cores (cuBLAS GEMMs, see bf16_gemm_min_flops below; the chunked delta rule's tile products);
 // tensors stay float32 in memory except the GEMMs' bfloat16 operands (weight copies; the outputs of norms and swiglu
-// that only such a GEMM reads, ops/matmul.h linear_input_dtype; the FFN's gate | up products, models/ffn.cpp; a
-// training step's logits, models/language_model.cpp), and norms, softmax, cross-entropy, gates, the delta-rule state
+// that only such a GEMM reads, ops/matmul.h linear_input_dtype; the FFN's gate | up products, models/ffn.cpp; the
+// Gated DeltaNet layer's in_proj outputs q | k | v, z and b | a, models/gated_deltanet_layer.cpp; a training step's
+// logits, models/language_model.cpp), and norms, softmax, cross-entropy, gates, the delta-rule state
 // and the optimizer keep float32 arithmetic (core/dtype.h arithmetic_dtype). float64 tensors are never rounded. The
 // trainer sets it from the config key "precision" (train/config.h); it is read on the host when a kernel is
 // launched, so it may change between steps, not within a captured CUDA graph.
