@@ -14,8 +14,14 @@
 //   (0 when count = 0), both read on the device; ignored rows are 0; four elements per load and store where aligned,
 //   kLoadBatch such loads in flight per thread (as in the forward).
 //   For float32 logits dx may be bfloat16 (each value rounded to nearest even once, as the CPU twin does).
-// cross_entropy_fused: both in one pass over each row, the row held in shared memory between them (dx for a scale
-//   known beforehand: linear_cross_entropy's dloss / N); rows too wide for shared memory take the two kernels.
+// cross_entropy_fused: both in one pass over each row (dx for a scale known beforehand: linear_cross_entropy's
+//   dloss / N), the row held between them in registers where it fits: float32 or bfloat16 logits, V a multiple of
+//   16 bytes' elements and at most 49152, 16-byte aligned (bfloat16: 512 threads of 96 values, two blocks per SM;
+//   float32: 1024 threads of 48 values, one block per SM; 64 registers a thread). Each thread issues all its 16-byte
+//   loads before using the first, takes its max over them, then sums exp in float per 16 values, each group's sum
+//   added in double (the forward's groups, with m fixed at the thread's max); dx leaves from the registers, 16 bytes
+//   per store (8 for float32 logits' bfloat16 dx). Other rows go through shared memory (dynamic, the row in its
+//   storage type, 1024 threads; the forward's pass and grouping), and rows too wide for that take the two kernels.
 // bfloat16 logits (the bf16 lm_head's in a training step): float32 arithmetic on their values (T = float, L the
 //   storage), loss, lse and count in float32, dx in bfloat16.
 //
@@ -260,8 +266,9 @@ __global__ void cross_entropy_backward_kernel(O* __restrict__ dx, const T* __res
   }
 }
 
-// The forward and the backward of a row in one pass over the logits (cross_entropy_fused): the row is read once from
-// global memory into shared memory (dynamic, V elements) while its max and sum run, then dx comes from there.
+// The forward and the backward of a row in one pass over the logits (cross_entropy_fused, rows that the register
+// kernel below does not take): the row is read once from global memory into shared memory (dynamic, V elements)
+// while its max and sum run, then dx comes from there.
 template <typename T, typename L, typename O>
 __global__ void cross_entropy_fused_kernel(O* __restrict__ dx, T* __restrict__ lse, double* __restrict__ rows,
                                            const L* __restrict__ x, const int64_t* __restrict__ targets,
@@ -279,6 +286,130 @@ __global__ void cross_entropy_fused_kernel(O* __restrict__ dx, T* __restrict__ l
     const T l = row_lse(row_max_sum<T>(xr, V, vec4, row), lse, rows, xr, t, i, N, V, ignore_index, smax, ssum, &sl);
     write_grad_row(dx + i * V, row, scale, ignored ? T(0) : l, t, ignored, V, vec4);
     __syncthreads();  // the row's readers are done before the next row is stashed
+  }
+}
+
+// The values of one 16-byte load of L as float: 8 bfloat16 or 4 float32.
+template <typename L>
+__device__ inline void unpack16(const uint4& r, float* v) {
+  const uint32_t w[4] = {r.x, r.y, r.z, r.w};
+#pragma unroll
+  for (int c = 0; c < 4; ++c) {
+    if constexpr (std::is_same_v<L, __nv_bfloat16>) {
+      v[2 * c] = __uint_as_float(w[c] << 16);
+      v[2 * c + 1] = __uint_as_float(w[c] & 0xffff0000u);
+    } else {
+      v[c] = __uint_as_float(w[c]);
+    }
+  }
+}
+
+// The largest value of one 16-byte load of L folded into m; NaN skipped (fmaxf; bfloat16 pairs by max.bf16x2, whose
+// NaN rule is the same, on the packed words, so that no unpacked value stays live).
+template <typename L>
+__device__ inline void max16(const uint4& r, float& m) {
+  if constexpr (std::is_same_v<L, __nv_bfloat16>) {
+    uint32_t a, b;
+    asm("max.bf16x2 %0, %1, %2;" : "=r"(a) : "r"(r.x), "r"(r.y));
+    asm("max.bf16x2 %0, %1, %2;" : "=r"(b) : "r"(r.z), "r"(r.w));
+    asm("max.bf16x2 %0, %1, %2;" : "=r"(a) : "r"(a), "r"(b));
+    m = fmaxf(m, fmaxf(__uint_as_float(a << 16), __uint_as_float(a & 0xffff0000u)));
+  } else {
+    m = fmaxf(m, fmaxf(fmaxf(__uint_as_float(r.x), __uint_as_float(r.y)),
+                       fmaxf(__uint_as_float(r.z), __uint_as_float(r.w))));
+  }
+}
+
+// n values to p in O (bfloat16 rounded to nearest even once) as 16-byte stores, or one 8-byte store for 8 bytes;
+// p aligned for them.
+template <typename O, int n>
+__device__ inline void store_vec(O* p, const float (&v)[n]) {
+  constexpr int words = n * static_cast<int>(sizeof(O)) / 4;
+  static_assert(words == 2 || words % 4 == 0, "8 bytes or a multiple of 16");
+  uint32_t w[words];
+#pragma unroll
+  for (int c = 0; c < words; ++c) {
+    if constexpr (std::is_same_v<O, __nv_bfloat16>) {
+      const __nv_bfloat162 h = __floats2bfloat162_rn(v[2 * c], v[2 * c + 1]);
+      w[c] = *reinterpret_cast<const uint32_t*>(&h);
+    } else {
+      w[c] = __float_as_uint(v[c]);
+    }
+  }
+  if constexpr (words == 2) {
+    *reinterpret_cast<uint2*>(p) = make_uint2(w[0], w[1]);
+  } else {
+#pragma unroll
+    for (int c = 0; c < words / 4; ++c)
+      reinterpret_cast<uint4*>(p)[c] = make_uint4(w[4 * c], w[4 * c + 1], w[4 * c + 2], w[4 * c + 3]);
+  }
+}
+
+// The register-resident row of cross_entropy_fused (float32 arithmetic; L float32 or bfloat16): rows of at most
+// kThr * kLoads * kVec elements, kVec = 16 bytes of L, V a multiple of kVec. Thread j's loads are the 16-byte
+// chunks q = j, j + kThr, ... (kLoads of them, past the row's end -inf), all issued before the first is used; its
+// max m is taken over all of them first, then their exps are summed 16 values at a time (as RowMaxSum::add_group:
+// each group's exps summed in float, that sum added to s in double; m never moves), row_lse reduces over the block,
+// and dx goes out from the same registers, kVec values per store.
+template <typename L, typename O, int kThr, int kLoads, int kMinBlocks>
+__global__ void __launch_bounds__(kThr, kMinBlocks)
+    cross_entropy_fused_regs_kernel(O* __restrict__ dx, float* __restrict__ lse, double* __restrict__ rows,
+                                    const L* __restrict__ x, const int64_t* __restrict__ targets,
+                                    const float* __restrict__ dscale, int64_t N, int64_t V, int64_t ignore_index) {
+  constexpr int kVec = 16 / static_cast<int>(sizeof(L)), kGroup = 16 / kVec;  // loads per group of 16 values
+  static_assert(kLoads % kGroup == 0, "whole groups");
+  constexpr uint32_t kPad = std::is_same_v<L, __nv_bfloat16> ? 0xff80ff80u : 0xff800000u;  // -inf in L
+  __shared__ float smax[32], sl;
+  __shared__ double ssum[32];
+  const float scale = dscale[0];
+  const int n = static_cast<int>(V / kVec);
+  for (int64_t i = blockIdx.x; i < N; i += gridDim.x) {
+    const L* xr = x + i * V;
+    const uint4* x4 = reinterpret_cast<const uint4*>(xr);
+    uint4 raw[kLoads];
+#pragma unroll
+    for (int k = 0; k < kLoads; ++k) {
+      const int q = threadIdx.x + k * kThr;  // past the end: the row's last chunk again (no branch), then -inf
+      const uint4 r = __ldcs(x4 + min(q, n - 1));
+      raw[k] = q < n ? r : make_uint4(kPad, kPad, kPad, kPad);
+    }
+    const int64_t t = targets[i];
+    const bool ignored = t == ignore_index;
+    RowMaxSum<float> a;
+#pragma unroll
+    for (int k = 0; k < kLoads; ++k) max16<L>(raw[k], a.m);
+    // add_group's arithmetic for each 16 values with m already at their max: their exps summed in float, that sum
+    // added in double (nothing when m = -inf). Each value goes into its exp as it is unpacked.
+    if (a.m != -INFINITY) {
+#pragma unroll
+      for (int g = 0; g < kLoads / kGroup; ++g) {
+        float sum = 0;
+#pragma unroll
+        for (int k = 0; k < kGroup; ++k) {
+          float v[kVec];
+          unpack16<L>(raw[g * kGroup + k], v);
+#pragma unroll
+          for (int e = 0; e < kVec; ++e) sum += exp(v[e] - a.m);
+        }
+        a.s += static_cast<double>(sum);
+      }
+    }
+    const float l = row_lse(a, lse, rows, xr, t, i, N, V, ignore_index, smax, ssum, &sl);
+    O* dr = dx + i * V;
+#pragma unroll
+    for (int k = 0; k < kLoads; ++k) {
+      const int q = threadIdx.x + k * kThr;
+      if (q >= n) break;
+      const int64_t tq = t - static_cast<int64_t>(q) * kVec;  // the target's place in this chunk, if in [0, kVec)
+      float v[kVec], d[kVec];
+      unpack16<L>(raw[k], v);
+#pragma unroll
+      for (int e = 0; e < kVec; ++e) {
+        d[e] = ignored ? 0.0f : scale * exp(v[e] - l);
+        if (!ignored && e == tq) d[e] -= scale;
+      }
+      store_vec(dr + static_cast<int64_t>(q) * kVec, d);
+    }
   }
 }
 
@@ -324,6 +455,15 @@ void cross_entropy_backward(const Tensor& dlogits, const Tensor& dloss, const Te
   grad_rows(dlogits, dloss, &count, logits, lse, targets, ignore_index);
 }
 
+// The register kernel's shape for logits of L (bfloat16: 512 threads of 96 values, two blocks per SM; float32: 1024
+// threads of 48 values, one block per SM; at most 64 registers a thread either way): rows up to kLoads * kThr * kVec
+// = 49152 elements.
+template <typename L> struct CeRegs {
+  static constexpr bool bf16 = std::is_same_v<L, __nv_bfloat16>;
+  static constexpr int kThr = bf16 ? 512 : 1024, kLoads = 12, kMinBlocks = bf16 ? 2 : 1;
+  static constexpr int64_t kVec = 16 / sizeof(L), kMaxV = int64_t{kThr} * kLoads * kVec;
+};
+
 void cross_entropy_fused(const Tensor& loss, const Tensor& lse, const Tensor& count, const Tensor& dlogits,
                          const Tensor& dscale, const Tensor& logits, const Tensor& targets, int64_t ignore_index) {
   check_dlogits(dlogits, logits, lse, targets, "cross_entropy_fused");
@@ -332,9 +472,16 @@ void cross_entropy_fused(const Tensor& loss, const Tensor& lse, const Tensor& co
             shape_str(lse.shape()), shape_str(logits.shape()));
   const int64_t N = logits.size(0), V = logits.size(1);
   const size_t row_bytes = static_cast<size_t>(V) * element_size(logits.dtype());
+  // The register kernel: float32 or bfloat16 logits, V a multiple of 16 bytes' elements and at most kMaxV, logits
+  // 16-byte aligned, dlogits aligned for a chunk's values (8 or 16 bytes).
+  const int64_t vec = 16 / element_size(logits.dtype());
+  const int64_t max_v = logits.dtype() == kBFloat16 ? CeRegs<__nv_bfloat16>::kMaxV : CeRegs<float>::kMaxV;
+  const bool regs = N > 0 && V > 0 && logits.dtype() != kFloat64 && V % vec == 0 && V <= max_v &&
+                    is_aligned(logits.raw_data(), 16) &&
+                    is_aligned(dlogits.raw_data(), std::min<int64_t>(16, vec * element_size(dlogits.dtype())));
   int optin = 0;
   CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, current_device()));
-  if (N == 0 || V == 0 || row_bytes + 4096 > static_cast<size_t>(optin)) {  // no row in shared memory: two passes
+  if (!regs && (N == 0 || V == 0 || row_bytes + 4096 > static_cast<size_t>(optin))) {  // two passes
     cross_entropy_forward(loss, lse, count, logits, targets, ignore_index);
     grad_rows(dlogits, dscale, nullptr, logits, lse, targets, ignore_index);
     return;
@@ -345,6 +492,17 @@ void cross_entropy_fused(const Tensor& loss, const Tensor& lse, const Tensor& co
     with_dlogits<T>(dlogits, logits, [&](auto* lp, auto* out, bool vec4) {
       using L = std::remove_pointer_t<decltype(lp)>;
       using O = std::remove_pointer_t<decltype(out)>;
+      if constexpr (std::is_same_v<T, float> && !(std::is_same_v<L, __nv_bfloat16> && std::is_same_v<O, float>)) {
+        using R = CeRegs<L>;
+        if (regs) {
+          cross_entropy_fused_regs_kernel<L, O, R::kThr, R::kLoads, R::kMinBlocks>
+              <<<grid_for(N, 1), R::kThr, 0, current_stream()>>>(out, lse.data<T>(), rows.data<double>(), lp,
+                                                                 targets.data<int64_t>(), dscale.data<T>(), N, V,
+                                                                 ignore_index);
+          CUDA_CHECK_LAST();
+          return;
+        }
+      }
       const auto kernel = cross_entropy_fused_kernel<T, L, O>;
       if (row_bytes > 48 * 1024)
         CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,

@@ -165,6 +165,15 @@ __device__ __forceinline__ Dims shaped(Dims d) {
   return d;
 }
 
+// Four float32 values rounded to bf16 at dst (8-byte aligned), one 8-byte store.
+__device__ __forceinline__ void put_bf16x4(bf16* dst, float4 x) {
+  const __nv_bfloat162 lo = __floats2bfloat162_rn(x.x, x.y), hi = __floats2bfloat162_rn(x.z, x.w);
+  uint2 u;
+  u.x = *reinterpret_cast<const unsigned*>(&lo);
+  u.y = *reinterpret_cast<const unsigned*>(&hi);
+  *reinterpret_cast<uint2*>(dst) = u;
+}
+
 // dst[i ld + c] = bf16(scale(i) row(i)[c]) for i < rows, c < cols; 0 for rows <= i < rows_pad. row(i) points at the
 // float32 row i. Fixed shapes: row(i) 16-byte aligned and cols a multiple of 4 (the host checks both), a float4 load
 // and one 8-byte store per four elements; Generic: stage_bf16. Either way each element is scale(i) x rounded once.
@@ -183,11 +192,7 @@ __device__ __forceinline__ void stage_rows(bf16* dst, int ld, int rows, int rows
         },
         [&](int e, float4 x) {
           const int i = e / cv;
-          const __nv_bfloat162 lo = __floats2bfloat162_rn(x.x, x.y), hi = __floats2bfloat162_rn(x.z, x.w);
-          uint2 u;
-          u.x = *reinterpret_cast<const unsigned*>(&lo);
-          u.y = *reinterpret_cast<const unsigned*>(&hi);
-          *reinterpret_cast<uint2*>(dst + i * ld + (e - i * cv) * 4) = u;
+          put_bf16x4(dst + i * ld + (e - i * cv) * 4, x);
         });
   } else {
     stage_bf16(dst, ld, rows, rows_pad, cols, [&](int i, int c) { return scale(i) * row(i)[c]; });

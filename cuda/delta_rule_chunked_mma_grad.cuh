@@ -23,6 +23,8 @@
 //        in float32 (a warp per row); then Z = diag(beta) Pm + (diag(beta) Pm)^T with Pm = dL ⊙ Gam (float32,
 //        rounded once into Xb) and on tensor cores dK += beta eg dWt + Z K (= beta ⊙ (Pm K) + Pm^T (beta ⊙ K));
 //        dg = reverse cumsum of dgam (double).
+// At fixed shapes each phase stages its global operands in one pass (stage_value_tile, stage_p_q, stage_inner_tile):
+// a thread issues all its 16-byte loads before its first store into shared memory, so their latencies overlap.
 // Each output element has one owner lane and a fixed order (value tiles in order, the tensor cores' fixed order
 // inside a tile, warp_sum's fixed butterfly): no atomics, identical bits run to run. Xs makes the shared memory grow
 // with K + V (225,792 bytes at C = 64, K = V = 128); plan() falls back to the float32 kernels where it does not fit.
@@ -65,6 +67,127 @@ struct GradLayout {
     total = total > p4.off ? total : p4.off;
   }
 };
+
+// Phase 1's operands of value tile c0 at a fixed shape, in one pass: dO, Vn, dVn [L, 64] and H, dH [K, 64] rounded
+// to bf16 (rows L.. of the first three zero). Each thread issues all its loads (float4: kRow of the three row
+// operands, then kH of H and the same places of dH) before its first store, so that their latencies overlap; returns
+// the thread's terms of sum(H ⊙ dH) over the tile (float32).
+template <typename S>
+__device__ __forceinline__ float stage_value_tile(bf16* dOb, bf16* Vnb, bf16* dVnb, bf16* Hb, bf16* dHb, int L,
+                                                  const float* dO, int64_t vs, const float* Vn, const float* dVn,
+                                                  const float* H, const float* dH, int c0) {
+  constexpr int C = S::C, K = S::K, V = S::V, cv = kGradTile / 4, ldt = kGradTile + kPadB;
+  constexpr int kT = kParThreads<float>, kRow = 3 * C * cv / kT, kH = K * cv / kT;
+  static_assert(3 * C * cv % kT == 0 && K * cv % kT == 0, "whole float4s per thread");
+  const float4 zero = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  float4 a[kRow], h[kH], dh[kH];
+#pragma unroll
+  for (int u = 0; u < kRow; ++u) {
+    const int e = threadIdx.x + u * kT, m = e / (C * cv), r = e - m * (C * cv), i = r / cv, q = r - i * cv;
+    const float* src = m == 0 ? dO + i * vs : (m == 1 ? Vn : dVn) + int64_t(i) * V;
+    a[u] = i < L ? reinterpret_cast<const float4*>(src + c0)[q] : zero;
+  }
+#pragma unroll
+  for (int u = 0; u < kH; ++u) {
+    const int e = threadIdx.x + u * kT, kk = e / cv, q = e - kk * cv;
+    h[u] = reinterpret_cast<const float4*>(H + int64_t(kk) * V + c0)[q];
+    dh[u] = reinterpret_cast<const float4*>(dH + int64_t(kk) * V + c0)[q];
+  }
+#pragma unroll
+  for (int u = 0; u < kRow; ++u) {
+    const int e = threadIdx.x + u * kT, m = e / (C * cv), r = e - m * (C * cv), i = r / cv, q = r - i * cv;
+    put_bf16x4((m == 0 ? dOb : (m == 1 ? Vnb : dVnb)) + i * ldt + 4 * q, a[u]);
+  }
+  float hdh = 0;
+#pragma unroll
+  for (int u = 0; u < kH; ++u) {
+    const int e = threadIdx.x + u * kT, kk = e / cv, q = e - kk * cv;
+    put_bf16x4(Hb + kk * ldt + 4 * q, h[u]);
+    put_bf16x4(dHb + kk * ldt + 4 * q, dh[u]);
+    hdh += h[u].x * dh[u].x + h[u].y * dh[u].y + h[u].z * dh[u].z + h[u].w * dh[u].w;
+  }
+  return hdh;
+}
+
+// Phase 2's operands at a fixed shape, in one pass: Ps = the lower triangle of P [L, L] (float32, zero above the
+// diagonal) and Qb = bf16 of Q's rows [L, K] (rows L.. zero); every load of a thread before its first store.
+template <typename S>
+__device__ __forceinline__ void stage_p_q(float* Ps, bf16* Qb, int L, const float* P, const float* Qc, int64_t ks) {
+  constexpr int C = S::C, K = S::K, kT = kParThreads<float>, pv = C / 4, qv = K / 4, ldc = C + 1, ldk = K + kPadB;
+  constexpr int kP = C * pv / kT, kQ = C * qv / kT;
+  static_assert(C * pv % kT == 0 && C * qv % kT == 0, "whole float4s per thread");
+  const float4 zero = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  float4 p[kP], qr[kQ];
+#pragma unroll
+  for (int u = 0; u < kP; ++u) {
+    const int e = threadIdx.x + u * kT, i = e / pv;
+    p[u] = i < L ? reinterpret_cast<const float4*>(P)[e] : zero;
+  }
+#pragma unroll
+  for (int u = 0; u < kQ; ++u) {
+    const int e = threadIdx.x + u * kT, i = e / qv, q = e - i * qv;
+    qr[u] = i < L ? reinterpret_cast<const float4*>(Qc + i * ks)[q] : zero;
+  }
+#pragma unroll
+  for (int u = 0; u < kP; ++u) {
+    const int e = threadIdx.x + u * kT, i = e / pv, j0 = 4 * (e - i * pv);
+    const float x[4] = {p[u].x, p[u].y, p[u].z, p[u].w};
+#pragma unroll
+    for (int t = 0; t < 4; ++t)
+      if (i < L && j0 + t < L) Ps[i * ldc + j0 + t] = j0 + t <= i ? x[t] : 0.0f;
+  }
+#pragma unroll
+  for (int u = 0; u < kQ; ++u) {
+    const int e = threadIdx.x + u * kT, i = e / qv, q = e - i * qv;
+    put_bf16x4(Qb + i * ldk + 4 * q, qr[u]);
+  }
+}
+
+// Phase 4's operands of inner tile k0 at a fixed shape: At = bf16 of [dWt | dUt] columns k0.. (from Xs) and Bt = [W |
+// U] columns k0.. (W's tiles copied as bf16, 8 values a load; U's rounded from float4s), rows L.. zero; every load of
+// a thread before its first store.
+template <typename S>
+__device__ __forceinline__ void stage_inner_tile(bf16* At, bf16* Bt, int L, const float* Xs, const bf16* W,
+                                                 const float* U, int k0) {
+  constexpr int C = S::C, K = S::K, V = S::V, NX = K + V, cv = kGradTile / 4, ldt = kGradTile + kPadB;
+  constexpr int kT = kParThreads<float>, kA = C * cv / kT, kW = C * (kGradTile / 8) / kT;
+  static_assert(C * cv % kT == 0 && C * (kGradTile / 8) % kT == 0 && K % kGradTile == 0, "whole loads per thread");
+  const float4 zero = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  float4 a[kA], b[kA];
+  uint4 w[kW];
+  const bool from_w = k0 < K;
+  if (from_w) {
+#pragma unroll
+    for (int u = 0; u < kW; ++u) {
+      const int e = threadIdx.x + u * kT, i = e / (kGradTile / 8), q = e - i * (kGradTile / 8);
+      w[u] = i < L ? reinterpret_cast<const uint4*>(W + int64_t(i) * K + k0)[q] : make_uint4(0, 0, 0, 0);
+    }
+  } else {
+#pragma unroll
+    for (int u = 0; u < kA; ++u) {
+      const int e = threadIdx.x + u * kT, i = e / cv, q = e - i * cv;
+      b[u] = i < L ? reinterpret_cast<const float4*>(U + int64_t(i) * V + (k0 - K))[q] : zero;
+    }
+  }
+#pragma unroll
+  for (int u = 0; u < kA; ++u) {
+    const int e = threadIdx.x + u * kT, i = e / cv, q = e - i * cv;
+    a[u] = i < L ? reinterpret_cast<const float4*>(Xs + i * NX + k0)[q] : zero;
+  }
+#pragma unroll
+  for (int u = 0; u < kA; ++u) {
+    const int e = threadIdx.x + u * kT, i = e / cv, q = e - i * cv;
+    put_bf16x4(At + i * ldt + 4 * q, a[u]);
+    if (!from_w) put_bf16x4(Bt + i * ldt + 4 * q, b[u]);
+  }
+  if (from_w) {
+#pragma unroll
+    for (int u = 0; u < kW; ++u) {
+      const int e = threadIdx.x + u * kT, i = e / (kGradTile / 8), q = e - i * (kGradTile / 8);
+      *reinterpret_cast<uint4*>(Bt + i * ldt + 8 * q) = w[u];
+    }
+  }
+}
 
 // Every gradient of chunk blockIdx.x of (b = blockIdx.z, hv = blockIdx.y). dQ, dK rows go to dqr/dkr (the outputs
 // when Hv == Hk, row stride key_stride; else [B,Hv,T,K] scratch).
@@ -144,15 +267,19 @@ __global__ void __launch_bounds__(kParThreads<float>)
     const int nv = V % kGradTile == 0 ? kGradTile : min(kGradTile, V - c0);  // a constant for fixed shapes
     const bool first = c0 == 0, last = c0 + kGradTile >= V;
     __syncthreads();  // the previous tile's readers are done
-    stage_rows<S>(dOb, ldt, L, Cp, nv, [&](int i) { return dO + i * vs + c0; }, Unscaled());
-    stage_rows<S>(Vnb, ldt, L, Cp, nv, [&](int i) { return Vn + int64_t(i) * V + c0; }, Unscaled());
-    stage_rows<S>(dVnb, ldt, L, Cp, nv, [&](int i) { return dVn + int64_t(i) * V + c0; }, Unscaled());
-    for (int e = threadIdx.x; e < K * nv; e += blockDim.x) {
-      const int kk = e / nv, c = e - kk * nv;
-      const float h = H[int64_t(kk) * V + c0 + c], dh = dH[int64_t(kk) * V + c0 + c];
-      Hb[kk * ldt + c] = __float2bfloat16(h);
-      dHb[kk * ldt + c] = __float2bfloat16(dh);
-      hdh += h * dh;
+    if constexpr (S::fixed) {
+      hdh += stage_value_tile<S>(dOb, Vnb, dVnb, Hb, dHb, L, dO, vs, Vn, dVn, H, dH, c0);
+    } else {
+      stage_rows<S>(dOb, ldt, L, Cp, nv, [&](int i) { return dO + i * vs + c0; }, Unscaled());
+      stage_rows<S>(Vnb, ldt, L, Cp, nv, [&](int i) { return Vn + int64_t(i) * V + c0; }, Unscaled());
+      stage_rows<S>(dVnb, ldt, L, Cp, nv, [&](int i) { return dVn + int64_t(i) * V + c0; }, Unscaled());
+      for (int e = threadIdx.x; e < K * nv; e += blockDim.x) {
+        const int kk = e / nv, c = e - kk * nv;
+        const float h = H[int64_t(kk) * V + c0 + c], dh = dH[int64_t(kk) * V + c0 + c];
+        Hb[kk * ldt + c] = __float2bfloat16(h);
+        dHb[kk * ldt + c] = __float2bfloat16(dh);
+        hdh += h * dh;
+      }
     }
     __syncthreads();
     // X += dO Vn^T (raw dP; the tiles above the diagonal stay 0, the diagonal tiles are masked in phase 2)
@@ -195,8 +322,13 @@ __global__ void __launch_bounds__(kParThreads<float>)
   // ---- phase 2: dgam of P and the row dots; dQK
   float* Ps = at<float>(smem_mma, lay.Ps);  // [C, C+1]
   bf16* Qb = at<bf16>(smem_mma, lay.Qb);    // [Cp, K+8]
-  stage_lower(Ps, ldc, Pg + (((b * d.Hv + hv) * d.NC + n) * d.C) * d.C, C, L);
-  stage_rows<S>(Qb, ldk, L, Cp, K, [&](int i) { return Qc + i * ks; }, Unscaled());
+  const float* Pc = Pg + (((b * d.Hv + hv) * d.NC + n) * d.C) * d.C;
+  if constexpr (S::fixed) {
+    stage_p_q<S>(Ps, Qb, L, Pc, Qc, ks);
+  } else {
+    stage_lower(Ps, ldc, Pc, C, L);
+    stage_rows<S>(Qb, ldk, L, Cp, K, [&](int i) { return Qc + i * ks; }, Unscaled());
+  }
   for (int e = threadIdx.x; e < C * C; e += blockDim.x) {
     const int i = e / C, j = e - i * C;
     if (i < L && j < L) X[i * ldc + j] = j <= i ? sc * X[i * ldc + j] : 0.0f;  // dP
@@ -320,11 +452,15 @@ __global__ void __launch_bounds__(kParThreads<float>)
     const int nk = (K + V) % kGradTile == 0 ? kGradTile : min(kGradTile, K + V - k0);
     const bool first = k0 == 0, last = k0 + kGradTile >= K + V;
     __syncthreads();  // X (Lm) and the previous tile's readers are done
-    stage_bf16(At, ldt, L, Cp, nk, [&](int i, int c) { return Xs[i * NX + k0 + c]; });
-    stage_bf16(Bt, ldt, L, Cp, nk, [&](int i, int c) {
-      const int col = k0 + c;
-      return col < K ? __bfloat162float(W[int64_t(i) * K + col]) : U[int64_t(i) * V + (col - K)];
-    });
+    if constexpr (S::fixed) {
+      stage_inner_tile<S>(At, Bt, L, Xs, W, U, k0);
+    } else {
+      stage_bf16(At, ldt, L, Cp, nk, [&](int i, int c) { return Xs[i * NX + k0 + c]; });
+      stage_bf16(Bt, ldt, L, Cp, nk, [&](int i, int c) {
+        const int col = k0 + c;
+        return col < K ? __bfloat162float(W[int64_t(i) * K + col]) : U[int64_t(i) * V + (col - K)];
+      });
+    }
     __syncthreads();
     mma_tiles(
         L, L, stage,

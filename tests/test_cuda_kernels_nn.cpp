@@ -235,12 +235,13 @@ void case_cross_entropy_backward(Ctx& c) {
 }
 
 // The one-pass forward + backward against the CPU twin (its forward, then its backward with dloss / count = dscale),
-// float32 / float64 dlogits, bfloat16 dlogits for float32 logits, and both bfloat16; the shapes' rows fit in shared
-// memory, and the widest (V = 50000, 195 KiB of float32) takes the fused kernel too (its float64 rows the two-pass
-// fallback).
+// float32 / float64 dlogits, bfloat16 dlogits for float32 logits, and both bfloat16. Float32 / bfloat16 rows of a
+// multiple of 16 bytes up to V = 49152 take the register kernel (V = 49152: its full rows, with an ignore_index that
+// is a class; V = 64 all rows ignored), the others shared memory; the widest (V = 50000, 195 KiB of float32) too
+// (its float64 rows the two-pass fallback).
 void case_cross_entropy_fused(Ctx& c) {
   std::vector<CeShape> shapes(std::begin(kCeShapes), std::end(kCeShapes));
-  shapes.push_back({3, 50000, -100, false});
+  shapes.insert(shapes.end(), {{3, 50000, -100, false}, {5, 49152, 7, false}, {6, 64, -100, true}});
   for (const CeShape& s : shapes) {
     c.run(ce_tag(s), [&] {
       Tensor logits = c.normal({s.N, s.V}, 4.0), t = ce_targets(c, s.N, s.V, s.ignore_index, s.all_ignored);
