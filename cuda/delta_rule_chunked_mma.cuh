@@ -203,6 +203,33 @@ struct Unscaled {
   __device__ float operator()(int) const { return 1.0f; }
 };
 
+// Two stage_rows of [L, K] float32 rows (row i at A + i stride, B + i stride) at a fixed shape in one pass: a thread
+// issues its 16-byte loads of both, up to 2 + 2 at a time (so that the kernel keeps its 64 registers), before their
+// stores (rows L.. zero).
+template <typename S>
+__device__ __forceinline__ void stage_rows2(bf16* Ab, bf16* Bb, int ld, int L, const float* A, const float* B,
+                                            int64_t stride) {
+  constexpr int cv = S::K / 4, kT = kParThreads<float>, kPer = S::C * cv / kT, kB = kPer < 2 ? kPer : 2;
+  static_assert(S::C * cv % kT == 0 && kPer % kB == 0, "whole float4s per thread");
+  const float4 zero = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#pragma unroll
+  for (int u0 = 0; u0 < kPer; u0 += kB) {
+    float4 a[kB], b[kB];
+#pragma unroll
+    for (int u = 0; u < kB; ++u) {
+      const int e = threadIdx.x + (u0 + u) * kT, i = e / cv, q = e - i * cv;
+      a[u] = i < L ? reinterpret_cast<const float4*>(A + i * stride)[q] : zero;
+      b[u] = i < L ? reinterpret_cast<const float4*>(B + i * stride)[q] : zero;
+    }
+#pragma unroll
+    for (int u = 0; u < kB; ++u) {
+      const int e = threadIdx.x + (u0 + u) * kT, i = e / cv, q = e - i * cv;
+      put_bf16x4(Ab + i * ld + 4 * q, a[u]);
+      put_bf16x4(Bb + i * ld + 4 * q, b[u]);
+    }
+  }
+}
+
 // 16 bytes global -> shared, asynchronous (cp_async_wait_all() completes it, as cp_async_elem).
 __device__ __forceinline__ void cp_async16(void* dst, const void* src) {
   const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(dst));
@@ -279,16 +306,29 @@ __global__ void __launch_bounds__(kParThreads<float>)
   const float* Qc = q + d.key_row(b, t0, hv);
   const float* Kc = k + d.key_row(b, t0, hv);
   const float* Vc = v + d.value_row(b, t0, hv);
-  stage_rows<S>(Qb, ldk, L, Cp, K, [&](int i) { return Qc + i * ks; }, Unscaled());
-  stage_rows<S>(Kb, ldk, L, Cp, K, [&](int i) { return Kc + i * ks; }, Unscaled());
+  if constexpr (S::fixed) {
+    stage_rows2<S>(Qb, Kb, ldk, L, Qc, Kc, ks);
+  } else {
+    stage_rows<S>(Qb, ldk, L, Cp, K, [&](int i) { return Qc + i * ks; }, Unscaled());
+    stage_rows<S>(Kb, ldk, L, Cp, K, [&](int i) { return Kc + i * ks; }, Unscaled());
+  }
   for (int i = threadIdx.x; i < L; i += blockDim.x) {
     EGg[hr + i] = eg[i];
     Rg[hr + i] = r[i];
   }
   __syncthreads();
-  for (int e = threadIdx.x; e < L * K; e += blockDim.x) {
-    const int i = e / K;
-    Kbg[(hr + i) * d.K + (e - i * K)] = Kb[i * ldk + (e - i * K)];
+  if constexpr (S::fixed) {  // K's bf16 rows out, 16 bytes a copy
+    constexpr int kv = S::K / 8;
+    for (int e = threadIdx.x; e < L * kv; e += blockDim.x) {
+      const int i = e / kv;
+      reinterpret_cast<uint4*>(Kbg + (hr + i) * d.K)[e - i * kv] =
+          *reinterpret_cast<const uint4*>(Kb + i * ldk + 8 * (e - i * kv));
+    }
+  } else {
+    for (int e = threadIdx.x; e < L * K; e += blockDim.x) {
+      const int i = e / K;
+      Kbg[(hr + i) * d.K + (e - i * K)] = Kb[i * ldk + (e - i * K)];
+    }
   }
   // Lm = strictly_lower(beta ⊙ (K K^T) ⊙ Gam), P = lower((Q K^T) ⊙ Gam); tiles above the diagonal are 0.
   float* P = Pg + (((b * d.Hv + hv) * d.NC + n) * d.C) * d.C;
@@ -311,16 +351,37 @@ __global__ void __launch_bounds__(kParThreads<float>)
   float* Uc = Ug + hr * d.V;
   for (int c0 = 0; c0 < K + V; c0 += NT) {
     const int nc = (K + V) % NT == 0 ? NT : min(NT, K + V - c0);  // a constant for fixed shapes
-    batched_copy<float>(
-        L * nc,
-        [&](int e) {
-          const int i = e / nc, col = c0 + (e - i * nc);
-          return col < K ? Kc[i * ks + col] : Vc[i * vs + (col - K)];
-        },
-        [&](int e, float x) {
-          const int i = e / nc, col = c0 + (e - i * nc);
-          X[i * NT + (col - c0)] = col < K ? bt[i] * eg[i] * x : bt[i] * x;
-        });
+    if constexpr (S::fixed) {  // four columns a load (K and the tile's width are multiples of 4), two in flight
+      const int nc4 = nc / 4;
+      for (int e0 = threadIdx.x; e0 < L * nc4; e0 += 2 * kParThreads<float>) {
+        float4 x[2];
+#pragma unroll
+        for (int u = 0; u < 2; ++u) {
+          const int e = e0 + u * kParThreads<float>, i = e / nc4, col = c0 + 4 * (e - i * nc4);
+          if (e < L * nc4)
+            x[u] = *reinterpret_cast<const float4*>(col < K ? Kc + i * ks + col : Vc + i * vs + (col - K));
+        }
+#pragma unroll
+        for (int u = 0; u < 2; ++u) {
+          const int e = e0 + u * kParThreads<float>, i = e / nc4, col = c0 + 4 * (e - i * nc4);
+          if (e >= L * nc4) continue;
+          const float sc = col < K ? bt[i] * eg[i] : bt[i];
+          *reinterpret_cast<float4*>(X + i * NT + (col - c0)) =
+              make_float4(sc * x[u].x, sc * x[u].y, sc * x[u].z, sc * x[u].w);
+        }
+      }
+    } else {
+      batched_copy<float>(
+          L * nc,
+          [&](int e) {
+            const int i = e / nc, col = c0 + (e - i * nc);
+            return col < K ? Kc[i * ks + col] : Vc[i * vs + (col - K)];
+          },
+          [&](int e, float x) {
+            const int i = e / nc, col = c0 + (e - i * nc);
+            X[i * NT + (col - c0)] = col < K ? bt[i] * eg[i] * x : bt[i] * x;
+          });
+    }
     __syncthreads();
     for (int r0 = 0; r0 < L; r0 += kSolveBlock) {
       const int rb = min(kSolveBlock, L - r0);
@@ -343,13 +404,25 @@ __global__ void __launch_bounds__(kParThreads<float>)
       }
       __syncthreads();
     }
-    for (int e = threadIdx.x; e < L * nc; e += blockDim.x) {
-      const int i = e / nc, col = c0 + (e - i * nc);
-      const float x = X[i * NT + (col - c0)];
-      if (col < K)
-        Wc[int64_t(i) * K + col] = __float2bfloat16(x);
-      else
-        Uc[int64_t(i) * V + (col - K)] = x;
+    if constexpr (S::fixed) {  // four columns a store
+      const int nc4 = nc / 4;
+      for (int e = threadIdx.x; e < L * nc4; e += blockDim.x) {
+        const int i = e / nc4, col = c0 + 4 * (e - i * nc4);
+        const float4 x = *reinterpret_cast<const float4*>(X + i * NT + (col - c0));
+        if (col < K)
+          put_bf16x4(Wc + int64_t(i) * K + col, x);
+        else
+          *reinterpret_cast<float4*>(Uc + int64_t(i) * V + (col - K)) = x;
+      }
+    } else {
+      for (int e = threadIdx.x; e < L * nc; e += blockDim.x) {
+        const int i = e / nc, col = c0 + (e - i * nc);
+        const float x = X[i * NT + (col - c0)];
+        if (col < K)
+          Wc[int64_t(i) * K + col] = __float2bfloat16(x);
+        else
+          Uc[int64_t(i) * V + (col - K)] = x;
+      }
     }
     __syncthreads();  // X is reloaded by the next column tile
   }

@@ -121,7 +121,7 @@ inline Prepared prepare(const Dims& d, const Plan& p, const Tensor& q, const Ten
              Tensor::empty({d.B, d.Hv, d.NC, d.C, d.C}, kFloat32, dev),
              Tensor::empty({d.B, d.Hv, d.T}, kFloat32, dev), Tensor::empty({d.B, d.Hv, d.T}, kFloat32, dev)};
   const dim3 grid(static_cast<unsigned>(d.NC), static_cast<unsigned>(d.Hv), static_cast<unsigned>(d.B));
-  with_shape(d, p, {q.raw_data(), k.raw_data()}, [&](auto shape) {
+  with_shape(d, p, {q.raw_data(), k.raw_data(), v.raw_data()}, [&](auto shape) {
     using S = decltype(shape);
     allow_smem(prepare_mma_kernel<S>, p.prep);
     prepare_mma_kernel<S><<<grid, kParThreads<float>, p.prep, current_stream()>>>(
