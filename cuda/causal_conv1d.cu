@@ -51,6 +51,7 @@ template <typename T, int FW, int V, typename S>
 __global__ void __launch_bounds__(kThreads)
     conv_forward_kernel(ChannelParts<T> y, ConvGeometry<T, S> geo, const T* __restrict__ weight,
                         const T* __restrict__ bias, bool silu) {
+  pdl_enter();
   constexpr int MW = FW != 0 ? FW : kConvMaxW;  // the register arrays' width
   const ConvRows r = conv_rows(geo.C, geo.T_, V);
   if (r.c < 0) return;
@@ -95,6 +96,7 @@ __global__ void __launch_bounds__(kThreads)
 template <typename T, typename S>
 __global__ void conv_forward_wide_kernel(ChannelParts<T> y, ConvGeometry<T, S> geo, const T* weight, const T* bias,
                                          bool silu) {
+  pdl_enter();
   const ConvRows r = conv_rows(geo.C, geo.T_);
   if (r.c < 0) return;
   for (int64_t t = r.t0; t < r.t1; ++t) {
@@ -106,6 +108,7 @@ __global__ void conv_forward_wide_kernel(ChannelParts<T> y, ConvGeometry<T, S> g
 
 // final_state [B,C,W-1] = the inputs at T-(W-1)+j, oldest first (from the initial state or 0 when T < W-1).
 template <typename T, typename S> __global__ void conv_final_state_kernel(T* fs, ConvGeometry<T, S> geo) {
+  pdl_enter();
   const int64_t K = geo.W - 1, n = geo.B * geo.C * K;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(blockDim.x) * gridDim.x) {
     const int64_t j = i % K, bc = i / K;
@@ -117,6 +120,7 @@ template <typename T, typename S> __global__ void conv_final_state_kernel(T* fs,
 template <typename T, typename S>
 __global__ void conv_dp_kernel(T* dp, ChannelParts<const T> dy, ConvGeometry<T, S> geo, const T* weight,
                                const T* bias, bool silu) {
+  pdl_enter();
   const ConvRows r = conv_rows(geo.C, geo.T_);
   if (r.c < 0) return;
   for (int64_t t = r.t0; t < r.t1; ++t) {
@@ -134,6 +138,7 @@ __global__ void conv_dp_kernel(T* dp, ChannelParts<const T> dy, ConvGeometry<T, 
 // dx [B,T,C]: dx[t] = sum_w weight[c,w] dp[t+W-1-w] over outputs inside [0, T); stored as S (x's storage).
 template <typename T, typename S>
 __global__ void conv_dx_kernel(S* dx, const T* dp, const T* weight, int64_t T_, int64_t C, int64_t W) {
+  pdl_enter();
   const ConvRows r = conv_rows(C, T_);
   if (r.c < 0) return;
   for (int64_t t = r.t0; t < r.t1; ++t) {
@@ -149,6 +154,7 @@ __global__ void conv_dx_kernel(S* dx, const T* dp, const T* weight, int64_t T_, 
 // dinitial_state [B,C,W-1]: the input at j-(W-1) < 0 feeds the outputs to = j-w in [0, T).
 template <typename T>
 __global__ void conv_dinit_kernel(T* di, const T* dp, const T* weight, int64_t B, int64_t T_, int64_t C, int64_t W) {
+  pdl_enter();
   const int64_t K = W - 1, n = B * C * K;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(blockDim.x) * gridDim.x) {
     const int64_t j = i % K, bc = i / K, b = bc / C, c = bc % C;
@@ -208,6 +214,7 @@ __global__ void __launch_bounds__(kColTile* kRowLanes, FW != 0 && sizeof(T) == 4
     conv_backward_fused_kernel(S* __restrict__ dx, T* __restrict__ dinit, double* __restrict__ partial,
                                ConvGeometry<T, S> geo, ChannelParts<const T> dy, const T* __restrict__ weight,
                                const T* __restrict__ bias, bool silu, int nb, int64_t tiles) {
+  pdl_enter();
   constexpr int MW = FW != 0 ? FW : kConvMaxW, CT = kColTile * V;  // register arrays' width; the block's channels
   __shared__ double lanes[kRowLanes][MW + 1][CT];
   constexpr int NX = kConvRun + 2 * (MW - 1), ND = kConvRun + MW - 1;
@@ -335,6 +342,7 @@ __global__ void __launch_bounds__(kColTile* kRowLanes, FW != 0 && sizeof(T) == 4
 template <typename T>
 __global__ void __launch_bounds__(1024) conv_weight_finalize_kernel(T* dweight, T* dbias, const double* partial,
                                                                    int64_t S, int64_t C, int64_t W, int64_t M) {
+  pdl_enter();
   __shared__ double sums[32][33];
   const int64_t m0 = blockIdx.x * int64_t(32);
   double s = 0;
@@ -380,13 +388,10 @@ void causal_conv1d_forward(const std::vector<Tensor>& ys, const Tensor& final_st
                             : W != 4      ? conv_forward_kernel<T, 0, 1, S>
                             : wide        ? conv_forward_kernel<T, 4, V, S>
                                           : conv_forward_kernel<T, 4, 1, S>;
-        kernel<<<conv_grid(B, T_, G), conv_threads(G), 0, current_stream()>>>(y, geo, weight.data<T>(), bp, silu);
-        CUDA_CHECK_LAST();
+        launch(kernel, conv_grid(B, T_, G), conv_threads(G), 0, y, geo, weight.data<T>(), bp, silu);
       }
       if (final_state.defined() && B * C * (W - 1) > 0) {
-        conv_final_state_kernel<T, S><<<grid_for(B * C * (W - 1)), kThreads, 0, current_stream()>>>(
-            final_state.data<T>(), geo);
-        CUDA_CHECK_LAST();
+        launch(conv_final_state_kernel<T, S>, grid_for(B * C * (W - 1)), kThreads, 0, final_state.data<T>(), geo);
       }
     });
   });
@@ -421,14 +426,12 @@ void causal_conv1d_backward(const Tensor& dx, const Tensor& dweight, const Tenso
         const auto kernel = W != 4 ? conv_backward_fused_kernel<T, 0, 1, S>
                             : wide ? conv_backward_fused_kernel<T, 4, V, S>
                                    : conv_backward_fused_kernel<T, 4, 1, S>;
-        kernel<<<grid, dim3(kColTile, kRowLanes), 0, current_stream()>>>(
-            dxp, dinitial_state.defined() ? dinitial_state.data<T>() : nullptr, partial.data<double>(), geo, dy, wp,
-            bp, silu, nb, tiles);
-        CUDA_CHECK_LAST();
+        launch(kernel, grid, dim3(kColTile, kRowLanes), 0, dxp,
+               dinitial_state.defined() ? dinitial_state.data<T>() : nullptr, partial.data<double>(), geo, dy, wp, bp,
+               silu, nb, tiles);
         const int64_t M = nb * C;
-        conv_weight_finalize_kernel<T><<<static_cast<unsigned>((M + 31) / 32), dim3(32, 32), 0, current_stream()>>>(
-            dweight.data<T>(), dbp, partial.data<double>(), B * tiles, C, W, M);
-        CUDA_CHECK_LAST();
+        launch(conv_weight_finalize_kernel<T>, static_cast<unsigned>((M + 31) / 32), dim3(32, 32), 0, dweight.data<T>(),
+               dbp, partial.data<double>(), B * tiles, C, W, M);
         return;
       }
 
@@ -438,19 +441,15 @@ void causal_conv1d_backward(const Tensor& dx, const Tensor& dweight, const Tenso
       const T* dp = dy.p[0];
       if ((silu || dy.n > 1) && n > 0) {
         dp_buf = Tensor::empty({B, T_, C}, weight.dtype(), x.device());
-        conv_dp_kernel<T, S><<<conv_grid(B, T_, C), conv_threads(C), 0, current_stream()>>>(dp_buf.data<T>(), dy,
-                                                                                            geo, wp, bp, silu);
-        CUDA_CHECK_LAST();
+        launch(conv_dp_kernel<T, S>, conv_grid(B, T_, C), conv_threads(C), 0, dp_buf.data<T>(), dy, geo, wp, bp, silu);
         dp = dp_buf.data<T>();
       }
       if (n > 0) {
-        conv_dx_kernel<T, S><<<conv_grid(B, T_, C), conv_threads(C), 0, current_stream()>>>(dxp, dp, wp, T_, C, W);
-        CUDA_CHECK_LAST();
+        launch(conv_dx_kernel<T, S>, conv_grid(B, T_, C), conv_threads(C), 0, dxp, dp, wp, T_, C, W);
       }
       if (dinitial_state.defined() && B * C * (W - 1) > 0) {
-        conv_dinit_kernel<T><<<grid_for(B * C * (W - 1)), kThreads, 0, current_stream()>>>(
-            dinitial_state.data<T>(), dp, wp, B, T_, C, W);
-        CUDA_CHECK_LAST();
+        launch(conv_dinit_kernel<T>, grid_for(B * C * (W - 1)), kThreads, 0, dinitial_state.data<T>(), dp, wp, B, T_, C,
+               W);
       }
       // dweight [C,W] and dbias [C]: sums over the B*T rows, in double.
       const int64_t M = (W + (dbias.defined() ? 1 : 0)) * C;

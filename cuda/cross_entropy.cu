@@ -155,6 +155,7 @@ template <typename T, typename L>
 __global__ void cross_entropy_rows_kernel(T* __restrict__ lse, double* __restrict__ rows, const L* __restrict__ x,
                                           const int64_t* __restrict__ targets, int64_t N, int64_t V,
                                           int64_t ignore_index, bool vec4) {
+  pdl_enter();
   __shared__ T smax[32], sl;
   __shared__ double ssum[32];
   for (int64_t i = blockIdx.x; i < N; i += gridDim.x) {
@@ -171,6 +172,7 @@ bool ce_vec4(int64_t V, std::initializer_list<const Tensor*> ts) { return V % 4 
 template <typename T>
 __global__ void cross_entropy_mean_kernel(T* __restrict__ loss, T* __restrict__ count, const double* __restrict__ rows,
                                           int64_t N) {
+  pdl_enter();
   __shared__ double scratch[32];
   double total = 0, kept = 0;
   for (int64_t i = threadIdx.x; i < N; i += blockDim.x) {
@@ -194,20 +196,17 @@ void cross_entropy_forward(const Tensor& loss, const Tensor& lse, const Tensor& 
   const int64_t N = logits.size(0), V = logits.size(1);
   GDN_CHECK(targets.numel() == N && lse.numel() == N, "cross_entropy: targets {} / lse {} for logits {}",
             shape_str(targets.shape()), shape_str(lse.shape()), shape_str(logits.shape()));
-  cudaStream_t stream = current_stream();
   Tensor rows = Tensor::empty({2, std::max<int64_t>(N, 1)}, kFloat64, logits.device());
   dispatch_float(arithmetic_dtype(logits.dtype()), "cuda cross_entropy", [&](auto tag) {
     using T = decltype(tag);
     if (N > 0) {
       const bool vec4 = ce_vec4(V, {&logits});
       with_storage<T>(logits, [&](auto* lp) {
-        cross_entropy_rows_kernel<T><<<grid_for(N, 1), kRowThreads, 0, stream>>>(
-            lse.data<T>(), rows.data<double>(), lp, targets.data<int64_t>(), N, V, ignore_index, vec4);
+        launch(cross_entropy_rows_kernel<T, std::remove_pointer_t<decltype(lp)>>, grid_for(N, 1), kRowThreads, 0,
+               lse.data<T>(), rows.data<double>(), lp, targets.data<int64_t>(), N, V, ignore_index, vec4);
       });
-      CUDA_CHECK_LAST();
     }
-    cross_entropy_mean_kernel<T><<<1, 1024, 0, stream>>>(loss.data<T>(), count.data<T>(), rows.data<double>(), N);
-    CUDA_CHECK_LAST();
+    launch(cross_entropy_mean_kernel<T>, 1, 1024, 0, loss.data<T>(), count.data<T>(), rows.data<double>(), N);
   });
 }
 
@@ -258,6 +257,7 @@ __global__ void cross_entropy_backward_kernel(O* __restrict__ dx, const T* __res
                                               const L* __restrict__ x, const T* __restrict__ lse,
                                               const T* __restrict__ count, const int64_t* __restrict__ targets,
                                               int64_t N, int64_t V, int64_t ignore_index, bool vec4) {
+  pdl_enter();
   const T scale = ce_scale(dloss, count);
   for (int64_t i = blockIdx.x; i < N; i += gridDim.x) {
     const int64_t t = targets[i];
@@ -274,6 +274,7 @@ __global__ void cross_entropy_fused_kernel(O* __restrict__ dx, T* __restrict__ l
                                            const L* __restrict__ x, const int64_t* __restrict__ targets,
                                            const T* __restrict__ dscale, int64_t N, int64_t V, int64_t ignore_index,
                                            bool vec4) {
+  pdl_enter();
   extern __shared__ __align__(16) unsigned char ce_row[];
   L* row = reinterpret_cast<L*>(ce_row);
   __shared__ T smax[32], sl;
@@ -356,6 +357,7 @@ __global__ void __launch_bounds__(kThr, kMinBlocks)
     cross_entropy_fused_regs_kernel(O* __restrict__ dx, float* __restrict__ lse, double* __restrict__ rows,
                                     const L* __restrict__ x, const int64_t* __restrict__ targets,
                                     const float* __restrict__ dscale, int64_t N, int64_t V, int64_t ignore_index) {
+  pdl_enter();
   constexpr int kVec = 16 / static_cast<int>(sizeof(L)), kGroup = 16 / kVec;  // loads per group of 16 values
   static_assert(kLoads % kGroup == 0, "whole groups");
   constexpr uint32_t kPad = std::is_same_v<L, __nv_bfloat16> ? 0xff80ff80u : 0xff800000u;  // -inf in L
@@ -441,10 +443,10 @@ void grad_rows(const Tensor& dlogits, const Tensor& dloss, const Tensor* count, 
   dispatch_float(arithmetic_dtype(logits.dtype()), "cuda cross_entropy_backward", [&](auto tag) {
     using T = decltype(tag);
     with_dlogits<T>(dlogits, logits, [&](auto* lp, auto* out, bool vec4) {
-      cross_entropy_backward_kernel<T><<<grid_for(N, 1), kThreads, 0, current_stream()>>>(
-          out, dloss.data<T>(), lp, lse.data<T>(), count ? count->data<T>() : nullptr, targets.data<int64_t>(), N, V,
-          ignore_index, vec4);
-      CUDA_CHECK_LAST();
+      using L = std::remove_pointer_t<decltype(lp)>;
+      using O = std::remove_pointer_t<decltype(out)>;
+      launch(cross_entropy_backward_kernel<T, L, O>, grid_for(N, 1), kThreads, 0, out, dloss.data<T>(), lp,
+             lse.data<T>(), count ? count->data<T>() : nullptr, targets.data<int64_t>(), N, V, ignore_index, vec4);
     });
   });
 }
@@ -495,11 +497,9 @@ void cross_entropy_fused(const Tensor& loss, const Tensor& lse, const Tensor& co
       if constexpr (std::is_same_v<T, float> && !(std::is_same_v<L, __nv_bfloat16> && std::is_same_v<O, float>)) {
         using R = CeRegs<L>;
         if (regs) {
-          cross_entropy_fused_regs_kernel<L, O, R::kThr, R::kLoads, R::kMinBlocks>
-              <<<grid_for(N, 1), R::kThr, 0, current_stream()>>>(out, lse.data<T>(), rows.data<double>(), lp,
-                                                                 targets.data<int64_t>(), dscale.data<T>(), N, V,
-                                                                 ignore_index);
-          CUDA_CHECK_LAST();
+          launch(cross_entropy_fused_regs_kernel<L, O, R::kThr, R::kLoads, R::kMinBlocks>, grid_for(N, 1), R::kThr, 0,
+                 out, lse.data<T>(), rows.data<double>(), lp, targets.data<int64_t>(), dscale.data<T>(), N, V,
+                 ignore_index);
           return;
         }
       }
@@ -507,14 +507,10 @@ void cross_entropy_fused(const Tensor& loss, const Tensor& lse, const Tensor& co
       if (row_bytes > 48 * 1024)
         CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                         static_cast<int>(row_bytes)));
-      kernel<<<grid_for(N, 1), 1024, row_bytes, current_stream()>>>(out, lse.data<T>(), rows.data<double>(), lp,
-                                                                     targets.data<int64_t>(), dscale.data<T>(), N, V,
-                                                                     ignore_index, vec4);
-      CUDA_CHECK_LAST();
+      launch(kernel, grid_for(N, 1), 1024, row_bytes, out, lse.data<T>(), rows.data<double>(), lp,
+             targets.data<int64_t>(), dscale.data<T>(), N, V, ignore_index, vec4);
     });
-    cross_entropy_mean_kernel<T><<<1, 1024, 0, current_stream()>>>(loss.data<T>(), count.data<T>(),
-                                                                  rows.data<double>(), N);
-    CUDA_CHECK_LAST();
+    launch(cross_entropy_mean_kernel<T>, 1, 1024, 0, loss.data<T>(), count.data<T>(), rows.data<double>(), N);
   });
 }
 

@@ -12,5 +12,5 @@
     if (err_ != cudaSuccess) GDN_THROW("{} failed: {} ({})", #call, cudaGetErrorString(err_), static_cast<int>(err_)); \
   } while (0)
 
-// After a kernel launch: reports launch-configuration errors at the launch site.
+// After a kernel launch (cuda/launch.h launch() calls it): reports a launch error, or an earlier asynchronous one.
 #define CUDA_CHECK_LAST() CUDA_CHECK(cudaGetLastError())

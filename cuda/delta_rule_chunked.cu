@@ -108,6 +108,7 @@ using namespace delta_rule_untiled;
 // Step 6 (Hv > Hk): out [B,T,Hk,K] = sum over j = 0..G-1 of rows [B,Hv,T,K] of value head hk G + j.
 template <typename Tp>
 __global__ void key_head_sum_kernel(Dims d, Tp* __restrict__ out, const Tp* __restrict__ rows) {
+  pdl_enter();
   const int64_t total = d.B * d.T * d.Hk * d.K;
   for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total; e += int64_t(blockDim.x) * gridDim.x) {
     const int64_t kk = e % d.K, hk = (e / d.K) % d.Hk, t = (e / (d.K * d.Hk)) % d.T, b = e / (d.K * d.Hk * d.T);
@@ -264,18 +265,16 @@ Prepared prepare(const Dims& d, const Tensor& q, const Tensor& k, const Tensor& 
   const size_t tsmem = prepare_tiled_smem(d, sizeof(Tp), NT);
   if (use_tiled() && tsmem <= smem_limit()) {
     set_smem(prepare_tiled_kernel<Tp>, tsmem, "gated_delta_rule_chunked (prepare)");
-    prepare_tiled_kernel<Tp><<<grid, kParThreads<Tp>, tsmem, current_stream()>>>(
-        d, NT, p.W.data<Tp>(), p.U.data<Tp>(), p.P.data<Tp>(), p.EG.data<Tp>(), p.R.data<Tp>(), q.data<Tp>(),
-        k.data<Tp>(), v.data<Tp>(), g.data<Tp>(), beta.data<Tp>());
-    CUDA_CHECK_LAST();
+    launch(prepare_tiled_kernel<Tp>, grid, kParThreads<Tp>, tsmem, d, NT, p.W.data<Tp>(), p.U.data<Tp>(),
+           p.P.data<Tp>(), p.EG.data<Tp>(), p.R.data<Tp>(), q.data<Tp>(), k.data<Tp>(), v.data<Tp>(), g.data<Tp>(),
+           beta.data<Tp>());
     return p;
   }
   const auto [smem, cc] = chunk_smem<Tp>(d, prepare_vec_smem(d, sizeof(Tp)), 2, q);
   set_smem(prepare_chunk_kernel<Tp>, smem, "gated_delta_rule_chunked (prepare)");
-  prepare_chunk_kernel<Tp><<<grid, kThreads, smem, current_stream()>>>(
-      d, p.W.data<Tp>(), p.U.data<Tp>(), p.P.data<Tp>(), p.EG.data<Tp>(), p.R.data<Tp>(), q.data<Tp>(), k.data<Tp>(),
-      v.data<Tp>(), g.data<Tp>(), beta.data<Tp>(), mut_ptr_or_null<Tp>(cc));
-  CUDA_CHECK_LAST();
+  launch(prepare_chunk_kernel<Tp>, grid, kThreads, smem, d, p.W.data<Tp>(), p.U.data<Tp>(), p.P.data<Tp>(),
+         p.EG.data<Tp>(), p.R.data<Tp>(), q.data<Tp>(), k.data<Tp>(), v.data<Tp>(), g.data<Tp>(), beta.data<Tp>(),
+         mut_ptr_or_null<Tp>(cc));
   return p;
 }
 
@@ -283,10 +282,8 @@ Prepared prepare(const Dims& d, const Tensor& q, const Tensor& k, const Tensor& 
 template <typename Tp>
 void key_head_sums(const Dims& d, const Tensor& dq, const Tensor& dk, const Tensor& dqs, const Tensor& dks) {
   const int64_t total = d.B * d.T * d.Hk * d.K;
-  key_head_sum_kernel<Tp><<<grid_for(total), kThreads, 0, current_stream()>>>(d, dq.data<Tp>(), dqs.data<Tp>());
-  CUDA_CHECK_LAST();
-  key_head_sum_kernel<Tp><<<grid_for(total), kThreads, 0, current_stream()>>>(d, dk.data<Tp>(), dks.data<Tp>());
-  CUDA_CHECK_LAST();
+  launch(key_head_sum_kernel<Tp>, grid_for(total), kThreads, 0, d, dq.data<Tp>(), dqs.data<Tp>());
+  launch(key_head_sum_kernel<Tp>, grid_for(total), kThreads, 0, d, dk.data<Tp>(), dks.data<Tp>());
 }
 
 dim3 state_grid(const Dims& d, int64_t vt = kVTile) {
@@ -333,18 +330,15 @@ void gated_delta_rule_chunked_forward(const Tensor& o, const Tensor& final_state
       const Tensor cs = chunk_states.defined() ? chunk_states : Tensor::empty({d.B, d.Hv, d.NC, d.K, d.V}, q.dtype(), dev);
       const Tensor Vn = Tensor::empty({d.B, d.Hv, d.T, d.V}, q.dtype(), dev);
       set_smem(forward_recur_kernel<Tp>, rp.smem, name);
-      forward_recur_kernel<Tp><<<state_grid(d, rp.vt), kThreads, rp.smem, current_stream()>>>(
-          d, rp.vt, rp.nbuf, mut_ptr_or_null<Tp>(final_state), cs.data<Tp>(), Vn.data<Tp>(), k.data<Tp>(),
-          p.W.data<Tp>(), p.U.data<Tp>(), p.EG.data<Tp>(), p.R.data<Tp>(), ptr_or_null<Tp>(initial_state));
-      CUDA_CHECK_LAST();
+      launch(forward_recur_kernel<Tp>, state_grid(d, rp.vt), kThreads, rp.smem, d, rp.vt, rp.nbuf,
+             mut_ptr_or_null<Tp>(final_state), cs.data<Tp>(), Vn.data<Tp>(), k.data<Tp>(), p.W.data<Tp>(),
+             p.U.data<Tp>(), p.EG.data<Tp>(), p.R.data<Tp>(), ptr_or_null<Tp>(initial_state));
       const size_t osmem = static_cast<size_t>(output_elems(d.C, d.K, vp)) * es;
       set_smem(chunk_output_kernel<Tp>, osmem, name);
       const dim3 ogrid(static_cast<unsigned>(d.NC * ((d.V + vp - 1) / vp)), static_cast<unsigned>(d.Hv),
                        static_cast<unsigned>(d.B));
-      chunk_output_kernel<Tp><<<ogrid, par_threads<Tp>(ogrid.x * int64_t(ogrid.y) * ogrid.z), osmem,
-                                current_stream()>>>(
-          d, vp, o.data<Tp>(), cs.data<Tp>(), Vn.data<Tp>(), p.P.data<Tp>(), p.EG.data<Tp>(), q.data<Tp>(), sc);
-      CUDA_CHECK_LAST();
+      launch(chunk_output_kernel<Tp>, ogrid, par_threads<Tp>(ogrid.x * int64_t(ogrid.y) * ogrid.z), osmem, d, vp,
+             o.data<Tp>(), cs.data<Tp>(), Vn.data<Tp>(), p.P.data<Tp>(), p.EG.data<Tp>(), q.data<Tp>(), sc);
       g_paths.forward = "float32 split";
       return;
     }
@@ -352,22 +346,19 @@ void gated_delta_rule_chunked_forward(const Tensor& o, const Tensor& final_state
       const bool wide = state_wide(d, sizeof(Tp), vt, false);
       const size_t tsmem = state_tiled_smem(d, sizeof(Tp), vt, false, wide);
       set_smem(forward_state_tiled_kernel<Tp>, tsmem, name);
-      forward_state_tiled_kernel<Tp><<<state_grid(d, vt), kThreads, tsmem, current_stream()>>>(
-          d, vt, wide, o.data<Tp>(), mut_ptr_or_null<Tp>(final_state), mut_ptr_or_null<Tp>(chunk_states), q.data<Tp>(),
-          k.data<Tp>(), ptr_or_null<Tp>(p.W), ptr_or_null<Tp>(p.U), ptr_or_null<Tp>(p.P), ptr_or_null<Tp>(p.EG),
-          ptr_or_null<Tp>(p.R), ptr_or_null<Tp>(initial_state), sc);
-      CUDA_CHECK_LAST();
+      launch(forward_state_tiled_kernel<Tp>, state_grid(d, vt), kThreads, tsmem, d, vt, wide, o.data<Tp>(),
+             mut_ptr_or_null<Tp>(final_state), mut_ptr_or_null<Tp>(chunk_states), q.data<Tp>(), k.data<Tp>(),
+             ptr_or_null<Tp>(p.W), ptr_or_null<Tp>(p.U), ptr_or_null<Tp>(p.P), ptr_or_null<Tp>(p.EG),
+             ptr_or_null<Tp>(p.R), ptr_or_null<Tp>(initial_state), sc);
       g_paths.forward = "float32 tiled";
       return;
     }
     g_paths.forward = "float32 untiled";
     const size_t smem = state_smem(d, sizeof(Tp));
     set_smem(forward_state_kernel<Tp>, smem, name);
-    forward_state_kernel<Tp><<<state_grid(d), kThreads, smem, current_stream()>>>(
-        d, o.data<Tp>(), mut_ptr_or_null<Tp>(final_state), mut_ptr_or_null<Tp>(chunk_states), q.data<Tp>(),
-        k.data<Tp>(), ptr_or_null<Tp>(p.W), ptr_or_null<Tp>(p.U), ptr_or_null<Tp>(p.P), ptr_or_null<Tp>(p.EG),
-        ptr_or_null<Tp>(p.R), ptr_or_null<Tp>(initial_state), sc);
-    CUDA_CHECK_LAST();
+    launch(forward_state_kernel<Tp>, state_grid(d), kThreads, smem, d, o.data<Tp>(), mut_ptr_or_null<Tp>(final_state),
+           mut_ptr_or_null<Tp>(chunk_states), q.data<Tp>(), k.data<Tp>(), ptr_or_null<Tp>(p.W), ptr_or_null<Tp>(p.U),
+           ptr_or_null<Tp>(p.P), ptr_or_null<Tp>(p.EG), ptr_or_null<Tp>(p.R), ptr_or_null<Tp>(initial_state), sc);
   });
 }
 
@@ -428,34 +419,30 @@ void gated_delta_rule_chunked_backward(const Tensor& dq, const Tensor& dk, const
       set_smem(backward_pre_kernel<Tp>, psmem, name);
       const dim3 pgrid(static_cast<unsigned>(d.NC * ((d.V + vp - 1) / vp)), static_cast<unsigned>(d.Hv),
                        static_cast<unsigned>(d.B));
-      backward_pre_kernel<Tp><<<pgrid, par_threads<Tp>(pgrid.x * int64_t(pgrid.y) * pgrid.z), psmem,
-                                current_stream()>>>(
-          d, vp, Vn.data<Tp>(), dVn.data<Tp>(), dHend.data<Tp>(), chunk_states.data<Tp>(), p.W.data<Tp>(),
-          p.U.data<Tp>(), p.P.data<Tp>(), p.EG.data<Tp>(), q.data<Tp>(), do_.data<Tp>(), sc);
-      CUDA_CHECK_LAST();
+      launch(backward_pre_kernel<Tp>, pgrid, par_threads<Tp>(pgrid.x * int64_t(pgrid.y) * pgrid.z), psmem, d, vp,
+             Vn.data<Tp>(), dVn.data<Tp>(), dHend.data<Tp>(), chunk_states.data<Tp>(), p.W.data<Tp>(), p.U.data<Tp>(),
+             p.P.data<Tp>(), p.EG.data<Tp>(), q.data<Tp>(), do_.data<Tp>(), sc);
       set_smem(backward_recur_kernel<Tp>, rp.smem, name);
-      backward_recur_kernel<Tp><<<state_grid(d, rp.vt), kThreads, rp.smem, current_stream()>>>(
-          d, rp.vt, rp.nbuf, mut_ptr_or_null<Tp>(dinitial_state), dHend.data<Tp>(), dVn.data<Tp>(),
-          ptr_or_null<Tp>(dfinal_state), k.data<Tp>(), p.W.data<Tp>(), p.EG.data<Tp>(), p.R.data<Tp>());
+      launch(backward_recur_kernel<Tp>, state_grid(d, rp.vt), kThreads, rp.smem, d, rp.vt, rp.nbuf,
+             mut_ptr_or_null<Tp>(dinitial_state), dHend.data<Tp>(), dVn.data<Tp>(), ptr_or_null<Tp>(dfinal_state),
+             k.data<Tp>(), p.W.data<Tp>(), p.EG.data<Tp>(), p.R.data<Tp>());
     } else if (const int vt = state_tile(d, sizeof(Tp), true)) {
       const bool wide = state_wide(d, sizeof(Tp), vt, true);
       const size_t tsmem = state_tiled_smem(d, sizeof(Tp), vt, true, wide);
       set_smem(backward_state_tiled_kernel<Tp>, tsmem, name);
-      backward_state_tiled_kernel<Tp><<<state_grid(d, vt), kThreads, tsmem, current_stream()>>>(
-          d, vt, wide, mut_ptr_or_null<Tp>(dinitial_state), mut_ptr_or_null<Tp>(dHend), mut_ptr_or_null<Tp>(Vn),
-          mut_ptr_or_null<Tp>(dVn), do_.data<Tp>(), ptr_or_null<Tp>(dfinal_state), q.data<Tp>(), k.data<Tp>(),
-          ptr_or_null<Tp>(p.W), ptr_or_null<Tp>(p.U), ptr_or_null<Tp>(p.P), ptr_or_null<Tp>(p.EG),
-          ptr_or_null<Tp>(p.R), chunk_states.data<Tp>(), sc);
+      launch(backward_state_tiled_kernel<Tp>, state_grid(d, vt), kThreads, tsmem, d, vt, wide,
+             mut_ptr_or_null<Tp>(dinitial_state), mut_ptr_or_null<Tp>(dHend), mut_ptr_or_null<Tp>(Vn),
+             mut_ptr_or_null<Tp>(dVn), do_.data<Tp>(), ptr_or_null<Tp>(dfinal_state), q.data<Tp>(), k.data<Tp>(),
+             ptr_or_null<Tp>(p.W), ptr_or_null<Tp>(p.U), ptr_or_null<Tp>(p.P), ptr_or_null<Tp>(p.EG),
+             ptr_or_null<Tp>(p.R), chunk_states.data<Tp>(), sc);
     } else {
       const size_t ssmem = state_smem(d, sizeof(Tp));
       set_smem(backward_state_kernel<Tp>, ssmem, name);
-      backward_state_kernel<Tp><<<state_grid(d), kThreads, ssmem, current_stream()>>>(
-          d, mut_ptr_or_null<Tp>(dinitial_state), mut_ptr_or_null<Tp>(dHend), mut_ptr_or_null<Tp>(Vn),
-          mut_ptr_or_null<Tp>(dVn), do_.data<Tp>(), ptr_or_null<Tp>(dfinal_state), q.data<Tp>(), k.data<Tp>(),
-          ptr_or_null<Tp>(p.W), ptr_or_null<Tp>(p.U), ptr_or_null<Tp>(p.P), ptr_or_null<Tp>(p.EG),
-          ptr_or_null<Tp>(p.R), chunk_states.data<Tp>(), sc);
+      launch(backward_state_kernel<Tp>, state_grid(d), kThreads, ssmem, d, mut_ptr_or_null<Tp>(dinitial_state),
+             mut_ptr_or_null<Tp>(dHend), mut_ptr_or_null<Tp>(Vn), mut_ptr_or_null<Tp>(dVn), do_.data<Tp>(),
+             ptr_or_null<Tp>(dfinal_state), q.data<Tp>(), k.data<Tp>(), ptr_or_null<Tp>(p.W), ptr_or_null<Tp>(p.U),
+             ptr_or_null<Tp>(p.P), ptr_or_null<Tp>(p.EG), ptr_or_null<Tp>(p.R), chunk_states.data<Tp>(), sc);
     }
-    CUDA_CHECK_LAST();
     if (d.NC == 0) return;  // T = 0: no rows, only dinitial_state
 
     Tensor dqs = grouped ? Tensor::empty({d.B, d.Hv, d.T, d.K}, q.dtype(), dev) : dq;
@@ -466,21 +453,20 @@ void gated_delta_rule_chunked_backward(const Tensor& dq, const Tensor& dk, const
     const size_t tgsmem = 2 * d.C * sizeof(double) + static_cast<size_t>(grad_tiled_elems(d.C, d.K, d.V)) * sizeof(Tp);
     if (use_tiled() && tgsmem <= smem_limit()) {
       set_smem(chunk_grad_tiled_kernel<Tp>, tgsmem, name);
-      chunk_grad_tiled_kernel<Tp><<<grid, kThreads, tgsmem, current_stream()>>>(
-          d, dqs.data<Tp>(), dks.data<Tp>(), grouped ? d.K : d.Hk * d.K, dv.data<Tp>(), dg.data<Tp>(),
-          dbeta.data<Tp>(), dWt.data<Tp>(), dUt.data<Tp>(), do_.data<Tp>(), q.data<Tp>(), k.data<Tp>(), v.data<Tp>(),
-          g.data<Tp>(), beta.data<Tp>(), chunk_states.data<Tp>(), dHend.data<Tp>(), Vn.data<Tp>(), dVn.data<Tp>(),
-          p.W.data<Tp>(), p.U.data<Tp>(), p.P.data<Tp>(), sc);
+      launch(chunk_grad_tiled_kernel<Tp>, grid, kThreads, tgsmem, d, dqs.data<Tp>(), dks.data<Tp>(),
+             grouped ? d.K : d.Hk * d.K, dv.data<Tp>(), dg.data<Tp>(), dbeta.data<Tp>(), dWt.data<Tp>(), dUt.data<Tp>(),
+             do_.data<Tp>(), q.data<Tp>(), k.data<Tp>(), v.data<Tp>(), g.data<Tp>(), beta.data<Tp>(),
+             chunk_states.data<Tp>(), dHend.data<Tp>(), Vn.data<Tp>(), dVn.data<Tp>(), p.W.data<Tp>(), p.U.data<Tp>(),
+             p.P.data<Tp>(), sc);
     } else {
       const auto [gsmem, cc] = chunk_smem<Tp>(d, grad_vec_smem(d, sizeof(Tp)), 3, q);
       set_smem(chunk_grad_kernel<Tp>, gsmem, name);
-      chunk_grad_kernel<Tp><<<grid, kThreads, gsmem, current_stream()>>>(
-          d, dqs.data<Tp>(), dks.data<Tp>(), grouped ? d.K : d.Hk * d.K, dv.data<Tp>(), dg.data<Tp>(), dbeta.data<Tp>(),
-          dWt.data<Tp>(), dUt.data<Tp>(), do_.data<Tp>(), q.data<Tp>(), k.data<Tp>(), v.data<Tp>(), g.data<Tp>(),
-          beta.data<Tp>(), chunk_states.data<Tp>(), dHend.data<Tp>(), Vn.data<Tp>(), dVn.data<Tp>(), p.W.data<Tp>(),
-          p.U.data<Tp>(), p.P.data<Tp>(), sc, mut_ptr_or_null<Tp>(cc));
+      launch(chunk_grad_kernel<Tp>, grid, kThreads, gsmem, d, dqs.data<Tp>(), dks.data<Tp>(),
+             grouped ? d.K : d.Hk * d.K, dv.data<Tp>(), dg.data<Tp>(), dbeta.data<Tp>(), dWt.data<Tp>(), dUt.data<Tp>(),
+             do_.data<Tp>(), q.data<Tp>(), k.data<Tp>(), v.data<Tp>(), g.data<Tp>(), beta.data<Tp>(),
+             chunk_states.data<Tp>(), dHend.data<Tp>(), Vn.data<Tp>(), dVn.data<Tp>(), p.W.data<Tp>(), p.U.data<Tp>(),
+             p.P.data<Tp>(), sc, mut_ptr_or_null<Tp>(cc));
     }
-    CUDA_CHECK_LAST();
     if (grouped) key_head_sums<Tp>(d, dq, dk, dqs, dks);
   });
 }

@@ -57,6 +57,7 @@ __global__ void __launch_bounds__(256)
                             const Tp* __restrict__ beta, const Tp* __restrict__ chunk_states,
                             const Tp* __restrict__ dHend, const Tp* __restrict__ Vng, const Tp* __restrict__ dVng,
                             const Tp* __restrict__ Wg, const Tp* __restrict__ Ug, const Tp* __restrict__ Pg, Tp sc) {
+  pdl_enter();
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const int64_t n = blockIdx.x, hv = blockIdx.y, b = blockIdx.z;
   const int C = static_cast<int>(d.C), K = static_cast<int>(d.K), V = static_cast<int>(d.V);

@@ -45,6 +45,7 @@
 
 #include "cuda/delta_rule_chunked_split.cuh"
 #include "cuda/delta_rule_chunked_tiled.cuh"
+#include "cuda/launch.h"
 
 namespace gdn::cuda::delta_rule_tiled::mma {
 
@@ -279,6 +280,7 @@ __global__ void __launch_bounds__(kParThreads<float>)
                        float* __restrict__ EGg, float* __restrict__ Rg, bf16* __restrict__ Kbg,
                        const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
                        const float* __restrict__ g, const float* __restrict__ beta) {
+  pdl_enter();
   extern __shared__ __align__(128) unsigned char smem_mma[];
   d = shaped<S>(d);
   if constexpr (S::fixed) NT = S::K + S::V < kSolveCols ? S::K + S::V : kSolveCols;
@@ -450,6 +452,7 @@ __global__ void __launch_bounds__(kParThreads<float>)
     chunk_output_mma_kernel(Dims d, int vp, float* __restrict__ o, const float* __restrict__ chunk_states,
                             const float* __restrict__ Vng, const float* __restrict__ Pg,
                             const float* __restrict__ EGg, const float* __restrict__ q, float sc) {
+  pdl_enter();
   extern __shared__ __align__(128) unsigned char smem_mma[];
   d = shaped<S>(d);
   if constexpr (S::fixed) vp = kFixedTile;
@@ -509,6 +512,7 @@ __global__ void __launch_bounds__(kParThreads<float>)
                             const float* __restrict__ Ug, const float* __restrict__ Pg,
                             const float* __restrict__ EGg, const float* __restrict__ q,
                             const float* __restrict__ do_, float sc) {
+  pdl_enter();
   extern __shared__ __align__(128) unsigned char smem_mma[];
   d = shaped<S>(d);
   if constexpr (S::fixed) vp = kFixedTile;

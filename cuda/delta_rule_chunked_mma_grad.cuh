@@ -201,6 +201,7 @@ __global__ void __launch_bounds__(kParThreads<float>)
                           const float* __restrict__ chunk_states, const float* __restrict__ dHend,
                           const float* __restrict__ Vng, const float* __restrict__ dVng, const bf16* __restrict__ Wbg,
                           const float* __restrict__ Ug, const float* __restrict__ Pg, float sc) {
+  pdl_enter();
   extern __shared__ __align__(128) unsigned char smem_mma[];
   d = shaped<S>(d);
   const int64_t n = blockIdx.x, hv = blockIdx.y, b = blockIdx.z;

@@ -124,10 +124,9 @@ inline Prepared prepare(const Dims& d, const Plan& p, const Tensor& q, const Ten
   with_shape(d, p, {q.raw_data(), k.raw_data(), v.raw_data()}, [&](auto shape) {
     using S = decltype(shape);
     allow_smem(prepare_mma_kernel<S>, p.prep);
-    prepare_mma_kernel<S><<<grid, kParThreads<float>, p.prep, current_stream()>>>(
-        d, p.NT, bf16_ptr(s.Wb), s.U.data<float>(), s.P.data<float>(), s.EG.data<float>(), s.R.data<float>(),
-        bf16_ptr(s.Kb), q.data<float>(), k.data<float>(), v.data<float>(), g.data<float>(), beta.data<float>());
-    CUDA_CHECK_LAST();
+    launch(prepare_mma_kernel<S>, grid, kParThreads<float>, p.prep, d, p.NT, bf16_ptr(s.Wb), s.U.data<float>(),
+           s.P.data<float>(), s.EG.data<float>(), s.R.data<float>(), bf16_ptr(s.Kb), q.data<float>(), k.data<float>(),
+           v.data<float>(), g.data<float>(), beta.data<float>());
   });
   return s;
 }
@@ -153,19 +152,17 @@ inline void forward(const Dims& d, const Plan& p, const Tensor& o, const Tensor&
   with_shape(d, p, {}, [&](auto shape) {
     const auto kernel = recur_kernels<decltype(shape)>(p.vt).first;
     allow_smem(kernel, p.recur);
-    kernel<<<recur_grid(d, p.vt), kThreads, p.recur, current_stream()>>>(
-        d, p.vt, p.nbuf, ptr_or_null<float>(final_state), cs.data<float>(), Vn.data<float>(), bf16_ptr(s.Kb),
-        bf16_ptr(s.Wb), s.U.data<float>(), s.EG.data<float>(), s.R.data<float>(), ptr_or_null<float>(initial_state));
-    CUDA_CHECK_LAST();
+    launch(kernel, recur_grid(d, p.vt), kThreads, p.recur, d, p.vt, p.nbuf, ptr_or_null<float>(final_state),
+           cs.data<float>(), Vn.data<float>(), bf16_ptr(s.Kb), bf16_ptr(s.Wb), s.U.data<float>(), s.EG.data<float>(),
+           s.R.data<float>(), ptr_or_null<float>(initial_state));
   });
   const dim3 ogrid = par_grid(d, p.vp);
   with_shape(d, p, {q.raw_data(), cs.raw_data(), Vn.raw_data()}, [&](auto shape) {
     using S = decltype(shape);
     allow_smem(chunk_output_mma_kernel<S>, p.par);
-    chunk_output_mma_kernel<S><<<ogrid, par_threads<float>(ogrid.x * int64_t(ogrid.y) * ogrid.z), p.par,
-                                 current_stream()>>>(d, p.vp, o.data<float>(), cs.data<float>(), Vn.data<float>(),
-                                                     s.P.data<float>(), s.EG.data<float>(), q.data<float>(), sc);
-    CUDA_CHECK_LAST();
+    launch(chunk_output_mma_kernel<S>, ogrid, par_threads<float>(ogrid.x * int64_t(ogrid.y) * ogrid.z), p.par, d, p.vp,
+           o.data<float>(), cs.data<float>(), Vn.data<float>(), s.P.data<float>(), s.EG.data<float>(), q.data<float>(),
+           sc);
   });
 }
 
@@ -186,31 +183,26 @@ inline void backward(const Dims& d, const Plan& p, const Tensor& dqr, const Tens
   with_shape(d, p, {q.raw_data(), do_.raw_data(), chunk_states.raw_data()}, [&](auto shape) {
     using S = decltype(shape);
     allow_smem(backward_pre_mma_kernel<S>, p.par);
-    backward_pre_mma_kernel<S><<<pgrid, par_threads<float>(pgrid.x * int64_t(pgrid.y) * pgrid.z), p.par,
-                                 current_stream()>>>(
-        d, p.vp, Vn.data<float>(), dVn.data<float>(), dHend.data<float>(), chunk_states.data<float>(),
-        bf16_ptr(s.Wb), s.U.data<float>(), s.P.data<float>(), s.EG.data<float>(), q.data<float>(), do_.data<float>(),
-        sc);
-    CUDA_CHECK_LAST();
+    launch(backward_pre_mma_kernel<S>, pgrid, par_threads<float>(pgrid.x * int64_t(pgrid.y) * pgrid.z), p.par, d, p.vp,
+           Vn.data<float>(), dVn.data<float>(), dHend.data<float>(), chunk_states.data<float>(), bf16_ptr(s.Wb),
+           s.U.data<float>(), s.P.data<float>(), s.EG.data<float>(), q.data<float>(), do_.data<float>(), sc);
   });
   with_shape(d, p, {}, [&](auto shape) {
     const auto kernel = recur_kernels<decltype(shape)>(p.vt).second;
     allow_smem(kernel, p.recur);
-    kernel<<<recur_grid(d, p.vt), kThreads, p.recur, current_stream()>>>(
-        d, p.vt, p.nbuf, ptr_or_null<float>(dinitial_state), dHend.data<float>(), dVn.data<float>(),
-        ptr_or_null<float>(dfinal_state), bf16_ptr(s.Kb), bf16_ptr(s.Wb), s.EG.data<float>(), s.R.data<float>());
-    CUDA_CHECK_LAST();
+    launch(kernel, recur_grid(d, p.vt), kThreads, p.recur, d, p.vt, p.nbuf, ptr_or_null<float>(dinitial_state),
+           dHend.data<float>(), dVn.data<float>(), ptr_or_null<float>(dfinal_state), bf16_ptr(s.Kb), bf16_ptr(s.Wb),
+           s.EG.data<float>(), s.R.data<float>());
   });
   const dim3 grid(static_cast<unsigned>(d.NC), static_cast<unsigned>(d.Hv), static_cast<unsigned>(d.B));
   with_shape(d, p, {q.raw_data(), k.raw_data(), do_.raw_data()}, [&](auto shape) {
     using S = decltype(shape);
     allow_smem(chunk_grad_mma_kernel<S>, p.grad);
-    chunk_grad_mma_kernel<S><<<grid, kParThreads<float>, p.grad, current_stream()>>>(
-        d, dqr.data<float>(), dkr.data<float>(), key_stride, dv.data<float>(), dg.data<float>(), dbeta.data<float>(),
-        do_.data<float>(), q.data<float>(), k.data<float>(), v.data<float>(), g.data<float>(), beta.data<float>(),
-        chunk_states.data<float>(), dHend.data<float>(), Vn.data<float>(), dVn.data<float>(), bf16_ptr(s.Wb),
-        s.U.data<float>(), s.P.data<float>(), sc);
-    CUDA_CHECK_LAST();
+    launch(chunk_grad_mma_kernel<S>, grid, kParThreads<float>, p.grad, d, dqr.data<float>(), dkr.data<float>(),
+           key_stride, dv.data<float>(), dg.data<float>(), dbeta.data<float>(), do_.data<float>(), q.data<float>(),
+           k.data<float>(), v.data<float>(), g.data<float>(), beta.data<float>(), chunk_states.data<float>(),
+           dHend.data<float>(), Vn.data<float>(), dVn.data<float>(), bf16_ptr(s.Wb), s.U.data<float>(),
+           s.P.data<float>(), sc);
   });
 }
 

@@ -18,6 +18,7 @@
 #pragma once
 
 #include "cuda/delta_rule_chunked_mma.cuh"
+#include "cuda/launch.h"
 
 namespace gdn::cuda::delta_rule_tiled::mma {
 
@@ -52,6 +53,7 @@ __global__ void __launch_bounds__(256)
                              const bf16* __restrict__ Wbg, const float* __restrict__ Ug,
                              const float* __restrict__ EGg, const float* __restrict__ Rg,
                              const float* __restrict__ s0) {
+  pdl_enter();
   extern __shared__ __align__(128) unsigned char smem_mma[];
   d = shaped<S>(d);
   if constexpr (VT != 0) vt = VT;
@@ -151,6 +153,7 @@ __global__ void __launch_bounds__(256)
                               const float* __restrict__ dfinal_state, const bf16* __restrict__ Kbg,
                               const bf16* __restrict__ Wbg, const float* __restrict__ EGg,
                               const float* __restrict__ Rg) {
+  pdl_enter();
   extern __shared__ __align__(128) unsigned char smem_mma[];
   d = shaped<S>(d);
   if constexpr (VT != 0) vt = VT;

@@ -29,6 +29,7 @@
 #include <cstdint>
 
 #include "cuda/delta_rule_chunked_tiled.cuh"
+#include "cuda/launch.h"
 
 namespace gdn::cuda::delta_rule_tiled {
 
@@ -103,6 +104,7 @@ __global__ void __launch_bounds__(256)
                          Tp* __restrict__ Vng, const Tp* __restrict__ k, const Tp* __restrict__ Wg,
                          const Tp* __restrict__ Ug, const Tp* __restrict__ EGg, const Tp* __restrict__ Rg,
                          const Tp* __restrict__ s0) {
+  pdl_enter();
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const int64_t hv = blockIdx.y, b = blockIdx.z;
   const int C = static_cast<int>(d.C), K = static_cast<int>(d.K), V = static_cast<int>(d.V);
@@ -178,6 +180,7 @@ __global__ void __launch_bounds__(kParThreads<Tp>)
     chunk_output_kernel(Dims d, int vp, Tp* __restrict__ o, const Tp* __restrict__ chunk_states,
                         const Tp* __restrict__ Vng, const Tp* __restrict__ Pg, const Tp* __restrict__ EGg,
                         const Tp* __restrict__ q, Tp sc) {
+  pdl_enter();
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const int C = static_cast<int>(d.C), K = static_cast<int>(d.K), V = static_cast<int>(d.V);
   const int nvt = (V + vp - 1) / vp;
@@ -216,6 +219,7 @@ __global__ void __launch_bounds__(kParThreads<Tp>)
                         const Tp* __restrict__ chunk_states, const Tp* __restrict__ Wg, const Tp* __restrict__ Ug,
                         const Tp* __restrict__ Pg, const Tp* __restrict__ EGg, const Tp* __restrict__ q,
                         const Tp* __restrict__ do_, Tp sc) {
+  pdl_enter();
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const int C = static_cast<int>(d.C), K = static_cast<int>(d.K), V = static_cast<int>(d.V);
   const int nvt = (V + vp - 1) / vp;
@@ -259,6 +263,7 @@ __global__ void __launch_bounds__(256)
     backward_recur_kernel(Dims d, int vt, int nbuf, Tp* __restrict__ dinitial_state, Tp* __restrict__ dHend,
                           Tp* __restrict__ dVng, const Tp* __restrict__ dfinal_state, const Tp* __restrict__ k,
                           const Tp* __restrict__ Wg, const Tp* __restrict__ EGg, const Tp* __restrict__ Rg) {
+  pdl_enter();
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const int64_t hv = blockIdx.y, b = blockIdx.z;
   const int C = static_cast<int>(d.C), K = static_cast<int>(d.K), V = static_cast<int>(d.V);

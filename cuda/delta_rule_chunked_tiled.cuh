@@ -30,6 +30,8 @@
 
 #include <cstdint>
 
+#include "cuda/launch.h"
+
 namespace gdn::cuda::delta_rule_tiled {
 
 struct Dims {
@@ -253,6 +255,7 @@ __global__ void __launch_bounds__(kParThreads<Tp>)
     prepare_tiled_kernel(Dims d, int NT, Tp* __restrict__ Wg, Tp* __restrict__ Ug, Tp* __restrict__ Pg,
                          Tp* __restrict__ EGg, Tp* __restrict__ Rg, const Tp* __restrict__ q, const Tp* __restrict__ k,
                          const Tp* __restrict__ v, const Tp* __restrict__ g, const Tp* __restrict__ beta) {
+  pdl_enter();
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const int64_t n = blockIdx.x, hv = blockIdx.y, b = blockIdx.z;
   const int C = static_cast<int>(d.C), K = static_cast<int>(d.K), V = static_cast<int>(d.V);
@@ -351,6 +354,7 @@ __global__ void __launch_bounds__(256)
                                const Tp* __restrict__ Wg, const Tp* __restrict__ Ug, const Tp* __restrict__ Pg,
                                const Tp* __restrict__ EGg, const Tp* __restrict__ Rg, const Tp* __restrict__ s0,
                                Tp sc) {
+  pdl_enter();
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const int64_t hv = blockIdx.y, b = blockIdx.z;
   const int C = static_cast<int>(d.C), K = static_cast<int>(d.K), V = static_cast<int>(d.V);
@@ -440,6 +444,7 @@ __global__ void __launch_bounds__(256)
                                 const Tp* __restrict__ k, const Tp* __restrict__ Wg, const Tp* __restrict__ Ug,
                                 const Tp* __restrict__ Pg, const Tp* __restrict__ EGg, const Tp* __restrict__ Rg,
                                 const Tp* __restrict__ chunk_states, Tp sc) {
+  pdl_enter();
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const int64_t hv = blockIdx.y, b = blockIdx.z;
   const int C = static_cast<int>(d.C), K = static_cast<int>(d.K), V = static_cast<int>(d.V);

@@ -70,6 +70,7 @@ __global__ void prepare_chunk_kernel(Dims d, Tp* __restrict__ Wg, Tp* __restrict
                                      Tp* __restrict__ EGg, Tp* __restrict__ Rg, const Tp* __restrict__ q,
                                      const Tp* __restrict__ k, const Tp* __restrict__ v, const Tp* __restrict__ g,
                                      const Tp* __restrict__ beta, Tp* __restrict__ cc_scratch) {
+  pdl_enter();
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const int64_t n = blockIdx.x, hv = blockIdx.y, b = blockIdx.z;
   const int C = static_cast<int>(d.C);
@@ -122,6 +123,7 @@ __global__ void forward_state_kernel(Dims d, Tp* __restrict__ o, Tp* __restrict_
                                      const Tp* __restrict__ Wg, const Tp* __restrict__ Ug, const Tp* __restrict__ Pg,
                                      const Tp* __restrict__ EGg, const Tp* __restrict__ Rg, const Tp* __restrict__ s0,
                                      Tp sc) {
+  pdl_enter();
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const int64_t hv = blockIdx.y, b = blockIdx.z;
   const int C = static_cast<int>(d.C);
@@ -187,6 +189,7 @@ __global__ void backward_state_kernel(Dims d, Tp* __restrict__ dinitial_state, T
                                       const Tp* __restrict__ k, const Tp* __restrict__ Wg, const Tp* __restrict__ Ug,
                                       const Tp* __restrict__ Pg, const Tp* __restrict__ EGg, const Tp* __restrict__ Rg,
                                       const Tp* __restrict__ chunk_states, Tp sc) {
+  pdl_enter();
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const int64_t hv = blockIdx.y, b = blockIdx.z;
   const int C = static_cast<int>(d.C);
@@ -256,6 +259,7 @@ __global__ void chunk_grad_kernel(Dims d, Tp* __restrict__ dqr, Tp* __restrict__
                                   const Tp* __restrict__ Vng, const Tp* __restrict__ dVng, const Tp* __restrict__ Wg,
                                   const Tp* __restrict__ Ug, const Tp* __restrict__ Pg, Tp sc,
                                   Tp* __restrict__ cc_scratch) {
+  pdl_enter();
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const int64_t n = blockIdx.x, hv = blockIdx.y, b = blockIdx.z;
   const int C = static_cast<int>(d.C);

@@ -140,6 +140,7 @@ template <typename T> struct FwdArgs {
 
 template <typename T, int KS, int R>
 __global__ void __launch_bounds__(kMaxFwdWarps * 32) recurrent_forward_kernel(FwdArgs<T> a) {
+  pdl_enter();
   constexpr int CW = 32 / KS;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const Dims& d = a.d;
@@ -198,6 +199,7 @@ template <typename T> struct BwdArgs {
 
 template <typename T, int KS, int R>
 __global__ void __launch_bounds__(kMaxBwdWarps * 32) recurrent_backward_kernel(BwdArgs<T> a) {
+  pdl_enter();
   constexpr int CW = 32 / KS;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const Dims& d = a.d;
@@ -344,6 +346,7 @@ __global__ void __launch_bounds__(kMaxBwdWarps * 32) recurrent_backward_kernel(B
 template <typename T>
 __global__ void key_grad_reduce_kernel(T* dq, T* dk, const T* dq_part, const T* dk_part, T scale, int64_t n,
                                        int64_t Hk, int64_t G, int64_t nt, int64_t K) {
+  pdl_enter();
   for (int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; idx < n; idx += int64_t(blockDim.x) * gridDim.x) {
     const int64_t i = idx % K, rest = idx / K, hk = rest % Hk, bt = rest / Hk;
     T sq = T(0), sk = T(0);
@@ -362,6 +365,7 @@ __global__ void key_grad_reduce_kernel(T* dq, T* dk, const T* dq_part, const T* 
 // dg, dbeta [B,T,Hv] = sums of the partials [B,T,Hv,NT] in tile order.
 template <typename T>
 __global__ void gate_grad_reduce_kernel(T* dg, T* dbeta, const T* dg_part, const T* db_part, int64_t n, int64_t nt) {
+  pdl_enter();
   for (int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; idx < n; idx += int64_t(blockDim.x) * gridDim.x) {
     T sg = T(0), sb = T(0);
     for (int64_t tile = 0; tile < nt; ++tile) {
@@ -439,8 +443,7 @@ void gated_delta_rule_recurrent_forward(const Tensor& o, const Tensor& final_sta
                    beta.data<T>(), ptr_or_null<T>(initial_state), static_cast<T>(scale), d};
       const size_t smem = sizeof(T) * (2 * size_t(d.stage) * d.kp + size_t(d.stage) * d.vb + 2 * size_t(d.stage));
       const dim3 grid(static_cast<unsigned>(d.B * d.Hv), static_cast<unsigned>(d.nt));
-      recurrent_forward_kernel<T, KS, R><<<grid, d.nw * 32, smem, current_stream()>>>(a);
-      CUDA_CHECK_LAST();
+      launch(recurrent_forward_kernel<T, KS, R>, grid, d.nw * 32, smem, a);
     });
   });
 }
@@ -488,21 +491,17 @@ void gated_delta_rule_recurrent_backward(const Tensor& dq, const Tensor& dk, con
         if (smem > 48 * 1024)
           CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
         const dim3 grid(static_cast<unsigned>(d.B * d.Hv), static_cast<unsigned>(d.nt));
-        kernel<<<grid, d.nw * 32, smem, current_stream()>>>(a);
-        CUDA_CHECK_LAST();
+        launch(kernel, grid, d.nw * 32, smem, a);
       }
       const int64_t nk = d.B * d.T * d.Hk * d.K;
       if (nk > 0) {
-        key_grad_reduce_kernel<T><<<grid_for(nk), kThreads, 0, current_stream()>>>(
-            dq.data<T>(), dk.data<T>(), dq_part.data<T>(), dk_part.data<T>(), static_cast<T>(scale), nk, d.Hk,
-            d.Hv / d.Hk, d.nt, d.K);
-        CUDA_CHECK_LAST();
+        launch(key_grad_reduce_kernel<T>, grid_for(nk), kThreads, 0, dq.data<T>(), dk.data<T>(), dq_part.data<T>(),
+               dk_part.data<T>(), static_cast<T>(scale), nk, d.Hk, d.Hv / d.Hk, d.nt, d.K);
       }
       const int64_t ng = d.B * d.T * d.Hv;
       if (ng > 0) {
-        gate_grad_reduce_kernel<T><<<grid_for(ng), kThreads, 0, current_stream()>>>(
-            dg.data<T>(), dbeta.data<T>(), dg_part.data<T>(), db_part.data<T>(), ng, d.nt);
-        CUDA_CHECK_LAST();
+        launch(gate_grad_reduce_kernel<T>, grid_for(ng), kThreads, 0, dg.data<T>(), dbeta.data<T>(), dg_part.data<T>(),
+               db_part.data<T>(), ng, d.nt);
       }
     });
   });

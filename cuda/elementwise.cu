@@ -73,6 +73,7 @@ template <int N> Geometry<N> make_geometry(const std::array<const Tensor*, N>& t
 }
 
 template <int N, typename F> __global__ void strided_kernel(Geometry<N> g, F f) {
+  pdl_enter();
   if (g.ndim == 1) {  // after coalescing: every contiguous (or uniformly strided) case
     for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < g.numel;
          i += int64_t(blockDim.x) * gridDim.x) {
@@ -97,6 +98,7 @@ template <int N, typename F> __global__ void strided_kernel(Geometry<N> g, F f) 
 // Two dimensions after coalescing (a column slice of a matrix, a broadcast row, a transpose): rows over blockIdx.y,
 // columns over the threads of blockIdx.x, so no element divides its index.
 template <int N, typename F> __global__ void strided2d_kernel(Geometry<N> g, F f) {
+  pdl_enter();
   for (int64_t r = blockIdx.y; r < g.shape[0]; r += gridDim.y)
     for (int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; c < g.shape[1];
          c += int64_t(blockDim.x) * gridDim.x) {
@@ -106,18 +108,16 @@ template <int N, typename F> __global__ void strided2d_kernel(Geometry<N> g, F f
     }
 }
 
-template <int N, typename F> void launch(const std::array<const Tensor*, N>& ts, const F& f) {
+template <int N, typename F> void launch_strided(const std::array<const Tensor*, N>& ts, const F& f) {
   Geometry<N> g = make_geometry<N>(ts);
   if (g.numel == 0) return;
   if (g.ndim == 2) {
     const int64_t gx = std::min<int64_t>((g.shape[1] + kThreads - 1) / kThreads, 1024);
     const int64_t gy = std::min<int64_t>(g.shape[0], 65535);
-    strided2d_kernel<N, F><<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy)), kThreads, 0,
-                             current_stream()>>>(g, f);
+    launch(strided2d_kernel<N, F>, dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy)), kThreads, 0, g, f);
   } else {
-    strided_kernel<N, F><<<grid_for(g.numel), kThreads, 0, current_stream()>>>(g, f);
+    launch(strided_kernel<N, F>, grid_for(g.numel), kThreads, 0, g, f);
   }
-  CUDA_CHECK_LAST();
 }
 
 template <typename T> __device__ T sigmoid_of(T x) {
@@ -257,9 +257,9 @@ void fill(const Tensor& out, double value) {
   dispatch_copy_type(out.dtype(), [&](auto tag) {
     using T = decltype(tag);
     if constexpr (std::is_same_v<T, DeviceBFloat16>) {  // rounded on the host by the CPU's own conversion
-      launch<1>({&out}, FillFn<T>{elements<T>(out), T{bfloat16(static_cast<float>(value)).bits}});
+      launch_strided<1>({&out}, FillFn<T>{elements<T>(out), T{bfloat16(static_cast<float>(value)).bits}});
     } else {
-      launch<1>({&out}, FillFn<T>{out.data<T>(), static_cast<T>(value)});
+      launch_strided<1>({&out}, FillFn<T>{out.data<T>(), static_cast<T>(value)});
     }
   });
 }
@@ -273,6 +273,7 @@ __device__ inline uint2 bf16x4(float4 v) {
 // float32 -> bfloat16 between contiguous tensors (the bf16 GEMM operands of ops/matmul.cpp): four elements per
 // thread step, one float4 load and one 8-byte store (16- and 8-byte aligned), the same rounding as CopyFn.
 __global__ void float_to_bf16_kernel(uint2* __restrict__ out, const float4* __restrict__ in, int64_t n4) {
+  pdl_enter();
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n4; i += int64_t(blockDim.x) * gridDim.x) {
     out[i] = bf16x4(in[i]);
   }
@@ -286,6 +287,7 @@ struct CastRow {
 };
 
 __global__ void float_to_bf16_rows_kernel(const CastRow* __restrict__ rows, int nrows, int64_t quads) {
+  pdl_enter();
   for (int64_t q = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; q < quads; q += int64_t(blockDim.x) * gridDim.x) {
     const int64_t i = 4 * q;
     const CastRow r = rows[find_row(rows, nrows, i)];
@@ -319,9 +321,8 @@ void copy_to_bf16(const std::vector<Tensor>& outs, const std::vector<Tensor>& in
   const int nrows = static_cast<int>(table.size() / 4);
   table.insert(table.end(), {total, 0, 0, 0});
   const Tensor t = Tensor::from_int64(table, {static_cast<int64_t>(table.size())}, ins[0].device());
-  float_to_bf16_rows_kernel<<<grid_for(total / 4), kThreads, 0, current_stream()>>>(
-      reinterpret_cast<const CastRow*>(t.data<int64_t>()), nrows, total / 4);
-  CUDA_CHECK_LAST();
+  launch(float_to_bf16_rows_kernel, grid_for(total / 4), kThreads, 0,
+         reinterpret_cast<const CastRow*>(t.data<int64_t>()), nrows, total / 4);
 }
 
 void copy(const Tensor& out, const Tensor& in) {
@@ -330,16 +331,15 @@ void copy(const Tensor& out, const Tensor& in) {
       is_aligned(out.raw_data(), 8)) {
     const int64_t n4 = out.numel() / 4;
     if (n4 == 0) return;
-    float_to_bf16_kernel<<<grid_for(n4), kThreads, 0, current_stream()>>>(
-        static_cast<uint2*>(out.raw_data()), static_cast<const float4*>(in.raw_data()), n4);
-    CUDA_CHECK_LAST();
+    launch(float_to_bf16_kernel, grid_for(n4), kThreads, 0, static_cast<uint2*>(out.raw_data()),
+           static_cast<const float4*>(in.raw_data()), n4);
     return;
   }
   dispatch_copy_type(out.dtype(), [&](auto out_tag) {
     using To = decltype(out_tag);
     dispatch_copy_type(in.dtype(), [&](auto in_tag) {
       using From = decltype(in_tag);
-      launch<2>({&out, &in}, CopyFn<To, From>{elements<To>(out), elements<From>(in)});
+      launch_strided<2>({&out, &in}, CopyFn<To, From>{elements<To>(out), elements<From>(in)});
     });
   });
 }
@@ -347,28 +347,28 @@ void copy(const Tensor& out, const Tensor& in) {
 void unary(UnaryOp op, const Tensor& out, const Tensor& in) {
   dispatch_float(out.dtype(), "cuda unary", [&](auto tag) {
     using T = decltype(tag);
-    launch<2>({&out, &in}, UnaryFn<T>{op, out.data<T>(), in.data<T>()});
+    launch_strided<2>({&out, &in}, UnaryFn<T>{op, out.data<T>(), in.data<T>()});
   });
 }
 
 void unary_backward(UnaryOp op, const Tensor& dx, const Tensor& dy, const Tensor& x, const Tensor& y) {
   dispatch_float(dx.dtype(), "cuda unary_backward", [&](auto tag) {
     using T = decltype(tag);
-    launch<4>({&dx, &dy, &x, &y}, UnaryBackwardFn<T>{op, dx.data<T>(), dy.data<T>(), x.data<T>(), y.data<T>()});
+    launch_strided<4>({&dx, &dy, &x, &y}, UnaryBackwardFn<T>{op, dx.data<T>(), dy.data<T>(), x.data<T>(), y.data<T>()});
   });
 }
 
 void binary(BinaryOp op, const Tensor& out, const Tensor& a, const Tensor& b) {
   dispatch_float(out.dtype(), "cuda binary", [&](auto tag) {
     using T = decltype(tag);
-    launch<3>({&out, &a, &b}, BinaryFn<T>{op, out.data<T>(), a.data<T>(), b.data<T>()});
+    launch_strided<3>({&out, &a, &b}, BinaryFn<T>{op, out.data<T>(), a.data<T>(), b.data<T>()});
   });
 }
 
 void scalar(ScalarOp op, const Tensor& out, const Tensor& in, double s) {
   dispatch_float(out.dtype(), "cuda scalar", [&](auto tag) {
     using T = decltype(tag);
-    launch<2>({&out, &in}, ScalarFn<T>{op, out.data<T>(), in.data<T>(), static_cast<T>(s)});
+    launch_strided<2>({&out, &in}, ScalarFn<T>{op, out.data<T>(), in.data<T>(), static_cast<T>(s)});
   });
 }
 
@@ -389,6 +389,7 @@ template <typename T> __device__ void swiglu_grads(T dy, T a, T b, T& da, T& db)
 template <typename T, typename A, typename Y>
 __global__ void swiglu_forward_kernel(Y* __restrict__ y, const A* __restrict__ a, const A* __restrict__ b, int64_t n,
                                       bool vec) {
+  pdl_enter();
   const int64_t first = blockIdx.x * int64_t(blockDim.x) + threadIdx.x, stride = int64_t(blockDim.x) * gridDim.x;
   int64_t scalar_from = 0;
   if constexpr (std::is_same_v<T, float>) {
@@ -409,6 +410,7 @@ __global__ void swiglu_forward_kernel(Y* __restrict__ y, const A* __restrict__ a
 template <typename T, typename A>
 __global__ void swiglu_backward_kernel(A* __restrict__ da, A* __restrict__ db, const T* __restrict__ dy,
                                        const A* __restrict__ a, const A* __restrict__ b, int64_t n, bool vec) {
+  pdl_enter();
   const int64_t first = blockIdx.x * int64_t(blockDim.x) + threadIdx.x, stride = int64_t(blockDim.x) * gridDim.x;
   int64_t scalar_from = 0;
   if constexpr (std::is_same_v<T, float>) {
@@ -455,11 +457,11 @@ void swiglu_forward(const Tensor& y, const Tensor& a, const Tensor& b) {
     const bool vec = aligned4({&y, &a, &b});
     with_storage<T>(a, [&](auto* ap) {
       with_storage<T>(y, [&](auto* yp) {
-        swiglu_forward_kernel<T><<<grid_for(vec ? (n + 3) / 4 : n), kThreads, 0, current_stream()>>>(
-            yp, ap, static_cast<decltype(ap)>(b.raw_data()), n, vec);
+        using A = std::remove_pointer_t<decltype(ap)>;
+        launch(swiglu_forward_kernel<T, A, std::remove_pointer_t<decltype(yp)>>, grid_for(vec ? (n + 3) / 4 : n),
+               kThreads, 0, yp, ap, static_cast<A*>(b.raw_data()), n, vec);
       });
     });
-    CUDA_CHECK_LAST();
   });
 }
 
@@ -476,11 +478,9 @@ void swiglu_backward(const Tensor& da, const Tensor& db, const Tensor& dy, const
     const bool vec = aligned4({&da, &db, &dy, &a, &b});
     with_storage<T>(a, [&](auto* ap) {
       using A = std::remove_pointer_t<decltype(ap)>;
-      swiglu_backward_kernel<T><<<grid_for(vec ? (n + 3) / 4 : n), kThreads, 0, current_stream()>>>(
-          static_cast<A*>(da.raw_data()), static_cast<A*>(db.raw_data()), dy.data<T>(), ap,
-          static_cast<const A*>(b.raw_data()), n, vec);
+      launch(swiglu_backward_kernel<T, A>, grid_for(vec ? (n + 3) / 4 : n), kThreads, 0, static_cast<A*>(da.raw_data()),
+             static_cast<A*>(db.raw_data()), dy.data<T>(), ap, static_cast<const A*>(b.raw_data()), n, vec);
     });
-    CUDA_CHECK_LAST();
   });
 }
 

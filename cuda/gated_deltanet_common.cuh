@@ -63,6 +63,7 @@ inline ColumnPlan column_plan(int64_t R, int64_t M) {
 // partial [S, M]: partial[s, m] = sum over rows of slice s of term(r, m). Block (kColTile, kRowLanes).
 template <typename Term>
 __global__ void column_partials_kernel(double* partial, int64_t R, int64_t M, int64_t rows_per_slice, Term term) {
+  pdl_enter();
   __shared__ double lanes[kRowLanes][kColTile + 1];
   const int64_t m = blockIdx.x * int64_t(kColTile) + threadIdx.x;
   const int64_t begin = blockIdx.y * rows_per_slice, end = std::min<int64_t>(R, begin + rows_per_slice);
@@ -80,6 +81,7 @@ __global__ void column_partials_kernel(double* partial, int64_t R, int64_t M, in
 
 // store(m, sum) receives the slice partials of column m added by warp_column_sum, a warp per column.
 template <typename Store> __global__ void column_finalize_kernel(const double* partial, int64_t S, int64_t M, Store store) {
+  pdl_enter();
   const int64_t warps = blockDim.x >> 5;
   for (int64_t m = blockIdx.x * warps + (threadIdx.x >> 5); m < M; m += warps * gridDim.x) {
     const double s = warp_column_sum(partial, S, M, m);
@@ -93,12 +95,9 @@ void column_reduce(Device device, int64_t R, int64_t M, const Term& term, const 
   const ColumnPlan plan = column_plan(R, M);
   Tensor partial = Tensor::empty({plan.slices, M}, kFloat64, device);
   const dim3 grid(static_cast<unsigned>((M + kColTile - 1) / kColTile), static_cast<unsigned>(plan.slices));
-  column_partials_kernel<Term><<<grid, dim3(kColTile, kRowLanes), 0, current_stream()>>>(
-      partial.data<double>(), R, M, plan.rows_per_slice, term);
-  CUDA_CHECK_LAST();
-  column_finalize_kernel<Store><<<grid_for(M * 32), kThreads, 0, current_stream()>>>(partial.data<double>(),
-                                                                                   plan.slices, M, store);
-  CUDA_CHECK_LAST();
+  launch(column_partials_kernel<Term>, grid, dim3(kColTile, kRowLanes), 0, partial.data<double>(), R, M,
+         plan.rows_per_slice, term);
+  launch(column_finalize_kernel<Store>, grid_for(M * 32), kThreads, 0, partial.data<double>(), plan.slices, M, store);
 }
 
 

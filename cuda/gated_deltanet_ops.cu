@@ -87,6 +87,7 @@ void with_row_lanes(int64_t D, F f) {
 
 template <int G, typename T>
 __global__ void l2norm_forward_kernel(T* y, T* rstd, const T* x, int64_t N, int64_t D, double eps) {
+  pdl_enter();
   const int lane = threadIdx.x % G;
   GDN_FOR_EACH_GROUP_ROW(G, i, N) {
     const bool on = i < N;
@@ -104,6 +105,7 @@ __global__ void l2norm_forward_kernel(T* y, T* rstd, const T* x, int64_t N, int6
 
 template <int G, typename T>
 __global__ void l2norm_backward_kernel(T* dx, const T* dy, const T* y, const T* rstd, int64_t N, int64_t D) {
+  pdl_enter();
   const int lane = threadIdx.x % G;
   GDN_FOR_EACH_GROUP_ROW(G, i, N) {
     const bool on = i < N;
@@ -122,6 +124,7 @@ __global__ void l2norm_backward_kernel(T* dx, const T* dy, const T* y, const T* 
 template <int G, typename T, typename Y, typename Z>
 __global__ void rms_norm_gated_forward_kernel(Y* y, T* rstd, const T* x, const Z* z, const T* w, int64_t N, int64_t D,
                                               double eps) {
+  pdl_enter();
   const int lane = threadIdx.x % G;
   GDN_FOR_EACH_GROUP_ROW(G, i, N) {
     const bool on = i < N;
@@ -143,6 +146,7 @@ __global__ void rms_norm_gated_forward_kernel(Y* y, T* rstd, const T* x, const Z
 template <int G, typename T, typename Z>
 __global__ void rms_norm_gated_backward_kernel(T* dx, Z* dz, const T* dy, const T* x, const Z* z, const T* w,
                                                const T* rstd, int64_t N, int64_t D) {
+  pdl_enter();
   const int lane = threadIdx.x % G;
   GDN_FOR_EACH_GROUP_ROW(G, i, N) {
     const bool on = i < N;
@@ -174,6 +178,7 @@ __global__ void rms_norm_gated_backward_kernel(T* dx, Z* dz, const T* dy, const 
 template <int G, typename T, typename Z>
 __global__ void rms_norm_gated_backward_rows_kernel(T* dx, Z* dz, double* partial, const T* dy, const T* x,
                                                     const Z* z, const T* w, const T* rstd, int64_t N, int64_t D) {
+  pdl_enter();
   constexpr int kGroups = kThreads / G;
   __shared__ double group_dw[kGroups][kRowCols * G];
   const int lane = threadIdx.x % G;
@@ -253,10 +258,9 @@ void l2norm_forward(const Tensor& y, const Tensor& rstd, const Tensor& x, double
     using T = decltype(tag_);
     with_row_lanes(D, [&](auto g) {
       constexpr int G = decltype(g)::value;
-      l2norm_forward_kernel<G><<<row_grid(N, G), kThreads, 0, current_stream()>>>(y.data<T>(), rstd.data<T>(),
-                                                                                 x.data<T>(), N, D, eps);
+      launch(l2norm_forward_kernel<G, T>, row_grid(N, G), kThreads, 0, y.data<T>(), rstd.data<T>(), x.data<T>(), N, D,
+             eps);
     });
-    CUDA_CHECK_LAST();
   });
 }
 
@@ -268,10 +272,9 @@ void l2norm_backward(const Tensor& dx, const Tensor& dy, const Tensor& y, const 
     using T = decltype(tag_);
     with_row_lanes(D, [&](auto g) {
       constexpr int G = decltype(g)::value;
-      l2norm_backward_kernel<G><<<row_grid(N, G), kThreads, 0, current_stream()>>>(dx.data<T>(), dy.data<T>(),
-                                                                                  y.data<T>(), rstd.data<T>(), N, D);
+      launch(l2norm_backward_kernel<G, T>, row_grid(N, G), kThreads, 0, dx.data<T>(), dy.data<T>(), y.data<T>(),
+             rstd.data<T>(), N, D);
     });
-    CUDA_CHECK_LAST();
   });
 }
 
@@ -293,12 +296,11 @@ void rms_norm_gated_forward(const Tensor& y, const Tensor& rstd, const Tensor& x
         using Z = std::remove_pointer_t<decltype(zp)>;
         with_row_lanes(D, [&](auto g) {
           constexpr int G = decltype(g)::value;
-          rms_norm_gated_forward_kernel<G, T, Y, Z><<<row_grid(N, G), kThreads, 0, current_stream()>>>(
-              yp, rstd.data<T>(), x.data<T>(), zp, w.data<T>(), N, D, eps);
+          launch(rms_norm_gated_forward_kernel<G, T, Y, Z>, row_grid(N, G), kThreads, 0, yp, rstd.data<T>(),
+                 x.data<T>(), zp, w.data<T>(), N, D, eps);
         });
       });
     });
-    CUDA_CHECK_LAST();
   });
 }
 
@@ -311,7 +313,6 @@ void rms_norm_gated_backward(const Tensor& dx, const Tensor& dz, const Tensor& d
   if (D == 0) return;
   GDN_CHECK(dz.dtype() == z.dtype() && (z.dtype() == x.dtype() || (z.dtype() == kBFloat16 && x.dtype() == kFloat32)),
             "rms_norm_gated_backward: z {} and dz {} for {} x", z.dtype(), dz.dtype(), x.dtype());
-  cudaStream_t stream = current_stream();
   dispatch_float(x.dtype(), "cuda rms_norm_gated_backward", [&](auto tag_) {
     using T = decltype(tag_);
     with_storage<T>(z, [&](auto* zp) {  // z and dz: T, or bfloat16 for float32
@@ -324,21 +325,17 @@ void rms_norm_gated_backward(const Tensor& dx, const Tensor& dz, const Tensor& d
           constexpr int G = decltype(g)::value;
           const unsigned S = grid_for(N, kThreads / G, kRowBlocks);
           Tensor partial = Tensor::empty({static_cast<int64_t>(S), D}, kFloat64, x.device());
-          rms_norm_gated_backward_rows_kernel<G, T, Z><<<S, kThreads, 0, stream>>>(
-              dx.data<T>(), dzp, partial.data<double>(), dy.data<T>(), x.data<T>(), zp, w.data<T>(), rstd.data<T>(),
-              N, D);
-          CUDA_CHECK_LAST();
-          column_finalize_kernel<CastStore<T>><<<grid_for(D * 32), kThreads, 0, stream>>>(
-              partial.data<double>(), S, D, CastStore<T>{dw.data<T>()});
-          CUDA_CHECK_LAST();
+          launch(rms_norm_gated_backward_rows_kernel<G, T, Z>, S, kThreads, 0, dx.data<T>(), dzp,
+                 partial.data<double>(), dy.data<T>(), x.data<T>(), zp, w.data<T>(), rstd.data<T>(), N, D);
+          launch(column_finalize_kernel<CastStore<T>>, grid_for(D * 32), kThreads, 0, partial.data<double>(), S, D,
+                 CastStore<T>{dw.data<T>()});
         });
         return;
       }
       // Wider rows: a warp per row for dx and dz, then dw [D] by the two-pass column reduction.
       if (N > 0) {
-        rms_norm_gated_backward_kernel<32, T, Z><<<row_grid(N, 32), kThreads, 0, stream>>>(
-            dx.data<T>(), dzp, dy.data<T>(), x.data<T>(), zp, w.data<T>(), rstd.data<T>(), N, D);
-        CUDA_CHECK_LAST();
+        launch(rms_norm_gated_backward_kernel<32, T, Z>, row_grid(N, 32), kThreads, 0, dx.data<T>(), dzp, dy.data<T>(),
+               x.data<T>(), zp, w.data<T>(), rstd.data<T>(), N, D);
       }
       column_reduce(x.device(), N, D, RmsGatedWeightTerm<T, Z>{dy.data<T>(), x.data<T>(), zp, rstd.data<T>(), D},
                     CastStore<T>{dw.data<T>()});
@@ -360,6 +357,7 @@ struct GateStrides {
 template <typename T, typename A>
 __global__ void gate_forward_kernel(T* g, T* beta, const A* a, const A* b, const T* A_log, const T* dt_bias, int64_t N,
                                     int64_t H, GateStrides st) {
+  pdl_enter();
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < N; i += int64_t(blockDim.x) * gridDim.x) {
     const int64_t r = i / H, h = i - r * H;
     g[i] = clamp_gate(raw_gate(A_log[h], in_value<T>(a[r * st.a + h]) + dt_bias[h]).raw);
@@ -378,6 +376,7 @@ __device__ inline T gate_da(T dg, A a, T A_log, T dt_bias) {
 template <typename T, typename A>
 __global__ void gate_backward_kernel(A* da, A* db, const T* dg, const T* dbeta, const A* a, const A* b,
                                      const T* A_log, const T* dt_bias, int64_t N, int64_t H, GateStrides st) {
+  pdl_enter();
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < N; i += int64_t(blockDim.x) * gridDim.x) {
     const int64_t r = i / H, h = i - r * H;
     da[r * st.da + h] = out_value<A>(gate_da(dg[i], a[r * st.a + h], A_log[h], dt_bias[h]));
@@ -430,11 +429,9 @@ void gdn_gate_forward(const Tensor& g, const Tensor& beta, const Tensor& a, cons
     using T = decltype(tag_);
     with_storage<T>(a, [&](auto* ap) {
       using A = std::remove_pointer_t<decltype(ap)>;
-      gate_forward_kernel<T, A><<<grid_for(N), kThreads, 0, current_stream()>>>(
-          g.data<T>(), beta.data<T>(), ap, static_cast<const A*>(b.raw_data()), A_log.data<T>(), dt_bias.data<T>(), N,
-          H, st);
+      launch(gate_forward_kernel<T, A>, grid_for(N), kThreads, 0, g.data<T>(), beta.data<T>(), ap,
+             static_cast<const A*>(b.raw_data()), A_log.data<T>(), dt_bias.data<T>(), N, H, st);
     });
-    CUDA_CHECK_LAST();
   });
 }
 
@@ -458,10 +455,8 @@ void gdn_gate_backward(const Tensor& da, const Tensor& db, const Tensor& dA_log,
       using A = std::remove_pointer_t<decltype(ap)>;
       A *dap = static_cast<A*>(da.raw_data()), *dbp = static_cast<A*>(db.raw_data());
       if (N > 0) {
-        gate_backward_kernel<T, A><<<grid_for(N), kThreads, 0, current_stream()>>>(
-            dap, dbp, dg.data<T>(), dbeta.data<T>(), ap, static_cast<const A*>(b.raw_data()), A_log.data<T>(),
-            dt_bias.data<T>(), N, H, st);
-        CUDA_CHECK_LAST();
+        launch(gate_backward_kernel<T, A>, grid_for(N), kThreads, 0, dap, dbp, dg.data<T>(), dbeta.data<T>(), ap,
+               static_cast<const A*>(b.raw_data()), A_log.data<T>(), dt_bias.data<T>(), N, H, st);
       }
       // dA_log, ddt_bias [H]: sums over the N / H rows, in double.
       column_reduce(a.device(), N / H, 2 * H,

@@ -1,7 +1,21 @@
-// cuda/launch.h — what every CUDA kernel file shares: launch geometry, the stream, alignment, multi-tensor rows,
-// block-wide and column sums.
+// cuda/launch.h — what every CUDA kernel file shares: launch geometry, the stream, kernel launches with
+// Programmatic Dependent Launch, alignment, multi-tensor rows, block-wide and column sums.
 //
-// Kernels are launched on cuda::current_stream() (cuda/stream.h) and checked with CUDA_CHECK_LAST() right after.
+// Every kernel of ours is launched with launch(kernel, grid, block, smem_bytes, args...): on cuda::current_stream()
+// (cuda/stream.h), through cudaLaunchKernelEx, checked at once (a bad configuration is a located gdn::Error).
+// Programmatic Dependent Launch (PDL, sm_90): launch() sets cudaLaunchAttributeProgrammaticStreamSerialization, so a
+// kernel may be scheduled while its predecessor in the stream is still draining (and in the step's CUDA graph the
+// edge between two such kernels is a programmatic one): a short kernel's launch and ramp-up overlap the tail of the
+// kernel before it.
+// The rule that keeps this safe: every __global__ kernel of ours begins with pdl_enter(), before it reads or writes
+// any global memory; it waits (griddepcontrol.wait) until the preceding grid has completed and its writes are
+// visible, then lets the next kernel be scheduled (griddepcontrol.launch_dependents). A kernel is launched through
+// launch() if and only if it begins with pdl_enter(), and no kernel in cuda/ is launched with the triple-chevron
+// syntax (tests/pdl_launches.sh checks both). Kernels of libraries (cuBLAS, CUB) are launched by them as usual, and
+// one of ours that follows them waits for them in full.
+// GDN_PDL=0 turns the attribute off (plain stream order; for A/B runs and debugging); it is also off on devices below
+// compute capability 9.0, and for device code built below compute_90 (there pdl_enter() compiles to nothing).
+//
 // block_sum() is the reduction of row-wise kernels (norms, cross-entropy, gate sums): warp shuffles, then one value
 // per warp through shared memory. It is deterministic — the same inputs always add up in the same order — which the
 // tests rely on when they compare two runs, and which float atomics would not give.
@@ -12,8 +26,11 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <initializer_list>
 #include <type_traits>
+#include <utility>
 
 #include "core/tensor.h"
 #include "cuda/cuda_check.h"
@@ -26,6 +43,64 @@ constexpr int kThreads = 256;  // threads per block for 1-D elementwise-style ke
 // Blocks for n elements at `threads` per block, capped for grid-stride loops.
 inline unsigned grid_for(int64_t n, int threads = kThreads, int64_t cap = 65535) {
   return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>((n + threads - 1) / threads, cap)));
+}
+
+// PDL's two device-side steps (no-ops below sm_90): pdl_wait() blocks until the grid this one depends on has
+// completed and its memory is visible; pdl_launch_dependents() lets the next grid in the stream be scheduled.
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" :::);
+#endif
+}
+// The first statement of every kernel of ours: wait for the predecessor, then let the successor be scheduled.
+__device__ __forceinline__ void pdl_enter() {
+  pdl_wait();
+  pdl_launch_dependents();
+}
+
+// Whether launch() sets the PDL attribute, decided once at the first launch: GDN_PDL is not 0 (1 or unset is on,
+// anything else a UserError), the current device has compute capability >= 9.0, and `kernel`'s device code was built
+// for compute_90 or later (so its pdl_enter() waits; all of ours are built with the same architectures).
+inline bool pdl_enabled(const void* kernel) {
+  static const bool on = [kernel] {
+    if (const char* e = std::getenv("GDN_PDL"); e && *e) {
+      GDN_USER_CHECK(std::strcmp(e, "0") == 0 || std::strcmp(e, "1") == 0, "GDN_PDL must be 0 or 1, got '{}'", e);
+      if (e[0] == '0') return false;
+    }
+    int device = 0, major = 0;
+    CUDA_CHECK(cudaGetDevice(&device));
+    CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+    cudaFuncAttributes attr{};
+    CUDA_CHECK(cudaFuncGetAttributes(&attr, kernel));
+    return major >= 9 && attr.ptxVersion >= 90;
+  }();
+  return on;
+}
+
+// Launches kernel(args...) with grid, block and smem_bytes of dynamic shared memory on current_stream(), with the PDL
+// attribute where pdl_enabled(). The arguments convert to the kernel's parameter types as in a triple-chevron launch;
+// the kernel's template arguments must all be given (none are deduced from the arguments). Errors are reported as
+// CUDA_CHECK_LAST() would report them.
+template <typename... Params, typename... Args>
+void launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem_bytes, Args&&... args) {
+  cudaLaunchAttribute attr[1] = {};
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t config = {};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.dynamicSmemBytes = smem_bytes;
+  config.stream = current_stream();
+  config.attrs = attr;
+  config.numAttrs = pdl_enabled(reinterpret_cast<const void*>(kernel)) ? 1 : 0;
+  const cudaError_t launched = cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...);
+  CUDA_CHECK_LAST();  // the launch's own error, or one left by earlier asynchronous work
+  CUDA_CHECK(launched);
 }
 
 // Whether p is a multiple of `bytes`: the condition of the vector paths (16 for float4, 8 for four bfloat16 values).

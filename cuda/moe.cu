@@ -42,6 +42,7 @@ namespace {
 template <typename T>
 __global__ void moe_route_kernel(int64_t* __restrict__ ids, int64_t* __restrict__ flat, const T* __restrict__ probs,
                                  int64_t N, int64_t E, int64_t k) {
+  pdl_enter();
   for (int64_t n = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; n < N; n += int64_t(gridDim.x) * blockDim.x) {
     const T* row = probs + n * E;
     T prev_v = T(0);
@@ -74,15 +75,15 @@ void moe_route(const Tensor& ids, const Tensor& flat, const Tensor& probs) {
   if (N == 0) return;
   dispatch_float(probs.dtype(), "cuda moe_route", [&](auto tag) {
     using T = decltype(tag);
-    moe_route_kernel<T><<<grid_for(N), kThreads, 0, current_stream()>>>(ids.data<int64_t>(), flat.data<int64_t>(),
-                                                                        probs.data<T>(), N, E, k);
-    CUDA_CHECK_LAST();
+    launch(moe_route_kernel<T>, grid_for(N), kThreads, 0, ids.data<int64_t>(), flat.data<int64_t>(), probs.data<T>(), N,
+           E, k);
   });
 }
 
 // keys[p] = ids[p] in [0, E), else E; values[p] = p.
 __global__ void moe_keys_kernel(uint32_t* __restrict__ keys, int64_t* __restrict__ values,
                                 const int64_t* __restrict__ ids, int64_t M, int64_t E) {
+  pdl_enter();
   for (int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; p < M; p += int64_t(gridDim.x) * blockDim.x) {
     const int64_t id = ids[p];
     keys[p] = static_cast<uint32_t>(id >= 0 && id < E ? id : E);
@@ -92,6 +93,7 @@ __global__ void moe_keys_kernel(uint32_t* __restrict__ keys, int64_t* __restrict
 
 __global__ void moe_tokens_kernel(int64_t* __restrict__ tokens, const int64_t* __restrict__ order, int64_t M,
                                   int64_t k) {
+  pdl_enter();
   for (int64_t r = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; r < M; r += int64_t(gridDim.x) * blockDim.x)
     tokens[r] = order[r] / k;
 }
@@ -112,6 +114,7 @@ __device__ inline int64_t lower_bound_key(const uint32_t* keys, int64_t M, uint3
 // A thread per e in [0, E]: offsets[e], and counts[e] for e < E.
 __global__ void moe_offsets_kernel(int64_t* __restrict__ offsets, int64_t* __restrict__ counts,
                                    const uint32_t* __restrict__ keys, int64_t M, int64_t E) {
+  pdl_enter();
   const int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (e > E) return;
   const int64_t lo = lower_bound_key(keys, M, static_cast<uint32_t>(e));
@@ -140,8 +143,7 @@ void moe_plan(const Tensor& order, const Tensor& tokens, const Tensor& offsets, 
   if (M > 0) {
     Tensor keys_in = Tensor::empty({M}, kInt32, dev), values_in = Tensor::empty({M}, kInt64, dev);
     auto* kin = reinterpret_cast<uint32_t*>(keys_in.data<int32_t>());
-    moe_keys_kernel<<<grid_for(M), kThreads, 0, stream>>>(kin, values_in.data<int64_t>(), ids.data<int64_t>(), M, E);
-    CUDA_CHECK_LAST();
+    launch(moe_keys_kernel, grid_for(M), kThreads, 0, kin, values_in.data<int64_t>(), ids.data<int64_t>(), M, E);
     int end_bit = 1;  // keys lie in [0, E]
     while (end_bit < 32 && (uint64_t(1) << end_bit) <= static_cast<uint64_t>(E)) ++end_bit;
     const int n = static_cast<int>(M);
@@ -152,12 +154,10 @@ void moe_plan(const Tensor& order, const Tensor& tokens, const Tensor& offsets, 
     CUDA_CHECK(cub::DeviceRadixSort::SortPairs(temp.raw_data(), temp_bytes, kin, keys_out,
                                                values_in.data<int64_t>(), order.data<int64_t>(), n, 0, end_bit,
                                                stream));
-    moe_tokens_kernel<<<grid_for(M), kThreads, 0, stream>>>(tokens.data<int64_t>(), order.data<int64_t>(), M, k);
-    CUDA_CHECK_LAST();
+    launch(moe_tokens_kernel, grid_for(M), kThreads, 0, tokens.data<int64_t>(), order.data<int64_t>(), M, k);
   }
-  moe_offsets_kernel<<<grid_for(E + 1), kThreads, 0, stream>>>(offsets.data<int64_t>(), counts.data<int64_t>(),
-                                                                keys_out, M, E);
-  CUDA_CHECK_LAST();
+  launch(moe_offsets_kernel, grid_for(E + 1), kThreads, 0, offsets.data<int64_t>(), counts.data<int64_t>(), keys_out, M,
+         E);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -179,6 +179,7 @@ Tensor pointer_table(const std::vector<Tensor>& ws, Device device) {
 template <typename T, bool kTransW>
 __global__ void grouped_gemm_kernel(T* __restrict__ out, const T* __restrict__ a, const int64_t* __restrict__ wptrs,
                                     const int64_t* __restrict__ offsets, int64_t E, int64_t P, int64_t Q) {
+  pdl_enter();
   __shared__ T As[kTile][kTile + 1];  // [row][q]
   __shared__ T Ws[kTile][kTile + 1];  // [q][col]
   // The group and first row of this block's tile: tiles are numbered group by group.
@@ -256,12 +257,11 @@ void grouped_gemm(const Tensor& out, const Tensor& a, const std::vector<Tensor>&
   dispatch_float(a.dtype(), "cuda grouped_gemm", [&](auto tag) {
     using T = decltype(tag);
     if (transpose_w)
-      grouped_gemm_kernel<T, true><<<grid, block, 0, current_stream()>>>(
-          out.data<T>(), a.data<T>(), table.data<int64_t>(), offsets.data<int64_t>(), E, P, Q);
+      launch(grouped_gemm_kernel<T, true>, grid, block, 0, out.data<T>(), a.data<T>(), table.data<int64_t>(),
+             offsets.data<int64_t>(), E, P, Q);
     else
-      grouped_gemm_kernel<T, false><<<grid, block, 0, current_stream()>>>(
-          out.data<T>(), a.data<T>(), table.data<int64_t>(), offsets.data<int64_t>(), E, P, Q);
-    CUDA_CHECK_LAST();
+      launch(grouped_gemm_kernel<T, false>, grid, block, 0, out.data<T>(), a.data<T>(), table.data<int64_t>(),
+             offsets.data<int64_t>(), E, P, Q);
   });
 }
 
@@ -270,6 +270,7 @@ template <typename T>
 __global__ void grouped_gemm_dweight_kernel(const int64_t* __restrict__ dwptrs, const T* __restrict__ dy,
                                             const T* __restrict__ a, const int64_t* __restrict__ offsets, int64_t P,
                                             int64_t Q) {
+  pdl_enter();
   __shared__ T Ds[kTile][kTile + 1];  // [row][j]
   __shared__ T As[kTile][kTile + 1];  // [row][q]
   const int64_t e = blockIdx.z;
@@ -322,9 +323,8 @@ void grouped_gemm_dweight(const std::vector<Tensor>& dweights, const Tensor& dy,
   const dim3 block(kTile, kRowsY);
   dispatch_float(a.dtype(), "cuda grouped_gemm_dweight", [&](auto tag) {
     using T = decltype(tag);
-    grouped_gemm_dweight_kernel<T><<<grid, block, 0, current_stream()>>>(table.data<int64_t>(), dy.data<T>(),
-                                                                         a.data<T>(), offsets.data<int64_t>(), P, Q);
-    CUDA_CHECK_LAST();
+    launch(grouped_gemm_dweight_kernel<T>, grid, block, 0, table.data<int64_t>(), dy.data<T>(), a.data<T>(),
+           offsets.data<int64_t>(), P, Q);
   });
 }
 

@@ -57,6 +57,7 @@ int threads_for(int64_t n, int cap) {  // a power of two, at least 32, at most c
 template <typename T, typename I>
 __global__ void embedding_forward_kernel(T* __restrict__ out, const T* __restrict__ w, const I* __restrict__ ids,
                                          int64_t N, int64_t V, int64_t D) {
+  pdl_enter();
   for (int64_t i = blockIdx.x * int64_t(blockDim.y) + threadIdx.y; i < N; i += int64_t(gridDim.x) * blockDim.y) {
     const int64_t id = static_cast<int64_t>(ids[i]);
     T* o = out + i * D;
@@ -82,9 +83,7 @@ void embedding_forward(const Tensor& out, const Tensor& weight, const Tensor& id
     using I = decltype(itag);
     dispatch_float(out.dtype(), "cuda embedding", [&](auto tag) {
       using T = decltype(tag);
-      embedding_forward_kernel<T, I><<<grid, block, 0, current_stream()>>>(out.data<T>(), weight.data<T>(),
-                                                                           ids.data<I>(), N, V, D);
-      CUDA_CHECK_LAST();
+      launch(embedding_forward_kernel<T, I>, grid, block, 0, out.data<T>(), weight.data<T>(), ids.data<I>(), N, V, D);
     });
   });
 }
@@ -93,6 +92,7 @@ void embedding_forward(const Tensor& out, const Tensor& weight, const Tensor& id
 template <typename I>
 __global__ void embedding_keys_kernel(uint32_t* __restrict__ keys, int32_t* __restrict__ pos,
                                       const I* __restrict__ ids, int64_t N, int64_t V) {
+  pdl_enter();
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < N; i += int64_t(blockDim.x) * gridDim.x) {
     const int64_t id = static_cast<int64_t>(ids[i]);
     keys[i] = static_cast<uint32_t>(id >= 0 && id < V ? id : V);
@@ -104,6 +104,7 @@ __global__ void embedding_keys_kernel(uint32_t* __restrict__ keys, int32_t* __re
 // starts[v + 1]). Thread k (0 <= k <= N) writes the rows between the previous key and its own, each row once.
 __global__ void embedding_starts_kernel(int32_t* __restrict__ starts, const uint32_t* __restrict__ keys, int64_t N,
                                         int64_t V) {
+  pdl_enter();
   for (int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; k <= N; k += int64_t(blockDim.x) * gridDim.x) {
     const int64_t prev = k == 0 ? -1 : static_cast<int64_t>(keys[k - 1]);
     const int64_t cur = k == N ? V : static_cast<int64_t>(keys[k]);
@@ -118,6 +119,7 @@ template <typename T>
 __global__ void embedding_backward_kernel(T* __restrict__ dw, const T* __restrict__ dout,
                                           const int32_t* __restrict__ starts, const int32_t* __restrict__ pos,
                                           int64_t V, int64_t D) {
+  pdl_enter();
   for (int64_t v = blockIdx.x * int64_t(blockDim.y) + threadIdx.y; v < V; v += int64_t(gridDim.x) * blockDim.y) {
     const int64_t lo = starts[v], hi = starts[v + 1];
     // Each thread keeps kCols columns (blockDim.x apart) in registers, so every position k issues kCols independent
@@ -165,8 +167,7 @@ void embedding_backward(const Tensor& dweight, const Tensor& dout, const Tensor&
     int32_t* pin = pos_in.data<int32_t>();
     dispatch_index(ids.dtype(), "cuda embedding_backward", [&](auto itag) {
       using I = decltype(itag);
-      embedding_keys_kernel<I><<<grid_for(N), kThreads, 0, stream>>>(kin, pin, ids.data<I>(), N, V);
-      CUDA_CHECK_LAST();
+      launch(embedding_keys_kernel<I>, grid_for(N), kThreads, 0, kin, pin, ids.data<I>(), N, V);
     });
     int end_bit = 1;
     while (end_bit < 32 && (uint64_t(1) << end_bit) <= static_cast<uint64_t>(V)) ++end_bit;
@@ -182,15 +183,13 @@ void embedding_backward(const Tensor& dweight, const Tensor& dout, const Tensor&
   // Each row's run of sorted positions, then the rows: threads per row enough for kCols columns each, so that a
   // block holds several vocabulary rows.
   Tensor starts = Tensor::empty({V + 1}, kInt32, dev);
-  embedding_starts_kernel<<<grid_for(N + 1), kThreads, 0, stream>>>(starts.data<int32_t>(), keys_out, N, V);
-  CUDA_CHECK_LAST();
+  launch(embedding_starts_kernel, grid_for(N + 1), kThreads, 0, starts.data<int32_t>(), keys_out, N, V);
   const int tpr = threads_for((D + kCols - 1) / kCols, kThreads);
   const dim3 block(tpr, kThreads / tpr);
   dispatch_float(dweight.dtype(), "cuda embedding_backward", [&](auto tag) {
     using T = decltype(tag);
-    embedding_backward_kernel<T><<<grid_for(V, kThreads / tpr), block, 0, stream>>>(
-        dweight.data<T>(), dout.data<T>(), starts.data<int32_t>(), pos_out, V, D);
-    CUDA_CHECK_LAST();
+    launch(embedding_backward_kernel<T>, grid_for(V, kThreads / tpr), block, 0, dweight.data<T>(), dout.data<T>(),
+           starts.data<int32_t>(), pos_out, V, D);
   });
 }
 
@@ -209,6 +208,7 @@ template <int G, typename T, typename Y>
 __global__ void rms_norm_forward_kernel(Y* __restrict__ y, T* __restrict__ rstd, T* __restrict__ h,
                                         const T* __restrict__ x, const T* __restrict__ res, const T* __restrict__ w,
                                         int64_t N, int64_t D, double eps) {
+  pdl_enter();
   __shared__ double scratch[32];
   constexpr int kRows = kThreads / G;
   const int lane = threadIdx.x % G;
@@ -240,6 +240,7 @@ template <int G, typename T>
 __global__ void rms_norm_dx_kernel(T* __restrict__ dx, const T* __restrict__ dy, const T* __restrict__ dres,
                                    const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ rstd,
                                    int64_t N, int64_t D) {
+  pdl_enter();
   __shared__ double scratch[32];
   constexpr int kRows = kThreads / G;
   const int lane = threadIdx.x % G;
@@ -269,6 +270,7 @@ __global__ void __launch_bounds__(kThreads, sizeof(T) == 4 ? (C <= 8 ? 3 : 2) : 
     rms_norm_backward_rows_kernel(T* __restrict__ dx, double* __restrict__ partial, const T* __restrict__ dy,
                                   const T* __restrict__ dres, const T* __restrict__ x, const T* __restrict__ w,
                                   const T* __restrict__ rstd, int64_t N, int64_t D) {
+  pdl_enter();
   constexpr int kRows = kThreads / 32;
   __shared__ double warp_dw[kRows][C * 32];
   const int lane = threadIdx.x & 31;
@@ -323,6 +325,7 @@ template <typename T>
 __global__ void rms_norm_dw_kernel(T* __restrict__ dw, double* __restrict__ partial, const T* __restrict__ dy,
                                    const T* __restrict__ x, const T* __restrict__ rstd, int64_t N, int64_t D,
                                    int64_t P) {
+  pdl_enter();
   __shared__ double lanes[kColY][kColX];
   const int64_t d = blockIdx.x * int64_t(kColX) + threadIdx.x;
   const int64_t p = blockIdx.y;
@@ -345,6 +348,7 @@ __global__ void rms_norm_dw_kernel(T* __restrict__ dw, double* __restrict__ part
 template <typename T>
 __global__ void rms_norm_dw_partials_kernel(T* __restrict__ dw, const double* __restrict__ partial, int64_t D,
                                             int64_t P) {
+  pdl_enter();
   const int64_t warps = blockDim.x >> 5;
   for (int64_t d = blockIdx.x * warps + (threadIdx.x >> 5); d < D; d += warps * gridDim.x) {
     const double total = warp_column_sum(partial, P, D, d);
@@ -385,14 +389,13 @@ void rms_norm_forward(const Tensor& y, const Tensor& rstd, const Tensor& h, cons
     with_storage<T>(y, [&](auto* yp) {
       using Y = std::remove_pointer_t<decltype(yp)>;
       if (D <= 1024) {
-        rms_norm_forward_kernel<32, T, Y><<<grid_for(N, kThreads / 32), kThreads, 0, current_stream()>>>(
-            yp, rstd.data<T>(), hp, x.data<T>(), rp, w.data<T>(), N, D, eps);
+        launch(rms_norm_forward_kernel<32, T, Y>, grid_for(N, kThreads / 32), kThreads, 0, yp, rstd.data<T>(), hp,
+               x.data<T>(), rp, w.data<T>(), N, D, eps);
       } else {
-        rms_norm_forward_kernel<kThreads, T, Y><<<grid_for(N, 1), kThreads, 0, current_stream()>>>(
-            yp, rstd.data<T>(), hp, x.data<T>(), rp, w.data<T>(), N, D, eps);
+        launch(rms_norm_forward_kernel<kThreads, T, Y>, grid_for(N, 1), kThreads, 0, yp, rstd.data<T>(), hp,
+               x.data<T>(), rp, w.data<T>(), N, D, eps);
       }
     });
-    CUDA_CHECK_LAST();
   });
 }
 
@@ -410,7 +413,6 @@ void rms_norm_backward(const Tensor& dx, const Tensor& dw, const Tensor& dy, con
                 dx.numel() == x.numel(),
             "rms_norm_backward: w {} dw {} rstd {} dy {} for x {}", shape_str(w.shape()), shape_str(dw.shape()),
             shape_str(rstd.shape()), shape_str(dy.shape()), shape_str(x.shape()));
-  cudaStream_t stream = current_stream();
   dispatch_float(x.dtype(), "cuda rms_norm_backward", [&](auto tag) {
     using T = decltype(tag);
     const T* drp = dres.defined() ? dres.data<T>() : nullptr;
@@ -420,24 +422,20 @@ void rms_norm_backward(const Tensor& dx, const Tensor& dw, const Tensor& dy, con
       const unsigned P = grid_for(N, kThreads / 32, kRowBlocks);
       Tensor partial = Tensor::empty({static_cast<int64_t>(P), D}, kFloat64, x.device());
       with_row_cols(D, [&](auto c) {
-        rms_norm_backward_rows_kernel<decltype(c)::value, T><<<P, kThreads, 0, stream>>>(
-            dx.data<T>(), partial.data<double>(), dy.data<T>(), drp, x.data<T>(), w.data<T>(), rstd.data<T>(), N, D);
+        launch(rms_norm_backward_rows_kernel<decltype(c)::value, T>, P, kThreads, 0, dx.data<T>(),
+               partial.data<double>(), dy.data<T>(), drp, x.data<T>(), w.data<T>(), rstd.data<T>(), N, D);
       });
-      CUDA_CHECK_LAST();
-      rms_norm_dw_partials_kernel<T><<<grid_for(D * 32), kThreads, 0, stream>>>(dw.data<T>(), partial.data<double>(),
-                                                                               D, P);
-      CUDA_CHECK_LAST();
+      launch(rms_norm_dw_partials_kernel<T>, grid_for(D * 32), kThreads, 0, dw.data<T>(), partial.data<double>(), D, P);
       return;
     }
     if (N > 0) {
       if (D <= 1024) {
-        rms_norm_dx_kernel<32, T><<<grid_for(N, kThreads / 32), kThreads, 0, stream>>>(
-            dx.data<T>(), dy.data<T>(), drp, x.data<T>(), w.data<T>(), rstd.data<T>(), N, D);
+        launch(rms_norm_dx_kernel<32, T>, grid_for(N, kThreads / 32), kThreads, 0, dx.data<T>(), dy.data<T>(), drp,
+               x.data<T>(), w.data<T>(), rstd.data<T>(), N, D);
       } else {
-        rms_norm_dx_kernel<kThreads, T><<<grid_for(N, 1), kThreads, 0, stream>>>(
-            dx.data<T>(), dy.data<T>(), drp, x.data<T>(), w.data<T>(), rstd.data<T>(), N, D);
+        launch(rms_norm_dx_kernel<kThreads, T>, grid_for(N, 1), kThreads, 0, dx.data<T>(), dy.data<T>(), drp,
+               x.data<T>(), w.data<T>(), rstd.data<T>(), N, D);
       }
-      CUDA_CHECK_LAST();
     }
     // dw: about 1024 blocks in all, each split at least 64 rows long (8 per lane: a short chain of loads per
     // thread), at most 256 splits.
@@ -447,12 +445,10 @@ void rms_norm_backward(const Tensor& dx, const Tensor& dw, const Tensor& dy, con
     Tensor partial;
     if (P > 1) partial = Tensor::empty({P, D}, kFloat64, x.device());
     double* pp = P > 1 ? partial.data<double>() : nullptr;
-    rms_norm_dw_kernel<T><<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(P)), dim3(kColX, kColY), 0,
-                            stream>>>(dw.data<T>(), pp, dy.data<T>(), x.data<T>(), rstd.data<T>(), N, D, P);
-    CUDA_CHECK_LAST();
+    launch(rms_norm_dw_kernel<T>, dim3(static_cast<unsigned>(gx), static_cast<unsigned>(P)), dim3(kColX, kColY), 0,
+           dw.data<T>(), pp, dy.data<T>(), x.data<T>(), rstd.data<T>(), N, D, P);
     if (P > 1) {
-      rms_norm_dw_partials_kernel<T><<<grid_for(D * 32), kThreads, 0, stream>>>(dw.data<T>(), pp, D, P);
-      CUDA_CHECK_LAST();
+      launch(rms_norm_dw_partials_kernel<T>, grid_for(D * 32), kThreads, 0, dw.data<T>(), pp, D, P);
     }
   });
 }

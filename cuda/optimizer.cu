@@ -62,6 +62,7 @@ __device__ inline int advance_row(const TensorRow* rows, int k, int64_t i) {
 // Each thread step squares the kVec elements starting at i (float4 loads for aligned float32), in element order.
 template <typename T>
 __global__ void sum_squares_partials_kernel(double* partials, const TensorRow* rows, int nrows, int64_t total) {
+  pdl_enter();
   __shared__ double scratch[32];
   double s = 0;
   const int64_t first = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) * kVec;
@@ -91,6 +92,7 @@ __global__ void sum_squares_partials_kernel(double* partials, const TensorRow* r
 }
 
 __global__ void sum_partials_kernel(double* out, const double* partials, int n) {
+  pdl_enter();
   __shared__ double scratch[32];
   double s = 0;
   for (int i = threadIdx.x; i < n; i += blockDim.x) s += partials[i];
@@ -122,13 +124,9 @@ void sum_squares(const Tensor& out, const std::vector<Tensor>& xs) {
   const auto* tr = reinterpret_cast<const TensorRow*>(table.data<int64_t>());
   dispatch_float(dt, "CUDA sum_squares", [&](auto tag) {
     using T = decltype(tag);
-    sum_squares_partials_kernel<T><<<blocks, kThreads, 0, current_stream()>>>(partials.data<double>(), tr, nrows,
-                                                                             total);
-    CUDA_CHECK_LAST();
+    launch(sum_squares_partials_kernel<T>, blocks, kThreads, 0, partials.data<double>(), tr, nrows, total);
   });
-  sum_partials_kernel<<<1, kPartials, 0, current_stream()>>>(out.data<double>(), partials.data<double>(),
-                                                             static_cast<int>(blocks));
-  CUDA_CHECK_LAST();
+  launch(sum_partials_kernel, 1, kPartials, 0, out.data<double>(), partials.data<double>(), static_cast<int>(blocks));
 }
 
 struct AdamWConstants {
@@ -154,6 +152,7 @@ template <typename T> struct AdamWStep {
 template <typename T>
 __global__ void adamw_kernel(const TensorRow* rows, int nrows, int64_t total, const double* grad_sq_norm,
                              const double* schedule, AdamWConstants c) {
+  pdl_enter();
   __shared__ double konst[4];  // clip, decay, step size, 1 / sqrt(bias correction 2)
   __shared__ int first_row;
   const int64_t block_first = blockIdx.x * int64_t(blockDim.x) * kVec;
@@ -247,8 +246,7 @@ void adamw_step(const std::vector<Tensor>& params, const std::vector<Tensor>& ms
   dispatch_float(dt, "CUDA adamw_step", [&](auto tag) {
     using T = decltype(tag);
     const unsigned blocks = grid_for((total + kVec - 1) / kVec, kThreads, (int64_t{1} << 31) - 1);
-    adamw_kernel<T><<<blocks, kThreads, 0, current_stream()>>>(tr, nrows, total, norm, sched, c);
-    CUDA_CHECK_LAST();
+    launch(adamw_kernel<T>, blocks, kThreads, 0, tr, nrows, total, norm, sched, c);
   });
 }
 

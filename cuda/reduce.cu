@@ -85,6 +85,7 @@ __device__ inline void split_range(int64_t R, int64_t S, int64_t s, int64_t& r0,
 template <typename T>
 __global__ void sum_rows_kernel(T* __restrict__ out, double* __restrict__ partial, const T* __restrict__ in,
                                 SumGeometry g, int64_t S) {
+  pdl_enter();
   __shared__ double scratch[32];
   for (int64_t b = blockIdx.x; b < g.M * S; b += gridDim.x) {
     const int64_t m = b / S, s = b % S;
@@ -109,6 +110,7 @@ constexpr int kColX = 32, kColY = 8;
 template <typename T>
 __global__ void sum_cols_kernel(T* __restrict__ out, double* __restrict__ partial, const T* __restrict__ in,
                                 SumGeometry g, int64_t S) {
+  pdl_enter();
   __shared__ double lanes[kColY][kColX];
   const int64_t m = blockIdx.x * int64_t(kColX) + threadIdx.x;
   const int64_t s = blockIdx.y;
@@ -134,6 +136,7 @@ __global__ void sum_cols_kernel(T* __restrict__ out, double* __restrict__ partia
 // out[m] = sum over s of partial[s, m], in split order (block per m, grid-stride).
 template <typename T>
 __global__ void sum_partials_kernel(T* __restrict__ out, const double* __restrict__ partial, SumGeometry g, int64_t S) {
+  pdl_enter();
   __shared__ double scratch[32];
   for (int64_t m = blockIdx.x; m < g.M; m += gridDim.x) {
     double acc = 0;
@@ -200,7 +203,6 @@ void sum_to(const Tensor& out, const Tensor& in) {
     using T = decltype(tag);
     T* o = out.data<T>();
     const T* x = in.data<T>();
-    cudaStream_t stream = current_stream();
     int64_t S = 1;
     if (rows) {
       // Splits: about 4096 elements each, and no more than needed to give ~2048 blocks in all.
@@ -209,11 +211,9 @@ void sum_to(const Tensor& out, const Tensor& in) {
       Tensor partial;
       if (S > 1) partial = Tensor::empty({S, g.M}, kFloat64, in.device());
       double* p = S > 1 ? partial.data<double>() : nullptr;
-      sum_rows_kernel<T><<<grid_for(g.M * S, 1), threads, 0, stream>>>(o, p, x, g, S);
-      CUDA_CHECK_LAST();
+      launch(sum_rows_kernel<T>, grid_for(g.M * S, 1), threads, 0, o, p, x, g, S);
       if (S > 1) {
-        sum_partials_kernel<T><<<grid_for(g.M, 1), threads_for(S, kThreads), 0, stream>>>(o, p, g, S);
-        CUDA_CHECK_LAST();
+        launch(sum_partials_kernel<T>, grid_for(g.M, 1), threads_for(S, kThreads), 0, o, p, g, S);
       }
     } else {
       // Splits: enough column blocks for ~1024 blocks in all, each split at least 256 elements long.
@@ -224,11 +224,9 @@ void sum_to(const Tensor& out, const Tensor& in) {
       if (S > 1) partial = Tensor::empty({S, g.M}, kFloat64, in.device());
       double* p = S > 1 ? partial.data<double>() : nullptr;
       const dim3 grid(static_cast<unsigned>(gx), static_cast<unsigned>(S));
-      sum_cols_kernel<T><<<grid, dim3(kColX, kColY), 0, stream>>>(o, p, x, g, S);
-      CUDA_CHECK_LAST();
+      launch(sum_cols_kernel<T>, grid, dim3(kColX, kColY), 0, o, p, x, g, S);
       if (S > 1) {
-        sum_partials_kernel<T><<<grid_for(g.M, 1), threads_for(S, kThreads), 0, stream>>>(o, p, g, S);
-        CUDA_CHECK_LAST();
+        launch(sum_partials_kernel<T>, grid_for(g.M, 1), threads_for(S, kThreads), 0, o, p, g, S);
       }
     }
   });
@@ -261,6 +259,7 @@ template <typename T> __device__ inline bool better(T v, int64_t j, T bv, int64_
 template <typename T>
 __global__ void max_serial_kernel(T* __restrict__ values, int64_t* __restrict__ indices, const T* __restrict__ x,
                                   OuterInner s) {
+  pdl_enter();
   const int64_t total = s.outer * s.inner;
   for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total; e += int64_t(blockDim.x) * gridDim.x) {
     const int64_t o = e / s.inner, i = e % s.inner;
@@ -283,6 +282,7 @@ __global__ void max_serial_kernel(T* __restrict__ values, int64_t* __restrict__ 
 template <typename T>
 __global__ void max_rows_kernel(T* __restrict__ values, int64_t* __restrict__ indices, const T* __restrict__ x,
                                 int64_t rows, int64_t n) {
+  pdl_enter();
   __shared__ T sv[32];
   __shared__ int64_t sj[32];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
@@ -346,17 +346,17 @@ void max_dim(const Tensor& values, const Tensor& indices, const Tensor& in, int6
     const T* x = in.data<T>();
     T* v = values.data<T>();
     if (s.inner == 1 && s.n >= 256) {
-      max_rows_kernel<T><<<grid_for(s.outer, 1), kThreads, 0, current_stream()>>>(v, idx, x, s.outer, s.n);
+      launch(max_rows_kernel<T>, grid_for(s.outer, 1), kThreads, 0, v, idx, x, s.outer, s.n);
     } else {
-      max_serial_kernel<T><<<grid_for(s.outer * s.inner), kThreads, 0, current_stream()>>>(v, idx, x, s);
+      launch(max_serial_kernel<T>, grid_for(s.outer * s.inner), kThreads, 0, v, idx, x, s);
     }
-    CUDA_CHECK_LAST();
   });
 }
 
 template <typename T>
 __global__ void scatter_dim_kernel(T* __restrict__ dx, const T* __restrict__ dy, const int64_t* __restrict__ idx,
                                    OuterInner s) {
+  pdl_enter();
   const int64_t total = s.outer * s.n * s.inner;
   for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total; e += int64_t(blockDim.x) * gridDim.x) {
     const int64_t i = e % s.inner, rest = e / s.inner;
@@ -377,9 +377,7 @@ void scatter_dim(const Tensor& dx, const Tensor& dy, const Tensor& indices, int6
   if (total == 0) return;
   dispatch_float(dx.dtype(), "cuda scatter_dim", [&](auto tag) {
     using T = decltype(tag);
-    scatter_dim_kernel<T><<<grid_for(total), kThreads, 0, current_stream()>>>(dx.data<T>(), dy.data<T>(),
-                                                                              indices.data<int64_t>(), s);
-    CUDA_CHECK_LAST();
+    launch(scatter_dim_kernel<T>, grid_for(total), kThreads, 0, dx.data<T>(), dy.data<T>(), indices.data<int64_t>(), s);
   });
 }
 
