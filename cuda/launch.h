@@ -9,7 +9,8 @@
 // kernel before it.
 // The rule that keeps this safe: every __global__ kernel of ours begins with pdl_enter(), before it reads or writes
 // any global memory; it waits (griddepcontrol.wait) until the preceding grid has completed and its writes are
-// visible, then lets the next kernel be scheduled (griddepcontrol.launch_dependents). A kernel is launched through
+// visible (it does not trigger its dependents early: the next kernel is scheduled as its blocks exit). A kernel is
+// launched through
 // launch() if and only if it begins with pdl_enter(), and no kernel in cuda/ is launched with the triple-chevron
 // syntax (tests/pdl_launches.sh checks both). Kernels of libraries (cuBLAS, CUB) are launched by them as usual, and
 // one of ours that follows them waits for them in full.
@@ -45,22 +46,14 @@ inline unsigned grid_for(int64_t n, int threads = kThreads, int64_t cap = 65535)
   return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>((n + threads - 1) / threads, cap)));
 }
 
-// PDL's two device-side steps (no-ops below sm_90): pdl_wait() blocks until the grid this one depends on has
-// completed and its memory is visible; pdl_launch_dependents() lets the next grid in the stream be scheduled.
-__device__ __forceinline__ void pdl_wait() {
+// The first statement of every kernel of ours (a no-op below sm_90): block until the grid this one depends on has
+// completed and its memory is visible (griddepcontrol.wait). The kernel does not trigger its dependents early: the
+// next grid is scheduled as this one's blocks exit, so waiting blocks never hold SM resources that this grid's last
+// wave could use (an early trigger at the start of every kernel measured slower on the large preset).
+__device__ __forceinline__ void pdl_enter() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;" ::: "memory");
 #endif
-}
-__device__ __forceinline__ void pdl_launch_dependents() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.launch_dependents;" :::);
-#endif
-}
-// The first statement of every kernel of ours: wait for the predecessor, then let the successor be scheduled.
-__device__ __forceinline__ void pdl_enter() {
-  pdl_wait();
-  pdl_launch_dependents();
 }
 
 // Whether launch() sets the PDL attribute, decided once at the first launch: GDN_PDL is not 0 (1 or unset is on,
