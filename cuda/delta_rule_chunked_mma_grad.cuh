@@ -1,6 +1,6 @@
 // cuda/delta_rule_chunked_mma_grad.cuh — chunk_grad_mma_kernel, the per-chunk gradient of the chunked gated delta
 // rule with its tile products on bfloat16 tensor cores (included by cuda/delta_rule_chunked.cu only; the machinery
-// is in cuda/delta_rule_chunked_mma.cuh, the float32 twin is chunk_grad_tiled_kernel of
+// is in cuda/delta_rule_chunked_mma_common.cuh, the float32 twin is chunk_grad_tiled_kernel of
 // cuda/delta_rule_chunked_grad.cuh, whose phases and summation orders this kernel follows).
 //
 // One block of 512 threads (kParThreads) per chunk, grid (NC, Hv, B). Shared memory (GradLayout):

@@ -67,7 +67,7 @@ inline Plan plan(const Dims& d, bool backward) {
   return p;
 }
 
-// Calls f(S()) with the Shape (cuda/delta_rule_chunked_mma.cuh) the chunk-parallel kernels of this call run:
+// Calls f(S()) with the Shape (cuda/delta_rule_chunked_mma_common.cuh) the chunk-parallel kernels of this call run:
 // Shape<64, 64, 64> or Shape<64, 128, 128> where d has those dimensions, the plan's value tile is kFixedTile and every
 // pointer in `rows` (the tensors staged four floats per load) is 16-byte aligned; Generic otherwise.
 template <typename F>

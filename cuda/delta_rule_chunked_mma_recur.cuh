@@ -1,5 +1,5 @@
 // cuda/delta_rule_chunked_mma_recur.cuh — the state recurrences of the chunked gated delta rule on bfloat16 tensor
-// cores (included by cuda/delta_rule_chunked.cu only; the machinery is in cuda/delta_rule_chunked_mma.cuh, the
+// cores (included by cuda/delta_rule_chunked.cu only; the machinery is in cuda/delta_rule_chunked_mma_common.cuh, the
 // float32 twins are forward_recur_kernel / backward_recur_kernel of cuda/delta_rule_chunked_split.cuh).
 //
 //   forward_recur_mma_kernel  grid (ceil(V/vt), Hv, B), vt in {32, 16}, chunks in order:

@@ -1,0 +1,263 @@
+// cuda/delta_rule_chunked_mma_common.cuh — the machinery of the bfloat16 tensor-core kernels of the chunked gated
+// delta rule (included by cuda/delta_rule_chunked_mma.cuh): the block geometry, shared-memory carving, the wmma tile
+// products and their per-warp epilogue (mma_acc, mma_tiles), the fixed shapes (Shape, shaped) and the staging of
+// float32 rows into bf16 tiles (stage_bf16, stage_rows, fetch_rows / put_rows). The conventions (padding, zero rows,
+// one owner lane per output element) are in cuda/delta_rule_chunked_mma.cuh's header comment.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <mma.h>
+
+#include <cstdint>
+#include <type_traits>
+
+#include "cuda/delta_rule_chunked_tiled.cuh"
+#include "cuda/launch.h"
+
+namespace gdn::cuda::delta_rule_tiled::mma {
+
+using bf16 = __nv_bfloat16;
+namespace wmma = nvcuda::wmma;
+using RowMajor = wmma::row_major;
+using ColMajor = wmma::col_major;
+
+constexpr int kWarps = 8;   // warps per block of the recurrences (256 threads)
+constexpr int kParWarps = kParThreads<float> / 32;  // warps per block of the chunk-parallel kernels
+constexpr int kPadB = 8;    // bf16 row padding of every staged tile
+constexpr int kStage = 256;  // floats of one warp's accumulator stage [16,16]
+
+__host__ __device__ inline int64_t pad16(int64_t x) { return (x + 15) / 16 * 16; }
+
+// Byte offsets of a shared-memory layout, every piece 128-byte aligned.
+struct Carve {
+  size_t off = 0;
+  template <typename T>
+  __host__ __device__ size_t take(int64_t n) {
+    const size_t o = off;
+    off += (static_cast<size_t>(n) * sizeof(T) + 127) / 128 * 128;
+    return o;
+  }
+};
+
+template <typename T>
+__device__ __forceinline__ T* at(unsigned char* base, size_t off) {
+  return reinterpret_cast<T*>(base + off);
+}
+
+using Acc = wmma::fragment<wmma::accumulator, 16, 16, 16, float>;
+
+// acc += A[16 tm.., k0..k1) B[k0..k1, 16 tn..) with A(i, k) = A[i lda + k] (RowMajor) or A[k lda + i] (ColMajor) and
+// B(k, j) = B[k ldb + j] (RowMajor) or B[j ldb + k] (ColMajor); k0, k1 multiples of 16.
+template <typename LA, typename LB>
+__device__ __forceinline__ void mma_acc(Acc& acc, int tm, int tn, int k0, int k1, const bf16* A, int lda,
+                                        const bf16* B, int ldb) {
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+  wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, LA> a;
+  wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, LB> b;
+  for (int k = k0; k < k1; k += 16) {
+    if constexpr (std::is_same_v<LA, RowMajor>)
+      wmma::load_matrix_sync(a, A + (tm * 16) * lda + k, lda);
+    else
+      wmma::load_matrix_sync(a, A + k * lda + tm * 16, lda);
+    if constexpr (std::is_same_v<LB, RowMajor>)
+      wmma::load_matrix_sync(b, B + k * ldb + tn * 16, ldb);
+    else
+      wmma::load_matrix_sync(b, B + (tn * 16) * ldb + k, ldb);
+    wmma::mma_sync(acc, a, b, acc);
+  }
+#else
+  __trap();  // bfloat16 wmma needs sm_80 or newer (the host never selects this path there)
+#endif
+}
+
+// For every 16x16 tile (tm, tn) of an M x N output, tile t = tm ceil(N/16) + tn on warp t mod 8: acc = 0,
+// body(tm, tn, acc) adds its products, then out(i, j, acc(i, j)) for every i < M, j < N of the tile, one lane per
+// element (through the warp's stage). No block synchronization inside; two calls with the same M, N give (i, j) to
+// the same lane.
+template <typename FB, typename FO>
+__device__ __forceinline__ void mma_tiles(int M, int N, float* stage, FB body, FO out) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nw = blockDim.x >> 5;
+  const int mt = (M + 15) >> 4, nt = (N + 15) >> 4;
+  float* st = stage + warp * kStage;
+  for (int t = warp; t < mt * nt; t += nw) {
+    const int tm = t / nt, tn = t - tm * nt;
+    Acc acc;
+    wmma::fill_fragment(acc, 0.0f);
+    body(tm, tn, acc);
+    wmma::store_matrix_sync(st, acc, 16, wmma::mem_row_major);
+    __syncwarp();
+    for (int e = lane; e < kStage; e += 32) {
+      const int i = tm * 16 + (e >> 4), j = tn * 16 + (e & 15);
+      if (i < M && j < N) out(i, j, st[e]);
+    }
+    __syncwarp();
+  }
+}
+
+// dst[i ld + c] = bf16(f(i, c)) for i < rows, c < cols; 0 for rows <= i < rows_pad (loads batched as batched_copy).
+template <typename F>
+__device__ __forceinline__ void stage_bf16(bf16* dst, int ld, int rows, int rows_pad, int cols, F f) {
+  batched_copy<float>(
+      rows_pad * cols,
+      [&](int e) {
+        const int i = e / cols;
+        return i < rows ? static_cast<float>(f(i, e - i * cols)) : 0.0f;
+      },
+      [&](int e, float x) {
+        const int i = e / cols;
+        dst[i * ld + (e - i * cols)] = __float2bfloat16(x);
+      });
+}
+
+// The shape a kernel is compiled for: chunk length C, key and value head dims K, V, and (the chunk-parallel state
+// kernels) value tiles of 64 columns. Fixed shapes let the compiler fold every index, loop bound and shared-memory
+// offset derived from them (each phase's element loops divide by a constant, most of them by a power of two), and
+// their staging moves four floats per load (stage_rows). Shape<0, 0, 0> (Generic) reads them from Dims at run time
+// and stages one element per load; the host picks a fixed shape only where it applies (mma::with_shape).
+template <int C_, int K_, int V_>
+struct Shape {
+  static constexpr int C = C_, K = K_, V = V_;
+  static constexpr bool fixed = C_ != 0;
+};
+using Generic = Shape<0, 0, 0>;
+constexpr int kFixedTile = 64;  // value columns per block of the chunk-parallel state kernels at fixed shapes
+
+// d with the dimensions of S where S is fixed (the compiler then folds them like constants).
+template <typename S>
+__device__ __forceinline__ Dims shaped(Dims d) {
+  if constexpr (S::fixed) {
+    d.C = S::C;
+    d.K = S::K;
+    d.V = S::V;
+  }
+  return d;
+}
+
+// Four float32 values rounded to bf16 at dst (8-byte aligned), one 8-byte store.
+__device__ __forceinline__ void put_bf16x4(bf16* dst, float4 x) {
+  const __nv_bfloat162 lo = __floats2bfloat162_rn(x.x, x.y), hi = __floats2bfloat162_rn(x.z, x.w);
+  uint2 u;
+  u.x = *reinterpret_cast<const unsigned*>(&lo);
+  u.y = *reinterpret_cast<const unsigned*>(&hi);
+  *reinterpret_cast<uint2*>(dst) = u;
+}
+
+// dst[i ld + c] = bf16(scale(i) row(i)[c]) for i < rows, c < cols; 0 for rows <= i < rows_pad. row(i) points at the
+// float32 row i. Fixed shapes: row(i) 16-byte aligned and cols a multiple of 4 (the host checks both), a float4 load
+// and one 8-byte store per four elements; Generic: stage_bf16. Either way each element is scale(i) x rounded once.
+template <typename S, typename FR, typename FS>
+__device__ __forceinline__ void stage_rows(bf16* dst, int ld, int rows, int rows_pad, int cols, FR row, FS scale) {
+  if constexpr (S::fixed) {
+    const int cv = cols / 4;
+    batched_copy<float4>(
+        rows_pad * cv,
+        [&](int e) {
+          const int i = e / cv;
+          if (i >= rows) return make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+          const float s = scale(i);
+          const float4 x = reinterpret_cast<const float4*>(row(i))[e - i * cv];
+          return make_float4(s * x.x, s * x.y, s * x.z, s * x.w);
+        },
+        [&](int e, float4 x) {
+          const int i = e / cv;
+          put_bf16x4(dst + i * ld + (e - i * cv) * 4, x);
+        });
+  } else {
+    stage_bf16(dst, ld, rows, rows_pad, cols, [&](int i, int c) { return scale(i) * row(i)[c]; });
+  }
+}
+// scale(i) of an unscaled stage_rows.
+struct Unscaled {
+  __device__ float operator()(int) const { return 1.0f; }
+};
+
+// One-pass staging at fixed shapes, in two steps so that a kernel can issue the loads of all its operands before the
+// first store: fetch_rows<kPer> loads a thread's kPer float4 of a [pad, 4 cv] float32 operand (items e = threadIdx.x
+// + u kParThreads, row e / cv; row i at src + i stride, 16-byte aligned; rows at or past `rows` read as 0) and, given
+// a per-row scale in global memory, the scale of each item's row; put_rows stores them as bf16 at dst + i ld + 4 q,
+// element (i, j) as f(i, j, scale x).
+template <int kPer> struct Fetched {
+  float4 v[kPer];
+  float s[kPer];
+};
+template <int kPer>
+__device__ __forceinline__ Fetched<kPer> fetch_rows(const float* src, int64_t stride, int rows, int cv,
+                                                    const float* scale = nullptr) {
+  Fetched<kPer> f;
+#pragma unroll
+  for (int u = 0; u < kPer; ++u) {
+    const int e = threadIdx.x + u * kParThreads<float>, i = e / cv, q = e - i * cv;
+    f.v[u] = i < rows ? reinterpret_cast<const float4*>(src + i * stride)[q] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    f.s[u] = scale && i < rows ? scale[i] : 1.0f;
+  }
+  return f;
+}
+template <int kPer, typename F>
+__device__ __forceinline__ void put_rows(const Fetched<kPer>& f, bf16* dst, int ld, int cv, F fn) {
+#pragma unroll
+  for (int u = 0; u < kPer; ++u) {
+    const int e = threadIdx.x + u * kParThreads<float>, i = e / cv, j = 4 * (e - i * cv);
+    const float s = f.s[u];
+    put_bf16x4(dst + i * ld + j, make_float4(fn(i, j, s * f.v[u].x), fn(i, j + 1, s * f.v[u].y),
+                                             fn(i, j + 2, s * f.v[u].z), fn(i, j + 3, s * f.v[u].w)));
+  }
+}
+// put_rows' element function for a plain copy, and for the lower triangle (j <= i) of a square operand.
+struct AsIs {
+  __device__ float operator()(int, int, float x) const { return x; }
+};
+struct Lower {
+  __device__ float operator()(int i, int j, float x) const { return j <= i ? x : 0.0f; }
+};
+
+// Two stage_rows of [L, K] float32 rows (row i at A + i stride, B + i stride) at a fixed shape in one pass: a thread
+// issues its 16-byte loads of both, up to 2 + 2 at a time (so that the kernel keeps its 64 registers), before their
+// stores (rows L.. zero).
+template <typename S>
+__device__ __forceinline__ void stage_rows2(bf16* Ab, bf16* Bb, int ld, int L, const float* A, const float* B,
+                                            int64_t stride) {
+  constexpr int cv = S::K / 4, kT = kParThreads<float>, kPer = S::C * cv / kT, kB = kPer < 2 ? kPer : 2;
+  static_assert(S::C * cv % kT == 0 && kPer % kB == 0, "whole float4s per thread");
+  const float4 zero = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#pragma unroll
+  for (int u0 = 0; u0 < kPer; u0 += kB) {
+    float4 a[kB], b[kB];
+#pragma unroll
+    for (int u = 0; u < kB; ++u) {
+      const int e = threadIdx.x + (u0 + u) * kT, i = e / cv, q = e - i * cv;
+      a[u] = i < L ? reinterpret_cast<const float4*>(A + i * stride)[q] : zero;
+      b[u] = i < L ? reinterpret_cast<const float4*>(B + i * stride)[q] : zero;
+    }
+#pragma unroll
+    for (int u = 0; u < kB; ++u) {
+      const int e = threadIdx.x + (u0 + u) * kT, i = e / cv, q = e - i * cv;
+      put_bf16x4(Ab + i * ld + 4 * q, a[u]);
+      put_bf16x4(Bb + i * ld + 4 * q, b[u]);
+    }
+  }
+}
+
+// 16 bytes global -> shared, asynchronous (cp_async_wait_all() completes it, as cp_async_elem).
+__device__ __forceinline__ void cp_async16(void* dst, const void* src) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(src) : "memory");
+}
+// bf16 rows dst[i ld + c] = src[i stride + c], i < rows, c < cols (cols, ld, stride multiples of 8), asynchronously.
+__device__ __forceinline__ void async_rows_bf16(bf16* dst, int ld, const bf16* src, int64_t stride, int rows,
+                                                int cols) {
+  const int cv = cols / 8;
+  for (int e = threadIdx.x; e < rows * cv; e += blockDim.x) {
+    const int i = e / cv, c = (e - i * cv) * 8;
+    cp_async16(dst + i * ld + c, src + i * stride + c);
+  }
+}
+// Rows [r0, r1) of a bf16 tile with cols columns set to 0.
+__device__ __forceinline__ void zero_rows_bf16(bf16* dst, int ld, int r0, int r1, int cols) {
+  for (int e = threadIdx.x; e < (r1 - r0) * cols; e += blockDim.x) {
+    const int i = r0 + e / cols;
+    dst[i * ld + e % cols] = __float2bfloat16(0.0f);
+  }
+}
+
+}  // namespace gdn::cuda::delta_rule_tiled::mma
