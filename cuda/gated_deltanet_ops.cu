@@ -20,7 +20,9 @@
 //   * row reductions (l2norm, gated RMSNorm): G lanes per row of D (a warp for D > 64; 16 lanes for D <= 64 and 8
 //     for D <= 32, so that a warp works on 2 or 4 rows at once and keeps more loads in flight: the heads' rows are
 //     64 wide), grid-stride over rows; the row sums are kept in double like the CPU (lane partials, then shuffles
-//     within the group: warp_sum<G>).
+//     within the group: warp_sum<G>). l2norm of float32 rows with D % 4 == 0 (D <= 16 G) and 16-byte aligned data
+//     goes four columns a load and a store, each lane holding its groups of four l, l + G, ... of a row in registers
+//     (all of the row's loads issued before the first use); other rows go one element per lane at a time.
 //   * gated RMSNorm backward for D <= 128 (at most 4 columns per lane): one kernel for dx, dz and the first pass of
 //     dw. Each lane holds its columns' dy, x, z of a row in registers from the row sum to dx (they are read from
 //     memory once) and adds its columns' dw terms in double over the rows it visits; the grid (at most 1024 blocks)
@@ -78,6 +80,17 @@ void with_row_lanes(int64_t D, F f) {
   }
 }
 
+// Calls f(std::integral_constant<int, V>()) with the smallest V of 1, 2, 4 such that D <= 4 * G * V (given
+// D <= 16 G): the groups of four columns per lane of the l2norm kernels' float32 paths. V = 1 for G < 32, where
+// D <= 4 G (row_lanes).
+template <int G, typename F>
+void with_row_groups4(int64_t D, F f) {
+  if constexpr (G < 32) f(std::integral_constant<int, 1>());
+  else if (D <= 4 * G) f(std::integral_constant<int, 1>());
+  else if (D <= 8 * G) f(std::integral_constant<int, 2>());
+  else f(std::integral_constant<int, 4>());
+}
+
 // Loops `row` over the rows of this thread's group of G lanes (grid-stride). The loop runs while the warp's first row
 // of the step is below N, the same condition for the whole warp (the shuffles need every lane); `row < N` tells a
 // group whether its own row exists.
@@ -118,6 +131,80 @@ __global__ void l2norm_backward_kernel(T* dx, const T* dy, const T* y, const T* 
     if (!on) continue;
     const T r = rstd[i];
     for (int64_t d = lane; d < D; d += G) dx[i * D + d] = r * (gr[d] - dt * yr[d]);
+  }
+}
+
+// The float32 paths of l2norm for D % 4 == 0, D <= 4 * G * V and 16-byte aligned data: lane l of a row's group owns
+// the groups of four columns q = l, l + G, ... (V of them, those below D / 4), loaded and stored 16 bytes at a time.
+// All of a row's loads are issued into registers before the first use, and the values stay there from the row sum to
+// the output. Each element's arithmetic is the kernels' above; the lane's double row sum adds its groups in order,
+// each group's four columns in order.
+template <int G, int V>
+__global__ void l2norm_forward4_kernel(float* y, float* rstd, const float* x, int64_t N, int64_t D, double eps) {
+  pdl_enter();
+  const int lane = threadIdx.x % G;
+  const int64_t D4 = D / 4;
+  GDN_FOR_EACH_GROUP_ROW(G, i, N) {
+    const bool on = i < N;
+    float4 xv[V];
+#pragma unroll
+    for (int k = 0; k < V; ++k)
+      xv[k] = on && lane + G * k < D4 ? load4(x + i * D, lane + G * k) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    double ss = 0;
+#pragma unroll
+    for (int k = 0; k < V; ++k) {
+      if (lane + G * k >= D4) continue;
+      ss += static_cast<double>(xv[k].x) * xv[k].x;
+      ss += static_cast<double>(xv[k].y) * xv[k].y;
+      ss += static_cast<double>(xv[k].z) * xv[k].z;
+      ss += static_cast<double>(xv[k].w) * xv[k].w;
+    }
+    ss = warp_sum<G>(ss);
+    if (!on) continue;
+    const float r = static_cast<float>(1.0 / sqrt(ss + eps));
+    if (lane == 0) rstd[i] = r;
+#pragma unroll
+    for (int k = 0; k < V; ++k)
+      if (lane + G * k < D4)
+        store4(y + i * D, lane + G * k, make_float4(xv[k].x * r, xv[k].y * r, xv[k].z * r, xv[k].w * r));
+  }
+}
+
+template <int G, int V>
+__global__ void l2norm_backward4_kernel(float* dx, const float* dy, const float* y, const float* rstd, int64_t N,
+                                        int64_t D) {
+  pdl_enter();
+  const int lane = threadIdx.x % G;
+  const int64_t D4 = D / 4;
+  GDN_FOR_EACH_GROUP_ROW(G, i, N) {
+    const bool on = i < N;
+    const float4 zero = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    float4 gv[V], yv[V];
+#pragma unroll
+    for (int k = 0; k < V; ++k) {
+      const bool in = on && lane + G * k < D4;
+      gv[k] = in ? load4(dy + i * D, lane + G * k) : zero;
+      yv[k] = in ? load4(y + i * D, lane + G * k) : zero;
+    }
+    const float r = on ? rstd[i] : 0.0f;
+    double dot = 0;
+#pragma unroll
+    for (int k = 0; k < V; ++k) {
+      if (lane + G * k >= D4) continue;
+      dot += static_cast<double>(gv[k].x) * yv[k].x;
+      dot += static_cast<double>(gv[k].y) * yv[k].y;
+      dot += static_cast<double>(gv[k].z) * yv[k].z;
+      dot += static_cast<double>(gv[k].w) * yv[k].w;
+    }
+    const float dt = static_cast<float>(warp_sum<G>(dot));
+    if (!on) continue;
+#pragma unroll
+    for (int k = 0; k < V; ++k) {
+      if (lane + G * k >= D4) continue;
+      const float4 v = make_float4(r * (gv[k].x - dt * yv[k].x), r * (gv[k].y - dt * yv[k].y),
+                                   r * (gv[k].z - dt * yv[k].z), r * (gv[k].w - dt * yv[k].w));
+      store4(dx + i * D, lane + G * k, v);
+    }
   }
 }
 
@@ -258,6 +345,15 @@ void l2norm_forward(const Tensor& y, const Tensor& rstd, const Tensor& x, double
     using T = decltype(tag_);
     with_row_lanes(D, [&](auto g) {
       constexpr int G = decltype(g)::value;
+      if constexpr (std::is_same_v<T, float>) {
+        if (D % 4 == 0 && D <= 16 * G && aligned4({&y, &x})) {
+          with_row_groups4<G>(D, [&](auto v) {
+            launch(l2norm_forward4_kernel<G, decltype(v)::value>, row_grid(N, G), kThreads, 0, y.data<T>(),
+                   rstd.data<T>(), x.data<T>(), N, D, eps);
+          });
+          return;
+        }
+      }
       launch(l2norm_forward_kernel<G, T>, row_grid(N, G), kThreads, 0, y.data<T>(), rstd.data<T>(), x.data<T>(), N, D,
              eps);
     });
@@ -272,6 +368,15 @@ void l2norm_backward(const Tensor& dx, const Tensor& dy, const Tensor& y, const 
     using T = decltype(tag_);
     with_row_lanes(D, [&](auto g) {
       constexpr int G = decltype(g)::value;
+      if constexpr (std::is_same_v<T, float>) {
+        if (D % 4 == 0 && D <= 16 * G && aligned4({&dx, &dy, &y})) {
+          with_row_groups4<G>(D, [&](auto v) {
+            launch(l2norm_backward4_kernel<G, decltype(v)::value>, row_grid(N, G), kThreads, 0, dx.data<T>(),
+                   dy.data<T>(), y.data<T>(), rstd.data<T>(), N, D);
+          });
+          return;
+        }
+      }
       launch(l2norm_backward_kernel<G, T>, row_grid(N, G), kThreads, 0, dx.data<T>(), dy.data<T>(), y.data<T>(),
              rstd.data<T>(), N, D);
     });
