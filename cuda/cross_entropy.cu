@@ -8,20 +8,24 @@
 //   added to s in double, one conversion and one double add per group), then the block's max M and sum of
 //   s exp(m - M), lse = M + log(sum); the row's loss lse - x[t] and a kept flag go to a double scratch [2,N]; a
 //   one-block second pass adds them in a fixed order: loss = total / kept (0 when nothing is kept), count = kept.
+//   Rows that fit the register kernel (below) take it instead, the same reductions with its grouping.
 //   Everything stays on the device. The CPU sums exp() in T with Eigen's vectorised order; here it is double, so lse
 //   agrees to float rounding, not bit for bit.
 // cross_entropy_backward: a block per row: dx_j = scale * exp(x_j - lse) - scale [j = t], scale = dloss / count
 //   (0 when count = 0), both read on the device; ignored rows are 0; four elements per load and store where aligned,
-//   kLoadBatch such loads in flight per thread (as in the forward).
-//   For float32 logits dx may be bfloat16 (each value rounded to nearest even once, as the CPU twin does).
+//   kLoadBatch such loads in flight per thread (as in the forward); bfloat16 rows that fit the register kernel take
+//   its 16-byte loads and stores. For float32 logits dx may be bfloat16 (each value rounded to nearest even once, as
+//   the CPU twin does).
 // cross_entropy_fused: both in one pass over each row (dx for a scale known beforehand: linear_cross_entropy's
-//   dloss / N), the row held between them in registers where it fits: float32 or bfloat16 logits, V a multiple of
-//   16 bytes' elements and at most 49152, 16-byte aligned (bfloat16: 512 threads of 96 values, two blocks per SM;
-//   float32: 1024 threads of 48 values, one block per SM; 64 registers a thread). Each thread issues all its 16-byte
-//   loads before using the first, takes its max over them, then sums exp in float per 16 values, each group's sum
-//   added in double (the forward's groups, with m fixed at the thread's max); dx leaves from the registers, 16 bytes
-//   per store (8 for float32 logits' bfloat16 dx). Other rows go through shared memory (dynamic, the row in its
-//   storage type, 1024 threads; the forward's pass and grouping), and rows too wide for that take the two kernels.
+//   dloss / N), the row held between them in the register kernel where it fits. Other rows go through shared memory
+//   (dynamic, the row in its storage type, 1024 threads; the forward's pass and grouping), and rows too wide for that
+//   take the two kernels.
+// The register kernel (cross_entropy_regs_kernel: a row's forward, fused pass or backward): float32 or bfloat16 logits,
+//   V a multiple of 16 bytes' elements and at most 49152, 16-byte aligned (bfloat16: 512 threads of 96 values, two
+//   blocks per SM; float32: 1024 threads of 48 values, one block per SM; 64 registers a thread). Each thread issues all
+//   its 16-byte loads before using the first; the forward takes its max over them, then sums exp in float per 16
+//   values, each group's sum added in double (the forward's groups, with m fixed at the thread's max); dx leaves from
+//   the registers, 16 bytes per store (8 for float32 logits' bfloat16 dx).
 // bfloat16 logits (the bf16 lm_head's in a training step): float32 arithmetic on their values (T = float, L the
 //   storage), loss, lse and count in float32, dx in bfloat16.
 //
@@ -187,29 +191,6 @@ __global__ void cross_entropy_mean_kernel(T* __restrict__ loss, T* __restrict__ 
   }
 }
 
-void cross_entropy_forward(const Tensor& loss, const Tensor& lse, const Tensor& count, const Tensor& logits,
-                           const Tensor& targets, int64_t ignore_index) {
-  GDN_CHECK(logits.is_contiguous() && targets.is_contiguous() && lse.is_contiguous(),
-            "cross_entropy: contiguous only");
-  GDN_CHECK(logits.dim() == 2, "cross_entropy: logits must be [N, V], got {}", shape_str(logits.shape()));
-  GDN_CHECK(targets.dtype() == kInt64, "cross_entropy: targets must be int64, got {}", targets.dtype());
-  const int64_t N = logits.size(0), V = logits.size(1);
-  GDN_CHECK(targets.numel() == N && lse.numel() == N, "cross_entropy: targets {} / lse {} for logits {}",
-            shape_str(targets.shape()), shape_str(lse.shape()), shape_str(logits.shape()));
-  Tensor rows = Tensor::empty({2, std::max<int64_t>(N, 1)}, kFloat64, logits.device());
-  dispatch_float(arithmetic_dtype(logits.dtype()), "cuda cross_entropy", [&](auto tag) {
-    using T = decltype(tag);
-    if (N > 0) {
-      const bool vec4 = ce_vec4(V, {&logits});
-      with_storage<T>(logits, [&](auto* lp) {
-        launch(cross_entropy_rows_kernel<T, std::remove_pointer_t<decltype(lp)>>, grid_for(N, 1), kRowThreads, 0,
-               lse.data<T>(), rows.data<double>(), lp, targets.data<int64_t>(), N, V, ignore_index, vec4);
-      });
-    }
-    launch(cross_entropy_mean_kernel<T>, 1, 1024, 0, loss.data<T>(), count.data<T>(), rows.data<double>(), N);
-  });
-}
-
 // One row of dx: scale * exp(x_j - l) - scale [j = t], 0 when the row is ignored. T: the arithmetic; L: the logits'
 // storage, O: dx's (each T, or bfloat16 for T = float). xr in global or shared memory; rows of a multiple of 4 four
 // elements per load and store where vec4 (every pointer aligned for four of its elements).
@@ -346,24 +327,30 @@ __device__ inline void store_vec(O* p, const float (&v)[n]) {
   }
 }
 
-// The register-resident row of cross_entropy_fused (float32 arithmetic; L float32 or bfloat16): rows of at most
-// kThr * kLoads * kVec elements, kVec = 16 bytes of L, V a multiple of kVec. Thread j's loads are the 16-byte
-// chunks q = j, j + kThr, ... (kLoads of them, past the row's end -inf), all issued before the first is used; its
-// max m is taken over all of them first, then their exps are summed 16 values at a time (as RowMaxSum::add_group:
-// each group's exps summed in float, that sum added to s in double; m never moves), row_lse reduces over the block,
-// and dx goes out from the same registers, kVec values per store.
-template <typename L, typename O, int kThr, int kLoads, int kMinBlocks>
+// What cross_entropy_regs_kernel does with a row: its lse (the forward's), its lse and then dx (the fused pass), or
+// dx from a given lse (the backward).
+enum class CeMode { kForward, kFused, kBackward };
+
+// The register-resident row (float32 arithmetic; L float32 or bfloat16): rows of at most kThr * kLoads * kVec
+// elements, kVec = 16 bytes of L, V a multiple of kVec. Thread j's loads are the 16-byte chunks q = j, j + kThr, ...
+// (kLoads of them, past the row's end -inf), all issued before the first is used. Forward and fused: its max m is
+// taken over all of them first, then their exps are summed 16 values at a time (as RowMaxSum::add_group: each
+// group's exps summed in float, that sum added to s in double; m never moves) and row_lse reduces over the block.
+// Fused and backward: dx goes out from the same registers, kVec values per store, scale = ce_scale(dscale, count).
+template <CeMode kMode, typename L, typename O, int kThr, int kLoads, int kMinBlocks>
 __global__ void __launch_bounds__(kThr, kMinBlocks)
-    cross_entropy_fused_regs_kernel(O* __restrict__ dx, float* __restrict__ lse, double* __restrict__ rows,
-                                    const L* __restrict__ x, const int64_t* __restrict__ targets,
-                                    const float* __restrict__ dscale, int64_t N, int64_t V, int64_t ignore_index) {
+    cross_entropy_regs_kernel(O* __restrict__ dx, float* __restrict__ lse, double* __restrict__ rows,
+                              const L* __restrict__ x, const int64_t* __restrict__ targets,
+                              const float* __restrict__ dscale, const float* __restrict__ count, int64_t N, int64_t V,
+                              int64_t ignore_index) {
   pdl_enter();
   constexpr int kVec = 16 / static_cast<int>(sizeof(L)), kGroup = 16 / kVec;  // loads per group of 16 values
   static_assert(kLoads % kGroup == 0, "whole groups");
   constexpr uint32_t kPad = std::is_same_v<L, __nv_bfloat16> ? 0xff80ff80u : 0xff800000u;  // -inf in L
   __shared__ float smax[32], sl;
   __shared__ double ssum[32];
-  const float scale = dscale[0];
+  float scale = 0;
+  if constexpr (kMode != CeMode::kForward) scale = ce_scale(dscale, count);
   const int n = static_cast<int>(V / kVec);
   for (int64_t i = blockIdx.x; i < N; i += gridDim.x) {
     const L* xr = x + i * V;
@@ -377,42 +364,116 @@ __global__ void __launch_bounds__(kThr, kMinBlocks)
     }
     const int64_t t = targets[i];
     const bool ignored = t == ignore_index;
-    RowMaxSum<float> a;
+    float l;
+    if constexpr (kMode == CeMode::kBackward) {
+      l = ignored ? 0.0f : lse[i];
+    } else {
+      RowMaxSum<float> a;
 #pragma unroll
-    for (int k = 0; k < kLoads; ++k) max16<L>(raw[k], a.m);
-    // add_group's arithmetic for each 16 values with m already at their max: their exps summed in float, that sum
-    // added in double (nothing when m = -inf). Each value goes into its exp as it is unpacked.
-    if (a.m != -INFINITY) {
+      for (int k = 0; k < kLoads; ++k) max16<L>(raw[k], a.m);
+      // add_group's arithmetic for each 16 values with m already at their max: their exps summed in float, that sum
+      // added in double; nothing when m = -inf (the fused pass branches around the sums, the forward drops them: each
+      // way ptxas fits it in 64 registers). Each value goes into its exp as it is unpacked.
+      if (kMode == CeMode::kForward || a.m != -INFINITY) {
 #pragma unroll
-      for (int g = 0; g < kLoads / kGroup; ++g) {
-        float sum = 0;
+        for (int g = 0; g < kLoads / kGroup; ++g) {
+          float sum = 0;
 #pragma unroll
-        for (int k = 0; k < kGroup; ++k) {
-          float v[kVec];
-          unpack16<L>(raw[g * kGroup + k], v);
+          for (int k = 0; k < kGroup; ++k) {
+            float v[kVec];
+            unpack16<L>(raw[g * kGroup + k], v);
 #pragma unroll
-          for (int e = 0; e < kVec; ++e) sum += exp(v[e] - a.m);
+            for (int e = 0; e < kVec; ++e) sum += exp(v[e] - a.m);
+          }
+          a.s += static_cast<double>(sum);
         }
-        a.s += static_cast<double>(sum);
       }
+      if (a.m == -INFINITY) a.s = 0;
+      l = row_lse(a, lse, rows, xr, t, i, N, V, ignore_index, smax, ssum, &sl);
     }
-    const float l = row_lse(a, lse, rows, xr, t, i, N, V, ignore_index, smax, ssum, &sl);
-    O* dr = dx + i * V;
+    if constexpr (kMode != CeMode::kForward) {
+      O* dr = dx + i * V;
 #pragma unroll
-    for (int k = 0; k < kLoads; ++k) {
-      const int q = threadIdx.x + k * kThr;
-      if (q >= n) break;
-      const int64_t tq = t - static_cast<int64_t>(q) * kVec;  // the target's place in this chunk, if in [0, kVec)
-      float v[kVec], d[kVec];
-      unpack16<L>(raw[k], v);
+      for (int k = 0; k < kLoads; ++k) {
+        const int q = threadIdx.x + k * kThr;
+        if (q >= n) break;
+        const int64_t tq = t - static_cast<int64_t>(q) * kVec;  // the target's place in this chunk, if in [0, kVec)
+        float v[kVec], d[kVec];
+        unpack16<L>(raw[k], v);
 #pragma unroll
-      for (int e = 0; e < kVec; ++e) {
-        d[e] = ignored ? 0.0f : scale * exp(v[e] - l);
-        if (!ignored && e == tq) d[e] -= scale;
+        for (int e = 0; e < kVec; ++e) {
+          d[e] = ignored ? 0.0f : scale * exp(v[e] - l);
+          if (!ignored && e == tq) d[e] -= scale;
+        }
+        store_vec(dr + static_cast<int64_t>(q) * kVec, d);
       }
-      store_vec(dr + static_cast<int64_t>(q) * kVec, d);
     }
   }
+}
+
+// The register kernel's shape for logits of L (bfloat16: 512 threads of 96 values, two blocks per SM; float32: 1024
+// threads of 48 values, one block per SM; at most 64 registers a thread either way): rows up to kLoads * kThr * kVec
+// = 49152 elements.
+template <typename L> struct CeRegs {
+  static constexpr bool bf16 = std::is_same_v<L, __nv_bfloat16>;
+  static constexpr int kThr = bf16 ? 512 : 1024, kLoads = 12, kMinBlocks = bf16 ? 2 : 1;
+  static constexpr int64_t kVec = 16 / sizeof(L), kMaxV = int64_t{kThr} * kLoads * kVec;
+};
+// Whether the register kernel has an instance for arithmetic T, logits L and dx O: float32 arithmetic, dx in float32
+// or bfloat16 for float32 logits, in bfloat16 for bfloat16 logits.
+template <typename T, typename L, typename O>
+constexpr bool kRegsTypes = std::is_same_v<T, float> && !(std::is_same_v<L, __nv_bfloat16> && std::is_same_v<O, float>);
+
+// Whether the register kernel takes the rows: float32 or bfloat16 logits, N and V > 0, V a multiple of 16 bytes'
+// elements and at most kMaxV, logits 16-byte aligned, dlogits (when given) aligned for a chunk's values (8 or 16).
+bool ce_regs(const Tensor& logits, const Tensor* dlogits) {
+  const int64_t N = logits.size(0), V = logits.size(1);
+  const bool bf16 = logits.dtype() == kBFloat16;
+  if (!bf16 && logits.dtype() != kFloat32) return false;
+  const int64_t vec = 16 / element_size(logits.dtype());
+  return N > 0 && V > 0 && V % vec == 0 && V <= (bf16 ? CeRegs<__nv_bfloat16>::kMaxV : CeRegs<float>::kMaxV) &&
+         is_aligned(logits.raw_data(), 16) &&
+         (!dlogits || is_aligned(dlogits->raw_data(), std::min<int64_t>(16, vec * element_size(dlogits->dtype()))));
+}
+
+// The register kernel in mode kMode over the N rows (dx unused in the forward, rows and count null where unused).
+template <CeMode kMode, typename L, typename O>
+void launch_regs(O* dx, float* lse, double* rows, const L* x, const Tensor& targets, const float* dscale,
+                 const float* count, int64_t N, int64_t V, int64_t ignore_index) {
+  using R = CeRegs<L>;
+  launch(cross_entropy_regs_kernel<kMode, L, O, R::kThr, R::kLoads, R::kMinBlocks>, grid_for(N, 1), R::kThr, 0, dx,
+         lse, rows, x, targets.data<int64_t>(), dscale, count, N, V, ignore_index);
+}
+
+void cross_entropy_forward(const Tensor& loss, const Tensor& lse, const Tensor& count, const Tensor& logits,
+                           const Tensor& targets, int64_t ignore_index) {
+  GDN_CHECK(logits.is_contiguous() && targets.is_contiguous() && lse.is_contiguous(),
+            "cross_entropy: contiguous only");
+  GDN_CHECK(logits.dim() == 2, "cross_entropy: logits must be [N, V], got {}", shape_str(logits.shape()));
+  GDN_CHECK(targets.dtype() == kInt64, "cross_entropy: targets must be int64, got {}", targets.dtype());
+  const int64_t N = logits.size(0), V = logits.size(1);
+  GDN_CHECK(targets.numel() == N && lse.numel() == N, "cross_entropy: targets {} / lse {} for logits {}",
+            shape_str(targets.shape()), shape_str(lse.shape()), shape_str(logits.shape()));
+  Tensor rows = Tensor::empty({2, std::max<int64_t>(N, 1)}, kFloat64, logits.device());
+  dispatch_float(arithmetic_dtype(logits.dtype()), "cuda cross_entropy", [&](auto tag) {
+    using T = decltype(tag);
+    if (N > 0) {
+      const bool vec4 = ce_vec4(V, {&logits}), regs = ce_regs(logits, nullptr);
+      with_storage<T>(logits, [&](auto* lp) {
+        using L = std::remove_pointer_t<decltype(lp)>;
+        if constexpr (std::is_same_v<T, float>) {
+          if (regs) {
+            launch_regs<CeMode::kForward>(static_cast<L*>(nullptr), lse.data<T>(), rows.data<double>(), lp, targets,
+                                          nullptr, nullptr, N, V, ignore_index);
+            return;
+          }
+        }
+        launch(cross_entropy_rows_kernel<T, L>, grid_for(N, 1), kRowThreads, 0, lse.data<T>(), rows.data<double>(), lp,
+               targets.data<int64_t>(), N, V, ignore_index, vec4);
+      });
+    }
+    launch(cross_entropy_mean_kernel<T>, 1, 1024, 0, loss.data<T>(), count.data<T>(), rows.data<double>(), N);
+  });
 }
 
 // The checks shared by the backward and the fused kernel: contiguous, dlogits of the logits' shape, in their dtype or
@@ -442,9 +503,17 @@ void grad_rows(const Tensor& dlogits, const Tensor& dloss, const Tensor* count, 
   if (N == 0 || V == 0) return;
   dispatch_float(arithmetic_dtype(logits.dtype()), "cuda cross_entropy_backward", [&](auto tag) {
     using T = decltype(tag);
+    const bool regs = ce_regs(logits, &dlogits);
     with_dlogits<T>(dlogits, logits, [&](auto* lp, auto* out, bool vec4) {
       using L = std::remove_pointer_t<decltype(lp)>;
       using O = std::remove_pointer_t<decltype(out)>;
+      if constexpr (kRegsTypes<T, L, O> && std::is_same_v<L, __nv_bfloat16>) {  // bfloat16 logits and dx
+        if (regs) {
+          launch_regs<CeMode::kBackward>(out, lse.data<T>(), nullptr, lp, targets, dloss.data<T>(),
+                                         count ? count->data<T>() : nullptr, N, V, ignore_index);
+          return;
+        }
+      }
       launch(cross_entropy_backward_kernel<T, L, O>, grid_for(N, 1), kThreads, 0, out, dloss.data<T>(), lp,
              lse.data<T>(), count ? count->data<T>() : nullptr, targets.data<int64_t>(), N, V, ignore_index, vec4);
     });
@@ -457,15 +526,6 @@ void cross_entropy_backward(const Tensor& dlogits, const Tensor& dloss, const Te
   grad_rows(dlogits, dloss, &count, logits, lse, targets, ignore_index);
 }
 
-// The register kernel's shape for logits of L (bfloat16: 512 threads of 96 values, two blocks per SM; float32: 1024
-// threads of 48 values, one block per SM; at most 64 registers a thread either way): rows up to kLoads * kThr * kVec
-// = 49152 elements.
-template <typename L> struct CeRegs {
-  static constexpr bool bf16 = std::is_same_v<L, __nv_bfloat16>;
-  static constexpr int kThr = bf16 ? 512 : 1024, kLoads = 12, kMinBlocks = bf16 ? 2 : 1;
-  static constexpr int64_t kVec = 16 / sizeof(L), kMaxV = int64_t{kThr} * kLoads * kVec;
-};
-
 void cross_entropy_fused(const Tensor& loss, const Tensor& lse, const Tensor& count, const Tensor& dlogits,
                          const Tensor& dscale, const Tensor& logits, const Tensor& targets, int64_t ignore_index) {
   check_dlogits(dlogits, logits, lse, targets, "cross_entropy_fused");
@@ -474,13 +534,7 @@ void cross_entropy_fused(const Tensor& loss, const Tensor& lse, const Tensor& co
             shape_str(lse.shape()), shape_str(logits.shape()));
   const int64_t N = logits.size(0), V = logits.size(1);
   const size_t row_bytes = static_cast<size_t>(V) * element_size(logits.dtype());
-  // The register kernel: float32 or bfloat16 logits, V a multiple of 16 bytes' elements and at most kMaxV, logits
-  // 16-byte aligned, dlogits aligned for a chunk's values (8 or 16 bytes).
-  const int64_t vec = 16 / element_size(logits.dtype());
-  const int64_t max_v = logits.dtype() == kBFloat16 ? CeRegs<__nv_bfloat16>::kMaxV : CeRegs<float>::kMaxV;
-  const bool regs = N > 0 && V > 0 && logits.dtype() != kFloat64 && V % vec == 0 && V <= max_v &&
-                    is_aligned(logits.raw_data(), 16) &&
-                    is_aligned(dlogits.raw_data(), std::min<int64_t>(16, vec * element_size(dlogits.dtype())));
+  const bool regs = ce_regs(logits, &dlogits);
   int optin = 0;
   CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, current_device()));
   if (!regs && (N == 0 || V == 0 || row_bytes + 4096 > static_cast<size_t>(optin))) {  // two passes
@@ -494,12 +548,10 @@ void cross_entropy_fused(const Tensor& loss, const Tensor& lse, const Tensor& co
     with_dlogits<T>(dlogits, logits, [&](auto* lp, auto* out, bool vec4) {
       using L = std::remove_pointer_t<decltype(lp)>;
       using O = std::remove_pointer_t<decltype(out)>;
-      if constexpr (std::is_same_v<T, float> && !(std::is_same_v<L, __nv_bfloat16> && std::is_same_v<O, float>)) {
-        using R = CeRegs<L>;
+      if constexpr (kRegsTypes<T, L, O>) {
         if (regs) {
-          launch(cross_entropy_fused_regs_kernel<L, O, R::kThr, R::kLoads, R::kMinBlocks>, grid_for(N, 1), R::kThr, 0,
-                 out, lse.data<T>(), rows.data<double>(), lp, targets.data<int64_t>(), dscale.data<T>(), N, V,
-                 ignore_index);
+          launch_regs<CeMode::kFused>(out, lse.data<T>(), rows.data<double>(), lp, targets, dscale.data<T>(), nullptr,
+                                      N, V, ignore_index);
           return;
         }
       }

@@ -15,19 +15,26 @@
 //          nothing is added; ddt_bias = sum da, db = dbeta beta (1 - beta).
 //
 // Parallel decomposition:
-//   * elementwise passes (gate forward, gate da / db): one thread per output element, grid-stride, the head index
-//     fastest so loads are coalesced.
+//   * gate forward: one thread per output element, grid-stride, the head index fastest so loads are coalesced.
+//   * gate backward: one kernel for da, db and the first pass of dA_log and ddt_bias. A block covers P rows of
+//     Hb = min(H, 256) heads per step (P = 256 / Hb; H > 256 heads are tiled over blockIdx.y), a thread one head
+//     (consecutive threads consecutive elements), grid-stride over the rows with at most 1024 blocks along them, a
+//     number that depends only on N and H. Each thread adds its head's dA_log and ddt_bias terms in double over the
+//     rows it visits; the block adds its row lanes' sums by a fixed pairwise tree (shared memory) into its row of a
+//     double partial [S, 2H]; pass 2 is the column reduction's (below).
 //   * row reductions (l2norm, gated RMSNorm): G lanes per row of D (a warp for D > 64; 16 lanes for D <= 64 and 8
 //     for D <= 32, so that a warp works on 2 or 4 rows at once and keeps more loads in flight: the heads' rows are
 //     64 wide), grid-stride over rows; the row sums are kept in double like the CPU (lane partials, then shuffles
-//     within the group: warp_sum<G>).
+//     within the group: warp_sum<G>). l2norm of float32 rows with D % 4 == 0 (D <= 16 G) and 16-byte aligned data
+//     goes four columns a load and a store, each lane holding its groups of four l, l + G, ... of a row in registers
+//     (all of the row's loads issued before the first use); other rows go one element per lane at a time.
 //   * gated RMSNorm backward for D <= 128 (at most 4 columns per lane): one kernel for dx, dz and the first pass of
 //     dw. Each lane holds its columns' dy, x, z of a row in registers from the row sum to dx (they are read from
 //     memory once) and adds its columns' dw terms in double over the rows it visits; the grid (at most 1024 blocks)
 //     depends only on N and D. The block adds its groups' sums in order of the group (shared memory) into its row of
 //     a double partial [S, D]; pass 2 is the column reduction's (below). Wider rows: the row kernel for dx, dz, then
 //     the column reduction for dw.
-//   * parameter-gradient sums over rows (gated RMSNorm dw for D > 128, gate dA_log / ddt_bias): a two-pass column
+//   * parameter-gradient sums over rows (gated RMSNorm dw for D > 128; the conv's dweight, dbias): a two-pass column
 //     reduction. The sum runs over R rows of a virtual [R, M] matrix of double terms. Pass 1: a block of 32 x 8
 //     threads owns 32 columns and one slice of rows; each thread sums every 8th row of the slice, the 8 partials are
 //     added in order of threadIdx.y, and the block writes one double per column into partial [S, M]. Pass 2: one warp
@@ -78,6 +85,17 @@ void with_row_lanes(int64_t D, F f) {
   }
 }
 
+// Calls f(std::integral_constant<int, V>()) with the smallest V of 1, 2, 4 such that D <= 4 * G * V (given
+// D <= 16 G): the groups of four columns per lane of the l2norm kernels' float32 paths. V = 1 for G < 32, where
+// D <= 4 G (row_lanes).
+template <int G, typename F>
+void with_row_groups4(int64_t D, F f) {
+  if constexpr (G < 32) f(std::integral_constant<int, 1>());
+  else if (D <= 4 * G) f(std::integral_constant<int, 1>());
+  else if (D <= 8 * G) f(std::integral_constant<int, 2>());
+  else f(std::integral_constant<int, 4>());
+}
+
 // Loops `row` over the rows of this thread's group of G lanes (grid-stride). The loop runs while the warp's first row
 // of the step is below N, the same condition for the whole warp (the shuffles need every lane); `row < N` tells a
 // group whether its own row exists.
@@ -118,6 +136,80 @@ __global__ void l2norm_backward_kernel(T* dx, const T* dy, const T* y, const T* 
     if (!on) continue;
     const T r = rstd[i];
     for (int64_t d = lane; d < D; d += G) dx[i * D + d] = r * (gr[d] - dt * yr[d]);
+  }
+}
+
+// The float32 paths of l2norm for D % 4 == 0, D <= 4 * G * V and 16-byte aligned data: lane l of a row's group owns
+// the groups of four columns q = l, l + G, ... (V of them, those below D / 4), loaded and stored 16 bytes at a time.
+// All of a row's loads are issued into registers before the first use, and the values stay there from the row sum to
+// the output. Each element's arithmetic is the kernels' above; the lane's double row sum adds its groups in order,
+// each group's four columns in order.
+template <int G, int V>
+__global__ void l2norm_forward4_kernel(float* y, float* rstd, const float* x, int64_t N, int64_t D, double eps) {
+  pdl_enter();
+  const int lane = threadIdx.x % G;
+  const int64_t D4 = D / 4;
+  GDN_FOR_EACH_GROUP_ROW(G, i, N) {
+    const bool on = i < N;
+    float4 xv[V];
+#pragma unroll
+    for (int k = 0; k < V; ++k)
+      xv[k] = on && lane + G * k < D4 ? load4(x + i * D, lane + G * k) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    double ss = 0;
+#pragma unroll
+    for (int k = 0; k < V; ++k) {
+      if (lane + G * k >= D4) continue;
+      ss += static_cast<double>(xv[k].x) * xv[k].x;
+      ss += static_cast<double>(xv[k].y) * xv[k].y;
+      ss += static_cast<double>(xv[k].z) * xv[k].z;
+      ss += static_cast<double>(xv[k].w) * xv[k].w;
+    }
+    ss = warp_sum<G>(ss);
+    if (!on) continue;
+    const float r = static_cast<float>(1.0 / sqrt(ss + eps));
+    if (lane == 0) rstd[i] = r;
+#pragma unroll
+    for (int k = 0; k < V; ++k)
+      if (lane + G * k < D4)
+        store4(y + i * D, lane + G * k, make_float4(xv[k].x * r, xv[k].y * r, xv[k].z * r, xv[k].w * r));
+  }
+}
+
+template <int G, int V>
+__global__ void l2norm_backward4_kernel(float* dx, const float* dy, const float* y, const float* rstd, int64_t N,
+                                        int64_t D) {
+  pdl_enter();
+  const int lane = threadIdx.x % G;
+  const int64_t D4 = D / 4;
+  GDN_FOR_EACH_GROUP_ROW(G, i, N) {
+    const bool on = i < N;
+    const float4 zero = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    float4 gv[V], yv[V];
+#pragma unroll
+    for (int k = 0; k < V; ++k) {
+      const bool in = on && lane + G * k < D4;
+      gv[k] = in ? load4(dy + i * D, lane + G * k) : zero;
+      yv[k] = in ? load4(y + i * D, lane + G * k) : zero;
+    }
+    const float r = on ? rstd[i] : 0.0f;
+    double dot = 0;
+#pragma unroll
+    for (int k = 0; k < V; ++k) {
+      if (lane + G * k >= D4) continue;
+      dot += static_cast<double>(gv[k].x) * yv[k].x;
+      dot += static_cast<double>(gv[k].y) * yv[k].y;
+      dot += static_cast<double>(gv[k].z) * yv[k].z;
+      dot += static_cast<double>(gv[k].w) * yv[k].w;
+    }
+    const float dt = static_cast<float>(warp_sum<G>(dot));
+    if (!on) continue;
+#pragma unroll
+    for (int k = 0; k < V; ++k) {
+      if (lane + G * k >= D4) continue;
+      const float4 v = make_float4(r * (gv[k].x - dt * yv[k].x), r * (gv[k].y - dt * yv[k].y),
+                                   r * (gv[k].z - dt * yv[k].z), r * (gv[k].w - dt * yv[k].w));
+      store4(dx + i * D, lane + G * k, v);
+    }
   }
 }
 
@@ -258,6 +350,15 @@ void l2norm_forward(const Tensor& y, const Tensor& rstd, const Tensor& x, double
     using T = decltype(tag_);
     with_row_lanes(D, [&](auto g) {
       constexpr int G = decltype(g)::value;
+      if constexpr (std::is_same_v<T, float>) {
+        if (D % 4 == 0 && D <= 16 * G && aligned4({&y, &x})) {
+          with_row_groups4<G>(D, [&](auto v) {
+            launch(l2norm_forward4_kernel<G, decltype(v)::value>, row_grid(N, G), kThreads, 0, y.data<T>(),
+                   rstd.data<T>(), x.data<T>(), N, D, eps);
+          });
+          return;
+        }
+      }
       launch(l2norm_forward_kernel<G, T>, row_grid(N, G), kThreads, 0, y.data<T>(), rstd.data<T>(), x.data<T>(), N, D,
              eps);
     });
@@ -272,6 +373,15 @@ void l2norm_backward(const Tensor& dx, const Tensor& dy, const Tensor& y, const 
     using T = decltype(tag_);
     with_row_lanes(D, [&](auto g) {
       constexpr int G = decltype(g)::value;
+      if constexpr (std::is_same_v<T, float>) {
+        if (D % 4 == 0 && D <= 16 * G && aligned4({&dx, &dy, &y})) {
+          with_row_groups4<G>(D, [&](auto v) {
+            launch(l2norm_backward4_kernel<G, decltype(v)::value>, row_grid(N, G), kThreads, 0, dx.data<T>(),
+                   dy.data<T>(), y.data<T>(), rstd.data<T>(), N, D);
+          });
+          return;
+        }
+      }
       launch(l2norm_backward_kernel<G, T>, row_grid(N, G), kThreads, 0, dx.data<T>(), dy.data<T>(), y.data<T>(),
              rstd.data<T>(), N, D);
     });
@@ -365,46 +475,70 @@ __global__ void gate_forward_kernel(T* g, T* beta, const A* a, const A* b, const
   }
 }
 
-// da at element i, before it is stored: 0 where g is clamped.
-template <typename T, typename A>
-__device__ inline T gate_da(T dg, A a, T A_log, T dt_bias) {
-  const T xa = in_value<T>(a) + dt_bias;
-  const RawGate<T> rg = raw_gate(A_log, xa);
-  return rg.raw < static_cast<T>(kGateMin) ? T(0) : dg * (-rg.A) * sigmoid_of(xa);
-}
-
-template <typename T, typename A>
-__global__ void gate_backward_kernel(A* da, A* db, const T* dg, const T* dbeta, const A* a, const A* b,
-                                     const T* A_log, const T* dt_bias, int64_t N, int64_t H, GateStrides st) {
-  pdl_enter();
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < N; i += int64_t(blockDim.x) * gridDim.x) {
-    const int64_t r = i / H, h = i - r * H;
-    da[r * st.da + h] = out_value<A>(gate_da(dg[i], a[r * st.a + h], A_log[h], dt_bias[h]));
-    const T s = sigmoid_of(in_value<T>(b[r * st.b + h]));
-    db[r * st.db + h] = out_value<A>(dbeta[i] * s * (T(1) - s));
-  }
-}
-
-// Columns 0..H-1: dA_log terms dg * raw where no guard is active (0 elsewhere); columns H..2H-1: ddt_bias terms, the
-// da values already written (T storage) or, for bfloat16 da, recomputed in T (the sum of the unrounded values, as
-// the CPU adds them). Row r = b*T + t.
-template <typename T, typename A> struct GateParamTerm {
-  const T* dg;
-  const A *da, *a;
-  const T *A_log, *dt_bias;
-  int64_t H;
-  GateStrides st;
-  __device__ double operator()(int64_t r, int64_t m) const {
-    if (m >= H) {
-      const int64_t h = m - H;
-      if constexpr (std::is_same_v<A, T>) return static_cast<double>(da[r * st.da + h]);
-      else return static_cast<double>(gate_da(dg[r * H + h], a[r * st.a + h], A_log[h], dt_bias[h]));
-    }
-    const RawGate<T> rg = raw_gate(A_log[m], in_value<T>(a[r * st.a + m]) + dt_bias[m]);
-    if (rg.raw < static_cast<T>(kGateMin) || !(A_log[m] < static_cast<T>(kGateALogMax))) return 0.0;
-    return static_cast<double>(dg[r * H + m]) * rg.raw;
-  }
+// The backward of one element whose a + dt_bias is xa: da (0 where g is clamped) and its dA_log term dg raw (0 where
+// a guard is active: g clamped, or A_log not below kGateALogMax). The product is not fused into the sum it joins.
+template <typename T> struct GateGrad {
+  T da;
+  double dA_log;
 };
+template <typename T> __device__ inline GateGrad<T> gate_grad(T dg, T xa, T A_log) {
+  const RawGate<T> rg = raw_gate(A_log, xa);
+  if (rg.raw < static_cast<T>(kGateMin)) return {T(0), 0.0};
+  const double term = A_log < static_cast<T>(kGateALogMax) ? __dmul_rn(static_cast<double>(dg), rg.raw) : 0.0;
+  return {dg * (-rg.A) * sigmoid_of(xa), term};
+}
+
+// The gate backward's blocks along the rows, at most (each writes one row of double partials).
+constexpr int64_t kGateBlocks = 1024;
+
+// The heads of a block of the gate backward (Hb = min(H, kThreads)) and its rows per step (P = kThreads / Hb).
+__host__ __device__ inline int gate_block_heads(int64_t H) { return static_cast<int>(H < kThreads ? H : kThreads); }
+
+// da, db, and the partials of dA_log and ddt_bias. Block (x, y) owns heads y * Hb ... (those below H); thread t has
+// head y * Hb + t % Hb and row lane t / Hb (of P; threads beyond P * Hb idle), and visits rows t / Hb + P x,
+// + P gridDim.x, ... (a block step reads P rows' Hb heads, contiguous in dg and dbeta). Each thread adds its dA_log
+// terms and its da values (for bfloat16 da the unrounded T values, as the CPU adds them) in double; the block adds
+// its row lanes' sums by a fixed pairwise tree (shared memory) and writes partial[x, h] (dA_log) and
+// partial[x, H + h] (ddt_bias) of partial [gridDim.x, 2H].
+template <typename T, typename A>
+__global__ void gate_backward_kernel(A* da, A* db, double* partial, const T* dg, const T* dbeta, const A* a,
+                                     const A* b, const T* A_log, const T* dt_bias, int64_t R, int64_t H,
+                                     GateStrides st) {
+  pdl_enter();
+  __shared__ double sums[2][kThreads];
+  const int Hb = gate_block_heads(H), P = kThreads / Hb;
+  const int c = threadIdx.x % Hb, lane = threadIdx.x / Hb;
+  const int64_t h = blockIdx.y * int64_t(Hb) + c;
+  double acc_A = 0, acc_dt = 0;
+  if (lane < P && h < H) {
+    const T al = A_log[h], dtb = dt_bias[h];
+    for (int64_t r = blockIdx.x * int64_t(P) + lane; r < R; r += int64_t(P) * gridDim.x) {
+      const int64_t i = r * H + h;
+      const GateGrad<T> gr = gate_grad(dg[i], in_value<T>(a[r * st.a + h]) + dtb, al);
+      const T s = sigmoid_of(in_value<T>(b[r * st.b + h]));
+      da[r * st.da + h] = out_value<A>(gr.da);
+      db[r * st.db + h] = out_value<A>(dbeta[i] * s * (T(1) - s));
+      acc_A += gr.dA_log;
+      acc_dt += static_cast<double>(gr.da);
+    }
+  }
+  sums[0][threadIdx.x] = acc_A;
+  sums[1][threadIdx.x] = acc_dt;
+  int half = 1;  // the largest power of two below P (1 for P = 1: a step that adds nothing)
+  while (2 * half < P) half *= 2;
+  for (int step = half; step > 0; step /= 2) {  // row lane l takes in the sums of l + step
+    __syncthreads();
+    if (lane < step && lane + step < P) {
+      sums[0][threadIdx.x] += sums[0][threadIdx.x + step * Hb];
+      sums[1][threadIdx.x] += sums[1][threadIdx.x + step * Hb];
+    }
+  }
+  __syncthreads();
+  if (lane == 0 && h < H) {
+    partial[blockIdx.x * 2 * H + h] = sums[0][c];
+    partial[blockIdx.x * 2 * H + H + h] = sums[1][c];
+  }
+}
 
 template <typename T> struct GateParamStore {
   T *dA_log, *ddt_bias;
@@ -449,19 +583,21 @@ void gdn_gate_backward(const Tensor& da, const Tensor& db, const Tensor& dA_log,
   GDN_CHECK(b.dtype() == a.dtype() && da.dtype() == a.dtype() && db.dtype() == a.dtype(),
             "gdn_gate_backward: a, b, da, db must be of one dtype, got {}, {}, {}, {}", a.dtype(), b.dtype(),
             da.dtype(), db.dtype());
+  // S blocks along the rows (a function of N and H only), ceil(H / Hb) along the heads.
+  const int Hb = gate_block_heads(H);
+  const int64_t R = N / H, P = kThreads / Hb, heads_y = (H + Hb - 1) / Hb;
+  const int64_t S = std::clamp<int64_t>((R + P - 1) / P, 1, std::max<int64_t>(1, kGateBlocks / heads_y));
+  Tensor partial = Tensor::empty({S, 2 * H}, kFloat64, a.device());
   dispatch_float(arithmetic_dtype(a.dtype()), "cuda gdn_gate_backward", [&](auto tag_) {
     using T = decltype(tag_);
     with_storage<T>(a, [&](auto* ap) {
       using A = std::remove_pointer_t<decltype(ap)>;
-      A *dap = static_cast<A*>(da.raw_data()), *dbp = static_cast<A*>(db.raw_data());
-      if (N > 0) {
-        launch(gate_backward_kernel<T, A>, grid_for(N), kThreads, 0, dap, dbp, dg.data<T>(), dbeta.data<T>(), ap,
-               static_cast<const A*>(b.raw_data()), A_log.data<T>(), dt_bias.data<T>(), N, H, st);
-      }
-      // dA_log, ddt_bias [H]: sums over the N / H rows, in double.
-      column_reduce(a.device(), N / H, 2 * H,
-                    GateParamTerm<T, A>{dg.data<T>(), dap, ap, A_log.data<T>(), dt_bias.data<T>(), H, st},
-                    GateParamStore<T>{dA_log.data<T>(), ddt_bias.data<T>(), H});
+      launch(gate_backward_kernel<T, A>, dim3(static_cast<unsigned>(S), static_cast<unsigned>(heads_y)), kThreads, 0,
+             static_cast<A*>(da.raw_data()), static_cast<A*>(db.raw_data()), partial.data<double>(), dg.data<T>(),
+             dbeta.data<T>(), ap, static_cast<const A*>(b.raw_data()), A_log.data<T>(), dt_bias.data<T>(), R, H, st);
+      // dA_log, ddt_bias [H]: the S block partials of each, a warp per column.
+      launch(column_finalize_kernel<GateParamStore<T>>, grid_for(2 * H * 32), kThreads, 0, partial.data<double>(), S,
+             2 * H, GateParamStore<T>{dA_log.data<T>(), ddt_bias.data<T>(), H});
     });
   });
 }

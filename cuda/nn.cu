@@ -9,18 +9,22 @@
 //   then a thread group per row v takes its run [lo, hi) and adds dout[pos[lo]], dout[pos[lo+1]], ... in T starting
 //   from 0, writing every element of dweight once (0 for ids that never occur). That is exactly the CPU loop's order
 //   (positions ascending), so the result is bit-identical to the CPU twin.
-// rms_norm_forward / rms_norm_backward: a warp per row for D <= 1024, else a block per row; sums of squares and
-//   dot products in double as on the CPU; the residual add before the norm (h = x + r) and the residual gradient
-//   after it (dx + dres) fused in when given; y may be bfloat16 for float32 x (each value rounded once: the operand
-//   of a bf16 GEMM, written by the norm instead of a copy kernel). dx = r * (dy * w - xh * mean(dy * w * xh)),
-//   xh = x * r. dw [D] = sum over rows of dy * xh in double, in two passes without atomics. For D <= 512 the dx
-//   kernel makes the first pass itself (dy and x read once): lane l of a row's warp holds the row's values of its
-//   columns l, l + 32, ... in registers and adds their dw terms over the rows it visits (grid-stride over at most 512
-//   blocks of 8 warps: a grid that depends only on N), and each block adds its warps' sums in warp order into its row
-//   of a double partial [P, D]. For wider rows a separate kernel reads dy and x again: blocks of 32 columns x 8 row
-//   lanes, each summing a fixed range of rows into partial [P, D] (lanes added in lane order). Then a warp per column
-//   adds the P partials in a fixed order (warp_column_sum). Same bits on every run; the CPU adds rows serially, so dw
-//   agrees to rounding of a double sum.
+// rms_norm_forward / rms_norm_backward: a warp per row for D <= 1024, else a block per row; sums of squares and dot
+//   products in double as on the CPU; the residual add before the norm (h = x + r) and the residual gradient after it
+//   (dx + dres) fused in when given; y may be bfloat16 for float32 x (each value rounded once: the operand of a bf16
+//   GEMM, written by the norm instead of a copy kernel). Float32 rows with D % 4 == 0 and 16-byte aligned data (y in
+//   bfloat16: 8-byte) go four columns a load and a store (the forward for D <= 1024, the one-pass backward for
+//   D <= 512), each lane issuing all of its loads of a row before the first use; other rows (float64, other D,
+//   misaligned data) go one element per lane at a time. Each element's arithmetic is the same on both paths; only the
+//   order of the double row sums' additions differs. dx = r * (dy * w - xh * mean(dy * w * xh)), xh = x * r.
+//   dw [D] = sum over rows of dy * xh in double, in two passes without atomics. For D <= 512 the dx kernel makes the
+//   first pass itself (dy and x read once): lane l of a row's warp holds the row's values of its columns (l, l + 32,
+//   ..., or its groups of four columns l, l + 32, ...) in registers and adds their dw terms over the rows it visits
+//   (grid-stride over at most 512 blocks of 8 warps: a grid that depends only on N), and each block adds its warps'
+//   sums in warp order into its row of a double partial [P, D]. For wider rows a separate kernel reads dy and x again:
+//   blocks of 32 columns x 8 row lanes, each summing a fixed range of rows into partial [P, D] (lanes added in lane
+//   order). Then a warp per column adds the P partials in a fixed order (warp_column_sum). Same bits on every run; the
+//   CPU adds rows serially, so dw agrees to rounding of a double sum.
 //
 // Ids out of range: the CPU twin throws ("id {} at position {} is outside [0, V)"). Reporting that from here would
 // need a host read of device memory (a sync), which the kernels must not do. Instead no kernel reads or writes out of
@@ -235,6 +239,57 @@ __global__ void rms_norm_forward_kernel(Y* __restrict__ y, T* __restrict__ rstd,
   }
 }
 
+// The float32 path for D % 4 == 0, D <= 128 * V and 16-byte aligned data (8-byte for a bfloat16 y): a warp per row,
+// lane l owns the groups of four columns q = l, l + 32, ... (V of them, those below D / 4), loaded and stored 16 bytes
+// at a time (8 for bfloat16 y). All of a row's loads (x and res) are issued into registers before the first use, s
+// stays in registers from the row sum to y, and w's groups are loaded once per thread. Each element's arithmetic is
+// the kernel's above; the lane's double row sum adds its groups in order, each group's four columns in order.
+template <int V, typename Y>
+__global__ void rms_norm_forward_rows4_kernel(Y* __restrict__ y, float* __restrict__ rstd, float* __restrict__ h,
+                                              const float* __restrict__ x, const float* __restrict__ res,
+                                              const float* __restrict__ w, int64_t N, int64_t D, double eps) {
+  pdl_enter();
+  constexpr int kRows = kThreads / 32;
+  const int lane = threadIdx.x & 31;
+  const int64_t D4 = D / 4;
+  const float4 zero = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  float4 wv[V];
+#pragma unroll
+  for (int k = 0; k < V; ++k) wv[k] = lane + 32 * k < D4 ? load4(w, lane + 32 * k) : zero;
+  for (int64_t i = blockIdx.x * int64_t(kRows) + threadIdx.x / 32; i < N; i += int64_t(gridDim.x) * kRows) {
+    float4 s[V], rv[V];
+#pragma unroll
+    for (int k = 0; k < V; ++k) {
+      const bool in = lane + 32 * k < D4;
+      s[k] = in ? load4(x + i * D, lane + 32 * k) : zero;
+      rv[k] = res && in ? load4(res + i * D, lane + 32 * k) : zero;
+    }
+    double ss = 0;
+#pragma unroll
+    for (int k = 0; k < V; ++k) {
+      if (lane + 32 * k >= D4) continue;
+      if (res) {
+        s[k] = make_float4(s[k].x + rv[k].x, s[k].y + rv[k].y, s[k].z + rv[k].z, s[k].w + rv[k].w);
+        store4(h + i * D, lane + 32 * k, s[k]);
+      }
+      ss += static_cast<double>(s[k].x) * s[k].x;
+      ss += static_cast<double>(s[k].y) * s[k].y;
+      ss += static_cast<double>(s[k].z) * s[k].z;
+      ss += static_cast<double>(s[k].w) * s[k].w;
+    }
+    ss = warp_sum(ss);
+    const float r = static_cast<float>(1.0 / sqrt(ss / D + eps));
+    if (lane == 0) rstd[i] = r;
+#pragma unroll
+    for (int k = 0; k < V; ++k) {
+      if (lane + 32 * k >= D4) continue;
+      const float4 v = make_float4(s[k].x * r * wv[k].x, s[k].y * r * wv[k].y, s[k].z * r * wv[k].z,
+                                   s[k].w * r * wv[k].w);
+      store4(y + i * D, lane + 32 * k, v);
+    }
+  }
+}
+
 // With dres: dx + dres (the residual sum's gradient from its other consumers).
 template <int G, typename T>
 __global__ void rms_norm_dx_kernel(T* __restrict__ dx, const T* __restrict__ dy, const T* __restrict__ dres,
@@ -260,56 +315,86 @@ __global__ void rms_norm_dx_kernel(T* __restrict__ dx, const T* __restrict__ dy,
   }
 }
 
-// One pass for D <= 32 * C (a warp per row): lane l owns columns l, l + 32, ... (C of them, those below D), keeps
-// its values of a row (dy, x, w, dres) in registers from the dot product to dx, and adds its columns' dw terms
-// dy * xh over the rows it visits in double. At the end the block adds them warp by warp in order of the warp (shared
-// memory) and writes its row of partial [gridDim.x, D]. With dres: dx + dres. The launch bounds hold float32 at 3
-// blocks per SM for C <= 8 (2 for C = 16) without spills.
-template <int C, typename T>
+// One pass for D <= 32 * C (a warp per row): lane l owns C columns of the row, those below D: l, l + 32, ..., or
+// with V4 (float32, D % 4 == 0, 16-byte aligned rows and w) the groups of four columns l, l + 32, ... (C / 4 of them),
+// loaded and stored 16 bytes at a time. It keeps its values of a row (dy, x, w, dres) in registers from the dot
+// product to dx (all of a row's loads are issued before the first use; w is loaded once per thread, or with V4 with
+// each row, from cache, which keeps C = 16 within the launch bounds), and adds its columns' dw terms dy * xh over
+// the rows it visits in double. At the end the block adds them warp by warp in order of the warp (shared memory) and
+// writes its row of partial [gridDim.x, D]. With dres: dx + dres. The launch bounds hold float32 at 3 blocks per SM
+// for C <= 8 (2 for C = 16) without spills.
+template <int C, bool V4, typename T>
 __global__ void __launch_bounds__(kThreads, sizeof(T) == 4 ? (C <= 8 ? 3 : 2) : 1)
     rms_norm_backward_rows_kernel(T* __restrict__ dx, double* __restrict__ partial, const T* __restrict__ dy,
                                   const T* __restrict__ dres, const T* __restrict__ x, const T* __restrict__ w,
                                   const T* __restrict__ rstd, int64_t N, int64_t D) {
   pdl_enter();
+  static_assert(!V4 || (std::is_same_v<T, float> && C % 4 == 0), "the four-column path is float32's");
   constexpr int kRows = kThreads / 32;
   __shared__ double warp_dw[kRows][C * 32];
   const int lane = threadIdx.x & 31;
+  // The lane's j-th column; with V4 the (j % 4)-th column of its group j / 4.
+  auto col = [lane](int j) -> int64_t { return V4 ? 4 * (lane + 32 * (j / 4)) + j % 4 : lane + 32 * j; };
   T wv[C];
   double acc[C];
 #pragma unroll
   for (int j = 0; j < C; ++j) {
-    wv[j] = lane + j * 32 < D ? w[lane + j * 32] : T(0);
+    if constexpr (!V4) wv[j] = col(j) < D ? w[col(j)] : T(0);
     acc[j] = 0;
   }
   for (int64_t i = blockIdx.x * int64_t(kRows) + threadIdx.x / 32; i < N; i += int64_t(gridDim.x) * kRows) {
     const T r = rstd[i];
     T g[C], xv[C], rv[C];
+    if constexpr (V4) {
+      const float4 zero = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
 #pragma unroll
-    for (int j = 0; j < C; ++j) {
-      const int64_t d = lane + j * 32;
-      g[j] = d < D ? dy[i * D + d] : T(0);
-      xv[j] = d < D ? x[i * D + d] : T(0);
-      rv[j] = dres && d < D ? dres[i * D + d] : T(0);
+      for (int k = 0; k < C / 4; ++k) {
+        const int64_t q = lane + 32 * k;
+        const bool in = q < D / 4;
+        const float4 a = in ? load4(dy + i * D, q) : zero, b = in ? load4(x + i * D, q) : zero;
+        const float4 c = dres && in ? load4(dres + i * D, q) : zero, e = in ? load4(w, q) : zero;
+        g[4 * k] = a.x, g[4 * k + 1] = a.y, g[4 * k + 2] = a.z, g[4 * k + 3] = a.w;
+        xv[4 * k] = b.x, xv[4 * k + 1] = b.y, xv[4 * k + 2] = b.z, xv[4 * k + 3] = b.w;
+        rv[4 * k] = c.x, rv[4 * k + 1] = c.y, rv[4 * k + 2] = c.z, rv[4 * k + 3] = c.w;
+        wv[4 * k] = e.x, wv[4 * k + 1] = e.y, wv[4 * k + 2] = e.z, wv[4 * k + 3] = e.w;
+      }
+    } else {
+#pragma unroll
+      for (int j = 0; j < C; ++j) {
+        const int64_t d = col(j);
+        g[j] = d < D ? dy[i * D + d] : T(0);
+        xv[j] = d < D ? x[i * D + d] : T(0);
+        rv[j] = dres && d < D ? dres[i * D + d] : T(0);
+      }
     }
     double dot = 0;
 #pragma unroll
     for (int j = 0; j < C; ++j) {
-      if (lane + j * 32 >= D) continue;
+      if (col(j) >= D) continue;
       dot += static_cast<double>(g[j]) * wv[j] * xv[j] * r;
       acc[j] += static_cast<double>(g[j]) * xv[j] * r;
     }
     dot = warp_sum(dot);
     const T mean_dot = static_cast<T>(dot / D);
-#pragma unroll
-    for (int j = 0; j < C; ++j) {
-      const int64_t d = lane + j * 32;
+    auto dx_value = [&](int j) {
       const T xh = xv[j] * r;
       const T v = r * (g[j] * wv[j] - xh * mean_dot);
-      if (d < D) dx[i * D + d] = dres ? v + rv[j] : v;
+      return dres ? v + rv[j] : v;
+    };
+    if constexpr (V4) {
+#pragma unroll
+      for (int k = 0; k < C / 4; ++k)
+        if (lane + 32 * k < D / 4)
+          store4(dx + i * D, lane + 32 * k,
+                 make_float4(dx_value(4 * k), dx_value(4 * k + 1), dx_value(4 * k + 2), dx_value(4 * k + 3)));
+    } else {
+#pragma unroll
+      for (int j = 0; j < C; ++j)
+        if (col(j) < D) dx[i * D + col(j)] = dx_value(j);
     }
   }
 #pragma unroll
-  for (int j = 0; j < C; ++j) warp_dw[threadIdx.x / 32][lane + j * 32] = acc[j];
+  for (int j = 0; j < C; ++j) warp_dw[threadIdx.x / 32][col(j)] = acc[j];
   __syncthreads();
   for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
     double total = 0;
@@ -368,6 +453,14 @@ template <typename F> void with_row_cols(int64_t D, F f) {
   else f(std::integral_constant<int, kRowColsMax>());
 }
 
+// Calls f(std::integral_constant<int, V>()) with the smallest V of 1, 2, 4, 8 such that D <= 128 * V (D <= 1024).
+template <typename F> void with_row_groups4(int64_t D, F f) {
+  if (D <= 128) f(std::integral_constant<int, 1>());
+  else if (D <= 256) f(std::integral_constant<int, 2>());
+  else if (D <= 512) f(std::integral_constant<int, 4>());
+  else f(std::integral_constant<int, 8>());
+}
+
 void rms_norm_forward(const Tensor& y, const Tensor& rstd, const Tensor& h, const Tensor& x, const Tensor& r,
                       const Tensor& w, double eps) {
   GDN_CHECK(x.is_contiguous() && y.is_contiguous() && w.is_contiguous() && rstd.is_contiguous(),
@@ -388,6 +481,15 @@ void rms_norm_forward(const Tensor& y, const Tensor& rstd, const Tensor& h, cons
     const T* rp = r.defined() ? r.data<T>() : nullptr;
     with_storage<T>(y, [&](auto* yp) {
       using Y = std::remove_pointer_t<decltype(yp)>;
+      if constexpr (std::is_same_v<T, float>) {
+        if (D <= 1024 && D % 4 == 0 && aligned4({&x, &y, &w}) && (!r.defined() || aligned4({&r, &h}))) {
+          with_row_groups4(D, [&](auto v) {
+            launch(rms_norm_forward_rows4_kernel<decltype(v)::value, Y>, grid_for(N, kThreads / 32), kThreads, 0, yp,
+                   rstd.data<T>(), hp, x.data<T>(), rp, w.data<T>(), N, D, eps);
+          });
+          return;
+        }
+      }
       if (D <= 1024) {
         launch(rms_norm_forward_kernel<32, T, Y>, grid_for(N, kThreads / 32), kThreads, 0, yp, rstd.data<T>(), hp,
                x.data<T>(), rp, w.data<T>(), N, D, eps);
@@ -421,9 +523,16 @@ void rms_norm_backward(const Tensor& dx, const Tensor& dw, const Tensor& dy, con
       // partials, a warp per column. P depends only on N.
       const unsigned P = grid_for(N, kThreads / 32, kRowBlocks);
       Tensor partial = Tensor::empty({static_cast<int64_t>(P), D}, kFloat64, x.device());
+      // Float32 rows go four columns a load and a store where D % 4 == 0 and the rows and w are 16-byte aligned.
+      const bool v4 = std::is_same_v<T, float> && D % 4 == 0 && aligned4({&dx, &dy, &x, &w}) &&
+                      (!dres.defined() || aligned4({&dres}));
       with_row_cols(D, [&](auto c) {
-        launch(rms_norm_backward_rows_kernel<decltype(c)::value, T>, P, kThreads, 0, dx.data<T>(),
-               partial.data<double>(), dy.data<T>(), drp, x.data<T>(), w.data<T>(), rstd.data<T>(), N, D);
+        constexpr int C = decltype(c)::value;
+        auto kernel = rms_norm_backward_rows_kernel<C, false, T>;
+        if constexpr (std::is_same_v<T, float>)
+          if (v4) kernel = rms_norm_backward_rows_kernel<C, true, T>;
+        launch(kernel, P, kThreads, 0, dx.data<T>(), partial.data<double>(), dy.data<T>(), drp, x.data<T>(),
+               w.data<T>(), rstd.data<T>(), N, D);
       });
       launch(rms_norm_dw_partials_kernel<T>, grid_for(D * 32), kThreads, 0, dw.data<T>(), partial.data<double>(), D, P);
       return;
