@@ -15,6 +15,7 @@ void register_cross_entropy_kernels(KernelTable& t);         // cuda/cross_entro
 void register_optimizer_kernels(KernelTable& t);             // cuda/optimizer.cu
 void register_moe_kernels(KernelTable& t);                   // cuda/moe.cu
 void register_gated_deltanet_ops_kernels(KernelTable& t);    // cuda/gated_deltanet_ops.cu
+void register_gdn_gate_kernels(KernelTable& t);              // cuda/gdn_gate.cu
 void register_causal_conv1d_kernels(KernelTable& t);         // cuda/causal_conv1d.cu
 void register_delta_rule_recurrent_kernels(KernelTable& t);  // cuda/delta_rule_recurrent.cu
 void register_delta_rule_chunked_kernels(KernelTable& t);    // cuda/delta_rule_chunked.cu
@@ -28,6 +29,7 @@ inline void register_cuda_kernels(KernelTable& t) {
   register_optimizer_kernels(t);
   register_moe_kernels(t);
   register_gated_deltanet_ops_kernels(t);
+  register_gdn_gate_kernels(t);
   register_causal_conv1d_kernels(t);
   register_delta_rule_recurrent_kernels(t);
   register_delta_rule_chunked_kernels(t);

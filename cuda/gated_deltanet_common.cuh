@@ -1,6 +1,6 @@
 // cuda/gated_deltanet_common.cuh — what the kernels of the small Gated DeltaNet operators share
-// (cuda/gated_deltanet_ops.cu, cuda/causal_conv1d.cu): the scalar helpers of their CPU twins and the two-pass
-// deterministic column reduction of their parameter gradients (the decomposition is described in
+// (cuda/gated_deltanet_ops.cu, cuda/gdn_gate.cu, cuda/causal_conv1d.cu): the scalar helpers of their CPU twins and
+// the two-pass deterministic column reduction of their parameter gradients (the decomposition is described in
 // cuda/gated_deltanet_ops.cu).
 #pragma once
 
