@@ -11,8 +11,8 @@
 // any global memory; it waits (griddepcontrol.wait) until the preceding grid has completed and its writes are
 // visible (it does not trigger its dependents early: the next kernel is scheduled as its blocks exit). A kernel is
 // launched through launch() if and only if it begins with pdl_enter(), and no kernel in cuda/ is launched with the
-// triple-chevron syntax (tests/pdl_launches.sh checks both). Kernels of libraries (cuBLAS, CUB) are launched by them as usual, and
-// one of ours that follows them waits for them in full.
+// triple-chevron syntax (tests/pdl_launches.sh checks both). Kernels of libraries (cuBLAS, CUB) are launched by them
+// as usual, and one of ours that follows them waits for them in full.
 // GDN_PDL=0 turns the attribute off (plain stream order; for A/B runs and debugging); it is also off on devices below
 // compute capability 9.0, and for device code built below compute_90 (there pdl_enter() compiles to nothing).
 //
