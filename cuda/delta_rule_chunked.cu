@@ -54,7 +54,7 @@
 // cuda/delta_rule_chunked_mma_host.cuh; the backward unless GDN_DR_BACKWARD=float32,
 // delta_rule_chunked_backward_takes_tensor_cores in cuda/delta_rule_chunked_path.h): forward prepare_mma_kernel,
 // forward_recur_mma_kernel, chunk_output_mma_kernel; backward (prepare_mma_kernel unless the forward's scratch is
-// handed over), backward_pre_mma_kernel, backward_recur_mma_kernel, chunk_grad_mma_kernel. Their tile products (K
+// handed over; then Vn is the forward's too), backward_pre_mma_kernel, backward_recur_mma_kernel, chunk_grad_mma_kernel. Their tile products (K
 // K^T, Q K^T, W H, K^T Vn, Q H, P Vn, P^T dO, Q^T dO, K dH, W^T dVn and the products of the chunk gradient) are
 // bfloat16 wmma with float32 accumulation; the gates, Gam, Lm, both triangular solves, the states H and dH and every
 // epilogue stay float32 (the cumsums double). float64 tensors and Precision::Float32 run the kernels below,
@@ -245,9 +245,9 @@ struct Prepared {
 };
 
 // The forward hands its step-1 scratch to the backward through `saved` (the op keeps it between the two): W, U, P,
-// eg, r of Prepared (5 tensors, W in the input's dtype) from the float32 / float64 paths, Wb, Kb, U, P, eg, r of
-// mma::Prepared (6, Wb in bfloat16) from the tensor-core path. The backward reuses it when its own path takes the
-// same layout (same kernel, same inputs: the same bits) and recomputes it otherwise.
+// eg, r of Prepared (5 tensors, W in the input's dtype) from the float32 / float64 paths, Wb, Kb, U, P, eg, r and the
+// recurrence's Vn of mma::Prepared (7, Wb in bfloat16) from the tensor-core path. The backward reuses it when its own
+// path takes the same layout (same kernel, same inputs: the same bits) and recomputes it otherwise.
 bool saved_matches(const std::vector<Tensor>& saved, const Dims& d, DType w_dtype, size_t count) {
   return saved.size() == count && saved[0].dtype() == w_dtype && saved[0].dim() == 4 && saved[0].size(0) == d.B &&
          saved[0].size(1) == d.Hv && saved[0].size(2) == d.T && saved[0].size(3) == d.K;
@@ -309,7 +309,7 @@ void gated_delta_rule_chunked_forward(const Tensor& o, const Tensor& final_state
           mma::Prepared keep;
           mma::forward(d, mp, o, final_state, chunk_states, q, k, v, g, beta, initial_state, static_cast<float>(scale),
                        saved ? &keep : nullptr);
-          if (saved) *saved = {keep.Wb, keep.Kb, keep.U, keep.P, keep.EG, keep.R};
+          if (saved) *saved = {keep.Wb, keep.Kb, keep.U, keep.P, keep.EG, keep.R, keep.Vn};
           g_paths.forward = kPathMma;
           return;
         }
@@ -387,9 +387,10 @@ void gated_delta_rule_chunked_backward(const Tensor& dq, const Tensor& dk, const
         if (mp.ok) {
           const Tensor dqs = grouped ? Tensor::empty({d.B, d.Hv, d.T, d.K}, q.dtype(), dev) : dq;
           const Tensor dks = grouped ? Tensor::empty({d.B, d.Hv, d.T, d.K}, q.dtype(), dev) : dk;
-          const bool have = saved_matches(saved, d, kBFloat16, 6);
-          const mma::Prepared given = have ? mma::Prepared{saved[0], saved[1], saved[2], saved[3], saved[4], saved[5]}
-                                           : mma::Prepared{};
+          const bool have = saved_matches(saved, d, kBFloat16, 7);
+          const mma::Prepared given =
+              have ? mma::Prepared{saved[0], saved[1], saved[2], saved[3], saved[4], saved[5], saved[6]}
+                   : mma::Prepared{};
           mma::backward(d, mp, dqs, dks, grouped ? d.K : d.Hk * d.K, dv, dg, dbeta, dinitial_state, do_, dfinal_state,
                         q, k, v, g, beta, chunk_states, sc, have ? &given : nullptr);
           if (grouped) key_head_sums<Tp>(d, dq, dk, dqs, dks);

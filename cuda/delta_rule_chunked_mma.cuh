@@ -23,10 +23,11 @@
 //                          off-diagonal block updates both float32: the solve is the numerically sensitive step).
 //                          Stores U, P, eg, r in float32 as prepare_tiled_kernel, W in bfloat16 [B,Hv,T,K] (every
 //                          consumer uses W as a tensor-core operand only), and K of the value head in bfloat16
-//                          [B,Hv,T,K] for the recurrences.
+//                          [B,Hv,T,K] for the recurrences. Q, K and V are asked of L2 before the gates.
 //   chunk_output_mma_kernel grid (NC ceil(V/vp), Hv, B), vp in {32, 16}: O = scale ((eg ⊙ Q) H + P Vn), one
 //                          accumulator over both products (eg ⊙ Q rounded to bf16 once).
-//   backward_pre_mma_kernel grid as chunk_output: Vn = U - W H, A = scale P^T dO, Qd = Q^T (scale eg ⊙ dO).
+//   backward_pre_mma_kernel grid as chunk_output: A = scale P^T dO, Qd = Q^T (scale eg ⊙ dO); Vn = U - W H only
+//                          when the forward's Vn was not handed over (kVn).
 // Shared memory: each kernel's Layout (below) gives the byte offsets, every piece 128-byte aligned, plus the warp
 // stages, one [16,16] float32 per warp: room for 16 warps (512 threads, kParThreads) in the chunk-parallel kernels,
 // 8 (256 threads) in the recurrences.
@@ -100,12 +101,16 @@ __global__ void __launch_bounds__(kParThreads<float>)
   bf16* Qb = at<bf16>(smem_mma, lay.Qb);  // [Cp, K+8]
   bf16* Kb = at<bf16>(smem_mma, lay.Kb);  // [Cp, K+8]
   float* X = at<float>(smem_mma, lay.X);  // [C, NT] once Q and K are no longer needed
-  chunk_gates_tiled(d, g, beta, b, hv, t0, L, gam, decay, eg, r, bt, Gam, ldc);
-
   const int64_t ks = d.Hk * d.K, vs = d.Hv * d.V, hr = d.head_row(b, hv, t0);
   const float* Qc = q + d.key_row(b, t0, hv);
   const float* Kc = k + d.key_row(b, t0, hv);
   const float* Vc = v + d.value_row(b, t0, hv);
+  // Q, K and V (read after the gates, V only by the solve) asked of L2 first
+  prefetch_rows_l2(Qc, ks * 4, L, K * 4);
+  prefetch_rows_l2(Kc, ks * 4, L, K * 4);
+  prefetch_rows_l2(Vc, vs * 4, L, V * 4);
+  chunk_gates_tiled(d, g, beta, b, hv, t0, L, gam, decay, eg, r, bt, Gam, ldc);
+
   if constexpr (S::fixed) {
     stage_rows2<S>(Qb, Kb, ldk, L, Qc, Kc, ks);
   } else {
@@ -301,12 +306,12 @@ __global__ void __launch_bounds__(kParThreads<float>)
 
 struct PreLayout {
   size_t Wb, Qb, Hb, dOb, dOe, Pb, stage, total;
-  __host__ __device__ PreLayout(int64_t C, int64_t K, int64_t vp) {
+  __host__ __device__ PreLayout(int64_t C, int64_t K, int64_t vp, bool vn) {  // vn: room for W and H (Vn made)
     const int64_t Cp = pad16(C);
     Carve c;
-    Wb = c.take<bf16>(Cp * (K + kPadB));
+    Wb = c.take<bf16>(vn ? Cp * (K + kPadB) : 0);
     Qb = c.take<bf16>(Cp * (K + kPadB));
-    Hb = c.take<bf16>(K * (vp + kPadB));
+    Hb = c.take<bf16>(vn ? K * (vp + kPadB) : 0);
     dOb = c.take<bf16>(Cp * (vp + kPadB));
     dOe = c.take<bf16>(Cp * (vp + kPadB));
     Pb = c.take<bf16>(Cp * (Cp + kPadB));
@@ -316,8 +321,9 @@ struct PreLayout {
 };
 
 // The dH-independent part of the backward state pass for chunk blockIdx.x / nvt, value columns
-// [vp (blockIdx.x % nvt), +vp): Vn = U - W H -> Vng, A = scale P^T dO -> Ag, Qd = Q^T (scale eg ⊙ dO) -> Qdg.
-template <typename S>
+// [vp (blockIdx.x % nvt), +vp): A = scale P^T dO -> Ag, Qd = Q^T (scale eg ⊙ dO) -> Qdg, and with kVn Vn = U - W H ->
+// Vng (the same products as the forward recurrence's, so the same bits; without kVn Vng is the forward's, not read).
+template <typename S, bool kVn>
 __global__ void __launch_bounds__(kParThreads<float>)
     backward_pre_mma_kernel(Dims d, int vp, float* __restrict__ Vng, float* __restrict__ Ag, float* __restrict__ Qdg,
                             const float* __restrict__ chunk_states, const bf16* __restrict__ Wbg,
@@ -336,7 +342,7 @@ __global__ void __launch_bounds__(kParThreads<float>)
   const int64_t t0 = n * d.C, hr = d.head_row(b, hv, t0);
   const int L = static_cast<int>(min(d.C, d.T - t0));
   const int ldk = K + kPadB, ldv = vp + kPadB, ldp = Cp + kPadB;
-  const PreLayout lay(C, K, vp);
+  const PreLayout lay(C, K, vp, kVn);
   bf16* Wb = at<bf16>(smem_mma, lay.Wb);    // [Cp, K+8]
   bf16* Qb = at<bf16>(smem_mma, lay.Qb);    // [Cp, K+8]
   bf16* Hb = at<bf16>(smem_mma, lay.Hb);    // [K, vp+8]
@@ -353,15 +359,17 @@ __global__ void __launch_bounds__(kParThreads<float>)
     constexpr int C_ = S::C, K_ = S::K, kT = kParThreads<float>, tv = kFixedTile / 4, kw = K_ / 8;
     static_assert(C_ * K_ % (4 * kT) == 0 && C_ * C_ % (4 * kT) == 0 && C_ * tv % kT == 0 && K_ * tv % kT == 0 &&
                       C_ * kw % kT == 0, "whole vectors per thread");
-    constexpr int kW = C_ * kw / kT;
-    uint4 w[kW];  // W's bf16 rows, 8 values a load
+    constexpr int kW = kVn ? C_ * kw / kT : 0;
+    uint4 w[kW > 0 ? kW : 1];  // W's bf16 rows, 8 values a load
 #pragma unroll
     for (int u = 0; u < kW; ++u) {
       const int e = threadIdx.x + u * kT, i = e / kw;
       w[u] = i < L ? reinterpret_cast<const uint4*>(Wbg + (hr + i) * d.K)[e - i * kw] : make_uint4(0, 0, 0, 0);
     }
     const auto fq = fetch_rows<C_ * K_ / 4 / kT>(Qc, d.Hk * d.K, L, K_ / 4);
-    const auto fh = fetch_rows<K_ * tv / kT>(Hc, V, K_, tv);
+    constexpr int kH = kVn ? K_ * tv / kT : 1;
+    Fetched<kH> fh{};
+    if constexpr (kVn) fh = fetch_rows<kH>(Hc, V, K_, tv);
     const auto fo = fetch_rows<C_ * tv / kT>(dOc, vs, L, tv, EGg + hr);
     const auto fp = fetch_rows<C_ * C_ / 4 / kT>(P, C_, L, C_ / 4);
 #pragma unroll
@@ -370,7 +378,7 @@ __global__ void __launch_bounds__(kParThreads<float>)
       *reinterpret_cast<uint4*>(Wb + i * ldk + 8 * (e - i * kw)) = w[u];
     }
     put_rows(fq, Qb, ldk, K_ / 4, AsIs());
-    put_rows(fh, Hb, ldv, tv, AsIs());
+    if constexpr (kVn) put_rows(fh, Hb, ldv, tv, AsIs());
     put_rows(fp, Pb, ldp, C_ / 4, Lower());
     // fo carries eg per row: dOb = dO (x / eg would round differently, so the values are taken before the scale),
     // dOe = sc eg dO.
@@ -383,21 +391,25 @@ __global__ void __launch_bounds__(kParThreads<float>)
       put_bf16x4(dOe + i * ldv + j, make_float4(s * x.x, s * x.y, s * x.z, s * x.w));
     }
   } else {
-    for (int e = threadIdx.x; e < Cp * K; e += blockDim.x) {  // W is bf16 already
-      const int i = e / K, c = e - i * K;
-      Wb[i * ldk + c] = i < L ? Wbg[(hr + i) * d.K + c] : __float2bfloat16(0.0f);
+    if constexpr (kVn) {
+      for (int e = threadIdx.x; e < Cp * K; e += blockDim.x) {  // W is bf16 already
+        const int i = e / K, c = e - i * K;
+        Wb[i * ldk + c] = i < L ? Wbg[(hr + i) * d.K + c] : __float2bfloat16(0.0f);
+      }
+      stage_rows<S>(Hb, ldv, K, K, nv, [&](int kk) { return Hc + int64_t(kk) * V; }, Unscaled());
     }
     stage_rows<S>(Qb, ldk, L, Cp, K, [&](int i) { return Qc + i * d.Hk * d.K; }, Unscaled());
-    stage_rows<S>(Hb, ldv, K, K, nv, [&](int kk) { return Hc + int64_t(kk) * V; }, Unscaled());
     stage_rows<S>(dOb, ldv, L, Cp, nv, [&](int i) { return dOc + i * vs; }, Unscaled());
     stage_rows<S>(dOe, ldv, L, Cp, nv, [&](int i) { return dOc + i * vs; },
                   [&](int i) { return sc * EGg[hr + i]; });
     stage_bf16(Pb, ldp, L, Cp, Cp, [&](int i, int j) { return j <= i ? P[i * C + j] : 0.0f; });
   }
   __syncthreads();
-  mma_tiles(
-      L, nv, stage, [&](int tm, int tn, Acc& acc) { mma_acc<RowMajor, RowMajor>(acc, tm, tn, 0, K, Wb, ldk, Hb, ldv); },
-      [&](int i, int c, float s) { Vng[(hr + i) * d.V + c0 + c] = Ug[(hr + i) * d.V + c0 + c] - s; });
+  if constexpr (kVn)
+    mma_tiles(
+        L, nv, stage,
+        [&](int tm, int tn, Acc& acc) { mma_acc<RowMajor, RowMajor>(acc, tm, tn, 0, K, Wb, ldk, Hb, ldv); },
+        [&](int i, int c, float s) { Vng[(hr + i) * d.V + c0 + c] = Ug[(hr + i) * d.V + c0 + c] - s; });
   // P^T is upper: row block tm needs the inner blocks from tm on.
   mma_tiles(
       L, nv, stage,

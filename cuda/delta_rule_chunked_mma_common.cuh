@@ -252,6 +252,34 @@ __device__ __forceinline__ void async_rows_bf16(bf16* dst, int ld, const bf16* s
     cp_async16(dst + i * ld + c, src + i * stride + c);
   }
 }
+// float32 rows dst[i ld + c] = src[i stride + c], i < rows, c < cols, 16 bytes a copy, asynchronously (cols, ld and
+// stride multiples of 4, src 16-byte aligned).
+__device__ __forceinline__ void async_rows_f4(float* dst, int ld, const float* src, int64_t stride, int rows,
+                                              int cols) {
+  const int cv = cols / 4;
+  for (int e = threadIdx.x; e < rows * cv; e += blockDim.x) {
+    const int i = e / cv, c = (e - i * cv) * 4;
+    cp_async16(dst + i * ld + c, src + i * stride + c);
+  }
+}
+// Asks L2 for rows [0, rows) of `bytes` bytes each (row i at base + i stride bytes), one prefetch per 128-byte line,
+// spread over the block's threads; nothing waits for them. For the operands of a kernel's later phase, so that the
+// phase's loads find them in L2 instead of waiting for DRAM.
+__device__ __forceinline__ void prefetch_rows_l2(const void* base, int64_t stride, int rows, int bytes) {
+  const int lines = (bytes + 127) / 128;
+  const char* p = static_cast<const char*>(base);
+  for (int e = threadIdx.x; e < rows * lines; e += blockDim.x) {
+    const int i = e / lines, l = e - i * lines;
+    asm volatile("prefetch.global.L2 [%0];\n" ::"l"(p + i * stride + l * 128));
+  }
+}
+// The cp.async copies this thread issued since its last commit become one group.
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+// Waits until at most N of this thread's committed groups (the newest) are still in flight.
+template <int N>
+__device__ __forceinline__ void cp_async_wait_group() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
 // Rows [r0, r1) of a bf16 tile with cols columns set to 0.
 __device__ __forceinline__ void zero_rows_bf16(bf16* dst, int ld, int r0, int r1, int cols) {
   for (int e = threadIdx.x; e < (r1 - r0) * cols; e += blockDim.x) {

@@ -24,7 +24,8 @@
 //        rounded once into Xb) and on tensor cores dK += beta eg dWt + Z K (= beta ⊙ (Pm K) + Pm^T (beta ⊙ K));
 //        dg = reverse cumsum of dgam (double).
 // At fixed shapes each phase stages its global operands in one pass (stage_value_tile, stage_p_q, stage_inner_tile):
-// a thread issues all its 16-byte loads before its first store into shared memory, so their latencies overlap.
+// a thread issues all its 16-byte loads before its first store into shared memory, so their latencies overlap; and
+// each phase asks L2 for the next phase's operands (prefetch_rows_l2), which then arrive during its products.
 // Each output element has one owner lane and a fixed order (value tiles in order, the tensor cores' fixed order
 // inside a tile, warp_sum's fixed butterfly): no atomics, identical bits run to run. Xs makes the shared memory grow
 // with K + V (225,792 bytes at C = 64, K = V = 128); plan() falls back to the float32 kernels where it does not fit.
@@ -227,8 +228,6 @@ __global__ void __launch_bounds__(kParThreads<float>)
   bf16* Kb = at<bf16>(smem_mma, lay.Kb);      // [Cp, K+8]
   bf16* Xb = at<bf16>(smem_mma, lay.Xb);      // [Cp, Cp+8]
   float* stage = at<float>(smem_mma, lay.stage);
-  chunk_gates_tiled(d, g, beta, b, hv, t0, L, gam, decay, eg, r, bt, Gam, ldc);
-
   const int64_t ks = d.Hk * d.K, vs = d.Hv * d.V;
   const int64_t hr = d.head_row(b, hv, t0);
   const float* Qc = q + d.key_row(b, t0, hv);
@@ -241,6 +240,19 @@ __global__ void __launch_bounds__(kParThreads<float>)
   const float* dVn = dVng + hr * V;
   const bf16* W = Wbg + hr * K;
   const float* U = Ug + hr * V;
+  // Each phase asks L2 for the next one's operands (prefetch_rows_l2), first K and value tile 0's here.
+  auto prefetch_value_tile = [&](int c0) {
+    const int bytes = min(kGradTile, V - c0) * 4;
+    prefetch_rows_l2(dO + c0, vs * 4, L, bytes);
+    prefetch_rows_l2(Vn + c0, V * 4, L, bytes);
+    prefetch_rows_l2(dVn + c0, V * 4, L, bytes);
+    prefetch_rows_l2(H + c0, V * 4, K, bytes);
+    prefetch_rows_l2(dH + c0, V * 4, K, bytes);
+  };
+  prefetch_rows_l2(Kc, ks * 4, L, K * 4);
+  prefetch_value_tile(0);
+  chunk_gates_tiled(d, g, beta, b, hv, t0, L, gam, decay, eg, r, bt, Gam, ldc);
+
   const int NX = K + V;
   float* Xs = at<float>(smem_mma, lay.Xs);  // [C, K+V]: dWt, then [dWt | dUt]
   float* dQ = dqr + (d.Hv == d.Hk ? d.key_row(b, t0, hv) : hr * K);
@@ -283,6 +295,12 @@ __global__ void __launch_bounds__(kParThreads<float>)
       }
     }
     __syncthreads();
+    if (!last) {
+      prefetch_value_tile(c0 + kGradTile);
+    } else {  // phase 2's P and Q
+      prefetch_rows_l2(Pg + (((b * d.Hv + hv) * d.NC + n) * d.C) * d.C, C * 4, L, C * 4);
+      prefetch_rows_l2(Qc, ks * 4, L, K * 4);
+    }
     // X += dO Vn^T (raw dP; the tiles above the diagonal stay 0, the diagonal tiles are masked in phase 2)
     mma_tiles(
         L, L, stage,
@@ -330,6 +348,11 @@ __global__ void __launch_bounds__(kParThreads<float>)
     stage_lower(Ps, ldc, Pc, C, L);
     stage_rows<S>(Qb, ldk, L, Cp, K, [&](int i) { return Qc + i * ks; }, Unscaled());
   }
+  // phases 3 and 4's dVn, V, W and U
+  prefetch_rows_l2(dVn, V * 4, L, V * 4);
+  prefetch_rows_l2(Vc, vs * 4, L, V * 4);
+  prefetch_rows_l2(W, K * 2, L, K * 2);
+  prefetch_rows_l2(U, V * 4, L, V * 4);
   for (int e = threadIdx.x; e < C * C; e += blockDim.x) {
     const int i = e / C, j = e - i * C;
     if (i < L && j < L) X[i * ldc + j] = j <= i ? sc * X[i * ldc + j] : 0.0f;  // dP

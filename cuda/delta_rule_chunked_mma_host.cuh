@@ -51,7 +51,7 @@ inline Plan plan(const Dims& d, bool backward) {
   p.nbuf = rc.nbuf;
   p.recur = rc.smem;
   for (int vp : {64, 32, 16}) {
-    const size_t smem = backward ? PreLayout(d.C, d.K, vp).total : OutputLayout(d.C, d.K, vp).total;
+    const size_t smem = backward ? PreLayout(d.C, d.K, vp, true).total : OutputLayout(d.C, d.K, vp).total;
     if (smem <= limit) {
       p.vp = vp;
       p.par = smem;
@@ -108,9 +108,10 @@ T* ptr_or_null(const Tensor& t) {
 }
 
 // Scratch of prepare_mma_kernel: W and K of the value head in bfloat16 [B,Hv,T,K]; U [B,Hv,T,V], P [B,Hv,NC,C,C],
-// eg, r [B,Hv,T] in float32.
+// eg, r [B,Hv,T] in float32. Vn [B,Hv,T,V] (float32, U - W H of each chunk) is the forward recurrence's, kept for the
+// backward by forward() (undefined after prepare()).
 struct Prepared {
-  Tensor Wb, Kb, U, P, EG, R;
+  Tensor Wb, Kb, U, P, EG, R, Vn;
 };
 
 inline Prepared prepare(const Dims& d, const Plan& p, const Tensor& q, const Tensor& k, const Tensor& v,
@@ -146,9 +147,12 @@ inline void forward(const Dims& d, const Plan& p, const Tensor& o, const Tensor&
                     const Tensor& beta, const Tensor& initial_state, float sc, Prepared* keep) {
   const Device dev = q.device();
   const Prepared s = prepare(d, p, q, k, v, g, beta);
-  if (keep) *keep = s;
   const Tensor cs = chunk_states.defined() ? chunk_states : Tensor::empty({d.B, d.Hv, d.NC, d.K, d.V}, kFloat32, dev);
   const Tensor Vn = Tensor::empty({d.B, d.Hv, d.T, d.V}, kFloat32, dev);
+  if (keep) {
+    *keep = s;
+    keep->Vn = Vn;
+  }
   with_shape(d, p, {}, [&](auto shape) {
     const auto kernel = recur_kernels<decltype(shape)>(p.vt).first;
     allow_smem(kernel, p.recur);
@@ -167,8 +171,8 @@ inline void forward(const Dims& d, const Plan& p, const Tensor& o, const Tensor&
 }
 
 // The backward on tensor cores up to the per-value-head rows of dq, dk: prepare (unless the forward's is given),
-// the chunk-parallel part of the state pass, the recurrence, chunk_grad_mma. dqr, dkr: the outputs (key_stride
-// Hk K) or [B,Hv,T,K] scratch (K).
+// the chunk-parallel part of the state pass (which also makes Vn unless the forward's is given), the recurrence,
+// chunk_grad_mma. dqr, dkr: the outputs (key_stride Hk K) or [B,Hv,T,K] scratch (K).
 inline void backward(const Dims& d, const Plan& p, const Tensor& dqr, const Tensor& dkr, int64_t key_stride,
                      const Tensor& dv, const Tensor& dg, const Tensor& dbeta, const Tensor& dinitial_state,
                      const Tensor& do_, const Tensor& dfinal_state, const Tensor& q, const Tensor& k, const Tensor& v,
@@ -177,14 +181,16 @@ inline void backward(const Dims& d, const Plan& p, const Tensor& dqr, const Tens
   const Device dev = q.device();
   const Prepared s = given ? *given : prepare(d, p, q, k, v, g, beta);
   const Tensor dHend = Tensor::empty({d.B, d.Hv, d.NC, d.K, d.V}, kFloat32, dev);
-  const Tensor Vn = Tensor::empty({d.B, d.Hv, d.T, d.V}, kFloat32, dev);
+  const bool make_vn = !s.Vn.defined();
+  const Tensor Vn = make_vn ? Tensor::empty({d.B, d.Hv, d.T, d.V}, kFloat32, dev) : s.Vn;
   const Tensor dVn = Tensor::empty({d.B, d.Hv, d.T, d.V}, kFloat32, dev);
   const dim3 pgrid = par_grid(d, p.vp);
   with_shape(d, p, {q.raw_data(), do_.raw_data(), chunk_states.raw_data()}, [&](auto shape) {
     using S = decltype(shape);
-    allow_smem(backward_pre_mma_kernel<S>, p.par);
-    launch(backward_pre_mma_kernel<S>, pgrid, par_threads<float>(pgrid.x * int64_t(pgrid.y) * pgrid.z), p.par, d, p.vp,
-           Vn.data<float>(), dVn.data<float>(), dHend.data<float>(), chunk_states.data<float>(), bf16_ptr(s.Wb),
+    const auto kernel = make_vn ? backward_pre_mma_kernel<S, true> : backward_pre_mma_kernel<S, false>;
+    const size_t smem = PreLayout(d.C, d.K, p.vp, make_vn).total;  // p.par is the larger, with Vn
+    allow_smem(kernel, smem);
+    launch(kernel, pgrid, par_threads<float>(pgrid.x * int64_t(pgrid.y) * pgrid.z), smem, d, p.vp, Vn.data<float>(), dVn.data<float>(), dHend.data<float>(), chunk_states.data<float>(), bf16_ptr(s.Wb),
            s.U.data<float>(), s.P.data<float>(), s.EG.data<float>(), q.data<float>(), do_.data<float>(), sc);
   });
   with_shape(d, p, {}, [&](auto shape) {

@@ -11,8 +11,11 @@
 // The state H (dH) stays float32 in shared memory [K, vt]; the epilogue that updates it also writes its bf16 copy
 // Hb [K, vt+8], the operand of the next chunk's product. W and K of a chunk arrive as bf16 rows (prepare_mma_kernel
 // wrote them) with 16-byte cp.async into [Cp, K+8] tiles (rows L..Cp-1 of a short chunk zeroed, so K^T Vr and
-// W^T dVn sum exact zeros there); U / A, Qd, r, eg_L stay float32 (4-byte cp.async). With two buffers the copies of
-// the next chunk overlap this chunk's products, as in the float32 kernels. Shared memory (RecurLayout): H, Hb, the
+// W^T dVn sum exact zeros there); U / A, Qd, r, eg_L stay float32 (cp.async of 16 bytes at the fixed shapes, of 4
+// otherwise). A chunk's copies form two groups, the operands of the first product and its epilogue, then those of the
+// second. With two buffers the next chunk's copies overlap this chunk's products, as in the float32 kernels; with
+// one (when two would leave a second wave of blocks) each group is copied while the other group's product runs.
+// The backward stores dH_end in the epilogue of the product that replaces it. Shared memory (RecurLayout): H, Hb, the
 // bf16 right operand [Cp, vt+8] of the second product, the warp stages, then nbuf buffers of W, K [Cp, K+8] bf16,
 // U or A [Cp, vt], (backward) Qd [K, vt], r [Cp] and eg_L.
 #pragma once
@@ -69,29 +72,44 @@ __global__ void __launch_bounds__(256)
   float* stage = at<float>(smem_mma, lay.stage);
   const size_t buf0 = lay.buf0, bufsz = lay.bufsz, oW = lay.bW, oK = lay.bK, oA = lay.bA, o_r = lay.br;
   auto buf = [=](int64_t n) { return smem_mma + buf0 + (nbuf == 2 ? (n & 1) * bufsz : 0); };
-  auto load = [&](int64_t n) {
+  // Chunk n's operands in two groups: W, U, r, eg_L (the first product and its epilogue) and K (the second).
+  auto load_w = [&](int64_t n) {
     unsigned char* bf = buf(n);
     const int64_t t0 = n * d.C, hr = d.head_row(b, hv, t0);
     const int L = static_cast<int>(min(d.C, d.T - t0));
     bf16* Ws = at<bf16>(bf, oW);
-    bf16* Ks = at<bf16>(bf, oK);
     float* rs = at<float>(bf, o_r);
     async_rows_bf16(Ws, ldk, Wbg + hr * d.K, d.K, L, K);
-    async_rows_bf16(Ks, ldk, Kbg + hr * d.K, d.K, L, K);
     zero_rows_bf16(Ws, ldk, L, Cp, K);
-    zero_rows_bf16(Ks, ldk, L, Cp, K);
-    async_rows(at<float>(bf, oA), vt, Ug + hr * d.V + c0, d.V, L, nv);
+    if constexpr (VT != 0)
+      async_rows_f4(at<float>(bf, oA), vt, Ug + hr * d.V + c0, d.V, L, nv);
+    else
+      async_rows(at<float>(bf, oA), vt, Ug + hr * d.V + c0, d.V, L, nv);
     async_vec(rs, Rg + hr, L);
     if (threadIdx.x == 0) cp_async_elem(rs + Cp, EGg + hr + L - 1);
+    cp_async_commit();
+  };
+  auto load_k = [&](int64_t n) {
+    const int64_t t0 = n * d.C, hr = d.head_row(b, hv, t0);
+    const int L = static_cast<int>(min(d.C, d.T - t0));
+    bf16* Ks = at<bf16>(buf(n), oK);
+    async_rows_bf16(Ks, ldk, Kbg + hr * d.K, d.K, L, K);
+    zero_rows_bf16(Ks, ldk, L, Cp, K);
+    cp_async_commit();
   };
   const int64_t s_off = (b * d.Hv + hv) * d.K * d.V + c0;
-  if (d.NC > 0) load(0);
+  if (d.NC > 0) {
+    load_w(0);
+    load_k(0);
+  }
   for (int e = threadIdx.x; e < K * nv; e += blockDim.x) {
     const int kk = e / nv, c = e - kk * nv;
     const float h = s0 ? s0[s_off + int64_t(kk) * V + c] : 0.0f;
     H[kk * vt + c] = h;
     Hb[kk * ldv + c] = __float2bfloat16(h);
   }
+  // Two buffers: chunk n+1's copies run during chunk n's products. One buffer: W, U, r of chunk n+1 are copied
+  // during chunk n's second product, K of chunk n+1 during chunk n+1's first.
   for (int64_t n = 0; n < d.NC; ++n) {
     const int64_t t0 = n * d.C, hr = d.head_row(b, hv, t0);
     const int L = static_cast<int>(min(d.C, d.T - t0));
@@ -100,9 +118,15 @@ __global__ void __launch_bounds__(256)
     const bf16* Ks = at<bf16>(bf, oK);
     const float* Us = at<float>(bf, oA);
     const float* rs = at<float>(bf, o_r);
-    cp_async_wait_all();
-    __syncthreads();  // chunk n's operands have landed; H of the previous step is complete; the other buffer is free
-    if (nbuf == 2 && n + 1 < d.NC) load(n + 1);
+    if (nbuf == 2)
+      cp_async_wait_all();
+    else
+      cp_async_wait_group<1>();  // W, U, r of chunk n (K of chunk n may still be in flight)
+    __syncthreads();  // those operands have landed; H of the previous step is complete; the other buffer is free
+    if (nbuf == 2 && n + 1 < d.NC) {
+      load_w(n + 1);
+      load_k(n + 1);
+    }
     for (int e = threadIdx.x; e < K * nv; e += blockDim.x) {
       const int kk = e / nv, c = e - kk * nv;
       chunk_states[d.chunk_state(b, hv, n) + c0 + int64_t(kk) * V + c] = H[kk * vt + c];
@@ -120,9 +144,11 @@ __global__ void __launch_bounds__(256)
           }
           Vr[i * ldv + c] = __float2bfloat16(vr);
         });
-    __syncthreads();
-    // H = eg_L H + K^T (r ⊙ Vn)
     const float eg_last = rs[Cp];
+    if (nbuf == 1) cp_async_wait_all();  // K of chunk n
+    __syncthreads();                     // Vr complete; (one buffer) K has landed, W, U, r are free
+    if (nbuf == 1 && n + 1 < d.NC) load_w(n + 1);
+    // H = eg_L H + K^T (r ⊙ Vn)
     mma_tiles(
         K, nv, stage,
         [&](int tm, int tn, Acc& acc) { mma_acc<ColMajor, RowMajor>(acc, tm, tn, 0, Cp, Ks, ldk, Vr, ldv); },
@@ -132,8 +158,8 @@ __global__ void __launch_bounds__(256)
           Hb[kk * ldv + c] = __float2bfloat16(h);
         });
     if (nbuf == 1 && n + 1 < d.NC) {  // block-uniform
-      __syncthreads();                // the single buffer's readers are done
-      load(n + 1);
+      __syncthreads();                // K's readers are done
+      load_k(n + 1);
     }
   }
   __syncthreads();
@@ -169,30 +195,49 @@ __global__ void __launch_bounds__(256)
   float* stage = at<float>(smem_mma, lay.stage);
   const size_t buf0 = lay.buf0, bufsz = lay.bufsz, oW = lay.bW, oK = lay.bK, oA = lay.bA, oQd = lay.bQd, o_r = lay.br;
   auto buf = [=](int64_t n) { return smem_mma + buf0 + (nbuf == 2 ? (n & 1) * bufsz : 0); };
-  auto load = [&](int64_t n) {
+  // Chunk n's operands in two groups: K, A, r, eg_L (the first product and its epilogue) and W, Qd (the second).
+  auto load_k = [&](int64_t n) {
+    unsigned char* bf = buf(n);
+    const int64_t t0 = n * d.C, hr = d.head_row(b, hv, t0);
+    const int L = static_cast<int>(min(d.C, d.T - t0));
+    bf16* Ks = at<bf16>(bf, oK);
+    float* rs = at<float>(bf, o_r);
+    async_rows_bf16(Ks, ldk, Kbg + hr * d.K, d.K, L, K);
+    zero_rows_bf16(Ks, ldk, L, Cp, K);
+    if constexpr (VT != 0)
+      async_rows_f4(at<float>(bf, oA), vt, dVng + hr * d.V + c0, d.V, L, nv);
+    else
+      async_rows(at<float>(bf, oA), vt, dVng + hr * d.V + c0, d.V, L, nv);
+    async_vec(rs, Rg + hr, L);
+    if (threadIdx.x == 0) cp_async_elem(rs + Cp, EGg + hr + L - 1);
+    cp_async_commit();
+  };
+  auto load_w = [&](int64_t n) {
     unsigned char* bf = buf(n);
     const int64_t t0 = n * d.C, hr = d.head_row(b, hv, t0);
     const int L = static_cast<int>(min(d.C, d.T - t0));
     bf16* Ws = at<bf16>(bf, oW);
-    bf16* Ks = at<bf16>(bf, oK);
-    float* rs = at<float>(bf, o_r);
     async_rows_bf16(Ws, ldk, Wbg + hr * d.K, d.K, L, K);
-    async_rows_bf16(Ks, ldk, Kbg + hr * d.K, d.K, L, K);
     zero_rows_bf16(Ws, ldk, L, Cp, K);
-    zero_rows_bf16(Ks, ldk, L, Cp, K);
-    async_rows(at<float>(bf, oA), vt, dVng + hr * d.V + c0, d.V, L, nv);
-    async_rows(at<float>(bf, oQd), vt, dHend + d.chunk_state(b, hv, n) + c0, d.V, K, nv);
-    async_vec(rs, Rg + hr, L);
-    if (threadIdx.x == 0) cp_async_elem(rs + Cp, EGg + hr + L - 1);
+    if constexpr (VT != 0)
+      async_rows_f4(at<float>(bf, oQd), vt, dHend + d.chunk_state(b, hv, n) + c0, d.V, K, nv);
+    else
+      async_rows(at<float>(bf, oQd), vt, dHend + d.chunk_state(b, hv, n) + c0, d.V, K, nv);
+    cp_async_commit();
   };
   const int64_t s_off = (b * d.Hv + hv) * d.K * d.V + c0;
-  if (d.NC > 0) load(d.NC - 1);
+  if (d.NC > 0) {
+    load_k(d.NC - 1);
+    load_w(d.NC - 1);
+  }
   for (int e = threadIdx.x; e < K * nv; e += blockDim.x) {
     const int kk = e / nv, c = e - kk * nv;
     const float h = dfinal_state ? dfinal_state[s_off + int64_t(kk) * V + c] : 0.0f;
     dH[kk * vt + c] = h;
     dHb[kk * ldv + c] = __float2bfloat16(h);
   }
+  // Two buffers: chunk n-1's copies run during chunk n's products. One buffer: K, A, r of chunk n-1 are copied
+  // during chunk n's second product, W and Qd of chunk n-1 during chunk n-1's first.
   for (int64_t n = d.NC - 1; n >= 0; --n) {
     const int64_t t0 = n * d.C, hr = d.head_row(b, hv, t0);
     const int L = static_cast<int>(min(d.C, d.T - t0));
@@ -202,12 +247,14 @@ __global__ void __launch_bounds__(256)
     const float* As = at<float>(bf, oA);
     const float* Qd = at<float>(bf, oQd);
     const float* rs = at<float>(bf, o_r);
-    cp_async_wait_all();
-    __syncthreads();  // chunk n's operands (Qd, A included) have landed; dH of the previous step is complete
-    if (nbuf == 2 && n > 0) load(n - 1);
-    for (int e = threadIdx.x; e < K * nv; e += blockDim.x) {  // over Qd of chunk n, which is in shared memory
-      const int kk = e / nv, c = e - kk * nv;
-      dHend[d.chunk_state(b, hv, n) + c0 + int64_t(kk) * V + c] = dH[kk * vt + c];
+    if (nbuf == 2)
+      cp_async_wait_all();
+    else
+      cp_async_wait_group<1>();  // K, A, r of chunk n (W, Qd of chunk n may still be in flight)
+    __syncthreads();  // those operands have landed; dH of the previous step is complete; the other buffer is free
+    if (nbuf == 2 && n > 0) {
+      load_k(n - 1);
+      load_w(n - 1);
     }
     // dVn = scale (P^T dO) + r ⊙ (K dH) (rows L..Cp-1 of its bf16 copy zero)
     mma_tiles(
@@ -221,20 +268,25 @@ __global__ void __launch_bounds__(256)
           }
           dVb[i * ldv + c] = __float2bfloat16(x);
         });
-    __syncthreads();
-    // dH = eg_L dH + Q^T ((scale eg) ⊙ dO) - W^T dVn
     const float eg_last = rs[Cp];
+    if (nbuf == 1) cp_async_wait_all();  // W, Qd of chunk n
+    __syncthreads();                     // dVn complete; every thread's copies of Qd (read from dHend) have landed
+    if (nbuf == 1 && n > 0) load_k(n - 1);
+    // dH = eg_L dH + Q^T ((scale eg) ⊙ dO) - W^T dVn; the dH it replaces is chunk n's dH_end, stored over Qd
+    float* dHn = dHend + d.chunk_state(b, hv, n) + c0;
     mma_tiles(
         K, nv, stage,
         [&](int tm, int tn, Acc& acc) { mma_acc<ColMajor, RowMajor>(acc, tm, tn, 0, Cp, Ws, ldk, dVb, ldv); },
         [&](int kk, int c, float s) {
-          const float h = eg_last * dH[kk * vt + c] + Qd[kk * vt + c] - s;
+          const float h0 = dH[kk * vt + c];
+          dHn[int64_t(kk) * V + c] = h0;
+          const float h = eg_last * h0 + Qd[kk * vt + c] - s;
           dH[kk * vt + c] = h;
           dHb[kk * ldv + c] = __float2bfloat16(h);
         });
     if (nbuf == 1 && n > 0) {  // block-uniform
-      __syncthreads();         // the single buffer's readers are done
-      load(n - 1);
+      __syncthreads();         // W's and Qd's readers are done
+      load_w(n - 1);
     }
   }
   __syncthreads();
