@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <initializer_list>
 
 #include "cuda/cuda_check.h"
@@ -44,18 +45,29 @@ inline int resident_blocks(size_t smem) {
 // fits. Among the value tiles `vts` and one or two buffers (smem_of(vt, nbuf) bytes each): fewest waves of resident
 // blocks first (the recurrence is sequential, a second wave doubles its time), then two buffers (the next chunk's
 // copies overlap this one's products), then the narrowest tile (the most blocks, the least work per step).
+// GDN_DR_RECUR_BUFFERS=1 or 2 takes only that buffer count (the harness runs the one-buffer path, which the
+// choice takes only for grids larger than its shapes, with 1; A/B runs).
 struct RecurChoice {
   int vt = 0, nbuf = 0;
   size_t smem = 0;
 };
+inline int forced_recur_buffers() {
+  static const int n = [] {
+    const char* e = std::getenv("GDN_DR_RECUR_BUFFERS");
+    return e && (e[0] == '1' || e[0] == '2') && e[1] == 0 ? e[0] - '0' : 0;
+  }();
+  return n;
+}
 template <typename F>
 RecurChoice choose_recur(const Dims& d, std::initializer_list<int> vts, F smem_of) {
   RecurChoice best;
   int64_t best_key = -1;
   const int64_t sms = sm_count();
   const size_t limit = smem_limit();
+  const int forced = forced_recur_buffers();
   for (int vt : vts)
     for (int nbuf : {2, 1}) {
+      if (forced && nbuf != forced) continue;
       const size_t smem = smem_of(vt, nbuf);
       const int bps = smem <= limit ? resident_blocks(smem) : 0;
       if (bps < 1) continue;

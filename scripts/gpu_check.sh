@@ -4,7 +4,7 @@
 # Stages (all by default, or the ones named on the command line, in this order):
 #   build     configure + build with the CUDA backend for sm_90 into build-gpu/ (all cores)
 #   harness   the CUDA-vs-CPU kernel harness and the CUDA model tests (gdn_tests -tc='cuda*'); the table of every
-#             kernel's max error goes to $OUT/harness.md
+#             kernel's max error goes to $OUT/harness.md; the chunked delta rule again with one recurrence buffer
 #   sanitize  the same tests under compute-sanitizer memcheck, then the harness under racecheck (fewer delta-rule shapes:
 #             RACE_SHAPES, default 0,5,7, entries of the harness's chunked shape list; RACE_VARIANTS, default all,
 #             entries of its list of optional-tensor variants, to split one shape over several calls)
@@ -61,6 +61,9 @@ if want harness; then
   note "harness + cuda model tests: rc=$rc  $(grep -E '^\[doctest\] (test cases|assertions)' "$OUT/cuda_tests.log" | tr '\n' ' ')"
   grep -E "SKIPPED|ERROR|FAILED" "$OUT/cuda_tests.log" | head -20
   grep -E "^.*MESSAGE: step" "$OUT/cuda_tests.log" | head -12
+  # The recurrences' one-buffer path (taken at large grids only) on the harness's delta-rule shapes.
+  GDN_DR_RECUR_BUFFERS=1 ./build-gpu/tests/gdn_tests -tc='cuda harness: delta rule chunked' > "$OUT/cuda_one_buffer.log" 2>&1
+  note "delta rule chunked, one recurrence buffer: rc=$?  $(grep -E '^\[doctest\] assertions' "$OUT/cuda_one_buffer.log")"
 fi
 
 if want sanitize; then
