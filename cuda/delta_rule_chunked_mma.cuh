@@ -20,7 +20,9 @@
 //   prepare_mma_kernel     grid (NC, Hv, B). K K^T and Q K^T on tensor cores (Q, K staged as bf16 [Cp, K+8]), ⊙ Gam
 //                          into Lm (float32 [C, C+1], shared) and P (float32, global). W|U = A (rhs) by the blocked
 //                          float32 forward substitution of prepare_tiled_kernel (diagonal 16 x 16 blocks and the
-//                          off-diagonal block updates both float32: the solve is the numerically sensitive step).
+//                          off-diagonal block updates both float32: the solve is the numerically sensitive step),
+//                          on up to 256 columns at a time (all of them at K = V = 128) in the space Gam, the warp
+//                          stages, Q and K leave once Lm and P are made.
 //                          Stores U, P, eg, r in float32 as prepare_tiled_kernel, W in bfloat16 [B,Hv,T,K] (every
 //                          consumer uses W as a tensor-core operand only), and K of the value head in bfloat16
 //                          [B,Hv,T,K] for the recurrences. Q, K and V are asked of L2 before the gates.
@@ -54,17 +56,21 @@ namespace gdn::cuda::delta_rule_tiled::mma {
 
 // ---- prepare
 
+// The solve's widest column tile in prepare_mma_kernel: all of [W | U] at K = V = 128 in one pass (the float32
+// kernels' kSolveCols is 128).
+constexpr int kMmaSolveCols = 256;
+
 struct PrepareLayout {
-  size_t gam, eg, Gam, Lm, stage, Qb, Kb, X, total;
+  size_t gam, eg, Lm, Gam, stage, Qb, Kb, X, total;
   __host__ __device__ PrepareLayout(int64_t C, int64_t K, int64_t NT) {
     const int64_t Cp = pad16(C), ldk = K + kPadB;
     Carve c;
     gam = c.take<double>(2 * C);  // gam, decay
     eg = c.take<float>(3 * C);    // eg, r, beta
-    Gam = c.take<float>(C * (C + 1));
     Lm = c.take<float>(C * (C + 1));
+    Carve x = c;  // the solve tile X [C, NT] reuses the region of Gam, the stages, Q and K
+    Gam = c.take<float>(C * (C + 1));
     stage = c.take<float>(kParWarps * kStage);
-    Carve x = c;  // the solve tile X [C, NT] reuses the region of Q, K
     Qb = c.take<bf16>(Cp * ldk);
     Kb = c.take<bf16>(Cp * ldk);
     X = x.take<float>(C * NT);
@@ -82,7 +88,7 @@ __global__ void __launch_bounds__(kParThreads<float>)
   pdl_enter();
   extern __shared__ __align__(128) unsigned char smem_mma[];
   d = shaped<S>(d);
-  if constexpr (S::fixed) NT = S::K + S::V < kSolveCols ? S::K + S::V : kSolveCols;
+  if constexpr (S::fixed) NT = S::K + S::V < kMmaSolveCols ? S::K + S::V : kMmaSolveCols;
   const int64_t n = blockIdx.x, hv = blockIdx.y, b = blockIdx.z;
   const int C = static_cast<int>(d.C), K = static_cast<int>(d.K), V = static_cast<int>(d.V);
   const int Cp = static_cast<int>(pad16(C));
@@ -100,7 +106,7 @@ __global__ void __launch_bounds__(kParThreads<float>)
   float* stage = at<float>(smem_mma, lay.stage);
   bf16* Qb = at<bf16>(smem_mma, lay.Qb);  // [Cp, K+8]
   bf16* Kb = at<bf16>(smem_mma, lay.Kb);  // [Cp, K+8]
-  float* X = at<float>(smem_mma, lay.X);  // [C, NT] once Q and K are no longer needed
+  float* X = at<float>(smem_mma, lay.X);  // [C, NT] once Gam, Q and K are no longer needed
   const int64_t ks = d.Hk * d.K, vs = d.Hv * d.V, hr = d.head_row(b, hv, t0);
   const float* Qc = q + d.key_row(b, t0, hv);
   const float* Kc = k + d.key_row(b, t0, hv);
@@ -149,7 +155,7 @@ __global__ void __launch_bounds__(kParThreads<float>)
         if (tn <= tm) mma_acc<RowMajor, ColMajor>(acc, tm, tn, 0, K, Qb, ldk, Kb, ldk);
       },
       [&](int i, int j, float s) { P[i * C + j] = j <= i ? s * Gam[i * ldc + j] : 0.0f; });
-  __syncthreads();  // Lm complete; Q, K no longer read (X reuses them)
+  __syncthreads();  // Lm complete; Gam, Q, K no longer read (X reuses them)
   // Forward substitution x_i = rhs_i - sum_{j<i} Lm_ij x_j on column tiles of [W | U], float32, as
   // prepare_tiled_kernel.
   bf16* Wc = Wbg + hr * d.K;

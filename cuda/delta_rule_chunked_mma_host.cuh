@@ -41,7 +41,7 @@ inline Plan plan(const Dims& d, bool backward) {
   if (d.NC <= 0 || d.K % 16 != 0 || d.V % 16 != 0) return p;
   if (device_attr(cudaDevAttrComputeCapabilityMajor) < 8) return p;
   const size_t limit = smem_limit();
-  p.NT = static_cast<int>(std::min<int64_t>(d.K + d.V, kSolveCols));
+  p.NT = static_cast<int>(std::min<int64_t>(d.K + d.V, kMmaSolveCols));
   p.prep = PrepareLayout(d.C, d.K, p.NT).total;
   if (p.prep > limit) return p;
   const RecurChoice rc =
