@@ -18,17 +18,18 @@
 //        dQ += dQK K, dK += dQK^T Q (the zero 16-blocks of the triangle skipped).
 //     3. [dWt | dUt] = A^T [-dVn H^T | dVn] in place in Xs by the blocked backward substitution of
 //        chunk_grad_tiled_kernel over all K + V columns, entirely float32 (diagonal blocks and block updates).
-//     4. inner tiles of 64 columns of [dWt | dUt] (from Xs) and [W | U] as bf16 [Cp, 72]: tensor cores
+//     4. inner tiles of [dWt | dUt] (from Xs) and [W | U] as bf16 [Cp, cols + 8] (all K + V columns in one tile at the
+//        fixed shapes, 64 otherwise): tensor cores
 //        dL = -(dWt W^T + dUt U^T) into X (float32 accumulated over the tiles); dv = beta dUt, dbeta and dgam terms
 //        in float32 (a warp per row); then Z = diag(beta) Pm + (diag(beta) Pm)^T with Pm = dL ⊙ Gam (float32,
 //        rounded once into Xb) and on tensor cores dK += beta eg dWt + Z K (= beta ⊙ (Pm K) + Pm^T (beta ⊙ K));
 //        dg = reverse cumsum of dgam (double).
-// At fixed shapes each phase stages its global operands in one pass (stage_value_tile, stage_p_q, stage_inner_tile):
+// At fixed shapes each phase stages its global operands in one pass (stage_value_tile, stage_p_q, stage_inner_all):
 // a thread issues all its 16-byte loads before its first store into shared memory, so their latencies overlap; and
 // each phase asks L2 for the next phase's operands (prefetch_rows_l2), which then arrive during its products.
 // Each output element has one owner lane and a fixed order (value tiles in order, the tensor cores' fixed order
 // inside a tile, warp_sum's fixed butterfly): no atomics, identical bits run to run. Xs makes the shared memory grow
-// with K + V (225,792 bytes at C = 64, K = V = 128); plan() falls back to the float32 kernels where it does not fit.
+// with K + V (228,736 bytes at C = 64, K = V = 128); plan() falls back to the float32 kernels where it does not fit.
 #pragma once
 
 #include "cuda/delta_rule_chunked_grad.cuh"
@@ -37,11 +38,21 @@
 
 namespace gdn::cuda::delta_rule_tiled::mma {
 
-constexpr int kGradTile = 64;  // value columns per phase-1 tile, inner columns per phase-4 tile
+constexpr int kGradTile = 64;  // value columns per phase-1 tile, inner columns per phase-4 tile (Generic)
+
+// Inner columns per phase-4 tile: all K + V at the fixed shapes (one staging, one product per dL tile), kGradTile
+// otherwise.
+template <typename S>
+constexpr int grad_inner() {
+  if constexpr (S::fixed)
+    return S::K + S::V;
+  else
+    return kGradTile;
+}
 
 struct GradLayout {
   size_t gam, vec, Gam, KK, X, Kb, Xb, stage, Xs, region, dOb, Vnb, dVnb, Hb, dHb, Ps, Qb, At, Bt, total;
-  __host__ __device__ GradLayout(int64_t C, int64_t K, int64_t V) {
+  __host__ __device__ GradLayout(int64_t C, int64_t K, int64_t V, int64_t inner) {  // inner: grad_inner<S>()
     const int64_t Cp = pad16(C), ldc = C + 1, ldt = kGradTile + kPadB;
     Carve c;
     gam = c.take<double>(2 * C);
@@ -62,8 +73,8 @@ struct GradLayout {
     dHb = p1.take<bf16>(K * ldt);
     Ps = p2.take<float>(C * ldc);
     Qb = p2.take<bf16>(Cp * (K + kPadB));
-    At = p4.take<bf16>(Cp * ldt);
-    Bt = p4.take<bf16>(Cp * ldt);
+    At = p4.take<bf16>(Cp * (inner + kPadB));
+    Bt = p4.take<bf16>(Cp * (inner + kPadB));
     total = p1.off > p2.off ? p1.off : p2.off;
     total = total > p4.off ? total : p4.off;
   }
@@ -144,49 +155,42 @@ __device__ __forceinline__ void stage_p_q(float* Ps, bf16* Qb, int L, const floa
   }
 }
 
-// Phase 4's operands of inner tile k0 at a fixed shape: At = bf16 of [dWt | dUt] columns k0.. (from Xs) and Bt = [W |
-// U] columns k0.. (W's tiles copied as bf16, 8 values a load; U's rounded from float4s), rows L.. zero; every load of
-// a thread before its first store.
+// Phase 4's operands at a fixed shape, all K + V inner columns at once: At = bf16 of [dWt | dUt] (from Xs), Bt =
+// [W | U] (W's bf16 rows copied 8 values a load, U rounded from float4s), rows L.. zero; a thread's global loads (W,
+// U) before its first store.
 template <typename S>
-__device__ __forceinline__ void stage_inner_tile(bf16* At, bf16* Bt, int L, const float* Xs, const bf16* W,
-                                                 const float* U, int k0) {
-  constexpr int C = S::C, K = S::K, V = S::V, NX = K + V, cv = kGradTile / 4, ldt = kGradTile + kPadB;
-  constexpr int kT = kParThreads<float>, kA = C * cv / kT, kW = C * (kGradTile / 8) / kT;
-  static_assert(C * cv % kT == 0 && C * (kGradTile / 8) % kT == 0 && K % kGradTile == 0, "whole loads per thread");
+__device__ __forceinline__ void stage_inner_all(bf16* At, bf16* Bt, int L, const float* Xs, const bf16* W,
+                                                const float* U) {
+  constexpr int C = S::C, K = S::K, V = S::V, NX = K + V, ld = NX + kPadB, kT = kParThreads<float>;
+  constexpr int wv = K / 8, uv = V / 4, xv = NX / 4, kW = C * wv / kT, kU = C * uv / kT;
+  static_assert(C * wv % kT == 0 && C * uv % kT == 0 && C * xv % kT == 0, "whole loads per thread");
   const float4 zero = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-  float4 a[kA], b[kA];
   uint4 w[kW];
-  const bool from_w = k0 < K;
-  if (from_w) {
+  float4 u[kU];
 #pragma unroll
-    for (int u = 0; u < kW; ++u) {
-      const int e = threadIdx.x + u * kT, i = e / (kGradTile / 8), q = e - i * (kGradTile / 8);
-      w[u] = i < L ? reinterpret_cast<const uint4*>(W + int64_t(i) * K + k0)[q] : make_uint4(0, 0, 0, 0);
-    }
-  } else {
-#pragma unroll
-    for (int u = 0; u < kA; ++u) {
-      const int e = threadIdx.x + u * kT, i = e / cv, q = e - i * cv;
-      b[u] = i < L ? reinterpret_cast<const float4*>(U + int64_t(i) * V + (k0 - K))[q] : zero;
-    }
+  for (int t = 0; t < kW; ++t) {
+    const int e = threadIdx.x + t * kT, i = e / wv;
+    w[t] = i < L ? reinterpret_cast<const uint4*>(W + int64_t(i) * K)[e - i * wv] : make_uint4(0, 0, 0, 0);
   }
 #pragma unroll
-  for (int u = 0; u < kA; ++u) {
-    const int e = threadIdx.x + u * kT, i = e / cv, q = e - i * cv;
-    a[u] = i < L ? reinterpret_cast<const float4*>(Xs + i * NX + k0)[q] : zero;
+  for (int t = 0; t < kU; ++t) {
+    const int e = threadIdx.x + t * kT, i = e / uv;
+    u[t] = i < L ? reinterpret_cast<const float4*>(U + int64_t(i) * V)[e - i * uv] : zero;
   }
 #pragma unroll
-  for (int u = 0; u < kA; ++u) {
-    const int e = threadIdx.x + u * kT, i = e / cv, q = e - i * cv;
-    put_bf16x4(At + i * ldt + 4 * q, a[u]);
-    if (!from_w) put_bf16x4(Bt + i * ldt + 4 * q, b[u]);
+  for (int t = 0; t < C * xv / kT; ++t) {
+    const int e = threadIdx.x + t * kT, i = e / xv, q = e - i * xv;
+    put_bf16x4(At + i * ld + 4 * q, i < L ? reinterpret_cast<const float4*>(Xs + i * NX)[q] : zero);
   }
-  if (from_w) {
 #pragma unroll
-    for (int u = 0; u < kW; ++u) {
-      const int e = threadIdx.x + u * kT, i = e / (kGradTile / 8), q = e - i * (kGradTile / 8);
-      *reinterpret_cast<uint4*>(Bt + i * ldt + 8 * q) = w[u];
-    }
+  for (int t = 0; t < kW; ++t) {
+    const int e = threadIdx.x + t * kT, i = e / wv;
+    *reinterpret_cast<uint4*>(Bt + i * ld + 8 * (e - i * wv)) = w[t];
+  }
+#pragma unroll
+  for (int t = 0; t < kU; ++t) {
+    const int e = threadIdx.x + t * kT, i = e / uv;
+    put_bf16x4(Bt + i * ld + K + 4 * (e - i * uv), u[t]);
   }
 }
 
@@ -212,7 +216,7 @@ __global__ void __launch_bounds__(kParThreads<float>)
   const int L = static_cast<int>(min(d.C, d.T - t0));
   const int ldc = C + 1, ldk = K + kPadB, ldx = Cp + kPadB, ldt = kGradTile + kPadB;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
-  const GradLayout lay(C, K, V);
+  const GradLayout lay(C, K, V, grad_inner<S>());
   double* gam = at<double>(smem_mma, lay.gam);
   double* decay = gam + C;
   float* eg = at<float>(smem_mma, lay.vec);
@@ -470,17 +474,20 @@ __global__ void __launch_bounds__(kParThreads<float>)
     }
   }
   // X = -(dWt W^T + dUt U^T) strictly below the diagonal (dl of the CPU), over inner tiles of [dWt | dUt], [W | U]
-  bf16* At = at<bf16>(smem_mma, lay.At);  // [Cp, 72]
-  bf16* Bt = at<bf16>(smem_mma, lay.Bt);  // [Cp, 72]
-  for (int k0 = 0; k0 < K + V; k0 += kGradTile) {
-    const int nk = (K + V) % kGradTile == 0 ? kGradTile : min(kGradTile, K + V - k0);
-    const bool first = k0 == 0, last = k0 + kGradTile >= K + V;
+  // (one tile of all K + V columns at the fixed shapes)
+  constexpr int kInner = grad_inner<S>();
+  const int ldi = kInner + kPadB;
+  bf16* At = at<bf16>(smem_mma, lay.At);  // [Cp, kInner+8]
+  bf16* Bt = at<bf16>(smem_mma, lay.Bt);  // [Cp, kInner+8]
+  for (int k0 = 0; k0 < K + V; k0 += kInner) {
+    const int nk = (K + V) % kInner == 0 ? kInner : min(kInner, K + V - k0);
+    const bool first = k0 == 0, last = k0 + kInner >= K + V;
     __syncthreads();  // X (Lm) and the previous tile's readers are done
     if constexpr (S::fixed) {
-      stage_inner_tile<S>(At, Bt, L, Xs, W, U, k0);
+      stage_inner_all<S>(At, Bt, L, Xs, W, U);
     } else {
-      stage_bf16(At, ldt, L, Cp, nk, [&](int i, int c) { return Xs[i * NX + k0 + c]; });
-      stage_bf16(Bt, ldt, L, Cp, nk, [&](int i, int c) {
+      stage_bf16(At, ldi, L, Cp, nk, [&](int i, int c) { return Xs[i * NX + k0 + c]; });
+      stage_bf16(Bt, ldi, L, Cp, nk, [&](int i, int c) {
         const int col = k0 + c;
         return col < K ? __bfloat162float(W[int64_t(i) * K + col]) : U[int64_t(i) * V + (col - K)];
       });
@@ -489,7 +496,7 @@ __global__ void __launch_bounds__(kParThreads<float>)
     mma_tiles(
         L, L, stage,
         [&](int tm, int tn, Acc& acc) {
-          if (tn <= tm) mma_acc<RowMajor, ColMajor>(acc, tm, tn, 0, nk, At, ldt, Bt, ldt);
+          if (tn <= tm) mma_acc<RowMajor, ColMajor>(acc, tm, tn, 0, nk, At, ldi, Bt, ldi);
         },
         [&](int i, int j, float s) {
           float x = first ? s : X[i * ldc + j] + s;

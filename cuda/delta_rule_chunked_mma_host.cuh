@@ -60,7 +60,8 @@ inline Plan plan(const Dims& d, bool backward) {
   }
   if (p.vp == 0) return p;
   if (backward) {
-    p.grad = GradLayout(d.C, d.K, d.V).total;
+    // the larger of the Generic kernel's and a fixed shape's (one phase-4 tile of K + V columns) layouts
+    p.grad = std::max(GradLayout(d.C, d.K, d.V, kGradTile).total, GradLayout(d.C, d.K, d.V, d.K + d.V).total);
     if (p.grad > limit) return p;
   }
   p.ok = true;
@@ -203,8 +204,9 @@ inline void backward(const Dims& d, const Plan& p, const Tensor& dqr, const Tens
   const dim3 grid(static_cast<unsigned>(d.NC), static_cast<unsigned>(d.Hv), static_cast<unsigned>(d.B));
   with_shape(d, p, {q.raw_data(), k.raw_data(), do_.raw_data()}, [&](auto shape) {
     using S = decltype(shape);
-    allow_smem(chunk_grad_mma_kernel<S>, p.grad);
-    launch(chunk_grad_mma_kernel<S>, grid, kParThreads<float>, p.grad, d, dqr.data<float>(), dkr.data<float>(),
+    const size_t smem = GradLayout(d.C, d.K, d.V, grad_inner<S>()).total;
+    allow_smem(chunk_grad_mma_kernel<S>, smem);
+    launch(chunk_grad_mma_kernel<S>, grid, kParThreads<float>, smem, d, dqr.data<float>(), dkr.data<float>(),
            key_stride, dv.data<float>(), dg.data<float>(), dbeta.data<float>(), do_.data<float>(), q.data<float>(),
            k.data<float>(), v.data<float>(), g.data<float>(), beta.data<float>(), chunk_states.data<float>(),
            dHend.data<float>(), Vn.data<float>(), dVn.data<float>(), bf16_ptr(s.Wb), s.U.data<float>(),
