@@ -48,10 +48,23 @@ check "a 2-process run resumed on 1 continues its losses" "same $tmp/one/trainin
   > "$tmp/kill.log" 2>&1 &
 launcher=$!
 for _ in $(seq 1 200); do [[ -f $tmp/kill/checkpoints/LAST ]] && break; sleep 0.1; done
-rank1=$(awk -v p="$launcher" '$4 == p { print $1 }' /proc/[0-9]*/stat 2>/dev/null | sort -n | tail -1)
-kill -9 "$rank1"
+# Rank 1 is the launcher's newer child. Each /proc/PID/stat is read on its own: a process that ends while the list
+# is read is skipped (one awk over all of them stops at the first vanished file), and the fields are taken after the
+# command name's closing parenthesis (a name may hold spaces).
+children() {
+  local f line rest
+  for f in /proc/[0-9]*/stat; do
+    { line=$(< "$f"); } 2>/dev/null || continue
+    rest=${line##*) }
+    read -r _ ppid _ <<< "$rest"
+    [[ $ppid == "$launcher" ]] && { f=${f#/proc/}; echo "${f%/stat}"; }
+  done
+}
+rank1=$(children | sort -n | tail -1)
+if [[ -n $rank1 ]]; then kill -9 "$rank1"; else kill -9 "$launcher"; fi
 wait "$launcher"
 rc=$?
+check "rank 1 found among the launcher's processes" "[[ -n '$rank1' ]]"
 check "a killed rank ends the job (exit $rc)" "[[ $rc -ne 0 ]]"
 check "the job says so in one line (the launcher names the rank)" \
   "[[ \$(grep -c 'error:' $tmp/kill.log) -eq 1 ]] && grep -q 'error: rank 1 was killed by signal 9' $tmp/kill.log"
