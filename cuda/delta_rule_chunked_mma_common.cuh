@@ -243,22 +243,14 @@ __device__ __forceinline__ void cp_async16(void* dst, const void* src) {
   const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(dst));
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(src) : "memory");
 }
-// bf16 rows dst[i ld + c] = src[i stride + c], i < rows, c < cols (cols, ld, stride multiples of 8), asynchronously.
-__device__ __forceinline__ void async_rows_bf16(bf16* dst, int ld, const bf16* src, int64_t stride, int rows,
-                                                int cols) {
-  const int cv = cols / 8;
+// Rows dst[i ld + c] = src[i stride + c], i < rows, c < cols, 16 bytes a copy, asynchronously (bf16 or float32: cols,
+// ld and stride multiples of 16 / sizeof(T), src 16-byte aligned).
+template <typename T>
+__device__ __forceinline__ void async_rows16(T* dst, int ld, const T* src, int64_t stride, int rows, int cols) {
+  constexpr int per = 16 / sizeof(T);
+  const int cv = cols / per;
   for (int e = threadIdx.x; e < rows * cv; e += blockDim.x) {
-    const int i = e / cv, c = (e - i * cv) * 8;
-    cp_async16(dst + i * ld + c, src + i * stride + c);
-  }
-}
-// float32 rows dst[i ld + c] = src[i stride + c], i < rows, c < cols, 16 bytes a copy, asynchronously (cols, ld and
-// stride multiples of 4, src 16-byte aligned).
-__device__ __forceinline__ void async_rows_f4(float* dst, int ld, const float* src, int64_t stride, int rows,
-                                              int cols) {
-  const int cv = cols / 4;
-  for (int e = threadIdx.x; e < rows * cv; e += blockDim.x) {
-    const int i = e / cv, c = (e - i * cv) * 4;
+    const int i = e / cv, c = (e - i * cv) * per;
     cp_async16(dst + i * ld + c, src + i * stride + c);
   }
 }

@@ -79,10 +79,10 @@ __global__ void __launch_bounds__(256)
     const int L = static_cast<int>(min(d.C, d.T - t0));
     bf16* Ws = at<bf16>(bf, oW);
     float* rs = at<float>(bf, o_r);
-    async_rows_bf16(Ws, ldk, Wbg + hr * d.K, d.K, L, K);
+    async_rows16(Ws, ldk, Wbg + hr * d.K, d.K, L, K);
     zero_rows_bf16(Ws, ldk, L, Cp, K);
     if constexpr (VT != 0)
-      async_rows_f4(at<float>(bf, oA), vt, Ug + hr * d.V + c0, d.V, L, nv);
+      async_rows16(at<float>(bf, oA), vt, Ug + hr * d.V + c0, d.V, L, nv);
     else
       async_rows(at<float>(bf, oA), vt, Ug + hr * d.V + c0, d.V, L, nv);
     async_vec(rs, Rg + hr, L);
@@ -93,7 +93,7 @@ __global__ void __launch_bounds__(256)
     const int64_t t0 = n * d.C, hr = d.head_row(b, hv, t0);
     const int L = static_cast<int>(min(d.C, d.T - t0));
     bf16* Ks = at<bf16>(buf(n), oK);
-    async_rows_bf16(Ks, ldk, Kbg + hr * d.K, d.K, L, K);
+    async_rows16(Ks, ldk, Kbg + hr * d.K, d.K, L, K);
     zero_rows_bf16(Ks, ldk, L, Cp, K);
     cp_async_commit();
   };
@@ -202,10 +202,10 @@ __global__ void __launch_bounds__(256)
     const int L = static_cast<int>(min(d.C, d.T - t0));
     bf16* Ks = at<bf16>(bf, oK);
     float* rs = at<float>(bf, o_r);
-    async_rows_bf16(Ks, ldk, Kbg + hr * d.K, d.K, L, K);
+    async_rows16(Ks, ldk, Kbg + hr * d.K, d.K, L, K);
     zero_rows_bf16(Ks, ldk, L, Cp, K);
     if constexpr (VT != 0)
-      async_rows_f4(at<float>(bf, oA), vt, dVng + hr * d.V + c0, d.V, L, nv);
+      async_rows16(at<float>(bf, oA), vt, dVng + hr * d.V + c0, d.V, L, nv);
     else
       async_rows(at<float>(bf, oA), vt, dVng + hr * d.V + c0, d.V, L, nv);
     async_vec(rs, Rg + hr, L);
@@ -217,10 +217,10 @@ __global__ void __launch_bounds__(256)
     const int64_t t0 = n * d.C, hr = d.head_row(b, hv, t0);
     const int L = static_cast<int>(min(d.C, d.T - t0));
     bf16* Ws = at<bf16>(bf, oW);
-    async_rows_bf16(Ws, ldk, Wbg + hr * d.K, d.K, L, K);
+    async_rows16(Ws, ldk, Wbg + hr * d.K, d.K, L, K);
     zero_rows_bf16(Ws, ldk, L, Cp, K);
     if constexpr (VT != 0)
-      async_rows_f4(at<float>(bf, oQd), vt, dHend + d.chunk_state(b, hv, n) + c0, d.V, K, nv);
+      async_rows16(at<float>(bf, oQd), vt, dHend + d.chunk_state(b, hv, n) + c0, d.V, K, nv);
     else
       async_rows(at<float>(bf, oQd), vt, dHend + d.chunk_state(b, hv, n) + c0, d.V, K, nv);
     cp_async_commit();
