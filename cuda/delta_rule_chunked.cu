@@ -54,12 +54,12 @@
 // cuda/delta_rule_chunked_mma_host.cuh; the backward unless GDN_DR_BACKWARD=float32,
 // delta_rule_chunked_backward_takes_tensor_cores in cuda/delta_rule_chunked_path.h): forward prepare_mma_kernel,
 // forward_recur_mma_kernel, chunk_output_mma_kernel; backward (prepare_mma_kernel unless the forward's scratch is
-// handed over; then Vn is the forward's too), backward_pre_mma_kernel, backward_recur_mma_kernel, chunk_grad_mma_kernel. Their tile products (K
-// K^T, Q K^T, W H, K^T Vn, Q H, P Vn, P^T dO, Q^T dO, K dH, W^T dVn and the products of the chunk gradient) are
-// bfloat16 wmma with float32 accumulation; the gates, Gam, Lm, both triangular solves, the states H and dH and every
-// epilogue stay float32 (the cumsums double). float64 tensors and Precision::Float32 run the kernels below,
-// unchanged. delta_rule_chunked_last_paths() (cuda/delta_rule_chunked_path.h) records which path the last forward
-// and backward ran.
+// handed over; then Vn is the forward's too), backward_pre_mma_kernel, backward_recur_mma_kernel,
+// chunk_grad_mma_kernel. Their tile products (K K^T, Q K^T, W H, K^T Vn, Q H, P Vn, P^T dO, Q^T dO, K dH, W^T dVn
+// and the products of the chunk gradient) are bfloat16 wmma with float32 accumulation; the gates, Gam, Lm, both
+// triangular solves, the states H and dH and every epilogue stay float32 (the cumsums double). float64 tensors and
+// Precision::Float32 run the kernels below, unchanged. delta_rule_chunked_last_paths()
+// (cuda/delta_rule_chunked_path.h) records which path the last forward and backward ran.
 // The untiled kernels above live in cuda/delta_rule_chunked_untiled.cuh. GDN_DR_UNTILED=1 selects them (and turns the
 // tensor-core path off). The untiled chunk_grad_kernel does its products with the same
 // tile_mm (operands read through L1) and its transposed solve as blocked backward substitution (16-row blocks from

@@ -191,7 +191,8 @@ inline void backward(const Dims& d, const Plan& p, const Tensor& dqr, const Tens
     const auto kernel = make_vn ? backward_pre_mma_kernel<S, true> : backward_pre_mma_kernel<S, false>;
     const size_t smem = PreLayout(d.C, d.K, p.vp, make_vn).total;  // p.par is the larger, with Vn
     allow_smem(kernel, smem);
-    launch(kernel, pgrid, par_threads<float>(pgrid.x * int64_t(pgrid.y) * pgrid.z), smem, d, p.vp, Vn.data<float>(), dVn.data<float>(), dHend.data<float>(), chunk_states.data<float>(), bf16_ptr(s.Wb),
+    launch(kernel, pgrid, par_threads<float>(pgrid.x * int64_t(pgrid.y) * pgrid.z), smem, d, p.vp, Vn.data<float>(),
+           dVn.data<float>(), dHend.data<float>(), chunk_states.data<float>(), bf16_ptr(s.Wb),
            s.U.data<float>(), s.P.data<float>(), s.EG.data<float>(), q.data<float>(), do_.data<float>(), sc);
   });
   with_shape(d, p, {}, [&](auto shape) {

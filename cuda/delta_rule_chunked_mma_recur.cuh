@@ -25,6 +25,17 @@
 
 namespace gdn::cuda::delta_rule_tiled::mma {
 
+// Float32 rows of a value tile into shared memory, asynchronously: 16 bytes a copy at the fixed shapes (VT != 0, rows
+// aligned), 4 otherwise.
+template <int VT>
+__device__ __forceinline__ void async_value_rows(float* dst, int vt, const float* src, int64_t stride, int rows,
+                                                 int nv) {
+  if constexpr (VT != 0)
+    async_rows16(dst, vt, src, stride, rows, nv);
+  else
+    async_rows(dst, vt, src, stride, rows, nv);
+}
+
 // Both recurrences are templates over the Shape S and the value tile VT (0: vt read at run time): the host runs the
 // fixed shapes with VT = vt, 32 or 16 (recur_kernels in cuda/delta_rule_chunked_mma_host.cuh).
 struct RecurLayout {
@@ -81,10 +92,7 @@ __global__ void __launch_bounds__(256)
     float* rs = at<float>(bf, o_r);
     async_rows16(Ws, ldk, Wbg + hr * d.K, d.K, L, K);
     zero_rows_bf16(Ws, ldk, L, Cp, K);
-    if constexpr (VT != 0)
-      async_rows16(at<float>(bf, oA), vt, Ug + hr * d.V + c0, d.V, L, nv);
-    else
-      async_rows(at<float>(bf, oA), vt, Ug + hr * d.V + c0, d.V, L, nv);
+    async_value_rows<VT>(at<float>(bf, oA), vt, Ug + hr * d.V + c0, d.V, L, nv);
     async_vec(rs, Rg + hr, L);
     if (threadIdx.x == 0) cp_async_elem(rs + Cp, EGg + hr + L - 1);
     cp_async_commit();
@@ -204,10 +212,7 @@ __global__ void __launch_bounds__(256)
     float* rs = at<float>(bf, o_r);
     async_rows16(Ks, ldk, Kbg + hr * d.K, d.K, L, K);
     zero_rows_bf16(Ks, ldk, L, Cp, K);
-    if constexpr (VT != 0)
-      async_rows16(at<float>(bf, oA), vt, dVng + hr * d.V + c0, d.V, L, nv);
-    else
-      async_rows(at<float>(bf, oA), vt, dVng + hr * d.V + c0, d.V, L, nv);
+    async_value_rows<VT>(at<float>(bf, oA), vt, dVng + hr * d.V + c0, d.V, L, nv);
     async_vec(rs, Rg + hr, L);
     if (threadIdx.x == 0) cp_async_elem(rs + Cp, EGg + hr + L - 1);
     cp_async_commit();
@@ -219,10 +224,7 @@ __global__ void __launch_bounds__(256)
     bf16* Ws = at<bf16>(bf, oW);
     async_rows16(Ws, ldk, Wbg + hr * d.K, d.K, L, K);
     zero_rows_bf16(Ws, ldk, L, Cp, K);
-    if constexpr (VT != 0)
-      async_rows16(at<float>(bf, oQd), vt, dHend + d.chunk_state(b, hv, n) + c0, d.V, K, nv);
-    else
-      async_rows(at<float>(bf, oQd), vt, dHend + d.chunk_state(b, hv, n) + c0, d.V, K, nv);
+    async_value_rows<VT>(at<float>(bf, oQd), vt, dHend + d.chunk_state(b, hv, n) + c0, d.V, K, nv);
     cp_async_commit();
   };
   const int64_t s_off = (b * d.Hv + hv) * d.K * d.V + c0;
