@@ -60,8 +60,9 @@ inline Plan plan(const Dims& d, bool backward) {
   }
   if (p.vp == 0) return p;
   if (backward) {
-    // the larger of the Generic kernel's and a fixed shape's (one phase-4 tile of K + V columns) layouts
-    p.grad = std::max(GradLayout(d.C, d.K, d.V, kGradTile).total, GradLayout(d.C, d.K, d.V, d.K + d.V).total);
+    // a fixed shape's layout (one phase-4 tile of K + V columns) where with_shape may pick one, else the Generic's
+    const bool may_fix = d.C == 64 && d.K == d.V && (d.K == 64 || d.K == 128);
+    p.grad = GradLayout(d.C, d.K, d.V, may_fix ? d.K + d.V : kGradTile).total;
     if (p.grad > limit) return p;
   }
   p.ok = true;
