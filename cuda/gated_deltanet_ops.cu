@@ -142,10 +142,7 @@ __global__ void l2norm_forward4_kernel(float* y, float* rstd, const float* x, in
 #pragma unroll
     for (int k = 0; k < V; ++k) {
       if (lane + G * k >= D4) continue;
-      ss += static_cast<double>(xv[k].x) * xv[k].x;
-      ss += static_cast<double>(xv[k].y) * xv[k].y;
-      ss += static_cast<double>(xv[k].z) * xv[k].z;
-      ss += static_cast<double>(xv[k].w) * xv[k].w;
+      add_dot4(ss, xv[k], xv[k]);
     }
     ss = warp_sum<G>(ss);
     if (!on) continue;
@@ -179,10 +176,7 @@ __global__ void l2norm_backward4_kernel(float* dx, const float* dy, const float*
 #pragma unroll
     for (int k = 0; k < V; ++k) {
       if (lane + G * k >= D4) continue;
-      dot += static_cast<double>(gv[k].x) * yv[k].x;
-      dot += static_cast<double>(gv[k].y) * yv[k].y;
-      dot += static_cast<double>(gv[k].z) * yv[k].z;
-      dot += static_cast<double>(gv[k].w) * yv[k].w;
+      add_dot4(dot, gv[k], yv[k]);
     }
     const float dt = static_cast<float>(warp_sum<G>(dot));
     if (!on) continue;

@@ -188,6 +188,15 @@ __device__ inline void store4(__nv_bfloat16* p, int64_t i, float4 v) {
       make_uint2(*reinterpret_cast<const uint32_t*>(&lo), *reinterpret_cast<const uint32_t*>(&hi));
 }
 
+// s += a.x b.x + a.y b.y + a.z b.z + a.w b.w in double, one element after the other (the row sums of the float4
+// row kernels).
+__device__ inline void add_dot4(double& s, float4 a, float4 b) {
+  s += static_cast<double>(a.x) * b.x;
+  s += static_cast<double>(a.y) * b.y;
+  s += static_cast<double>(a.z) * b.z;
+  s += static_cast<double>(a.w) * b.w;
+}
+
 // Whether every tensor's data is aligned for four elements of its dtype (the four-element load and store paths).
 inline bool aligned4(std::initializer_list<const Tensor*> ts) {
   for (const Tensor* t : ts)

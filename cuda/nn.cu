@@ -272,10 +272,7 @@ __global__ void rms_norm_forward_rows4_kernel(Y* __restrict__ y, float* __restri
         s[k] = make_float4(s[k].x + rv[k].x, s[k].y + rv[k].y, s[k].z + rv[k].z, s[k].w + rv[k].w);
         store4(h + i * D, lane + 32 * k, s[k]);
       }
-      ss += static_cast<double>(s[k].x) * s[k].x;
-      ss += static_cast<double>(s[k].y) * s[k].y;
-      ss += static_cast<double>(s[k].z) * s[k].z;
-      ss += static_cast<double>(s[k].w) * s[k].w;
+      add_dot4(ss, s[k], s[k]);
     }
     ss = warp_sum(ss);
     const float r = static_cast<float>(1.0 / sqrt(ss / D + eps));

@@ -77,10 +77,7 @@ __global__ void sum_squares_partials_kernel(double* partials, const TensorRow* r
     if constexpr (std::is_same_v<T, float>) {
       if (j + kVec <= r.numel && (r.p & 15) == 0) {
         const float4 v = *reinterpret_cast<const float4*>(x + j);
-        s += static_cast<double>(v.x) * v.x;
-        s += static_cast<double>(v.y) * v.y;
-        s += static_cast<double>(v.z) * v.z;
-        s += static_cast<double>(v.w) * v.w;
+        add_dot4(s, v, v);
         done = true;
       }
     }
