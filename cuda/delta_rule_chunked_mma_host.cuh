@@ -155,7 +155,7 @@ inline void forward(const Dims& d, const Plan& p, const Tensor& o, const Tensor&
     *keep = s;
     keep->Vn = Vn;
   }
-  with_shape(d, p, {}, [&](auto shape) {
+  with_shape(d, p, {cs.raw_data()}, [&](auto shape) {
     const auto kernel = recur_kernels<decltype(shape)>(p.vt).first;
     allow_smem(kernel, p.recur);
     launch(kernel, recur_grid(d, p.vt), kThreads, p.recur, d, p.vt, p.nbuf, ptr_or_null<float>(final_state),

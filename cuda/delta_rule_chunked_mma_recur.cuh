@@ -135,9 +135,18 @@ __global__ void __launch_bounds__(256)
       load_w(n + 1);
       load_k(n + 1);
     }
-    for (int e = threadIdx.x; e < K * nv; e += blockDim.x) {
-      const int kk = e / nv, c = e - kk * nv;
-      chunk_states[d.chunk_state(b, hv, n) + c0 + int64_t(kk) * V + c] = H[kk * vt + c];
+    float* Hn = chunk_states + d.chunk_state(b, hv, n) + c0;
+    if constexpr (VT != 0) {  // four values a store (the host checks chunk_states' alignment for fixed shapes)
+      constexpr int q4 = VT / 4;
+      for (int e = threadIdx.x; e < K * q4; e += blockDim.x) {
+        const int kk = e / q4, c = 4 * (e - kk * q4);
+        *reinterpret_cast<float4*>(Hn + int64_t(kk) * V + c) = *reinterpret_cast<const float4*>(H + kk * VT + c);
+      }
+    } else {
+      for (int e = threadIdx.x; e < K * nv; e += blockDim.x) {
+        const int kk = e / nv, c = e - kk * nv;
+        Hn[int64_t(kk) * V + c] = H[kk * vt + c];
+      }
     }
     // Vn = U - W H (stored for the output kernel), Vr = r ⊙ Vn (rows L..Cp-1 zero)
     mma_tiles(
