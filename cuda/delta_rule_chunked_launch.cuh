@@ -10,7 +10,9 @@
 #include <cstdint>
 #include <cstdlib>
 #include <initializer_list>
+#include <string>
 
+#include "core/check.h"
 #include "cuda/cuda_check.h"
 #include "cuda/delta_rule_chunked_tiled.cuh"
 #include "cuda/launch.h"
@@ -80,6 +82,30 @@ RecurChoice choose_recur(const Dims& d, std::initializer_list<int> vts, F smem_o
       }
     }
   return best;
+}
+
+// The value tile of the register recurrences (cuda/delta_rule_chunked_mma_regs.cuh, fixed shapes; a warp per 16
+// columns): the widest of 64 and 32 whose grid still has a block for every multiprocessor (the recurrence is
+// sequential: an idle SM is lost for its whole length, and a wider tile copies each chunk's W and K fewer times),
+// else 16. GDN_DR_RECUR_VT=16, 32 or 64 forces the tile (the harness's small grids take 16 by themselves), 0 runs the
+// shared-memory recurrences there too (A/B runs).
+inline int forced_recur_vt() {
+  static const int v = [] {
+    const char* e = std::getenv("GDN_DR_RECUR_VT");
+    if (!e || !*e) return -1;
+    const std::string s(e);
+    GDN_CHECK(s == "0" || s == "16" || s == "32" || s == "64", "GDN_DR_RECUR_VT must be 0, 16, 32 or 64, not '{}'", s);
+    return std::stoi(s);
+  }();
+  return v;
+}
+inline int reg_vt(const Dims& d) {
+  const int forced = forced_recur_vt();
+  if (forced == 0) return 0;
+  if (forced > 0) return d.V % forced == 0 ? forced : 16;
+  for (int vt : {64, 32})
+    if (d.V % vt == 0 && d.V / vt * d.B * d.Hv >= sm_count()) return vt;
+  return 16;
 }
 
 }  // namespace gdn::cuda::delta_rule_tiled

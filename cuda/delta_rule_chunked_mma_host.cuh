@@ -7,7 +7,10 @@
 // memory (prepare_mma, the recurrence with vt in {32, 16} and one or two buffers, the chunk-parallel kernel with
 // vp in {64, 32, 16}, chunk_grad_mma). When any check fails the caller runs the float32 kernels instead, unchanged.
 // The recurrence's (vt, nbuf) come from choose_recur (cuda/delta_rule_chunked_launch.cuh), as the float32 split
-// path's do: fewest waves of resident blocks, then two buffers, then the narrowest tile. Nothing here reads device
+// path's do: fewest waves of resident blocks, then two buffers, then the narrowest tile. At the fixed shapes the
+// recurrences keep the state in registers instead (cuda/delta_rule_chunked_mma_regs.cuh) with the value tile of
+// reg_vt (cuda/delta_rule_chunked_launch.cuh); p.vt, p.nbuf stay the fallback for a call whose tensors are not
+// 16-byte aligned, which runs the Generic kernels. Nothing here reads device
 // memory; the scratch tensors come from the caching allocator on the current stream (a captured CUDA graph replays
 // the same launches).
 #pragma once
@@ -25,6 +28,7 @@
 #include "cuda/delta_rule_chunked_mma.cuh"
 #include "cuda/delta_rule_chunked_mma_grad.cuh"
 #include "cuda/delta_rule_chunked_mma_recur.cuh"
+#include "cuda/delta_rule_chunked_mma_regs.cuh"
 #include "cuda/launch.h"
 #include "cuda/stream.h"
 
@@ -33,7 +37,9 @@ namespace gdn::cuda::delta_rule_tiled::mma {
 struct Plan {
   bool ok = false;
   int NT = 0, vt = 0, nbuf = 0, vp = 0;
+  int rvt = 0;                                    // the register recurrences' value tile at fixed shapes, 0: none
   size_t prep = 0, recur = 0, par = 0, grad = 0;  // dynamic shared-memory bytes of each kernel
+  size_t rsmem = 0;                               // ... of the register recurrence
 };
 
 inline Plan plan(const Dims& d, bool backward) {
@@ -59,9 +65,14 @@ inline Plan plan(const Dims& d, bool backward) {
     }
   }
   if (p.vp == 0) return p;
+  const bool may_fix = d.C == 64 && d.K == d.V && (d.K == 64 || d.K == 128);  // with_shape may pick a fixed shape
+  if (may_fix) {
+    p.rvt = reg_vt(d);
+    p.rsmem = p.rvt ? reg_smem(d.C, d.K, p.rvt, backward) : 0;
+    if (p.rsmem > limit) p.rvt = 0;
+  }
   if (backward) {
     // a fixed shape's layout (one phase-4 tile of K + V columns) where with_shape may pick one, else the Generic's
-    const bool may_fix = d.C == 64 && d.K == d.V && (d.K == 64 || d.K == 128);
     p.grad = GradLayout(d.C, d.K, d.V, may_fix ? d.K + d.V : kGradTile).total;
     if (p.grad > limit) return p;
   }
@@ -95,6 +106,14 @@ auto recur_kernels(int vt) {
   } else {
     return std::make_pair(forward_recur_mma_kernel<S, 0>, backward_recur_mma_kernel<S, 0>);
   }
+}
+
+// The register recurrences {forward, backward} for fixed shape S and value tile vt (64, 32 or 16: reg_vt's choices).
+template <typename S>
+auto reg_kernels(int vt) {
+  if (vt == 64) return std::make_pair(forward_recur_reg_kernel<S, 64>, backward_recur_reg_kernel<S, 64>);
+  if (vt == 32) return std::make_pair(forward_recur_reg_kernel<S, 32>, backward_recur_reg_kernel<S, 32>);
+  return std::make_pair(forward_recur_reg_kernel<S, 16>, backward_recur_reg_kernel<S, 16>);
 }
 
 template <typename Kernel>
@@ -156,7 +175,18 @@ inline void forward(const Dims& d, const Plan& p, const Tensor& o, const Tensor&
     keep->Vn = Vn;
   }
   with_shape(d, p, {cs.raw_data()}, [&](auto shape) {
-    const auto kernel = recur_kernels<decltype(shape)>(p.vt).first;
+    using S = decltype(shape);
+    if constexpr (S::fixed) {
+      if (p.rvt) {
+        const auto kernel = reg_kernels<S>(p.rvt).first;
+        allow_smem(kernel, p.rsmem);
+        launch(kernel, recur_grid(d, p.rvt), 2 * p.rvt, p.rsmem, d, ptr_or_null<float>(final_state), cs.data<float>(),
+               Vn.data<float>(), bf16_ptr(s.Kb), bf16_ptr(s.Wb), s.U.data<float>(), s.EG.data<float>(),
+               s.R.data<float>(), ptr_or_null<float>(initial_state));
+        return;
+      }
+    }
+    const auto kernel = recur_kernels<S>(p.vt).first;
     allow_smem(kernel, p.recur);
     launch(kernel, recur_grid(d, p.vt), kThreads, p.recur, d, p.vt, p.nbuf, ptr_or_null<float>(final_state),
            cs.data<float>(), Vn.data<float>(), bf16_ptr(s.Kb), bf16_ptr(s.Wb), s.U.data<float>(), s.EG.data<float>(),
@@ -197,7 +227,18 @@ inline void backward(const Dims& d, const Plan& p, const Tensor& dqr, const Tens
            s.U.data<float>(), s.P.data<float>(), s.EG.data<float>(), q.data<float>(), do_.data<float>(), sc);
   });
   with_shape(d, p, {}, [&](auto shape) {
-    const auto kernel = recur_kernels<decltype(shape)>(p.vt).second;
+    using S = decltype(shape);
+    if constexpr (S::fixed) {
+      if (p.rvt) {
+        const auto kernel = reg_kernels<S>(p.rvt).second;
+        allow_smem(kernel, p.rsmem);
+        launch(kernel, recur_grid(d, p.rvt), 2 * p.rvt, p.rsmem, d, ptr_or_null<float>(dinitial_state),
+               dHend.data<float>(), dVn.data<float>(), ptr_or_null<float>(dfinal_state), bf16_ptr(s.Kb),
+               bf16_ptr(s.Wb), s.EG.data<float>(), s.R.data<float>());
+        return;
+      }
+    }
+    const auto kernel = recur_kernels<S>(p.vt).second;
     allow_smem(kernel, p.recur);
     launch(kernel, recur_grid(d, p.vt), kThreads, p.recur, d, p.vt, p.nbuf, ptr_or_null<float>(dinitial_state),
            dHend.data<float>(), dVn.data<float>(), ptr_or_null<float>(dfinal_state), bf16_ptr(s.Kb), bf16_ptr(s.Wb),

@@ -64,6 +64,12 @@ if want harness; then
   # The recurrences' one-buffer path (taken at large grids only) on the harness's delta-rule shapes.
   GDN_DR_RECUR_BUFFERS=1 ./build-gpu/tests/gdn_tests -tc='cuda harness: delta rule chunked' > "$OUT/cuda_one_buffer.log" 2>&1
   note "delta rule chunked, one recurrence buffer: rc=$?  $(grep -E '^\[doctest\] assertions' "$OUT/cuda_one_buffer.log")"
+  # The register recurrences' wider value tiles (the harness's grids take 16) and the shared-memory recurrences at the
+  # fixed shapes (GDN_DR_RECUR_VT=0).
+  for vt in 32 64 0; do
+    GDN_DR_RECUR_VT=$vt ./build-gpu/tests/gdn_tests -tc='cuda harness: delta rule chunked' > "$OUT/cuda_recur_vt$vt.log" 2>&1
+    note "delta rule chunked, GDN_DR_RECUR_VT=$vt: rc=$?  $(grep -E '^\[doctest\] assertions' "$OUT/cuda_recur_vt$vt.log")"
+  done
 fi
 
 if want sanitize; then

@@ -1,0 +1,327 @@
+// cuda/delta_rule_chunked_mma_regs.cuh — the state recurrences of the chunked gated delta rule with the state in
+// registers, at the fixed shapes (included by cuda/delta_rule_chunked.cu only, through the host side; the shared-memory
+// recurrences of cuda/delta_rule_chunked_mma_recur.cuh run every other shape and do the same arithmetic).
+//
+// Each warp owns 16 value columns of the state and holds them transposed, H^T [16, K], as float32 accumulators of
+// mma.sync m16n8k16 (bf16 operands, float32 accumulation). Computing the transposed products
+//   forward   Vn^T = U^T - H^T W^T,          H^T <- eg_L H^T + (r ⊙ Vn)^T K
+//   backward  dVn^T = A^T + r ⊙ (dH^T K^T),  dH^T <- eg_L dH^T + Qd^T - dVn^T W
+// makes each product's accumulators, rounded to bf16 and paired, the A operand of the next one (the register reuse of
+// FlashAttention-2): a warp's step reads only the chunk's W, K (bf16 rows, ldmatrix) and U / A, Qd, r, eg_L (float32)
+// from shared memory and never waits for another warp. The block's threads copy chunk n + NBUF - 1's operands
+// (cp.async) while the warps work on chunk n, one __syncthreads a chunk. Each element's arithmetic is that of the
+// shared-memory kernels: every product summed from zero over its inner index in 16-wide steps in order, then
+// Vn = U - s, r Vn rounded to bf16, H = eg_L H + s (backward: dVn = A + r s, dH = eg_L dH + Qd - s).
+//
+// Fragments (PTX ISA, mma.m16n8k16 with .bf16), lane = 4 g + t: an accumulator [16, 8] holds (g, 2t), (g, 2t+1),
+// (g+8, 2t), (g+8, 2t+1); an A operand [16, 16] holds (g, 2t..2t+1), (g+8, 2t..2t+1), (g, 2t+8..), (g+8, 2t+8..), that
+// is the accumulators of two neighbouring n-tiles; a B operand [16, 8] holds (k 2t..2t+1, n g), (k 2t+8.., n g).
+#pragma once
+
+#include <cstdint>
+
+#include "cuda/delta_rule_chunked_mma_recur.cuh"
+#include "cuda/launch.h"
+
+namespace gdn::cuda::delta_rule_tiled::mma {
+
+__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+// c += a b, m16n8k16, bf16 operands, float32 accumulators.
+__device__ __forceinline__ void mma_16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+// Four 8x8 bf16 matrices from shared memory, lane l giving the row address of matrix l / 8 (transposed: .trans).
+template <bool kTrans>
+__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const bf16* p) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(p));
+  if constexpr (kTrans)
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(s)
+                 : "memory");
+  else
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(s)
+                 : "memory");
+}
+// B operands of n-tiles n0 and n0 + 8 at k-tile k0 from a bf16 tile M [rows, ld]: B[k][n] = M[n][k] (rows: the
+// tile's rows are the n index, e.g. W^T from W) or B[k][n] = M[k][n] (cols: e.g. K as it is). b[0], b[1]: n-tile
+// n0; b[2], b[3]: n-tile n0 + 8.
+__device__ __forceinline__ void b_rows(uint32_t (&b)[4], const bf16* M, int ld, int n0, int k0, int lane) {
+  ldsm_x4<false>(b, M + (n0 + (lane & 7) + ((lane >> 4) << 3)) * ld + k0 + ((lane >> 3) & 1) * 8);
+}
+__device__ __forceinline__ void b_cols(uint32_t (&b)[4], const bf16* M, int ld, int n0, int k0, int lane) {
+  ldsm_x4<true>(b, M + (k0 + (lane & 7) + ((lane >> 3) & 1) * 8) * ld + n0 + (lane >> 4) * 8);
+}
+// The A operand of k-tile kt made from accumulators x[2 kt], x[2 kt + 1] (bf16, round to nearest even).
+template <int N>
+__device__ __forceinline__ void a_from_acc(uint32_t (&a)[4], const float (&x)[N][4], int kt) {
+  a[0] = pack_bf16x2(x[2 * kt][0], x[2 * kt][1]);
+  a[1] = pack_bf16x2(x[2 * kt][2], x[2 * kt][3]);
+  a[2] = pack_bf16x2(x[2 * kt + 1][0], x[2 * kt + 1][1]);
+  a[3] = pack_bf16x2(x[2 * kt + 1][2], x[2 * kt + 1][3]);
+}
+
+// One buffer of a chunk's operands: W, K [C, K+8] bf16; U (forward) or A (backward) [C, vt+4] float32; (backward)
+// Qd [K, vt+4]; r [C] and eg_L at [C]. The row stride vt + 4 spreads a fragment's rows 2t over distinct banks.
+struct RegLayout {
+  size_t W, K, A, Qd, r, size;
+  __host__ __device__ RegLayout(int64_t C, int64_t Kd, int64_t vt, bool backward) {
+    Carve c;
+    W = c.take<bf16>(C * (Kd + kPadB));
+    K = c.take<bf16>(C * (Kd + kPadB));
+    A = c.take<float>(C * (vt + 4));
+    Qd = backward ? c.take<float>(Kd * (vt + 4)) : c.off;
+    r = c.take<float>(C + 1);
+    size = c.off;
+  }
+};
+// Buffers of the register recurrences: the forward's copies run two chunks ahead, the backward's (larger, with Qd)
+// one.
+template <bool kBackward>
+constexpr int reg_buffers() {
+  return kBackward ? 2 : 3;
+}
+inline size_t reg_smem(int64_t C, int64_t K, int vt, bool backward) {
+  return RegLayout(C, K, vt, backward).size * (backward ? reg_buffers<true>() : reg_buffers<false>());
+}
+
+// Element e of a warp's accumulator n-tile j: row (value column) g + 8 (e / 2), column 8 j + 2 t + e % 2.
+__device__ __forceinline__ int acc_row(int g, int e) { return g + 8 * (e >> 1); }
+__device__ __forceinline__ int acc_col(int j, int t, int e) { return 8 * j + 2 * t + (e & 1); }
+
+// Forward recurrence, value columns [VT blockIdx.x, +VT) of (b = blockIdx.z, hv = blockIdx.y), VT / 16 warps.
+template <typename S, int VT>
+__global__ void __launch_bounds__(VT * 2)
+    forward_recur_reg_kernel(Dims d, float* __restrict__ final_state, float* __restrict__ chunk_states,
+                             float* __restrict__ Vng, const bf16* __restrict__ Kbg, const bf16* __restrict__ Wbg,
+                             const float* __restrict__ Ug, const float* __restrict__ EGg,
+                             const float* __restrict__ Rg, const float* __restrict__ s0) {
+  static_assert(S::fixed && S::C % 16 == 0 && S::K % 16 == 0, "fixed shapes only");
+  pdl_enter();
+  extern __shared__ __align__(128) unsigned char smem_mma[];
+  d = shaped<S>(d);
+  constexpr int C = S::C, K = S::K, V = S::V, NB = reg_buffers<false>(), ldk = K + kPadB, ldv = VT + 4;
+  const int64_t hv = blockIdx.y, b = blockIdx.z;
+  const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, w16 = 16 * (threadIdx.x >> 5);
+  const int c0 = blockIdx.x * VT;
+  const RegLayout lay(C, K, VT, false);
+  auto buf = [&](int64_t n) { return smem_mma + (n % NB) * lay.size; };
+  auto load = [&](int64_t n) {  // chunk n's W, K, U, r, eg_L (an empty group past the last chunk)
+    if (n < d.NC) {
+      unsigned char* bf = buf(n);
+      const int64_t t0 = n * C, hr = d.head_row(b, hv, t0);
+      const int L = static_cast<int>(min(int64_t(C), d.T - t0));
+      float* rs = at<float>(bf, lay.r);
+      async_rows16(at<bf16>(bf, lay.W), ldk, Wbg + hr * K, K, L, K);
+      async_rows16(at<bf16>(bf, lay.K), ldk, Kbg + hr * K, K, L, K);
+      zero_rows_bf16(at<bf16>(bf, lay.W), ldk, L, C, K);
+      zero_rows_bf16(at<bf16>(bf, lay.K), ldk, L, C, K);
+      async_rows16(at<float>(bf, lay.A), ldv, Ug + hr * V + c0, V, L, VT);
+      async_vec(rs, Rg + hr, L);
+      if (threadIdx.x == 0) cp_async_elem(rs + C, EGg + hr + L - 1);
+    }
+    cp_async_commit();
+  };
+  for (int n = 0; n < NB - 1; ++n) load(n);
+  const int64_t s_off = (b * d.Hv + hv) * int64_t(K) * V + c0 + w16;
+  float h[K / 8][4];
+#pragma unroll
+  for (int j = 0; j < K / 8; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) h[j][e] = s0 ? s0[s_off + int64_t(acc_col(j, t, e)) * V + acc_row(g, e)] : 0.0f;
+  for (int64_t n = 0; n < d.NC; ++n) {
+    cp_async_wait_group<NB - 2>();
+    __syncthreads();  // chunk n's operands have landed; every warp is done with the buffer load() refills
+    load(n + NB - 1);
+    unsigned char* bf = buf(n);
+    const bf16* Ws = at<bf16>(bf, lay.W);
+    const bf16* Ks = at<bf16>(bf, lay.K);
+    const float* Us = at<float>(bf, lay.A) + w16;
+    const float* rs = at<float>(bf, lay.r);
+    const int64_t t0 = n * C, hr = d.head_row(b, hv, t0);
+    const int L = static_cast<int>(min(int64_t(C), d.T - t0));
+    float* Hn = chunk_states + d.chunk_state(b, hv, n) + c0 + w16;
+#pragma unroll
+    for (int j = 0; j < K / 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) Hn[int64_t(acc_col(j, t, e)) * V + acc_row(g, e)] = h[j][e];
+    uint32_t ha[K / 16][4];  // bf16 H^T
+#pragma unroll
+    for (int kt = 0; kt < K / 16; ++kt) a_from_acc(ha[kt], h, kt);
+    // Vn^T = U^T - H^T W^T, two n-tiles (16 chunk rows) at a time; (r ⊙ Vn)^T as bf16 A operands
+    uint32_t va[C / 16][4];
+#pragma unroll
+    for (int ip = 0; ip < C / 16; ++ip) {
+      float s[2][4] = {};
+#pragma unroll
+      for (int kt = 0; kt < K / 16; ++kt) {
+        uint32_t bw[4];
+        b_rows(bw, Ws, ldk, 16 * ip, 16 * kt, lane);
+        mma_16816(s[0], ha[kt], bw[0], bw[1]);
+        mma_16816(s[1], ha[kt], bw[2], bw[3]);
+      }
+#pragma unroll
+      for (int u = 0; u < 2; ++u)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int i = acc_col(2 * ip + u, t, e), c = acc_row(g, e);
+          float vr = 0.0f;
+          if (i < L) {
+            const float x = Us[i * ldv + c] - s[u][e];
+            Vng[(hr + i) * V + c0 + w16 + c] = x;
+            vr = rs[i] * x;
+          }
+          s[u][e] = vr;
+        }
+      a_from_acc(va[ip], s, 0);
+    }
+    const float eg_last = rs[C];
+    // H^T = eg_L H^T + (r ⊙ Vn)^T K, two n-tiles (16 key columns) at a time
+#pragma unroll
+    for (int jp = 0; jp < K / 16; ++jp) {
+      float s[2][4] = {};
+#pragma unroll
+      for (int ip = 0; ip < C / 16; ++ip) {
+        uint32_t bk[4];
+        b_cols(bk, Ks, ldk, 16 * jp, 16 * ip, lane);
+        mma_16816(s[0], va[ip], bk[0], bk[1]);
+        mma_16816(s[1], va[ip], bk[2], bk[3]);
+      }
+#pragma unroll
+      for (int u = 0; u < 2; ++u)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) h[2 * jp + u][e] = eg_last * h[2 * jp + u][e] + s[u][e];
+    }
+  }
+  if (final_state)
+#pragma unroll
+    for (int j = 0; j < K / 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) final_state[s_off + int64_t(acc_col(j, t, e)) * V + acc_row(g, e)] = h[j][e];
+}
+
+// Backward recurrence, value columns [VT blockIdx.x, +VT) of (b, hv), chunks last to first. dHend holds Qd of every
+// chunk on entry (backward_pre_mma_kernel) and dH_end on exit; dVng holds A on entry and dVn on exit.
+template <typename S, int VT>
+__global__ void __launch_bounds__(VT * 2)
+    backward_recur_reg_kernel(Dims d, float* __restrict__ dinitial_state, float* __restrict__ dHend,
+                              float* __restrict__ dVng, const float* __restrict__ dfinal_state,
+                              const bf16* __restrict__ Kbg, const bf16* __restrict__ Wbg,
+                              const float* __restrict__ EGg, const float* __restrict__ Rg) {
+  static_assert(S::fixed && S::C % 16 == 0 && S::K % 16 == 0, "fixed shapes only");
+  pdl_enter();
+  extern __shared__ __align__(128) unsigned char smem_mma[];
+  d = shaped<S>(d);
+  constexpr int C = S::C, K = S::K, V = S::V, NB = reg_buffers<true>(), ldk = K + kPadB, ldv = VT + 4;
+  const int64_t hv = blockIdx.y, b = blockIdx.z;
+  const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, w16 = 16 * (threadIdx.x >> 5);
+  const int c0 = blockIdx.x * VT;
+  const RegLayout lay(C, K, VT, true);
+  auto buf = [&](int64_t step) { return smem_mma + (step % NB) * lay.size; };
+  auto load = [&](int64_t step) {  // chunk NC - 1 - step's K, W, A, Qd, r, eg_L (an empty group past chunk 0)
+    const int64_t n = d.NC - 1 - step;
+    if (n >= 0) {
+      unsigned char* bf = buf(step);
+      const int64_t t0 = n * C, hr = d.head_row(b, hv, t0);
+      const int L = static_cast<int>(min(int64_t(C), d.T - t0));
+      float* rs = at<float>(bf, lay.r);
+      async_rows16(at<bf16>(bf, lay.K), ldk, Kbg + hr * K, K, L, K);
+      async_rows16(at<bf16>(bf, lay.W), ldk, Wbg + hr * K, K, L, K);
+      zero_rows_bf16(at<bf16>(bf, lay.K), ldk, L, C, K);
+      zero_rows_bf16(at<bf16>(bf, lay.W), ldk, L, C, K);
+      async_rows16(at<float>(bf, lay.A), ldv, dVng + hr * V + c0, V, L, VT);
+      async_rows16(at<float>(bf, lay.Qd), ldv, dHend + d.chunk_state(b, hv, n) + c0, V, K, VT);
+      async_vec(rs, Rg + hr, L);
+      if (threadIdx.x == 0) cp_async_elem(rs + C, EGg + hr + L - 1);
+    }
+    cp_async_commit();
+  };
+  for (int step = 0; step < NB - 1; ++step) load(step);
+  const int64_t s_off = (b * d.Hv + hv) * int64_t(K) * V + c0 + w16;
+  float h[K / 8][4];  // dH^T
+#pragma unroll
+  for (int j = 0; j < K / 8; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e)
+      h[j][e] = dfinal_state ? dfinal_state[s_off + int64_t(acc_col(j, t, e)) * V + acc_row(g, e)] : 0.0f;
+  for (int64_t step = 0; step < d.NC; ++step) {
+    cp_async_wait_group<NB - 2>();
+    __syncthreads();  // this chunk's operands have landed; every warp is done with the buffer load() refills
+    load(step + NB - 1);
+    const int64_t n = d.NC - 1 - step;
+    unsigned char* bf = buf(step);
+    const bf16* Ks = at<bf16>(bf, lay.K);
+    const bf16* Ws = at<bf16>(bf, lay.W);
+    const float* As = at<float>(bf, lay.A) + w16;
+    const float* Qd = at<float>(bf, lay.Qd) + w16;
+    const float* rs = at<float>(bf, lay.r);
+    const int64_t t0 = n * C, hr = d.head_row(b, hv, t0);
+    const int L = static_cast<int>(min(int64_t(C), d.T - t0));
+    uint32_t ha[K / 16][4];  // bf16 dH^T
+#pragma unroll
+    for (int kt = 0; kt < K / 16; ++kt) a_from_acc(ha[kt], h, kt);
+    // dVn^T = A^T + r ⊙ (dH^T K^T), two n-tiles (16 chunk rows) at a time; dVn^T as bf16 A operands
+    uint32_t va[C / 16][4];
+#pragma unroll
+    for (int ip = 0; ip < C / 16; ++ip) {
+      float s[2][4] = {};
+#pragma unroll
+      for (int kt = 0; kt < K / 16; ++kt) {
+        uint32_t bk[4];
+        b_rows(bk, Ks, ldk, 16 * ip, 16 * kt, lane);
+        mma_16816(s[0], ha[kt], bk[0], bk[1]);
+        mma_16816(s[1], ha[kt], bk[2], bk[3]);
+      }
+#pragma unroll
+      for (int u = 0; u < 2; ++u)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int i = acc_col(2 * ip + u, t, e), c = acc_row(g, e);
+          float x = 0.0f;
+          if (i < L) {
+            x = As[i * ldv + c] + rs[i] * s[u][e];
+            dVng[(hr + i) * V + c0 + w16 + c] = x;
+          }
+          s[u][e] = x;
+        }
+      a_from_acc(va[ip], s, 0);
+    }
+    const float eg_last = rs[C];
+    // dH^T = eg_L dH^T + Qd^T - dVn^T W; the dH^T it replaces is chunk n's dH_end, stored over Qd
+    float* dHn = dHend + d.chunk_state(b, hv, n) + c0 + w16;
+#pragma unroll
+    for (int jp = 0; jp < K / 16; ++jp) {
+      float s[2][4] = {};
+#pragma unroll
+      for (int ip = 0; ip < C / 16; ++ip) {
+        uint32_t bw[4];
+        b_cols(bw, Ws, ldk, 16 * jp, 16 * ip, lane);
+        mma_16816(s[0], va[ip], bw[0], bw[1]);
+        mma_16816(s[1], va[ip], bw[2], bw[3]);
+      }
+#pragma unroll
+      for (int u = 0; u < 2; ++u)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int kk = acc_col(2 * jp + u, t, e), c = acc_row(g, e);
+          const float h0 = h[2 * jp + u][e];
+          dHn[int64_t(kk) * V + c] = h0;
+          h[2 * jp + u][e] = eg_last * h0 + Qd[kk * ldv + c] - s[u][e];
+        }
+    }
+  }
+  if (dinitial_state)
+#pragma unroll
+    for (int j = 0; j < K / 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) dinitial_state[s_off + int64_t(acc_col(j, t, e)) * V + acc_row(g, e)] = h[j][e];
+}
+
+}  // namespace gdn::cuda::delta_rule_tiled::mma
