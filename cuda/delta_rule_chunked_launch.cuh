@@ -85,9 +85,9 @@ RecurChoice choose_recur(const Dims& d, std::initializer_list<int> vts, F smem_o
 }
 
 // The value tile of the register recurrences (cuda/delta_rule_chunked_mma_regs.cuh, fixed shapes; a warp per 16
-// columns): the widest of 64 and 32 whose grid still has a block for every multiprocessor (the recurrence is
-// sequential: an idle SM is lost for its whole length, and a wider tile copies each chunk's W and K fewer times),
-// else 16. GDN_DR_RECUR_VT=16, 32 or 64 forces the tile (the harness's small grids take 16 by themselves), 0 runs the
+// columns, 2 vt threads, smem_of(vt) bytes of shared memory): as choose_recur, fewest waves of resident blocks (the
+// recurrence is sequential, a second wave doubles its time), then the narrowest tile (the most blocks); 0 when none
+// fits. GDN_DR_RECUR_VT=16, 32 or 64 forces the tile (the harness's small grids take 16 by themselves), 0 runs the
 // shared-memory recurrences there too (A/B runs).
 inline int forced_recur_vt() {
   static const int v = [] {
@@ -99,13 +99,26 @@ inline int forced_recur_vt() {
   }();
   return v;
 }
-inline int reg_vt(const Dims& d) {
+template <typename F>
+int reg_vt(const Dims& d, F smem_of) {
   const int forced = forced_recur_vt();
   if (forced == 0) return 0;
   if (forced > 0) return d.V % forced == 0 ? forced : 16;
-  for (int vt : {64, 32})
-    if (d.V % vt == 0 && d.V / vt * d.B * d.Hv >= sm_count()) return vt;
-  return 16;
+  const size_t per_sm = static_cast<size_t>(device_attr(cudaDevAttrMaxSharedMemoryPerMultiprocessor));
+  const int64_t sms = sm_count();
+  int best = 0;
+  int64_t best_waves = 0;
+  for (int vt : {16, 32, 64}) {
+    const size_t smem = smem_of(vt);
+    if (d.V % vt != 0 || smem > smem_limit()) continue;
+    const int64_t bps = std::min<int64_t>(2048 / (2 * vt), static_cast<int64_t>(per_sm / (smem + 1024)));
+    const int64_t blocks = d.V / vt * d.B * d.Hv, waves = (blocks + sms * bps - 1) / (sms * bps);
+    if (bps >= 1 && (best == 0 || waves < best_waves)) {
+      best = vt;
+      best_waves = waves;
+    }
+  }
+  return best;
 }
 
 }  // namespace gdn::cuda::delta_rule_tiled

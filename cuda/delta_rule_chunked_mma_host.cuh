@@ -67,7 +67,7 @@ inline Plan plan(const Dims& d, bool backward) {
   if (p.vp == 0) return p;
   const bool may_fix = d.C == 64 && d.K == d.V && (d.K == 64 || d.K == 128);  // with_shape may pick a fixed shape
   if (may_fix) {
-    p.rvt = reg_vt(d);
+    p.rvt = reg_vt(d, [&](int vt) { return reg_smem(d.C, d.K, vt, backward); });
     p.rsmem = p.rvt ? reg_smem(d.C, d.K, p.rvt, backward) : 0;
     if (p.rsmem > limit) p.rvt = 0;
   }
