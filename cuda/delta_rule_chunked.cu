@@ -55,8 +55,10 @@
 // delta_rule_chunked_backward_takes_tensor_cores in cuda/delta_rule_chunked_path.h): forward prepare_mma_kernel,
 // forward_recur_mma_kernel, chunk_output_mma_kernel; backward (prepare_mma_kernel unless the forward's scratch is
 // handed over; then Vn is the forward's too), backward_pre_mma_kernel, backward_recur_mma_kernel,
-// chunk_grad_mma_kernel. Their tile products (K K^T, Q K^T, W H, K^T Vn, Q H, P Vn, P^T dO, Q^T dO, K dH, W^T dVn
-// and the products of the chunk gradient) are bfloat16 wmma with float32 accumulation; the gates, Gam, Lm, both
+// chunk_grad_mma_kernel. At the fixed shapes the two recurrences are forward_recur_reg_kernel and
+// backward_recur_reg_kernel instead (cuda/delta_rule_chunked_mma_regs.cuh: the state in registers, the same
+// arithmetic). Their tile products (K K^T, Q K^T, W H, K^T Vn, Q H, P Vn, P^T dO, Q^T dO, K dH, W^T dVn and the
+// products of the chunk gradient) are bfloat16 wmma / mma.sync with float32 accumulation; the gates, Gam, Lm, both
 // triangular solves, the states H and dH and every epilogue stay float32 (the cumsums double). float64 tensors and
 // Precision::Float32 run the kernels below, unchanged. delta_rule_chunked_last_paths()
 // (cuda/delta_rule_chunked_path.h) records which path the last forward and backward ran.

@@ -1,6 +1,7 @@
 // cuda/delta_rule_chunked_mma_recur.cuh — the state recurrences of the chunked gated delta rule on bfloat16 tensor
 // cores (included by cuda/delta_rule_chunked.cu only; the machinery is in cuda/delta_rule_chunked_mma_common.cuh, the
-// float32 twins are forward_recur_kernel / backward_recur_kernel of cuda/delta_rule_chunked_split.cuh).
+// float32 twins are forward_recur_kernel / backward_recur_kernel of cuda/delta_rule_chunked_split.cuh). At the fixed
+// shapes the register recurrences of cuda/delta_rule_chunked_mma_regs.cuh run instead (GDN_DR_RECUR_VT=0: these).
 //
 //   forward_recur_mma_kernel  grid (ceil(V/vt), Hv, B), vt in {32, 16}, chunks in order:
 //                             Vn = U - W H (Vn stored float32 for chunk_output_mma_kernel), Vr = r ⊙ Vn rounded to
