@@ -103,8 +103,8 @@ __global__ void __launch_bounds__(VT * 2)
                              float* __restrict__ Vng, const bf16* __restrict__ Kbg, const bf16* __restrict__ Wbg,
                              const float* __restrict__ Ug, const float* __restrict__ EGg,
                              const float* __restrict__ Rg, const float* __restrict__ s0) {
-  static_assert(S::fixed && S::C % 16 == 0 && S::K % 16 == 0, "fixed shapes only");
   pdl_enter();
+  static_assert(S::fixed && S::C % 16 == 0 && S::K % 16 == 0, "fixed shapes only");
   extern __shared__ __align__(128) unsigned char smem_mma[];
   d = shaped<S>(d);
   constexpr int C = S::C, K = S::K, V = S::V, NB = reg_buffers<false>(), ldk = K + kPadB, ldv = VT + 4;
@@ -215,8 +215,8 @@ __global__ void __launch_bounds__(VT * 2)
                               float* __restrict__ dVng, const float* __restrict__ dfinal_state,
                               const bf16* __restrict__ Kbg, const bf16* __restrict__ Wbg,
                               const float* __restrict__ EGg, const float* __restrict__ Rg) {
-  static_assert(S::fixed && S::C % 16 == 0 && S::K % 16 == 0, "fixed shapes only");
   pdl_enter();
+  static_assert(S::fixed && S::C % 16 == 0 && S::K % 16 == 0, "fixed shapes only");
   extern __shared__ __align__(128) unsigned char smem_mma[];
   d = shaped<S>(d);
   constexpr int C = S::C, K = S::K, V = S::V, NB = reg_buffers<true>(), ldk = K + kPadB, ldv = VT + 4;
