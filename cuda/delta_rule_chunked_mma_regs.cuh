@@ -96,6 +96,50 @@ inline size_t reg_smem(int64_t C, int64_t K, int vt, bool backward) {
 __device__ __forceinline__ int acc_row(int g, int e) { return g + 8 * (e >> 1); }
 __device__ __forceinline__ int acc_col(int j, int t, int e) { return 8 * j + 2 * t + (e & 1); }
 
+// A warp's state S^T [16, K] from / to a [K, V] float32 state whose element (0, 0) of the warp's columns is at
+// p[off] (loaded as 0 where p is null).
+template <int K>
+__device__ __forceinline__ void load_state(float (&h)[K / 8][4], const float* p, int64_t off, int64_t V, int g,
+                                           int t) {
+#pragma unroll
+  for (int j = 0; j < K / 8; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) h[j][e] = p ? p[off + int64_t(acc_col(j, t, e)) * V + acc_row(g, e)] : 0.0f;
+}
+template <int K>
+__device__ __forceinline__ void store_state(float* p, int64_t off, const float (&h)[K / 8][4], int64_t V, int g,
+                                            int t) {
+#pragma unroll
+  for (int j = 0; j < K / 8; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) p[off + int64_t(acc_col(j, t, e)) * V + acc_row(g, e)] = h[j][e];
+}
+// The first product of a step, n-tiles 16 ip and 16 ip + 8 of S^T M^T: s = sum over the K/16 k-tiles of a (the
+// state's A operands) times the rows 16 ip .. 16 ip + 15 of M [C, K] (bf16 W or K) as B.
+template <int K>
+__device__ __forceinline__ void times_rows(float (&s)[2][4], const uint32_t (&a)[K / 16][4], const bf16* M, int ld,
+                                           int ip, int lane) {
+#pragma unroll
+  for (int kt = 0; kt < K / 16; ++kt) {
+    uint32_t b[4];
+    b_rows(b, M, ld, 16 * ip, 16 * kt, lane);
+    mma_16816(s[0], a[kt], b[0], b[1]);
+    mma_16816(s[1], a[kt], b[2], b[3]);
+  }
+}
+// The second product of a step, n-tiles 16 jp and 16 jp + 8 of X^T M: s = sum over the C/16 k-tiles of a (the first
+// product's A operands) times columns 16 jp .. 16 jp + 15 of M [C, K] (bf16 K or W) as B.
+template <int C>
+__device__ __forceinline__ void times_cols(float (&s)[2][4], const uint32_t (&a)[C / 16][4], const bf16* M, int ld,
+                                           int jp, int lane) {
+#pragma unroll
+  for (int ip = 0; ip < C / 16; ++ip) {
+    uint32_t b[4];
+    b_cols(b, M, ld, 16 * jp, 16 * ip, lane);
+    mma_16816(s[0], a[ip], b[0], b[1]);
+    mma_16816(s[1], a[ip], b[2], b[3]);
+  }
+}
 // Forward recurrence, value columns [VT blockIdx.x, +VT) of (b = blockIdx.z, hv = blockIdx.y), VT / 16 warps.
 template <typename S, int VT>
 __global__ void __launch_bounds__(VT * 2)
@@ -132,10 +176,7 @@ __global__ void __launch_bounds__(VT * 2)
   for (int n = 0; n < NB - 1; ++n) load(n);
   const int64_t s_off = (b * d.Hv + hv) * int64_t(K) * V + c0 + w16;
   float h[K / 8][4];
-#pragma unroll
-  for (int j = 0; j < K / 8; ++j)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) h[j][e] = s0 ? s0[s_off + int64_t(acc_col(j, t, e)) * V + acc_row(g, e)] : 0.0f;
+  load_state<K>(h, s0, s_off, V, g, t);
   for (int64_t n = 0; n < d.NC; ++n) {
     cp_async_wait_group<NB - 2>();
     __syncthreads();  // chunk n's operands have landed; every warp is done with the buffer load() refills
@@ -147,11 +188,7 @@ __global__ void __launch_bounds__(VT * 2)
     const float* rs = at<float>(bf, lay.r);
     const int64_t t0 = n * C, hr = d.head_row(b, hv, t0);
     const int L = static_cast<int>(min(int64_t(C), d.T - t0));
-    float* Hn = chunk_states + d.chunk_state(b, hv, n) + c0 + w16;
-#pragma unroll
-    for (int j = 0; j < K / 8; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) Hn[int64_t(acc_col(j, t, e)) * V + acc_row(g, e)] = h[j][e];
+    store_state<K>(chunk_states + d.chunk_state(b, hv, n) + c0 + w16, 0, h, V, g, t);
     uint32_t ha[K / 16][4];  // bf16 H^T
 #pragma unroll
     for (int kt = 0; kt < K / 16; ++kt) a_from_acc(ha[kt], h, kt);
@@ -160,13 +197,7 @@ __global__ void __launch_bounds__(VT * 2)
 #pragma unroll
     for (int ip = 0; ip < C / 16; ++ip) {
       float s[2][4] = {};
-#pragma unroll
-      for (int kt = 0; kt < K / 16; ++kt) {
-        uint32_t bw[4];
-        b_rows(bw, Ws, ldk, 16 * ip, 16 * kt, lane);
-        mma_16816(s[0], ha[kt], bw[0], bw[1]);
-        mma_16816(s[1], ha[kt], bw[2], bw[3]);
-      }
+      times_rows<K>(s, ha, Ws, ldk, ip, lane);
 #pragma unroll
       for (int u = 0; u < 2; ++u)
 #pragma unroll
@@ -187,24 +218,14 @@ __global__ void __launch_bounds__(VT * 2)
 #pragma unroll
     for (int jp = 0; jp < K / 16; ++jp) {
       float s[2][4] = {};
-#pragma unroll
-      for (int ip = 0; ip < C / 16; ++ip) {
-        uint32_t bk[4];
-        b_cols(bk, Ks, ldk, 16 * jp, 16 * ip, lane);
-        mma_16816(s[0], va[ip], bk[0], bk[1]);
-        mma_16816(s[1], va[ip], bk[2], bk[3]);
-      }
+      times_cols<C>(s, va, Ks, ldk, jp, lane);
 #pragma unroll
       for (int u = 0; u < 2; ++u)
 #pragma unroll
         for (int e = 0; e < 4; ++e) h[2 * jp + u][e] = eg_last * h[2 * jp + u][e] + s[u][e];
     }
   }
-  if (final_state)
-#pragma unroll
-    for (int j = 0; j < K / 8; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) final_state[s_off + int64_t(acc_col(j, t, e)) * V + acc_row(g, e)] = h[j][e];
+  if (final_state) store_state<K>(final_state, s_off, h, V, g, t);
 }
 
 // Backward recurrence, value columns [VT blockIdx.x, +VT) of (b, hv), chunks last to first. dHend holds Qd of every
@@ -246,11 +267,7 @@ __global__ void __launch_bounds__(VT * 2)
   for (int step = 0; step < NB - 1; ++step) load(step);
   const int64_t s_off = (b * d.Hv + hv) * int64_t(K) * V + c0 + w16;
   float h[K / 8][4];  // dH^T
-#pragma unroll
-  for (int j = 0; j < K / 8; ++j)
-#pragma unroll
-    for (int e = 0; e < 4; ++e)
-      h[j][e] = dfinal_state ? dfinal_state[s_off + int64_t(acc_col(j, t, e)) * V + acc_row(g, e)] : 0.0f;
+  load_state<K>(h, dfinal_state, s_off, V, g, t);
   for (int64_t step = 0; step < d.NC; ++step) {
     cp_async_wait_group<NB - 2>();
     __syncthreads();  // this chunk's operands have landed; every warp is done with the buffer load() refills
@@ -272,13 +289,7 @@ __global__ void __launch_bounds__(VT * 2)
 #pragma unroll
     for (int ip = 0; ip < C / 16; ++ip) {
       float s[2][4] = {};
-#pragma unroll
-      for (int kt = 0; kt < K / 16; ++kt) {
-        uint32_t bk[4];
-        b_rows(bk, Ks, ldk, 16 * ip, 16 * kt, lane);
-        mma_16816(s[0], ha[kt], bk[0], bk[1]);
-        mma_16816(s[1], ha[kt], bk[2], bk[3]);
-      }
+      times_rows<K>(s, ha, Ks, ldk, ip, lane);
 #pragma unroll
       for (int u = 0; u < 2; ++u)
 #pragma unroll
@@ -299,13 +310,7 @@ __global__ void __launch_bounds__(VT * 2)
 #pragma unroll
     for (int jp = 0; jp < K / 16; ++jp) {
       float s[2][4] = {};
-#pragma unroll
-      for (int ip = 0; ip < C / 16; ++ip) {
-        uint32_t bw[4];
-        b_cols(bw, Ws, ldk, 16 * jp, 16 * ip, lane);
-        mma_16816(s[0], va[ip], bw[0], bw[1]);
-        mma_16816(s[1], va[ip], bw[2], bw[3]);
-      }
+      times_cols<C>(s, va, Ws, ldk, jp, lane);
 #pragma unroll
       for (int u = 0; u < 2; ++u)
 #pragma unroll
@@ -317,11 +322,7 @@ __global__ void __launch_bounds__(VT * 2)
         }
     }
   }
-  if (dinitial_state)
-#pragma unroll
-    for (int j = 0; j < K / 8; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) dinitial_state[s_off + int64_t(acc_col(j, t, e)) * V + acc_row(g, e)] = h[j][e];
+  if (dinitial_state) store_state<K>(dinitial_state, s_off, h, V, g, t);
 }
 
 }  // namespace gdn::cuda::delta_rule_tiled::mma
