@@ -140,6 +140,45 @@ __device__ __forceinline__ void times_cols(float (&s)[2][4], const uint32_t (&a)
     mma_16816(s[1], a[ip], b[2], b[3]);
   }
 }
+// A step's first product, S^T M^T (M: a chunk's bf16 W or K rows), 16 chunk rows at a time: each element becomes
+// y = epi(i, c, s) (chunk row i, value column c of the warp's 16, the product s), and a receives Y^T [16, C] as the
+// bf16 A operands of the second product.
+template <int C, int K, typename Epi>
+__device__ __forceinline__ void first_product(uint32_t (&a)[C / 16][4], const float (&h)[K / 8][4], const bf16* M,
+                                              int ld, int lane, Epi epi) {
+  const int g = lane >> 2, t = lane & 3;
+  uint32_t ha[K / 16][4];  // bf16 S^T
+#pragma unroll
+  for (int kt = 0; kt < K / 16; ++kt) a_from_acc(ha[kt], h, kt);
+#pragma unroll
+  for (int ip = 0; ip < C / 16; ++ip) {
+    float s[2][4] = {};
+    times_rows<K>(s, ha, M, ld, ip, lane);
+#pragma unroll
+    for (int u = 0; u < 2; ++u)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) s[u][e] = epi(acc_col(2 * ip + u, t, e), acc_row(g, e), s[u][e]);
+    a_from_acc(a[ip], s, 0);
+  }
+}
+// A step's second product, Y^T M (M: the chunk's bf16 K or W rows), 16 key columns at a time: each state element
+// becomes epi(kk, c, old value, the product).
+template <int C, int K, typename Epi>
+__device__ __forceinline__ void second_product(float (&h)[K / 8][4], const uint32_t (&a)[C / 16][4], const bf16* M,
+                                               int ld, int lane, Epi epi) {
+  const int g = lane >> 2, t = lane & 3;
+#pragma unroll
+  for (int jp = 0; jp < K / 16; ++jp) {
+    float s[2][4] = {};
+    times_cols<C>(s, a, M, ld, jp, lane);
+#pragma unroll
+    for (int u = 0; u < 2; ++u)
+#pragma unroll
+      for (int e = 0; e < 4; ++e)
+        h[2 * jp + u][e] = epi(acc_col(2 * jp + u, t, e), acc_row(g, e), h[2 * jp + u][e], s[u][e]);
+  }
+}
+
 // Forward recurrence, value columns [VT blockIdx.x, +VT) of (b = blockIdx.z, hv = blockIdx.y), VT / 16 warps.
 template <typename S, int VT>
 __global__ void __launch_bounds__(VT * 2)
@@ -189,41 +228,20 @@ __global__ void __launch_bounds__(VT * 2)
     const int64_t t0 = n * C, hr = d.head_row(b, hv, t0);
     const int L = static_cast<int>(min(int64_t(C), d.T - t0));
     store_state<K>(chunk_states + d.chunk_state(b, hv, n) + c0 + w16, 0, h, V, g, t);
-    uint32_t ha[K / 16][4];  // bf16 H^T
-#pragma unroll
-    for (int kt = 0; kt < K / 16; ++kt) a_from_acc(ha[kt], h, kt);
-    // Vn^T = U^T - H^T W^T, two n-tiles (16 chunk rows) at a time; (r ⊙ Vn)^T as bf16 A operands
+    // Vn^T = U^T - H^T W^T; (r ⊙ Vn)^T as bf16 A operands
     uint32_t va[C / 16][4];
-#pragma unroll
-    for (int ip = 0; ip < C / 16; ++ip) {
-      float s[2][4] = {};
-      times_rows<K>(s, ha, Ws, ldk, ip, lane);
-#pragma unroll
-      for (int u = 0; u < 2; ++u)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int i = acc_col(2 * ip + u, t, e), c = acc_row(g, e);
-          float vr = 0.0f;
-          if (i < L) {
-            const float x = Us[i * ldv + c] - s[u][e];
-            Vng[(hr + i) * V + c0 + w16 + c] = x;
-            vr = rs[i] * x;
-          }
-          s[u][e] = vr;
-        }
-      a_from_acc(va[ip], s, 0);
-    }
+    first_product<C, K>(va, h, Ws, ldk, lane, [&](int i, int c, float s) {
+      float vr = 0.0f;
+      if (i < L) {
+        const float x = Us[i * ldv + c] - s;
+        Vng[(hr + i) * V + c0 + w16 + c] = x;
+        vr = rs[i] * x;
+      }
+      return vr;
+    });
     const float eg_last = rs[C];
-    // H^T = eg_L H^T + (r ⊙ Vn)^T K, two n-tiles (16 key columns) at a time
-#pragma unroll
-    for (int jp = 0; jp < K / 16; ++jp) {
-      float s[2][4] = {};
-      times_cols<C>(s, va, Ks, ldk, jp, lane);
-#pragma unroll
-      for (int u = 0; u < 2; ++u)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) h[2 * jp + u][e] = eg_last * h[2 * jp + u][e] + s[u][e];
-    }
+    // H^T = eg_L H^T + (r ⊙ Vn)^T K
+    second_product<C, K>(h, va, Ks, ldk, lane, [&](int, int, float h0, float s) { return eg_last * h0 + s; });
   }
   if (final_state) store_state<K>(final_state, s_off, h, V, g, t);
 }
@@ -281,46 +299,23 @@ __global__ void __launch_bounds__(VT * 2)
     const float* rs = at<float>(bf, lay.r);
     const int64_t t0 = n * C, hr = d.head_row(b, hv, t0);
     const int L = static_cast<int>(min(int64_t(C), d.T - t0));
-    uint32_t ha[K / 16][4];  // bf16 dH^T
-#pragma unroll
-    for (int kt = 0; kt < K / 16; ++kt) a_from_acc(ha[kt], h, kt);
-    // dVn^T = A^T + r ⊙ (dH^T K^T), two n-tiles (16 chunk rows) at a time; dVn^T as bf16 A operands
+    // dVn^T = A^T + r ⊙ (dH^T K^T); dVn^T as bf16 A operands
     uint32_t va[C / 16][4];
-#pragma unroll
-    for (int ip = 0; ip < C / 16; ++ip) {
-      float s[2][4] = {};
-      times_rows<K>(s, ha, Ks, ldk, ip, lane);
-#pragma unroll
-      for (int u = 0; u < 2; ++u)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int i = acc_col(2 * ip + u, t, e), c = acc_row(g, e);
-          float x = 0.0f;
-          if (i < L) {
-            x = As[i * ldv + c] + rs[i] * s[u][e];
-            dVng[(hr + i) * V + c0 + w16 + c] = x;
-          }
-          s[u][e] = x;
-        }
-      a_from_acc(va[ip], s, 0);
-    }
+    first_product<C, K>(va, h, Ks, ldk, lane, [&](int i, int c, float s) {
+      float x = 0.0f;
+      if (i < L) {
+        x = As[i * ldv + c] + rs[i] * s;
+        dVng[(hr + i) * V + c0 + w16 + c] = x;
+      }
+      return x;
+    });
     const float eg_last = rs[C];
     // dH^T = eg_L dH^T + Qd^T - dVn^T W; the dH^T it replaces is chunk n's dH_end, stored over Qd
     float* dHn = dHend + d.chunk_state(b, hv, n) + c0 + w16;
-#pragma unroll
-    for (int jp = 0; jp < K / 16; ++jp) {
-      float s[2][4] = {};
-      times_cols<C>(s, va, Ws, ldk, jp, lane);
-#pragma unroll
-      for (int u = 0; u < 2; ++u)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int kk = acc_col(2 * jp + u, t, e), c = acc_row(g, e);
-          const float h0 = h[2 * jp + u][e];
-          dHn[int64_t(kk) * V + c] = h0;
-          h[2 * jp + u][e] = eg_last * h0 + Qd[kk * ldv + c] - s[u][e];
-        }
-    }
+    second_product<C, K>(h, va, Ws, ldk, lane, [&](int kk, int c, float h0, float s) {
+      dHn[int64_t(kk) * V + c] = h0;
+      return eg_last * h0 + Qd[kk * ldv + c] - s;
+    });
   }
   if (dinitial_state) store_state<K>(dinitial_state, s_off, h, V, g, t);
 }
