@@ -8,8 +8,8 @@
 //   backward  dVn^T = A^T + r ⊙ (dH^T K^T),  dH^T <- eg_L dH^T + Qd^T - dVn^T W
 // makes each product's accumulators, rounded to bf16 and paired, the A operand of the next one (the register reuse of
 // FlashAttention-2): a warp's step reads only the chunk's W, K (bf16 rows, ldmatrix) and U / A, Qd, r, eg_L (float32)
-// from shared memory and never waits for another warp. The block's threads copy chunk n + NBUF - 1's operands
-// (cp.async) while the warps work on chunk n, one __syncthreads a chunk. Each element's arithmetic is that of the
+// from shared memory and never waits for another warp. The block's threads copy the operands of the chunk
+// reg_buffers() - 1 ahead (cp.async) while the warps work on chunk n, one __syncthreads a chunk. Each element's arithmetic is that of the
 // shared-memory kernels: every product summed from zero over its inner index in 16-wide steps in order, then
 // Vn = U - s, r Vn rounded to bf16, H = eg_L H + s (backward: dVn = A + r s, dH = eg_L dH + Qd - s).
 //
