@@ -37,10 +37,16 @@ int par_threads(int64_t blocks) {
   return blocks <= 2 * static_cast<int64_t>(sm_count()) ? kParThreads<Tp> : kThreads;
 }
 
-// Resident 256-thread blocks per SM for a given dynamic shared memory (1 KB per block reserved by the runtime).
-inline int resident_blocks(size_t smem) {
+// Resident blocks per SM of `threads` threads (256 unless named) for a given dynamic shared memory (1 KB per block
+// reserved by the runtime).
+inline int resident_blocks(size_t smem, int threads = kThreads) {
   const size_t per_sm = static_cast<size_t>(device_attr(cudaDevAttrMaxSharedMemoryPerMultiprocessor));
-  return std::min<int>(2048 / kThreads, static_cast<int>(per_sm / (smem + 1024)));
+  return std::min<int>(2048 / threads, static_cast<int>(per_sm / (smem + 1024)));
+}
+// Waves of a grid of `blocks` blocks at bps resident blocks per SM.
+inline int64_t waves(int64_t blocks, int bps) {
+  const int64_t slots = static_cast<int64_t>(sm_count()) * bps;
+  return (blocks + slots - 1) / slots;
 }
 
 // A recurrence's launch: value columns per block, buffers of chunk operands, dynamic shared memory; vt = 0 when none
@@ -64,7 +70,6 @@ template <typename F>
 RecurChoice choose_recur(const Dims& d, std::initializer_list<int> vts, F smem_of) {
   RecurChoice best;
   int64_t best_key = -1;
-  const int64_t sms = sm_count();
   const size_t limit = smem_limit();
   const int forced = forced_recur_buffers();
   for (int vt : vts)
@@ -73,9 +78,7 @@ RecurChoice choose_recur(const Dims& d, std::initializer_list<int> vts, F smem_o
       const size_t smem = smem_of(vt, nbuf);
       const int bps = smem <= limit ? resident_blocks(smem) : 0;
       if (bps < 1) continue;
-      const int64_t blocks = (d.V + vt - 1) / vt * d.B * d.Hv;
-      const int64_t waves = (blocks + sms * bps - 1) / (sms * bps);
-      const int64_t key = (waves * 2 + (nbuf == 2 ? 0 : 1)) * 64 + vt;
+      const int64_t key = (waves((d.V + vt - 1) / vt * d.B * d.Hv, bps) * 2 + (nbuf == 2 ? 0 : 1)) * 64 + vt;
       if (best_key < 0 || key < best_key) {
         best_key = key;
         best = {vt, nbuf, smem};
@@ -104,18 +107,17 @@ int reg_vt(const Dims& d, F smem_of) {
   const int forced = forced_recur_vt();
   if (forced == 0) return 0;
   if (forced > 0) return d.V % forced == 0 ? forced : 16;
-  const size_t per_sm = static_cast<size_t>(device_attr(cudaDevAttrMaxSharedMemoryPerMultiprocessor));
-  const int64_t sms = sm_count();
   int best = 0;
   int64_t best_waves = 0;
   for (int vt : {16, 32, 64}) {
     const size_t smem = smem_of(vt);
     if (d.V % vt != 0 || smem > smem_limit()) continue;
-    const int64_t bps = std::min<int64_t>(2048 / (2 * vt), static_cast<int64_t>(per_sm / (smem + 1024)));
-    const int64_t blocks = d.V / vt * d.B * d.Hv, waves = (blocks + sms * bps - 1) / (sms * bps);
-    if (bps >= 1 && (best == 0 || waves < best_waves)) {
+    const int bps = resident_blocks(smem, 2 * vt);
+    if (bps < 1) continue;
+    const int64_t w = waves(d.V / vt * d.B * d.Hv, bps);
+    if (best == 0 || w < best_waves) {
       best = vt;
-      best_waves = waves;
+      best_waves = w;
     }
   }
   return best;
