@@ -134,6 +134,13 @@ __device__ __forceinline__ Dims shaped(Dims d) {
   return d;
 }
 
+// Four bf16 values at src (8-byte aligned) as float32, one 8-byte load.
+__device__ __forceinline__ float4 get_bf16x4(const bf16* src) {
+  const uint2 u = *reinterpret_cast<const uint2*>(src);
+  const float2 lo = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u.x));
+  const float2 hi = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u.y));
+  return make_float4(lo.x, lo.y, hi.x, hi.y);
+}
 // Four float32 values rounded to bf16 at dst (8-byte aligned), one 8-byte store.
 __device__ __forceinline__ void put_bf16x4(bf16* dst, float4 x) {
   const __nv_bfloat162 lo = __floats2bfloat162_rn(x.x, x.y), hi = __floats2bfloat162_rn(x.z, x.w);

@@ -12,7 +12,8 @@
 //     1. value tiles of 64 columns, bf16: dO, Vn, dVn [Cp, 72], H, dH [K, 72]. Tensor cores: X += dO Vn^T,
 //        dQ += dO H^T, dWt += dVn H^T, dK += Vn dH^T (the transposed operands loaded col_major); dQ, dK accumulate
 //        in float32 in global memory (the outputs), dWt in Xs, each element read and written by its one owner lane,
-//        with their row scales (scale eg, -1, r) when the last tile is added; sum(H ⊙ dH) in float32.
+//        with their row scales (scale eg, -1, r) when the last tile is added; sum(H ⊙ dH) in float32 (dH arrives
+//        as bf16 from the backward recurrence).
 //     2. P [C, C+1] float32, Q [Cp, K+8] bf16: dgam from dP ⊙ P and the row dots Q·dQi, K·dKi (float32, Q and K
 //        read from global; a warp per row); dQK = dP ⊙ Gam (float32, its bf16 copy in Xb); tensor cores:
 //        dQ += dQK K, dK += dQK^T Q (the zero 16-blocks of the triangle skipped).
@@ -87,7 +88,7 @@ struct GradLayout {
 template <typename S>
 __device__ __forceinline__ float stage_value_tile(bf16* dOb, bf16* Vnb, bf16* dVnb, bf16* Hb, bf16* dHb, int L,
                                                   const float* dO, int64_t vs, const float* Vn, const float* dVn,
-                                                  const float* H, const float* dH, int c0) {
+                                                  const float* H, const bf16* dH, int c0) {
   constexpr int C = S::C, K = S::K, V = S::V, cv = kGradTile / 4, ldt = kGradTile + kPadB;
   constexpr int kT = kParThreads<float>, kRow = 3 * C * cv / kT, kH = K * cv / kT;
   static_assert(3 * C * cv % kT == 0 && K * cv % kT == 0, "whole float4s per thread");
@@ -103,7 +104,7 @@ __device__ __forceinline__ float stage_value_tile(bf16* dOb, bf16* Vnb, bf16* dV
   for (int u = 0; u < kH; ++u) {
     const int e = threadIdx.x + u * kT, kk = e / cv, q = e - kk * cv;
     h[u] = reinterpret_cast<const float4*>(H + int64_t(kk) * V + c0)[q];
-    dh[u] = reinterpret_cast<const float4*>(dH + int64_t(kk) * V + c0)[q];
+    dh[u] = get_bf16x4(dH + int64_t(kk) * V + c0 + 4 * q);
   }
 #pragma unroll
   for (int u = 0; u < kRow; ++u) {
@@ -203,7 +204,7 @@ __global__ void __launch_bounds__(kParThreads<float>)
                           const float* __restrict__ do_,
                           const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
                           const float* __restrict__ g, const float* __restrict__ beta,
-                          const float* __restrict__ chunk_states, const float* __restrict__ dHend,
+                          const float* __restrict__ chunk_states, const bf16* __restrict__ dHend,
                           const float* __restrict__ Vng, const float* __restrict__ dVng, const bf16* __restrict__ Wbg,
                           const float* __restrict__ Ug, const float* __restrict__ Pg, float sc) {
   pdl_enter();
@@ -239,7 +240,7 @@ __global__ void __launch_bounds__(kParThreads<float>)
   const float* Vc = v + d.value_row(b, t0, hv);
   const float* dO = do_ + d.value_row(b, t0, hv);
   const float* H = chunk_states + d.chunk_state(b, hv, n);
-  const float* dH = dHend + d.chunk_state(b, hv, n);
+  const bf16* dH = dHend + d.chunk_state(b, hv, n);
   const float* Vn = Vng + hr * V;
   const float* dVn = dVng + hr * V;
   const bf16* W = Wbg + hr * K;
@@ -251,7 +252,7 @@ __global__ void __launch_bounds__(kParThreads<float>)
     prefetch_rows_l2(Vn + c0, V * 4, L, bytes);
     prefetch_rows_l2(dVn + c0, V * 4, L, bytes);
     prefetch_rows_l2(H + c0, V * 4, K, bytes);
-    prefetch_rows_l2(dH + c0, V * 4, K, bytes);
+    prefetch_rows_l2(dH + c0, V * 2, K, bytes / 2);
   };
   prefetch_rows_l2(Kc, ks * 4, L, K * 4);
   prefetch_value_tile(0);
@@ -292,7 +293,7 @@ __global__ void __launch_bounds__(kParThreads<float>)
       stage_rows<S>(dVnb, ldt, L, Cp, nv, [&](int i) { return dVn + int64_t(i) * V + c0; }, Unscaled());
       for (int e = threadIdx.x; e < K * nv; e += blockDim.x) {
         const int kk = e / nv, c = e - kk * nv;
-        const float h = H[int64_t(kk) * V + c0 + c], dh = dH[int64_t(kk) * V + c0 + c];
+        const float h = H[int64_t(kk) * V + c0 + c], dh = __bfloat162float(dH[int64_t(kk) * V + c0 + c]);
         Hb[kk * ldt + c] = __float2bfloat16(h);
         dHb[kk * ldt + c] = __float2bfloat16(dh);
         hdh += h * dh;

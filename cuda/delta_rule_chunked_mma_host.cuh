@@ -212,7 +212,8 @@ inline void backward(const Dims& d, const Plan& p, const Tensor& dqr, const Tens
                      const Prepared* given) {
   const Device dev = q.device();
   const Prepared s = given ? *given : prepare(d, p, q, k, v, g, beta);
-  const Tensor dHend = Tensor::empty({d.B, d.Hv, d.NC, d.K, d.V}, kFloat32, dev);
+  const Tensor dHend = Tensor::empty({d.B, d.Hv, d.NC, d.K, d.V}, kFloat32, dev);  // Qd of every chunk
+  const Tensor dHe = Tensor::empty({d.B, d.Hv, d.NC, d.K, d.V}, kBFloat16, dev);   // dH_end, the chunk gradient's
   const bool make_vn = !s.Vn.defined();
   const Tensor Vn = make_vn ? Tensor::empty({d.B, d.Hv, d.T, d.V}, kFloat32, dev) : s.Vn;
   const Tensor dVn = Tensor::empty({d.B, d.Hv, d.T, d.V}, kFloat32, dev);
@@ -233,16 +234,16 @@ inline void backward(const Dims& d, const Plan& p, const Tensor& dqr, const Tens
         const auto kernel = reg_kernels<S>(p.rvt).second;
         allow_smem(kernel, p.rsmem);
         launch(kernel, recur_grid(d, p.rvt), 2 * p.rvt, p.rsmem, d, ptr_or_null<float>(dinitial_state),
-               dHend.data<float>(), dVn.data<float>(), ptr_or_null<float>(dfinal_state), bf16_ptr(s.Kb),
-               bf16_ptr(s.Wb), s.EG.data<float>(), s.R.data<float>());
+               dHend.data<float>(), bf16_ptr(dHe), dVn.data<float>(), ptr_or_null<float>(dfinal_state),
+               bf16_ptr(s.Kb), bf16_ptr(s.Wb), s.EG.data<float>(), s.R.data<float>());
         return;
       }
     }
     const auto kernel = recur_kernels<S>(p.vt).second;
     allow_smem(kernel, p.recur);
     launch(kernel, recur_grid(d, p.vt), kThreads, p.recur, d, p.vt, p.nbuf, ptr_or_null<float>(dinitial_state),
-           dHend.data<float>(), dVn.data<float>(), ptr_or_null<float>(dfinal_state), bf16_ptr(s.Kb), bf16_ptr(s.Wb),
-           s.EG.data<float>(), s.R.data<float>());
+           dHend.data<float>(), bf16_ptr(dHe), dVn.data<float>(), ptr_or_null<float>(dfinal_state), bf16_ptr(s.Kb),
+           bf16_ptr(s.Wb), s.EG.data<float>(), s.R.data<float>());
   });
   const dim3 grid(static_cast<unsigned>(d.NC), static_cast<unsigned>(d.Hv), static_cast<unsigned>(d.B));
   with_shape(d, p, {q.raw_data(), k.raw_data(), do_.raw_data()}, [&](auto shape) {
@@ -252,7 +253,7 @@ inline void backward(const Dims& d, const Plan& p, const Tensor& dqr, const Tens
     launch(chunk_grad_mma_kernel<S>, grid, kParThreads<float>, smem, d, dqr.data<float>(), dkr.data<float>(),
            key_stride, dv.data<float>(), dg.data<float>(), dbeta.data<float>(), do_.data<float>(), q.data<float>(),
            k.data<float>(), v.data<float>(), g.data<float>(), beta.data<float>(), chunk_states.data<float>(),
-           dHend.data<float>(), Vn.data<float>(), dVn.data<float>(), bf16_ptr(s.Wb), s.U.data<float>(),
+           bf16_ptr(dHe), Vn.data<float>(), dVn.data<float>(), bf16_ptr(s.Wb), s.U.data<float>(),
            s.P.data<float>(), sc);
   });
 }

@@ -8,7 +8,7 @@
 //                             bf16, H_next = eg_L H + K^T Vr; stores chunk_states; final_state at the end.
 //   backward_recur_mma_kernel grid as the forward, chunks last to first, over the Qd and A of backward_pre_mma_kernel:
 //                             dVn = A + r ⊙ (K dH) (stored float32), dH_start = eg_L dH + Qd - W^T dVn; stores
-//                             dH_end over Qd; dinitial_state at the end.
+//                             dH_end in bf16 (the chunk gradient's operand); dinitial_state at the end.
 // The state H (dH) stays float32 in shared memory [K, vt]; the epilogue that updates it also writes its bf16 copy
 // Hb [K, vt+8], the operand of the next chunk's product. W and K of a chunk arrive as bf16 rows (prepare_mma_kernel
 // wrote them) with 16-byte cp.async into [Cp, K+8] tiles (rows L..Cp-1 of a short chunk zeroed, so K^T Vr and
@@ -189,11 +189,12 @@ __global__ void __launch_bounds__(256)
 }
 
 // Backward recurrence for value columns [vt blockIdx.x, +vt) of (b, hv), chunks last to first. dHend holds Qd of
-// every chunk on entry (backward_pre_mma_kernel) and dH_end on exit; dVng holds A on entry and dVn on exit.
+// every chunk (backward_pre_mma_kernel); dHe receives dH_end in bf16 (the chunk gradient's operand); dVng holds A on
+// entry and dVn on exit.
 template <typename S, int VT>
 __global__ void __launch_bounds__(256)
     backward_recur_mma_kernel(Dims d, int vt, int nbuf, float* __restrict__ dinitial_state,
-                              float* __restrict__ dHend, float* __restrict__ dVng,
+                              const float* __restrict__ dHend, bf16* __restrict__ dHe, float* __restrict__ dVng,
                               const float* __restrict__ dfinal_state, const bf16* __restrict__ Kbg,
                               const bf16* __restrict__ Wbg, const float* __restrict__ EGg,
                               const float* __restrict__ Rg) {
@@ -284,14 +285,14 @@ __global__ void __launch_bounds__(256)
     if (nbuf == 1) cp_async_wait_all();  // W, Qd of chunk n
     __syncthreads();                     // dVn complete; every thread's copies of Qd (read from dHend) have landed
     if (nbuf == 1 && n > 0) load_k(n - 1);
-    // dH = eg_L dH + Q^T ((scale eg) ⊙ dO) - W^T dVn; the dH it replaces is chunk n's dH_end, stored over Qd
-    float* dHn = dHend + d.chunk_state(b, hv, n) + c0;
+    // dH = eg_L dH + Q^T ((scale eg) ⊙ dO) - W^T dVn; the dH it replaces is chunk n's dH_end (bf16 into dHe)
+    bf16* dHn = dHe + d.chunk_state(b, hv, n) + c0;
     mma_tiles(
         K, nv, stage,
         [&](int tm, int tn, Acc& acc) { mma_acc<ColMajor, RowMajor>(acc, tm, tn, 0, Cp, Ws, ldk, dVb, ldv); },
         [&](int kk, int c, float s) {
           const float h0 = dH[kk * vt + c];
-          dHn[int64_t(kk) * V + c] = h0;
+          dHn[int64_t(kk) * V + c] = __float2bfloat16(h0);
           const float h = eg_last * h0 + Qd[kk * vt + c] - s;
           dH[kk * vt + c] = h;
           dHb[kk * ldv + c] = __float2bfloat16(h);

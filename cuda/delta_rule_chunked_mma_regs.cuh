@@ -247,11 +247,11 @@ __global__ void __launch_bounds__(VT * 2)
 }
 
 // Backward recurrence, value columns [VT blockIdx.x, +VT) of (b, hv), chunks last to first. dHend holds Qd of every
-// chunk on entry (backward_pre_mma_kernel) and dH_end on exit; dVng holds A on entry and dVn on exit.
+// chunk (backward_pre_mma_kernel); dHe receives dH_end in bf16; dVng holds A on entry and dVn on exit.
 template <typename S, int VT>
 __global__ void __launch_bounds__(VT * 2)
-    backward_recur_reg_kernel(Dims d, float* __restrict__ dinitial_state, float* __restrict__ dHend,
-                              float* __restrict__ dVng, const float* __restrict__ dfinal_state,
+    backward_recur_reg_kernel(Dims d, float* __restrict__ dinitial_state, const float* __restrict__ dHend,
+                              bf16* __restrict__ dHe, float* __restrict__ dVng, const float* __restrict__ dfinal_state,
                               const bf16* __restrict__ Kbg, const bf16* __restrict__ Wbg,
                               const float* __restrict__ EGg, const float* __restrict__ Rg) {
   pdl_enter();
@@ -310,10 +310,10 @@ __global__ void __launch_bounds__(VT * 2)
       return x;
     });
     const float eg_last = rs[C];
-    // dH^T = eg_L dH^T + Qd^T - dVn^T W; the dH^T it replaces is chunk n's dH_end, stored over Qd
-    float* dHn = dHend + d.chunk_state(b, hv, n) + c0 + w16;
+    // dH^T = eg_L dH^T + Qd^T - dVn^T W; the dH^T it replaces is chunk n's dH_end (bf16 into dHe)
+    bf16* dHn = dHe + d.chunk_state(b, hv, n) + c0 + w16;
     second_product<C, K>(h, va, Ws, ldk, lane, [&](int kk, int c, float h0, float s) {
-      dHn[int64_t(kk) * V + c] = h0;
+      dHn[int64_t(kk) * V + c] = __float2bfloat16(h0);
       return eg_last * h0 + Qd[kk * ldv + c] - s;
     });
   }
