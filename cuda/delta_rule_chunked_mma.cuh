@@ -259,7 +259,7 @@ struct OutputLayout {
 template <typename S>
 __global__ void __launch_bounds__(kParThreads<float>)
     chunk_output_mma_kernel(Dims d, int vp, float* __restrict__ o, const float* __restrict__ chunk_states,
-                            const float* __restrict__ Vng, const float* __restrict__ Pg,
+                            const bf16* __restrict__ Vng, const float* __restrict__ Pg,
                             const float* __restrict__ EGg, const float* __restrict__ q, float sc) {
   pdl_enter();
   extern __shared__ __align__(128) unsigned char smem_mma[];
@@ -331,7 +331,7 @@ struct PreLayout {
 // Vng (the same products as the forward recurrence's, so the same bits; without kVn Vng is the forward's, not read).
 template <typename S, bool kVn>
 __global__ void __launch_bounds__(kParThreads<float>)
-    backward_pre_mma_kernel(Dims d, int vp, float* __restrict__ Vng, float* __restrict__ Ag, float* __restrict__ Qdg,
+    backward_pre_mma_kernel(Dims d, int vp, bf16* __restrict__ Vng, float* __restrict__ Ag, float* __restrict__ Qdg,
                             const float* __restrict__ chunk_states, const bf16* __restrict__ Wbg,
                             const float* __restrict__ Ug, const float* __restrict__ Pg,
                             const float* __restrict__ EGg, const float* __restrict__ q,
@@ -415,7 +415,9 @@ __global__ void __launch_bounds__(kParThreads<float>)
     mma_tiles(
         L, nv, stage,
         [&](int tm, int tn, Acc& acc) { mma_acc<RowMajor, RowMajor>(acc, tm, tn, 0, K, Wb, ldk, Hb, ldv); },
-        [&](int i, int c, float s) { Vng[(hr + i) * d.V + c0 + c] = Ug[(hr + i) * d.V + c0 + c] - s; });
+        [&](int i, int c, float s) {
+          Vng[(hr + i) * d.V + c0 + c] = __float2bfloat16(Ug[(hr + i) * d.V + c0 + c] - s);
+        });
   // P^T is upper: row block tm needs the inner blocks from tm on.
   mma_tiles(
       L, nv, stage,

@@ -1,8 +1,8 @@
 // cuda/delta_rule_chunked_mma_common.cuh — the machinery of the bfloat16 tensor-core kernels of the chunked gated
 // delta rule (included by cuda/delta_rule_chunked_mma.cuh): the block geometry, shared-memory carving, the wmma tile
 // products and their per-warp epilogue (mma_acc, mma_tiles), the fixed shapes (Shape, shaped) and the staging of
-// float32 rows into bf16 tiles (stage_bf16, stage_rows, fetch_rows / put_rows). The conventions (padding, zero rows,
-// one owner lane per output element) are in cuda/delta_rule_chunked_mma.cuh's header comment.
+// float32 (or bf16) rows into bf16 tiles (stage_bf16, stage_rows, fetch_rows / put_rows). The conventions (padding,
+// zero rows, one owner lane per output element) are in cuda/delta_rule_chunked_mma.cuh's header comment.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -141,6 +141,11 @@ __device__ __forceinline__ float4 get_bf16x4(const bf16* src) {
   const float2 hi = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u.y));
   return make_float4(lo.x, lo.y, hi.x, hi.y);
 }
+// Four consecutive values at src as float32: one 16-byte load of float32 (16-byte aligned) or 8-byte load of bf16.
+__device__ __forceinline__ float4 load4(const float* src) { return *reinterpret_cast<const float4*>(src); }
+__device__ __forceinline__ float4 load4(const bf16* src) { return get_bf16x4(src); }
+__device__ __forceinline__ float as_float(float x) { return x; }
+__device__ __forceinline__ float as_float(bf16 x) { return __bfloat162float(x); }
 // Four float32 values rounded to bf16 at dst (8-byte aligned), one 8-byte store.
 __device__ __forceinline__ void put_bf16x4(bf16* dst, float4 x) {
   const __nv_bfloat162 lo = __floats2bfloat162_rn(x.x, x.y), hi = __floats2bfloat162_rn(x.z, x.w);
@@ -150,9 +155,10 @@ __device__ __forceinline__ void put_bf16x4(bf16* dst, float4 x) {
   *reinterpret_cast<uint2*>(dst) = u;
 }
 
-// dst[i ld + c] = bf16(scale(i) row(i)[c]) for i < rows, c < cols; 0 for rows <= i < rows_pad. row(i) points at the
-// float32 row i. Fixed shapes: row(i) 16-byte aligned and cols a multiple of 4 (the host checks both), a float4 load
-// and one 8-byte store per four elements; Generic: stage_bf16. Either way each element is scale(i) x rounded once.
+// dst[i ld + c] = bf16(scale(i) row(i)[c]) for i < rows, c < cols; 0 for rows <= i < rows_pad. row(i) points at
+// the float32 (or bf16) row i. Fixed shapes: row(i) 16-byte aligned and cols a multiple of 4 (the host checks both),
+// one load4 and one 8-byte store per four elements; Generic: stage_bf16. Either way each element is scale(i) x
+// rounded once.
 template <typename S, typename FR, typename FS>
 __device__ __forceinline__ void stage_rows(bf16* dst, int ld, int rows, int rows_pad, int cols, FR row, FS scale) {
   if constexpr (S::fixed) {
@@ -163,7 +169,7 @@ __device__ __forceinline__ void stage_rows(bf16* dst, int ld, int rows, int rows
           const int i = e / cv;
           if (i >= rows) return make_float4(0.0f, 0.0f, 0.0f, 0.0f);
           const float s = scale(i);
-          const float4 x = reinterpret_cast<const float4*>(row(i))[e - i * cv];
+          const float4 x = load4(row(i) + 4 * (e - i * cv));
           return make_float4(s * x.x, s * x.y, s * x.z, s * x.w);
         },
         [&](int e, float4 x) {
@@ -171,7 +177,7 @@ __device__ __forceinline__ void stage_rows(bf16* dst, int ld, int rows, int rows
           put_bf16x4(dst + i * ld + (e - i * cv) * 4, x);
         });
   } else {
-    stage_bf16(dst, ld, rows, rows_pad, cols, [&](int i, int c) { return scale(i) * row(i)[c]; });
+    stage_bf16(dst, ld, rows, rows_pad, cols, [&](int i, int c) { return scale(i) * as_float(row(i)[c]); });
   }
 }
 // scale(i) of an unscaled stage_rows.
@@ -180,22 +186,22 @@ struct Unscaled {
 };
 
 // One-pass staging at fixed shapes, in two steps so that a kernel can issue the loads of all its operands before the
-// first store: fetch_rows<kPer> loads a thread's kPer float4 of a [pad, 4 cv] float32 operand (items e = threadIdx.x
-// + u kParThreads, row e / cv; row i at src + i stride, 16-byte aligned; rows at or past `rows` read as 0) and, given
-// a per-row scale in global memory, the scale of each item's row; put_rows stores them as bf16 at dst + i ld + 4 q,
-// element (i, j) as f(i, j, scale x).
+// first store: fetch_rows<kPer> loads a thread's kPer float4 of a [pad, 4 cv] float32 (or bf16) operand (items
+// e = threadIdx.x + u kParThreads, row e / cv; row i at src + i stride, 16-byte aligned; rows at or past `rows` read
+// as 0) and, given a per-row scale in global memory, the scale of each item's row; put_rows stores them as bf16 at
+// dst + i ld + 4 q, element (i, j) as f(i, j, scale x).
 template <int kPer> struct Fetched {
   float4 v[kPer];
   float s[kPer];
 };
-template <int kPer>
-__device__ __forceinline__ Fetched<kPer> fetch_rows(const float* src, int64_t stride, int rows, int cv,
+template <int kPer, typename T>
+__device__ __forceinline__ Fetched<kPer> fetch_rows(const T* src, int64_t stride, int rows, int cv,
                                                     const float* scale = nullptr) {
   Fetched<kPer> f;
 #pragma unroll
   for (int u = 0; u < kPer; ++u) {
     const int e = threadIdx.x + u * kParThreads<float>, i = e / cv, q = e - i * cv;
-    f.v[u] = i < rows ? reinterpret_cast<const float4*>(src + i * stride)[q] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    f.v[u] = i < rows ? load4(src + i * stride + 4 * q) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     f.s[u] = scale && i < rows ? scale[i] : 1.0f;
   }
   return f;

@@ -82,23 +82,24 @@ struct GradLayout {
 };
 
 // Phase 1's operands of value tile c0 at a fixed shape, in one pass: dO, Vn, dVn [L, 64] and H, dH [K, 64] rounded
-// to bf16 (rows L.. of the first three zero). Each thread issues all its loads (float4: kRow of the three row
-// operands, then kH of H and the same places of dH) before its first store, so that their latencies overlap; returns
-// the thread's terms of sum(H ⊙ dH) over the tile (float32).
+// to bf16 (rows L.. of the first three zero; Vn and dH arrive as bf16). Each thread issues all its loads (four
+// values each: kRow of the three row operands, then kH of H and the same places of dH) before its first store, so
+// that their latencies overlap; returns the thread's terms of sum(H ⊙ dH) over the tile (float32).
 template <typename S>
 __device__ __forceinline__ float stage_value_tile(bf16* dOb, bf16* Vnb, bf16* dVnb, bf16* Hb, bf16* dHb, int L,
-                                                  const float* dO, int64_t vs, const float* Vn, const float* dVn,
+                                                  const float* dO, int64_t vs, const bf16* Vn, const float* dVn,
                                                   const float* H, const bf16* dH, int c0) {
   constexpr int C = S::C, K = S::K, V = S::V, cv = kGradTile / 4, ldt = kGradTile + kPadB;
-  constexpr int kT = kParThreads<float>, kRow = 3 * C * cv / kT, kH = K * cv / kT;
-  static_assert(3 * C * cv % kT == 0 && K * cv % kT == 0, "whole float4s per thread");
+  constexpr int kT = kParThreads<float>, kPer = C * cv / kT, kRow = 3 * kPer, kH = K * cv / kT;
+  static_assert(C * cv % kT == 0 && K * cv % kT == 0, "whole float4s per thread");
   const float4 zero = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
   float4 a[kRow], h[kH], dh[kH];
 #pragma unroll
-  for (int u = 0; u < kRow; ++u) {
-    const int e = threadIdx.x + u * kT, m = e / (C * cv), r = e - m * (C * cv), i = r / cv, q = r - i * cv;
-    const float* src = m == 0 ? dO + i * vs : (m == 1 ? Vn : dVn) + int64_t(i) * V;
-    a[u] = i < L ? reinterpret_cast<const float4*>(src + c0)[q] : zero;
+  for (int u = 0; u < kPer; ++u) {  // a[u], a[kPer + u], a[2 kPer + u]: dO, Vn (bf16), dVn at the same place
+    const int e = threadIdx.x + u * kT, i = e / cv, q = e - i * cv;
+    a[u] = i < L ? load4(dO + i * vs + c0 + 4 * q) : zero;
+    a[kPer + u] = i < L ? load4(Vn + int64_t(i) * V + c0 + 4 * q) : zero;
+    a[2 * kPer + u] = i < L ? load4(dVn + int64_t(i) * V + c0 + 4 * q) : zero;
   }
 #pragma unroll
   for (int u = 0; u < kH; ++u) {
@@ -107,9 +108,11 @@ __device__ __forceinline__ float stage_value_tile(bf16* dOb, bf16* Vnb, bf16* dV
     dh[u] = get_bf16x4(dH + int64_t(kk) * V + c0 + 4 * q);
   }
 #pragma unroll
-  for (int u = 0; u < kRow; ++u) {
-    const int e = threadIdx.x + u * kT, m = e / (C * cv), r = e - m * (C * cv), i = r / cv, q = r - i * cv;
-    put_bf16x4((m == 0 ? dOb : (m == 1 ? Vnb : dVnb)) + i * ldt + 4 * q, a[u]);
+  for (int u = 0; u < kPer; ++u) {
+    const int e = threadIdx.x + u * kT, i = e / cv, q = e - i * cv;
+    put_bf16x4(dOb + i * ldt + 4 * q, a[u]);
+    put_bf16x4(Vnb + i * ldt + 4 * q, a[kPer + u]);
+    put_bf16x4(dVnb + i * ldt + 4 * q, a[2 * kPer + u]);
   }
   float hdh = 0;
 #pragma unroll
@@ -205,7 +208,7 @@ __global__ void __launch_bounds__(kParThreads<float>)
                           const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
                           const float* __restrict__ g, const float* __restrict__ beta,
                           const float* __restrict__ chunk_states, const bf16* __restrict__ dHend,
-                          const float* __restrict__ Vng, const float* __restrict__ dVng, const bf16* __restrict__ Wbg,
+                          const bf16* __restrict__ Vng, const float* __restrict__ dVng, const bf16* __restrict__ Wbg,
                           const float* __restrict__ Ug, const float* __restrict__ Pg, float sc) {
   pdl_enter();
   extern __shared__ __align__(128) unsigned char smem_mma[];
@@ -241,7 +244,7 @@ __global__ void __launch_bounds__(kParThreads<float>)
   const float* dO = do_ + d.value_row(b, t0, hv);
   const float* H = chunk_states + d.chunk_state(b, hv, n);
   const bf16* dH = dHend + d.chunk_state(b, hv, n);
-  const float* Vn = Vng + hr * V;
+  const bf16* Vn = Vng + hr * V;
   const float* dVn = dVng + hr * V;
   const bf16* W = Wbg + hr * K;
   const float* U = Ug + hr * V;
@@ -249,7 +252,7 @@ __global__ void __launch_bounds__(kParThreads<float>)
   auto prefetch_value_tile = [&](int c0) {
     const int bytes = min(kGradTile, V - c0) * 4;
     prefetch_rows_l2(dO + c0, vs * 4, L, bytes);
-    prefetch_rows_l2(Vn + c0, V * 4, L, bytes);
+    prefetch_rows_l2(Vn + c0, V * 2, L, bytes / 2);
     prefetch_rows_l2(dVn + c0, V * 4, L, bytes);
     prefetch_rows_l2(H + c0, V * 4, K, bytes);
     prefetch_rows_l2(dH + c0, V * 2, K, bytes / 2);

@@ -129,8 +129,8 @@ T* ptr_or_null(const Tensor& t) {
 }
 
 // Scratch of prepare_mma_kernel: W and K of the value head in bfloat16 [B,Hv,T,K]; U [B,Hv,T,V], P [B,Hv,NC,C,C],
-// eg, r [B,Hv,T] in float32. Vn [B,Hv,T,V] (float32, U - W H of each chunk) is the forward recurrence's, kept for the
-// backward by forward() (undefined after prepare()).
+// eg, r [B,Hv,T] in float32. Vn [B,Hv,T,V] (bf16, U - W H of each chunk: its consumers take it as a bf16 operand
+// only) is the forward recurrence's, kept for the backward by forward() (undefined after prepare()).
 struct Prepared {
   Tensor Wb, Kb, U, P, EG, R, Vn;
 };
@@ -169,7 +169,7 @@ inline void forward(const Dims& d, const Plan& p, const Tensor& o, const Tensor&
   const Device dev = q.device();
   const Prepared s = prepare(d, p, q, k, v, g, beta);
   const Tensor cs = chunk_states.defined() ? chunk_states : Tensor::empty({d.B, d.Hv, d.NC, d.K, d.V}, kFloat32, dev);
-  const Tensor Vn = Tensor::empty({d.B, d.Hv, d.T, d.V}, kFloat32, dev);
+  const Tensor Vn = Tensor::empty({d.B, d.Hv, d.T, d.V}, kBFloat16, dev);
   if (keep) {
     *keep = s;
     keep->Vn = Vn;
@@ -181,7 +181,7 @@ inline void forward(const Dims& d, const Plan& p, const Tensor& o, const Tensor&
         const auto kernel = reg_kernels<S>(p.rvt).first;
         allow_smem(kernel, p.rsmem);
         launch(kernel, recur_grid(d, p.rvt), 2 * p.rvt, p.rsmem, d, ptr_or_null<float>(final_state), cs.data<float>(),
-               Vn.data<float>(), bf16_ptr(s.Kb), bf16_ptr(s.Wb), s.U.data<float>(), s.EG.data<float>(),
+               bf16_ptr(Vn), bf16_ptr(s.Kb), bf16_ptr(s.Wb), s.U.data<float>(), s.EG.data<float>(),
                s.R.data<float>(), ptr_or_null<float>(initial_state));
         return;
       }
@@ -189,7 +189,7 @@ inline void forward(const Dims& d, const Plan& p, const Tensor& o, const Tensor&
     const auto kernel = recur_kernels<S>(p.vt).first;
     allow_smem(kernel, p.recur);
     launch(kernel, recur_grid(d, p.vt), kThreads, p.recur, d, p.vt, p.nbuf, ptr_or_null<float>(final_state),
-           cs.data<float>(), Vn.data<float>(), bf16_ptr(s.Kb), bf16_ptr(s.Wb), s.U.data<float>(), s.EG.data<float>(),
+           cs.data<float>(), bf16_ptr(Vn), bf16_ptr(s.Kb), bf16_ptr(s.Wb), s.U.data<float>(), s.EG.data<float>(),
            s.R.data<float>(), ptr_or_null<float>(initial_state));
   });
   const dim3 ogrid = par_grid(d, p.vp);
@@ -197,7 +197,7 @@ inline void forward(const Dims& d, const Plan& p, const Tensor& o, const Tensor&
     using S = decltype(shape);
     allow_smem(chunk_output_mma_kernel<S>, p.par);
     launch(chunk_output_mma_kernel<S>, ogrid, par_threads<float>(ogrid.x * int64_t(ogrid.y) * ogrid.z), p.par, d, p.vp,
-           o.data<float>(), cs.data<float>(), Vn.data<float>(), s.P.data<float>(), s.EG.data<float>(), q.data<float>(),
+           o.data<float>(), cs.data<float>(), bf16_ptr(Vn), s.P.data<float>(), s.EG.data<float>(), q.data<float>(),
            sc);
   });
 }
@@ -215,7 +215,7 @@ inline void backward(const Dims& d, const Plan& p, const Tensor& dqr, const Tens
   const Tensor dHend = Tensor::empty({d.B, d.Hv, d.NC, d.K, d.V}, kFloat32, dev);  // Qd of every chunk
   const Tensor dHe = Tensor::empty({d.B, d.Hv, d.NC, d.K, d.V}, kBFloat16, dev);   // dH_end, the chunk gradient's
   const bool make_vn = !s.Vn.defined();
-  const Tensor Vn = make_vn ? Tensor::empty({d.B, d.Hv, d.T, d.V}, kFloat32, dev) : s.Vn;
+  const Tensor Vn = make_vn ? Tensor::empty({d.B, d.Hv, d.T, d.V}, kBFloat16, dev) : s.Vn;
   const Tensor dVn = Tensor::empty({d.B, d.Hv, d.T, d.V}, kFloat32, dev);
   const dim3 pgrid = par_grid(d, p.vp);
   with_shape(d, p, {q.raw_data(), do_.raw_data(), chunk_states.raw_data()}, [&](auto shape) {
@@ -223,7 +223,7 @@ inline void backward(const Dims& d, const Plan& p, const Tensor& dqr, const Tens
     const auto kernel = make_vn ? backward_pre_mma_kernel<S, true> : backward_pre_mma_kernel<S, false>;
     const size_t smem = PreLayout(d.C, d.K, p.vp, make_vn).total;  // p.par is the larger, with Vn
     allow_smem(kernel, smem);
-    launch(kernel, pgrid, par_threads<float>(pgrid.x * int64_t(pgrid.y) * pgrid.z), smem, d, p.vp, Vn.data<float>(),
+    launch(kernel, pgrid, par_threads<float>(pgrid.x * int64_t(pgrid.y) * pgrid.z), smem, d, p.vp, bf16_ptr(Vn),
            dVn.data<float>(), dHend.data<float>(), chunk_states.data<float>(), bf16_ptr(s.Wb),
            s.U.data<float>(), s.P.data<float>(), s.EG.data<float>(), q.data<float>(), do_.data<float>(), sc);
   });
@@ -253,7 +253,7 @@ inline void backward(const Dims& d, const Plan& p, const Tensor& dqr, const Tens
     launch(chunk_grad_mma_kernel<S>, grid, kParThreads<float>, smem, d, dqr.data<float>(), dkr.data<float>(),
            key_stride, dv.data<float>(), dg.data<float>(), dbeta.data<float>(), do_.data<float>(), q.data<float>(),
            k.data<float>(), v.data<float>(), g.data<float>(), beta.data<float>(), chunk_states.data<float>(),
-           bf16_ptr(dHe), Vn.data<float>(), dVn.data<float>(), bf16_ptr(s.Wb), s.U.data<float>(),
+           bf16_ptr(dHe), bf16_ptr(Vn), dVn.data<float>(), bf16_ptr(s.Wb), s.U.data<float>(),
            s.P.data<float>(), sc);
   });
 }

@@ -4,8 +4,8 @@
 // shapes the register recurrences of cuda/delta_rule_chunked_mma_regs.cuh run instead (GDN_DR_RECUR_VT=0: these).
 //
 //   forward_recur_mma_kernel  grid (ceil(V/vt), Hv, B), vt in {32, 16}, chunks in order:
-//                             Vn = U - W H (Vn stored float32 for chunk_output_mma_kernel), Vr = r ⊙ Vn rounded to
-//                             bf16, H_next = eg_L H + K^T Vr; stores chunk_states; final_state at the end.
+//                             Vn = U - W H (stored in bf16, the operand its consumers take), Vr = r ⊙ Vn rounded
+//                             to bf16, H_next = eg_L H + K^T Vr; stores chunk_states; final_state at the end.
 //   backward_recur_mma_kernel grid as the forward, chunks last to first, over the Qd and A of backward_pre_mma_kernel:
 //                             dVn = A + r ⊙ (K dH) (stored float32), dH_start = eg_L dH + Qd - W^T dVn; stores
 //                             dH_end in bf16 (the chunk gradient's operand); dinitial_state at the end.
@@ -64,7 +64,7 @@ struct RecurLayout {
 template <typename S, int VT>
 __global__ void __launch_bounds__(256)
     forward_recur_mma_kernel(Dims d, int vt, int nbuf, float* __restrict__ final_state,
-                             float* __restrict__ chunk_states, float* __restrict__ Vng, const bf16* __restrict__ Kbg,
+                             float* __restrict__ chunk_states, bf16* __restrict__ Vng, const bf16* __restrict__ Kbg,
                              const bf16* __restrict__ Wbg, const float* __restrict__ Ug,
                              const float* __restrict__ EGg, const float* __restrict__ Rg,
                              const float* __restrict__ s0) {
@@ -157,7 +157,7 @@ __global__ void __launch_bounds__(256)
           float vr = 0.0f;
           if (i < L) {
             const float x = Us[i * vt + c] - s;
-            Vng[(hr + i) * d.V + c0 + c] = x;
+            Vng[(hr + i) * d.V + c0 + c] = __float2bfloat16(x);
             vr = rs[i] * x;
           }
           Vr[i * ldv + c] = __float2bfloat16(vr);

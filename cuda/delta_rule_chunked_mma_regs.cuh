@@ -183,7 +183,7 @@ __device__ __forceinline__ void second_product(float (&h)[K / 8][4], const uint3
 template <typename S, int VT>
 __global__ void __launch_bounds__(VT * 2)
     forward_recur_reg_kernel(Dims d, float* __restrict__ final_state, float* __restrict__ chunk_states,
-                             float* __restrict__ Vng, const bf16* __restrict__ Kbg, const bf16* __restrict__ Wbg,
+                             bf16* __restrict__ Vng, const bf16* __restrict__ Kbg, const bf16* __restrict__ Wbg,
                              const float* __restrict__ Ug, const float* __restrict__ EGg,
                              const float* __restrict__ Rg, const float* __restrict__ s0) {
   pdl_enter();
@@ -234,7 +234,7 @@ __global__ void __launch_bounds__(VT * 2)
       float vr = 0.0f;
       if (i < L) {
         const float x = Us[i * ldv + c] - s;
-        Vng[(hr + i) * V + c0 + w16 + c] = x;
+        Vng[(hr + i) * V + c0 + w16 + c] = __float2bfloat16(x);
         vr = rs[i] * x;
       }
       return vr;
