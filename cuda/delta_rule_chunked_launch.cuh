@@ -123,4 +123,18 @@ int reg_vt(const Dims& d, F smem_of) {
   return best;
 }
 
+// Whether the tensor-core forward prepares C = 64, K = V = 128 chunks with prepare_cols_kernel (the substitution by
+// columns in registers, cuda/delta_rule_chunked_mma_cols.cuh; the default) or with prepare_mma_kernel as every other
+// shape: GDN_DR_PREPARE_COLS=0 picks the latter (A/B runs; the two give the same bits).
+inline bool prepare_by_columns() {
+  static const bool v = [] {
+    const char* e = std::getenv("GDN_DR_PREPARE_COLS");
+    if (!e || !*e) return true;
+    const std::string s(e);
+    GDN_CHECK(s == "0" || s == "1", "GDN_DR_PREPARE_COLS must be 0 or 1, not '{}'", s);
+    return s == "1";
+  }();
+  return v;
+}
+
 }  // namespace gdn::cuda::delta_rule_tiled

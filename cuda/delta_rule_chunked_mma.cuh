@@ -25,7 +25,8 @@
 //                          stages, Q and K leave once Lm and P are made.
 //                          Stores U, P, eg, r in float32 as prepare_tiled_kernel, W in bfloat16 [B,Hv,T,K] (every
 //                          consumer uses W as a tensor-core operand only), and K of the value head in bfloat16
-//                          [B,Hv,T,K] for the recurrences. Q, K and V are asked of L2 before the gates.
+//                          [B,Hv,T,K] for the recurrences. Q, K and V are asked of L2 before the gates. At C = 64,
+//                          K = V = 128 prepare_cols_kernel (cuda/delta_rule_chunked_mma_cols.cuh) runs instead.
 //   chunk_output_mma_kernel grid (NC ceil(V/vp), Hv, B), vp in {32, 16}: O = scale ((eg ⊙ Q) H + P Vn), one
 //                          accumulator over both products (eg ⊙ Q rounded to bf16 once).
 //   backward_pre_mma_kernel grid as chunk_output: A = scale P^T dO, Qd = Q^T (scale eg ⊙ dO); Vn = U - W H only

@@ -224,13 +224,13 @@ struct Lower {
   __device__ float operator()(int i, int j, float x) const { return j <= i ? x : 0.0f; }
 };
 
-// Two stage_rows of [L, K] float32 rows (row i at A + i stride, B + i stride) at a fixed shape in one pass: a thread
-// issues its 16-byte loads of both, up to 2 + 2 at a time (so that the kernel keeps its 64 registers), before their
-// stores (rows L.. zero).
-template <typename S>
+// Two stage_rows of [L, K] float32 rows (row i at A + i stride, B + i stride) at a fixed shape in one pass, by a
+// block of kT threads: a thread issues its 16-byte loads of both, up to kMax + kMax at a time (2 keeps
+// prepare_mma_kernel at its 64 registers), before their stores (rows L.. zero).
+template <typename S, int kT = kParThreads<float>, int kMax = 2>
 __device__ __forceinline__ void stage_rows2(bf16* Ab, bf16* Bb, int ld, int L, const float* A, const float* B,
                                             int64_t stride) {
-  constexpr int cv = S::K / 4, kT = kParThreads<float>, kPer = S::C * cv / kT, kB = kPer < 2 ? kPer : 2;
+  constexpr int cv = S::K / 4, kPer = S::C * cv / kT, kB = kPer < kMax ? kPer : kMax;
   static_assert(S::C * cv % kT == 0 && kPer % kB == 0, "whole float4s per thread");
   const float4 zero = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
 #pragma unroll

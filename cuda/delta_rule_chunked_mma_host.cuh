@@ -10,7 +10,8 @@
 // path's do: fewest waves of resident blocks, then two buffers, then the narrowest tile. At the fixed shapes the
 // recurrences keep the state in registers instead (cuda/delta_rule_chunked_mma_regs.cuh) with the value tile of
 // reg_vt (cuda/delta_rule_chunked_launch.cuh); p.vt, p.nbuf stay the fallback for a call whose tensors are not
-// 16-byte aligned, which runs the Generic kernels. Nothing here reads device
+// 16-byte aligned, which runs the Generic kernels. At C = 64, K = V = 128 prepare_cols_kernel prepares the chunks
+// (unless GDN_DR_PREPARE_COLS=0, prepare_by_columns in cuda/delta_rule_chunked_launch.cuh). Nothing here reads device
 // memory; the scratch tensors come from the caching allocator on the current stream (a captured CUDA graph replays
 // the same launches).
 #pragma once
@@ -26,6 +27,7 @@
 #include "cuda/cuda_kernels.h"
 #include "cuda/delta_rule_chunked_launch.cuh"
 #include "cuda/delta_rule_chunked_mma.cuh"
+#include "cuda/delta_rule_chunked_mma_cols.cuh"
 #include "cuda/delta_rule_chunked_mma_grad.cuh"
 #include "cuda/delta_rule_chunked_mma_recur.cuh"
 #include "cuda/delta_rule_chunked_mma_regs.cuh"
@@ -40,6 +42,7 @@ struct Plan {
   int rvt = 0;                                    // the register recurrences' value tile at fixed shapes, 0: none
   size_t prep = 0, recur = 0, par = 0, grad = 0;  // dynamic shared-memory bytes of each kernel
   size_t rsmem = 0;                               // ... of the register recurrence
+  size_t cols = 0;                                // ... of prepare_cols_kernel, 0: prepare_mma_kernel at every shape
 };
 
 inline Plan plan(const Dims& d, bool backward) {
@@ -70,6 +73,8 @@ inline Plan plan(const Dims& d, bool backward) {
     p.rvt = reg_vt(d, [&](int vt) { return reg_smem(d.C, d.K, vt, backward); });
     p.rsmem = p.rvt ? reg_smem(d.C, d.K, p.rvt, backward) : 0;
     if (p.rsmem > limit) p.rvt = 0;
+    if (d.K + d.V == kColsThreads && prepare_by_columns()) p.cols = ColsLayout(d.C, d.K).total;
+    if (p.cols > limit) p.cols = 0;
   }
   if (backward) {
     // a fixed shape's layout (one phase-4 tile of K + V columns) where with_shape may pick one, else the Generic's
@@ -145,6 +150,15 @@ inline Prepared prepare(const Dims& d, const Plan& p, const Tensor& q, const Ten
   const dim3 grid(static_cast<unsigned>(d.NC), static_cast<unsigned>(d.Hv), static_cast<unsigned>(d.B));
   with_shape(d, p, {q.raw_data(), k.raw_data(), v.raw_data()}, [&](auto shape) {
     using S = decltype(shape);
+    if constexpr (S::fixed && S::K + S::V == kColsThreads) {
+      if (p.cols) {
+        allow_smem(prepare_cols_kernel<S>, p.cols);
+        launch(prepare_cols_kernel<S>, grid, kColsThreads, p.cols, d, bf16_ptr(s.Wb), s.U.data<float>(),
+               s.P.data<float>(), s.EG.data<float>(), s.R.data<float>(), bf16_ptr(s.Kb), q.data<float>(),
+               k.data<float>(), v.data<float>(), g.data<float>(), beta.data<float>());
+        return;
+      }
+    }
     allow_smem(prepare_mma_kernel<S>, p.prep);
     launch(prepare_mma_kernel<S>, grid, kParThreads<float>, p.prep, d, p.NT, bf16_ptr(s.Wb), s.U.data<float>(),
            s.P.data<float>(), s.EG.data<float>(), s.R.data<float>(), bf16_ptr(s.Kb), q.data<float>(), k.data<float>(),
