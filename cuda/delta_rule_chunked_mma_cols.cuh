@@ -6,10 +6,9 @@
 // (tile_mm) and a per-column solve of the diagonal block, two barriers per block of rows, every operand of the update
 // read from shared memory (ncu: the solve was 45% of the kernel, bound by those loads). Here a block has K + V = 256
 // threads and thread c owns column c of [W | U] for the whole chunk: its right-hand side goes from global memory
-// straight into 64 registers (the first half asked for before the K K^T products, so that its latency passes under
-// them), and x_i = rhs_i - sum_{j<i} Lm_ij x_j runs down the column with the other x_j in registers, Lm read four
-// values a load (each a broadcast: every thread of the block reads the same row). No barrier and no shared tile: the
-// column is stored to W (bf16) or U (float32) once it is solved.
+// straight into 64 registers, and x_i = rhs_i - sum_{j<i} Lm_ij x_j runs down the column with the other x_j in
+// registers, Lm read four values a load (each a broadcast: every thread of the block reads the same row). No barrier
+// and no shared tile: the column is stored to W (bf16) or U (float32) as soon as it is solved.
 // The arithmetic is prepare_mma_kernel's, in the same order: row block r0 first sums s_i = sum_{j<r0} Lm_ij x_j from
 // 0 in j order and sets x_i = rhs_i - s_i (tile_mm then X -= s), then x_i -= Lm_ij x_j for r0 <= j < i in j order
 // (the diagonal block's solve), so W, U, P, eg, r and K's bf16 rows are prepare_mma_kernel's bits (gpu_check.sh runs
@@ -85,20 +84,6 @@ __device__ __forceinline__ void solve_row_block(float* x, const float* Lm, int L
   }
 }
 
-// x[i] = src[i stride] for i0 <= i < i1 (0 at and past row L).
-template <int i0, int i1>
-__device__ __forceinline__ void load_rhs(float* x, const float* src, int64_t stride, int L) {
-#pragma unroll
-  for (int i = i0; i < i1; ++i) x[i] = i < L ? src[i * stride] : 0.0f;
-}
-// x[i] = (beta_i eg_i) x[i] (eg given: a column of W) or beta_i x[i] (eg null: of U) for i0 <= i < min(i1, L).
-template <int i0, int i1>
-__device__ __forceinline__ void scale_rhs(float* x, const float* eg, const float* bt, int L) {
-#pragma unroll
-  for (int i = i0; i < i1; ++i)
-    if (i < L) x[i] = (eg ? bt[i] * eg[i] : bt[i]) * x[i];
-}
-
 // W (bf16), U, P, eg, r and K (bf16, per value head) of chunk blockIdx.x of (b = blockIdx.z, hv = blockIdx.y), as
 // prepare_mma_kernel at Shape<64, 128, 128>.
 template <typename S>
@@ -135,15 +120,6 @@ __global__ void __launch_bounds__(kColsThreads, 2)
   prefetch_rows_l2(Vc, vs * 4, L, V * 4);
   chunk_gates_tiled(d, g, beta, b, hv, t0, L, gam, decay, eg, r, bt, Gam, ldc);
   stage_rows2<S, kColsThreads, 4>(Qb, Kb, ldk, L, Qc, Kc, ks);
-  // Column c of [W | U]: the first half of its right-hand side (K or V) asked for before the products, so that the
-  // loads' latency passes under them (all of it would not fit the registers beside the products'), the second half
-  // before the solve starts; each half scaled by beta eg or beta right before its rows are solved.
-  const int c = threadIdx.x;
-  const bool wcol = c < K;  // warp-uniform: K is a multiple of 32
-  const float* src = wcol ? Kc + c : Vc + (c - K);
-  const int64_t stride = wcol ? ks : vs;
-  float x[C];
-  load_rhs<0, C / 2>(x, src, stride, L);
   for (int i = threadIdx.x; i < L; i += blockDim.x) {
     EGg[hr + i] = eg[i];
     Rg[hr + i] = r[i];
@@ -170,12 +146,19 @@ __global__ void __launch_bounds__(kColsThreads, 2)
       },
       [&](int i, int j, float s) { P[i * C + j] = j <= i ? s * Gam[i * ldc + j] : 0.0f; });
   __syncthreads();  // Lm complete
-  // Column c: rhs = beta eg ⊙ K or beta ⊙ V, solved down the column, stored.
-  load_rhs<C / 2, C>(x, src, stride, L);
-  scale_rhs<0, C / 2>(x, wcol ? eg : nullptr, bt, L);
+  // Column c of [W | U]: rhs (beta eg ⊙ K or beta ⊙ V), solved down the column, stored.
+  const int c = threadIdx.x;
+  const bool wcol = c < K;  // warp-uniform: K is a multiple of 32
+  const float* src = wcol ? Kc + c : Vc + (c - K);
+  const int64_t stride = wcol ? ks : vs;
+  float x[C];
+#pragma unroll
+  for (int i = 0; i < C; ++i) x[i] = i < L ? src[i * stride] : 0.0f;
+#pragma unroll
+  for (int i = 0; i < C; ++i)
+    if (i < L) x[i] = (wcol ? bt[i] * eg[i] : bt[i]) * x[i];
   solve_row_block<0, ldl>(x, Lm, L);
   solve_row_block<16, ldl>(x, Lm, L);
-  scale_rhs<C / 2, C>(x, wcol ? eg : nullptr, bt, L);
   solve_row_block<32, ldl>(x, Lm, L);
   solve_row_block<48, ldl>(x, Lm, L);
   if (wcol) {
