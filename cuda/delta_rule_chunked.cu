@@ -53,8 +53,7 @@
 // BFloat16, K and V multiples of 16 and every kernel's shared memory fits (checked on the host once per call,
 // cuda/delta_rule_chunked_mma_host.cuh; the backward unless GDN_DR_BACKWARD=float32,
 // delta_rule_chunked_backward_takes_tensor_cores in cuda/delta_rule_chunked_path.h): forward prepare_mma_kernel
-// (prepare_cols_kernel at C = 64, K = V = 128, and the chunk gradient's solve there by columns too:
-// cuda/delta_rule_chunked_mma_cols.cuh, the same bits),
+// (prepare_cols_kernel at C = 64, K = V = 128: cuda/delta_rule_chunked_mma_cols.cuh, the same bits),
 // forward_recur_mma_kernel, chunk_output_mma_kernel; backward (prepare_mma_kernel unless the forward's scratch is
 // handed over; then Vn is the forward's too), backward_pre_mma_kernel, backward_recur_mma_kernel,
 // chunk_grad_mma_kernel. At the fixed shapes the two recurrences are forward_recur_reg_kernel and

@@ -123,16 +123,15 @@ int reg_vt(const Dims& d, F smem_of) {
   return best;
 }
 
-// Whether the tensor-core path solves its two triangular systems by columns in registers at C = 64, K = V = 128
-// (cuda/delta_rule_chunked_mma_cols.cuh: prepare_cols_kernel in the forward, grad_solve_cols in the chunk gradient;
-// the default) or by the blocked substitution through shared memory as at every other shape: GDN_DR_SOLVE_COLS=0
-// picks the latter (A/B runs; the two give the same bits).
-inline bool solve_by_columns() {
+// Whether the tensor-core forward prepares C = 64, K = V = 128 chunks with prepare_cols_kernel (the substitution by
+// columns in registers, cuda/delta_rule_chunked_mma_cols.cuh; the default) or with prepare_mma_kernel as every other
+// shape: GDN_DR_PREPARE_COLS=0 picks the latter (A/B runs; the two give the same bits).
+inline bool prepare_by_columns() {
   static const bool v = [] {
-    const char* e = std::getenv("GDN_DR_SOLVE_COLS");
+    const char* e = std::getenv("GDN_DR_PREPARE_COLS");
     if (!e || !*e) return true;
     const std::string s(e);
-    GDN_CHECK(s == "0" || s == "1", "GDN_DR_SOLVE_COLS must be 0 or 1, not '{}'", s);
+    GDN_CHECK(s == "0" || s == "1", "GDN_DR_PREPARE_COLS must be 0 or 1, not '{}'", s);
     return s == "1";
   }();
   return v;

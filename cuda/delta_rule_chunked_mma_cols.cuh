@@ -1,9 +1,6 @@
-// cuda/delta_rule_chunked_mma_cols.cuh — the two triangular solves of the tensor-core path by columns in registers,
-// at the fixed shape C = 64, K = V = 128 (included by cuda/delta_rule_chunked.cu only, through
-// cuda/delta_rule_chunked_mma_host.cuh and cuda/delta_rule_chunked_mma_grad.cuh): prepare_cols_kernel, the work of
-// prepare_mma_kernel (cuda/delta_rule_chunked_mma.cuh) with its forward substitution by columns, and grad_solve_cols,
-// phase 3 of chunk_grad_mma_kernel (the backward substitution) by columns. GDN_DR_SOLVE_COLS=0 runs the blocked
-// solves instead (solve_by_columns, cuda/delta_rule_chunked_launch.cuh).
+// cuda/delta_rule_chunked_mma_cols.cuh — prepare_cols_kernel: the work of prepare_mma_kernel
+// (cuda/delta_rule_chunked_mma.cuh) at the fixed shape C = 64, K = V = 128, with its forward substitution done by
+// columns in registers (included by cuda/delta_rule_chunked.cu only, through cuda/delta_rule_chunked_mma_host.cuh).
 //
 // prepare_mma_kernel solves [W | U] = (I + Lm)^-1 rhs in 16-row blocks: a block-wide update from shared memory
 // (tile_mm) and a per-column solve of the diagonal block, two barriers per block of rows, every operand of the update
@@ -15,7 +12,7 @@
 // The arithmetic is prepare_mma_kernel's, in the same order: row block r0 first sums s_i = sum_{j<r0} Lm_ij x_j from
 // 0 in j order and sets x_i = rhs_i - s_i (tile_mm then X -= s), then x_i -= Lm_ij x_j for r0 <= j < i in j order
 // (the diagonal block's solve), so W, U, P, eg, r and K's bf16 rows are prepare_mma_kernel's bits (gpu_check.sh runs
-// the chunked harness both ways, GDN_DR_SOLVE_COLS=0 and 1, and the two tables must agree; docs/PERF.md has a
+// the chunked harness both ways, GDN_DR_PREPARE_COLS=0 and 1, and the two tables must agree; docs/PERF.md has a
 // training run with identical histories both ways). 256 threads of up to 128 registers, 77 KB of shared memory: two
 // blocks per SM, as prepare_mma_kernel.
 #pragma once
@@ -175,71 +172,6 @@ __global__ void __launch_bounds__(kColsThreads, 2)
     for (int i = 0; i < C; ++i)
       if (i < L) Uc[int64_t(i) * V] = x[i];
   }
-}
-
-// ---- the backward's solve by columns
-
-// x[r0 + i] for i < 16 of one column, the backward substitution's block [r0, r0 + 16) of a full chunk: s_i = sum over
-// the rows j >= r0 + 16 below it of Lm_ji x_j from 0 in j order, x_i = rhs_i - s_i, then x_i -= Lm_ji x_j for
-// j = r0 + 15 down to i + 1 (chunk_grad_mma_kernel's blocked substitution: tile_mm then X -= s, then the diagonal
-// block's solve, each x_i's operations in the same order). Lm [C, C] row-major (rows 16-byte aligned); the rows of
-// the block in quarters of 4 (fewer live sums), the lowest first.
-template <int C, int r0>
-__device__ __forceinline__ void solve_up_block(float* x, const float* Lm) {
-#pragma unroll
-  for (int h = 12; h >= 0; h -= 4) {
-    float s[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-#pragma unroll
-    for (int j = r0 + 16; j < C; ++j) {
-      const float4 l = *reinterpret_cast<const float4*>(Lm + j * C + r0 + h);
-      s[0] += l.x * x[j];
-      s[1] += l.y * x[j];
-      s[2] += l.z * x[j];
-      s[3] += l.w * x[j];
-    }
-#pragma unroll
-    for (int i = h + 3; i >= h; --i) {
-      float xi = x[r0 + i] - s[i - h];
-#pragma unroll
-      for (int j = 15; j > i; --j) xi -= Lm[(r0 + j) * C + r0 + i] * x[r0 + j];
-      x[r0 + i] = xi;
-    }
-  }
-}
-
-// Phase 3 of chunk_grad_mma_kernel for a full chunk (L = C = 64) at K + V = 256: [dWt | dUt] = A^T [dWt | dVn] with
-// Lm_ji = beta_j KK_ji Gam_ji, by columns in registers as prepare_cols_kernel's forward substitution (thread c < K +
-// V owns column c: dWt's from Xs or dVn's from global memory, solved from the last row up, written back into Xs
-// [C, K+V]). Lm goes to X (stride C, room for it in X's [C, C+1]). The same operations in the same order as the
-// blocked substitution it replaces. Starts after a barrier (X free), ends with one (Xs complete).
-template <typename S>
-__device__ __forceinline__ void grad_solve_cols(float* X, float* Xs, const float* dVn, const float* KK,
-                                                const float* Gam, const float* bt) {
-  static_assert(S::fixed && S::C == 64 && S::K + S::V == kColsThreads, "C = 64 and K + V = 256 only");
-  constexpr int C = S::C, K = S::K, V = S::V, NX = K + V, ldc = C + 1;
-  for (int e = threadIdx.x; e < C * C; e += blockDim.x) {
-    const int i = e / C, j = e - i * C;
-    X[e] = j < i ? bt[i] * KK[i * ldc + j] * Gam[i * ldc + j] : 0.0f;
-  }
-  __syncthreads();
-  const int c = threadIdx.x;
-  if (c < NX) {
-    float x[C];
-    if (c < K) {
-#pragma unroll
-      for (int i = 0; i < C; ++i) x[i] = Xs[i * NX + c];
-    } else {
-#pragma unroll
-      for (int i = 0; i < C; ++i) x[i] = dVn[i * V + (c - K)];
-    }
-    solve_up_block<C, 48>(x, X);
-    solve_up_block<C, 32>(x, X);
-    solve_up_block<C, 16>(x, X);
-    solve_up_block<C, 0>(x, X);
-#pragma unroll
-    for (int i = 0; i < C; ++i) Xs[i * NX + c] = x[i];
-  }
-  __syncthreads();
 }
 
 }  // namespace gdn::cuda::delta_rule_tiled::mma

@@ -18,9 +18,7 @@
 //        read from global; a warp per row); dQK = dP ⊙ Gam (float32, its bf16 copy in Xb); tensor cores:
 //        dQ += dQK K, dK += dQK^T Q (the zero 16-blocks of the triangle skipped).
 //     3. [dWt | dUt] = A^T [-dVn H^T | dVn] in place in Xs by the blocked backward substitution of
-//        chunk_grad_tiled_kernel over all K + V columns, entirely float32 (diagonal blocks and block updates); for a
-//        full chunk at C = 64, K = V = 128 by columns in registers instead (grad_solve_cols,
-//        cuda/delta_rule_chunked_mma_cols.cuh: the same operations in the same order).
+//        chunk_grad_tiled_kernel over all K + V columns, entirely float32 (diagonal blocks and block updates).
 //     4. inner tiles of [dWt | dUt] (from Xs) and [W | U] as bf16 [Cp, cols + 8] (all K + V columns in one tile at the
 //        fixed shapes, 64 otherwise): tensor cores
 //        dL = -(dWt W^T + dUt U^T) into X (float32 accumulated over the tiles); dv = beta dUt, dbeta and dgam terms
@@ -37,7 +35,6 @@
 
 #include "cuda/delta_rule_chunked_grad.cuh"
 #include "cuda/delta_rule_chunked_mma.cuh"
-#include "cuda/delta_rule_chunked_mma_cols.cuh"
 #include "cuda/launch.h"
 
 namespace gdn::cuda::delta_rule_tiled::mma {
@@ -212,7 +209,7 @@ __global__ void __launch_bounds__(kParThreads<float>)
                           const float* __restrict__ g, const float* __restrict__ beta,
                           const float* __restrict__ chunk_states, const bf16* __restrict__ dHend,
                           const bf16* __restrict__ Vng, const float* __restrict__ dVng, const bf16* __restrict__ Wbg,
-                          const float* __restrict__ Ug, const float* __restrict__ Pg, float sc, bool cols) {
+                          const float* __restrict__ Ug, const float* __restrict__ Pg, float sc) {
   pdl_enter();
   extern __shared__ __align__(128) unsigned char smem_mma[];
   d = shaped<S>(d);
@@ -420,50 +417,40 @@ __global__ void __launch_bounds__(kParThreads<float>)
       [&](int i, int kk, float s) { dK[i * qs + kk] += s; });
   __syncthreads();
 
-  // ---- phase 3: [dWt | dUt] = A^T [-dVn H^T | dVn], backward substitution with Lm_ji = beta_j KK_ji Gam_ji (float32);
-  // by columns in registers (grad_solve_cols) for a full chunk at K + V = 256 unless the host asks otherwise (cols)
-  bool solved = false;  // block-uniform
-  if constexpr (S::fixed && S::K + S::V == kColsThreads) {
-    if (cols && L == C) {
-      grad_solve_cols<S>(X, Xs, dVn, KK, Gam, bt);
-      solved = true;
-    }
+  // ---- phase 3: [dWt | dUt] = A^T [-dVn H^T | dVn], backward substitution with Lm_ji = beta_j KK_ji Gam_ji (float32)
+  for (int e = threadIdx.x; e < C * C; e += blockDim.x) {
+    const int i = e / C, j = e - i * C;
+    if (i < L && j < L) X[i * ldc + j] = j < i ? bt[i] * KK[i * ldc + j] * Gam[i * ldc + j] : 0.0f;  // Lm
   }
-  if (!solved) {
-    for (int e = threadIdx.x; e < C * C; e += blockDim.x) {
-      const int i = e / C, j = e - i * C;
-      if (i < L && j < L) X[i * ldc + j] = j < i ? bt[i] * KK[i * ldc + j] * Gam[i * ldc + j] : 0.0f;  // Lm
-    }
-    // The right-hand side's dVn columns next to dWt (phase 1's) in Xs; the solve runs over all K + V columns in place.
-    batched_copy<float>(
-        L * V, [&](int e) { return dVn[e]; },
-        [&](int e, float x) {
-          const int i = e / V;
-          Xs[i * NX + K + (e - i * V)] = x;
-        });
+  // The right-hand side's dVn columns next to dWt (phase 1's) in Xs; the solve runs over all K + V columns in place.
+  batched_copy<float>(
+      L * V, [&](int e) { return dVn[e]; },
+      [&](int e, float x) {
+        const int i = e / V;
+        Xs[i * NX + K + (e - i * V)] = x;
+      });
+  __syncthreads();
+  for (int r1 = L; r1 > 0; r1 -= kSolveBlock) {
+    const int r0 = max(0, r1 - kSolveBlock), rb = r1 - r0;
+    tile_mm<4, 2, float>(
+        rb, NX, L - r1, [&](int i, int j) { return X[(r1 + j) * ldc + r0 + i]; },
+        [&](int j, int c) { return Xs[(r1 + j) * NX + c]; },
+        [&](int i, int c, float s) { Xs[(r0 + i) * NX + c] -= s; });
     __syncthreads();
-    for (int r1 = L; r1 > 0; r1 -= kSolveBlock) {
-      const int r0 = max(0, r1 - kSolveBlock), rb = r1 - r0;
-      tile_mm<4, 2, float>(
-          rb, NX, L - r1, [&](int i, int j) { return X[(r1 + j) * ldc + r0 + i]; },
-          [&](int j, int c) { return Xs[(r1 + j) * NX + c]; },
-          [&](int i, int c, float s) { Xs[(r0 + i) * NX + c] -= s; });
-      __syncthreads();
-      for (int c = threadIdx.x; c < NX; c += blockDim.x) {
-        float x[kSolveBlock];
+    for (int c = threadIdx.x; c < NX; c += blockDim.x) {
+      float x[kSolveBlock];
 #pragma unroll
-        for (int i = 0; i < kSolveBlock; ++i) x[i] = i < rb ? Xs[(r0 + i) * NX + c] : 0.0f;
+      for (int i = 0; i < kSolveBlock; ++i) x[i] = i < rb ? Xs[(r0 + i) * NX + c] : 0.0f;
 #pragma unroll
-        for (int j = kSolveBlock - 1; j > 0; --j)
+      for (int j = kSolveBlock - 1; j > 0; --j)
 #pragma unroll
-          for (int i = 0; i < j; ++i)
-            if (j < rb) x[i] -= X[(r0 + j) * ldc + r0 + i] * x[j];
+        for (int i = 0; i < j; ++i)
+          if (j < rb) x[i] -= X[(r0 + j) * ldc + r0 + i] * x[j];
 #pragma unroll
-        for (int i = 0; i < kSolveBlock - 1; ++i)
-          if (i < rb - 1) Xs[(r0 + i) * NX + c] = x[i];
-      }
-      __syncthreads();
+      for (int i = 0; i < kSolveBlock - 1; ++i)
+        if (i < rb - 1) Xs[(r0 + i) * NX + c] = x[i];
     }
+    __syncthreads();
   }
 
   // ---- phase 4 (dWt, dUt in Xs)

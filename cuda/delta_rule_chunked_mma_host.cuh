@@ -11,8 +11,7 @@
 // recurrences keep the state in registers instead (cuda/delta_rule_chunked_mma_regs.cuh) with the value tile of
 // reg_vt (cuda/delta_rule_chunked_launch.cuh); p.vt, p.nbuf stay the fallback for a call whose tensors are not
 // 16-byte aligned, which runs the Generic kernels. At C = 64, K = V = 128 prepare_cols_kernel prepares the chunks
-// and the chunk gradient solves by columns too (unless GDN_DR_SOLVE_COLS=0, solve_by_columns in
-// cuda/delta_rule_chunked_launch.cuh). Nothing here reads device
+// (unless GDN_DR_PREPARE_COLS=0, prepare_by_columns in cuda/delta_rule_chunked_launch.cuh). Nothing here reads device
 // memory; the scratch tensors come from the caching allocator on the current stream (a captured CUDA graph replays
 // the same launches).
 #pragma once
@@ -43,7 +42,7 @@ struct Plan {
   int rvt = 0;                                    // the register recurrences' value tile at fixed shapes, 0: none
   size_t prep = 0, recur = 0, par = 0, grad = 0;  // dynamic shared-memory bytes of each kernel
   size_t rsmem = 0;                               // ... of the register recurrence
-  size_t cols = 0;  // ... of prepare_cols_kernel; 0: the blocked solves (prepare_mma_kernel) at every shape
+  size_t cols = 0;                                // ... of prepare_cols_kernel, 0: prepare_mma_kernel at every shape
 };
 
 inline Plan plan(const Dims& d, bool backward) {
@@ -74,7 +73,7 @@ inline Plan plan(const Dims& d, bool backward) {
     p.rvt = reg_vt(d, [&](int vt) { return reg_smem(d.C, d.K, vt, backward); });
     p.rsmem = p.rvt ? reg_smem(d.C, d.K, p.rvt, backward) : 0;
     if (p.rsmem > limit) p.rvt = 0;
-    if (d.K + d.V == kColsThreads && solve_by_columns()) p.cols = ColsLayout(d.C, d.K).total;
+    if (d.K + d.V == kColsThreads && prepare_by_columns()) p.cols = ColsLayout(d.C, d.K).total;
     if (p.cols > limit) p.cols = 0;
   }
   if (backward) {
@@ -269,7 +268,7 @@ inline void backward(const Dims& d, const Plan& p, const Tensor& dqr, const Tens
            key_stride, dv.data<float>(), dg.data<float>(), dbeta.data<float>(), do_.data<float>(), q.data<float>(),
            k.data<float>(), v.data<float>(), g.data<float>(), beta.data<float>(), chunk_states.data<float>(),
            bf16_ptr(dHe), bf16_ptr(Vn), dVn.data<float>(), bf16_ptr(s.Wb), s.U.data<float>(),
-           s.P.data<float>(), sc, p.cols != 0);
+           s.P.data<float>(), sc);
   });
 }
 

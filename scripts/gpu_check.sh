@@ -70,14 +70,11 @@ if want harness; then
     GDN_DR_RECUR_VT=$vt ./build-gpu/tests/gdn_tests -tc='cuda harness: delta rule chunked' > "$OUT/cuda_recur_vt$vt.log" 2>&1
     note "delta rule chunked, GDN_DR_RECUR_VT=$vt: rc=$?  $(grep -E '^\[doctest\] assertions' "$OUT/cuda_recur_vt$vt.log")"
   done
-  # K = V = 128 with the blocked solves instead of the solves by columns (the same bits: the harness's tables of the
-  # two runs must agree).
-  GDN_DR_SOLVE_COLS=0 GDN_HARNESS_REPORT="$OUT/harness_blocked_solves.md" \
-    ./build-gpu/tests/gdn_tests -tc='cuda harness: delta rule chunked' > "$OUT/cuda_blocked_solves.log" 2>&1
-  note "delta rule chunked, GDN_DR_SOLVE_COLS=0: rc=$?  $(grep -E '^\[doctest\] assertions' "$OUT/cuda_blocked_solves.log")"
-  grep -E '^\| gated_delta_rule_chunked' "$OUT/harness.md" > "$OUT/chunked_cols.rows"
-  grep -E '^\| gated_delta_rule_chunked' "$OUT/harness_blocked_solves.md" > "$OUT/chunked_blocked.rows"
-  note "chunked harness rows differing between the two: $(diff "$OUT/chunked_cols.rows" "$OUT/chunked_blocked.rows" | grep -c '^<')"
+  # K = V = 128 prepared by prepare_mma_kernel instead of prepare_cols_kernel (the same bits: the harness's tables of
+  # the two runs must agree to the last digit).
+  GDN_DR_PREPARE_COLS=0 GDN_HARNESS_REPORT="$OUT/harness_prepare_mma.md" \
+    ./build-gpu/tests/gdn_tests -tc='cuda harness: delta rule chunked' > "$OUT/cuda_prepare_mma.log" 2>&1
+  note "delta rule chunked, GDN_DR_PREPARE_COLS=0: rc=$?  $(grep -E '^\[doctest\] assertions' "$OUT/cuda_prepare_mma.log")"
 fi
 
 if want sanitize; then
