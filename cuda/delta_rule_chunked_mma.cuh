@@ -79,35 +79,40 @@ struct PrepareLayout {
   }
 };
 
-// W (bf16), U, P, eg, r and K (bf16, per value head) of chunk blockIdx.x of (b = blockIdx.z, hv = blockIdx.y).
-template <typename S>
-__global__ void __launch_bounds__(kParThreads<float>)
-    prepare_mma_kernel(Dims d, int NT, bf16* __restrict__ Wbg, float* __restrict__ Ug, float* __restrict__ Pg,
-                       float* __restrict__ EGg, float* __restrict__ Rg, bf16* __restrict__ Kbg,
-                       const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
-                       const float* __restrict__ g, const float* __restrict__ beta) {
-  pdl_enter();
-  extern __shared__ __align__(128) unsigned char smem_mma[];
-  d = shaped<S>(d);
-  if constexpr (S::fixed) NT = S::K + S::V < kMmaSolveCols ? S::K + S::V : kMmaSolveCols;
-  const int64_t n = blockIdx.x, hv = blockIdx.y, b = blockIdx.z;
+// Shared memory of the first half of a prepare kernel (prepare_products): gam, decay [C] double; eg, r, beta [C];
+// Gam [C, C+1]; Lm [C, ldl]; the warp stages; Q, K [Cp, K+8] bf16.
+struct PrepareShared {
+  double* gam;
+  float* eg;
+  float* Gam;
+  float* Lm;
+  float* stage;
+  bf16* Qb;
+  bf16* Kb;
+};
+
+// The first half of prepare_mma_kernel and prepare_cols_kernel (kT threads) for chunk n of (b, hv), L rows: Q, K
+// and V asked of L2 (V is read by the solve after), the gates into shared memory, Q and K staged in bf16 (at fixed
+// shapes up to kMax + kMax 16-byte loads of a thread in flight), eg, r and K's bf16 rows (per value head) out; then
+// Lm = strictly_lower(beta ⊙ (K K^T) ⊙ Gam) into sh.Lm (row stride ldl) and P = lower((Q K^T) ⊙ Gam) into Pg; tiles
+// above the diagonal are 0. Ends with a barrier: Lm complete, Gam, Q and K no longer read.
+template <typename S, int kT, int kMax>
+__device__ __forceinline__ void prepare_products(const Dims& d, const PrepareShared& sh, int ldl, int64_t b,
+                                                 int64_t hv, int64_t n, int L, float* Pg, float* EGg, float* Rg,
+                                                 bf16* Kbg, const float* q, const float* k, const float* v,
+                                                 const float* g, const float* beta) {
   const int C = static_cast<int>(d.C), K = static_cast<int>(d.K), V = static_cast<int>(d.V);
   const int Cp = static_cast<int>(pad16(C));
   const int64_t t0 = n * d.C;
-  const int L = static_cast<int>(min(d.C, d.T - t0));
   const int ldc = C + 1, ldk = K + kPadB;
-  const PrepareLayout lay(C, K, NT);
-  double* gam = at<double>(smem_mma, lay.gam);
+  double* gam = sh.gam;
   double* decay = gam + C;
-  float* eg = at<float>(smem_mma, lay.eg);
+  float* eg = sh.eg;
   float* r = eg + C;
   float* bt = r + C;
-  float* Gam = at<float>(smem_mma, lay.Gam);  // [C, C+1]
-  float* Lm = at<float>(smem_mma, lay.Lm);    // [C, C+1]
-  float* stage = at<float>(smem_mma, lay.stage);
-  bf16* Qb = at<bf16>(smem_mma, lay.Qb);  // [Cp, K+8]
-  bf16* Kb = at<bf16>(smem_mma, lay.Kb);  // [Cp, K+8]
-  float* X = at<float>(smem_mma, lay.X);  // [C, NT] once Gam, Q and K are no longer needed
+  float* Gam = sh.Gam;
+  bf16* Qb = sh.Qb;
+  bf16* Kb = sh.Kb;
   const int64_t ks = d.Hk * d.K, vs = d.Hv * d.V, hr = d.head_row(b, hv, t0);
   const float* Qc = q + d.key_row(b, t0, hv);
   const float* Kc = k + d.key_row(b, t0, hv);
@@ -119,7 +124,7 @@ __global__ void __launch_bounds__(kParThreads<float>)
   chunk_gates_tiled(d, g, beta, b, hv, t0, L, gam, decay, eg, r, bt, Gam, ldc);
 
   if constexpr (S::fixed) {
-    stage_rows2<S>(Qb, Kb, ldk, L, Qc, Kc, ks);
+    stage_rows2<S, kT, kMax>(Qb, Kb, ldk, L, Qc, Kc, ks);
   } else {
     stage_rows<S>(Qb, ldk, L, Cp, K, [&](int i) { return Qc + i * ks; }, Unscaled());
     stage_rows<S>(Kb, ldk, L, Cp, K, [&](int i) { return Kc + i * ks; }, Unscaled());
@@ -142,21 +147,49 @@ __global__ void __launch_bounds__(kParThreads<float>)
       Kbg[(hr + i) * d.K + (e - i * K)] = Kb[i * ldk + (e - i * K)];
     }
   }
-  // Lm = strictly_lower(beta ⊙ (K K^T) ⊙ Gam), P = lower((Q K^T) ⊙ Gam); tiles above the diagonal are 0.
   float* P = Pg + (((b * d.Hv + hv) * d.NC + n) * d.C) * d.C;
   mma_tiles(
-      L, L, stage,
+      L, L, sh.stage,
       [&](int tm, int tn, Acc& acc) {
         if (tn <= tm) mma_acc<RowMajor, ColMajor>(acc, tm, tn, 0, K, Kb, ldk, Kb, ldk);
       },
-      [&](int i, int j, float s) { Lm[i * ldc + j] = j < i ? bt[i] * s * Gam[i * ldc + j] : 0.0f; });
+      [&](int i, int j, float s) { sh.Lm[i * ldl + j] = j < i ? bt[i] * s * Gam[i * ldc + j] : 0.0f; });
   mma_tiles(
-      L, L, stage,
+      L, L, sh.stage,
       [&](int tm, int tn, Acc& acc) {
         if (tn <= tm) mma_acc<RowMajor, ColMajor>(acc, tm, tn, 0, K, Qb, ldk, Kb, ldk);
       },
       [&](int i, int j, float s) { P[i * C + j] = j <= i ? s * Gam[i * ldc + j] : 0.0f; });
-  __syncthreads();  // Lm complete; Gam, Q, K no longer read (X reuses them)
+  __syncthreads();
+}
+
+// W (bf16), U, P, eg, r and K (bf16, per value head) of chunk blockIdx.x of (b = blockIdx.z, hv = blockIdx.y).
+template <typename S>
+__global__ void __launch_bounds__(kParThreads<float>)
+    prepare_mma_kernel(Dims d, int NT, bf16* __restrict__ Wbg, float* __restrict__ Ug, float* __restrict__ Pg,
+                       float* __restrict__ EGg, float* __restrict__ Rg, bf16* __restrict__ Kbg,
+                       const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
+                       const float* __restrict__ g, const float* __restrict__ beta) {
+  pdl_enter();
+  extern __shared__ __align__(128) unsigned char smem_mma[];
+  d = shaped<S>(d);
+  if constexpr (S::fixed) NT = S::K + S::V < kMmaSolveCols ? S::K + S::V : kMmaSolveCols;
+  const int64_t n = blockIdx.x, hv = blockIdx.y, b = blockIdx.z;
+  const int C = static_cast<int>(d.C), K = static_cast<int>(d.K), V = static_cast<int>(d.V);
+  const int64_t t0 = n * d.C;
+  const int L = static_cast<int>(min(d.C, d.T - t0));
+  const int ldc = C + 1;
+  const PrepareLayout lay(C, K, NT);
+  float* eg = at<float>(smem_mma, lay.eg);
+  float* bt = eg + 2 * C;
+  float* Lm = at<float>(smem_mma, lay.Lm);  // [C, C+1]
+  float* X = at<float>(smem_mma, lay.X);    // [C, NT] once Gam, Q and K are no longer needed
+  const PrepareShared sh{at<double>(smem_mma, lay.gam), eg, at<float>(smem_mma, lay.Gam), Lm,
+                         at<float>(smem_mma, lay.stage), at<bf16>(smem_mma, lay.Qb), at<bf16>(smem_mma, lay.Kb)};
+  prepare_products<S, kParThreads<float>, 2>(d, sh, ldc, b, hv, n, L, Pg, EGg, Rg, Kbg, q, k, v, g, beta);
+  const int64_t ks = d.Hk * d.K, vs = d.Hv * d.V, hr = d.head_row(b, hv, t0);
+  const float* Kc = k + d.key_row(b, t0, hv);
+  const float* Vc = v + d.value_row(b, t0, hv);
   // Forward substitution x_i = rhs_i - sum_{j<i} Lm_ij x_j on column tiles of [W | U], float32, as
   // prepare_tiled_kernel.
   bf16* Wc = Wbg + hr * d.K;

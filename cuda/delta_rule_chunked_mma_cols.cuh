@@ -9,12 +9,13 @@
 // straight into 64 registers, and x_i = rhs_i - sum_{j<i} Lm_ij x_j runs down the column with the other x_j in
 // registers, Lm read four values a load (each a broadcast: every thread of the block reads the same row). No barrier
 // and no shared tile: the column is stored to W (bf16) or U (float32) as soon as it is solved.
-// The arithmetic is prepare_mma_kernel's, in the same order: row block r0 first sums s_i = sum_{j<r0} Lm_ij x_j from
-// 0 in j order and sets x_i = rhs_i - s_i (tile_mm then X -= s), then x_i -= Lm_ij x_j for r0 <= j < i in j order
-// (the diagonal block's solve), so W, U, P, eg, r and K's bf16 rows are prepare_mma_kernel's bits (gpu_check.sh runs
-// the chunked harness both ways, GDN_DR_PREPARE_COLS=0 and 1, and the two tables must agree; docs/PERF.md has a
-// training run with identical histories both ways). 256 threads of up to 128 registers, 77 KB of shared memory: two
-// blocks per SM, as prepare_mma_kernel.
+// The first half (gates, staging, K K^T and Q K^T into Lm and P) is prepare_mma_kernel's own, prepare_products
+// (cuda/delta_rule_chunked_mma.cuh). The solve's arithmetic is prepare_mma_kernel's, in the same order: row block r0
+// first sums s_i = sum_{j<r0} Lm_ij x_j from 0 in j order and sets x_i = rhs_i - s_i (tile_mm then X -= s), then
+// x_i -= Lm_ij x_j for r0 <= j < i in j order (the diagonal block's solve), so W, U, P, eg, r and K's bf16 rows are
+// prepare_mma_kernel's bits (gpu_check.sh runs the chunked harness both ways, GDN_DR_PREPARE_COLS=0 and 1, and the two
+// tables must agree; docs/PERF.md has a training run with identical histories both ways). 256 threads of up to 128
+// registers, 77 KB of shared memory: two blocks per SM, as prepare_mma_kernel.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -22,7 +23,7 @@
 
 #include <cstdint>
 
-#include "cuda/delta_rule_chunked_mma_common.cuh"
+#include "cuda/delta_rule_chunked_mma.cuh"
 
 namespace gdn::cuda::delta_rule_tiled::mma {
 
@@ -96,56 +97,20 @@ __global__ void __launch_bounds__(kColsThreads, 2)
   static_assert(S::fixed && S::C == 64 && S::K + S::V == kColsThreads, "C = 64 and K + V = 256 only");
   extern __shared__ __align__(128) unsigned char smem_mma[];
   d = shaped<S>(d);
-  constexpr int C = S::C, K = S::K, V = S::V, ldc = C + 1, ldl = C + 4, ldk = K + kPadB;
+  constexpr int C = S::C, K = S::K, V = S::V, ldl = C + 4;
   const int64_t n = blockIdx.x, hv = blockIdx.y, b = blockIdx.z;
   const int64_t t0 = n * C;
   const int L = static_cast<int>(min(int64_t(C), d.T - t0));
   const ColsLayout lay(C, K);
-  double* gam = at<double>(smem_mma, lay.gam);
-  double* decay = gam + C;
   float* eg = at<float>(smem_mma, lay.eg);
-  float* r = eg + C;
-  float* bt = r + C;
-  float* Gam = at<float>(smem_mma, lay.Gam);  // [C, C+1]
-  float* Lm = at<float>(smem_mma, lay.Lm);    // [C, C+4]
-  float* stage = at<float>(smem_mma, lay.stage);
-  bf16* Qb = at<bf16>(smem_mma, lay.Qb);  // [C, K+8]
-  bf16* Kb = at<bf16>(smem_mma, lay.Kb);  // [C, K+8]
+  float* bt = eg + 2 * C;
+  float* Lm = at<float>(smem_mma, lay.Lm);  // [C, C+4]
+  const PrepareShared sh{at<double>(smem_mma, lay.gam), eg, at<float>(smem_mma, lay.Gam), Lm,
+                         at<float>(smem_mma, lay.stage), at<bf16>(smem_mma, lay.Qb), at<bf16>(smem_mma, lay.Kb)};
+  prepare_products<S, kColsThreads, 4>(d, sh, ldl, b, hv, n, L, Pg, EGg, Rg, Kbg, q, k, v, g, beta);
   const int64_t ks = d.Hk * K, vs = d.Hv * V, hr = d.head_row(b, hv, t0);
-  const float* Qc = q + d.key_row(b, t0, hv);
   const float* Kc = k + d.key_row(b, t0, hv);
   const float* Vc = v + d.value_row(b, t0, hv);
-  prefetch_rows_l2(Qc, ks * 4, L, K * 4);
-  prefetch_rows_l2(Kc, ks * 4, L, K * 4);
-  prefetch_rows_l2(Vc, vs * 4, L, V * 4);
-  chunk_gates_tiled(d, g, beta, b, hv, t0, L, gam, decay, eg, r, bt, Gam, ldc);
-  stage_rows2<S, kColsThreads, 4>(Qb, Kb, ldk, L, Qc, Kc, ks);
-  for (int i = threadIdx.x; i < L; i += blockDim.x) {
-    EGg[hr + i] = eg[i];
-    Rg[hr + i] = r[i];
-  }
-  __syncthreads();
-  constexpr int kv = K / 8;  // K's bf16 rows out, 16 bytes a copy
-  for (int e = threadIdx.x; e < L * kv; e += blockDim.x) {
-    const int i = e / kv;
-    reinterpret_cast<uint4*>(Kbg + (hr + i) * K)[e - i * kv] =
-        *reinterpret_cast<const uint4*>(Kb + i * ldk + 8 * (e - i * kv));
-  }
-  // Lm = strictly_lower(beta ⊙ (K K^T) ⊙ Gam), P = lower((Q K^T) ⊙ Gam), as prepare_mma_kernel.
-  float* P = Pg + (((b * d.Hv + hv) * d.NC + n) * C) * C;
-  mma_tiles(
-      L, L, stage,
-      [&](int tm, int tn, Acc& acc) {
-        if (tn <= tm) mma_acc<RowMajor, ColMajor>(acc, tm, tn, 0, K, Kb, ldk, Kb, ldk);
-      },
-      [&](int i, int j, float s) { Lm[i * ldl + j] = j < i ? bt[i] * s * Gam[i * ldc + j] : 0.0f; });
-  mma_tiles(
-      L, L, stage,
-      [&](int tm, int tn, Acc& acc) {
-        if (tn <= tm) mma_acc<RowMajor, ColMajor>(acc, tm, tn, 0, K, Qb, ldk, Kb, ldk);
-      },
-      [&](int i, int j, float s) { P[i * C + j] = j <= i ? s * Gam[i * ldc + j] : 0.0f; });
-  __syncthreads();  // Lm complete
   // Column c of [W | U]: rhs (beta eg ⊙ K or beta ⊙ V), solved down the column, stored.
   const int c = threadIdx.x;
   const bool wcol = c < K;  // warp-uniform: K is a multiple of 32
