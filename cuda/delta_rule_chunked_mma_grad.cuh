@@ -105,7 +105,7 @@ __device__ __forceinline__ float stage_value_tile(bf16* dOb, bf16* Vnb, bf16* dV
   for (int u = 0; u < kH; ++u) {
     const int e = threadIdx.x + u * kT, kk = e / cv, q = e - kk * cv;
     h[u] = reinterpret_cast<const float4*>(H + int64_t(kk) * V + c0)[q];
-    dh[u] = get_bf16x4(dH + int64_t(kk) * V + c0 + 4 * q);
+    dh[u] = load4(dH + int64_t(kk) * V + c0 + 4 * q);
   }
 #pragma unroll
   for (int u = 0; u < kPer; ++u) {

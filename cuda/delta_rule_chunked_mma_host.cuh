@@ -226,8 +226,8 @@ inline void backward(const Dims& d, const Plan& p, const Tensor& dqr, const Tens
                      const Prepared* given) {
   const Device dev = q.device();
   const Prepared s = given ? *given : prepare(d, p, q, k, v, g, beta);
-  const Tensor dHend = Tensor::empty({d.B, d.Hv, d.NC, d.K, d.V}, kFloat32, dev);  // Qd of every chunk
-  const Tensor dHe = Tensor::empty({d.B, d.Hv, d.NC, d.K, d.V}, kBFloat16, dev);   // dH_end, the chunk gradient's
+  const Tensor Qd = Tensor::empty({d.B, d.Hv, d.NC, d.K, d.V}, kFloat32, dev);      // Q^T (scale eg ⊙ dO) per chunk
+  const Tensor dHend = Tensor::empty({d.B, d.Hv, d.NC, d.K, d.V}, kBFloat16, dev);  // dH_end, the chunk gradient's
   const bool make_vn = !s.Vn.defined();
   const Tensor Vn = make_vn ? Tensor::empty({d.B, d.Hv, d.T, d.V}, kBFloat16, dev) : s.Vn;
   const Tensor dVn = Tensor::empty({d.B, d.Hv, d.T, d.V}, kFloat32, dev);
@@ -238,7 +238,7 @@ inline void backward(const Dims& d, const Plan& p, const Tensor& dqr, const Tens
     const size_t smem = PreLayout(d.C, d.K, p.vp, make_vn).total;  // p.par is the larger, with Vn
     allow_smem(kernel, smem);
     launch(kernel, pgrid, par_threads<float>(pgrid.x * int64_t(pgrid.y) * pgrid.z), smem, d, p.vp, bf16_ptr(Vn),
-           dVn.data<float>(), dHend.data<float>(), chunk_states.data<float>(), bf16_ptr(s.Wb),
+           dVn.data<float>(), Qd.data<float>(), chunk_states.data<float>(), bf16_ptr(s.Wb),
            s.U.data<float>(), s.P.data<float>(), s.EG.data<float>(), q.data<float>(), do_.data<float>(), sc);
   });
   with_shape(d, p, {}, [&](auto shape) {
@@ -248,7 +248,7 @@ inline void backward(const Dims& d, const Plan& p, const Tensor& dqr, const Tens
         const auto kernel = reg_kernels<S>(p.rvt).second;
         allow_smem(kernel, p.rsmem);
         launch(kernel, recur_grid(d, p.rvt), 2 * p.rvt, p.rsmem, d, ptr_or_null<float>(dinitial_state),
-               dHend.data<float>(), bf16_ptr(dHe), dVn.data<float>(), ptr_or_null<float>(dfinal_state),
+               Qd.data<float>(), bf16_ptr(dHend), dVn.data<float>(), ptr_or_null<float>(dfinal_state),
                bf16_ptr(s.Kb), bf16_ptr(s.Wb), s.EG.data<float>(), s.R.data<float>());
         return;
       }
@@ -256,7 +256,7 @@ inline void backward(const Dims& d, const Plan& p, const Tensor& dqr, const Tens
     const auto kernel = recur_kernels<S>(p.vt).second;
     allow_smem(kernel, p.recur);
     launch(kernel, recur_grid(d, p.vt), kThreads, p.recur, d, p.vt, p.nbuf, ptr_or_null<float>(dinitial_state),
-           dHend.data<float>(), bf16_ptr(dHe), dVn.data<float>(), ptr_or_null<float>(dfinal_state), bf16_ptr(s.Kb),
+           Qd.data<float>(), bf16_ptr(dHend), dVn.data<float>(), ptr_or_null<float>(dfinal_state), bf16_ptr(s.Kb),
            bf16_ptr(s.Wb), s.EG.data<float>(), s.R.data<float>());
   });
   const dim3 grid(static_cast<unsigned>(d.NC), static_cast<unsigned>(d.Hv), static_cast<unsigned>(d.B));
@@ -267,7 +267,7 @@ inline void backward(const Dims& d, const Plan& p, const Tensor& dqr, const Tens
     launch(chunk_grad_mma_kernel<S>, grid, kParThreads<float>, smem, d, dqr.data<float>(), dkr.data<float>(),
            key_stride, dv.data<float>(), dg.data<float>(), dbeta.data<float>(), do_.data<float>(), q.data<float>(),
            k.data<float>(), v.data<float>(), g.data<float>(), beta.data<float>(), chunk_states.data<float>(),
-           bf16_ptr(dHe), bf16_ptr(Vn), dVn.data<float>(), bf16_ptr(s.Wb), s.U.data<float>(),
+           bf16_ptr(dHend), bf16_ptr(Vn), dVn.data<float>(), bf16_ptr(s.Wb), s.U.data<float>(),
            s.P.data<float>(), sc);
   });
 }

@@ -188,13 +188,13 @@ __global__ void __launch_bounds__(256)
     }
 }
 
-// Backward recurrence for value columns [vt blockIdx.x, +vt) of (b, hv), chunks last to first. dHend holds Qd of
-// every chunk (backward_pre_mma_kernel); dHe receives dH_end in bf16 (the chunk gradient's operand); dVng holds A on
+// Backward recurrence for value columns [vt blockIdx.x, +vt) of (b, hv), chunks last to first. Qdg holds Qd of
+// every chunk (backward_pre_mma_kernel); dHend receives dH_end in bf16 (the chunk gradient's operand); dVng holds A on
 // entry and dVn on exit.
 template <typename S, int VT>
 __global__ void __launch_bounds__(256)
     backward_recur_mma_kernel(Dims d, int vt, int nbuf, float* __restrict__ dinitial_state,
-                              const float* __restrict__ dHend, bf16* __restrict__ dHe, float* __restrict__ dVng,
+                              const float* __restrict__ Qdg, bf16* __restrict__ dHend, float* __restrict__ dVng,
                               const float* __restrict__ dfinal_state, const bf16* __restrict__ Kbg,
                               const bf16* __restrict__ Wbg, const float* __restrict__ EGg,
                               const float* __restrict__ Rg) {
@@ -235,7 +235,7 @@ __global__ void __launch_bounds__(256)
     bf16* Ws = at<bf16>(bf, oW);
     async_rows16(Ws, ldk, Wbg + hr * d.K, d.K, L, K);
     zero_rows_bf16(Ws, ldk, L, Cp, K);
-    async_value_rows<VT>(at<float>(bf, oQd), vt, dHend + d.chunk_state(b, hv, n) + c0, d.V, K, nv);
+    async_value_rows<VT>(at<float>(bf, oQd), vt, Qdg + d.chunk_state(b, hv, n) + c0, d.V, K, nv);
     cp_async_commit();
   };
   const int64_t s_off = (b * d.Hv + hv) * d.K * d.V + c0;
@@ -283,10 +283,10 @@ __global__ void __launch_bounds__(256)
         });
     const float eg_last = rs[Cp];
     if (nbuf == 1) cp_async_wait_all();  // W, Qd of chunk n
-    __syncthreads();                     // dVn complete; every thread's copies of Qd (read from dHend) have landed
+    __syncthreads();                     // dVn complete; every thread's copies of Qd (read from Qdg) have landed
     if (nbuf == 1 && n > 0) load_k(n - 1);
-    // dH = eg_L dH + Q^T ((scale eg) ⊙ dO) - W^T dVn; the dH it replaces is chunk n's dH_end (bf16 into dHe)
-    bf16* dHn = dHe + d.chunk_state(b, hv, n) + c0;
+    // dH = eg_L dH + Q^T ((scale eg) ⊙ dO) - W^T dVn; the dH it replaces is chunk n's dH_end (bf16 into dHend)
+    bf16* dHn = dHend + d.chunk_state(b, hv, n) + c0;
     mma_tiles(
         K, nv, stage,
         [&](int tm, int tn, Acc& acc) { mma_acc<ColMajor, RowMajor>(acc, tm, tn, 0, Cp, Ws, ldk, dVb, ldv); },

@@ -246,14 +246,15 @@ __global__ void __launch_bounds__(VT * 2)
   if (final_state) store_state<K>(final_state, s_off, h, V, g, t);
 }
 
-// Backward recurrence, value columns [VT blockIdx.x, +VT) of (b, hv), chunks last to first. dHend holds Qd of every
-// chunk (backward_pre_mma_kernel); dHe receives dH_end in bf16; dVng holds A on entry and dVn on exit.
+// Backward recurrence, value columns [VT blockIdx.x, +VT) of (b, hv), chunks last to first. Qdg holds Qd of every
+// chunk (backward_pre_mma_kernel); dHend receives dH_end in bf16; dVng holds A on entry and dVn on exit.
 template <typename S, int VT>
 __global__ void __launch_bounds__(VT * 2)
-    backward_recur_reg_kernel(Dims d, float* __restrict__ dinitial_state, const float* __restrict__ dHend,
-                              bf16* __restrict__ dHe, float* __restrict__ dVng, const float* __restrict__ dfinal_state,
-                              const bf16* __restrict__ Kbg, const bf16* __restrict__ Wbg,
-                              const float* __restrict__ EGg, const float* __restrict__ Rg) {
+    backward_recur_reg_kernel(Dims d, float* __restrict__ dinitial_state, const float* __restrict__ Qdg,
+                              bf16* __restrict__ dHend, float* __restrict__ dVng,
+                              const float* __restrict__ dfinal_state, const bf16* __restrict__ Kbg,
+                              const bf16* __restrict__ Wbg, const float* __restrict__ EGg,
+                              const float* __restrict__ Rg) {
   pdl_enter();
   static_assert(S::fixed && S::C % 16 == 0 && S::K % 16 == 0, "fixed shapes only");
   extern __shared__ __align__(128) unsigned char smem_mma[];
@@ -276,7 +277,7 @@ __global__ void __launch_bounds__(VT * 2)
       zero_rows_bf16(at<bf16>(bf, lay.K), ldk, L, C, K);
       zero_rows_bf16(at<bf16>(bf, lay.W), ldk, L, C, K);
       async_rows16(at<float>(bf, lay.A), ldv, dVng + hr * V + c0, V, L, VT);
-      async_rows16(at<float>(bf, lay.Qd), ldv, dHend + d.chunk_state(b, hv, n) + c0, V, K, VT);
+      async_rows16(at<float>(bf, lay.Qd), ldv, Qdg + d.chunk_state(b, hv, n) + c0, V, K, VT);
       async_vec(rs, Rg + hr, L);
       if (threadIdx.x == 0) cp_async_elem(rs + C, EGg + hr + L - 1);
     }
@@ -310,8 +311,8 @@ __global__ void __launch_bounds__(VT * 2)
       return x;
     });
     const float eg_last = rs[C];
-    // dH^T = eg_L dH^T + Qd^T - dVn^T W; the dH^T it replaces is chunk n's dH_end (bf16 into dHe)
-    bf16* dHn = dHe + d.chunk_state(b, hv, n) + c0 + w16;
+    // dH^T = eg_L dH^T + Qd^T - dVn^T W; the dH^T it replaces is chunk n's dH_end (bf16 into dHend)
+    bf16* dHn = dHend + d.chunk_state(b, hv, n) + c0 + w16;
     second_product<C, K>(h, va, Ws, ldk, lane, [&](int kk, int c, float h0, float s) {
       dHn[int64_t(kk) * V + c] = __float2bfloat16(h0);
       return eg_last * h0 + Qd[kk * ldv + c] - s;
