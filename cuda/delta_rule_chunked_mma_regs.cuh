@@ -114,68 +114,70 @@ __device__ __forceinline__ void store_state(float* p, int64_t off, const float (
 #pragma unroll
     for (int e = 0; e < 4; ++e) p[off + int64_t(acc_col(j, t, e)) * V + acc_row(g, e)] = h[j][e];
 }
-// The first product of a step, n-tiles 16 ip and 16 ip + 8 of S^T M^T: s = sum over the K/16 k-tiles of a (the
-// state's A operands) times the rows 16 ip .. 16 ip + 15 of M [C, K] (bf16 W or K) as B.
-template <int K>
-__device__ __forceinline__ void times_rows(float (&s)[2][4], const uint32_t (&a)[K / 16][4], const bf16* M, int ld,
-                                           int ip, int lane) {
-#pragma unroll
-  for (int kt = 0; kt < K / 16; ++kt) {
-    uint32_t b[4];
-    b_rows(b, M, ld, 16 * ip, 16 * kt, lane);
-    mma_16816(s[0], a[kt], b[0], b[1]);
-    mma_16816(s[1], a[kt], b[2], b[3]);
-  }
-}
-// The second product of a step, n-tiles 16 jp and 16 jp + 8 of X^T M: s = sum over the C/16 k-tiles of a (the first
-// product's A operands) times columns 16 jp .. 16 jp + 15 of M [C, K] (bf16 K or W) as B.
-template <int C>
-__device__ __forceinline__ void times_cols(float (&s)[2][4], const uint32_t (&a)[C / 16][4], const bf16* M, int ld,
-                                           int jp, int lane) {
-#pragma unroll
-  for (int ip = 0; ip < C / 16; ++ip) {
-    uint32_t b[4];
-    b_cols(b, M, ld, 16 * jp, 16 * ip, lane);
-    mma_16816(s[0], a[ip], b[0], b[1]);
-    mma_16816(s[1], a[ip], b[2], b[3]);
-  }
-}
-// A step's first product, S^T M^T (M: a chunk's bf16 W or K rows), 16 chunk rows at a time: each element becomes
-// y = epi(i, c, s) (chunk row i, value column c of the warp's 16, the product s), and a receives Y^T [16, C] as the
-// bf16 A operands of the second product.
+// The products of a step run as several independent accumulator chains at once (kt or ip outer, the output tiles
+// inner), so that a warp issues the next tile's mma while the one before is in flight: one chain at a time left each
+// mma's latency exposed, the warp being alone on its scheduler. Each accumulator still sums its k-tiles from zero in
+// order, so the bits are those of one chain at a time.
+//
+// A step's first product, S^T M^T (M: a chunk's bf16 W or K rows): s[ip] (n-tiles 16 ip and 16 ip + 8) = sum over the
+// K/16 k-tiles of the state's A operands times the rows 16 ip .. 16 ip + 15 of M as B; then each element becomes
+// y = epi(i, c, s) (chunk row i, value column c of the warp's 16), and a receives Y^T [16, C] as the bf16 A operands
+// of the second product.
 template <int C, int K, typename Epi>
 __device__ __forceinline__ void first_product(uint32_t (&a)[C / 16][4], const float (&h)[K / 8][4], const bf16* M,
                                               int ld, int lane, Epi epi) {
   const int g = lane >> 2, t = lane & 3;
-  uint32_t ha[K / 16][4];  // bf16 S^T
+  float s[C / 16][2][4] = {};
 #pragma unroll
-  for (int kt = 0; kt < K / 16; ++kt) a_from_acc(ha[kt], h, kt);
+  for (int kt = 0; kt < K / 16; ++kt) {
+    uint32_t ha[4];  // bf16 S^T, k-tile kt
+    a_from_acc(ha, h, kt);
+#pragma unroll
+    for (int ip = 0; ip < C / 16; ++ip) {
+      uint32_t b[4];
+      b_rows(b, M, ld, 16 * ip, 16 * kt, lane);
+      mma_16816(s[ip][0], ha, b[0], b[1]);
+      mma_16816(s[ip][1], ha, b[2], b[3]);
+    }
+  }
 #pragma unroll
   for (int ip = 0; ip < C / 16; ++ip) {
-    float s[2][4] = {};
-    times_rows<K>(s, ha, M, ld, ip, lane);
 #pragma unroll
     for (int u = 0; u < 2; ++u)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) s[u][e] = epi(acc_col(2 * ip + u, t, e), acc_row(g, e), s[u][e]);
-    a_from_acc(a[ip], s, 0);
+      for (int e = 0; e < 4; ++e) s[ip][u][e] = epi(acc_col(2 * ip + u, t, e), acc_row(g, e), s[ip][u][e]);
+    a_from_acc(a[ip], s[ip], 0);
   }
 }
-// A step's second product, Y^T M (M: the chunk's bf16 K or W rows), 16 key columns at a time: each state element
-// becomes epi(kk, c, old value, the product).
+// A step's second product, Y^T M (M: the chunk's bf16 K or W rows), kG pairs of n-tiles (16 key columns each) at a
+// time: s[u] = sum over the C/16 k-tiles of a times columns 16 (jp + u) .. + 15 of M as B; each state element becomes
+// epi(kk, c, old value, the product).
 template <int C, int K, typename Epi>
 __device__ __forceinline__ void second_product(float (&h)[K / 8][4], const uint32_t (&a)[C / 16][4], const bf16* M,
                                                int ld, int lane, Epi epi) {
+  constexpr int kG = K / 16 < 4 ? K / 16 : 4;
   const int g = lane >> 2, t = lane & 3;
 #pragma unroll
-  for (int jp = 0; jp < K / 16; ++jp) {
-    float s[2][4] = {};
-    times_cols<C>(s, a, M, ld, jp, lane);
+  for (int jp = 0; jp < K / 16; jp += kG) {
+    float s[kG][2][4] = {};
 #pragma unroll
-    for (int u = 0; u < 2; ++u)
+    for (int ip = 0; ip < C / 16; ++ip)
 #pragma unroll
-      for (int e = 0; e < 4; ++e)
-        h[2 * jp + u][e] = epi(acc_col(2 * jp + u, t, e), acc_row(g, e), h[2 * jp + u][e], s[u][e]);
+      for (int u = 0; u < kG; ++u) {
+        uint32_t b[4];
+        b_cols(b, M, ld, 16 * (jp + u), 16 * ip, lane);
+        mma_16816(s[u][0], a[ip], b[0], b[1]);
+        mma_16816(s[u][1], a[ip], b[2], b[3]);
+      }
+#pragma unroll
+    for (int u = 0; u < kG; ++u)
+#pragma unroll
+      for (int v = 0; v < 2; ++v)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int j = 2 * (jp + u) + v;
+          h[j][e] = epi(acc_col(j, t, e), acc_row(g, e), h[j][e], s[u][v][e]);
+        }
   }
 }
 
@@ -249,7 +251,7 @@ __global__ void __launch_bounds__(VT * 2)
 // Backward recurrence, value columns [VT blockIdx.x, +VT) of (b, hv), chunks last to first. Qdg holds Qd of every
 // chunk (backward_pre_mma_kernel); dHend receives dH_end in bf16; dVng holds A on entry and dVn on exit.
 template <typename S, int VT>
-__global__ void __launch_bounds__(VT * 2)
+__global__ void __launch_bounds__(VT * 2, 1)
     backward_recur_reg_kernel(Dims d, float* __restrict__ dinitial_state, const float* __restrict__ Qdg,
                               bf16* __restrict__ dHend, float* __restrict__ dVng,
                               const float* __restrict__ dfinal_state, const bf16* __restrict__ Kbg,
