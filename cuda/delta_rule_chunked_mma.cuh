@@ -335,13 +335,15 @@ __global__ void __launch_bounds__(kParThreads<float>)
     stage_rows<S>(Vb, ldv, L, Cp, nv, [&](int i) { return Vng + (hr + i) * d.V + c0; }, Unscaled());
   }
   __syncthreads();
+  float* oc = o + d.value_row(b, t0, hv) + c0;  // row i of the chunk's output columns at oc + i os
+  const int64_t os = d.Hv * d.V;
   mma_tiles(
       L, nv, stage,
       [&](int tm, int tn, Acc& acc) {
         mma_acc<RowMajor, RowMajor>(acc, tm, tn, 0, K, Qb, ldk, Hb, ldv);
         mma_acc<RowMajor, RowMajor>(acc, tm, tn, 0, min(Cp, (tm + 1) * 16), Pb, ldp, Vb, ldv);  // P is lower
       },
-      [&](int i, int c, float s) { o[d.value_row(b, t0 + i, hv) + c0 + c] = sc * s; });
+      [&](int i, int c, float s) { oc[i * os + c] = sc * s; });
 }
 
 struct PreLayout {

@@ -267,6 +267,19 @@ __device__ __forceinline__ void async_rows16(T* dst, int ld, const T* src, int64
     cp_async16(dst + i * ld + c, src + i * stride + c);
   }
 }
+// The same copies for kRows full rows of kCols at compile-time sizes by a block of kT threads: unrolled, each thread's
+// row and column fixed, so that a copy costs an address add and the cp.async (the loop above, with a run-time
+// bound and stride, spent several integer instructions on each).
+template <int kT, int kRows, int kCols, typename T>
+__device__ __forceinline__ void async_rows16_full(T* dst, int ld, const T* src, int64_t stride) {
+  constexpr int per = 16 / sizeof(T), cv = kCols / per;
+  static_assert(kCols % per == 0 && kRows * cv % kT == 0 && kT % cv == 0, "whole copies per thread");
+  const int i0 = threadIdx.x / cv, c = (threadIdx.x % cv) * per;
+  T* d = dst + i0 * ld + c;
+  const T* s = src + i0 * stride + c;
+#pragma unroll
+  for (int u = 0; u < kRows * cv / kT; ++u) cp_async16(d + u * (kT / cv) * ld, s + u * (kT / cv) * stride);
+}
 // Asks L2 for rows [0, rows) of `bytes` bytes each (row i at base + i stride bytes), one prefetch per 128-byte line,
 // spread over the block's threads; nothing waits for them. For the operands of a kernel's later phase, so that the
 // phase's loads find them in L2 instead of waiting for DRAM.

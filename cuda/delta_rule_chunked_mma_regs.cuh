@@ -183,7 +183,7 @@ __device__ __forceinline__ void second_product(float (&h)[K / 8][4], const uint3
 
 // Forward recurrence, value columns [VT blockIdx.x, +VT) of (b = blockIdx.z, hv = blockIdx.y), VT / 16 warps.
 template <typename S, int VT>
-__global__ void __launch_bounds__(VT * 2)
+__global__ void __launch_bounds__(VT * 2, 1)
     forward_recur_reg_kernel(Dims d, float* __restrict__ final_state, float* __restrict__ chunk_states,
                              bf16* __restrict__ Vng, const bf16* __restrict__ Kbg, const bf16* __restrict__ Wbg,
                              const float* __restrict__ Ug, const float* __restrict__ EGg,
@@ -204,11 +204,17 @@ __global__ void __launch_bounds__(VT * 2)
       const int64_t t0 = n * C, hr = d.head_row(b, hv, t0);
       const int L = static_cast<int>(min(int64_t(C), d.T - t0));
       float* rs = at<float>(bf, lay.r);
-      async_rows16(at<bf16>(bf, lay.W), ldk, Wbg + hr * K, K, L, K);
-      async_rows16(at<bf16>(bf, lay.K), ldk, Kbg + hr * K, K, L, K);
-      zero_rows_bf16(at<bf16>(bf, lay.W), ldk, L, C, K);
-      zero_rows_bf16(at<bf16>(bf, lay.K), ldk, L, C, K);
-      async_rows16(at<float>(bf, lay.A), ldv, Ug + hr * V + c0, V, L, VT);
+      if (L == C) {
+        async_rows16_full<2 * VT, C, K>(at<bf16>(bf, lay.W), ldk, Wbg + hr * K, K);
+        async_rows16_full<2 * VT, C, K>(at<bf16>(bf, lay.K), ldk, Kbg + hr * K, K);
+        async_rows16_full<2 * VT, C, VT>(at<float>(bf, lay.A), ldv, Ug + hr * V + c0, V);
+      } else {
+        async_rows16(at<bf16>(bf, lay.W), ldk, Wbg + hr * K, K, L, K);
+        async_rows16(at<bf16>(bf, lay.K), ldk, Kbg + hr * K, K, L, K);
+        zero_rows_bf16(at<bf16>(bf, lay.W), ldk, L, C, K);
+        zero_rows_bf16(at<bf16>(bf, lay.K), ldk, L, C, K);
+        async_rows16(at<float>(bf, lay.A), ldv, Ug + hr * V + c0, V, L, VT);
+      }
       async_vec(rs, Rg + hr, L);
       if (threadIdx.x == 0) cp_async_elem(rs + C, EGg + hr + L - 1);
     }
@@ -274,12 +280,18 @@ __global__ void __launch_bounds__(VT * 2, 1)
       const int64_t t0 = n * C, hr = d.head_row(b, hv, t0);
       const int L = static_cast<int>(min(int64_t(C), d.T - t0));
       float* rs = at<float>(bf, lay.r);
-      async_rows16(at<bf16>(bf, lay.K), ldk, Kbg + hr * K, K, L, K);
-      async_rows16(at<bf16>(bf, lay.W), ldk, Wbg + hr * K, K, L, K);
-      zero_rows_bf16(at<bf16>(bf, lay.K), ldk, L, C, K);
-      zero_rows_bf16(at<bf16>(bf, lay.W), ldk, L, C, K);
-      async_rows16(at<float>(bf, lay.A), ldv, dVng + hr * V + c0, V, L, VT);
-      async_rows16(at<float>(bf, lay.Qd), ldv, Qdg + d.chunk_state(b, hv, n) + c0, V, K, VT);
+      if (L == C) {
+        async_rows16_full<2 * VT, C, K>(at<bf16>(bf, lay.K), ldk, Kbg + hr * K, K);
+        async_rows16_full<2 * VT, C, K>(at<bf16>(bf, lay.W), ldk, Wbg + hr * K, K);
+        async_rows16_full<2 * VT, C, VT>(at<float>(bf, lay.A), ldv, dVng + hr * V + c0, V);
+      } else {
+        async_rows16(at<bf16>(bf, lay.K), ldk, Kbg + hr * K, K, L, K);
+        async_rows16(at<bf16>(bf, lay.W), ldk, Wbg + hr * K, K, L, K);
+        zero_rows_bf16(at<bf16>(bf, lay.K), ldk, L, C, K);
+        zero_rows_bf16(at<bf16>(bf, lay.W), ldk, L, C, K);
+        async_rows16(at<float>(bf, lay.A), ldv, dVng + hr * V + c0, V, L, VT);
+      }
+      async_rows16_full<2 * VT, K, VT>(at<float>(bf, lay.Qd), ldv, Qdg + d.chunk_state(b, hv, n) + c0, V);
       async_vec(rs, Rg + hr, L);
       if (threadIdx.x == 0) cp_async_elem(rs + C, EGg + hr + L - 1);
     }
