@@ -291,7 +291,7 @@ struct OutputLayout {
 
 // O = scale ((eg ⊙ Q) H + P Vn) of chunk blockIdx.x / nvt, value columns [vp (blockIdx.x % nvt), +vp).
 template <typename S>
-__global__ void __launch_bounds__(kParThreads<float>)
+__global__ void __launch_bounds__(kParThreads<float>, S::fixed ? 2 : 0)
     chunk_output_mma_kernel(Dims d, int vp, float* __restrict__ o, const float* __restrict__ chunk_states,
                             const bf16* __restrict__ Vng, const float* __restrict__ Pg,
                             const float* __restrict__ EGg, const float* __restrict__ q, float sc) {
@@ -366,7 +366,7 @@ struct PreLayout {
 // [vp (blockIdx.x % nvt), +vp): A = scale P^T dO -> Ag, Qd = Q^T (scale eg ⊙ dO) -> Qdg, and with kVn Vn = U - W H ->
 // Vng (the same products as the forward recurrence's, so the same bits; without kVn Vng is the forward's, not read).
 template <typename S, bool kVn>
-__global__ void __launch_bounds__(kParThreads<float>)
+__global__ void __launch_bounds__(kParThreads<float>, S::fixed ? 2 : 0)
     backward_pre_mma_kernel(Dims d, int vp, bf16* __restrict__ Vng, float* __restrict__ Ag, float* __restrict__ Qdg,
                             const float* __restrict__ chunk_states, const bf16* __restrict__ Wbg,
                             const float* __restrict__ Ug, const float* __restrict__ Pg,

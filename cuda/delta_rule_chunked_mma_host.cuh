@@ -167,6 +167,14 @@ inline Prepared prepare(const Dims& d, const Plan& p, const Tensor& q, const Ten
   return s;
 }
 
+// Threads of a chunk_output_mma or backward_pre_mma launch: kParThreads at the fixed shapes, whose one-pass staging
+// (fetch_rows / put_rows) gives each of kParThreads threads its share of every tile; par_threads' choice for Generic,
+// whose loops take their stride from blockDim.
+template <typename S>
+int par_kernel_threads(const dim3& grid) {
+  return S::fixed ? kParThreads<float> : par_threads<float>(grid.x * int64_t(grid.y) * grid.z);
+}
+
 inline dim3 recur_grid(const Dims& d, int vt) {
   return dim3(static_cast<unsigned>((d.V + vt - 1) / vt), static_cast<unsigned>(d.Hv), static_cast<unsigned>(d.B));
 }
@@ -210,7 +218,7 @@ inline void forward(const Dims& d, const Plan& p, const Tensor& o, const Tensor&
   with_shape(d, p, {q.raw_data(), cs.raw_data(), Vn.raw_data()}, [&](auto shape) {
     using S = decltype(shape);
     allow_smem(chunk_output_mma_kernel<S>, p.par);
-    launch(chunk_output_mma_kernel<S>, ogrid, par_threads<float>(ogrid.x * int64_t(ogrid.y) * ogrid.z), p.par, d, p.vp,
+    launch(chunk_output_mma_kernel<S>, ogrid, par_kernel_threads<S>(ogrid), p.par, d, p.vp,
            o.data<float>(), cs.data<float>(), bf16_ptr(Vn), s.P.data<float>(), s.EG.data<float>(), q.data<float>(),
            sc);
   });
@@ -237,7 +245,7 @@ inline void backward(const Dims& d, const Plan& p, const Tensor& dqr, const Tens
     const auto kernel = make_vn ? backward_pre_mma_kernel<S, true> : backward_pre_mma_kernel<S, false>;
     const size_t smem = PreLayout(d.C, d.K, p.vp, make_vn).total;  // p.par is the larger, with Vn
     allow_smem(kernel, smem);
-    launch(kernel, pgrid, par_threads<float>(pgrid.x * int64_t(pgrid.y) * pgrid.z), smem, d, p.vp, bf16_ptr(Vn),
+    launch(kernel, pgrid, par_kernel_threads<S>(pgrid), smem, d, p.vp, bf16_ptr(Vn),
            dVn.data<float>(), Qd.data<float>(), chunk_states.data<float>(), bf16_ptr(s.Wb),
            s.U.data<float>(), s.P.data<float>(), s.EG.data<float>(), q.data<float>(), do_.data<float>(), sc);
   });
