@@ -31,7 +31,9 @@ inline int sm_count() { return device_attr(cudaDevAttrMultiProcessorCount); }
 // Threads per block of a chunk-output or backward-pre launch of `blocks` blocks: kParThreads<Tp> while the grid
 // fills at most two blocks per SM (each block's latency is then the kernel's time, and more threads shorten it), 256
 // beyond (the blocks themselves keep the SMs busy, and 512-thread blocks measured slower there; the kernels are
-// compiled for kParThreads and read their loop strides from blockDim).
+// compiled for kParThreads and read their loop strides from blockDim). The tensor-core kernels at the fixed shapes,
+// whose staging is written for kParThreads, always take kParThreads instead (par_kernel_threads,
+// cuda/delta_rule_chunked_mma_host.cuh).
 template <typename Tp>
 int par_threads(int64_t blocks) {
   return blocks <= 2 * static_cast<int64_t>(sm_count()) ? kParThreads<Tp> : kThreads;
