@@ -92,6 +92,26 @@ inline size_t reg_smem(int64_t C, int64_t K, int vt, bool backward) {
   return RegLayout(C, K, vt, backward).size * (backward ? reg_buffers<true>() : reg_buffers<false>());
 }
 
+// A step's chunk operands into one buffer of a block of 2 VT threads, asynchronously: two bf16 row tiles X, Y [C, K + 8]
+// from L rows of Xg, Yg (row stride K; rows L .. C zeroed) and a float32 tile A [C, VT + 4] from L rows of Ag (row
+// stride V). Full chunks copy unrolled (async_rows16_full), the last, partial one by the loop.
+template <int VT, int C, int K, int V>
+__device__ __forceinline__ void async_chunk_rows(bf16* X, const bf16* Xg, bf16* Y, const bf16* Yg, float* A,
+                                                 const float* Ag, int L) {
+  constexpr int ldk = K + kPadB, ldv = VT + 4;
+  if (L == C) {
+    async_rows16_full<2 * VT, C, K>(X, ldk, Xg, K);
+    async_rows16_full<2 * VT, C, K>(Y, ldk, Yg, K);
+    async_rows16_full<2 * VT, C, VT>(A, ldv, Ag, V);
+  } else {
+    async_rows16(X, ldk, Xg, K, L, K);
+    async_rows16(Y, ldk, Yg, K, L, K);
+    zero_rows_bf16(X, ldk, L, C, K);
+    zero_rows_bf16(Y, ldk, L, C, K);
+    async_rows16(A, ldv, Ag, V, L, VT);
+  }
+}
+
 // Element e of a warp's accumulator n-tile j: row (value column) g + 8 (e / 2), column 8 j + 2 t + e % 2.
 __device__ __forceinline__ int acc_row(int g, int e) { return g + 8 * (e >> 1); }
 __device__ __forceinline__ int acc_col(int j, int t, int e) { return 8 * j + 2 * t + (e & 1); }
@@ -204,17 +224,8 @@ __global__ void __launch_bounds__(VT * 2, 1)
       const int64_t t0 = n * C, hr = d.head_row(b, hv, t0);
       const int L = static_cast<int>(min(int64_t(C), d.T - t0));
       float* rs = at<float>(bf, lay.r);
-      if (L == C) {
-        async_rows16_full<2 * VT, C, K>(at<bf16>(bf, lay.W), ldk, Wbg + hr * K, K);
-        async_rows16_full<2 * VT, C, K>(at<bf16>(bf, lay.K), ldk, Kbg + hr * K, K);
-        async_rows16_full<2 * VT, C, VT>(at<float>(bf, lay.A), ldv, Ug + hr * V + c0, V);
-      } else {
-        async_rows16(at<bf16>(bf, lay.W), ldk, Wbg + hr * K, K, L, K);
-        async_rows16(at<bf16>(bf, lay.K), ldk, Kbg + hr * K, K, L, K);
-        zero_rows_bf16(at<bf16>(bf, lay.W), ldk, L, C, K);
-        zero_rows_bf16(at<bf16>(bf, lay.K), ldk, L, C, K);
-        async_rows16(at<float>(bf, lay.A), ldv, Ug + hr * V + c0, V, L, VT);
-      }
+      async_chunk_rows<VT, C, K, V>(at<bf16>(bf, lay.W), Wbg + hr * K, at<bf16>(bf, lay.K), Kbg + hr * K,
+                                    at<float>(bf, lay.A), Ug + hr * V + c0, L);
       async_vec(rs, Rg + hr, L);
       if (threadIdx.x == 0) cp_async_elem(rs + C, EGg + hr + L - 1);
     }
@@ -280,17 +291,8 @@ __global__ void __launch_bounds__(VT * 2, 1)
       const int64_t t0 = n * C, hr = d.head_row(b, hv, t0);
       const int L = static_cast<int>(min(int64_t(C), d.T - t0));
       float* rs = at<float>(bf, lay.r);
-      if (L == C) {
-        async_rows16_full<2 * VT, C, K>(at<bf16>(bf, lay.K), ldk, Kbg + hr * K, K);
-        async_rows16_full<2 * VT, C, K>(at<bf16>(bf, lay.W), ldk, Wbg + hr * K, K);
-        async_rows16_full<2 * VT, C, VT>(at<float>(bf, lay.A), ldv, dVng + hr * V + c0, V);
-      } else {
-        async_rows16(at<bf16>(bf, lay.K), ldk, Kbg + hr * K, K, L, K);
-        async_rows16(at<bf16>(bf, lay.W), ldk, Wbg + hr * K, K, L, K);
-        zero_rows_bf16(at<bf16>(bf, lay.K), ldk, L, C, K);
-        zero_rows_bf16(at<bf16>(bf, lay.W), ldk, L, C, K);
-        async_rows16(at<float>(bf, lay.A), ldv, dVng + hr * V + c0, V, L, VT);
-      }
+      async_chunk_rows<VT, C, K, V>(at<bf16>(bf, lay.K), Kbg + hr * K, at<bf16>(bf, lay.W), Wbg + hr * K,
+                                    at<float>(bf, lay.A), dVng + hr * V + c0, L);
       async_rows16_full<2 * VT, K, VT>(at<float>(bf, lay.Qd), ldv, Qdg + d.chunk_state(b, hv, n) + c0, V);
       async_vec(rs, Rg + hr, L);
       if (threadIdx.x == 0) cp_async_elem(rs + C, EGg + hr + L - 1);
