@@ -9,9 +9,10 @@
 // makes each product's accumulators, rounded to bf16 and paired, the A operand of the next one (the register reuse of
 // FlashAttention-2): a warp's step reads only the chunk's W, K (bf16 rows, ldmatrix) and U / A, Qd, r, eg_L (float32)
 // from shared memory and never waits for another warp. The block's threads copy the operands of the chunk
-// reg_buffers() - 1 ahead (cp.async) while the warps work on chunk n, one __syncthreads a chunk. Each element's arithmetic is that of the
-// shared-memory kernels: every product summed from zero over its inner index in 16-wide steps in order, then
-// Vn = U - s, r Vn rounded to bf16, H = eg_L H + s (backward: dVn = A + r s, dH = eg_L dH + Qd - s).
+// reg_buffers() - 1 ahead (cp.async) while the warps work on chunk n, one __syncthreads a chunk. Each element's
+// arithmetic is that of the shared-memory kernels: every product summed from zero over its inner index in 16-wide
+// steps in order, then Vn = U - s, r Vn rounded to bf16, H = eg_L H + s (backward: dVn = A + r s,
+// dH = eg_L dH + Qd - s).
 //
 // Fragments (PTX ISA, mma.m16n8k16 with .bf16), lane = 4 g + t: an accumulator [16, 8] holds (g, 2t), (g, 2t+1),
 // (g+8, 2t), (g+8, 2t+1); an A operand [16, 16] holds (g, 2t..2t+1), (g+8, 2t..2t+1), (g, 2t+8..), (g+8, 2t+8..), that
@@ -92,9 +93,9 @@ inline size_t reg_smem(int64_t C, int64_t K, int vt, bool backward) {
   return RegLayout(C, K, vt, backward).size * (backward ? reg_buffers<true>() : reg_buffers<false>());
 }
 
-// A step's chunk operands into one buffer of a block of 2 VT threads, asynchronously: two bf16 row tiles X, Y [C, K + 8]
-// from L rows of Xg, Yg (row stride K; rows L .. C zeroed) and a float32 tile A [C, VT + 4] from L rows of Ag (row
-// stride V). Full chunks copy unrolled (async_rows16_full), the last, partial one by the loop.
+// A step's chunk operands into one buffer of a block of 2 VT threads, asynchronously: two bf16 row tiles X, Y
+// [C, K + 8] from L rows of Xg, Yg (row stride K; rows L .. C zeroed) and a float32 tile A [C, VT + 4] from L rows
+// of Ag (row stride V). Full chunks copy unrolled (async_rows16_full), the last, partial one by the loop.
 template <int VT, int C, int K, int V>
 __device__ __forceinline__ void async_chunk_rows(bf16* X, const bf16* Xg, bf16* Y, const bf16* Yg, float* A,
                                                  const float* Ag, int L) {
