@@ -6,7 +6,8 @@
 // beta = sigmoid(x), g = logsigmoid(x). --threads sets the OpenMP thread count (default: all cores).
 // --device cpu (default): float32 at two small shapes, both forms, steady clock. --device cuda: the chunked form at
 // the training shapes (B4 T256 H4 K=V=64 up to B4 T4096 H16 K=V=128), in --dtype float32, float64 or both, timed
-// with CUDA events on the device's stream (train/device.h DeviceTimer); the shape columns (with NC, the chunks per
+// with CUDA events on the device's stream (train/device.h DeviceTimer); after the timed runs of a row one more
+// forward+backward has its output and gradients checked for inf / NaN (an error, exit code 1, if any); the shape columns (with NC, the chunks per
 // sequence) do not depend on the card, so tables from two cards or two builds line up row by row. --precision
 // bfloat16 (CUDA only) sets gdn::matmul_precision (core/precision.h) for the timed calls: float32 tensors, tile
 // products of the chunked kernels on bfloat16 tensor cores with float32 accumulation where K and V are multiples of
@@ -27,6 +28,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "apps/cli_parse.h"
@@ -92,6 +94,18 @@ std::string chunked_paths(bool on_cpu) {
   }
 #endif
   return "cpu";
+}
+
+// The name of the first tensor of `named` holding an inf or a NaN (copied to the CPU), or "" when all are finite.
+std::string first_non_finite(const std::vector<std::pair<std::string, Tensor>>& named) {
+  for (const auto& [name, t] : named) {
+    if (!t.defined()) continue;
+    const Tensor c = contiguous(to_dtype(to_device(t, kCPU), kFloat64));
+    const double* p = c.data<double>();
+    for (int64_t i = 0; i < c.numel(); ++i)
+      if (!std::isfinite(p[i])) return name;
+  }
+  return "";
 }
 
 }  // namespace
@@ -186,6 +200,20 @@ int main(int argc, char** argv) {
               backward({out.o}, {d_o});
             },
             warmup, repeats, device);
+        {  // a time of kernels whose outputs are inf or NaN means nothing: one more call, its outputs checked
+          for (Tensor& t : leaves) t.set_grad(Tensor());
+          DeltaRuleOutput out = gated_delta_rule(q, k, v, g, beta, scale, {}, false, mode, chunk_size);
+          backward({out.o}, {d_o});
+          const std::string bad = first_non_finite(
+              {{"o", out.o}, {"dq", q.grad()}, {"dk", k.grad()}, {"dv", v.grad()}, {"dg", g.grad()},
+               {"dbeta", beta.grad()}});
+          if (!bad.empty()) {
+            std::fprintf(stderr, "bench-gdn-ops: error: B=%ld T=%ld H=%ld K=%ld V=%ld: %s holds an inf or a NaN\n",
+                         static_cast<long>(s.B), static_cast<long>(s.T), static_cast<long>(s.H),
+                         static_cast<long>(s.K), static_cast<long>(s.V), bad.c_str());
+            return 1;
+          }
+        }
         const std::string path = chunked_paths(on_cpu);  // the recurrent form runs on the CPU only
         std::printf("| %s | %ld | %ld | %ld | %ld | %ld | %ld | %s | %s | %.3f | %.3f |\n",
                     dt == kFloat32 ? "float32" : "float64", static_cast<long>(s.B), static_cast<long>(s.T),

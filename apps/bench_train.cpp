@@ -8,7 +8,8 @@
 // default on the GPU, only the few calls around the replay, and the graph's node count beside), the host time to
 // issue one step (the host does not wait
 // for the device inside a step, so a step whose issue time is close to its device time is bound by the host) and the
-// device allocator's peak memory. One line of the markdown table per preset; --json FILE also writes the numbers as
+// device allocator's peak memory; a step whose loss is inf or NaN is an error (exit code 1), since its time would
+// mean nothing. One line of the markdown table per preset; --json FILE also writes the numbers as
 // JSON. The GEMM work of a step (counted by matmul) over its time, next to the rate of one large matmul, shows how
 // far a step is from the GEMM roofline. --precision bf16 runs the GPU's products in bfloat16 with float32
 // accumulation (core/precision.h). --profile adds, per preset, the device time of every kernel over a few more eager
@@ -18,6 +19,7 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -200,6 +202,10 @@ int main(int argc, char** argv) {
       validate(cfg);
       const StepResult r = time_training_step(cfg, device, dtype, warmup, steps, profile_steps, use_graph,
                                               fused == "on");
+      if (!std::isfinite(r.loss)) {  // the time of a step that computes inf or NaN means nothing
+        std::fprintf(stderr, "bench-train: error: %s: the timed step's loss is %g\n", preset.c_str(), r.loss);
+        return 1;
+      }
       const double params_m = r.params_millions;
       const double tokens = static_cast<double>(cfg.batch_size * cfg.seq_len);
       std::printf("| %s | %lld | %lld | %lld | %.1f | %.2f | %.2f | %.2f | %.0f | %.2f | %.0f | %.0f | %.2f | %.0f | "
