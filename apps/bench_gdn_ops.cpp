@@ -115,7 +115,8 @@ int main(int argc, char** argv) {
       "bench-gdn-ops: times the gated delta rule operator, forward and forward+backward; prints the median of\n"
       "--repeats runs (after --warmup runs) as a markdown table. --device cpu (default): float32, chunked and\n"
       "recurrent, at B=4,T=256,H=4,K=V=64 and B=1,T=2048,H=4,K=V=64. --device cuda: the chunked form at the\n"
-      "training shapes, --dtype float32|float64|both, timed with CUDA events."};
+      "training shapes, --dtype float32|float64|both, timed with CUDA events. A row whose output or gradients hold\n"
+      "an inf or a NaN is an error (exit code 1)."};
   int threads = omp_get_num_procs();
   int repeats = 10, warmup = 2;
   int64_t chunk_size = 64;

@@ -149,7 +149,8 @@ double gemm_roofline(Device device, DType dtype, int64_t n) {
 int main(int argc, char** argv) {
   CLI::App app{
       "bench-train: times the whole training step (forward, backward, clipping, AdamW) of the Gated DeltaNet LM on\n"
-      "random token ids; prints ms/step (median), tokens/s, kernel calls per step and peak device memory"};
+      "random token ids; prints ms/step (median), tokens/s, kernel calls per step and peak device memory (a step\n"
+      "whose loss is inf or NaN is an error, exit code 1)"};
   std::string presets = "small,medium,large", device_name = "cpu", dtype_name_arg = "float32", json_path;
   std::string precision = "float32", graph = "on", fused = "off";
   int64_t batch = 0, seq_len = 0, vocab = 0;
