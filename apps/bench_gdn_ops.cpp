@@ -2,19 +2,19 @@
 //
 // For each shape (B,T,H,K,V) and each implementation (chunked WY form, token-by-token recurrent form) it times the
 // forward alone (no autograd recording) and forward + backward (loss = sum(o * do) with a random do), after warm-up
-// calls, and prints the median of --repeats runs as a markdown table. Inputs follow the model: q, k l2-normalised,
-// beta = sigmoid(x), g = logsigmoid(x). --threads sets the OpenMP thread count (default: all cores).
-// --device cpu (default): float32 at two small shapes, both forms, steady clock. --device cuda: the chunked form at
-// the training shapes (B4 T256 H4 K=V=64 up to B4 T4096 H16 K=V=128), in --dtype float32, float64 or both, timed
-// with CUDA events on the device's stream (train/device.h DeviceTimer); after the timed runs of a row one more
-// forward+backward has its output and gradients checked for inf / NaN (an error, exit code 1, if any); the shape columns (with NC, the chunks per
-// sequence) do not depend on the card, so tables from two cards or two builds line up row by row. --precision
-// bfloat16 (CUDA only) sets gdn::matmul_precision (core/precision.h) for the timed calls: float32 tensors, tile
-// products of the chunked kernels on bfloat16 tensor cores with float32 accumulation where K and V are multiples of
-// 16 and the shared memory fits (cuda/delta_rule_chunked_mma*.cuh), else the float32 kernels. The "path" column names
-// the kernels the last forward / backward of the row ran (cuda/delta_rule_chunked_path.h: "bf16 tensor cores",
-// "float32 split", "float32 tiled", "float32 untiled"; "cpu" on the CPU). --shape B,T,H,K[,V] times that one shape
-// instead of the list (V = K when left out), e.g. to profile one size alone.
+// calls, and prints the median of --repeats runs as a markdown table. Inputs follow the model: q, k l2-normalised, beta
+// = sigmoid(x), g = logsigmoid(x). --threads sets the OpenMP thread count (default: all cores). --device cpu (default):
+// float32 at two small shapes, both forms, steady clock. --device cuda: the chunked form at the training shapes (B4
+// T256 H4 K=V=64 up to B4 T4096 H16 K=V=128), in --dtype float32, float64 or both, timed with CUDA events on the
+// device's stream (train/device.h DeviceTimer); after the timed runs of a row one more forward+backward has its output
+// and gradients checked for inf / NaN (an error, exit code 1, if any; the check of train/checkpoint.h). The shape
+// columns (with NC, the chunks per sequence) do not depend on the card, so tables from two cards or two builds line up
+// row by row. --precision bfloat16 (CUDA only) sets gdn::matmul_precision (core/precision.h) for the timed calls:
+// float32 tensors, tile products of the chunked kernels on bfloat16 tensor cores with float32 accumulation where K and
+// V are multiples of 16 and the shared memory fits (cuda/delta_rule_chunked_mma*.cuh), else the float32 kernels. The
+// "path" column names the kernels the last forward / backward of the row ran (cuda/delta_rule_chunked_path.h: "bf16
+// tensor cores", "float32 split", "float32 tiled", "float32 untiled"; "cpu" on the CPU). --shape B,T,H,K[,V] times that
+// one shape instead of the list (V = K when left out), e.g. to profile one size alone.
 #include <omp.h>
 
 #include <fmt/format.h>
@@ -28,7 +28,6 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
-#include <utility>
 #include <vector>
 
 #include "apps/cli_parse.h"
@@ -39,6 +38,7 @@
 #include "ops/creation.h"
 #include "ops/elementwise.h"
 #include "ops/gated_deltanet.h"
+#include "train/checkpoint.h"
 #include "train/device.h"
 
 #if GDN_WITH_CUDA
@@ -94,18 +94,6 @@ std::string chunked_paths(bool on_cpu) {
   }
 #endif
   return "cpu";
-}
-
-// The name of the first tensor of `named` holding an inf or a NaN (copied to the CPU), or "" when all are finite.
-std::string first_non_finite(const std::vector<std::pair<std::string, Tensor>>& named) {
-  for (const auto& [name, t] : named) {
-    if (!t.defined()) continue;
-    const Tensor c = contiguous(to_dtype(to_device(t, kCPU), kFloat64));
-    const double* p = c.data<double>();
-    for (int64_t i = 0; i < c.numel(); ++i)
-      if (!std::isfinite(p[i])) return name;
-  }
-  return "";
 }
 
 }  // namespace
@@ -205,11 +193,11 @@ int main(int argc, char** argv) {
           for (Tensor& t : leaves) t.set_grad(Tensor());
           DeltaRuleOutput out = gated_delta_rule(q, k, v, g, beta, scale, {}, false, mode, chunk_size);
           backward({out.o}, {d_o});
-          const std::string bad = first_non_finite(
+          const std::string bad = describe_non_finite(
               {{"o", out.o}, {"dq", q.grad()}, {"dk", k.grad()}, {"dv", v.grad()}, {"dg", g.grad()},
                {"dbeta", beta.grad()}});
           if (!bad.empty()) {
-            std::fprintf(stderr, "bench-gdn-ops: error: B=%ld T=%ld H=%ld K=%ld V=%ld: %s holds an inf or a NaN\n",
+            std::fprintf(stderr, "bench-gdn-ops: error: B=%ld T=%ld H=%ld K=%ld V=%ld: %s\n",
                          static_cast<long>(s.B), static_cast<long>(s.T), static_cast<long>(s.H),
                          static_cast<long>(s.K), static_cast<long>(s.V), bad.c_str());
             return 1;
