@@ -95,6 +95,40 @@ __device__ __forceinline__ void mma_tiles(int M, int N, float* stage, FB body, F
   }
 }
 
+// mma_tiles for an epilogue that adds to what the output holds: each lane first reads old(i, j) for all its elements
+// of the tile, then calls out(i, j, old value, acc(i, j)) for each. With mma_tiles' one call per element the
+// compiler cannot move an element's load above the previous element's store (they might alias), so every element
+// of an output in global memory waited for its own round trip to L2 (the chunk gradient's dQ and dK, accumulated
+// over its phases: a third of its stall samples, docs/PERF.md); here a lane's loads are in flight together. The same
+// tiles, lanes, values and order of operations as mma_tiles.
+template <typename FB, typename FL, typename FO>
+__device__ __forceinline__ void mma_tiles_rmw(int M, int N, float* stage, FB body, FL old, FO out) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nw = blockDim.x >> 5;
+  const int mt = (M + 15) >> 4, nt = (N + 15) >> 4;
+  float* st = stage + warp * kStage;
+  for (int t = warp; t < mt * nt; t += nw) {
+    const int tm = t / nt, tn = t - tm * nt;
+    Acc acc;
+    wmma::fill_fragment(acc, 0.0f);
+    body(tm, tn, acc);
+    wmma::store_matrix_sync(st, acc, 16, wmma::mem_row_major);
+    __syncwarp();
+    constexpr int kPer = kStage / 32;
+    float prev[kPer];
+#pragma unroll
+    for (int u = 0; u < kPer; ++u) {
+      const int e = lane + 32 * u, i = tm * 16 + (e >> 4), j = tn * 16 + (e & 15);
+      prev[u] = i < M && j < N ? old(i, j) : 0.0f;
+    }
+#pragma unroll
+    for (int u = 0; u < kPer; ++u) {
+      const int e = lane + 32 * u, i = tm * 16 + (e >> 4), j = tn * 16 + (e & 15);
+      if (i < M && j < N) out(i, j, prev[u], st[e]);
+    }
+    __syncwarp();
+  }
+}
+
 // dst[i ld + c] = bf16(f(i, c)) for i < rows, c < cols; 0 for rows <= i < rows_pad (loads batched as batched_copy).
 template <typename F>
 __device__ __forceinline__ void stage_bf16(bf16* dst, int ld, int rows, int rows_pad, int cols, F f) {
