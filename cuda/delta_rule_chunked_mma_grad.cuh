@@ -259,7 +259,10 @@ __global__ void __launch_bounds__(kParThreads<float>)
   };
   prefetch_rows_l2(Kc, ks * 4, L, K * 4);
   prefetch_value_tile(0);
-  chunk_gates_tiled(d, g, beta, b, hv, t0, L, gam, decay, eg, r, bt, Gam, ldc);
+  if constexpr (S::fixed)
+    chunk_gates_scan<S::C>(d, g, beta, b, hv, t0, L, gam, eg, r, bt, Gam, ldc);
+  else
+    chunk_gates_tiled(d, g, beta, b, hv, t0, L, gam, decay, eg, r, bt, Gam, ldc);
 
   const int NX = K + V;
   float* Xs = at<float>(smem_mma, lay.Xs);  // [C, K+V]: dWt, then [dWt | dUt]
