@@ -121,7 +121,10 @@ __device__ __forceinline__ void prepare_products(const Dims& d, const PrepareSha
   prefetch_rows_l2(Qc, ks * 4, L, K * 4);
   prefetch_rows_l2(Kc, ks * 4, L, K * 4);
   prefetch_rows_l2(Vc, vs * 4, L, V * 4);
-  chunk_gates_tiled(d, g, beta, b, hv, t0, L, gam, decay, eg, r, bt, Gam, ldc);
+  if constexpr (S::fixed)
+    chunk_gates_scan<S::C>(d, g, beta, b, hv, t0, L, gam, eg, r, bt, Gam, ldc);
+  else
+    chunk_gates_tiled(d, g, beta, b, hv, t0, L, gam, decay, eg, r, bt, Gam, ldc);
 
   if constexpr (S::fixed) {
     stage_rows2<S, kT, kMax>(Qb, Kb, ldk, L, Qc, Kc, ks);

@@ -95,6 +95,40 @@ __device__ __forceinline__ void mma_tiles(int M, int N, float* stage, FB body, F
   }
 }
 
+// mma_tiles for an epilogue that adds to what the output holds: each lane first reads old(i, j) for all its elements
+// of the tile, then calls out(i, j, old value, acc(i, j)) for each. With mma_tiles' one call per element the
+// compiler cannot move an element's load above the previous element's store (they might alias), so every element
+// of an output in global memory waited for its own round trip to L2 (the chunk gradient's dQ and dK, accumulated
+// over its phases: a third of its stall samples, docs/PERF.md); here a lane's loads are in flight together. The same
+// tiles, lanes, values and order of operations as mma_tiles.
+template <typename FB, typename FL, typename FO>
+__device__ __forceinline__ void mma_tiles_rmw(int M, int N, float* stage, FB body, FL old, FO out) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nw = blockDim.x >> 5;
+  const int mt = (M + 15) >> 4, nt = (N + 15) >> 4;
+  float* st = stage + warp * kStage;
+  for (int t = warp; t < mt * nt; t += nw) {
+    const int tm = t / nt, tn = t - tm * nt;
+    Acc acc;
+    wmma::fill_fragment(acc, 0.0f);
+    body(tm, tn, acc);
+    wmma::store_matrix_sync(st, acc, 16, wmma::mem_row_major);
+    __syncwarp();
+    constexpr int kPer = kStage / 32;
+    float prev[kPer];
+#pragma unroll
+    for (int u = 0; u < kPer; ++u) {
+      const int e = lane + 32 * u, i = tm * 16 + (e >> 4), j = tn * 16 + (e & 15);
+      prev[u] = i < M && j < N ? old(i, j) : 0.0f;
+    }
+#pragma unroll
+    for (int u = 0; u < kPer; ++u) {
+      const int e = lane + 32 * u, i = tm * 16 + (e >> 4), j = tn * 16 + (e & 15);
+      if (i < M && j < N) out(i, j, prev[u], st[e]);
+    }
+    __syncwarp();
+  }
+}
+
 // dst[i ld + c] = bf16(f(i, c)) for i < rows, c < cols; 0 for rows <= i < rows_pad (loads batched as batched_copy).
 template <typename F>
 __device__ __forceinline__ void stage_bf16(bf16* dst, int ld, int rows, int rows_pad, int cols, F f) {
@@ -297,6 +331,50 @@ __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commi
 template <int N>
 __device__ __forceinline__ void cp_async_wait_group() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+// The gates of one chunk at the fixed shapes (C = 64, a block of at least 64 threads), with no serial loop:
+// chunk_gates_tiled (cuda/delta_rule_chunked_tiled.cuh) sums the log-gates on one thread and builds each column of
+// Gam as a running product on one thread, and meanwhile the rest of the block waits at its barrier (several thousand
+// cycles a chunk). Here warp 0 sums gam_i = sum_{m<=i} g_m in double as a scan over its lanes (lane l holds rows 2l
+// and 2l + 1), and then every thread takes its share of eg_i = exp(gam_i), r_i = exp(gam_{L-1} - gam_i) (double, as
+// chunk_gates_tiled) and Gam_ij = exp(gam_i - gam_j) for j <= i, 0 above the diagonal (a float32 exponential of the
+// double difference, rounded to float32: relative differences from the running product of about 1e-7 (1 + |gam_i -
+// gam_j|), far inside the bf16 products' rounding). The scan adds in another order than the serial sum, so gam may
+// differ in its last bits of double. Fills gam [C] (double), eg, r, bt [C] and Gam [L, L] (row stride ld); ends with
+// a __syncthreads.
+template <int C>
+__device__ __forceinline__ void chunk_gates_scan(const Dims& d, const float* g, const float* beta, int64_t b,
+                                                 int64_t hv, int64_t t0, int L, double* gam, float* eg, float* r,
+                                                 float* bt, float* Gam, int ld) {
+  static_assert(C == 64, "two rows a lane of warp 0");
+  if (threadIdx.x < 32) {
+    const int lane = threadIdx.x, i0 = 2 * lane, i1 = i0 + 1;
+    const double g0 = i0 < L ? static_cast<double>(g[d.gate(b, t0 + i0, hv)]) : 0.0;
+    const double g1 = i1 < L ? static_cast<double>(g[d.gate(b, t0 + i1, hv)]) : 0.0;
+    if (i0 < L) bt[i0] = beta[d.gate(b, t0 + i0, hv)];
+    if (i1 < L) bt[i1] = beta[d.gate(b, t0 + i1, hv)];
+    double s = g0 + g1;  // inclusive scan of the pair sums
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+      const double t = __shfl_up_sync(0xffffffffu, s, o);
+      if (lane >= o) s += t;
+    }
+    double before = __shfl_up_sync(0xffffffffu, s, 1);  // the rows before i0
+    if (lane == 0) before = 0.0;
+    gam[i0] = before + g0;
+    gam[i1] = gam[i0] + g1;
+  }
+  __syncthreads();
+  const double last = gam[L - 1];
+  for (int i = threadIdx.x; i < L; i += blockDim.x) {
+    eg[i] = static_cast<float>(exp(gam[i]));
+    r[i] = static_cast<float>(exp(last - gam[i]));
+  }
+  for (int e = threadIdx.x; e < C * C; e += blockDim.x) {
+    const int i = e / C, j = e - i * C;
+    if (i < L && j < L) Gam[i * ld + j] = j <= i ? expf(static_cast<float>(gam[i] - gam[j])) : 0.0f;
+  }
+  __syncthreads();
 }
 // Rows [r0, r1) of a bf16 tile with cols columns set to 0.
 __device__ __forceinline__ void zero_rows_bf16(bf16* dst, int ld, int r0, int r1, int cols) {

@@ -259,7 +259,10 @@ __global__ void __launch_bounds__(kParThreads<float>)
   };
   prefetch_rows_l2(Kc, ks * 4, L, K * 4);
   prefetch_value_tile(0);
-  chunk_gates_tiled(d, g, beta, b, hv, t0, L, gam, decay, eg, r, bt, Gam, ldc);
+  if constexpr (S::fixed)
+    chunk_gates_scan<S::C>(d, g, beta, b, hv, t0, L, gam, eg, r, bt, Gam, ldc);
+  else
+    chunk_gates_tiled(d, g, beta, b, hv, t0, L, gam, decay, eg, r, bt, Gam, ldc);
 
   const int NX = K + V;
   float* Xs = at<float>(smem_mma, lay.Xs);  // [C, K+V]: dWt, then [dWt | dUt]
@@ -310,36 +313,40 @@ __global__ void __launch_bounds__(kParThreads<float>)
       prefetch_rows_l2(Qc, ks * 4, L, K * 4);
     }
     // X += dO Vn^T (raw dP; the tiles above the diagonal stay 0, the diagonal tiles are masked in phase 2)
-    mma_tiles(
+    mma_tiles_rmw(
         L, L, stage,
         [&](int tm, int tn, Acc& acc) {
           if (tn <= tm) mma_acc<RowMajor, ColMajor>(acc, tm, tn, 0, nv, dOb, ldt, Vnb, ldt);
         },
-        [&](int i, int j, float s) { X[i * ldc + j] = first ? s : X[i * ldc + j] + s; });
+        [&](int i, int j) { return first ? 0.0f : X[i * ldc + j]; },
+        [&](int i, int j, float o, float s) { X[i * ldc + j] = first ? s : o + s; });
     // dQi = scale eg ⊙ (dO H^T)
-    mma_tiles(
+    mma_tiles_rmw(
         L, K, stage,
         [&](int tm, int tn, Acc& acc) { mma_acc<RowMajor, ColMajor>(acc, tm, tn, 0, nv, dOb, ldt, Hb, ldt); },
-        [&](int i, int kk, float s) {
-          float x = first ? s : dQ[i * qs + kk] + s;
+        [&](int i, int kk) { return first ? 0.0f : dQ[i * qs + kk]; },
+        [&](int i, int kk, float o, float s) {
+          float x = first ? s : o + s;
           if (last) x = sc * eg[i] * x;
           dQ[i * qs + kk] = x;
         });
     // dWt = -(dVn H^T)
-    mma_tiles(
+    mma_tiles_rmw(
         L, K, stage,
         [&](int tm, int tn, Acc& acc) { mma_acc<RowMajor, ColMajor>(acc, tm, tn, 0, nv, dVnb, ldt, Hb, ldt); },
-        [&](int i, int kk, float s) {
-          float x = first ? s : Xs[i * NX + kk] + s;
+        [&](int i, int kk) { return first ? 0.0f : Xs[i * NX + kk]; },
+        [&](int i, int kk, float o, float s) {
+          float x = first ? s : o + s;
           if (last) x = -x;
           Xs[i * NX + kk] = x;
         });
     // dKi = r ⊙ (Vn dH^T)
-    mma_tiles(
+    mma_tiles_rmw(
         L, K, stage,
         [&](int tm, int tn, Acc& acc) { mma_acc<RowMajor, ColMajor>(acc, tm, tn, 0, nv, Vnb, ldt, dHb, ldt); },
-        [&](int i, int kk, float s) {
-          float x = first ? s : dK[i * qs + kk] + s;
+        [&](int i, int kk) { return first ? 0.0f : dK[i * qs + kk]; },
+        [&](int i, int kk, float o, float s) {
+          float x = first ? s : o + s;
           if (last) x = r[i] * x;
           dK[i * qs + kk] = x;
         });
@@ -405,16 +412,18 @@ __global__ void __launch_bounds__(kParThreads<float>)
   }
   __syncthreads();
   // dQ += dQK K (dQK lower: inner blocks up to the row block), dK += dQK^T Q (inner blocks from the row block)
-  mma_tiles(
+  mma_tiles_rmw(
       L, K, stage,
       [&](int tm, int tn, Acc& acc) {
         mma_acc<RowMajor, RowMajor>(acc, tm, tn, 0, min(Cp, (tm + 1) * 16), Xb, ldx, Kb, ldk);
       },
-      [&](int i, int kk, float s) { dQ[i * qs + kk] += s; });
-  mma_tiles(
+      [&](int i, int kk) { return dQ[i * qs + kk]; },
+      [&](int i, int kk, float o, float s) { dQ[i * qs + kk] = o + s; });
+  mma_tiles_rmw(
       L, K, stage,
       [&](int tm, int tn, Acc& acc) { mma_acc<ColMajor, RowMajor>(acc, tm, tn, tm * 16, Cp, Xb, ldx, Qb, ldk); },
-      [&](int i, int kk, float s) { dK[i * qs + kk] += s; });
+      [&](int i, int kk) { return dK[i * qs + kk]; },
+      [&](int i, int kk, float o, float s) { dK[i * qs + kk] = o + s; });
   __syncthreads();
 
   // ---- phase 3: [dWt | dUt] = A^T [-dVn H^T | dVn], backward substitution with Lm_ji = beta_j KK_ji Gam_ji (float32)
@@ -542,9 +551,10 @@ __global__ void __launch_bounds__(kParThreads<float>)
   }
   __syncthreads();
   // dK += (beta eg) ⊙ dWt + Z K
-  mma_tiles(
+  mma_tiles_rmw(
       L, K, stage, [&](int tm, int tn, Acc& acc) { mma_acc<RowMajor, RowMajor>(acc, tm, tn, 0, Cp, Xb, ldx, Kb, ldk); },
-      [&](int i, int kk, float s) { dK[i * qs + kk] = (dK[i * qs + kk] + bt[i] * eg[i] * Xs[i * NX + kk]) + s; });
+      [&](int i, int kk) { return dK[i * qs + kk]; },
+      [&](int i, int kk, float o, float s) { dK[i * qs + kk] = (o + bt[i] * eg[i] * Xs[i * NX + kk]) + s; });
   // dg = reverse cumsum of dgam (double; warp 0: lane l sums its segment of rows, counted from the last, then a scan
   // over the lanes gives each segment the sum of the rows after it), dbeta
   if (warp == 0) {
