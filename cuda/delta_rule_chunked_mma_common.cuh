@@ -71,13 +71,12 @@ __device__ __forceinline__ void mma_acc(Acc& acc, int tm, int tn, int k0, int k1
 #endif
 }
 
-// For every 16x16 tile (tm, tn) of an M x N output, tile t = tm ceil(N/16) + tn on warp t mod 8: acc = 0,
-// body(tm, tn, acc) adds its products, then out(i, j, acc(i, j)) for every i < M, j < N of the tile, one lane per
-// element (through the warp's stage). No block synchronization inside; two calls with the same M, N give (i, j) to
-// the same lane.
-template <typename FB, typename FO>
-__device__ __forceinline__ void mma_tiles(int M, int N, float* stage, FB body, FO out) {
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nw = blockDim.x >> 5;
+// The tile loop of mma_tiles and mma_tiles_rmw: for every 16x16 tile (tm, tn) of an M x N output, tile t =
+// tm ceil(N/16) + tn on warp t mod the block's warps: acc = 0, body(tm, tn, acc) adds its products, acc goes to the
+// warp's stage st ([16,16] float32, row-major) and epi(st, tm, tn) reads it, between two __syncwarp.
+template <typename FB, typename FE>
+__device__ __forceinline__ void mma_tile_loop(int M, int N, float* stage, FB body, FE epi) {
+  const int warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
   const int mt = (M + 15) >> 4, nt = (N + 15) >> 4;
   float* st = stage + warp * kStage;
   for (int t = warp; t < mt * nt; t += nw) {
@@ -87,32 +86,35 @@ __device__ __forceinline__ void mma_tiles(int M, int N, float* stage, FB body, F
     body(tm, tn, acc);
     wmma::store_matrix_sync(st, acc, 16, wmma::mem_row_major);
     __syncwarp();
+    epi(st, tm, tn);
+    __syncwarp();
+  }
+}
+
+// For every 16x16 tile (tm, tn) of an M x N output (mma_tile_loop): acc = 0, body(tm, tn, acc) adds its products,
+// then out(i, j, acc(i, j)) for every i < M, j < N of the tile, one lane per element (through the warp's stage). No
+// block synchronization inside; two calls with the same M, N give (i, j) to the same lane.
+template <typename FB, typename FO>
+__device__ __forceinline__ void mma_tiles(int M, int N, float* stage, FB body, FO out) {
+  const int lane = threadIdx.x & 31;
+  mma_tile_loop(M, N, stage, body, [&](const float* st, int tm, int tn) {
     for (int e = lane; e < kStage; e += 32) {
       const int i = tm * 16 + (e >> 4), j = tn * 16 + (e & 15);
       if (i < M && j < N) out(i, j, st[e]);
     }
-    __syncwarp();
-  }
+  });
 }
 
 // mma_tiles for an epilogue that adds to what the output holds: each lane first reads old(i, j) for all its elements
 // of the tile, then calls out(i, j, old value, acc(i, j)) for each. With mma_tiles' one call per element the
 // compiler cannot move an element's load above the previous element's store (they might alias), so every element
-// of an output in global memory waited for its own round trip to L2 (the chunk gradient's dQ and dK, accumulated
-// over its phases: a third of its stall samples, docs/PERF.md); here a lane's loads are in flight together. The same
-// tiles, lanes, values and order of operations as mma_tiles.
+// of an output in global memory waits for its own round trip to L2; here a lane's loads are in flight together (the
+// chunk gradient's dQ, dK, X and Xs: with the gates' serial loops gone, 2393 -> 2173 us at 4x4096x16x128,
+// docs/PERF.md). The same tiles, lanes, values and order of operations as mma_tiles.
 template <typename FB, typename FL, typename FO>
 __device__ __forceinline__ void mma_tiles_rmw(int M, int N, float* stage, FB body, FL old, FO out) {
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nw = blockDim.x >> 5;
-  const int mt = (M + 15) >> 4, nt = (N + 15) >> 4;
-  float* st = stage + warp * kStage;
-  for (int t = warp; t < mt * nt; t += nw) {
-    const int tm = t / nt, tn = t - tm * nt;
-    Acc acc;
-    wmma::fill_fragment(acc, 0.0f);
-    body(tm, tn, acc);
-    wmma::store_matrix_sync(st, acc, 16, wmma::mem_row_major);
-    __syncwarp();
+  const int lane = threadIdx.x & 31;
+  mma_tile_loop(M, N, stage, body, [&](const float* st, int tm, int tn) {
     constexpr int kPer = kStage / 32;
     float prev[kPer];
 #pragma unroll
@@ -125,8 +127,7 @@ __device__ __forceinline__ void mma_tiles_rmw(int M, int N, float* stage, FB bod
       const int e = lane + 32 * u, i = tm * 16 + (e >> 4), j = tn * 16 + (e & 15);
       if (i < M && j < N) out(i, j, prev[u], st[e]);
     }
-    __syncwarp();
-  }
+  });
 }
 
 // dst[i ld + c] = bf16(f(i, c)) for i < rows, c < cols; 0 for rows <= i < rows_pad (loads batched as batched_copy).
