@@ -60,9 +60,10 @@
 // backward_recur_reg_kernel instead (cuda/delta_rule_chunked_mma_regs.cuh: the state in registers, the same
 // arithmetic). Their tile products (K K^T, Q K^T, W H, K^T Vn, Q H, P Vn, P^T dO, Q^T dO, K dH, W^T dVn and the
 // products of the chunk gradient) are bfloat16 wmma / mma.sync with float32 accumulation; the gates, Gam, Lm, both
-// triangular solves, the states H and dH and every epilogue stay float32 (the cumsums double; the chunk gradient
-// reads dH_end as the bf16 its products take, also for its sum(H ⊙ dH)). float64 tensors and
-// Precision::Float32 run the kernels below, unchanged. delta_rule_chunked_last_paths()
+// triangular solves, the states H and dH and every epilogue stay float32 (the cumsums double; at the fixed shapes the
+// gates come from chunk_gates_scan, Gam_ij = e^(gam_i - gam_j) in float32 from the double cumsum instead of the
+// running product; the chunk gradient reads dH_end as the bf16 its products take, also for its sum(H ⊙ dH)).
+// float64 tensors and Precision::Float32 run the kernels below, unchanged. delta_rule_chunked_last_paths()
 // (cuda/delta_rule_chunked_path.h) records which path the last forward and backward ran.
 // The untiled kernels above live in cuda/delta_rule_chunked_untiled.cuh. GDN_DR_UNTILED=1 selects them (and turns the
 // tensor-core path off). The untiled chunk_grad_kernel does its products with the same
