@@ -354,14 +354,7 @@ __device__ __forceinline__ void chunk_gates_scan(const Dims& d, const float* g, 
     const double g1 = i1 < L ? static_cast<double>(g[d.gate(b, t0 + i1, hv)]) : 0.0;
     if (i0 < L) bt[i0] = beta[d.gate(b, t0 + i0, hv)];
     if (i1 < L) bt[i1] = beta[d.gate(b, t0 + i1, hv)];
-    double s = g0 + g1;  // inclusive scan of the pair sums
-#pragma unroll
-    for (int o = 1; o < 32; o <<= 1) {
-      const double t = __shfl_up_sync(0xffffffffu, s, o);
-      if (lane >= o) s += t;
-    }
-    double before = __shfl_up_sync(0xffffffffu, s, 1);  // the rows before i0
-    if (lane == 0) before = 0.0;
+    const double before = warp_exclusive_sum(g0 + g1);  // the rows before i0
     gam[i0] = before + g0;
     gam[i1] = gam[i0] + g1;
   }

@@ -561,13 +561,7 @@ __global__ void __launch_bounds__(kParThreads<float>)
     const int per = (L + 31) / 32, hi = L - lane * per, lo = max(0, hi - per);
     double seg = 0;
     for (int i = hi - 1; i >= lo; --i) seg += static_cast<double>(dgam[i]);
-    double incl = seg;
-    for (int o = 1; o < 32; o <<= 1) {
-      const double t = __shfl_up_sync(0xffffffffu, incl, o);
-      if (lane >= o) incl += t;
-    }
-    double acc = __shfl_up_sync(0xffffffffu, incl, 1);
-    if (lane == 0) acc = 0;
+    double acc = warp_exclusive_sum(seg);
     for (int i = hi - 1; i >= lo; --i) {
       acc += static_cast<double>(dgam[i]);
       dg[d.gate(b, t0 + i, hv)] = static_cast<float>(acc);

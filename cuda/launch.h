@@ -121,6 +121,19 @@ template <int W = 32, typename T> __device__ inline T warp_sum(T v) {
   return v;
 }
 
+// Sum of v over the lanes below this one (0 on lane 0), to every lane of a full warp: an inclusive scan by
+// __shfl_up_sync in five steps, then each lane takes its left neighbour's sum.
+template <typename T> __device__ inline T warp_exclusive_sum(T v) {
+  const int lane = threadIdx.x & 31;
+#pragma unroll
+  for (int offset = 1; offset < 32; offset <<= 1) {
+    const T t = __shfl_up_sync(0xffffffffu, v, offset);
+    if (lane >= offset) v += t;
+  }
+  const T before = __shfl_up_sync(0xffffffffu, v, 1);
+  return lane == 0 ? T(0) : before;
+}
+
 template <typename T> __device__ inline T warp_max(T v) {
   for (int offset = 16; offset > 0; offset >>= 1) v = max(v, __shfl_xor_sync(0xffffffffu, v, offset));
   return v;
