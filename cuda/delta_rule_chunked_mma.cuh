@@ -28,7 +28,9 @@
 //                          [B,Hv,T,K] for the recurrences. Q, K and V are asked of L2 before the gates. At C = 64,
 //                          K = V = 128 prepare_cols_kernel (cuda/delta_rule_chunked_mma_cols.cuh) runs instead.
 //   chunk_output_mma_kernel grid (NC ceil(V/vp), Hv, B), vp in {32, 16}: O = scale ((eg ⊙ Q) H + P Vn), one
-//                          accumulator over both products (eg ⊙ Q rounded to bf16 once).
+//                          accumulator over both products (eg ⊙ Q rounded to bf16 once). At the fixed shapes the
+//                          forward recurrence makes O instead (forward_recur_out_kernel, with Q and P in bf16 from
+//                          prepare_products) unless GDN_DR_FUSED_OUTPUT=0.
 //   backward_pre_mma_kernel grid as chunk_output: A = scale P^T dO, Qd = Q^T (scale eg ⊙ dO); Vn = U - W H only
 //                          when the forward's Vn was not handed over (kVn).
 // Shared memory: each kernel's Layout (below) gives the byte offsets, every piece 128-byte aligned, plus the warp

@@ -11,9 +11,10 @@
 // recurrences keep the state in registers instead (cuda/delta_rule_chunked_mma_regs.cuh) with the value tile of
 // reg_vt (cuda/delta_rule_chunked_launch.cuh); p.vt, p.nbuf stay the fallback for a call whose tensors are not
 // 16-byte aligned, which runs the Generic kernels. At C = 64, K = V = 128 prepare_cols_kernel prepares the chunks
-// (unless GDN_DR_PREPARE_COLS=0, prepare_by_columns in cuda/delta_rule_chunked_launch.cuh). Nothing here reads device
-// memory; the scratch tensors come from the caching allocator on the current stream (a captured CUDA graph replays
-// the same launches).
+// (unless GDN_DR_PREPARE_COLS=0, prepare_by_columns in cuda/delta_rule_chunked_launch.cuh). At the fixed shapes the
+// forward's recurrence makes the output too (forward_recur_out_kernel, value tile p.ovt; unless GDN_DR_FUSED_OUTPUT=0,
+// fused_output in the same file). Nothing here reads device memory; the scratch tensors come from the caching
+// allocator on the current stream (a captured CUDA graph replays the same launches).
 #pragma once
 
 #include <cuda_runtime.h>

@@ -12,7 +12,8 @@
 // reg_buffers() - 1 ahead (cp.async) while the warps work on chunk n, one __syncthreads a chunk. Each element's
 // arithmetic is that of the shared-memory kernels: every product summed from zero over its inner index in 16-wide
 // steps in order, then Vn = U - s, r Vn rounded to bf16, H = eg_L H + s (backward: dVn = A + r s,
-// dH = eg_L dH + Qd - s).
+// dH = eg_L dH + Qd - s). forward_recur_out_kernel (the last section) is the forward with the chunk output made in
+// the same pass, from the state while it is in registers.
 //
 // Fragments (PTX ISA, mma.m16n8k16 with .bf16), lane = 4 g + t: an accumulator [16, 8] holds (g, 2t), (g, 2t+1),
 // (g+8, 2t), (g+8, 2t+1); an A operand [16, 16] holds (g, 2t..2t+1), (g+8, 2t..2t+1), (g, 2t+8..), (g+8, 2t+8..), that
@@ -340,8 +341,8 @@ __global__ void __launch_bounds__(VT * 2, 1)
 
 // ---- the forward recurrence with the chunk output
 
-// One buffer of forward_recur_out_kernel: the forward recurrence's (RegLayout) and the chunk's Q [C, K+8] and P [C, C+8]
-// (bf16 rows, prepare's Qbg and Pbg) and eg [C]. Two buffers: the copies run one chunk ahead.
+// One buffer of forward_recur_out_kernel: the forward recurrence's (RegLayout) and the chunk's Q [C, K+8] and
+// P [C, C+8] (bf16 rows, prepare's Qbg and Pbg) and eg [C]. Two buffers: the copies run one chunk ahead.
 struct RegOutLayout {
   RegLayout reg;
   size_t Q, P, eg, size;
