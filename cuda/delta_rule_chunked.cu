@@ -58,7 +58,10 @@
 // handed over; then Vn is the forward's too), backward_pre_mma_kernel, backward_recur_mma_kernel,
 // chunk_grad_mma_kernel. At the fixed shapes the two recurrences are forward_recur_reg_kernel and
 // backward_recur_reg_kernel instead (cuda/delta_rule_chunked_mma_regs.cuh: the state in registers, the same
-// arithmetic). Their tile products (K K^T, Q K^T, W H, K^T Vn, Q H, P Vn, P^T dO, Q^T dO, K dH, W^T dVn and the
+// arithmetic), and the forward's recurrence makes the output too (forward_recur_out_kernel: O from each chunk's
+// state while it is in registers, with Q and P in bf16 from prepare; no chunk_output_mma_kernel, and a forward with no
+// backward stores no chunk states; GDN_DR_FUSED_OUTPUT=0 runs forward_recur_reg_kernel and chunk_output_mma_kernel
+// there instead). Their tile products (K K^T, Q K^T, W H, K^T Vn, Q H, P Vn, P^T dO, Q^T dO, K dH, W^T dVn and the
 // products of the chunk gradient) are bfloat16 wmma / mma.sync with float32 accumulation; the gates, Gam, Lm, both
 // triangular solves, the states H and dH and every epilogue stay float32 (the cumsums double; at the fixed shapes the
 // gates come from chunk_gates_scan, Gam_ij = e^(gam_i - gam_j) in float32 from the double cumsum instead of the

@@ -139,4 +139,18 @@ inline bool prepare_by_columns() {
   return v;
 }
 
+// Whether the tensor-core forward at the fixed shapes makes the output inside the register recurrence
+// (forward_recur_out_kernel, cuda/delta_rule_chunked_mma_regs.cuh; the default) or with the chunk-parallel
+// chunk_output_mma_kernel after it: GDN_DR_FUSED_OUTPUT=0 picks the latter (A/B runs, and the harness covers both).
+inline bool fused_output() {
+  static const bool v = [] {
+    const char* e = std::getenv("GDN_DR_FUSED_OUTPUT");
+    if (!e || !*e) return true;
+    const std::string s(e);
+    GDN_CHECK(s == "0" || s == "1", "GDN_DR_FUSED_OUTPUT must be 0 or 1, not '{}'", s);
+    return s == "1";
+  }();
+  return v;
+}
+
 }  // namespace gdn::cuda::delta_rule_tiled

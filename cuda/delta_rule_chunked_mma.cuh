@@ -28,7 +28,9 @@
 //                          [B,Hv,T,K] for the recurrences. Q, K and V are asked of L2 before the gates. At C = 64,
 //                          K = V = 128 prepare_cols_kernel (cuda/delta_rule_chunked_mma_cols.cuh) runs instead.
 //   chunk_output_mma_kernel grid (NC ceil(V/vp), Hv, B), vp in {32, 16}: O = scale ((eg ⊙ Q) H + P Vn), one
-//                          accumulator over both products (eg ⊙ Q rounded to bf16 once).
+//                          accumulator over both products (eg ⊙ Q rounded to bf16 once). At the fixed shapes the
+//                          forward recurrence makes O instead (forward_recur_out_kernel, with Q and P in bf16 from
+//                          prepare_products) unless GDN_DR_FUSED_OUTPUT=0.
 //   backward_pre_mma_kernel grid as chunk_output: A = scale P^T dO, Qd = Q^T (scale eg ⊙ dO); Vn = U - W H only
 //                          when the forward's Vn was not handed over (kVn).
 // Shared memory: each kernel's Layout (below) gives the byte offsets, every piece 128-byte aligned, plus the warp
@@ -95,12 +97,15 @@ struct PrepareShared {
 // and V asked of L2 (V is read by the solve after), the gates into shared memory, Q and K staged in bf16 (at fixed
 // shapes up to kMax + kMax 16-byte loads of a thread in flight), eg, r and K's bf16 rows (per value head) out; then
 // Lm = strictly_lower(beta ⊙ (K K^T) ⊙ Gam) into sh.Lm (row stride ldl) and P = lower((Q K^T) ⊙ Gam) into Pg; tiles
-// above the diagonal are 0. Ends with a barrier: Lm complete, Gam, Q and K no longer read.
+// above the diagonal are 0. At fixed shapes, for the recurrence that also makes the output
+// (forward_recur_out_kernel), Qbg receives Q's bf16 rows as Kbg K's and Pbg P in bf16 as a whole [C, C] tile (zero
+// outside the lower L x L triangle); each of Pg, Qbg, Pbg may be null (not made). Ends with a barrier: Lm complete,
+// Gam, Q and K no longer read.
 template <typename S, int kT, int kMax>
 __device__ __forceinline__ void prepare_products(const Dims& d, const PrepareShared& sh, int ldl, int64_t b,
                                                  int64_t hv, int64_t n, int L, float* Pg, float* EGg, float* Rg,
-                                                 bf16* Kbg, const float* q, const float* k, const float* v,
-                                                 const float* g, const float* beta) {
+                                                 bf16* Kbg, bf16* Qbg, bf16* Pbg, const float* q, const float* k,
+                                                 const float* v, const float* g, const float* beta) {
   const int C = static_cast<int>(d.C), K = static_cast<int>(d.K), V = static_cast<int>(d.V);
   const int Cp = static_cast<int>(pad16(C));
   const int64_t t0 = n * d.C;
@@ -137,12 +142,15 @@ __device__ __forceinline__ void prepare_products(const Dims& d, const PrepareSha
     Rg[hr + i] = r[i];
   }
   __syncthreads();
-  if constexpr (S::fixed) {  // K's bf16 rows out, 16 bytes a copy
+  if constexpr (S::fixed) {  // K's (and Q's) bf16 rows out, 16 bytes a copy
     constexpr int kv = S::K / 8;
     for (int e = threadIdx.x; e < L * kv; e += blockDim.x) {
       const int i = e / kv;
       reinterpret_cast<uint4*>(Kbg + (hr + i) * d.K)[e - i * kv] =
           *reinterpret_cast<const uint4*>(Kb + i * ldk + 8 * (e - i * kv));
+      if (Qbg)
+        reinterpret_cast<uint4*>(Qbg + (hr + i) * d.K)[e - i * kv] =
+            *reinterpret_cast<const uint4*>(Qb + i * ldk + 8 * (e - i * kv));
     }
   } else {
     for (int e = threadIdx.x; e < L * K; e += blockDim.x) {
@@ -150,7 +158,12 @@ __device__ __forceinline__ void prepare_products(const Dims& d, const PrepareSha
       Kbg[(hr + i) * d.K + (e - i * K)] = Kb[i * ldk + (e - i * K)];
     }
   }
-  float* P = Pg + (((b * d.Hv + hv) * d.NC + n) * d.C) * d.C;
+  const int64_t p_off = (((b * d.Hv + hv) * d.NC + n) * d.C) * d.C;
+  float* P = Pg ? Pg + p_off : nullptr;
+  bf16* Pb = Pbg ? Pbg + p_off : nullptr;
+  if (Pb && L < C)  // the part of the whole tile that the products below do not write
+    for (int e = threadIdx.x; e < C * C; e += blockDim.x)
+      if (e / C >= L || e % C >= L) Pb[e] = __float2bfloat16(0.0f);
   mma_tiles(
       L, L, sh.stage,
       [&](int tm, int tn, Acc& acc) {
@@ -162,7 +175,11 @@ __device__ __forceinline__ void prepare_products(const Dims& d, const PrepareSha
       [&](int tm, int tn, Acc& acc) {
         if (tn <= tm) mma_acc<RowMajor, ColMajor>(acc, tm, tn, 0, K, Qb, ldk, Kb, ldk);
       },
-      [&](int i, int j, float s) { P[i * C + j] = j <= i ? s * Gam[i * ldc + j] : 0.0f; });
+      [&](int i, int j, float s) {
+        const float x = j <= i ? s * Gam[i * ldc + j] : 0.0f;
+        if (P) P[i * C + j] = x;
+        if (Pb) Pb[i * C + j] = __float2bfloat16(x);
+      });
   __syncthreads();
 }
 
@@ -171,8 +188,9 @@ template <typename S>
 __global__ void __launch_bounds__(kParThreads<float>)
     prepare_mma_kernel(Dims d, int NT, bf16* __restrict__ Wbg, float* __restrict__ Ug, float* __restrict__ Pg,
                        float* __restrict__ EGg, float* __restrict__ Rg, bf16* __restrict__ Kbg,
-                       const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
-                       const float* __restrict__ g, const float* __restrict__ beta) {
+                       bf16* __restrict__ Qbg, bf16* __restrict__ Pbg, const float* __restrict__ q,
+                       const float* __restrict__ k, const float* __restrict__ v, const float* __restrict__ g,
+                       const float* __restrict__ beta) {
   pdl_enter();
   extern __shared__ __align__(128) unsigned char smem_mma[];
   d = shaped<S>(d);
@@ -189,7 +207,8 @@ __global__ void __launch_bounds__(kParThreads<float>)
   float* X = at<float>(smem_mma, lay.X);    // [C, NT] once Gam, Q and K are no longer needed
   const PrepareShared sh{at<double>(smem_mma, lay.gam), eg, at<float>(smem_mma, lay.Gam), Lm,
                          at<float>(smem_mma, lay.stage), at<bf16>(smem_mma, lay.Qb), at<bf16>(smem_mma, lay.Kb)};
-  prepare_products<S, kParThreads<float>, 2>(d, sh, ldc, b, hv, n, L, Pg, EGg, Rg, Kbg, q, k, v, g, beta);
+  prepare_products<S, kParThreads<float>, 2>(d, sh, ldc, b, hv, n, L, Pg, EGg, Rg, Kbg, Qbg, Pbg, q, k, v, g,
+                                             beta);
   const int64_t ks = d.Hk * d.K, vs = d.Hv * d.V, hr = d.head_row(b, hv, t0);
   const float* Kc = k + d.key_row(b, t0, hv);
   const float* Vc = v + d.value_row(b, t0, hv);

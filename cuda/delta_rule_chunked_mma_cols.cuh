@@ -91,8 +91,9 @@ template <typename S>
 __global__ void __launch_bounds__(kColsThreads, 2)
     prepare_cols_kernel(Dims d, bf16* __restrict__ Wbg, float* __restrict__ Ug, float* __restrict__ Pg,
                         float* __restrict__ EGg, float* __restrict__ Rg, bf16* __restrict__ Kbg,
-                        const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
-                        const float* __restrict__ g, const float* __restrict__ beta) {
+                        bf16* __restrict__ Qbg, bf16* __restrict__ Pbg, const float* __restrict__ q,
+                        const float* __restrict__ k, const float* __restrict__ v, const float* __restrict__ g,
+                        const float* __restrict__ beta) {
   pdl_enter();
   static_assert(S::fixed && S::C == 64 && S::K + S::V == kColsThreads, "C = 64 and K + V = 256 only");
   extern __shared__ __align__(128) unsigned char smem_mma[];
@@ -107,7 +108,7 @@ __global__ void __launch_bounds__(kColsThreads, 2)
   float* Lm = at<float>(smem_mma, lay.Lm);  // [C, C+4]
   const PrepareShared sh{at<double>(smem_mma, lay.gam), eg, at<float>(smem_mma, lay.Gam), Lm,
                          at<float>(smem_mma, lay.stage), at<bf16>(smem_mma, lay.Qb), at<bf16>(smem_mma, lay.Kb)};
-  prepare_products<S, kColsThreads, 4>(d, sh, ldl, b, hv, n, L, Pg, EGg, Rg, Kbg, q, k, v, g, beta);
+  prepare_products<S, kColsThreads, 4>(d, sh, ldl, b, hv, n, L, Pg, EGg, Rg, Kbg, Qbg, Pbg, q, k, v, g, beta);
   const int64_t ks = d.Hk * K, vs = d.Hv * V, hr = d.head_row(b, hv, t0);
   const float* Kc = k + d.key_row(b, t0, hv);
   const float* Vc = v + d.value_row(b, t0, hv);

@@ -11,9 +11,10 @@
 // recurrences keep the state in registers instead (cuda/delta_rule_chunked_mma_regs.cuh) with the value tile of
 // reg_vt (cuda/delta_rule_chunked_launch.cuh); p.vt, p.nbuf stay the fallback for a call whose tensors are not
 // 16-byte aligned, which runs the Generic kernels. At C = 64, K = V = 128 prepare_cols_kernel prepares the chunks
-// (unless GDN_DR_PREPARE_COLS=0, prepare_by_columns in cuda/delta_rule_chunked_launch.cuh). Nothing here reads device
-// memory; the scratch tensors come from the caching allocator on the current stream (a captured CUDA graph replays
-// the same launches).
+// (unless GDN_DR_PREPARE_COLS=0, prepare_by_columns in cuda/delta_rule_chunked_launch.cuh). At the fixed shapes the
+// forward's recurrence makes the output too (forward_recur_out_kernel, value tile p.ovt; unless GDN_DR_FUSED_OUTPUT=0,
+// fused_output in the same file). Nothing here reads device memory; the scratch tensors come from the caching
+// allocator on the current stream (a captured CUDA graph replays the same launches).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -42,6 +43,8 @@ struct Plan {
   int rvt = 0;                                    // the register recurrences' value tile at fixed shapes, 0: none
   size_t prep = 0, recur = 0, par = 0, grad = 0;  // dynamic shared-memory bytes of each kernel
   size_t rsmem = 0;                               // ... of the register recurrence
+  int ovt = 0;       // the value tile of the forward recurrence that makes the output too, 0: none (fused_output)
+  size_t osmem = 0;  // ... its shared memory
   size_t cols = 0;                                // ... of prepare_cols_kernel, 0: prepare_mma_kernel at every shape
 };
 
@@ -73,6 +76,11 @@ inline Plan plan(const Dims& d, bool backward) {
     p.rvt = reg_vt(d, [&](int vt) { return reg_smem(d.C, d.K, vt, backward); });
     p.rsmem = p.rvt ? reg_smem(d.C, d.K, p.rvt, backward) : 0;
     if (p.rsmem > limit) p.rvt = 0;
+    if (!backward && fused_output()) {
+      p.ovt = reg_vt(d, [&](int vt) { return reg_out_smem(d.C, d.K, vt); });
+      p.osmem = p.ovt ? reg_out_smem(d.C, d.K, p.ovt) : 0;
+      if (p.osmem > limit) p.ovt = 0;
+    }
     if (d.K + d.V == kColsThreads && prepare_by_columns()) p.cols = ColsLayout(d.C, d.K).total;
     if (p.cols > limit) p.cols = 0;
   }
@@ -120,6 +128,13 @@ auto reg_kernels(int vt) {
   if (vt == 32) return std::make_pair(forward_recur_reg_kernel<S, 32>, backward_recur_reg_kernel<S, 32>);
   return std::make_pair(forward_recur_reg_kernel<S, 16>, backward_recur_reg_kernel<S, 16>);
 }
+// forward_recur_out_kernel for fixed shape S, value tile vt (reg_vt's choices) and kKeep.
+template <typename S, bool kKeep>
+auto reg_out_kernel(int vt) {
+  if (vt == 64) return forward_recur_out_kernel<S, 64, kKeep>;
+  if (vt == 32) return forward_recur_out_kernel<S, 32, kKeep>;
+  return forward_recur_out_kernel<S, 16, kKeep>;
+}
 
 template <typename Kernel>
 void allow_smem(Kernel kernel, size_t bytes) {
@@ -135,34 +150,52 @@ T* ptr_or_null(const Tensor& t) {
 
 // Scratch of prepare_mma_kernel: W and K of the value head in bfloat16 [B,Hv,T,K]; U [B,Hv,T,V], P [B,Hv,NC,C,C],
 // eg, r [B,Hv,T] in float32. Vn [B,Hv,T,V] (bf16, U - W H of each chunk: its consumers take it as a bf16 operand
-// only) is the forward recurrence's, kept for the backward by forward() (undefined after prepare()).
+// only) is the forward recurrence's, kept for the backward by forward() (undefined after prepare()). For
+// forward_recur_out_kernel: Q of the value head [B,Hv,T,K] and P [B,Hv,NC,C,C] in bfloat16 (Qb, Pb; P itself is then
+// made only for a backward).
 struct Prepared {
-  Tensor Wb, Kb, U, P, EG, R, Vn;
+  Tensor Wb, Kb, U, P, EG, R, Vn, Qb, Pb;
 };
 
+// Whether this call's chunk-parallel kernels run a fixed shape (with_shape on q, k, v, as prepare()).
+inline bool fixed_shape(const Dims& d, const Plan& p, const Tensor& q, const Tensor& k, const Tensor& v) {
+  bool fixed = false;
+  with_shape(d, p, {q.raw_data(), k.raw_data(), v.raw_data()},
+             [&](auto shape) { fixed = decltype(shape)::fixed; });
+  return fixed;
+}
+
+// want_p: P in float32 (chunk_output_mma and the backward read it); want_qp: Qb and Pb (fixed shapes only).
 inline Prepared prepare(const Dims& d, const Plan& p, const Tensor& q, const Tensor& k, const Tensor& v,
-                        const Tensor& g, const Tensor& beta) {
+                        const Tensor& g, const Tensor& beta, bool want_p = true, bool want_qp = false) {
   const Device dev = q.device();
   Prepared s{Tensor::empty({d.B, d.Hv, d.T, d.K}, kBFloat16, dev), Tensor::empty({d.B, d.Hv, d.T, d.K}, kBFloat16, dev),
              Tensor::empty({d.B, d.Hv, d.T, d.V}, kFloat32, dev),
-             Tensor::empty({d.B, d.Hv, d.NC, d.C, d.C}, kFloat32, dev),
+             want_p ? Tensor::empty({d.B, d.Hv, d.NC, d.C, d.C}, kFloat32, dev) : Tensor(),
              Tensor::empty({d.B, d.Hv, d.T}, kFloat32, dev), Tensor::empty({d.B, d.Hv, d.T}, kFloat32, dev)};
+  if (want_qp) {
+    s.Qb = Tensor::empty({d.B, d.Hv, d.T, d.K}, kBFloat16, dev);
+    s.Pb = Tensor::empty({d.B, d.Hv, d.NC, d.C, d.C}, kBFloat16, dev);
+  }
+  bf16* Qb = s.Qb.defined() ? bf16_ptr(s.Qb) : nullptr;
+  bf16* Pb = s.Pb.defined() ? bf16_ptr(s.Pb) : nullptr;
   const dim3 grid(static_cast<unsigned>(d.NC), static_cast<unsigned>(d.Hv), static_cast<unsigned>(d.B));
   with_shape(d, p, {q.raw_data(), k.raw_data(), v.raw_data()}, [&](auto shape) {
     using S = decltype(shape);
+    GDN_CHECK(S::fixed || !want_qp, "delta rule prepare: Q and P in bf16 are made at the fixed shapes only");
     if constexpr (S::fixed && S::K + S::V == kColsThreads) {
       if (p.cols) {
         allow_smem(prepare_cols_kernel<S>, p.cols);
         launch(prepare_cols_kernel<S>, grid, kColsThreads, p.cols, d, bf16_ptr(s.Wb), s.U.data<float>(),
-               s.P.data<float>(), s.EG.data<float>(), s.R.data<float>(), bf16_ptr(s.Kb), q.data<float>(),
-               k.data<float>(), v.data<float>(), g.data<float>(), beta.data<float>());
+               ptr_or_null<float>(s.P), s.EG.data<float>(), s.R.data<float>(), bf16_ptr(s.Kb), Qb, Pb,
+               q.data<float>(), k.data<float>(), v.data<float>(), g.data<float>(), beta.data<float>());
         return;
       }
     }
     allow_smem(prepare_mma_kernel<S>, p.prep);
     launch(prepare_mma_kernel<S>, grid, kParThreads<float>, p.prep, d, p.NT, bf16_ptr(s.Wb), s.U.data<float>(),
-           s.P.data<float>(), s.EG.data<float>(), s.R.data<float>(), bf16_ptr(s.Kb), q.data<float>(), k.data<float>(),
-           v.data<float>(), g.data<float>(), beta.data<float>());
+           ptr_or_null<float>(s.P), s.EG.data<float>(), s.R.data<float>(), bf16_ptr(s.Kb), Qb, Pb, q.data<float>(),
+           k.data<float>(), v.data<float>(), g.data<float>(), beta.data<float>());
   });
   return s;
 }
@@ -183,12 +216,37 @@ inline dim3 par_grid(const Dims& d, int vp) {
               static_cast<unsigned>(d.B));
 }
 
-// The forward on tensor cores: prepare, the recurrence, the chunk-parallel output. keep (optional) receives the
+// The forward on tensor cores: prepare, then at the fixed shapes the recurrence that makes the output too (unless
+// GDN_DR_FUSED_OUTPUT=0), elsewhere the recurrence and the chunk-parallel output. keep (optional) receives the
 // prepared scratch for the backward.
 inline void forward(const Dims& d, const Plan& p, const Tensor& o, const Tensor& final_state,
                     const Tensor& chunk_states, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& g,
                     const Tensor& beta, const Tensor& initial_state, float sc, Prepared* keep) {
   const Device dev = q.device();
+  if (p.ovt > 0 && fixed_shape(d, p, q, k, v)) {
+    const Prepared s = prepare(d, p, q, k, v, g, beta, /*want_p=*/keep != nullptr, /*want_qp=*/true);
+    const bool states = keep || chunk_states.defined();  // chunk states and Vn wanted
+    const Tensor cs = !states || chunk_states.defined() ? chunk_states
+                                                        : Tensor::empty({d.B, d.Hv, d.NC, d.K, d.V}, kFloat32, dev);
+    const Tensor Vn = states ? Tensor::empty({d.B, d.Hv, d.T, d.V}, kBFloat16, dev) : Tensor();
+    if (keep) {
+      *keep = s;
+      keep->Vn = Vn;
+      keep->Qb = keep->Pb = Tensor();
+    }
+    with_shape(d, p, {q.raw_data(), k.raw_data(), v.raw_data()}, [&](auto shape) {
+      using S = decltype(shape);
+      if constexpr (S::fixed) {
+        const auto kernel = states ? reg_out_kernel<S, true>(p.ovt) : reg_out_kernel<S, false>(p.ovt);
+        allow_smem(kernel, p.osmem);
+        launch(kernel, recur_grid(d, p.ovt), 2 * p.ovt, p.osmem, d, o.data<float>(), ptr_or_null<float>(final_state),
+               ptr_or_null<float>(cs), states ? bf16_ptr(Vn) : nullptr, bf16_ptr(s.Kb), bf16_ptr(s.Wb),
+               bf16_ptr(s.Qb), bf16_ptr(s.Pb), s.U.data<float>(), s.EG.data<float>(), s.R.data<float>(),
+               ptr_or_null<float>(initial_state), sc);
+      }
+    });
+    return;
+  }
   const Prepared s = prepare(d, p, q, k, v, g, beta);
   const Tensor cs = chunk_states.defined() ? chunk_states : Tensor::empty({d.B, d.Hv, d.NC, d.K, d.V}, kFloat32, dev);
   const Tensor Vn = Tensor::empty({d.B, d.Hv, d.T, d.V}, kBFloat16, dev);

@@ -12,7 +12,8 @@
 // reg_buffers() - 1 ahead (cp.async) while the warps work on chunk n, one __syncthreads a chunk. Each element's
 // arithmetic is that of the shared-memory kernels: every product summed from zero over its inner index in 16-wide
 // steps in order, then Vn = U - s, r Vn rounded to bf16, H = eg_L H + s (backward: dVn = A + r s,
-// dH = eg_L dH + Qd - s).
+// dH = eg_L dH + Qd - s). forward_recur_out_kernel (the last section) is the forward with the chunk output made in
+// the same pass, from the state while it is in registers.
 //
 // Fragments (PTX ISA, mma.m16n8k16 with .bf16), lane = 4 g + t: an accumulator [16, 8] holds (g, 2t), (g, 2t+1),
 // (g+8, 2t), (g+8, 2t+1); an A operand [16, 16] holds (g, 2t..2t+1), (g+8, 2t..2t+1), (g, 2t+8..), (g+8, 2t+8..), that
@@ -336,6 +337,159 @@ __global__ void __launch_bounds__(VT * 2, 1)
     });
   }
   if (dinitial_state) store_state<K>(dinitial_state, s_off, h, V, g, t);
+}
+
+// ---- the forward recurrence with the chunk output
+
+// One buffer of forward_recur_out_kernel: the forward recurrence's (RegLayout) and the chunk's Q [C, K+8] and
+// P [C, C+8] (bf16 rows, prepare's Qbg and Pbg) and eg [C]. Two buffers: the copies run one chunk ahead.
+struct RegOutLayout {
+  RegLayout reg;
+  size_t Q, P, eg, size;
+  __host__ __device__ RegOutLayout(int64_t C, int64_t Kd, int64_t vt) : reg(C, Kd, vt, false) {
+    Carve c;
+    c.off = reg.size;
+    Q = c.take<bf16>(C * (Kd + kPadB));
+    P = c.take<bf16>(C * (C + kPadB));
+    eg = c.take<float>(C);
+    size = c.off;
+  }
+};
+constexpr int kRegOutBuffers = 2;
+inline size_t reg_out_smem(int64_t C, int64_t K, int vt) { return RegOutLayout(C, K, vt).size * kRegOutBuffers; }
+
+// The forward recurrence and the chunk output in one pass, at the fixed shapes: forward_recur_reg_kernel's step (the
+// same products in the same order, so the same Vn and states), and with chunk n's state still in registers the
+// warp's 16 value columns of its output, O^T = scale (H^T Q^T diag(eg) + Vn^T P^T): the bf16 A operands of H^T that
+// multiply W's rows multiply Q's too, and Vn^T (bf16, as stored) is the A operand of P^T (P lower: k-tiles up to the
+// diagonal). No chunk-parallel output kernel then reads the states, Q and P back. kKeep: chunk_states and Vng are
+// written (for the backward or the caller); without it neither is (a forward with no backward). final_state may be
+// null.
+template <typename S, int VT, bool kKeep>
+__global__ void __launch_bounds__(VT * 2, 1)
+    forward_recur_out_kernel(Dims d, float* __restrict__ o, float* __restrict__ final_state,
+                             float* __restrict__ chunk_states, bf16* __restrict__ Vng, const bf16* __restrict__ Kbg,
+                             const bf16* __restrict__ Wbg, const bf16* __restrict__ Qbg,
+                             const bf16* __restrict__ Pbg, const float* __restrict__ Ug,
+                             const float* __restrict__ EGg, const float* __restrict__ Rg,
+                             const float* __restrict__ s0, float sc) {
+  pdl_enter();
+  static_assert(S::fixed && S::C % 16 == 0 && S::K % 16 == 0, "fixed shapes only");
+  extern __shared__ __align__(128) unsigned char smem_mma[];
+  d = shaped<S>(d);
+  constexpr int C = S::C, K = S::K, V = S::V, NB = kRegOutBuffers, ldk = K + kPadB, ldv = VT + 4, ldp = C + kPadB;
+  const int64_t hv = blockIdx.y, b = blockIdx.z;
+  const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, w16 = 16 * (threadIdx.x >> 5);
+  const int c0 = blockIdx.x * VT;
+  const RegOutLayout lay(C, K, VT);
+  auto buf = [&](int64_t n) { return smem_mma + (n % NB) * lay.size; };
+  auto load = [&](int64_t n) {  // chunk n's W, K, U, r, eg_L, Q, P, eg (an empty group past the last chunk)
+    if (n < d.NC) {
+      unsigned char* bf = buf(n);
+      const int64_t t0 = n * C, hr = d.head_row(b, hv, t0);
+      const int L = static_cast<int>(min(int64_t(C), d.T - t0));
+      float* rs = at<float>(bf, lay.reg.r);
+      bf16* Qs = at<bf16>(bf, lay.Q);
+      async_chunk_rows<VT, C, K, V>(at<bf16>(bf, lay.reg.W), Wbg + hr * K, at<bf16>(bf, lay.reg.K), Kbg + hr * K,
+                                    at<float>(bf, lay.reg.A), Ug + hr * V + c0, L);
+      if (L == C) {
+        async_rows16_full<2 * VT, C, K>(Qs, ldk, Qbg + hr * K, K);
+      } else {
+        async_rows16(Qs, ldk, Qbg + hr * K, K, L, K);
+        zero_rows_bf16(Qs, ldk, L, C, K);
+      }
+      async_rows16_full<2 * VT, C, C>(at<bf16>(bf, lay.P), ldp, Pbg + ((b * d.Hv + hv) * d.NC + n) * C * C, C);
+      async_vec(rs, Rg + hr, L);
+      async_vec(at<float>(bf, lay.eg), EGg + hr, L);
+      if (threadIdx.x == 0) cp_async_elem(rs + C, EGg + hr + L - 1);
+    }
+    cp_async_commit();
+  };
+  for (int n = 0; n < NB - 1; ++n) load(n);
+  const int64_t s_off = (b * d.Hv + hv) * int64_t(K) * V + c0 + w16, os = d.Hv * V;
+  float h[K / 8][4];
+  load_state<K>(h, s0, s_off, V, g, t);
+  for (int64_t n = 0; n < d.NC; ++n) {
+    cp_async_wait_group<NB - 2>();
+    __syncthreads();  // chunk n's operands have landed; every warp is done with the buffer load() refills
+    load(n + NB - 1);
+    unsigned char* bf = buf(n);
+    const bf16* Ws = at<bf16>(bf, lay.reg.W);
+    const bf16* Ks = at<bf16>(bf, lay.reg.K);
+    const bf16* Qs = at<bf16>(bf, lay.Q);
+    const bf16* Ps = at<bf16>(bf, lay.P);
+    const float* Us = at<float>(bf, lay.reg.A) + w16;
+    const float* rs = at<float>(bf, lay.reg.r);
+    const float* es = at<float>(bf, lay.eg);
+    const int64_t t0 = n * C, hr = d.head_row(b, hv, t0);
+    const int L = static_cast<int>(min(int64_t(C), d.T - t0));
+    if constexpr (kKeep) store_state<K>(chunk_states + d.chunk_state(b, hv, n) + c0 + w16, 0, h, V, g, t);
+    // H^T W^T and H^T Q^T, each accumulator summed over the k-tiles in order (first_product's chains)
+    float sw[C / 16][2][4] = {}, sq[C / 16][2][4] = {};
+#pragma unroll
+    for (int kt = 0; kt < K / 16; ++kt) {
+      uint32_t ha[4];
+      a_from_acc(ha, h, kt);
+#pragma unroll
+      for (int ip = 0; ip < C / 16; ++ip) {
+        uint32_t bw[4], bq[4];
+        b_rows(bw, Ws, ldk, 16 * ip, 16 * kt, lane);
+        b_rows(bq, Qs, ldk, 16 * ip, 16 * kt, lane);
+        mma_16816(sw[ip][0], ha, bw[0], bw[1]);
+        mma_16816(sw[ip][1], ha, bw[2], bw[3]);
+        mma_16816(sq[ip][0], ha, bq[0], bq[1]);
+        mma_16816(sq[ip][1], ha, bq[2], bq[3]);
+      }
+    }
+    // Vn^T = U^T - H^T W^T (stored in bf16 with kKeep); its bf16 A operands vn and those of (r ⊙ Vn)^T, va
+    uint32_t va[C / 16][4], vn[C / 16][4];
+#pragma unroll
+    for (int ip = 0; ip < C / 16; ++ip) {
+      float x[2][4], xr[2][4];
+#pragma unroll
+      for (int u = 0; u < 2; ++u)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int i = acc_col(2 * ip + u, t, e), c = acc_row(g, e);
+          x[u][e] = 0.0f;
+          xr[u][e] = 0.0f;
+          if (i < L) {
+            x[u][e] = Us[i * ldv + c] - sw[ip][u][e];
+            if constexpr (kKeep) Vng[(hr + i) * V + c0 + w16 + c] = __float2bfloat16(x[u][e]);
+            xr[u][e] = rs[i] * x[u][e];
+          }
+        }
+      a_from_acc(vn[ip], x, 0);
+      a_from_acc(va[ip], xr, 0);
+    }
+    const float eg_last = rs[C];
+    // H^T = eg_L H^T + (r ⊙ Vn)^T K
+    second_product<C, K>(h, va, Ks, ldk, lane, [&](int, int, float h0, float s) { return eg_last * h0 + s; });
+    // O^T = scale (eg ⊙ (H^T Q^T) + Vn^T P^T), rows i < L of o
+    float* oc = o + d.value_row(b, t0, hv) + c0 + w16;
+#pragma unroll
+    for (int ip = 0; ip < C / 16; ++ip) {
+#pragma unroll
+      for (int u = 0; u < 2; ++u)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) sq[ip][u][e] *= es[acc_col(2 * ip + u, t, e)];
+#pragma unroll
+      for (int kt = 0; kt <= ip; ++kt) {
+        uint32_t bp[4];
+        b_rows(bp, Ps, ldp, 16 * ip, 16 * kt, lane);
+        mma_16816(sq[ip][0], vn[kt], bp[0], bp[1]);
+        mma_16816(sq[ip][1], vn[kt], bp[2], bp[3]);
+      }
+#pragma unroll
+      for (int u = 0; u < 2; ++u)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int i = acc_col(2 * ip + u, t, e);
+          if (i < L) oc[i * os + acc_row(g, e)] = sc * sq[ip][u][e];
+        }
+    }
+  }
+  if (final_state) store_state<K>(final_state, s_off, h, V, g, t);
 }
 
 }  // namespace gdn::cuda::delta_rule_tiled::mma

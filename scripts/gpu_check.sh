@@ -78,6 +78,11 @@ if want harness; then
   rows() { grep -E '^\| gated_delta_rule_chunked' "$1"; }
   note "chunked harness rows differing between prepare_cols and prepare_mma: $(diff <(rows "$OUT/harness.md") \
     <(rows "$OUT/harness_prepare_mma.md") | grep -c '^<')"
+  # The fixed shapes' forward with the chunk-parallel output kernel instead of the recurrence that makes the output.
+  GDN_DR_FUSED_OUTPUT=0 ./build-gpu/tests/gdn_tests -tc='cuda harness: delta rule chunked' \
+    > "$OUT/cuda_unfused_output.log" 2>&1
+  note "delta rule chunked, GDN_DR_FUSED_OUTPUT=0: rc=$?  $(grep -E '^\[doctest\] assertions' \
+    "$OUT/cuda_unfused_output.log")"
 fi
 
 if want sanitize; then
