@@ -129,13 +129,7 @@ int reg_vt(const Dims& d, F smem_of) {
 // columns in registers, cuda/delta_rule_chunked_mma_cols.cuh; the default) or with prepare_mma_kernel as every other
 // shape: GDN_DR_PREPARE_COLS=0 picks the latter (A/B runs; the two give the same bits).
 inline bool prepare_by_columns() {
-  static const bool v = [] {
-    const char* e = std::getenv("GDN_DR_PREPARE_COLS");
-    if (!e || !*e) return true;
-    const std::string s(e);
-    GDN_CHECK(s == "0" || s == "1", "GDN_DR_PREPARE_COLS must be 0 or 1, not '{}'", s);
-    return s == "1";
-  }();
+  static const bool v = env_switch("GDN_DR_PREPARE_COLS", true);
   return v;
 }
 
@@ -143,13 +137,7 @@ inline bool prepare_by_columns() {
 // (forward_recur_out_kernel, cuda/delta_rule_chunked_mma_regs.cuh; the default) or with the chunk-parallel
 // chunk_output_mma_kernel after it: GDN_DR_FUSED_OUTPUT=0 picks the latter (A/B runs, and the harness covers both).
 inline bool fused_output() {
-  static const bool v = [] {
-    const char* e = std::getenv("GDN_DR_FUSED_OUTPUT");
-    if (!e || !*e) return true;
-    const std::string s(e);
-    GDN_CHECK(s == "0" || s == "1", "GDN_DR_FUSED_OUTPUT must be 0 or 1, not '{}'", s);
-    return s == "1";
-  }();
+  static const bool v = env_switch("GDN_DR_FUSED_OUTPUT", true);
   return v;
 }
 

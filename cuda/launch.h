@@ -55,15 +55,21 @@ __device__ __forceinline__ void pdl_enter() {
 #endif
 }
 
+// A 0 / 1 switch from the environment (the A/B switches of the kernels): `fallback` when unset or empty, a UserError
+// for anything else.
+inline bool env_switch(const char* name, bool fallback) {
+  const char* e = std::getenv(name);
+  if (!e || !*e) return fallback;
+  GDN_USER_CHECK(std::strcmp(e, "0") == 0 || std::strcmp(e, "1") == 0, "{} must be 0 or 1, got '{}'", name, e);
+  return e[0] == '1';
+}
+
 // Whether launch() sets the PDL attribute, decided once at the first launch: GDN_PDL is not 0 (1 or unset is on,
 // anything else a UserError), the current device has compute capability >= 9.0, and `kernel`'s device code was built
 // for compute_90 or later (so its pdl_enter() waits; all of ours are built with the same architectures).
 inline bool pdl_enabled(const void* kernel) {
   static const bool on = [kernel] {
-    if (const char* e = std::getenv("GDN_PDL"); e && *e) {
-      GDN_USER_CHECK(std::strcmp(e, "0") == 0 || std::strcmp(e, "1") == 0, "GDN_PDL must be 0 or 1, got '{}'", e);
-      if (e[0] == '0') return false;
-    }
+    if (!env_switch("GDN_PDL", true)) return false;
     int device = 0, major = 0;
     CUDA_CHECK(cudaGetDevice(&device));
     CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
