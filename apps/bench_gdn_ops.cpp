@@ -96,9 +96,7 @@ std::string chunked_paths(bool on_cpu) {
   return "cpu";
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int run(int argc, char** argv) {
   CLI::App app{
       "bench-gdn-ops: times the gated delta rule operator, forward and forward+backward; prints the median of\n"
       "--repeats runs (after --warmup runs) as a markdown table. --device cpu (default): float32, chunked and\n"
@@ -125,8 +123,8 @@ int main(int argc, char** argv) {
   const Device device = init_device(device_name);
   const bool on_cpu = device.type == DeviceType::CPU;
   if (precision_name == "bfloat16" && on_cpu) {
-    std::fprintf(stderr, "bench-gdn-ops: --precision bfloat16 needs --device cuda\n");
-    return 1;
+    std::fprintf(stderr, "bench-gdn-ops: error: --precision bfloat16 needs --device cuda\n");
+    return 2;
   }
   PrecisionGuard precision(precision_name == "bfloat16" ? Precision::BFloat16 : Precision::Float32);
 
@@ -213,4 +211,16 @@ int main(int argc, char** argv) {
       }
     }
   return 0;
+}
+
+}  // namespace
+
+// Bad input (an unknown --device, a bad GDN_* switch in the environment) ends in one error line and exit code 2.
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const gdn::UserError& e) {
+    std::fprintf(stderr, "bench-gdn-ops: error: %s\n", e.what());
+    return 2;
+  }
 }

@@ -84,6 +84,8 @@ expect "export with nothing to do" "nothing to do" "$bin/gdn-export" --run "$tmp
 expect "import into a used folder" "already holds a run" "$bin/gdn-import" --from "$tmp/hf" --out "$tmp/imp"
 expect "bench-gdn-ops shape not four or five numbers" "--shape wants B,T,H,K" "$bin/bench-gdn-ops" --shape 4,256,4
 expect "bench-gdn-ops shape with a zero" "--shape wants B,T,H,K" "$bin/bench-gdn-ops" --shape 4,256,0,64
+expect "bench-gdn-ops unknown device" "unknown device 'gpu'" "$bin/bench-gdn-ops" --device gpu --shape 1,8,1,8
+expect "bench-gdn-ops bf16 products on the CPU" "needs --device cuda" "$bin/bench-gdn-ops" --precision bfloat16
 expect "import without a folder" "is not a folder" "$bin/gdn-import" --from "$tmp/nohf" --out "$tmp/imp2"
 sed 's/"linear_attention"/"full_attention"/' "$tmp/hf/config.json" >"$tmp/cfg.json" && cp "$tmp/cfg.json" "$tmp/hf/config.json"
 expect "import of a full-attention layer" "'layer_types'" "$bin/gdn-import" --from "$tmp/hf" --out "$tmp/imp2"
