@@ -4,7 +4,10 @@
 # Stages (all by default, or the ones named on the command line, in this order):
 #   build     configure + build with the CUDA backend for sm_90 into build-gpu/ (all cores)
 #   harness   the CUDA-vs-CPU kernel harness and the CUDA model tests (gdn_tests -tc='cuda*'); the table of every
-#             kernel's max error goes to $OUT/harness.md; the chunked delta rule again with one recurrence buffer
+#             kernel's max error goes to $OUT/harness.md; the chunked delta rule again with one recurrence buffer,
+#             the other value tiles of the register recurrences, prepare_mma_kernel at K = V = 128 and the
+#             chunk-parallel output kernel at the fixed shapes (GDN_DR_RECUR_BUFFERS, _RECUR_VT, _PREPARE_COLS,
+#             _FUSED_OUTPUT)
 #   sanitize  the same tests under compute-sanitizer memcheck, then the harness under racecheck (fewer delta-rule shapes:
 #             RACE_SHAPES, default 0,5,7, entries of the harness's chunked shape list; RACE_VARIANTS, default all,
 #             entries of its list of optional-tensor variants, to split one shape over several calls)
