@@ -150,11 +150,14 @@ T* ptr_or_null(const Tensor& t) {
 
 // Scratch of prepare_mma_kernel: W and K of the value head in bfloat16 [B,Hv,T,K]; U [B,Hv,T,V], P [B,Hv,NC,C,C],
 // eg, r [B,Hv,T] in float32. Vn [B,Hv,T,V] (bf16, U - W H of each chunk: its consumers take it as a bf16 operand
-// only) is the forward recurrence's, kept for the backward by forward() (undefined after prepare()). For
-// forward_recur_out_kernel: Q of the value head [B,Hv,T,K] and P [B,Hv,NC,C,C] in bfloat16 (Qb, Pb; P itself is then
-// made only for a backward).
+// only) is the forward recurrence's, kept for the backward by forward() (undefined after prepare()).
 struct Prepared {
-  Tensor Wb, Kb, U, P, EG, R, Vn, Qb, Pb;
+  Tensor Wb, Kb, U, P, EG, R, Vn;
+};
+// The operands prepare makes for forward_recur_out_kernel only: Q of the value head [B,Hv,T,K] and P [B,Hv,NC,C,C]
+// in bfloat16.
+struct OutputOperands {
+  Tensor Qb, Pb;
 };
 
 // Whether this call's chunk-parallel kernels run a fixed shape (with_shape on q, k, v, as prepare()).
@@ -165,24 +168,23 @@ inline bool fixed_shape(const Dims& d, const Plan& p, const Tensor& q, const Ten
   return fixed;
 }
 
-// want_p: P in float32 (chunk_output_mma and the backward read it); want_qp: Qb and Pb (fixed shapes only).
+// want_p: P in float32 (chunk_output_mma and the backward read it); qp (fixed shapes only): receives Q and P in bf16.
 inline Prepared prepare(const Dims& d, const Plan& p, const Tensor& q, const Tensor& k, const Tensor& v,
-                        const Tensor& g, const Tensor& beta, bool want_p = true, bool want_qp = false) {
+                        const Tensor& g, const Tensor& beta, bool want_p = true, OutputOperands* qp = nullptr) {
   const Device dev = q.device();
   Prepared s{Tensor::empty({d.B, d.Hv, d.T, d.K}, kBFloat16, dev), Tensor::empty({d.B, d.Hv, d.T, d.K}, kBFloat16, dev),
              Tensor::empty({d.B, d.Hv, d.T, d.V}, kFloat32, dev),
              want_p ? Tensor::empty({d.B, d.Hv, d.NC, d.C, d.C}, kFloat32, dev) : Tensor(),
              Tensor::empty({d.B, d.Hv, d.T}, kFloat32, dev), Tensor::empty({d.B, d.Hv, d.T}, kFloat32, dev)};
-  if (want_qp) {
-    s.Qb = Tensor::empty({d.B, d.Hv, d.T, d.K}, kBFloat16, dev);
-    s.Pb = Tensor::empty({d.B, d.Hv, d.NC, d.C, d.C}, kBFloat16, dev);
-  }
-  bf16* Qb = s.Qb.defined() ? bf16_ptr(s.Qb) : nullptr;
-  bf16* Pb = s.Pb.defined() ? bf16_ptr(s.Pb) : nullptr;
+  if (qp)
+    *qp = {Tensor::empty({d.B, d.Hv, d.T, d.K}, kBFloat16, dev),
+           Tensor::empty({d.B, d.Hv, d.NC, d.C, d.C}, kBFloat16, dev)};
+  bf16* Qb = qp ? bf16_ptr(qp->Qb) : nullptr;
+  bf16* Pb = qp ? bf16_ptr(qp->Pb) : nullptr;
   const dim3 grid(static_cast<unsigned>(d.NC), static_cast<unsigned>(d.Hv), static_cast<unsigned>(d.B));
   with_shape(d, p, {q.raw_data(), k.raw_data(), v.raw_data()}, [&](auto shape) {
     using S = decltype(shape);
-    GDN_CHECK(S::fixed || !want_qp, "delta rule prepare: Q and P in bf16 are made at the fixed shapes only");
+    GDN_CHECK(S::fixed || !qp, "delta rule prepare: Q and P in bf16 are made at the fixed shapes only");
     if constexpr (S::fixed && S::K + S::V == kColsThreads) {
       if (p.cols) {
         allow_smem(prepare_cols_kernel<S>, p.cols);
@@ -224,7 +226,8 @@ inline void forward(const Dims& d, const Plan& p, const Tensor& o, const Tensor&
                     const Tensor& beta, const Tensor& initial_state, float sc, Prepared* keep) {
   const Device dev = q.device();
   if (p.ovt > 0 && fixed_shape(d, p, q, k, v)) {
-    const Prepared s = prepare(d, p, q, k, v, g, beta, /*want_p=*/keep != nullptr, /*want_qp=*/true);
+    OutputOperands qp;
+    const Prepared s = prepare(d, p, q, k, v, g, beta, /*want_p=*/keep != nullptr, &qp);
     const bool states = keep || chunk_states.defined();  // chunk states and Vn wanted
     const Tensor cs = !states || chunk_states.defined() ? chunk_states
                                                         : Tensor::empty({d.B, d.Hv, d.NC, d.K, d.V}, kFloat32, dev);
@@ -232,7 +235,6 @@ inline void forward(const Dims& d, const Plan& p, const Tensor& o, const Tensor&
     if (keep) {
       *keep = s;
       keep->Vn = Vn;
-      keep->Qb = keep->Pb = Tensor();
     }
     with_shape(d, p, {q.raw_data(), k.raw_data(), v.raw_data()}, [&](auto shape) {
       using S = decltype(shape);
@@ -241,7 +243,7 @@ inline void forward(const Dims& d, const Plan& p, const Tensor& o, const Tensor&
         allow_smem(kernel, p.osmem);
         launch(kernel, recur_grid(d, p.ovt), 2 * p.ovt, p.osmem, d, o.data<float>(), ptr_or_null<float>(final_state),
                ptr_or_null<float>(cs), states ? bf16_ptr(Vn) : nullptr, bf16_ptr(s.Kb), bf16_ptr(s.Wb),
-               bf16_ptr(s.Qb), bf16_ptr(s.Pb), s.U.data<float>(), s.EG.data<float>(), s.R.data<float>(),
+               bf16_ptr(qp.Qb), bf16_ptr(qp.Pb), s.U.data<float>(), s.EG.data<float>(), s.R.data<float>(),
                ptr_or_null<float>(initial_state), sc);
       }
     });
